@@ -1,0 +1,551 @@
+//! A small, strict JSON reader and string writer for the envelope.
+//!
+//! Why not serde_json: the client is also compiled to WebAssembly, where serde_json costs about
+//! 25 KB gzipped, twice the whole client. The envelope needs much less than a general JSON
+//! library: read one object's members, keep each value as a borrowed slice of the input (so a
+//! payload is validated but never re-encoded, which also spares the server a DOM per frame), and
+//! unescape the few strings the protocol itself reads. The grammar is RFC 8259's; property tests
+//! in `tests/json_reader.rs` check it against serde_json.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Objects and arrays nested deeper than this are rejected, so a hostile frame cannot exhaust
+/// the stack of whoever parses it next (including JavaScript's `JSON.parse`).
+pub const MAX_DEPTH: usize = 64;
+
+/// Why a text is not acceptable JSON, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonError {
+    /// What went wrong.
+    pub kind: JsonErrorKind,
+    /// Byte offset in the input where it went wrong.
+    pub offset: usize,
+}
+
+/// The kinds of [`JsonError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonErrorKind {
+    /// The input ended inside a value.
+    UnexpectedEnd,
+    /// A byte that cannot start or continue a value here.
+    UnexpectedByte,
+    /// A malformed number.
+    InvalidNumber,
+    /// A malformed escape or a raw control character inside a string.
+    InvalidString,
+    /// A `\u` escape that is not a valid Unicode scalar value, in a string that must become Rust
+    /// text (member names and the envelope's own string fields).
+    InvalidUnicode,
+    /// Nesting deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// Something other than whitespace after the value.
+    TrailingCharacters,
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            JsonErrorKind::UnexpectedEnd => "unexpected end of input",
+            JsonErrorKind::UnexpectedByte => "unexpected character",
+            JsonErrorKind::InvalidNumber => "invalid number",
+            JsonErrorKind::InvalidString => "invalid string",
+            JsonErrorKind::InvalidUnicode => "invalid unicode escape",
+            JsonErrorKind::TooDeep => "nested too deep",
+            JsonErrorKind::TrailingCharacters => "trailing characters",
+        };
+        write!(f, "{what} at byte {}", self.offset)
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+/// One JSON value, as the exact slice of the input that spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawValue<'a> {
+    text: &'a str,
+}
+
+impl<'a> RawValue<'a> {
+    /// The value's text, exactly as it appeared in the input (already validated).
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// The value as a string, unescaped; `None` if it is not a string or holds an escape that
+    /// is not a Unicode scalar value.
+    pub fn as_str(&self) -> Option<Cow<'a, str>> {
+        if !self.text.starts_with('"') {
+            return None;
+        }
+        let mut reader = Reader::new(self.text);
+        reader.string(true).ok()
+    }
+
+    /// The value as a non-negative integer of at most 2^53 - 1 (exact in JavaScript).
+    pub fn as_safe_integer(&self) -> Option<u64> {
+        const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+        let digits = self.text.as_bytes();
+        if digits.is_empty() || digits.len() > 16 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        if digits.len() > 1 && digits[0] == b'0' {
+            return None;
+        }
+        let value = self.text.parse::<u64>().ok()?;
+        (value <= MAX_SAFE_INTEGER).then_some(value)
+    }
+
+    /// Whether the value is the literal `true`.
+    pub fn is_true(&self) -> bool {
+        self.text == "true"
+    }
+
+    /// Whether the value is an object.
+    pub fn is_object(&self) -> bool {
+        self.text.starts_with('{')
+    }
+}
+
+/// Checks that `text` is exactly one JSON value (surrounding whitespace allowed).
+pub fn validate(text: &str) -> Result<RawValue<'_>, JsonError> {
+    let mut reader = Reader::new(text);
+    reader.whitespace();
+    let value = reader.value(0)?;
+    reader.end()?;
+    Ok(value)
+}
+
+/// Reads `text` as exactly one JSON object and returns its members in order, each name unescaped
+/// and each value as its raw slice. Every value is fully validated.
+///
+/// Returns `Ok(None)` when `text` is valid JSON but not an object.
+pub fn object_members(text: &str) -> Result<Option<Vec<(Cow<'_, str>, RawValue<'_>)>>, JsonError> {
+    let mut reader = Reader::new(text);
+    reader.whitespace();
+    if reader.peek() != Some(b'{') {
+        reader.value(0)?;
+        reader.end()?;
+        return Ok(None);
+    }
+    let members = reader.object(0, true)?;
+    reader.end()?;
+    Ok(members)
+}
+
+/// Appends `text` to `out` as a JSON string literal, quotes included.
+pub fn write_string(out: &mut String, text: &str) {
+    out.push('"');
+    let mut plain_from = 0;
+    for (index, byte) in text.bytes().enumerate() {
+        let escape: &str = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[plain_from..index]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(HEX[usize::from(byte >> 4)] as char);
+            out.push(HEX[usize::from(byte & 0xf)] as char);
+        } else {
+            out.push_str(escape);
+        }
+        plain_from = index + 1;
+    }
+    out.push_str(&text[plain_from..]);
+    out.push('"');
+}
+
+/// A cursor over the input. Offsets in errors are byte offsets into it.
+struct Reader<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+type Members<'a> = Vec<(Cow<'a, str>, RawValue<'a>)>;
+
+impl<'a> Reader<'a> {
+    fn new(text: &'a str) -> Self {
+        Reader { text, pos: 0 }
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes().get(self.pos).copied()
+    }
+
+    fn error(&self, kind: JsonErrorKind) -> JsonError {
+        JsonError { kind, offset: self.pos }
+    }
+
+    fn unexpected(&self) -> JsonError {
+        match self.peek() {
+            None => self.error(JsonErrorKind::UnexpectedEnd),
+            Some(_) => self.error(JsonErrorKind::UnexpectedByte),
+        }
+    }
+
+    fn whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn end(&mut self) -> Result<(), JsonError> {
+        self.whitespace();
+        match self.peek() {
+            None => Ok(()),
+            Some(_) => Err(self.error(JsonErrorKind::TrailingCharacters)),
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), JsonError> {
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.unexpected())
+        }
+    }
+
+    /// Reads one value starting exactly at the cursor (no leading whitespace).
+    fn value(&mut self, depth: usize) -> Result<RawValue<'a>, JsonError> {
+        let start = self.pos;
+        match self.peek() {
+            Some(b'{') => {
+                self.object(depth, false)?;
+            }
+            Some(b'[') => self.array(depth)?,
+            Some(b'"') => {
+                self.string(false)?;
+            }
+            Some(b't') => self.literal("true")?,
+            Some(b'f') => self.literal("false")?,
+            Some(b'n') => self.literal("null")?,
+            Some(b'-' | b'0'..=b'9') => self.number()?,
+            _ => return Err(self.unexpected()),
+        }
+        Ok(RawValue { text: &self.text[start..self.pos] })
+    }
+
+    fn literal(&mut self, word: &str) -> Result<(), JsonError> {
+        if self.text[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(self.error(JsonErrorKind::UnexpectedByte))
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    fn number(&mut self) -> Result<(), JsonError> {
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(self.error(JsonErrorKind::InvalidNumber)),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if self.digits() == 0 {
+                return Err(self.error(JsonErrorKind::InvalidNumber));
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.error(JsonErrorKind::InvalidNumber));
+            }
+        }
+        Ok(())
+    }
+
+    fn array(&mut self, depth: usize) -> Result<(), JsonError> {
+        if depth >= MAX_DEPTH {
+            return Err(self.error(JsonErrorKind::TooDeep));
+        }
+        self.expect(b'[')?;
+        self.whitespace();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.value(depth + 1)?;
+            self.whitespace();
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.whitespace();
+                }
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.unexpected()),
+            }
+        }
+    }
+
+    /// Reads an object. With `collect`, returns its members (names unescaped into Rust text);
+    /// without, only validates it and returns `None`.
+    fn object(&mut self, depth: usize, collect: bool) -> Result<Option<Members<'a>>, JsonError> {
+        if depth >= MAX_DEPTH {
+            return Err(self.error(JsonErrorKind::TooDeep));
+        }
+        self.expect(b'{')?;
+        let mut members = Vec::new();
+        self.whitespace();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(collect.then_some(members));
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return Err(self.unexpected());
+            }
+            let name = self.string(collect)?;
+            self.whitespace();
+            self.expect(b':')?;
+            self.whitespace();
+            let value = self.value(depth + 1)?;
+            if collect {
+                members.push((name, value));
+            }
+            self.whitespace();
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.whitespace();
+                }
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(collect.then_some(members));
+                }
+                _ => return Err(self.unexpected()),
+            }
+        }
+    }
+
+    /// Reads a string literal. With `decode`, returns its unescaped text, which requires every
+    /// `\u` escape to form a Unicode scalar value; without, only checks the escape syntax (lone
+    /// surrogates are valid JSON and JavaScript produces them) and returns the raw contents.
+    fn string(&mut self, decode: bool) -> Result<Cow<'a, str>, JsonError> {
+        self.expect(b'"')?;
+        let start = self.pos;
+        let bytes = self.bytes();
+        let mut decoded: Option<String> = None;
+        let mut plain_from = start;
+        loop {
+            let Some(&byte) = bytes.get(self.pos) else {
+                return Err(self.error(JsonErrorKind::UnexpectedEnd));
+            };
+            match byte {
+                b'"' => {
+                    let rest = &self.text[plain_from..self.pos];
+                    self.pos += 1;
+                    return Ok(match decoded {
+                        Some(mut text) => {
+                            text.push_str(rest);
+                            Cow::Owned(text)
+                        }
+                        None => Cow::Borrowed(&self.text[start..self.pos - 1]),
+                    });
+                }
+                b'\\' => {
+                    let escape_at = self.pos;
+                    let unescaped = self.escape(decode)?;
+                    if decode {
+                        let text = decoded.get_or_insert_with(String::new);
+                        text.push_str(&self.text[plain_from..escape_at]);
+                        if let Some(c) = unescaped {
+                            text.push(c);
+                        }
+                        plain_from = self.pos;
+                    }
+                }
+                0x00..=0x1f => return Err(self.error(JsonErrorKind::InvalidString)),
+                _ => self.pos += 1,
+            }
+        }
+    }
+
+    /// Reads one escape sequence at the cursor (which is on the backslash).
+    fn escape(&mut self, decode: bool) -> Result<Option<char>, JsonError> {
+        self.pos += 1;
+        let Some(kind) = self.peek() else {
+            return Err(self.error(JsonErrorKind::UnexpectedEnd));
+        };
+        self.pos += 1;
+        let simple = match kind {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let first = self.hex4()?;
+                if !decode {
+                    return Ok(None);
+                }
+                return self.unicode_escape(first).map(Some);
+            }
+            _ => {
+                self.pos -= 1;
+                return Err(self.error(JsonErrorKind::InvalidString));
+            }
+        };
+        Ok(Some(simple))
+    }
+
+    /// Completes a `\uXXXX` escape whose four digits were `first`, reading the low half of a
+    /// surrogate pair when needed.
+    fn unicode_escape(&mut self, first: u16) -> Result<char, JsonError> {
+        let code = match first {
+            0xd800..=0xdbff => {
+                if !self.text[self.pos..].starts_with("\\u") {
+                    return Err(self.error(JsonErrorKind::InvalidUnicode));
+                }
+                self.pos += 2;
+                let low = self.hex4()?;
+                if !(0xdc00..=0xdfff).contains(&low) {
+                    return Err(self.error(JsonErrorKind::InvalidUnicode));
+                }
+                0x10000 + ((u32::from(first) - 0xd800) << 10) + (u32::from(low) - 0xdc00)
+            }
+            0xdc00..=0xdfff => return Err(self.error(JsonErrorKind::InvalidUnicode)),
+            _ => u32::from(first),
+        };
+        char::from_u32(code).ok_or_else(|| self.error(JsonErrorKind::InvalidUnicode))
+    }
+
+    fn hex4(&mut self) -> Result<u16, JsonError> {
+        let mut value: u16 = 0;
+        for _ in 0..4 {
+            let digit = match self.peek() {
+                Some(b @ b'0'..=b'9') => b - b'0',
+                Some(b @ b'a'..=b'f') => b - b'a' + 10,
+                Some(b @ b'A'..=b'F') => b - b'A' + 10,
+                None => return Err(self.error(JsonErrorKind::UnexpectedEnd)),
+                Some(_) => return Err(self.error(JsonErrorKind::InvalidString)),
+            };
+            value = value << 4 | u16::from(digit);
+            self.pos += 1;
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_members_with_raw_values() {
+        let members = object_members(r#" {"type":"chat","payload":{"a":[1,2.5e3,null]},"id":7} "#)
+            .expect("valid")
+            .expect("object");
+        assert_eq!(members.len(), 3);
+        assert_eq!(members[0].0, "type");
+        assert_eq!(members[0].1.as_str().as_deref(), Some("chat"));
+        assert_eq!(members[1].1.text(), r#"{"a":[1,2.5e3,null]}"#);
+        assert_eq!(members[2].1.as_safe_integer(), Some(7));
+    }
+
+    #[test]
+    fn non_objects_are_valid_but_not_members() {
+        assert_eq!(object_members("[1,2]"), Ok(None));
+        assert_eq!(object_members(" \"x\" "), Ok(None));
+    }
+
+    #[test]
+    fn unescapes_strings_and_surrogate_pairs() {
+        let value = validate(r#""a\"b\\c\u00e9\ud83d\ude00\n""#).expect("valid");
+        assert_eq!(value.as_str().as_deref(), Some("a\"b\\c\u{e9}\u{1f600}\n"));
+    }
+
+    #[test]
+    fn lone_surrogates_are_valid_json_but_not_text() {
+        let value = validate(r#""\ud800""#).expect("valid JSON");
+        assert_eq!(value.as_str(), None);
+        let err = object_members(r#"{"\udc00":1}"#).expect_err("name must be text");
+        assert_eq!(err.kind, JsonErrorKind::InvalidUnicode);
+    }
+
+    #[test]
+    fn rejects_malformed_input() {
+        for (text, kind) in [
+            ("", JsonErrorKind::UnexpectedEnd),
+            ("{", JsonErrorKind::UnexpectedEnd),
+            ("{\"a\" 1}", JsonErrorKind::UnexpectedByte),
+            ("{\"a\":1,}", JsonErrorKind::UnexpectedByte),
+            ("[1,]", JsonErrorKind::UnexpectedByte),
+            ("01", JsonErrorKind::TrailingCharacters),
+            ("1.", JsonErrorKind::InvalidNumber),
+            ("-", JsonErrorKind::InvalidNumber),
+            ("1e", JsonErrorKind::InvalidNumber),
+            ("\"a\u{1}\"", JsonErrorKind::InvalidString),
+            ("\"\\x\"", JsonErrorKind::InvalidString),
+            ("tru", JsonErrorKind::UnexpectedByte),
+            ("{} {}", JsonErrorKind::TrailingCharacters),
+        ] {
+            let err = validate(text).expect_err(text);
+            assert_eq!(err.kind, kind, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn limits_depth() {
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(validate(&ok).is_ok());
+        let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        assert_eq!(validate(&deep).map_err(|e| e.kind), Err(JsonErrorKind::TooDeep));
+        let deep_in_object = format!("{{\"p\":{deep}}}");
+        assert!(object_members(&deep_in_object).is_err());
+    }
+
+    #[test]
+    fn safe_integers_only() {
+        let int = |text: &str| validate(text).expect("valid").as_safe_integer();
+        assert_eq!(int("0"), Some(0));
+        assert_eq!(int("9007199254740991"), Some((1 << 53) - 1));
+        assert_eq!(int("9007199254740992"), None);
+        assert_eq!(int("-1"), None);
+        assert_eq!(int("1.0"), None);
+        assert_eq!(int("1e3"), None);
+    }
+
+    #[test]
+    fn writes_escaped_strings() {
+        let mut out = String::new();
+        write_string(&mut out, "a\"b\\c\n\u{1}é");
+        assert_eq!(out, r#""a\"b\\c\n\u0001é""#);
+        assert_eq!(validate(&out).expect("valid").as_str().as_deref(), Some("a\"b\\c\n\u{1}é"));
+    }
+}

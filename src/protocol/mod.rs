@@ -1,0 +1,500 @@
+//! Wire protocol v1 (see `PROTOCOL.md`): frame types and their JSON codec.
+//!
+//! One codec serves every party: the client core (native and wasm) and the server. Decoding
+//! borrows from the received text and keeps `payload` as a validated raw slice, so relaying a
+//! message never re-encodes its payload.
+
+pub mod json;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use json::{JsonError, RawValue};
+
+/// The protocol version this crate speaks, sent in `~hello` and `~welcome`.
+pub const VERSION: u64 = 1;
+
+/// Application message types may not start with this; control frames do.
+pub const RESERVED_PREFIX: char = '~';
+
+/// A frame of protocol v1, decoded from (and borrowing) its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// An application message or a response (`re` set).
+    Message(Message<'a>),
+    /// Client -> server, first frame: version, session token, reliable server frames received.
+    Hello {
+        /// Protocol version the client speaks.
+        version: u64,
+        /// The client's session token.
+        session: Cow<'a, str>,
+        /// Reliable server frames received in this session.
+        ack: u64,
+    },
+    /// Server -> client answer to the hello.
+    Welcome {
+        /// Protocol version the server speaks.
+        version: u64,
+        /// The session token, echoed.
+        session: Cow<'a, str>,
+        /// Highest client message id consumed in this session.
+        ack: u64,
+        /// Whether the server still held the session.
+        resumed: bool,
+    },
+    /// Cumulative acknowledgement (see `PROTOCOL.md` sections 4 and 5 for each direction).
+    Ack {
+        /// The acknowledged position.
+        ack: u64,
+    },
+    /// Application-level heartbeat request.
+    Ping,
+    /// Application-level heartbeat answer.
+    Pong,
+    /// An error report.
+    Error(ErrorReport),
+}
+
+/// An application message, or a response to one when `re` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// The message type (never starts with `~`).
+    pub kind: Cow<'a, str>,
+    /// The sender's message id; absent from bare clients.
+    pub id: Option<u64>,
+    /// The id of the message this one answers.
+    pub re: Option<u64>,
+    /// The addressee's source.
+    pub to: Option<Cow<'a, str>>,
+    /// The sender's source, as registered by the server.
+    pub source: Option<Cow<'a, str>>,
+    /// The payload, as raw JSON text.
+    pub payload: Option<&'a str>,
+    /// On a response: the handler failed.
+    pub error: Option<RemoteError>,
+}
+
+/// A failure reported by the other side: `code` is machine-readable, `message` is for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteError {
+    /// One of the codes of `PROTOCOL.md`, or an application's own.
+    pub code: String,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+/// An `~error` frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReport {
+    /// What went wrong.
+    pub error: RemoteError,
+    /// The id of the offending message, if it had one.
+    pub re: Option<u64>,
+}
+
+/// The error codes of `PROTOCOL.md` section 8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// Not JSON, not UTF-8, or nested too deep.
+    InvalidJson,
+    /// JSON, but not a valid envelope.
+    InvalidFrame,
+    /// A binary frame where text is expected.
+    BinaryFrame,
+    /// Larger than the maximum message size.
+    TooLarge,
+    /// An application type starting with `~`, or an unknown control type.
+    ReservedType,
+    /// `to` names a source that is not connected.
+    UnknownTarget,
+    /// The hello's version is not spoken.
+    UnsupportedVersion,
+    /// The recipient's outbound queue is full.
+    Overflow,
+    /// A handler failed.
+    HandlerError,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidFrame => "invalid_frame",
+            ErrorCode::BinaryFrame => "binary_frame",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::ReservedType => "reserved_type",
+            ErrorCode::UnknownTarget => "unknown_target",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::Overflow => "overflow",
+            ErrorCode::HandlerError => "handler_error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a text is not a valid frame: the code to report and an explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// `InvalidJson`, `InvalidFrame` or `ReservedType`.
+    pub code: ErrorCode,
+    /// What exactly is wrong, for the error frame's `message`.
+    pub message: Cow<'static, str>,
+    /// The frame's `id`, when it could be read, so the error can name the message.
+    pub id: Option<u64>,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl From<JsonError> for DecodeError {
+    fn from(error: JsonError) -> Self {
+        DecodeError { code: ErrorCode::InvalidJson, message: error.to_string().into(), id: None }
+    }
+}
+
+/// The envelope's fields as read, before deciding which frame they make.
+#[derive(Default)]
+struct Fields<'a> {
+    kind: Option<Cow<'a, str>>,
+    payload: Option<RawValue<'a>>,
+    id: Option<u64>,
+    re: Option<u64>,
+    to: Option<Cow<'a, str>>,
+    source: Option<Cow<'a, str>>,
+    error: Option<RemoteError>,
+    ack: Option<u64>,
+    version: Option<u64>,
+    session: Option<Cow<'a, str>>,
+    resumed: Option<bool>,
+    code: Option<Cow<'a, str>>,
+    message: Option<Cow<'a, str>>,
+}
+
+fn invalid(message: &'static str) -> DecodeError {
+    DecodeError { code: ErrorCode::InvalidFrame, message: Cow::Borrowed(message), id: None }
+}
+
+fn set<T>(slot: &mut Option<T>, value: Option<T>, what: &'static str) -> Result<(), DecodeError> {
+    if slot.is_some() {
+        return Err(invalid("duplicate field"));
+    }
+    *slot = Some(value.ok_or_else(|| invalid(what))?);
+    Ok(())
+}
+
+fn positive(value: RawValue<'_>) -> Option<u64> {
+    value.as_safe_integer().filter(|&n| n >= 1)
+}
+
+fn remote_error(value: RawValue<'_>) -> Option<RemoteError> {
+    let members = json::object_members(value.text()).ok()??;
+    let mut code = None;
+    let mut message = None;
+    for (name, value) in members {
+        match &*name {
+            "code" => code = Some(value.as_str()?.into_owned()),
+            "message" => message = Some(value.as_str()?.into_owned()),
+            _ => {}
+        }
+    }
+    Some(RemoteError { code: code?, message: message.unwrap_or_default() })
+}
+
+impl<'a> Frame<'a> {
+    /// Decodes one text frame.
+    pub fn decode(text: &'a str) -> Result<Frame<'a>, DecodeError> {
+        let members = json::object_members(text)?
+            .ok_or_else(|| invalid("a frame must be a JSON object"))?;
+        let mut f = Fields::default();
+        for (name, value) in members {
+            match &*name {
+                "type" => set(&mut f.kind, value.as_str(), "\"type\" must be a string")?,
+                "payload" => set(&mut f.payload, Some(value), "")?,
+                "id" => set(&mut f.id, positive(value), "\"id\" must be an integer >= 1")?,
+                "re" => set(&mut f.re, positive(value), "\"re\" must be an integer >= 1")?,
+                "to" => set(&mut f.to, value.as_str(), "\"to\" must be a string")?,
+                "source" => set(&mut f.source, value.as_str(), "\"source\" must be a string")?,
+                "error" => set(
+                    &mut f.error,
+                    remote_error(value),
+                    "\"error\" must be an object with a string \"code\"",
+                )?,
+                "ack" => set(&mut f.ack, value.as_safe_integer(), "\"ack\" must be an integer")?,
+                "v" => set(&mut f.version, value.as_safe_integer(), "\"v\" must be an integer")?,
+                "session" => set(&mut f.session, value.as_str(), "\"session\" must be a string")?,
+                "resumed" => set(&mut f.resumed, Some(value.is_true()), "")?,
+                "code" => set(&mut f.code, value.as_str(), "\"code\" must be a string")?,
+                "message" => set(&mut f.message, value.as_str(), "\"message\" must be a string")?,
+                _ => {}
+            }
+        }
+        let id = f.id;
+        Frame::from_fields(f).map_err(|mut error| {
+            error.id = id;
+            error
+        })
+    }
+
+    fn from_fields(f: Fields<'a>) -> Result<Frame<'a>, DecodeError> {
+        let kind = f.kind.ok_or_else(|| invalid("\"type\" is required"))?;
+        let Some(control) = kind.strip_prefix(RESERVED_PREFIX) else {
+            if f.payload.is_some() && f.error.is_some() {
+                return Err(invalid("a response carries \"payload\" or \"error\", not both"));
+            }
+            if f.error.is_some() && f.re.is_none() {
+                return Err(invalid("\"error\" is only valid on a response (with \"re\")"));
+            }
+            return Ok(Frame::Message(Message {
+                kind,
+                id: f.id,
+                re: f.re,
+                to: f.to,
+                source: f.source,
+                payload: f.payload.map(|raw| raw.text()),
+                error: f.error,
+            }));
+        };
+        let ack = f.ack.unwrap_or(0);
+        Ok(match control {
+            "hello" | "welcome" => {
+                let version = f.version.ok_or_else(|| invalid("\"v\" is required"))?;
+                let session = f.session.ok_or_else(|| invalid("\"session\" is required"))?;
+                if control == "hello" {
+                    Frame::Hello { version, session, ack }
+                } else {
+                    let resumed = f.resumed.unwrap_or(false);
+                    Frame::Welcome { version, session, ack, resumed }
+                }
+            }
+            "ack" => Frame::Ack { ack: f.ack.ok_or_else(|| invalid("\"ack\" is required"))? },
+            "ping" => Frame::Ping,
+            "pong" => Frame::Pong,
+            "error" => Frame::Error(ErrorReport {
+                error: RemoteError {
+                    code: f.code.ok_or_else(|| invalid("\"code\" is required"))?.into_owned(),
+                    message: f.message.map(Cow::into_owned).unwrap_or_default(),
+                },
+                re: f.re,
+            }),
+            _ => {
+                return Err(DecodeError {
+                    code: ErrorCode::ReservedType,
+                    message: Cow::Borrowed("types starting with '~' are reserved"),
+                    id: None,
+                })
+            }
+        })
+    }
+
+    /// Encodes the frame as JSON text.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(64);
+        match self {
+            Frame::Message(message) => message.encode_into(&mut out),
+            Frame::Hello { version, session, ack } => {
+                out.push_str("{\"type\":\"~hello\",\"v\":");
+                push_u64(&mut out, *version);
+                out.push_str(",\"session\":");
+                json::write_string(&mut out, session);
+                out.push_str(",\"ack\":");
+                push_u64(&mut out, *ack);
+                out.push('}');
+            }
+            Frame::Welcome { version, session, ack, resumed } => {
+                out.push_str("{\"type\":\"~welcome\",\"v\":");
+                push_u64(&mut out, *version);
+                out.push_str(",\"session\":");
+                json::write_string(&mut out, session);
+                out.push_str(",\"ack\":");
+                push_u64(&mut out, *ack);
+                out.push_str(if *resumed { ",\"resumed\":true}" } else { ",\"resumed\":false}" });
+            }
+            Frame::Ack { ack } => {
+                out.push_str("{\"type\":\"~ack\",\"ack\":");
+                push_u64(&mut out, *ack);
+                out.push('}');
+            }
+            Frame::Ping => out.push_str("{\"type\":\"~ping\"}"),
+            Frame::Pong => out.push_str("{\"type\":\"~pong\"}"),
+            Frame::Error(report) => {
+                out.push_str("{\"type\":\"~error\",\"code\":");
+                json::write_string(&mut out, &report.error.code);
+                out.push_str(",\"message\":");
+                json::write_string(&mut out, &report.error.message);
+                if let Some(re) = report.re {
+                    out.push_str(",\"re\":");
+                    push_u64(&mut out, re);
+                }
+                out.push('}');
+            }
+        }
+        out
+    }
+}
+
+impl Message<'_> {
+    /// Appends the message's JSON text to `out`. The payload is copied verbatim: it must be
+    /// valid JSON text (it is, when it came from [`Frame::decode`] or [`json::validate`]).
+    pub fn encode_into(&self, out: &mut String) {
+        out.push_str("{\"type\":");
+        json::write_string(out, &self.kind);
+        if let Some(id) = self.id {
+            out.push_str(",\"id\":");
+            push_u64(out, id);
+        }
+        if let Some(re) = self.re {
+            out.push_str(",\"re\":");
+            push_u64(out, re);
+        }
+        if let Some(to) = &self.to {
+            out.push_str(",\"to\":");
+            json::write_string(out, to);
+        }
+        if let Some(source) = &self.source {
+            out.push_str(",\"source\":");
+            json::write_string(out, source);
+        }
+        if let Some(payload) = self.payload {
+            out.push_str(",\"payload\":");
+            out.push_str(payload);
+        }
+        if let Some(error) = &self.error {
+            out.push_str(",\"error\":{\"code\":");
+            json::write_string(out, &error.code);
+            out.push_str(",\"message\":");
+            json::write_string(out, &error.message);
+            out.push('}');
+        }
+        out.push('}');
+    }
+
+    /// The message's JSON text.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(48 + self.kind.len() + self.payload.map_or(0, str::len));
+        self.encode_into(&mut out);
+        out
+    }
+}
+
+/// Writes a decimal integer without the formatting machinery (which the wasm build avoids).
+fn push_u64(out: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(text: &str) -> Message<'_> {
+        match Frame::decode(text) {
+            Ok(Frame::Message(message)) => message,
+            other => panic!("not a message: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bare_frame_is_a_message() {
+        let m = message(r#"{"type":"chat-message","payload":{"message":"Hello"},"source":"me"}"#);
+        assert_eq!(m.kind, "chat-message");
+        assert_eq!(m.payload, Some(r#"{"message":"Hello"}"#));
+        assert_eq!(m.id, None);
+        assert_eq!(m.source.as_deref(), Some("me"));
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let original = Message {
+            kind: Cow::Borrowed("chat \"x\""),
+            id: Some(7),
+            re: Some(3),
+            to: Some(Cow::Borrowed("bob")),
+            source: Some(Cow::Borrowed("alice")),
+            payload: Some("[1, {\"a\": null}]"),
+            error: None,
+        };
+        let text = original.encode();
+        assert_eq!(message(&text), original);
+        let failed = Message {
+            payload: None,
+            error: Some(RemoteError { code: "handler_error".into(), message: "boom".into() }),
+            ..original
+        };
+        assert_eq!(message(&failed.encode()), failed);
+    }
+
+    #[test]
+    fn control_frames_round_trip() {
+        for frame in [
+            Frame::Hello { version: 1, session: "abc".into(), ack: 12 },
+            Frame::Welcome { version: 1, session: "abc".into(), ack: 41, resumed: true },
+            Frame::Ack { ack: 0 },
+            Frame::Ping,
+            Frame::Pong,
+            Frame::Error(ErrorReport {
+                error: RemoteError { code: "unknown_target".into(), message: "no \"bob\"".into() },
+                re: Some(7),
+            }),
+        ] {
+            let text = frame.encode();
+            assert_eq!(Frame::decode(&text).as_ref(), Ok(&frame), "{text}");
+        }
+    }
+
+    #[test]
+    fn invalid_envelopes_name_their_problem() {
+        let code = |text: &str| Frame::decode(text).expect_err(text).code;
+        assert_eq!(code("not json"), ErrorCode::InvalidJson);
+        assert_eq!(code("[1]"), ErrorCode::InvalidFrame);
+        assert_eq!(code(r#"{"payload":1}"#), ErrorCode::InvalidFrame);
+        assert_eq!(code(r#"{"type":5}"#), ErrorCode::InvalidFrame);
+        assert_eq!(code(r#"{"type":"a","id":0}"#), ErrorCode::InvalidFrame);
+        assert_eq!(code(r#"{"type":"a","id":1.5}"#), ErrorCode::InvalidFrame);
+        assert_eq!(code(r#"{"type":"a","type":"b"}"#), ErrorCode::InvalidFrame);
+        assert_eq!(code(r#"{"type":"~nope"}"#), ErrorCode::ReservedType);
+        assert_eq!(code(r#"{"type":"~hello","session":"s"}"#), ErrorCode::InvalidFrame);
+    }
+
+    #[test]
+    fn decode_error_names_the_offending_id() {
+        let error = Frame::decode(r#"{"type":"~x","id":9}"#).expect_err("reserved");
+        assert_eq!(error.id, Some(9));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let m = message(r#"{"type":"a","future":{"x":[1]},"id":2}"#);
+        assert_eq!(m.id, Some(2));
+    }
+
+    #[test]
+    fn integers_encode_without_fmt() {
+        for value in [0, 7, 10, 12345, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, value);
+            assert_eq!(out, value.to_string());
+        }
+    }
+}
