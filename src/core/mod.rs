@@ -7,3 +7,18 @@
 mod server_session;
 
 pub use server_session::{Delivery, ServerSession, SlowConsumer};
+
+mod backoff;
+mod client;
+mod error;
+mod options;
+mod outbox;
+mod time;
+
+pub use backoff::delay_range;
+pub use client::{
+    ClientCore, Event, Incoming, Outgoing, Output, ReadyState, ReplyTarget, Response, TransportId,
+};
+pub use error::Error;
+pub use options::Options;
+pub use time::Instant;

@@ -107,6 +107,9 @@ impl<'a> RawValue<'a> {
     }
 }
 
+/// An object's members: unescaped names and raw values, in order.
+pub type Members<'a> = Vec<(Cow<'a, str>, RawValue<'a>)>;
+
 /// Checks that `text` is exactly one JSON value (surrounding whitespace allowed).
 pub fn validate(text: &str) -> Result<RawValue<'_>, JsonError> {
     let mut reader = Reader::new(text);
@@ -120,7 +123,7 @@ pub fn validate(text: &str) -> Result<RawValue<'_>, JsonError> {
 /// and each value as its raw slice. Every value is fully validated.
 ///
 /// Returns `Ok(None)` when `text` is valid JSON but not an object.
-pub fn object_members(text: &str) -> Result<Option<Vec<(Cow<'_, str>, RawValue<'_>)>>, JsonError> {
+pub fn object_members(text: &str) -> Result<Option<Members<'_>>, JsonError> {
     let mut reader = Reader::new(text);
     reader.whitespace();
     if reader.peek() != Some(b'{') {
@@ -168,7 +171,6 @@ struct Reader<'a> {
     pos: usize,
 }
 
-type Members<'a> = Vec<(Cow<'a, str>, RawValue<'a>)>;
 
 impl<'a> Reader<'a> {
     fn new(text: &'a str) -> Self {

@@ -1,0 +1,745 @@
+//! The client state machine: one per `WebSocketClient`, whatever drives it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::backoff::{self, Rng};
+use super::outbox::{Deadlines, Outbox, Settles};
+use super::{Error, Instant, Options};
+use crate::protocol::{json, ErrorReport, Frame, Message, RemoteError, RESERVED_PREFIX, VERSION};
+
+/// Names one transport (one WebSocket) the core asked for. Events of a transport the core has
+/// since abandoned carry an old id and are ignored, so a late `close` from a replaced socket
+/// cannot tear down its successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TransportId(pub u64);
+
+/// What the core asks the driver to do, or tells the application. Drain with
+/// [`ClientCore::poll_output`] after every input.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub enum Output {
+    /// Open a new WebSocket to the client's URL and report its events with this id.
+    Connect(TransportId),
+    /// Write this text frame on the current transport.
+    Transmit(String),
+    /// Close the transport with this id (the core has already stopped using it).
+    CloseTransport {
+        /// Which transport.
+        transport: TransportId,
+        /// Close code (1000 or 4000-4999; browsers accept no others from a page).
+        code: u16,
+        /// Close reason.
+        reason: String,
+    },
+    /// Something for the application.
+    Event(Event),
+}
+
+/// What happened, for the application.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The connection is open (the server's welcome arrived).
+    Open {
+        /// The server still held the session: nothing sent to this client was lost.
+        resumed: bool,
+    },
+    /// A message for the `on(type)` handlers.
+    Message(Incoming),
+    /// A response that no pending request waits for (an answer to a plain send, or one that
+    /// arrived after its request timed out).
+    Response(Response),
+    /// The response to a pending request.
+    Reply {
+        /// The request's id.
+        request: u64,
+        /// The responder.
+        source: Option<String>,
+        /// The payload (raw JSON, `None` when empty), or the responder's error.
+        result: Result<Option<String>, RemoteError>,
+    },
+    /// The server acknowledged a send or response: it has it.
+    Delivered {
+        /// The message's id.
+        id: u64,
+    },
+    /// A send, response or request failed; it will not be retried.
+    Failed {
+        /// The message's id.
+        id: u64,
+        /// Why.
+        error: Error,
+    },
+    /// A transport closed.
+    Close {
+        /// Close code (1006 when the connection was lost without one).
+        code: u16,
+        /// Close reason.
+        reason: String,
+        /// Whether the client will try again.
+        reconnecting: bool,
+    },
+    /// The next attempt is scheduled.
+    Reconnecting {
+        /// Attempt number, 1 for the first reconnect since the last stable connection.
+        attempt: u32,
+        /// How long until it starts.
+        delay: Duration,
+    },
+    /// A problem that fails no particular message (a transport error, an `~error` from the
+    /// server about no message of ours, a malformed server frame).
+    Error(Error),
+}
+
+/// A message received, for the `on(type)` handlers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// Message type.
+    pub kind: String,
+    /// Raw JSON payload, if any.
+    pub payload: Option<String>,
+    /// Sender, as registered by the server (`None`: the server itself).
+    pub source: Option<String>,
+    /// The sender's id; present when the message can be answered.
+    pub id: Option<u64>,
+}
+
+impl Incoming {
+    /// Where a response to this message goes, if it can be answered.
+    pub fn reply_target(&self) -> Option<ReplyTarget> {
+        Some(ReplyTarget { kind: self.kind.clone(), re: self.id?, source: self.source.clone() })
+    }
+}
+
+/// What [`ClientCore::respond`] needs to address a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTarget {
+    /// The answered message's type (responses carry it too).
+    pub kind: String,
+    /// The answered message's id.
+    pub re: u64,
+    /// The answered message's sender (`None`: the server).
+    pub source: Option<String>,
+}
+
+/// A response no request waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The response's type.
+    pub kind: String,
+    /// The id of our message it answers.
+    pub re: u64,
+    /// The responder.
+    pub source: Option<String>,
+    /// The payload (raw JSON), or the responder's error.
+    pub result: Result<Option<String>, RemoteError>,
+}
+
+/// A message to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outgoing<'a> {
+    /// Message type: non-empty, not starting with `~`.
+    pub kind: &'a str,
+    /// Payload as JSON text (validated).
+    pub payload: Option<&'a str>,
+    /// Deliver to this source only.
+    pub to: Option<&'a str>,
+    /// Fail with [`Error::Expired`] if it could not be sent within this long.
+    pub ttl: Option<Duration>,
+}
+
+/// The connection state, as `WebSocket.readyState` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyState {
+    /// Connecting, handshaking, or waiting to reconnect.
+    Connecting = 0,
+    /// Open: messages flow.
+    Open = 1,
+    /// Closing gracefully.
+    Closing = 2,
+    /// Closed (by the application, by a stop code, or retries exhausted), or not started.
+    Closed = 3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Not connected and not trying: `start_closed`, closed, or given up.
+    Closed,
+    /// Waiting out the backoff before the next attempt.
+    Waiting { until: Instant },
+    /// The transport is being opened (`opened` false) or the hello awaits the welcome.
+    Connecting { transport: TransportId, deadline: Instant, opened: bool },
+    /// Open for traffic.
+    Open { transport: TransportId, since: Instant, last_heard: Instant, next_ping: Instant },
+    /// The application asked to close; waiting for in-flight messages to be acknowledged.
+    Closing { transport: TransportId, deadline: Instant, code: u16 },
+}
+
+/// The sans-IO client: every decision of a wsrelay client, no I/O, no clock.
+///
+/// Inputs are application commands ([`send`](Self::send), [`request`](Self::request),
+/// [`respond`](Self::respond), [`close`](Self::close), [`reconnect`](Self::reconnect)),
+/// transport events (`handle_opened`, `handle_frame`, `handle_closed`, `handle_error`) and
+/// [`handle_timeout`](Self::handle_timeout); each takes the current time. After each input the
+/// driver drains [`poll_output`](Self::poll_output) and arms a timer for
+/// [`poll_timeout`](Self::poll_timeout).
+#[derive(Debug)]
+pub struct ClientCore {
+    options: Options,
+    rng: Rng,
+    session: String,
+    state: State,
+    /// Why sends are refused: set by `close` and by giving up, cleared by `reconnect`.
+    /// `None` in `State::Closed` means "not started" (`start_closed`): sends are queued.
+    stopped: Option<Error>,
+    close_reason: String,
+    last_transport: u64,
+    retry_count: u32,
+    outbox: Outbox,
+    requests: Deadlines,
+    received: u64,
+    acknowledged: u64,
+    ack_due: Option<Instant>,
+    outputs: VecDeque<Output>,
+}
+
+/// Close code for a connection the client abandons itself (heartbeat or handshake timeout,
+/// protocol violation, explicit reconnect). Browsers only let pages send 1000 and 3000-4999.
+const CLIENT_ABANDONED: u16 = 4000;
+/// Close code reported when a transport ended without a close frame.
+const ABNORMAL: u16 = 1006;
+
+impl ClientCore {
+    /// A client with `options`, seeded for jitter and the session token. Unless
+    /// `start_closed`, it asks to connect at once (drain [`poll_output`](Self::poll_output)).
+    pub fn new(options: Options, seed: u64, now: Instant) -> Self {
+        let mut rng = Rng::new(seed);
+        const ALPHABET: &[u8; 62] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let session = (0..22)
+            .map(|_| char::from(ALPHABET[(rng.next_u64() % 62) as usize]))
+            .collect();
+        let start_closed = options.start_closed;
+        let mut core = ClientCore {
+            options,
+            rng,
+            session,
+            state: State::Closed,
+            stopped: None,
+            close_reason: String::new(),
+            last_transport: 0,
+            retry_count: 0,
+            outbox: Outbox::new(),
+            requests: Deadlines::default(),
+            received: 0,
+            acknowledged: 0,
+            ack_due: None,
+            outputs: VecDeque::new(),
+        };
+        if !start_closed {
+            core.connect(now);
+        }
+        core
+    }
+
+    // ---- getters ----
+
+    /// The options in force.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The session token sent in every hello.
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+
+    /// The state, as `WebSocket.readyState` names it.
+    pub fn ready_state(&self) -> ReadyState {
+        match self.state {
+            State::Closed => ReadyState::Closed,
+            State::Waiting { .. } | State::Connecting { .. } => ReadyState::Connecting,
+            State::Open { .. } => ReadyState::Open,
+            State::Closing { .. } => ReadyState::Closing,
+        }
+    }
+
+    /// Messages waiting to be sent or acknowledged.
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Failed attempts since the last connection that stayed up `min_uptime`.
+    pub fn retry_count(&self) -> u32 {
+        self.retry_count
+    }
+
+    /// Requests waiting for their response.
+    pub fn pending_requests(&self) -> usize {
+        self.requests.len()
+    }
+
+    // ---- outputs ----
+
+    /// The next thing to do. Call until `None` after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let state = match self.state {
+            State::Closed => None,
+            State::Waiting { until } => Some(until),
+            State::Connecting { deadline, .. } | State::Closing { deadline, .. } => Some(deadline),
+            State::Open { last_heard, next_ping, .. } => {
+                Some(next_ping.min(last_heard + self.options.heartbeat_timeout))
+            }
+        };
+        [state, self.ack_due, self.requests.earliest(), self.outbox.next_expiry()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    // ---- application commands ----
+
+    /// Queues a message; it is sent at once when open, or on the next connection. Its outcome
+    /// arrives later as [`Event::Delivered`] or [`Event::Failed`] with the returned id.
+    pub fn send(&mut self, now: Instant, message: Outgoing<'_>) -> Result<u64, Error> {
+        self.enqueue_outgoing(now, message, Settles::OnAck)
+    }
+
+    /// Sends a request; its outcome is [`Event::Reply`] or [`Event::Failed`] with the returned
+    /// id. The timeout (default `request_timeout`) runs from now, queueing included.
+    pub fn request(
+        &mut self,
+        now: Instant,
+        message: Outgoing<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<u64, Error> {
+        let id = self.enqueue_outgoing(now, message, Settles::OnReply)?;
+        self.requests.insert(id, now + timeout.unwrap_or(self.options.request_timeout));
+        Ok(id)
+    }
+
+    /// Answers a received message with a handler's result (`Ok` payload as JSON text, or the
+    /// handler's error). Reliable like a send: its outcome is `Delivered` or `Failed`.
+    pub fn respond(
+        &mut self,
+        target: &ReplyTarget,
+        result: Result<&str, RemoteError>,
+    ) -> Result<u64, Error> {
+        let (payload, error) = match result {
+            Ok(payload) => (Some(payload), None),
+            Err(error) => (None, Some(error)),
+        };
+        let response = Message {
+            kind: target.kind.as_str().into(),
+            id: None,
+            re: Some(target.re),
+            to: target.source.as_deref().map(Into::into),
+            source: None,
+            payload,
+            error,
+        };
+        self.enqueue(response, None, Settles::OnAck)
+    }
+
+    /// Closes gracefully: no new messages are accepted, messages in flight get up to
+    /// `close_timeout` to be acknowledged, then the transport closes with `code` and `reason`.
+    /// Whatever is still unacknowledged then fails with [`Error::Closed`], as do pending requests.
+    pub fn close(&mut self, now: Instant, code: u16, reason: &str) {
+        self.close_reason = reason.to_owned();
+        match self.state {
+            State::Open { transport, .. } if !self.outbox.is_empty() => {
+                let deadline = now + self.options.close_timeout;
+                self.state = State::Closing { transport, deadline, code };
+                self.fail_requests(&Error::Closed);
+            }
+            State::Closing { .. } => {}
+            State::Closed if self.stopped.is_some() => {}
+            _ => self.finish_close(code, true),
+        }
+    }
+
+    /// Connects now: from closed (or `start_closed`), or replacing the current connection.
+    /// The retry count starts again from zero.
+    pub fn reconnect(&mut self, now: Instant) {
+        if let Some(transport) = self.transport() {
+            self.abandon(transport, CLIENT_ABANDONED, "reconnect");
+        }
+        self.retry_count = 0;
+        self.stopped = None;
+        self.connect(now);
+    }
+
+    // ---- transport events ----
+
+    /// The transport `transport` opened: send the hello.
+    pub fn handle_opened(&mut self, _now: Instant, transport: TransportId) {
+        if let State::Connecting { transport: current, ref mut opened, .. } = self.state {
+            if current == transport {
+                *opened = true;
+                let hello = Frame::Hello {
+                    version: VERSION,
+                    session: self.session.as_str().into(),
+                    ack: self.received,
+                };
+                self.outputs.push_back(Output::Transmit(hello.encode()));
+            }
+        }
+    }
+
+    /// A text frame arrived on `transport`.
+    pub fn handle_frame(&mut self, now: Instant, transport: TransportId, text: &str) {
+        if self.transport() != Some(transport) {
+            return;
+        }
+        if let State::Open { ref mut last_heard, .. } = self.state {
+            *last_heard = now;
+        }
+        let frame = match Frame::decode(text) {
+            Ok(frame) => frame,
+            Err(error) => {
+                self.event(Event::Error(Error::Protocol(error.to_string())));
+                return;
+            }
+        };
+        match frame {
+            Frame::Welcome { version, session, ack, resumed } => {
+                self.handle_welcome(now, transport, version, &session, ack, resumed)
+            }
+            _ if matches!(self.state, State::Connecting { .. }) => {
+                self.event(Event::Error(Error::Protocol("frame before the welcome".into())));
+            }
+            Frame::Message(message) => {
+                self.count_received(now);
+                self.handle_message(message);
+            }
+            Frame::Error(report) => {
+                self.count_received(now);
+                self.handle_error_report(report);
+            }
+            Frame::Ack { ack } => self.handle_ack(ack),
+            Frame::Ping => self.outputs.push_back(Output::Transmit(Frame::Pong.encode())),
+            Frame::Pong => {}
+            Frame::Hello { .. } => {
+                self.event(Event::Error(Error::Protocol("hello from the server".into())));
+            }
+        }
+    }
+
+    /// The transport `transport` closed with `code` and `reason`.
+    pub fn handle_closed(&mut self, now: Instant, transport: TransportId, code: u16, reason: &str) {
+        if self.transport() == Some(transport) {
+            self.connection_lost(now, code, reason);
+        }
+    }
+
+    /// The transport `transport` failed; it is treated as closed abnormally.
+    pub fn handle_error(&mut self, now: Instant, transport: TransportId, message: &str) {
+        if self.transport() == Some(transport) {
+            self.event(Event::Error(Error::Transport(message.to_owned())));
+            self.abandon(transport, CLIENT_ABANDONED, "transport error");
+            self.connection_lost(now, ABNORMAL, message);
+        }
+    }
+
+    /// Time has come: run whatever is due at `now`. Spurious calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Waiting { until } if until <= now => self.connect(now),
+            State::Connecting { transport, deadline, .. } if deadline <= now => {
+                self.abandon(transport, CLIENT_ABANDONED, "connection timeout");
+                self.connection_lost(now, ABNORMAL, "connection timeout");
+            }
+            State::Open { transport, last_heard, next_ping, .. } => {
+                if last_heard + self.options.heartbeat_timeout <= now {
+                    self.abandon(transport, CLIENT_ABANDONED, "heartbeat timeout");
+                    self.connection_lost(now, ABNORMAL, "heartbeat timeout");
+                } else if next_ping <= now {
+                    self.outputs.push_back(Output::Transmit(Frame::Ping.encode()));
+                    if let State::Open { ref mut next_ping, .. } = self.state {
+                        *next_ping = now + self.options.heartbeat_interval;
+                    }
+                }
+            }
+            State::Closing { deadline, code, .. } if deadline <= now => {
+                self.finish_close(code, true)
+            }
+            _ => {}
+        }
+        if self.ack_due.is_some_and(|due| due <= now) {
+            self.send_ack();
+        }
+        while let Some(id) = self.requests.pop_due(now) {
+            self.outbox.remove_untransmitted(id);
+            self.event(Event::Failed { id, error: Error::Timeout });
+        }
+        while let Some(entry) = self.outbox.pop_expired(now) {
+            self.requests.remove(entry.id);
+            self.event(Event::Failed { id: entry.id, error: Error::Expired });
+        }
+    }
+
+    // ---- internals ----
+
+    fn event(&mut self, event: Event) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    fn transport(&self) -> Option<TransportId> {
+        match self.state {
+            State::Connecting { transport, .. }
+            | State::Open { transport, .. }
+            | State::Closing { transport, .. } => Some(transport),
+            State::Closed | State::Waiting { .. } => None,
+        }
+    }
+
+    /// Checks and queues an application message (send, request), transmitting it when open.
+    fn enqueue_outgoing(
+        &mut self,
+        now: Instant,
+        message: Outgoing<'_>,
+        settles: Settles,
+    ) -> Result<u64, Error> {
+        if message.kind.is_empty() || message.kind.starts_with(RESERVED_PREFIX) {
+            return Err(Error::InvalidType);
+        }
+        let message_frame = Message {
+            kind: message.kind.into(),
+            id: None,
+            re: None,
+            to: message.to.map(Into::into),
+            source: None,
+            payload: message.payload,
+            error: None,
+        };
+        self.enqueue(message_frame, message.ttl.map(|ttl| now + ttl), settles)
+    }
+
+    /// Queues `message` under the next id, transmitting it when open.
+    fn enqueue(
+        &mut self,
+        mut message: Message<'_>,
+        expires: Option<Instant>,
+        settles: Settles,
+    ) -> Result<u64, Error> {
+        if let Some(error) = &self.stopped {
+            return Err(error.clone());
+        }
+        if let State::Closing { .. } = self.state {
+            return Err(Error::Closed);
+        }
+        if let Some(payload) = message.payload {
+            json::validate(payload).map_err(|_| Error::InvalidPayload)?;
+        }
+        let encode = |id| {
+            message.id = Some(id);
+            message.encode()
+        };
+        let id = self.outbox.push(&self.options, encode, expires, settles)?;
+        if let State::Open { .. } = self.state {
+            if let Some(frame) = self.outbox.transmit_newest() {
+                self.outputs.push_back(Output::Transmit(frame));
+            }
+        }
+        Ok(id)
+    }
+
+    fn connect(&mut self, now: Instant) {
+        self.last_transport += 1;
+        let transport = TransportId(self.last_transport);
+        let deadline = now + self.options.connection_timeout;
+        self.state = State::Connecting { transport, deadline, opened: false };
+        self.outputs.push_back(Output::Connect(transport));
+    }
+
+    /// Stops using `transport` and asks the driver to close it.
+    fn abandon(&mut self, transport: TransportId, code: u16, reason: &str) {
+        self.outputs.push_back(Output::CloseTransport {
+            transport,
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+
+    fn handle_welcome(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        version: u64,
+        session: &str,
+        ack: u64,
+        resumed: bool,
+    ) {
+        if !matches!(self.state, State::Connecting { opened: true, .. }) {
+            self.event(Event::Error(Error::Protocol("unexpected welcome".into())));
+            return;
+        }
+        if version != VERSION || session != self.session {
+            let reason = if version != VERSION { "unsupported version" } else { "wrong session" };
+            self.abandon(transport, CLIENT_ABANDONED, reason);
+            self.connection_lost(now, 1002, reason);
+            return;
+        }
+        if !resumed {
+            self.received = 0;
+            self.acknowledged = 0;
+        }
+        self.ack_due = None;
+        self.state = State::Open {
+            transport,
+            since: now,
+            last_heard: now,
+            next_ping: now + self.options.heartbeat_interval,
+        };
+        self.event(Event::Open { resumed });
+        self.handle_ack(ack);
+        for frame in self.outbox.transmit_all() {
+            self.outputs.push_back(Output::Transmit(frame));
+        }
+    }
+
+    fn count_received(&mut self, now: Instant) {
+        self.received += 1;
+        if self.received - self.acknowledged >= self.options.ack_every {
+            self.send_ack();
+        } else if self.ack_due.is_none() {
+            self.ack_due = Some(now + self.options.ack_delay);
+        }
+    }
+
+    fn send_ack(&mut self) {
+        self.ack_due = None;
+        if matches!(self.state, State::Open { .. } | State::Closing { .. })
+            && self.received > self.acknowledged
+        {
+            self.acknowledged = self.received;
+            let ack = Frame::Ack { ack: self.received };
+            self.outputs.push_back(Output::Transmit(ack.encode()));
+        }
+    }
+
+    fn handle_message(&mut self, message: Message<'_>) {
+        let result = match message.error {
+            Some(error) => Err(error),
+            None => Ok(message.payload.map(str::to_owned)),
+        };
+        let source = message.source.map(Into::into);
+        let Some(re) = message.re else {
+            self.event(Event::Message(Incoming {
+                kind: message.kind.into_owned(),
+                payload: result.ok().flatten(),
+                source,
+                id: message.id,
+            }));
+            return;
+        };
+        if self.requests.remove(re) {
+            self.event(Event::Reply { request: re, source, result });
+        } else {
+            let kind = message.kind.into_owned();
+            self.event(Event::Response(Response { kind, re, source, result }));
+        }
+    }
+
+    fn handle_error_report(&mut self, report: ErrorReport) {
+        let error = Error::Remote(report.error);
+        let Some(id) = report.re else {
+            self.event(Event::Error(error));
+            return;
+        };
+        let in_outbox = self.outbox.remove(id).is_some();
+        if self.requests.remove(id) || in_outbox {
+            self.event(Event::Failed { id, error });
+            self.check_closing_done();
+        } else {
+            self.event(Event::Error(error));
+        }
+    }
+
+    fn handle_ack(&mut self, ack: u64) {
+        for entry in self.outbox.settle_through(ack) {
+            if entry.settles == Settles::OnAck {
+                self.event(Event::Delivered { id: entry.id });
+            }
+        }
+        self.check_closing_done();
+    }
+
+    fn check_closing_done(&mut self) {
+        if let State::Closing { code, .. } = self.state {
+            if self.outbox.is_empty() {
+                self.finish_close(code, true);
+            }
+        }
+    }
+
+    fn fail_requests(&mut self, error: &Error) {
+        for id in self.requests.drain() {
+            self.outbox.remove_untransmitted(id);
+            self.event(Event::Failed { id, error: error.clone() });
+        }
+    }
+
+    /// Everything still pending fails with `error`: the client will not send it.
+    fn fail_everything(&mut self, error: &Error) {
+        self.fail_requests(error);
+        for entry in self.outbox.drain() {
+            self.event(Event::Failed { id: entry.id, error: error.clone() });
+        }
+        self.ack_due = None;
+    }
+
+    /// Ends in `Closed` at the application's request, closing the transport if there is one
+    /// and it is still `alive`.
+    fn finish_close(&mut self, code: u16, alive: bool) {
+        let reason = std::mem::take(&mut self.close_reason);
+        if let Some(transport) = self.transport().filter(|_| alive) {
+            self.abandon(transport, code, &reason);
+        }
+        self.state = State::Closed;
+        self.stopped = Some(Error::Closed);
+        self.fail_everything(&Error::Closed);
+        self.event(Event::Close { code, reason, reconnecting: false });
+    }
+
+    /// The current transport is gone (closed, failed, timed out): decide what comes next.
+    fn connection_lost(&mut self, now: Instant, code: u16, reason: &str) {
+        let was_stable = match self.state {
+            State::Closing { code, .. } => {
+                self.finish_close(code, false);
+                return;
+            }
+            State::Open { since, .. } => {
+                now.saturating_duration_since(since) >= self.options.min_uptime
+            }
+            _ => false,
+        };
+        if was_stable {
+            self.retry_count = 0;
+        }
+        let give_up = if self.options.stop_codes.contains(&code) {
+            Some(Error::Rejected { code, reason: reason.to_owned() })
+        } else if self.options.max_retries.is_some_and(|max| self.retry_count >= max) {
+            Some(Error::RetriesExhausted { attempts: self.retry_count })
+        } else {
+            None
+        };
+        self.event(Event::Close { code, reason: reason.to_owned(), reconnecting: give_up.is_none() });
+        if let Some(error) = give_up {
+            self.state = State::Closed;
+            self.stopped = Some(error.clone());
+            self.event(Event::Error(error.clone()));
+            self.fail_everything(&error);
+            return;
+        }
+        self.retry_count += 1;
+        let delay = backoff::next_delay(&self.options, self.retry_count, &mut self.rng);
+        self.state = State::Waiting { until: now + delay };
+        self.event(Event::Reconnecting { attempt: self.retry_count, delay });
+    }
+}

@@ -1,0 +1,109 @@
+//! Why a message, a request or the connection failed.
+
+use std::fmt;
+
+use crate::protocol::RemoteError;
+
+/// Every failure the core reports. Each has a stable [`code`](Error::code) that the JavaScript
+/// surface exposes as `error.code`, so callers can branch on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// `max_enqueued_messages` messages already wait for acknowledgement.
+    QueueFull {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Accepting the message would exceed `max_enqueued_bytes`.
+    QueueBytesFull {
+        /// The configured limit, in bytes.
+        limit: usize,
+    },
+    /// The encoded message is larger than `max_message_size`.
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The payload is not valid JSON text.
+    InvalidPayload,
+    /// The type is empty or starts with the reserved `~`.
+    InvalidType,
+    /// The message's time-to-live ran out before it could be sent.
+    Expired,
+    /// No response arrived within the request's timeout.
+    Timeout,
+    /// The client was closed before the message was acknowledged.
+    Closed,
+    /// The server closed with a code that means "do not come back" (see `Options::stop_codes`).
+    Rejected {
+        /// The close code.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+    /// `max_retries` reconnect attempts failed in a row.
+    RetriesExhausted {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The server or the peer reported an error for this message.
+    Remote(RemoteError),
+    /// The transport reported an error.
+    Transport(String),
+    /// The server sent something that breaks the protocol.
+    Protocol(String),
+}
+
+impl Error {
+    /// A stable, machine-readable name for the failure.
+    pub fn code(&self) -> &str {
+        match self {
+            Error::QueueFull { .. } => "queue_full",
+            Error::QueueBytesFull { .. } => "queue_bytes_full",
+            Error::TooLarge { .. } => "too_large",
+            Error::InvalidPayload => "invalid_payload",
+            Error::InvalidType => "invalid_type",
+            Error::Expired => "expired",
+            Error::Timeout => "timeout",
+            Error::Closed => "closed",
+            Error::Rejected { .. } => "rejected",
+            Error::RetriesExhausted { .. } => "retries_exhausted",
+            Error::Remote(error) => &error.code,
+            Error::Transport(_) => "transport",
+            Error::Protocol(_) => "protocol",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::QueueFull { limit } => {
+                write!(f, "send queue full: {limit} messages await acknowledgement")
+            }
+            Error::QueueBytesFull { limit } => {
+                write!(f, "send queue full: over {limit} bytes await acknowledgement")
+            }
+            Error::TooLarge { size, limit } => {
+                write!(f, "message of {size} bytes exceeds the limit of {limit}")
+            }
+            Error::InvalidPayload => f.write_str("payload is not valid JSON"),
+            Error::InvalidType => f.write_str("type must be non-empty and not start with '~'"),
+            Error::Expired => f.write_str("time-to-live expired before the message could be sent"),
+            Error::Timeout => f.write_str("no response within the timeout"),
+            Error::Closed => f.write_str("client closed before the message was acknowledged"),
+            Error::Rejected { code, reason } => {
+                write!(f, "server closed the connection for good ({code} {reason})")
+            }
+            Error::RetriesExhausted { attempts } => {
+                write!(f, "gave up after {attempts} failed reconnect attempts")
+            }
+            Error::Remote(error) => write!(f, "{}: {}", error.code, error.message),
+            Error::Transport(message) => write!(f, "transport error: {message}"),
+            Error::Protocol(message) => write!(f, "protocol error: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
