@@ -35,21 +35,29 @@ impl Rng {
 /// clamped to `[min, max]`: the first reconnect spreads over 1.0 to 1.3 s by default, and
 /// clients that reached the cap spread over 7 to 10 s instead of all retrying at once.
 pub fn delay_range(options: &Options, attempt: u32) -> (Duration, Duration) {
-    let min = options.min_reconnection_delay.as_secs_f64();
-    let max = options.max_reconnection_delay.as_secs_f64().max(min);
+    let min = options.min_reconnection_delay.as_millis() as f64;
+    let max = (options.max_reconnection_delay.as_millis() as f64).max(min);
     let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
-    let base = min * options.reconnection_delay_grow_factor.max(1.0).powi(exponent);
+    let base = min
+        * options
+            .reconnection_delay_grow_factor
+            .max(1.0)
+            .powi(exponent);
     let jitter = options.reconnection_jitter.clamp(0.0, 1.0);
     let hi = (base * (1.0 + jitter)).min(max);
     let lo = (hi * (1.0 - jitter)).clamp(min, max);
-    (Duration::from_secs_f64(lo), Duration::from_secs_f64(hi.max(lo)))
+    // Whole milliseconds: the core's clock has no finer grain.
+    (
+        Duration::from_millis(lo.round() as u64),
+        Duration::from_millis(hi.max(lo).round() as u64),
+    )
 }
 
 /// Draws the delay before reconnect `attempt` from [`delay_range`].
 pub(crate) fn next_delay(options: &Options, attempt: u32, rng: &mut Rng) -> Duration {
     let (lo, hi) = delay_range(options, attempt);
-    let millis = lo.as_millis() as f64 + rng.next_unit() * (hi - lo).as_millis() as f64;
-    Duration::from_millis(millis as u64)
+    let spread = (hi - lo).as_millis() as f64;
+    lo + Duration::from_millis((rng.next_unit() * (spread + 1.0)) as u64).min(hi - lo)
 }
 
 #[cfg(test)]
@@ -73,12 +81,18 @@ mod tests {
         let mut rng = Rng::new(7);
         let draws: Vec<_> = (0..20).map(|_| next_delay(&options, 1, &mut rng)).collect();
         assert!(draws.iter().all(|d| (1000..=1300).contains(&d.as_millis())));
-        assert!(draws.windows(2).any(|w| w[0] != w[1]), "jitter on every attempt");
+        assert!(
+            draws.windows(2).any(|w| w[0] != w[1]),
+            "jitter on every attempt"
+        );
     }
 
     #[test]
     fn zero_jitter_is_reconnecting_websocket() {
-        let options = Options { reconnection_jitter: 0.0, ..Options::default() };
+        let options = Options {
+            reconnection_jitter: 0.0,
+            ..Options::default()
+        };
         let mut rng = Rng::new(1);
         assert_eq!(next_delay(&options, 1, &mut rng).as_millis(), 1000);
         assert_eq!(next_delay(&options, 2, &mut rng).as_millis(), 1300);

@@ -11,7 +11,7 @@ use crate::protocol::{json, ErrorReport, Frame, Message, RemoteError, RESERVED_P
 /// Names one transport (one WebSocket) the core asked for. Events of a transport the core has
 /// since abandoned carry an old id and are ignored, so a late `close` from a replaced socket
 /// cannot tear down its successor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TransportId(pub u64);
 
 /// What the core asks the driver to do, or tells the application. Drain with
@@ -107,7 +107,11 @@ pub struct Incoming {
 impl Incoming {
     /// Where a response to this message goes, if it can be answered.
     pub fn reply_target(&self) -> Option<ReplyTarget> {
-        Some(ReplyTarget { kind: self.kind.clone(), re: self.id?, source: self.source.clone() })
+        Some(ReplyTarget {
+            kind: self.kind.clone(),
+            re: self.id?,
+            source: self.source.clone(),
+        })
     }
 }
 
@@ -168,11 +172,24 @@ enum State {
     /// Waiting out the backoff before the next attempt.
     Waiting { until: Instant },
     /// The transport is being opened (`opened` false) or the hello awaits the welcome.
-    Connecting { transport: TransportId, deadline: Instant, opened: bool },
+    Connecting {
+        transport: TransportId,
+        deadline: Instant,
+        opened: bool,
+    },
     /// Open for traffic.
-    Open { transport: TransportId, since: Instant, last_heard: Instant, next_ping: Instant },
+    Open {
+        transport: TransportId,
+        since: Instant,
+        last_heard: Instant,
+        next_ping: Instant,
+    },
     /// The application asked to close; waiting for in-flight messages to be acknowledged.
-    Closing { transport: TransportId, deadline: Instant, code: u16 },
+    Closing {
+        transport: TransportId,
+        deadline: Instant,
+        code: u16,
+    },
 }
 
 /// The sans-IO client: every decision of a wsrelay client, no I/O, no clock.
@@ -292,14 +309,21 @@ impl ClientCore {
             State::Closed => None,
             State::Waiting { until } => Some(until),
             State::Connecting { deadline, .. } | State::Closing { deadline, .. } => Some(deadline),
-            State::Open { last_heard, next_ping, .. } => {
-                Some(next_ping.min(last_heard + self.options.heartbeat_timeout))
-            }
+            State::Open {
+                last_heard,
+                next_ping,
+                ..
+            } => Some(next_ping.min(last_heard + self.options.heartbeat_timeout)),
         };
-        [state, self.ack_due, self.requests.earliest(), self.outbox.next_expiry()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            state,
+            self.ack_due,
+            self.requests.earliest(),
+            self.outbox.next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- application commands ----
@@ -319,7 +343,8 @@ impl ClientCore {
         timeout: Option<Duration>,
     ) -> Result<u64, Error> {
         let id = self.enqueue_outgoing(now, message, Settles::OnReply)?;
-        self.requests.insert(id, now + timeout.unwrap_or(self.options.request_timeout));
+        self.requests
+            .insert(id, now + timeout.unwrap_or(self.options.request_timeout));
         Ok(id)
     }
 
@@ -354,7 +379,11 @@ impl ClientCore {
         match self.state {
             State::Open { transport, .. } if !self.outbox.is_empty() => {
                 let deadline = now + self.options.close_timeout;
-                self.state = State::Closing { transport, deadline, code };
+                self.state = State::Closing {
+                    transport,
+                    deadline,
+                    code,
+                };
                 self.fail_requests(&Error::Closed);
             }
             State::Closing { .. } => {}
@@ -378,7 +407,12 @@ impl ClientCore {
 
     /// The transport `transport` opened: send the hello.
     pub fn handle_opened(&mut self, _now: Instant, transport: TransportId) {
-        if let State::Connecting { transport: current, ref mut opened, .. } = self.state {
+        if let State::Connecting {
+            transport: current,
+            ref mut opened,
+            ..
+        } = self.state
+        {
             if current == transport {
                 *opened = true;
                 let hello = Frame::Hello {
@@ -396,7 +430,10 @@ impl ClientCore {
         if self.transport() != Some(transport) {
             return;
         }
-        if let State::Open { ref mut last_heard, .. } = self.state {
+        if let State::Open {
+            ref mut last_heard, ..
+        } = self.state
+        {
             *last_heard = now;
         }
         let frame = match Frame::decode(text) {
@@ -407,11 +444,16 @@ impl ClientCore {
             }
         };
         match frame {
-            Frame::Welcome { version, session, ack, resumed } => {
-                self.handle_welcome(now, transport, version, &session, ack, resumed)
-            }
+            Frame::Welcome {
+                version,
+                session,
+                ack,
+                resumed,
+            } => self.handle_welcome(now, transport, version, &session, ack, resumed),
             _ if matches!(self.state, State::Connecting { .. }) => {
-                self.event(Event::Error(Error::Protocol("frame before the welcome".into())));
+                self.event(Event::Error(Error::Protocol(
+                    "frame before the welcome".into(),
+                )));
             }
             Frame::Message(message) => {
                 self.count_received(now);
@@ -422,10 +464,14 @@ impl ClientCore {
                 self.handle_error_report(report);
             }
             Frame::Ack { ack } => self.handle_ack(ack),
-            Frame::Ping => self.outputs.push_back(Output::Transmit(Frame::Pong.encode())),
+            Frame::Ping => self
+                .outputs
+                .push_back(Output::Transmit(Frame::Pong.encode())),
             Frame::Pong => {}
             Frame::Hello { .. } => {
-                self.event(Event::Error(Error::Protocol("hello from the server".into())));
+                self.event(Event::Error(Error::Protocol(
+                    "hello from the server".into(),
+                )));
             }
         }
     }
@@ -450,17 +496,30 @@ impl ClientCore {
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
             State::Waiting { until } if until <= now => self.connect(now),
-            State::Connecting { transport, deadline, .. } if deadline <= now => {
+            State::Connecting {
+                transport,
+                deadline,
+                ..
+            } if deadline <= now => {
                 self.abandon(transport, CLIENT_ABANDONED, "connection timeout");
                 self.connection_lost(now, ABNORMAL, "connection timeout");
             }
-            State::Open { transport, last_heard, next_ping, .. } => {
+            State::Open {
+                transport,
+                last_heard,
+                next_ping,
+                ..
+            } => {
                 if last_heard + self.options.heartbeat_timeout <= now {
                     self.abandon(transport, CLIENT_ABANDONED, "heartbeat timeout");
                     self.connection_lost(now, ABNORMAL, "heartbeat timeout");
                 } else if next_ping <= now {
-                    self.outputs.push_back(Output::Transmit(Frame::Ping.encode()));
-                    if let State::Open { ref mut next_ping, .. } = self.state {
+                    self.outputs
+                        .push_back(Output::Transmit(Frame::Ping.encode()));
+                    if let State::Open {
+                        ref mut next_ping, ..
+                    } = self.state
+                    {
                         *next_ping = now + self.options.heartbeat_interval;
                     }
                 }
@@ -475,11 +534,17 @@ impl ClientCore {
         }
         while let Some(id) = self.requests.pop_due(now) {
             self.outbox.remove_untransmitted(id);
-            self.event(Event::Failed { id, error: Error::Timeout });
+            self.event(Event::Failed {
+                id,
+                error: Error::Timeout,
+            });
         }
         while let Some(entry) = self.outbox.pop_expired(now) {
             self.requests.remove(entry.id);
-            self.event(Event::Failed { id: entry.id, error: Error::Expired });
+            self.event(Event::Failed {
+                id: entry.id,
+                error: Error::Expired,
+            });
         }
     }
 
@@ -553,7 +618,11 @@ impl ClientCore {
         self.last_transport += 1;
         let transport = TransportId(self.last_transport);
         let deadline = now + self.options.connection_timeout;
-        self.state = State::Connecting { transport, deadline, opened: false };
+        self.state = State::Connecting {
+            transport,
+            deadline,
+            opened: false,
+        };
         self.outputs.push_back(Output::Connect(transport));
     }
 
@@ -580,7 +649,11 @@ impl ClientCore {
             return;
         }
         if version != VERSION || session != self.session {
-            let reason = if version != VERSION { "unsupported version" } else { "wrong session" };
+            let reason = if version != VERSION {
+                "unsupported version"
+            } else {
+                "wrong session"
+            };
             self.abandon(transport, CLIENT_ABANDONED, reason);
             self.connection_lost(now, 1002, reason);
             return;
@@ -639,10 +712,19 @@ impl ClientCore {
             return;
         };
         if self.requests.remove(re) {
-            self.event(Event::Reply { request: re, source, result });
+            self.event(Event::Reply {
+                request: re,
+                source,
+                result,
+            });
         } else {
             let kind = message.kind.into_owned();
-            self.event(Event::Response(Response { kind, re, source, result }));
+            self.event(Event::Response(Response {
+                kind,
+                re,
+                source,
+                result,
+            }));
         }
     }
 
@@ -681,7 +763,10 @@ impl ClientCore {
     fn fail_requests(&mut self, error: &Error) {
         for id in self.requests.drain() {
             self.outbox.remove_untransmitted(id);
-            self.event(Event::Failed { id, error: error.clone() });
+            self.event(Event::Failed {
+                id,
+                error: error.clone(),
+            });
         }
     }
 
@@ -689,7 +774,10 @@ impl ClientCore {
     fn fail_everything(&mut self, error: &Error) {
         self.fail_requests(error);
         for entry in self.outbox.drain() {
-            self.event(Event::Failed { id: entry.id, error: error.clone() });
+            self.event(Event::Failed {
+                id: entry.id,
+                error: error.clone(),
+            });
         }
         self.ack_due = None;
     }
@@ -704,7 +792,11 @@ impl ClientCore {
         self.state = State::Closed;
         self.stopped = Some(Error::Closed);
         self.fail_everything(&Error::Closed);
-        self.event(Event::Close { code, reason, reconnecting: false });
+        self.event(Event::Close {
+            code,
+            reason,
+            reconnecting: false,
+        });
     }
 
     /// The current transport is gone (closed, failed, timed out): decide what comes next.
@@ -723,13 +815,26 @@ impl ClientCore {
             self.retry_count = 0;
         }
         let give_up = if self.options.stop_codes.contains(&code) {
-            Some(Error::Rejected { code, reason: reason.to_owned() })
-        } else if self.options.max_retries.is_some_and(|max| self.retry_count >= max) {
-            Some(Error::RetriesExhausted { attempts: self.retry_count })
+            Some(Error::Rejected {
+                code,
+                reason: reason.to_owned(),
+            })
+        } else if self
+            .options
+            .max_retries
+            .is_some_and(|max| self.retry_count >= max)
+        {
+            Some(Error::RetriesExhausted {
+                attempts: self.retry_count,
+            })
         } else {
             None
         };
-        self.event(Event::Close { code, reason: reason.to_owned(), reconnecting: give_up.is_none() });
+        self.event(Event::Close {
+            code,
+            reason: reason.to_owned(),
+            reconnecting: give_up.is_none(),
+        });
         if let Some(error) = give_up {
             self.state = State::Closed;
             self.stopped = Some(error.clone());
@@ -740,6 +845,9 @@ impl ClientCore {
         self.retry_count += 1;
         let delay = backoff::next_delay(&self.options, self.retry_count, &mut self.rng);
         self.state = State::Waiting { until: now + delay };
-        self.event(Event::Reconnecting { attempt: self.retry_count, delay });
+        self.event(Event::Reconnecting {
+            attempt: self.retry_count,
+            delay,
+        });
     }
 }

@@ -83,7 +83,10 @@ impl fmt::Display for Error {
                 write!(f, "send queue full: {limit} messages await acknowledgement")
             }
             Error::QueueBytesFull { limit } => {
-                write!(f, "send queue full: over {limit} bytes await acknowledgement")
+                write!(
+                    f,
+                    "send queue full: over {limit} bytes await acknowledgement"
+                )
             }
             Error::TooLarge { size, limit } => {
                 write!(f, "message of {size} bytes exceeds the limit of {limit}")

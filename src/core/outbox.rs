@@ -81,7 +81,12 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     pub(crate) fn new() -> Self {
-        Outbox { entries: VecDeque::new(), bytes: 0, last_id: 0, expiries: Deadlines::default() }
+        Outbox {
+            entries: VecDeque::new(),
+            bytes: 0,
+            last_id: 0,
+            expiries: Deadlines::default(),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -102,22 +107,34 @@ impl Outbox {
         settles: Settles,
     ) -> Result<u64, Error> {
         if self.entries.len() >= options.max_enqueued_messages {
-            return Err(Error::QueueFull { limit: options.max_enqueued_messages });
+            return Err(Error::QueueFull {
+                limit: options.max_enqueued_messages,
+            });
         }
         let id = self.last_id + 1;
         let frame = encode(id);
         if frame.len() > options.max_message_size {
-            return Err(Error::TooLarge { size: frame.len(), limit: options.max_message_size });
+            return Err(Error::TooLarge {
+                size: frame.len(),
+                limit: options.max_message_size,
+            });
         }
         if self.bytes + frame.len() > options.max_enqueued_bytes {
-            return Err(Error::QueueBytesFull { limit: options.max_enqueued_bytes });
+            return Err(Error::QueueBytesFull {
+                limit: options.max_enqueued_bytes,
+            });
         }
         self.last_id = id;
         self.bytes += frame.len();
         if let Some(at) = expires {
             self.expiries.insert(id, at);
         }
-        self.entries.push_back(Entry { id, frame, transmitted: false, settles });
+        self.entries.push_back(Entry {
+            id,
+            frame,
+            transmitted: false,
+            settles,
+        });
         Ok(id)
     }
 
@@ -143,7 +160,11 @@ impl Outbox {
 
     /// Removes every entry with id ≤ `ack`, oldest first.
     pub(crate) fn settle_through(&mut self, ack: u64) -> Vec<Entry> {
-        let count = self.entries.iter().take_while(|entry| entry.id <= ack).count();
+        let count = self
+            .entries
+            .iter()
+            .take_while(|entry| entry.id <= ack)
+            .count();
         let settled: Vec<Entry> = self.entries.drain(..count).collect();
         for entry in &settled {
             self.forget(entry);
@@ -153,7 +174,10 @@ impl Outbox {
 
     /// Removes the entry with `id`, wherever it is.
     pub(crate) fn remove(&mut self, id: u64) -> Option<Entry> {
-        let index = self.entries.binary_search_by_key(&id, |entry| entry.id).ok()?;
+        let index = self
+            .entries
+            .binary_search_by_key(&id, |entry| entry.id)
+            .ok()?;
         let entry = self.entries.remove(index)?;
         self.forget(&entry);
         Some(entry)
@@ -161,7 +185,10 @@ impl Outbox {
 
     /// Removes the entry with `id` if it was never transmitted (nobody has seen it yet).
     pub(crate) fn remove_untransmitted(&mut self, id: u64) -> Option<Entry> {
-        let index = self.entries.binary_search_by_key(&id, |entry| entry.id).ok()?;
+        let index = self
+            .entries
+            .binary_search_by_key(&id, |entry| entry.id)
+            .ok()?;
         if self.entries[index].transmitted {
             return None;
         }

@@ -171,7 +171,6 @@ struct Reader<'a> {
     pos: usize,
 }
 
-
 impl<'a> Reader<'a> {
     fn new(text: &'a str) -> Self {
         Reader { text, pos: 0 }
@@ -186,7 +185,10 @@ impl<'a> Reader<'a> {
     }
 
     fn error(&self, kind: JsonErrorKind) -> JsonError {
-        JsonError { kind, offset: self.pos }
+        JsonError {
+            kind,
+            offset: self.pos,
+        }
     }
 
     fn unexpected(&self) -> JsonError {
@@ -236,7 +238,9 @@ impl<'a> Reader<'a> {
             Some(b'-' | b'0'..=b'9') => self.number()?,
             _ => return Err(self.unexpected()),
         }
-        Ok(RawValue { text: &self.text[start..self.pos] })
+        Ok(RawValue {
+            text: &self.text[start..self.pos],
+        })
     }
 
     fn literal(&mut self, word: &str) -> Result<(), JsonError> {
@@ -527,7 +531,10 @@ mod tests {
         let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
         assert!(validate(&ok).is_ok());
         let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
-        assert_eq!(validate(&deep).map_err(|e| e.kind), Err(JsonErrorKind::TooDeep));
+        assert_eq!(
+            validate(&deep).map_err(|e| e.kind),
+            Err(JsonErrorKind::TooDeep)
+        );
         let deep_in_object = format!("{{\"p\":{deep}}}");
         assert!(object_members(&deep_in_object).is_err());
     }
@@ -548,6 +555,9 @@ mod tests {
         let mut out = String::new();
         write_string(&mut out, "a\"b\\c\n\u{1}é");
         assert_eq!(out, r#""a\"b\\c\n\u0001é""#);
-        assert_eq!(validate(&out).expect("valid").as_str().as_deref(), Some("a\"b\\c\n\u{1}é"));
+        assert_eq!(
+            validate(&out).expect("valid").as_str().as_deref(),
+            Some("a\"b\\c\n\u{1}é")
+        );
     }
 }

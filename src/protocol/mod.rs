@@ -159,7 +159,11 @@ impl std::error::Error for DecodeError {}
 
 impl From<JsonError> for DecodeError {
     fn from(error: JsonError) -> Self {
-        DecodeError { code: ErrorCode::InvalidJson, message: error.to_string().into(), id: None }
+        DecodeError {
+            code: ErrorCode::InvalidJson,
+            message: error.to_string().into(),
+            id: None,
+        }
     }
 }
 
@@ -182,7 +186,11 @@ struct Fields<'a> {
 }
 
 fn invalid(message: &'static str) -> DecodeError {
-    DecodeError { code: ErrorCode::InvalidFrame, message: Cow::Borrowed(message), id: None }
+    DecodeError {
+        code: ErrorCode::InvalidFrame,
+        message: Cow::Borrowed(message),
+        id: None,
+    }
 }
 
 fn set<T>(slot: &mut Option<T>, value: Option<T>, what: &'static str) -> Result<(), DecodeError> {
@@ -208,14 +216,17 @@ fn remote_error(value: RawValue<'_>) -> Option<RemoteError> {
             _ => {}
         }
     }
-    Some(RemoteError { code: code?, message: message.unwrap_or_default() })
+    Some(RemoteError {
+        code: code?,
+        message: message.unwrap_or_default(),
+    })
 }
 
 impl<'a> Frame<'a> {
     /// Decodes one text frame.
     pub fn decode(text: &'a str) -> Result<Frame<'a>, DecodeError> {
-        let members = json::object_members(text)?
-            .ok_or_else(|| invalid("a frame must be a JSON object"))?;
+        let members =
+            json::object_members(text)?.ok_or_else(|| invalid("a frame must be a JSON object"))?;
         let mut f = Fields::default();
         for (name, value) in members {
             match &*name {
@@ -230,12 +241,28 @@ impl<'a> Frame<'a> {
                     remote_error(value),
                     "\"error\" must be an object with a string \"code\"",
                 )?,
-                "ack" => set(&mut f.ack, value.as_safe_integer(), "\"ack\" must be an integer")?,
-                "v" => set(&mut f.version, value.as_safe_integer(), "\"v\" must be an integer")?,
-                "session" => set(&mut f.session, value.as_str(), "\"session\" must be a string")?,
+                "ack" => set(
+                    &mut f.ack,
+                    value.as_safe_integer(),
+                    "\"ack\" must be an integer",
+                )?,
+                "v" => set(
+                    &mut f.version,
+                    value.as_safe_integer(),
+                    "\"v\" must be an integer",
+                )?,
+                "session" => set(
+                    &mut f.session,
+                    value.as_str(),
+                    "\"session\" must be a string",
+                )?,
                 "resumed" => set(&mut f.resumed, Some(value.is_true()), "")?,
                 "code" => set(&mut f.code, value.as_str(), "\"code\" must be a string")?,
-                "message" => set(&mut f.message, value.as_str(), "\"message\" must be a string")?,
+                "message" => set(
+                    &mut f.message,
+                    value.as_str(),
+                    "\"message\" must be a string",
+                )?,
                 _ => {}
             }
         }
@@ -250,10 +277,14 @@ impl<'a> Frame<'a> {
         let kind = f.kind.ok_or_else(|| invalid("\"type\" is required"))?;
         let Some(control) = kind.strip_prefix(RESERVED_PREFIX) else {
             if f.payload.is_some() && f.error.is_some() {
-                return Err(invalid("a response carries \"payload\" or \"error\", not both"));
+                return Err(invalid(
+                    "a response carries \"payload\" or \"error\", not both",
+                ));
             }
             if f.error.is_some() && f.re.is_none() {
-                return Err(invalid("\"error\" is only valid on a response (with \"re\")"));
+                return Err(invalid(
+                    "\"error\" is only valid on a response (with \"re\")",
+                ));
             }
             return Ok(Frame::Message(Message {
                 kind,
@@ -269,20 +300,36 @@ impl<'a> Frame<'a> {
         Ok(match control {
             "hello" | "welcome" => {
                 let version = f.version.ok_or_else(|| invalid("\"v\" is required"))?;
-                let session = f.session.ok_or_else(|| invalid("\"session\" is required"))?;
+                let session = f
+                    .session
+                    .ok_or_else(|| invalid("\"session\" is required"))?;
                 if control == "hello" {
-                    Frame::Hello { version, session, ack }
+                    Frame::Hello {
+                        version,
+                        session,
+                        ack,
+                    }
                 } else {
                     let resumed = f.resumed.unwrap_or(false);
-                    Frame::Welcome { version, session, ack, resumed }
+                    Frame::Welcome {
+                        version,
+                        session,
+                        ack,
+                        resumed,
+                    }
                 }
             }
-            "ack" => Frame::Ack { ack: f.ack.ok_or_else(|| invalid("\"ack\" is required"))? },
+            "ack" => Frame::Ack {
+                ack: f.ack.ok_or_else(|| invalid("\"ack\" is required"))?,
+            },
             "ping" => Frame::Ping,
             "pong" => Frame::Pong,
             "error" => Frame::Error(ErrorReport {
                 error: RemoteError {
-                    code: f.code.ok_or_else(|| invalid("\"code\" is required"))?.into_owned(),
+                    code: f
+                        .code
+                        .ok_or_else(|| invalid("\"code\" is required"))?
+                        .into_owned(),
                     message: f.message.map(Cow::into_owned).unwrap_or_default(),
                 },
                 re: f.re,
@@ -302,7 +349,11 @@ impl<'a> Frame<'a> {
         let mut out = String::with_capacity(64);
         match self {
             Frame::Message(message) => message.encode_into(&mut out),
-            Frame::Hello { version, session, ack } => {
+            Frame::Hello {
+                version,
+                session,
+                ack,
+            } => {
                 out.push_str("{\"type\":\"~hello\",\"v\":");
                 push_u64(&mut out, *version);
                 out.push_str(",\"session\":");
@@ -311,14 +362,23 @@ impl<'a> Frame<'a> {
                 push_u64(&mut out, *ack);
                 out.push('}');
             }
-            Frame::Welcome { version, session, ack, resumed } => {
+            Frame::Welcome {
+                version,
+                session,
+                ack,
+                resumed,
+            } => {
                 out.push_str("{\"type\":\"~welcome\",\"v\":");
                 push_u64(&mut out, *version);
                 out.push_str(",\"session\":");
                 json::write_string(&mut out, session);
                 out.push_str(",\"ack\":");
                 push_u64(&mut out, *ack);
-                out.push_str(if *resumed { ",\"resumed\":true}" } else { ",\"resumed\":false}" });
+                out.push_str(if *resumed {
+                    ",\"resumed\":true}"
+                } else {
+                    ",\"resumed\":false}"
+                });
             }
             Frame::Ack { ack } => {
                 out.push_str("{\"type\":\"~ack\",\"ack\":");
@@ -381,7 +441,8 @@ impl Message<'_> {
 
     /// The message's JSON text.
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(48 + self.kind.len() + self.payload.map_or(0, str::len));
+        let mut out =
+            String::with_capacity(48 + self.kind.len() + self.payload.map_or(0, str::len));
         self.encode_into(&mut out);
         out
     }
@@ -439,7 +500,10 @@ mod tests {
         assert_eq!(message(&text), original);
         let failed = Message {
             payload: None,
-            error: Some(RemoteError { code: "handler_error".into(), message: "boom".into() }),
+            error: Some(RemoteError {
+                code: "handler_error".into(),
+                message: "boom".into(),
+            }),
             ..original
         };
         assert_eq!(message(&failed.encode()), failed);
@@ -448,13 +512,25 @@ mod tests {
     #[test]
     fn control_frames_round_trip() {
         for frame in [
-            Frame::Hello { version: 1, session: "abc".into(), ack: 12 },
-            Frame::Welcome { version: 1, session: "abc".into(), ack: 41, resumed: true },
+            Frame::Hello {
+                version: 1,
+                session: "abc".into(),
+                ack: 12,
+            },
+            Frame::Welcome {
+                version: 1,
+                session: "abc".into(),
+                ack: 41,
+                resumed: true,
+            },
             Frame::Ack { ack: 0 },
             Frame::Ping,
             Frame::Pong,
             Frame::Error(ErrorReport {
-                error: RemoteError { code: "unknown_target".into(), message: "no \"bob\"".into() },
+                error: RemoteError {
+                    code: "unknown_target".into(),
+                    message: "no \"bob\"".into(),
+                },
                 re: Some(7),
             }),
         ] {
@@ -474,7 +550,10 @@ mod tests {
         assert_eq!(code(r#"{"type":"a","id":1.5}"#), ErrorCode::InvalidFrame);
         assert_eq!(code(r#"{"type":"a","type":"b"}"#), ErrorCode::InvalidFrame);
         assert_eq!(code(r#"{"type":"~nope"}"#), ErrorCode::ReservedType);
-        assert_eq!(code(r#"{"type":"~hello","session":"s"}"#), ErrorCode::InvalidFrame);
+        assert_eq!(
+            code(r#"{"type":"~hello","session":"s"}"#),
+            ErrorCode::InvalidFrame
+        );
     }
 
     #[test]

@@ -1,0 +1,263 @@
+//! Model-based property tests of the client core: random sequences of sends, requests, link
+//! faults, server outages, reconnects and clock ticks, then a calm period, then the promises of
+//! `PROTOCOL.md` section 11 are checked against what every party recorded.
+
+mod sim;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use sim::Sim;
+use wsrelay::core::{delay_range, Error, Event, Options, Outgoing};
+
+const CLIENTS: [&str; 3] = ["alice", "bob", "carol"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Broadcast, or to one other client.
+    Send {
+        client: usize,
+        to: Option<usize>,
+        ttl_ms: Option<u64>,
+    },
+    Request {
+        client: usize,
+        to: usize,
+        timeout_ms: u64,
+    },
+    Cut {
+        client: usize,
+    },
+    Stall {
+        client: usize,
+    },
+    ServerDown,
+    ServerUp,
+    Reconnect {
+        client: usize,
+    },
+    Tick {
+        ms: u64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let client = 0..CLIENTS.len();
+    prop_oneof![
+        8 => (client.clone(), proptest::option::of(0..CLIENTS.len()), proptest::option::of(1u64..5000))
+            .prop_map(|(client, to, ttl_ms)| Op::Send { client, to, ttl_ms }),
+        2 => (client.clone(), 0..CLIENTS.len(), 1u64..20_000)
+            .prop_map(|(client, to, timeout_ms)| Op::Request { client, to, timeout_ms }),
+        2 => client.clone().prop_map(|client| Op::Cut { client }),
+        1 => client.clone().prop_map(|client| Op::Stall { client }),
+        1 => Just(Op::ServerDown),
+        2 => Just(Op::ServerUp),
+        1 => client.prop_map(|client| Op::Reconnect { client }),
+        6 => prop_oneof![1u64..20, 20u64..2000, 2000u64..40_000].prop_map(|ms| Op::Tick { ms }),
+    ]
+}
+
+fn options() -> Options {
+    Options {
+        max_enqueued_messages: 12,
+        ..Options::default()
+    }
+}
+
+/// What the application was promised for one accepted message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Send,
+    Request,
+}
+
+fn run(ops: &[Op], seed: u64) -> Result<(), TestCaseError> {
+    let mut sim = Sim::new();
+    for (i, name) in CLIENTS.iter().enumerate() {
+        sim.add_client(name, options(), seed.wrapping_add(i as u64));
+        sim.clients[i].auto_respond = true;
+    }
+    sim.run_until(1000, |s| {
+        s.clients.iter().all(|c| c.core.ready_state() as u8 == 1)
+    });
+
+    let mut accepted: Vec<BTreeMap<u64, Kind>> = vec![BTreeMap::new(); CLIENTS.len()];
+    let mut payload_counter = 0u64;
+    for op in ops {
+        match *op {
+            Op::Send { client, to, ttl_ms } => {
+                payload_counter += 1;
+                let payload = payload_counter.to_string();
+                let message = Outgoing {
+                    kind: "chat",
+                    payload: Some(&payload),
+                    to: to.map(|t| CLIENTS[t]),
+                    ttl: ttl_ms.map(Duration::from_millis),
+                };
+                match sim.with_client(client, |c, now| c.send(now, message)) {
+                    Ok(id) => {
+                        accepted[client].insert(id, Kind::Send);
+                    }
+                    Err(Error::QueueFull { .. }) => {}
+                    Err(other) => prop_assert!(false, "send refused: {other}"),
+                }
+            }
+            Op::Request {
+                client,
+                to,
+                timeout_ms,
+            } => {
+                let message = Outgoing {
+                    kind: "ask",
+                    payload: Some("1"),
+                    to: Some(CLIENTS[to]),
+                    ttl: None,
+                };
+                let timeout = Some(Duration::from_millis(timeout_ms));
+                match sim.with_client(client, |c, now| c.request(now, message, timeout)) {
+                    Ok(id) => {
+                        accepted[client].insert(id, Kind::Request);
+                    }
+                    Err(Error::QueueFull { .. }) => {}
+                    Err(other) => prop_assert!(false, "request refused: {other}"),
+                }
+            }
+            Op::Cut { client } => sim.cut(client),
+            Op::Stall { client } => sim.stall(client),
+            Op::ServerDown => sim.server_down(),
+            Op::ServerUp => sim.server_up(),
+            Op::Reconnect { client } => sim.with_client(client, |c, now| c.reconnect(now)),
+            Op::Tick { ms } => sim.run_for(Duration::from_millis(ms)),
+        }
+        for client in &sim.clients {
+            prop_assert!(client.core.queued() <= options().max_enqueued_messages);
+        }
+    }
+    // Calm: the server is up and stays up long enough for every backoff, heartbeat and timeout.
+    sim.server_up();
+    sim.run_for(Duration::from_secs(120));
+
+    for (index, client) in sim.clients.iter().enumerate() {
+        // Every accepted message has exactly one outcome.
+        let mut outcomes: HashMap<u64, Vec<&Event>> = HashMap::new();
+        for (_, event) in &client.events {
+            let id = match event {
+                Event::Delivered { id } | Event::Failed { id, .. } => *id,
+                Event::Reply { request, .. } => *request,
+                _ => continue,
+            };
+            outcomes.entry(id).or_default().push(event);
+        }
+        for (&id, &kind) in &accepted[index] {
+            let got = outcomes.get(&id).map(Vec::as_slice).unwrap_or_default();
+            prop_assert_eq!(
+                got.len(),
+                1,
+                "client {} message {} ({:?}): {:?}",
+                index,
+                id,
+                kind,
+                got
+            );
+            if kind == Kind::Request {
+                prop_assert!(
+                    !matches!(got[0], Event::Delivered { .. }),
+                    "a request settles by its reply"
+                );
+            }
+        }
+        // Nothing is left waiting once the link is calm.
+        prop_assert_eq!(
+            client.core.queued(),
+            0,
+            "client {} still has queued messages",
+            index
+        );
+        prop_assert_eq!(client.core.pending_requests(), 0);
+
+        // Every reconnect delay lies in its attempt's range, itself within [min, max].
+        let o = options();
+        for (_, event) in &client.events {
+            if let Event::Reconnecting { attempt, delay } = event {
+                let (lo, hi) = delay_range(&o, *attempt);
+                prop_assert!(o.min_reconnection_delay <= lo && hi <= o.max_reconnection_delay);
+                prop_assert!(lo <= *delay && *delay <= hi, "attempt {attempt}: {delay:?}");
+            }
+        }
+        for attempt in 1..30 {
+            prop_assert!(
+                delay_range(&o, attempt).1 <= delay_range(&o, attempt + 1).1,
+                "grows until the cap"
+            );
+        }
+    }
+
+    // The server consumed each sender's messages once, in order.
+    let mut consumed: Vec<Vec<u64>> = vec![Vec::new(); CLIENTS.len()];
+    for message in &sim.server.consumed {
+        let index = CLIENTS
+            .iter()
+            .position(|c| *c == message.source)
+            .expect("known source");
+        consumed[index].push(message.id);
+    }
+    for (index, ids) in consumed.iter().enumerate() {
+        prop_assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "client {index}: consumed {ids:?}"
+        );
+        for (_, event) in &sim.clients[index].events {
+            match event {
+                Event::Delivered { id } => {
+                    prop_assert!(ids.contains(id), "delivered {id} was never consumed")
+                }
+                Event::Failed {
+                    id,
+                    error: Error::Expired,
+                } => prop_assert!(!ids.contains(id), "expired {id} was consumed"),
+                _ => {}
+            }
+        }
+    }
+
+    // Every receiver got each sender's relayed messages exactly once, in order, and missed none.
+    for (receiver, client) in sim.clients.iter().enumerate() {
+        for (sender, name) in CLIENTS.iter().enumerate() {
+            let got: Vec<u64> = client
+                .received()
+                .into_iter()
+                .filter(|(source, _, _)| source.as_deref() == Some(*name))
+                .filter_map(|(_, id, _)| id)
+                .collect();
+            let expected: Vec<u64> = sim
+                .server
+                .consumed
+                .iter()
+                .filter(|m| m.source == *name && m.re.is_none())
+                .filter(|m| match m.to.as_deref() {
+                    None => sender != receiver,
+                    Some(to) => to == CLIENTS[receiver],
+                })
+                .map(|m| m.id)
+                .collect();
+            prop_assert_eq!(
+                &got,
+                &expected,
+                "{} received from {}",
+                CLIENTS[receiver],
+                name
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn nothing_lost_nothing_twice_order_kept(ops in proptest::collection::vec(op(), 1..60), seed in any::<u64>()) {
+        run(&ops, seed)?;
+    }
+}
