@@ -1,0 +1,66 @@
+//! The sans-IO core stays sans-IO: no runtime, no browser bindings, no clock, no shared-state
+//! primitives in `src/core` and `src/protocol`, and its types are `Send` for free.
+
+use std::fs;
+use std::path::Path;
+
+const FORBIDDEN: &[&str] = &[
+    "tokio",
+    "web_sys",
+    "js_sys",
+    "wasm_bindgen",
+    "std::net",
+    "std::thread",
+    "std::time::Instant",
+    "SystemTime",
+    "Rc<",
+    "Arc<",
+    "Mutex",
+    "RefCell",
+    "mpsc",
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in fs::read_dir(dir).expect("readable source tree") {
+        let path = entry.expect("readable entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn core_and_protocol_perform_no_io() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&root.join("core"), &mut files);
+    rust_files(&root.join("protocol"), &mut files);
+    assert!(files.len() >= 8, "found {files:?}");
+    let mut offences = Vec::new();
+    for file in &files {
+        let text = fs::read_to_string(file).expect("readable file");
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for word in FORBIDDEN {
+                if code.contains(word) {
+                    offences.push(format!("{}:{}: {word}", file.display(), number + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "the core must stay sans-IO:\n{}",
+        offences.join("\n")
+    );
+}
+
+#[test]
+fn core_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<wsrelay::core::ClientCore>();
+    assert_send_sync::<wsrelay::core::ServerSession<String>>();
+    assert_send_sync::<wsrelay::core::Event>();
+}

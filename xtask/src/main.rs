@@ -1,0 +1,252 @@
+//! Project automation, in Rust so it runs wherever cargo does.
+//!
+//! - `cargo xtask test`: installs what the tests need if it is missing, then runs every check
+//!   and test: formatting, clippy (native and wasm32), the native test suites.
+//! - `cargo xtask run [--port N] [--host H]`: builds and starts the relay server with the
+//!   browser demo in `www/`.
+//!
+//! Each step streams its output; test counts reported by cargo are added up and printed as the
+//! last line, `tests: N passed, M failed`.
+
+use std::env;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Instant;
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let root = project_root();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&root),
+        Some("run") => run(&root, &args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask test | cargo xtask run [--port N] [--host H]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn project_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Passed and failed test counts, summed over every step.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    /// Reads a test runner's summary line (cargo's `test result: ok. 3 passed; 0 failed; ...`).
+    fn read(&mut self, line: &str) {
+        if let Some(rest) = line.trim().strip_prefix("test result: ") {
+            for part in rest.split([';', '.']) {
+                let mut words = part.split_whitespace();
+                if let (Some(count), Some(kind)) = (words.next(), words.next()) {
+                    match (count.parse::<u64>(), kind) {
+                        (Ok(n), "passed") => self.passed += n,
+                        (Ok(n), "failed") => self.failed += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `command` in `root`, streaming its output and counting test results.
+fn step(name: &str, root: &Path, command: &mut Command, tally: &mut Tally) -> Result<(), String> {
+    println!("\n==> {name}");
+    let started = Instant::now();
+    let mut child = command
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{name}: cannot start {:?}: {e}", command.get_program()))?;
+    let (lines_tx, lines_rx) = mpsc::channel::<(bool, String)>();
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .enumerate()
+    .map(|(index, stream)| {
+        let tx = lines_tx.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send((index == 0, line)).is_err() {
+                    break;
+                }
+            }
+        })
+    })
+    .collect();
+    drop(lines_tx);
+    for (is_stdout, line) in lines_rx {
+        tally.read(&line);
+        if is_stdout {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    for reader in readers {
+        let _ = reader.join();
+    }
+    let status = child.wait().map_err(|e| format!("{name}: {e}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "<== {name}: {} in {seconds:.1} s",
+        if status.success() { "ok" } else { "FAILED" }
+    );
+    let _ = std::io::stdout().flush();
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("step '{name}' failed ({status})"))
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Adds the wasm32 target through rustup when it is missing.
+fn ensure_wasm_target(root: &Path, tally: &mut Tally) -> Result<(), String> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("rustup is needed to add the {WASM_TARGET} target: {e}"))?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    step(
+        "install the wasm32 target",
+        root,
+        Command::new("rustup").args(["target", "add", WASM_TARGET]),
+        tally,
+    )
+}
+
+fn test(root: &Path) -> Result<(), String> {
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    let result = run_tests(root, &mut tally);
+    println!(
+        "\nxtask test: {} in {:.0} s",
+        if result.is_ok() { "ok" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    println!("tests: {} passed, {} failed", tally.passed, tally.failed);
+    result
+}
+
+fn run_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
+    ensure_wasm_target(root, tally)?;
+    step(
+        "format",
+        root,
+        cargo().args(["fmt", "--all", "--", "--check"]),
+        tally,
+    )?;
+    step(
+        "clippy (native)",
+        root,
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+        tally,
+    )?;
+    step(
+        "clippy (wasm32)",
+        root,
+        cargo()
+            .args([
+                "clippy",
+                "-p",
+                "wsrelay",
+                "--lib",
+                "--target",
+                WASM_TARGET,
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .env("CLIPPY_CONF_DIR", root.join("scripts/clippy_wasm")),
+        tally,
+    )?;
+    step(
+        "native tests",
+        root,
+        cargo().args(["test", "--workspace"]),
+        tally,
+    )?;
+    Ok(())
+}
+
+fn run(root: &Path, args: &[String]) -> Result<(), String> {
+    let mut port = "8080".to_owned();
+    let mut host = "127.0.0.1".to_owned();
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--port" => port = value.clone(),
+            "--host" => host = value.clone(),
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    let www = root.join("www");
+    let status = cargo()
+        .current_dir(root)
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "wsrelay-server",
+            "--",
+            "--host",
+            &host,
+            "--port",
+            &port,
+        ])
+        .arg("--www")
+        .arg(&www)
+        .status()
+        .map_err(|e| format!("cannot start cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the relay server exited with {status}"))
+    }
+}
