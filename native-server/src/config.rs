@@ -1,0 +1,107 @@
+//! Server settings: limits, timers and policies, with production defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What to do when a connection claims a `source` that is already connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDuplicate {
+    /// The new connection wins; the old one is closed with 4409 (`replaced`). This is what a
+    /// client reconnecting over a half-open connection needs, so it is the default.
+    #[default]
+    Replace,
+    /// The new connection is refused at the HTTP upgrade with 409 Conflict.
+    Reject,
+}
+
+/// Settings of a [`WebSocketServer`](crate::WebSocketServer).
+///
+/// Build one from [`ServerConfig::default`] and override what you need:
+///
+/// ```
+/// use std::time::Duration;
+/// use wsrelay_server::ServerConfig;
+///
+/// let config = ServerConfig { ping_interval: Duration::from_secs(10), ..ServerConfig::default() };
+/// assert_eq!(config.max_message_size, 1024 * 1024);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Relay messages that no handler claims: a message with `to` goes to that client only,
+    /// any other is broadcast to every other client. Default `true`. When `false`, such
+    /// messages are consumed and dropped (logged at debug level).
+    pub relay: bool,
+    /// Largest text frame accepted, in bytes (default 1 MiB). A larger frame that could still
+    /// be read is answered with `~error too_large`; one more than twice this size is not read
+    /// at all and closes the connection with 1009.
+    pub max_message_size: usize,
+    /// Most WebSocket clients connected at once (default 10 000); beyond it upgrades are
+    /// refused with 503.
+    pub max_connections: usize,
+    /// Frames queued for one connection but not yet written (default 256). A client whose
+    /// queue is full is a slow consumer: it is closed with 1008 and counted.
+    pub outbound_queue: usize,
+    /// Reliable frames written to one session and not yet acknowledged (default 1024). Past
+    /// it the client is a slow consumer too (`PROTOCOL.md` section 5).
+    pub max_unacked: usize,
+    /// Interval of WebSocket ping frames (default 30 s). A connection that has sent nothing,
+    /// not even a pong, by the next ping is closed and removed.
+    pub ping_interval: Duration,
+    /// How long a disconnected client's session is kept for a resume (default 60 s).
+    pub session_grace: Duration,
+    /// How long a new connection's outbound frames are held waiting for a `~hello` before the
+    /// client is taken for a bare client (default 500 ms). Any first frame ends the wait.
+    pub hello_timeout: Duration,
+    /// How long to wait for a peer to complete a close handshake (default 1 s).
+    pub close_timeout: Duration,
+    /// Deadline of [`close`](crate::WebSocketServer::close) (default 5 s): connections still
+    /// open after it are dropped.
+    pub shutdown_timeout: Duration,
+    /// Replace or reject a second connection for a connected `source`.
+    pub on_duplicate: OnDuplicate,
+    /// Browser origins allowed to connect (exact `Origin` header values, e.g.
+    /// `https://app.example.com`). Empty (the default) allows any. A request without an
+    /// `Origin` header (not a browser) is not affected.
+    pub allowed_origins: Vec<String>,
+    /// WebSocket read buffer per connection (default 4 KiB; tungstenite's own default of
+    /// 128 KiB costs about 139 KB per idle connection).
+    pub read_buffer_size: usize,
+    /// Bytes a connection buffers before writing to the socket (default 8 KiB); every batch
+    /// of frames is flushed once anyway.
+    pub write_buffer_size: usize,
+    /// Serve the files of this directory over HTTP on the same port (requests that are not
+    /// WebSocket upgrades). `None` (default) answers them with 426 Upgrade Required.
+    pub static_dir: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            relay: true,
+            max_message_size: 1024 * 1024,
+            max_connections: 10_000,
+            outbound_queue: 256,
+            max_unacked: 1024,
+            ping_interval: Duration::from_secs(30),
+            session_grace: Duration::from_secs(60),
+            hello_timeout: Duration::from_millis(500),
+            close_timeout: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(5),
+            on_duplicate: OnDuplicate::Replace,
+            allowed_origins: Vec::new(),
+            read_buffer_size: 4 * 1024,
+            write_buffer_size: 8 * 1024,
+            static_dir: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The transport's hard limit: frames up to this size are read (and answered with
+    /// `too_large` when over `max_message_size`); larger ones close the connection.
+    pub(crate) fn hard_message_limit(&self) -> usize {
+        self.max_message_size
+            .saturating_mul(2)
+            .max(self.max_message_size + 1)
+    }
+}

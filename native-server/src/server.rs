@@ -1,0 +1,510 @@
+//! The public handle: binding, sending, handlers, requests, hooks and graceful shutdown.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::serve::ListenerExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wsrelay::protocol::{Message, RemoteError};
+
+use crate::auth::{source_from_query, Authenticator, Rejection, UpgradeRequest};
+use crate::config::ServerConfig;
+use crate::connection::encode;
+use crate::handlers::{erase, ErasedHandler, Incoming, IntoReply};
+use crate::hub::{lock, read, write, Hub, PendingRequest, PushError, Stats};
+
+/// A connected client, as the hooks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The identity the connection was registered under.
+    pub source: String,
+    /// The peer's address.
+    pub addr: Option<SocketAddr>,
+}
+
+/// Why a connection ended. Expected endings are not errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The client closed (with this close code, if it sent one) or the stream ended.
+    Closed(Option<u16>),
+    /// The connection failed (I/O error or a write that could not complete).
+    Failed(String),
+    /// Another connection claimed the same `source` (closed with 4409).
+    Replaced,
+    /// The client did not keep up with its frames (closed with 1008).
+    SlowConsumer,
+    /// The client answered no ping in time.
+    Stale,
+    /// The server shut down (closed with 1001 or 1012).
+    Shutdown,
+    /// A frame too large to read at all (closed with 1009).
+    TooLarge,
+    /// A text frame that is not UTF-8 (closed with 1007, as RFC 6455 requires).
+    InvalidUtf8,
+    /// A protocol violation, e.g. an unsupported version (closed with 1002).
+    ProtocolError(String),
+}
+
+/// The close code [`WebSocketServer::close_with`] sends to every client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownCode {
+    /// 1001: the server is going away.
+    GoingAway,
+    /// 1012: the service restarts; clients reconnect.
+    Restart,
+}
+
+impl ShutdownCode {
+    fn code(self) -> u16 {
+        match self {
+            ShutdownCode::GoingAway => 1001,
+            ShutdownCode::Restart => 1012,
+        }
+    }
+}
+
+/// A snapshot of the server's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerStats {
+    /// Clients connected now.
+    pub connected: usize,
+    /// Sessions kept for a resume after their client disconnected.
+    pub parked_sessions: usize,
+    /// Upgrades accepted since start.
+    pub accepted: u64,
+    /// Upgrades refused (origin, authentication, duplicate, limits).
+    pub rejected: u64,
+    /// Clients cut off because they did not keep up.
+    pub slow_consumers: u64,
+    /// Connections dropped for not answering pings.
+    pub stale: u64,
+    /// Connections replaced by a newer one with the same source.
+    pub replaced: u64,
+    /// Invalid frames answered with `~error`.
+    pub invalid_frames: u64,
+}
+
+/// Why a frame could not be sent to a client.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No client with that source is connected (nor within its session grace period).
+    UnknownTarget,
+    /// The client's queue is full: it is being disconnected as a slow consumer.
+    Overflow,
+    /// The payload could not be serialized.
+    Payload(serde_json::Error),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::UnknownTarget => f.write_str("no client with that source"),
+            SendError::Overflow => f.write_str("the client's outbound queue is full"),
+            SendError::Payload(error) => write!(f, "payload not serializable: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+impl From<PushError> for SendError {
+    fn from(error: PushError) -> Self {
+        match error {
+            PushError::UnknownTarget => SendError::UnknownTarget,
+            PushError::Overflow => SendError::Overflow,
+        }
+    }
+}
+
+/// Why a [`WebSocketServer::request`] got no usable response.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The request could not be sent.
+    Send(SendError),
+    /// No response within the timeout.
+    Timeout,
+    /// The client's handler failed.
+    Remote(RemoteError),
+    /// The response's payload is not a `R`.
+    Payload(serde_json::Error),
+    /// The server shut down while waiting.
+    Closed,
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::Send(error) => write!(f, "request not sent: {error}"),
+            RequestError::Timeout => f.write_str("no response in time"),
+            RequestError::Remote(error) => write!(f, "{}: {}", error.code, error.message),
+            RequestError::Payload(error) => write!(f, "unexpected response payload: {error}"),
+            RequestError::Closed => f.write_str("server closed"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// Configures a server before it accepts its first connection: authentication, hooks and
+/// handlers. Created by [`WebSocketServer::builder`].
+pub struct ServerBuilder {
+    config: ServerConfig,
+    auth: Box<Authenticator>,
+    on_connect: Vec<Arc<dyn Fn(&ClientInfo) + Send + Sync>>,
+    on_disconnect: Vec<Arc<dyn Fn(&ClientInfo, &DisconnectReason) + Send + Sync>>,
+    handlers: HashMap<String, ErasedHandler>,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// Replaces the authentication hook. It sees the upgrade request (path, query, headers
+    /// including `Origin`, peer address) and returns the `source` to register, or a
+    /// [`Rejection`] with the HTTP status to refuse with. The default is
+    /// [`source_from_query`](crate::source_from_query): the client is who `?source=` says.
+    pub fn authenticate<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&UpgradeRequest) -> Result<String, Rejection> + Send + Sync + 'static,
+    {
+        self.auth = Box::new(hook);
+        self
+    }
+
+    /// Calls `hook` when a client is registered.
+    pub fn on_connect<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&ClientInfo) + Send + Sync + 'static,
+    {
+        self.on_connect.push(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` when a client's connection has ended and it was removed.
+    pub fn on_disconnect<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&ClientInfo, &DisconnectReason) + Send + Sync + 'static,
+    {
+        self.on_disconnect.push(Arc::new(hook));
+        self
+    }
+
+    /// Registers a handler before the server starts; see [`WebSocketServer::on`].
+    pub fn on<T, R, F, Fut>(mut self, kind: &str, handler: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: IntoReply + 'static,
+        F: Fn(Incoming<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        self.handlers.insert(kind.to_owned(), erase(handler));
+        self
+    }
+
+    /// Binds `addr` (port 0 picks a free port) and starts accepting connections.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> std::io::Result<WebSocketServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let hub = Arc::new(Hub {
+            config: self.config,
+            auth: self.auth,
+            clients: RwLock::default(),
+            parked: Mutex::default(),
+            pending: Mutex::default(),
+            handlers: RwLock::new(self.handlers),
+            on_connect: self.on_connect,
+            on_disconnect: self.on_disconnect,
+            stats: Stats::default(),
+            live: AtomicUsize::new(0),
+            next_conn_id: AtomicU64::new(1),
+            next_message_id: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+            shutdown_code: AtomicU16::new(1001),
+            abort: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        let accept = CancellationToken::new();
+        let listener = listener.tap_io(|tcp| {
+            // Frames are small and latency matters; batching is done by the writer's flush.
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY not set");
+            }
+        });
+        let app = crate::http::router(Arc::clone(&hub))
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let serve =
+            axum::serve(listener, app).with_graceful_shutdown(accept.clone().cancelled_owned());
+        hub.tracker.spawn(async move {
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "accept loop failed");
+            }
+        });
+        let sweeper = Arc::clone(&hub);
+        hub.tracker.spawn(async move {
+            let period = (sweeper.config.session_grace / 4)
+                .clamp(Duration::from_millis(50), Duration::from_secs(5));
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    () = sweeper.shutdown.cancelled() => return,
+                    _ = tick.tick() => sweeper.expire_parked(Instant::now()),
+                }
+            }
+        });
+        tracing::info!(%local_addr, "listening");
+        let stop = Arc::new(StopOnDrop {
+            hub: Arc::clone(&hub),
+            accept,
+            closed: AtomicBool::new(false),
+        });
+        Ok(WebSocketServer {
+            hub,
+            local_addr,
+            stop,
+        })
+    }
+}
+
+/// Stops the server when the last handle is dropped without `close()`.
+struct StopOnDrop {
+    hub: Arc<Hub>,
+    accept: CancellationToken,
+    closed: AtomicBool,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if !self.closed.load(Ordering::Relaxed) {
+            self.accept.cancel();
+            self.hub.shutdown.cancel();
+            self.hub.abort.cancel();
+        }
+    }
+}
+
+/// A running wsrelay server. Cheap to clone; every clone is a handle to the same server.
+///
+/// See the [crate documentation](crate) for an example.
+#[derive(Clone)]
+pub struct WebSocketServer {
+    hub: Arc<Hub>,
+    local_addr: SocketAddr,
+    stop: Arc<StopOnDrop>,
+}
+
+impl fmt::Debug for WebSocketServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocketServer")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebSocketServer {
+    /// A builder with `config`, the default authentication and no hooks.
+    pub fn builder(config: ServerConfig) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            auth: Box::new(source_from_query),
+            on_connect: Vec::new(),
+            on_disconnect: Vec::new(),
+            handlers: HashMap::new(),
+        }
+    }
+
+    /// Binds `addr` with `config` and the defaults of [`ServerBuilder`].
+    pub async fn bind(
+        addr: impl ToSocketAddrs,
+        config: ServerConfig,
+    ) -> std::io::Result<WebSocketServer> {
+        WebSocketServer::builder(config).bind(addr).await
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.hub.config
+    }
+
+    /// Sends a message of type `kind` from the server (no `source`) to the client `source`.
+    /// A client within its session grace period gets it when it resumes.
+    pub fn send_to<P: Serialize + ?Sized>(
+        &self,
+        source: &str,
+        kind: &str,
+        payload: &P,
+    ) -> Result<(), SendError> {
+        let payload = serde_json::to_string(payload).map_err(SendError::Payload)?;
+        let frame = encode(&server_message(kind, None, &payload));
+        Ok(self.hub.send_frame(source, frame)?)
+    }
+
+    /// Sends a message of type `kind` to every client except `exclude`. The frame is encoded
+    /// once; every recipient's queue gets the same bytes. Returns how many clients got it.
+    pub fn broadcast<P: Serialize + ?Sized>(
+        &self,
+        kind: &str,
+        payload: &P,
+        exclude: Option<&str>,
+    ) -> Result<usize, SendError> {
+        let payload = serde_json::to_string(payload).map_err(SendError::Payload)?;
+        let frame = encode(&server_message(kind, None, &payload));
+        Ok(self.hub.broadcast_frame(&frame, exclude))
+    }
+
+    /// Handles messages of type `kind` (replacing any handler for it). The handler gets the
+    /// sender and the payload decoded as `T`; what it returns ([`IntoReply`]) goes back to
+    /// the sender as a response to the message's `id`. A payload that is not a `T` is
+    /// answered with a `handler_error` without calling the handler. Messages of a type with
+    /// a handler are not relayed. Handlers run on their own tasks.
+    pub fn on<T, R, F, Fut>(&self, kind: &str, handler: F)
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: IntoReply + 'static,
+        F: Fn(Incoming<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        write(&self.hub.handlers).insert(kind.to_owned(), erase(handler));
+    }
+
+    /// Removes the handler of `kind`; returns whether there was one.
+    pub fn off(&self, kind: &str) -> bool {
+        write(&self.hub.handlers).remove(kind).is_some()
+    }
+
+    /// Sends a request (a message with an `id`) to `source` and waits up to `timeout` for the
+    /// client's response, decoded as `R`.
+    pub async fn request<P, R>(
+        &self,
+        source: &str,
+        kind: &str,
+        payload: &P,
+        timeout: Duration,
+    ) -> Result<R, RequestError>
+    where
+        P: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let payload = serde_json::to_string(payload)
+            .map_err(|error| RequestError::Send(SendError::Payload(error)))?;
+        let id = self.hub.next_message_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode(&server_message(kind, Some(id), &payload));
+        let (reply, response) = oneshot::channel();
+        lock(&self.hub.pending).insert(
+            id,
+            PendingRequest {
+                source: source.to_owned(),
+                reply,
+            },
+        );
+        if let Err(error) = self.hub.send_frame(source, frame) {
+            lock(&self.hub.pending).remove(&id);
+            return Err(RequestError::Send(error.into()));
+        }
+        let outcome = tokio::time::timeout(timeout, response).await;
+        match outcome {
+            Err(_) => {
+                lock(&self.hub.pending).remove(&id);
+                Err(RequestError::Timeout)
+            }
+            Ok(Err(_)) => Err(RequestError::Closed),
+            Ok(Ok(Err(remote))) => Err(RequestError::Remote(remote)),
+            Ok(Ok(Ok(payload))) => serde_json::from_str(payload.as_deref().unwrap_or("null"))
+                .map_err(RequestError::Payload),
+        }
+    }
+
+    /// The sources of the connected clients, sorted.
+    pub fn clients(&self) -> Vec<String> {
+        let mut sources: Vec<String> = read(&self.hub.clients).keys().cloned().collect();
+        sources.sort_unstable();
+        sources
+    }
+
+    /// Whether a client with `source` is connected.
+    pub fn is_connected(&self, source: &str) -> bool {
+        read(&self.hub.clients).contains_key(source)
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> ServerStats {
+        let stats = &self.hub.stats;
+        ServerStats {
+            connected: read(&self.hub.clients).len(),
+            parked_sessions: lock(&self.hub.parked).len(),
+            accepted: stats.accepted.load(Ordering::Relaxed),
+            rejected: stats.rejected.load(Ordering::Relaxed),
+            slow_consumers: stats.slow_consumers.load(Ordering::Relaxed),
+            stale: stats.stale.load(Ordering::Relaxed),
+            replaced: stats.replaced.load(Ordering::Relaxed),
+            invalid_frames: stats.invalid_frames.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Shuts down gracefully with 1001 (going away); see [`close_with`](Self::close_with).
+    pub async fn close(&self) {
+        self.close_with(ShutdownCode::GoingAway).await;
+    }
+
+    /// Shuts down gracefully: stops accepting, lets every connection write what is queued for
+    /// it, closes it with `code` and waits for the client's answer; connections still open at
+    /// the `shutdown_timeout` deadline are dropped. Pending requests fail with
+    /// [`RequestError::Closed`].
+    pub async fn close_with(&self, code: ShutdownCode) {
+        let hub = &self.hub;
+        self.stop.closed.store(true, Ordering::Relaxed);
+        hub.shutdown_code.store(code.code(), Ordering::Relaxed);
+        self.stop.accept.cancel();
+        hub.shutdown.cancel();
+        hub.tracker.close();
+        let deadline = hub.config.shutdown_timeout;
+        if tokio::time::timeout(deadline, hub.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = hub.tracker.len(),
+                "shutdown deadline passed: dropping"
+            );
+            hub.abort.cancel();
+            let _ = tokio::time::timeout(hub.config.close_timeout, hub.tracker.wait()).await;
+        }
+        lock(&hub.pending).clear();
+        lock(&hub.parked).clear();
+        tracing::info!("closed");
+    }
+}
+
+fn server_message<'a>(kind: &'a str, id: Option<u64>, payload: &'a str) -> Message<'a> {
+    Message {
+        kind: kind.into(),
+        id,
+        re: None,
+        to: None,
+        source: None,
+        payload: Some(payload),
+        error: None,
+    }
+}
