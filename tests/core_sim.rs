@@ -547,5 +547,36 @@ fn explicit_reconnect_replaces_the_connection_and_resumes() {
     sim.with_client(0, |c, now| c.reconnect(now));
     sim.run_until(100, |s| is_open(s, 0));
     assert!(sim.clients[0].saw(|e| *e == Event::Open { resumed: true }));
+    assert!(sim.clients[0].saw(|e| matches!(
+        e,
+        Event::Close {
+            code: 4000,
+            reconnecting: true,
+            ..
+        }
+    )));
     assert_eq!(sim.clients[0].core.retry_count(), 0);
+}
+
+#[test]
+fn a_timed_out_request_gets_no_second_outcome() {
+    let mut sim = two_clients();
+    let ask = Outgoing {
+        to: Some("nobody"),
+        ..msg("q", "1")
+    };
+    let timeout = Some(ms(1));
+    let id = sim
+        .with_client(0, |c, now| c.request(now, ask, timeout))
+        .expect("sent");
+    sim.run_for(ms(100));
+    let outcomes = sim.clients[0]
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Failed { id: failed, .. } if *failed == id))
+        .count();
+    assert_eq!(outcomes, 1);
+    assert_eq!(failure(&sim, 0, id), Some(Error::Timeout));
+    assert!(sim.clients[0]
+        .saw(|e| matches!(e, Event::Error(Error::Remote(r)) if r.code == "unknown_target")));
 }

@@ -397,6 +397,11 @@ impl ClientCore {
     pub fn reconnect(&mut self, now: Instant) {
         if let Some(transport) = self.transport() {
             self.abandon(transport, CLIENT_ABANDONED, "reconnect");
+            self.event(Event::Close {
+                code: CLIENT_ABANDONED,
+                reason: "reconnect".to_owned(),
+                reconnecting: true,
+            });
         }
         self.retry_count = 0;
         self.stopped = None;
@@ -734,13 +739,17 @@ impl ClientCore {
             self.event(Event::Error(error));
             return;
         };
-        let in_outbox = self.outbox.remove(id).is_some();
-        if self.requests.remove(id) || in_outbox {
+        // A request whose caller already got its outcome (a timeout) no longer waits: the
+        // error is then only reported, never a second outcome for the same id.
+        let entry = self.outbox.remove(id);
+        let waiting =
+            self.requests.remove(id) || entry.is_some_and(|entry| entry.settles == Settles::OnAck);
+        if waiting {
             self.event(Event::Failed { id, error });
-            self.check_closing_done();
         } else {
             self.event(Event::Error(error));
         }
+        self.check_closing_done();
     }
 
     fn handle_ack(&mut self, ack: u64) {

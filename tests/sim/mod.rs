@@ -387,6 +387,11 @@ impl Sim {
         for index in 0..self.clients.len() {
             self.cut(index);
         }
+        // Connections a client already abandoned die too, with whatever they had in flight.
+        let remaining: Vec<ConnId> = self.server.conns.keys().copied().collect();
+        for conn in remaining {
+            self.drop_conn(conn);
+        }
     }
 
     /// The server accepts connections again, with its sessions intact.
