@@ -117,6 +117,9 @@ impl Ending {
                     "text frame is not valid UTF-8".into(),
                     None,
                 )),
+            Some(tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            )) => Ending::new(DisconnectReason::Closed(None)),
             Some(tungstenite::Error::Protocol(e)) => {
                 Ending::new(DisconnectReason::ProtocolError(e.to_string()))
             }
@@ -757,14 +760,10 @@ impl Conn {
         let Mode::Session(mut session) = mode else {
             return;
         };
-        let resumable = matches!(
+        // A slow consumer's session ends (`PROTOCOL.md` section 5); a shutdown ends them all.
+        let resumable = !matches!(
             reason,
-            DisconnectReason::Closed(_)
-                | DisconnectReason::Failed(_)
-                | DisconnectReason::Replaced
-                | DisconnectReason::Stale
-                | DisconnectReason::TooLarge
-                | DisconnectReason::InvalidUtf8
+            DisconnectReason::SlowConsumer | DisconnectReason::Shutdown
         );
         if !resumable {
             return;

@@ -1,0 +1,161 @@
+//! A plain tokio-tungstenite client (not the wsrelay client) to pin the wire behaviour.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wsrelay_server::{DisconnectReason, ServerBuilder, ServerConfig, WebSocketServer};
+
+/// Upper bound for any single wait: a test that hangs fails instead.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Settings for tests: short close waits so endings are quick.
+pub fn config() -> ServerConfig {
+    ServerConfig {
+        close_timeout: Duration::from_millis(300),
+        shutdown_timeout: Duration::from_secs(2),
+        ..ServerConfig::default()
+    }
+}
+
+/// Disconnections, as reported by the server's hook.
+pub type Disconnects = mpsc::UnboundedReceiver<(String, DisconnectReason)>;
+
+/// Adds a disconnect hook that reports to the returned channel.
+pub fn watch_disconnects(builder: ServerBuilder) -> (ServerBuilder, Disconnects) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let builder = builder.on_disconnect(move |info, reason| {
+        let _ = tx.send((info.source.clone(), reason.clone()));
+    });
+    (builder, rx)
+}
+
+/// Waits for the disconnection of `source`, returning its reason.
+pub async fn disconnected(events: &mut Disconnects, source: &str) -> DisconnectReason {
+    loop {
+        let event = tokio::time::timeout(WAIT, events.recv()).await;
+        let (who, reason) = event
+            .expect("no disconnect in time")
+            .expect("hook channel open");
+        if who == source {
+            return reason;
+        }
+    }
+}
+
+pub async fn start(config: ServerConfig) -> WebSocketServer {
+    WebSocketServer::bind("127.0.0.1:0", config)
+        .await
+        .expect("bind port 0")
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    /// Opens a WebSocket to `path_and_query` (e.g. `/?source=a`).
+    pub async fn open(addr: SocketAddr, path_and_query: &str) -> Client {
+        let url = format!("ws://{addr}{path_and_query}");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        Client { ws }
+    }
+
+    /// A bare client, registered: it sent `~ping` and got `~pong` back.
+    pub async fn bare(addr: SocketAddr, source: &str) -> Client {
+        let mut client = Client::open(addr, &format!("/?source={source}")).await;
+        client.send(r#"{"type":"~ping"}"#).await;
+        assert_eq!(client.recv().await["type"], "~pong");
+        client
+    }
+
+    /// A wsrelay client: sends a hello and returns the welcome.
+    pub async fn session(addr: SocketAddr, source: &str, token: &str, ack: u64) -> (Client, Value) {
+        let mut client = Client::open(addr, &format!("/?source={source}")).await;
+        client
+            .send(&format!(
+                r#"{{"type":"~hello","v":1,"session":"{token}","ack":{ack}}}"#
+            ))
+            .await;
+        let welcome = client.recv().await;
+        assert_eq!(welcome["type"], "~welcome", "{welcome}");
+        (client, welcome)
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Sends a text frame whose payload is not UTF-8 (a raw frame: the API won't build one).
+    pub async fn send_invalid_utf8(&mut self) {
+        let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+        self.ws.send(Message::Frame(frame)).await.expect("send");
+    }
+
+    /// The next text frame as JSON (WebSocket pings and pongs skipped).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no frame in time");
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(&text).expect("server frames are JSON")
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame that is not an `~ack`.
+    pub async fn recv_app(&mut self) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] != "~ack" {
+                return frame;
+            }
+        }
+    }
+
+    /// Reads `~ack` frames until one acknowledges `n`.
+    pub async fn acked(&mut self, n: u64) {
+        loop {
+            let frame = self.recv().await;
+            assert_eq!(frame["type"], "~ack", "expected an ack, got {frame}");
+            if frame["ack"] == n {
+                return;
+            }
+        }
+    }
+
+    /// Reads until the connection ends; returns the close code, if the server sent one.
+    /// Text frames still in flight are returned too.
+    pub async fn closed(&mut self) -> (Option<u16>, Vec<Value>) {
+        let mut texts = Vec::new();
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no close in time");
+            match next {
+                Some(Ok(Message::Close(frame))) => return (frame.map(|f| f.code.into()), texts),
+                Some(Ok(Message::Text(text))) => {
+                    texts.push(serde_json::from_str(&text).expect("JSON"))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (None, texts),
+            }
+        }
+    }
+}
