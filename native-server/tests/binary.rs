@@ -1,0 +1,169 @@
+//! The `wsrelay-server` binary: port announcement, static files and upgrades on the same port,
+//! SIGTERM shutdown, and a plain Node.js `ws` client chatting through it.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Client, WAIT};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// The relay binary on a free port; killed when dropped.
+struct Relay {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Relay {
+    async fn start(args: &[&str]) -> Relay {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wsrelay-server"))
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start wsrelay-server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("announced in time")
+            .expect("stdout readable")
+            .expect("one line");
+        let addr = line
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("HOST:PORT");
+        Relay { child, addr }
+    }
+
+    /// Sends SIGTERM and returns whether the process exited successfully.
+    async fn terminate(mut self) -> bool {
+        let pid = self.child.id().expect("running").to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "kill -TERM");
+        let exit = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("exit in time");
+        exit.unwrap().success()
+    }
+}
+
+/// A plain HTTP/1.1 GET: (status, body).
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn www_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("www-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<h1>hello wsrelay</h1>\n").unwrap();
+    std::fs::write(dir.join("app.js"), "console.log('demo');\n").unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn serves_files_and_upgrades_on_any_path_then_stops_on_sigterm() {
+    let dir = www_dir();
+    let relay = Relay::start(&["--www", dir.to_str().unwrap()]).await;
+    let addr = relay.addr;
+
+    assert_eq!(
+        get(addr, "/").await,
+        (200, "<h1>hello wsrelay</h1>\n".to_owned())
+    );
+    assert_eq!(
+        get(addr, "/app.js").await,
+        (200, "console.log('demo');\n".to_owned())
+    );
+    assert_eq!(get(addr, "/missing.js").await.0, 404);
+
+    let mut alice = Client::bare(addr, "alice").await; // path `/`
+    let mut bob = Client::open(addr, "/ws?source=bob").await;
+    bob.send(r#"{"type":"~ping"}"#).await;
+    assert_eq!(bob.recv().await["type"], "~pong");
+    alice
+        .send(r#"{"type":"chat-message","payload":{"message":"Hello"}}"#)
+        .await;
+    assert_eq!(
+        bob.recv().await,
+        json!({"type": "chat-message", "source": "alice", "payload": {"message": "Hello"}})
+    );
+
+    let stopping = tokio::spawn(relay.terminate());
+    assert_eq!(
+        alice.closed().await.0,
+        Some(1001),
+        "clients are told the server goes away"
+    );
+    assert!(stopping.await.unwrap(), "clean exit on SIGTERM");
+}
+
+#[tokio::test]
+async fn without_www_plain_http_is_told_to_upgrade() {
+    let relay = Relay::start(&[]).await;
+    assert_eq!(get(relay.addr, "/").await.0, 426);
+}
+
+#[tokio::test]
+async fn a_node_ws_client_chats_through_the_relay() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    if !dir.join("node_modules/ws").is_dir() {
+        let status = std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm is installed");
+        assert!(status.success(), "npm install in {}", dir.display());
+    }
+    let relay = Relay::start(&[]).await;
+    let run = Command::new("node")
+        .arg("chat.mjs")
+        .arg(format!("ws://{}", relay.addr))
+        .current_dir(&dir)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("node finished in time")
+        .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "node failed\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stdout.contains("node chat ok"), "{stdout}");
+}
