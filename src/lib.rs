@@ -2,3 +2,15 @@
 
 pub mod core;
 pub mod protocol;
+
+// The platform driver, chosen in one place: tokio natively; the browser's WebSocket on wasm32
+// (`src/web`) will export the same names.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::{
+    ClientBuilder, ClientEvent, HandlerOutput, Received, SendOptions, WebSocketClient,
+};
+
+/// Every failure a client reports (shared by all drivers).
+pub use crate::core::Error;

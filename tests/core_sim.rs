@@ -580,3 +580,11 @@ fn a_timed_out_request_gets_no_second_outcome() {
     assert!(sim.clients[0]
         .saw(|e| matches!(e, Event::Error(Error::Remote(r)) if r.code == "unknown_target")));
 }
+
+#[test]
+fn decode_error_has_a_stable_code() {
+    // Drivers with typed payloads report a response that does not deserialize as `decode`.
+    let error = Error::Decode("response payload: invalid type".into());
+    assert_eq!(error.code(), "decode");
+    assert!(error.to_string().contains("response payload"));
+}

@@ -53,6 +53,9 @@ pub enum Error {
     Transport(String),
     /// The server sent something that breaks the protocol.
     Protocol(String),
+    /// A payload received does not have the shape the application asked for (a driver's typed
+    /// `request` whose response does not deserialize).
+    Decode(String),
 }
 
 impl Error {
@@ -72,6 +75,7 @@ impl Error {
             Error::Remote(error) => &error.code,
             Error::Transport(_) => "transport",
             Error::Protocol(_) => "protocol",
+            Error::Decode(_) => "decode",
         }
     }
 }
@@ -105,6 +109,7 @@ impl fmt::Display for Error {
             Error::Remote(error) => write!(f, "{}: {}", error.code, error.message),
             Error::Transport(message) => write!(f, "transport error: {message}"),
             Error::Protocol(message) => write!(f, "protocol error: {message}"),
+            Error::Decode(message) => write!(f, "cannot decode {message}"),
         }
     }
 }

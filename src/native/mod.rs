@@ -1,0 +1,750 @@
+//! The native client: a tokio driver of [`ClientCore`].
+//!
+//! [`WebSocketClient`] is a cheap handle; a background task (the driver, `driver.rs`) owns the
+//! socket and one timer, feeds the core every transport event and timeout, and carries out the
+//! core's outputs. Every decision (reconnect and backoff, queueing, acknowledgements, heartbeat,
+//! request timeouts, graceful close) is the core's.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), wsrelay::Error> {
+//! use wsrelay::{Received, WebSocketClient};
+//!
+//! let client = WebSocketClient::new("ws://127.0.0.1:8080", "alice")?;
+//! client.on("chat-message", |message: Received<serde_json::Value>| async move {
+//!     println!("{:?}: {}", message.source, message.payload);
+//! });
+//! // Resolves once the server has acknowledged the message.
+//! client.send("chat-message", serde_json::json!({ "message": "Hello" })).await?;
+//! client.close().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod driver;
+
+use std::collections::HashMap;
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{broadcast, oneshot, Notify};
+
+pub use crate::core::Error;
+use crate::core::{ClientCore, Instant, Options, Outgoing, ReadyState, Response};
+
+/// What happened to the connection, for [`WebSocketClient::subscribe`] receivers.
+///
+/// Outcomes of messages somebody awaits (a [`send`](WebSocketClient::send) future, a
+/// [`request`](WebSocketClient::request)) go to that future; those of fire-and-forget messages
+/// ([`post`](WebSocketClient::post), handler responses) arrive here as `Delivered`/`Failed`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// The connection is open (the server's welcome arrived).
+    Open {
+        /// The server still held the session: nothing sent to this client was lost.
+        resumed: bool,
+    },
+    /// A connection closed.
+    Close {
+        /// Close code (1006 when the connection was lost without one; 4401/4403/4409 when the
+        /// HTTP upgrade was refused with 401/403/409).
+        code: u16,
+        /// Close reason.
+        reason: String,
+        /// Whether the client will try again.
+        reconnecting: bool,
+    },
+    /// The next connection attempt is scheduled.
+    Reconnecting {
+        /// Attempt number, 1 for the first reconnect since the last stable connection.
+        attempt: u32,
+        /// How long until it starts.
+        delay: Duration,
+    },
+    /// A problem that fails no particular message (transport error, protocol error, the client
+    /// giving up, an error report from the server about nothing of ours).
+    Error(Error),
+    /// A fire-and-forget message (from [`post`](WebSocketClient::post), or a handler's
+    /// response) was acknowledged by the server.
+    Delivered {
+        /// The id `post` returned.
+        id: u64,
+    },
+    /// A fire-and-forget message failed; it will not be retried.
+    Failed {
+        /// The id `post` returned.
+        id: u64,
+        /// Why.
+        error: Error,
+    },
+    /// A response that no request waits for (an answer to a plain send, or one that arrived
+    /// after its request timed out).
+    Response(Response),
+    /// An `on` handler failed (returned `Err`, panicked, or its payload did not deserialize);
+    /// the sender, if it asked, got a `handler_error` response.
+    HandlerFailed {
+        /// The message type the handler was registered for.
+        kind: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A message handed to an [`on`](WebSocketClient::on) handler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received<T> {
+    /// The message type.
+    pub kind: String,
+    /// The sender, as registered by the server (`None`: the server itself).
+    pub source: Option<String>,
+    /// The sender's message id (present when the message can be answered).
+    pub id: Option<u64>,
+    /// The payload, deserialized (a missing payload deserializes from `null`).
+    pub payload: T,
+}
+
+/// What an [`on`](WebSocketClient::on) handler may return.
+///
+/// - `()`, `None` or `Ok(())`: no response.
+/// - `Some(value)` or `Ok(Some(value))`: `value` is sent back as the response;
+///   `Ok(None)`: no response.
+/// - `Err(error)`: the sender gets an error response with code `handler_error` and the error's
+///   `Display` text as message.
+pub trait HandlerOutput {
+    /// The response payload as JSON text (`None`: no response), or the handler's error message.
+    fn into_reply(self) -> Result<Option<String>, String>;
+}
+
+impl HandlerOutput for () {
+    fn into_reply(self) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+}
+
+impl<R: Serialize> HandlerOutput for Option<R> {
+    fn into_reply(self) -> Result<Option<String>, String> {
+        Ok::<_, String>(self).into_reply()
+    }
+}
+
+impl<E: Display> HandlerOutput for Result<(), E> {
+    fn into_reply(self) -> Result<Option<String>, String> {
+        self.map(|()| None).map_err(|error| error.to_string())
+    }
+}
+
+impl<R: Serialize, E: Display> HandlerOutput for Result<Option<R>, E> {
+    fn into_reply(self) -> Result<Option<String>, String> {
+        match self {
+            Ok(Some(value)) => serde_json::to_string(&value)
+                .map(Some)
+                .map_err(|error| format!("response is not serializable: {error}")),
+            Ok(None) => Ok(None),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}
+
+/// Per-message options for [`send_with`](WebSocketClient::send_with),
+/// [`post_with`](WebSocketClient::post_with) and [`request_with`](WebSocketClient::request_with).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// Deliver to this `source` only (default: the server relays to everybody else).
+    pub to: Option<String>,
+    /// Fail with [`Error::Expired`] if the message could not be sent within this long.
+    pub ttl: Option<Duration>,
+    /// Requests only: how long to wait for the response (default: the client's
+    /// `request_timeout`).
+    pub timeout: Option<Duration>,
+}
+
+impl SendOptions {
+    /// Options addressing `source` only.
+    pub fn to(source: impl Into<String>) -> Self {
+        SendOptions {
+            to: Some(source.into()),
+            ..SendOptions::default()
+        }
+    }
+}
+
+/// Configures a [`WebSocketClient`]: one setter per core option ([`Options`]).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ClientBuilder {
+    url: String,
+    source: String,
+    options: Options,
+    seed: Option<u64>,
+    event_capacity: usize,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.options.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl ClientBuilder {
+    setters! {
+        /// Delay before the first reconnect attempt (default 1 s).
+        min_reconnection_delay: Duration,
+        /// Cap on the delay between attempts (default 10 s).
+        max_reconnection_delay: Duration,
+        /// Each further attempt waits this many times longer (default 1.3).
+        reconnection_delay_grow_factor: f64,
+        /// Fraction of randomness in each delay, 0 to 1 (default 0.3).
+        reconnection_jitter: f64,
+        /// How long a connection must stay up before the retry count resets (default 5 s).
+        min_uptime: Duration,
+        /// How long an attempt may take, TCP and HTTP upgrade included, up to the server's
+        /// welcome (default 4 s).
+        connection_timeout: Duration,
+        /// Give up after this many failed attempts in a row (default `None`: never).
+        max_retries: Option<u32>,
+        /// Do not connect until [`WebSocketClient::reconnect`] is called (default false).
+        start_closed: bool,
+        /// Most messages waiting for acknowledgement (default 10 000).
+        max_enqueued_messages: usize,
+        /// Most bytes waiting for acknowledgement (default 16 MiB).
+        max_enqueued_bytes: usize,
+        /// Largest frame the client sends (default 1 MiB).
+        max_message_size: usize,
+        /// Application ping interval while open (default 15 s).
+        heartbeat_interval: Duration,
+        /// Silence after which the connection is declared dead (default 30 s).
+        heartbeat_timeout: Duration,
+        /// Timeout of requests that name none (default 30 s).
+        request_timeout: Duration,
+        /// Received frames are acknowledged at most this long after arrival (default 20 ms).
+        ack_delay: Duration,
+        /// ...or at once when this many are unacknowledged (default 32).
+        ack_every: u64,
+        /// How long `close` waits for messages in flight to be acknowledged (default 5 s).
+        close_timeout: Duration,
+        /// Close codes after which the client stops reconnecting
+        /// (default 1002, 1008, 4401, 4403, 4409).
+        stop_codes: Vec<u16>,
+    }
+
+    /// Replaces every core option at once.
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Seeds the jitter and the session token (default: random), for reproducible tests.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// How many lifecycle events a slow [`subscribe`](WebSocketClient::subscribe) receiver may
+    /// fall behind before it misses some (default 1024).
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// Creates the client and starts connecting in the background (unless `start_closed`).
+    /// Never blocks.
+    ///
+    /// Fails (with [`Error::Transport`]) when called outside a tokio runtime, when the URL is
+    /// not a `ws://` or `wss://` URL (or `wss://` without the `tls` feature), or when `source`
+    /// is not 1 to 128 bytes.
+    pub fn build(self) -> Result<WebSocketClient, Error> {
+        let invalid = |message: String| Error::Transport(message);
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|error| invalid(format!("no tokio runtime: {error}")))?;
+        if self.source.is_empty() || self.source.len() > 128 {
+            return Err(invalid("source must be 1 to 128 bytes".into()));
+        }
+        let url = with_source(&self.url, &self.source);
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+        match scheme.map(str::to_ascii_lowercase).as_deref() {
+            Some("ws") => {}
+            Some("wss") if cfg!(feature = "tls") => {}
+            Some("wss") => return Err(invalid("wss:// needs the `tls` feature of wsrelay".into())),
+            _ => return Err(invalid(format!("not a ws:// or wss:// URL: {}", self.url))),
+        }
+        // Parsed once here so that a malformed URL fails construction instead of every attempt.
+        let request = driver::request(&url)
+            .map_err(|error| invalid(format!("invalid URL {}: {error}", self.url)))?;
+        let seed = self
+            .seed
+            .unwrap_or_else(|| std::collections::hash_map::RandomState::new().hash_one(0u8));
+        let start = tokio::time::Instant::now();
+        let core = ClientCore::new(self.options, seed, Instant::from_millis(0));
+        let (events, _) = broadcast::channel(self.event_capacity);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                core,
+                waiters: HashMap::new(),
+                close_waiters: Vec::new(),
+            }),
+            wake: Notify::new(),
+            events,
+            handlers: RwLock::new(HashMap::new()),
+            start,
+            dropped: AtomicBool::new(false),
+        });
+        runtime.spawn(driver::run(Arc::clone(&shared), request));
+        Ok(WebSocketClient {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+}
+
+/// A wsrelay client: reliable, acknowledged messaging over a WebSocket that reconnects by itself.
+///
+/// Cheap to clone: every clone is a handle to the same connection, usable from any task. The
+/// connection lives in a background task that shuts down cleanly (a graceful close, in-flight
+/// messages given `close_timeout` to be acknowledged) once the last handle is dropped. A handler
+/// registered with [`on`](Self::on) that captures a clone of its own client keeps the client
+/// alive: call [`close`](Self::close) explicitly then.
+///
+/// Must be created inside a tokio runtime.
+#[derive(Clone)]
+pub struct WebSocketClient {
+    handle: Arc<Handle>,
+}
+
+/// The last clone of a [`WebSocketClient`] to go drops this, which shuts the driver down.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+/// What the handles and the driver task share.
+///
+/// Design: the core sits behind a `std::sync::Mutex` shared by the handles and the driver,
+/// rather than living alone in the driver task behind a command channel. Every critical section
+/// is a few non-blocking core calls (never held across an `.await`), and in exchange:
+/// - commands answer synchronously, as in the browser: `post` returns its id or `queue_full`
+///   at once, getters read the core's current state;
+/// - a send's waiter is registered under the same lock that queues the message, so its
+///   acknowledgement can never be processed before somebody waits for it;
+/// - order is the order of the calls, from any number of tasks.
+///
+/// After changing the core, a handle calls `wake` so the driver drains the core's outputs (the
+/// socket is the driver's alone).
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    wake: Notify,
+    events: broadcast::Sender<ClientEvent>,
+    handlers: RwLock<HashMap<String, ErasedHandler>>,
+    /// Origin of the core's clock: core `Instant`s are milliseconds since this tokio instant,
+    /// so a paused tokio clock (`start_paused` tests) drives the core too.
+    start: tokio::time::Instant,
+    /// Set when the last handle dropped: the driver exits once the core is closed.
+    dropped: AtomicBool,
+}
+
+pub(crate) struct State {
+    core: ClientCore,
+    waiters: HashMap<u64, Waiter>,
+    /// `close()` calls waiting for the core to reach `Closed`.
+    close_waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// Somebody waiting for the outcome of a message id.
+enum Waiter {
+    Send(oneshot::Sender<Result<(), Error>>),
+    Request(oneshot::Sender<Result<Option<String>, Error>>),
+}
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send>>;
+type ErasedHandler = Arc<dyn Fn(crate::core::Incoming) -> HandlerFuture + Send + Sync>;
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock can only come from a core bug; the core's state is
+        // still the best there is, so keep going rather than poisoning every handle.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now(&self) -> Instant {
+        let elapsed = self.start.elapsed().as_millis();
+        Instant::from_millis(u64::try_from(elapsed).unwrap_or(u64::MAX))
+    }
+
+    fn emit(&self, event: ClientEvent) {
+        // No receiver is not an error: nobody subscribed.
+        let _ = self.events.send(event);
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        shared.dropped.store(true, Ordering::SeqCst);
+        let now = shared.now();
+        shared.lock().core.close(now, 1000, "client dropped");
+        shared.wake.notify_one();
+    }
+}
+
+impl fmt::Debug for WebSocketClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.handle.shared.lock();
+        f.debug_struct("WebSocketClient")
+            .field("ready_state", &state.core.ready_state())
+            .field("queued", &state.core.queued())
+            .finish_non_exhaustive()
+    }
+}
+
+/// JSON text of a payload; a value serde cannot write as JSON is an invalid payload.
+fn encode(payload: &impl Serialize) -> Result<String, Error> {
+    serde_json::to_string(payload).map_err(|_| Error::InvalidPayload)
+}
+
+fn decode<R: DeserializeOwned>(payload: Option<&str>) -> Result<R, Error> {
+    serde_json::from_str(payload.unwrap_or("null"))
+        .map_err(|error| Error::Decode(format!("response payload: {error}")))
+}
+
+impl WebSocketClient {
+    /// A client with default options for `url`, identified by `source` (added to the URL as
+    /// the `source` query parameter). Connects in the background.
+    pub fn new(url: impl Into<String>, source: impl Into<String>) -> Result<Self, Error> {
+        Self::builder(url, source).build()
+    }
+
+    /// A builder to set options before connecting.
+    pub fn builder(url: impl Into<String>, source: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            source: source.into(),
+            options: Options::default(),
+            seed: None,
+            event_capacity: 1024,
+        }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// Runs `f` on the core under the lock, then wakes the driver to carry out its outputs.
+    fn command<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
+        let shared = self.shared();
+        let now = shared.now();
+        let result = f(&mut shared.lock(), now);
+        shared.wake.notify_one();
+        result
+    }
+
+    /// Sends a message to every other client (through the server) and resolves once the server
+    /// has acknowledged it: `Ok` means the server has it, exactly once.
+    ///
+    /// The message is queued when `send` is called, not when the future is first polled, so
+    /// calls keep their order; dropping the future does not cancel the message. Fails with the
+    /// core's error: [`Error::QueueFull`], [`Error::TooLarge`], [`Error::InvalidPayload`],
+    /// [`Error::Closed`], [`Error::Rejected`], [`Error::RetriesExhausted`], or the server's
+    /// [`Error::Remote`] report (e.g. `unknown_target`).
+    pub fn send(
+        &self,
+        kind: &str,
+        payload: impl Serialize,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        self.send_with(kind, payload, SendOptions::default())
+    }
+
+    /// [`send`](Self::send) to one client only.
+    pub fn send_to(
+        &self,
+        to: &str,
+        kind: &str,
+        payload: impl Serialize,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        self.send_with(kind, payload, SendOptions::to(to))
+    }
+
+    /// [`send`](Self::send) with options (`to`, `ttl`).
+    pub fn send_with(
+        &self,
+        kind: &str,
+        payload: impl Serialize,
+        options: SendOptions,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let queued = encode(&payload).and_then(|payload| {
+            let (tx, rx) = oneshot::channel();
+            self.command(|state, now| {
+                let message = Outgoing {
+                    kind,
+                    payload: Some(&payload),
+                    to: options.to.as_deref(),
+                    ttl: options.ttl,
+                };
+                let id = state.core.send(now, message)?;
+                state.waiters.insert(id, Waiter::Send(tx));
+                Ok(rx)
+            })
+        });
+        async move {
+            // The driver only drops a waiter unresolved when it is gone: the client is closed.
+            queued?.await.unwrap_or(Err(Error::Closed))
+        }
+    }
+
+    /// Sends without waiting: returns the message id at once (or the reason it was refused).
+    /// Its outcome arrives on [`subscribe`](Self::subscribe) as [`ClientEvent::Delivered`] or
+    /// [`ClientEvent::Failed`] with that id.
+    pub fn post(&self, kind: &str, payload: impl Serialize) -> Result<u64, Error> {
+        self.post_with(kind, payload, SendOptions::default())
+    }
+
+    /// [`post`](Self::post) with options (`to`, `ttl`).
+    pub fn post_with(
+        &self,
+        kind: &str,
+        payload: impl Serialize,
+        options: SendOptions,
+    ) -> Result<u64, Error> {
+        let payload = encode(&payload)?;
+        self.command(|state, now| {
+            let message = Outgoing {
+                kind,
+                payload: Some(&payload),
+                to: options.to.as_deref(),
+                ttl: options.ttl,
+            };
+            state.core.send(now, message)
+        })
+    }
+
+    /// Sends a request and resolves with the response's payload, deserialized.
+    ///
+    /// The timeout (default: the client's `request_timeout`) runs from the call, queueing
+    /// included; then it fails with [`Error::Timeout`]. A responder's error arrives as
+    /// [`Error::Remote`] (code `handler_error` for a failed handler); a payload that does not
+    /// deserialize into `R` as [`Error::Decode`].
+    pub fn request<R: DeserializeOwned>(
+        &self,
+        kind: &str,
+        payload: impl Serialize,
+        timeout: impl Into<Option<Duration>>,
+    ) -> impl Future<Output = Result<R, Error>> + Send + 'static {
+        let options = SendOptions {
+            timeout: timeout.into(),
+            ..SendOptions::default()
+        };
+        self.request_with(kind, payload, options)
+    }
+
+    /// [`request`](Self::request) answered by one client only.
+    pub fn request_to<R: DeserializeOwned>(
+        &self,
+        to: &str,
+        kind: &str,
+        payload: impl Serialize,
+        timeout: impl Into<Option<Duration>>,
+    ) -> impl Future<Output = Result<R, Error>> + Send + 'static {
+        let options = SendOptions {
+            timeout: timeout.into(),
+            ..SendOptions::to(to)
+        };
+        self.request_with(kind, payload, options)
+    }
+
+    /// [`request`](Self::request) with options (`to`, `ttl`, `timeout`).
+    pub fn request_with<R: DeserializeOwned>(
+        &self,
+        kind: &str,
+        payload: impl Serialize,
+        options: SendOptions,
+    ) -> impl Future<Output = Result<R, Error>> + Send + 'static {
+        let queued = encode(&payload).and_then(|payload| {
+            let (tx, rx) = oneshot::channel();
+            self.command(|state, now| {
+                let message = Outgoing {
+                    kind,
+                    payload: Some(&payload),
+                    to: options.to.as_deref(),
+                    ttl: options.ttl,
+                };
+                let id = state.core.request(now, message, options.timeout)?;
+                state.waiters.insert(id, Waiter::Request(tx));
+                Ok(rx)
+            })
+        });
+        async move {
+            let payload = queued?.await.unwrap_or(Err(Error::Closed))?;
+            decode(payload.as_deref())
+        }
+    }
+
+    /// Registers the handler of messages of type `kind`, replacing any previous one.
+    ///
+    /// The payload is deserialized into `T` (use `serde_json::Value` for anything). The
+    /// handler's return ([`HandlerOutput`]) is sent back as the response when the sender can be
+    /// answered. Handlers run one at a time, in arrival order (so messages from one sender are
+    /// handled in the order sent); a handler that wants concurrency spawns its own task. A
+    /// handler that fails or panics is reported as [`ClientEvent::HandlerFailed`] and answered
+    /// with `handler_error`; it never stops the client. Responses (frames answering one of ours)
+    /// never reach handlers.
+    pub fn on<T, F, Fut>(&self, kind: impl Into<String>, handler: F)
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(Received<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerOutput,
+    {
+        let handler = Arc::new(handler);
+        let erased: ErasedHandler = Arc::new(move |incoming: crate::core::Incoming| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move {
+                let text = incoming.payload.as_deref().unwrap_or("null");
+                let payload: T = serde_json::from_str(text).map_err(|error| {
+                    format!("payload does not match the handler's type: {error}")
+                })?;
+                let received = Received {
+                    kind: incoming.kind,
+                    source: incoming.source,
+                    id: incoming.id,
+                    payload,
+                };
+                handler(received).await.into_reply()
+            })
+        });
+        self.shared()
+            .handlers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(kind.into(), erased);
+    }
+
+    /// Removes the handler of `kind`; such messages are then ignored.
+    pub fn off(&self, kind: &str) {
+        self.shared()
+            .handlers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(kind);
+    }
+
+    /// A receiver of lifecycle events from now on (open, close, reconnecting, errors, outcomes
+    /// of fire-and-forget messages). A receiver that falls more than the builder's
+    /// `event_capacity` behind gets `RecvError::Lagged` and misses the oldest.
+    pub fn subscribe(&self) -> broadcast::Receiver<ClientEvent> {
+        self.shared().events.subscribe()
+    }
+
+    /// Closes gracefully with 1000: no new messages are accepted, messages in flight get up to
+    /// `close_timeout` to be acknowledged, then the connection closes; whatever is still
+    /// unacknowledged fails with [`Error::Closed`], as do pending requests. Resolves once the
+    /// client is closed. [`reconnect`](Self::reconnect) starts it again.
+    pub async fn close(&self) {
+        self.close_with(1000, "").await
+    }
+
+    /// [`close`](Self::close) with a code (1000 or 3000-4999) and reason.
+    pub async fn close_with(&self, code: u16, reason: &str) {
+        let (tx, rx) = oneshot::channel();
+        self.command(|state, now| {
+            state.core.close(now, code, reason);
+            state.close_waiters.push(tx);
+        });
+        // An error means the driver is gone, which only happens once closed.
+        let _ = rx.await;
+    }
+
+    /// Connects now: from closed (or `start_closed`), or replacing the current connection. The
+    /// retry count starts again from zero.
+    pub fn reconnect(&self) {
+        self.command(|state, now| state.core.reconnect(now));
+    }
+
+    /// The connection state, as `WebSocket.readyState` names it.
+    pub fn ready_state(&self) -> ReadyState {
+        self.shared().lock().core.ready_state()
+    }
+
+    /// Messages waiting to be sent or acknowledged.
+    pub fn queued(&self) -> usize {
+        self.shared().lock().core.queued()
+    }
+
+    /// Failed attempts since the last connection that stayed up `min_uptime`.
+    pub fn retry_count(&self) -> u32 {
+        self.shared().lock().core.retry_count()
+    }
+
+    /// The session token this client resumes its session with.
+    pub fn session(&self) -> String {
+        self.shared().lock().core.session().to_owned()
+    }
+}
+
+/// `url` with the `source` query parameter added (percent-encoded), before any fragment.
+fn with_source(url: &str, source: &str) -> String {
+    let (base, fragment) = match url.split_once('#') {
+        Some((base, fragment)) => (base, Some(fragment)),
+        None => (url, None),
+    };
+    let mut out = String::with_capacity(url.len() + source.len() * 3 + 8);
+    out.push_str(base);
+    out.push(if base.contains('?') { '&' } else { '?' });
+    out.push_str("source=");
+    for byte in source.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_is_added_to_the_query() {
+        assert_eq!(
+            with_source("ws://h:1/chat", "alice"),
+            "ws://h:1/chat?source=alice"
+        );
+        assert_eq!(
+            with_source("ws://h:1/?a=1#top", "bob b&c"),
+            "ws://h:1/?a=1&source=bob%20b%26c#top"
+        );
+        assert_eq!(with_source("ws://h", "é"), "ws://h?source=%C3%A9");
+    }
+
+    #[test]
+    fn handler_outputs() {
+        assert_eq!(().into_reply(), Ok(None));
+        assert_eq!(Ok::<(), String>(()).into_reply(), Ok(None));
+        assert_eq!(Err::<(), _>("boom").into_reply(), Err("boom".into()));
+        assert_eq!(
+            Ok::<_, String>(Some(vec![1, 2])).into_reply(),
+            Ok(Some("[1,2]".into()))
+        );
+        assert_eq!(Ok::<Option<u8>, String>(None).into_reply(), Ok(None));
+    }
+
+    #[test]
+    fn client_is_a_send_sync_handle() {
+        fn assert_handle<T: Clone + Send + Sync + 'static>() {}
+        assert_handle::<WebSocketClient>();
+    }
+}
