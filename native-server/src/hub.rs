@@ -114,8 +114,8 @@ pub(crate) struct Stats {
     pub(crate) invalid_frames: AtomicU64,
 }
 
-type ConnectHook = Arc<dyn Fn(&crate::ClientInfo) + Send + Sync>;
-type DisconnectHook = Arc<dyn Fn(&crate::ClientInfo, &DisconnectReason) + Send + Sync>;
+pub(crate) type ConnectHook = Arc<dyn Fn(&crate::ClientInfo) + Send + Sync>;
+pub(crate) type DisconnectHook = Arc<dyn Fn(&crate::ClientInfo, &DisconnectReason) + Send + Sync>;
 
 /// Everything the connections and the public handle share.
 pub(crate) struct Hub {

@@ -21,7 +21,9 @@ use crate::auth::{source_from_query, Authenticator, Rejection, UpgradeRequest};
 use crate::config::ServerConfig;
 use crate::connection::encode;
 use crate::handlers::{erase, ErasedHandler, Incoming, IntoReply};
-use crate::hub::{lock, read, write, Hub, PendingRequest, PushError, Stats};
+use crate::hub::{
+    lock, read, write, ConnectHook, DisconnectHook, Hub, PendingRequest, PushError, Stats,
+};
 
 /// A connected client, as the hooks see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,8 +165,8 @@ impl std::error::Error for RequestError {}
 pub struct ServerBuilder {
     config: ServerConfig,
     auth: Box<Authenticator>,
-    on_connect: Vec<Arc<dyn Fn(&ClientInfo) + Send + Sync>>,
-    on_disconnect: Vec<Arc<dyn Fn(&ClientInfo, &DisconnectReason) + Send + Sync>>,
+    on_connect: Vec<ConnectHook>,
+    on_disconnect: Vec<DisconnectHook>,
     handlers: HashMap<String, ErasedHandler>,
 }
 

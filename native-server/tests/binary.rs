@@ -29,7 +29,10 @@ impl Relay {
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .kill_on_drop(true)
             .spawn()
             .expect("start wsrelay-server");
