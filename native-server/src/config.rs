@@ -50,7 +50,10 @@ pub struct ServerConfig {
     /// How long a disconnected client's session is kept for a resume (default 60 s).
     pub session_grace: Duration,
     /// How long a new connection's outbound frames are held waiting for a `~hello` before the
-    /// client is taken for a bare client (default 500 ms). Any first frame ends the wait.
+    /// client is taken for a bare client (default 500 ms). Any first frame ends the wait, so
+    /// a bare client that only listens gets its first frames up to this much later (and
+    /// frames queued meanwhile count against `outbound_queue`). wsrelay clients send their
+    /// hello at once, so for them the wait is one round trip.
     pub hello_timeout: Duration,
     /// How long to wait for a peer to complete a close handshake (default 1 s).
     pub close_timeout: Duration,

@@ -111,3 +111,45 @@ where
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handler_values_become_replies() {
+        assert_eq!(().into_reply(), Reply::None);
+        assert_eq!(None::<u8>.into_reply(), Reply::None);
+        assert_eq!(
+            Some(vec![1, 2]).into_reply(),
+            Reply::Payload("[1,2]".into())
+        );
+        assert_eq!(
+            Ok::<_, String>(Some("x")).into_reply(),
+            Reply::Payload("\"x\"".into())
+        );
+        assert_eq!(Ok::<(), String>(()).into_reply(), Reply::None);
+        assert_eq!(
+            Err::<(), _>("boom").into_reply(),
+            Reply::error("handler_error", "boom")
+        );
+    }
+
+    #[tokio::test]
+    async fn payloads_are_decoded_before_the_handler_runs() {
+        let handler = erase(|msg: Incoming<u32>| async move { Some(msg.payload * 2) });
+        assert_eq!(
+            handler("a".into(), Some("21".into())).await,
+            Reply::Payload("42".into())
+        );
+        let Reply::Error(error) = handler("a".into(), Some("\"x\"".into())).await else {
+            panic!("a string is not a u32");
+        };
+        assert_eq!(error.code, "handler_error");
+        let optional = erase(|msg: Incoming<Option<u32>>| async move { Some(msg.payload) });
+        assert_eq!(
+            optional("a".into(), None).await,
+            Reply::Payload("null".into())
+        );
+    }
+}

@@ -303,6 +303,7 @@ impl Drop for StopOnDrop {
 }
 
 /// A running wsrelay server. Cheap to clone; every clone is a handle to the same server.
+/// Dropping the last handle without [`close`](Self::close) stops it abruptly.
 ///
 /// See the [crate documentation](crate) for an example.
 #[derive(Clone)]
