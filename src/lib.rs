@@ -3,6 +3,12 @@
 pub mod core;
 pub mod protocol;
 
+// The platform driver, chosen here once: the browser / Node.js one on wasm32.
+#[cfg(target_arch = "wasm32")]
+mod web;
+#[cfg(target_arch = "wasm32")]
+pub use web::WebSocketClient;
+
 // The platform driver, chosen in one place: tokio natively; the browser's WebSocket on wasm32
 // (`src/web`) will export the same names.
 #[cfg(not(target_arch = "wasm32"))]
