@@ -149,7 +149,11 @@ impl Client {
                 .await
                 .expect("no close in time");
             match next {
-                Some(Ok(Message::Close(frame))) => return (frame.map(|f| f.code.into()), texts),
+                Some(Ok(Message::Close(frame))) => {
+                    // Polling on sends the close reply and sees the end of the stream.
+                    let _ = tokio::time::timeout(WAIT, self.ws.next()).await;
+                    return (frame.map(|f| f.code.into()), texts);
+                }
                 Some(Ok(Message::Text(text))) => {
                     texts.push(serde_json::from_str(&text).expect("JSON"))
                 }
