@@ -8,10 +8,14 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use wsrelay_server::{ServerConfig, WebSocketServer};
 
+mod presence;
+
 /// The wsrelay relay server.
 ///
 /// Clients connect to ws://HOST:PORT/ANY/PATH?source=ID. A message with `to` goes to that
 /// client only; any other is broadcast to every other client, with `source` set by the server.
+/// Joins and leaves are announced as `relay:presence` messages; a `relay:clients` request is
+/// answered with the sources online.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -53,7 +57,9 @@ async fn main() -> std::process::ExitCode {
         max_connections: args.max_connections,
         ..ServerConfig::default()
     };
-    let server = match WebSocketServer::bind((args.host.as_str(), args.port), config).await {
+    let presence = presence::Presence::new();
+    let builder = presence.install(WebSocketServer::builder(config));
+    let server = match builder.bind((args.host.as_str(), args.port)).await {
         Ok(server) => server,
         Err(error) => {
             eprintln!(
@@ -69,9 +75,11 @@ async fn main() -> std::process::ExitCode {
     let _ = writeln!(stdout, "listening on http://{addr}");
     let _ = stdout.flush();
     drop(stdout);
+    let announcer = tokio::spawn(presence.announce(server.clone()));
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.close().await;
+    announcer.abort();
     std::process::ExitCode::SUCCESS
 }
 

@@ -170,3 +170,24 @@ async fn a_node_ws_client_chats_through_the_relay() {
     );
     assert!(stdout.contains("node chat ok"), "{stdout}");
 }
+
+#[tokio::test]
+async fn announces_joins_and_leaves_and_lists_who_is_online() {
+    let relay = Relay::start(&[]).await;
+    let (mut alice, _) = Client::session(relay.addr, "alice", "alice-session-1", 0).await;
+    let mut bob = Client::bare(relay.addr, "bob").await;
+    let joined = alice.recv_app().await;
+    assert_eq!(joined["type"], "relay:presence");
+    assert!(joined.get("source").is_none(), "sent by the server itself");
+    assert_eq!(joined["payload"], json!({"source": "bob", "online": true}));
+
+    alice.send(r#"{"type":"relay:clients","id":1}"#).await;
+    let list = alice.recv_app().await;
+    assert_eq!(list["re"], 1, "{list}");
+    assert_eq!(list["payload"], json!(["alice", "bob"]));
+
+    bob.ws.close(None).await.unwrap();
+    let left = alice.recv_app().await;
+    assert_eq!(left["payload"], json!({"source": "bob", "online": false}));
+    assert!(relay.terminate().await);
+}

@@ -22,6 +22,8 @@ async function join(source, path = '/') {
   ws.on('message', (data, isBinary) => {
     if (isBinary) return fail(`${source} got a binary frame`);
     const frame = JSON.parse(data.toString());
+    // The relay announces who joins and leaves; this chat does not show it.
+    if (frame.type === 'relay:presence') return;
     const waiter = waiters.shift();
     if (waiter) waiter(frame);
     else queue.push(frame);
