@@ -2,6 +2,9 @@
 //! faults, server outages, reconnects and clock ticks, then a calm period, then the promises of
 //! `PROTOCOL.md` section 11 are checked against what every party recorded.
 
+// proptest (and serde_json) are native-only dev-dependencies.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod sim;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,6 +1,9 @@
 //! The envelope's JSON reader agrees with serde_json: on every value serde_json writes, and on
 //! whether arbitrary near-JSON text is accepted at all.
 
+// proptest (and serde_json) are native-only dev-dependencies.
+#![cfg(not(target_arch = "wasm32"))]
+
 use proptest::prelude::*;
 use serde_json::Value;
 use wsrelay::protocol::json::{self, MAX_DEPTH};

@@ -45,7 +45,9 @@ pub fn delay_range(options: &Options, attempt: u32) -> (Duration, Duration) {
             .powi(exponent);
     let jitter = options.reconnection_jitter.clamp(0.0, 1.0);
     let hi = (base * (1.0 + jitter)).min(max);
-    let lo = (hi * (1.0 - jitter)).clamp(min, max);
+    // Not `f64::clamp`: its NaN assertion formats floats when it panics, which pulls about
+    // 15 KB of float formatting into the wasm build. `max >= min` holds by construction.
+    let lo = (hi * (1.0 - jitter)).max(min).min(max);
     // Whole milliseconds: the core's clock has no finer grain.
     (
         Duration::from_millis(lo.round() as u64),

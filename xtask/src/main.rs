@@ -3,7 +3,10 @@
 //! - `cargo xtask test`: installs what the tests need if it is missing, then runs every check
 //!   and test: formatting, clippy (native and wasm32), the native test suites.
 //! - `cargo xtask run [--port N] [--host H]`: builds and starts the relay server with the
-//!   browser demo in `www/`.
+//!   browser demo in `www/` (building the wasm package into `www/pkg` when it is stale).
+//! - `cargo xtask pkg`: builds the npm package into `pkg/` (`npm install ./pkg` takes it).
+//! - `cargo xtask testbed`: runs the relay under the test supervisor the browser and Node tests
+//!   use, and prints its control URL (for running those tests by hand).
 //!
 //! Each step streams its output; test counts reported by cargo are added up and printed as the
 //! last line, `tests: N passed, M failed`.
@@ -16,6 +19,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
 
+mod testbed;
+mod web;
+
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 fn main() -> ExitCode {
@@ -24,8 +30,13 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&root),
         Some("run") => run(&root, &args[1..]),
+        Some("pkg") => web::build_pkg(&root, &mut Tally::default()).map(drop),
+        Some("testbed") => testbed(&root),
         _ => {
-            eprintln!("usage: cargo xtask test | cargo xtask run [--port N] [--host H]");
+            eprintln!(
+                "usage: cargo xtask test | cargo xtask run [--port N] [--host H] | \
+                 cargo xtask pkg | cargo xtask testbed"
+            );
             return ExitCode::from(2);
         }
     };
@@ -51,8 +62,23 @@ struct Tally {
 }
 
 impl Tally {
-    /// Reads a test runner's summary line (cargo's `test result: ok. 3 passed; 0 failed; ...`).
+    /// Reads a test runner's summary line (cargo's `test result: ok. 3 passed; 0 failed; ...`,
+    /// node's `ℹ pass 3` / `ℹ fail 0`).
     fn read(&mut self, line: &str) {
+        let node = line
+            .trim()
+            .strip_prefix("ℹ ")
+            .map(|rest| rest.split_whitespace());
+        if let Some(mut words) = node {
+            if let (Some(kind), Some(Ok(n))) = (words.next(), words.next().map(str::parse::<u64>)) {
+                match kind {
+                    "pass" => self.passed += n,
+                    "fail" => self.failed += n,
+                    _ => {}
+                }
+            }
+            return;
+        }
         if let Some(rest) = line.trim().strip_prefix("test result: ") {
             for part in rest.split([';', '.']) {
                 let mut words = part.split_whitespace();
@@ -195,7 +221,7 @@ fn run_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
                 "clippy",
                 "-p",
                 "wsrelay",
-                "--lib",
+                "--all-targets",
                 "--target",
                 WASM_TARGET,
                 "--",
@@ -211,7 +237,20 @@ fn run_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
         cargo().args(["test", "--workspace"]),
         tally,
     )?;
-    Ok(())
+    web::run_client_tests(root, tally)
+}
+
+fn testbed(root: &Path) -> Result<(), String> {
+    let relay = web::relay_binary(root, &mut Tally::default())?;
+    let bed = testbed::start(&relay)?;
+    println!("test bed: {} (Ctrl-C to stop)", bed.control_url);
+    println!(
+        "  WSRELAY_TESTBED={} cargo test -p wsrelay --target {WASM_TARGET} --test web",
+        bed.control_url
+    );
+    loop {
+        thread::park();
+    }
 }
 
 fn run(root: &Path, args: &[String]) -> Result<(), String> {
@@ -227,6 +266,7 @@ fn run(root: &Path, args: &[String]) -> Result<(), String> {
         }
     }
     let www = root.join("www");
+    web::ensure_www_pkg(root)?;
     let status = cargo()
         .current_dir(root)
         .args([

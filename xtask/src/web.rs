@@ -1,0 +1,337 @@
+//! The WebAssembly side: tool installs, the npm package (`cargo xtask pkg`), and the browser
+//! and Node.js test runs.
+//!
+//! Why not wasm-pack: it is one more tool to install (about 95 s here), it builds one target
+//! per run and only with cargo's `release`/`dev` profiles, while the package is built once with
+//! the size-tuned `wasm-release` profile and bound twice (web and nodejs). What wasm-pack would
+//! do is three commands: `cargo build`, `wasm-bindgen`, `wasm-opt`; they are run directly.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use crate::{cargo, step, Tally, WASM_TARGET};
+
+/// Where `wasm-bindgen` and the test runner are installed by `cargo install`.
+fn cargo_bin() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
+        .unwrap_or_default()
+        .join("bin")
+}
+
+/// `PATH` with cargo's bin folder first, so the pinned CLI is found whatever the shell has.
+fn path_with_cargo_bin() -> std::ffi::OsString {
+    let mut paths = vec![cargo_bin()];
+    if let Some(path) = env::var_os("PATH") {
+        paths.extend(env::split_paths(&path));
+    }
+    env::join_paths(paths).unwrap_or_default()
+}
+
+/// The target directory cargo uses (it honours `CARGO_TARGET_DIR`).
+pub fn target_dir(root: &Path) -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// The `wasm-bindgen` version pinned in Cargo.toml (`wasm-bindgen = "=X.Y.Z"`): the CLI must
+/// be exactly this one.
+fn pinned_bindgen(root: &Path) -> Result<String, String> {
+    let manifest = fs::read_to_string(root.join("Cargo.toml")).map_err(|e| e.to_string())?;
+    manifest
+        .lines()
+        .find_map(|line| {
+            let rest = line.trim().strip_prefix("wasm-bindgen = \"=")?;
+            Some(rest.trim_end_matches('"').to_owned())
+        })
+        .ok_or_else(|| "Cargo.toml pins no wasm-bindgen version".into())
+}
+
+/// Installs the pinned `wasm-bindgen` CLI (and its test runner) unless it is there.
+pub fn ensure_bindgen_cli(root: &Path, tally: &mut Tally) -> Result<(), String> {
+    let version = pinned_bindgen(root)?;
+    let installed = Command::new(cargo_bin().join("wasm-bindgen"))
+        .arg("--version")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default();
+    if installed == format!("wasm-bindgen {version}") {
+        return Ok(());
+    }
+    // No --locked: a locked dependency of the CLI is not served by the registry here.
+    step(
+        "install wasm-bindgen-cli (about 200 s, once)",
+        root,
+        cargo().args(["install", "wasm-bindgen-cli", "--version", &version]),
+        tally,
+    )
+}
+
+fn on_path(program: &str) -> bool {
+    env::split_paths(&env::var_os("PATH").unwrap_or_default())
+        .any(|dir| dir.join(program).is_file())
+}
+
+/// Installs Chromium and its driver through apt when missing (as root), or says how to.
+pub fn ensure_chromium(root: &Path, tally: &mut Tally) -> Result<(), String> {
+    let has_driver = env::var_os("CHROMEDRIVER").is_some() || on_path("chromedriver");
+    if has_driver && (on_path("chromium") || on_path("google-chrome")) {
+        return Ok(());
+    }
+    let root_user = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
+    if !root_user {
+        return Err("the browser tests need Chromium and chromedriver: run \
+             `sudo apt-get install -y chromium chromium-driver` (Debian/Ubuntu) or set \
+             CHROMEDRIVER to a chromedriver matching your Chrome"
+            .into());
+    }
+    step(
+        "install chromium and chromium-driver (apt, about 35 s, once)",
+        root,
+        Command::new("sh").args([
+            "-c",
+            "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver",
+        ]),
+        tally,
+    )
+}
+
+/// `npm ci` in `dir` when its `node_modules` is missing or older than its lock file.
+pub fn ensure_npm(root: &Path, dir: &str, tally: &mut Tally) -> Result<(), String> {
+    let folder = root.join(dir);
+    let installed = modified(&folder.join("node_modules/.package-lock.json"));
+    let locked = modified(&folder.join("package-lock.json"));
+    if installed.is_some() && installed >= locked {
+        return Ok(());
+    }
+    step(
+        &format!("npm ci ({dir})"),
+        &folder,
+        Command::new("npm").args(["ci", "--no-audit", "--no-fund"]),
+        tally,
+    )
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The newest modification time under `path` (files only).
+fn newest(path: &Path) -> Option<SystemTime> {
+    let meta = fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    fs::read_dir(path)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| newest(&entry.path()))
+        .max()
+}
+
+/// Builds the npm package into `root/pkg`: the wasm once with the `wasm-release` profile, bound
+/// for `--target web` (pkg/web, ES module) and `--target nodejs` (pkg/node, CommonJS), each
+/// shrunk with `wasm-opt -Oz` from npm `binaryen`, plus `pkg-template/`.
+pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
+    crate::ensure_wasm_target(root, tally)?;
+    ensure_bindgen_cli(root, tally)?;
+    ensure_npm(root, "xtask", tally)?;
+    step(
+        "build wasm (wasm-release profile)",
+        root,
+        cargo().args([
+            "build",
+            "-p",
+            "wsrelay",
+            "--lib",
+            "--profile",
+            "wasm-release",
+            "--target",
+            WASM_TARGET,
+        ]),
+        tally,
+    )?;
+    let wasm = target_dir(root)
+        .join(WASM_TARGET)
+        .join("wasm-release/wsrelay.wasm");
+    let pkg = root.join("pkg");
+    let _ = fs::remove_dir_all(&pkg);
+    let wasm_opt = root.join("xtask/node_modules/.bin/wasm-opt");
+    for (target, folder, module_type) in [("web", "web", "module"), ("nodejs", "node", "commonjs")]
+    {
+        let out = pkg.join(folder);
+        step(
+            &format!("wasm-bindgen --target {target}"),
+            root,
+            Command::new(cargo_bin().join("wasm-bindgen"))
+                .args(["--target", target, "--out-name", "wsrelay", "--out-dir"])
+                .arg(&out)
+                .arg(&wasm),
+            tally,
+        )?;
+        let module = out.join("wsrelay_bg.wasm");
+        // The features rustc enables by default for wasm32 today; wasm-opt must accept them.
+        step(
+            &format!("wasm-opt -Oz ({folder})"),
+            root,
+            Command::new(&wasm_opt)
+                .args([
+                    "-Oz",
+                    "--enable-bulk-memory",
+                    "--enable-nontrapping-float-to-int",
+                    "--enable-reference-types",
+                    "--enable-sign-ext",
+                    "--enable-multivalue",
+                    "--enable-mutable-globals",
+                ])
+                .arg(&module)
+                .arg("-o")
+                .arg(&module),
+            tally,
+        )?;
+        // Each build says how Node should read its .js, whatever the importer's own type.
+        let marker = format!("{{ \"type\": \"{module_type}\" }}\n");
+        fs::write(out.join("package.json"), marker).map_err(|e| e.to_string())?;
+    }
+    for file in ["package.json", "README.md"] {
+        fs::copy(root.join("pkg-template").join(file), pkg.join(file))
+            .map_err(|e| format!("pkg-template/{file}: {e}"))?;
+    }
+    let (wasm_gz, glue_gz) = web_size(&pkg)?;
+    println!(
+        "pkg: web build {} B gzipped (wasm {wasm_gz} + glue {glue_gz})",
+        wasm_gz + glue_gz
+    );
+    Ok(pkg)
+}
+
+/// Gzipped (-9) sizes of the web build's wasm and JS glue.
+pub fn web_size(pkg: &Path) -> Result<(u64, u64), String> {
+    let gzipped = |file: &str| -> Result<u64, String> {
+        let out = Command::new("gzip")
+            .args(["-9", "-c"])
+            .arg(pkg.join("web").join(file))
+            .output()
+            .map_err(|e| format!("gzip: {e}"))?;
+        Ok(out.stdout.len() as u64)
+    };
+    Ok((gzipped("wsrelay_bg.wasm")?, gzipped("wsrelay.js")?))
+}
+
+/// Builds the package into `www/pkg` for the demo when it is missing or older than the
+/// sources.
+pub fn ensure_www_pkg(root: &Path) -> Result<(), String> {
+    let built = modified(&root.join("www/pkg/wsrelay_bg.wasm"));
+    let sources = ["src", "Cargo.toml", "pkg-template"]
+        .iter()
+        .filter_map(|p| newest(&root.join(p)))
+        .max();
+    if built.is_some() && built >= sources {
+        return Ok(());
+    }
+    let pkg = build_pkg(root, &mut Tally::default())?;
+    let www_pkg = root.join("www/pkg");
+    let _ = fs::remove_dir_all(&www_pkg);
+    fs::create_dir_all(&www_pkg).map_err(|e| e.to_string())?;
+    for entry in fs::read_dir(pkg.join("web")).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        fs::copy(entry.path(), www_pkg.join(entry.file_name())).map_err(|e| e.to_string())?;
+    }
+    println!("www/pkg: the web build of the package");
+    Ok(())
+}
+
+/// Builds the relay binary the tests run (debug: it builds faster and is fast enough).
+pub fn relay_binary(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
+    step(
+        "build the relay (wsrelay-server)",
+        root,
+        cargo().args(["build", "-p", "wsrelay-server", "--bin", "wsrelay-server"]),
+        tally,
+    )?;
+    Ok(target_dir(root).join("debug/wsrelay-server"))
+}
+
+/// Browser tests (headless Chromium) and Node tests against a relay under the test bed.
+pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
+    ensure_chromium(root, tally)?;
+    ensure_npm(root, "tests/node", tally)?;
+    let pkg = build_pkg(root, tally)?;
+    let relay = relay_binary(root, tally)?;
+    let testbed = crate::testbed::start(&relay)?;
+    println!(
+        "test bed: {} (relay {})",
+        testbed.control_url,
+        relay.display()
+    );
+    step(
+        "browser tests (wasm-bindgen-test, headless Chromium)",
+        root,
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "wsrelay",
+                "--target",
+                WASM_TARGET,
+                "--test",
+                "web",
+            ])
+            .env("PATH", path_with_cargo_bin())
+            .env("WSRELAY_TESTBED", &testbed.control_url),
+        tally,
+    )?;
+    // Install the package as a user would: from the tarball `npm pack` makes of pkg/.
+    let packed = target_dir(root).join("npm");
+    let _ = fs::remove_dir_all(&packed);
+    fs::create_dir_all(&packed).map_err(|e| e.to_string())?;
+    step(
+        "npm pack pkg",
+        root,
+        Command::new("npm")
+            .args(["pack", "--pack-destination"])
+            .arg(&packed)
+            .arg(&pkg),
+        tally,
+    )?;
+    let tarball = fs::read_dir(&packed)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|e| e == "tgz"))
+        .ok_or("npm pack made no tarball")?;
+    let node_dir = root.join("tests/node");
+    step(
+        "npm install the package (tests/node)",
+        &node_dir,
+        Command::new("npm")
+            .args(["install", "--no-save", "--no-audit", "--no-fund"])
+            .arg(&tarball),
+        tally,
+    )?;
+    let mut tests: Vec<_> = fs::read_dir(&node_dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".test.mjs"))
+        .collect();
+    tests.sort();
+    // One file at a time: the tests stop and restart the one relay.
+    step(
+        "node tests (node --test, npm ws)",
+        &node_dir,
+        Command::new("node")
+            .args(["--test", "--test-reporter=spec", "--test-concurrency=1"])
+            .args(&tests)
+            .env("WSRELAY_TESTBED", &testbed.control_url),
+        tally,
+    )
+}
