@@ -309,6 +309,8 @@ pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
         .find(|path| path.extension().is_some_and(|e| e == "tgz"))
         .ok_or("npm pack made no tarball")?;
     let node_dir = root.join("tests/node");
+    // Same name and version on every build: remove the old copy so npm cannot keep it.
+    let _ = fs::remove_dir_all(node_dir.join("node_modules/wsrelay"));
     step(
         "npm install the package (tests/node)",
         &node_dir,
