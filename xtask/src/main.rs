@@ -7,6 +7,9 @@
 //! - `cargo xtask pkg`: builds the npm package into `pkg/` (`npm install ./pkg` takes it).
 //! - `cargo xtask testbed`: runs the relay under the test supervisor the browser and Node tests
 //!   use, and prints its control URL (for running those tests by hand).
+//! - `cargo xtask bench [--quick] [--note TEXT]`: builds the benchmarks (`bench/`) in release
+//!   and runs them: wsrelay-server side by side with its peers; prints a table of ratios and
+//!   writes `BENCHMARKS.md` and `bench/results.json`. `--quick` takes under 5 minutes.
 //!
 //! Each step streams its output; test counts reported by cargo are added up and printed as the
 //! last line, `tests: N passed, M failed`.
@@ -32,10 +35,11 @@ fn main() -> ExitCode {
         Some("run") => run(&root, &args[1..]),
         Some("pkg") => web::build_pkg(&root, &mut Tally::default()).map(drop),
         Some("testbed") => testbed(&root),
+        Some("bench") => bench(&root, &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask test | cargo xtask run [--port N] [--host H] | \
-                 cargo xtask pkg | cargo xtask testbed"
+                 cargo xtask pkg | cargo xtask testbed | cargo xtask bench [--quick]"
             );
             return ExitCode::from(2);
         }
@@ -288,5 +292,39 @@ fn run(root: &Path, args: &[String]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("the relay server exited with {status}"))
+    }
+}
+
+/// Builds the benchmark harness in release and runs it with `args` (`--quick`, `--smoke`,
+/// `--note TEXT`, `--md PATH`, `--json PATH`).
+fn bench(root: &Path, args: &[String]) -> Result<(), String> {
+    let mut tally = Tally::default();
+    step(
+        "build the benchmarks (release)",
+        root,
+        cargo().args(["build", "--release", "-p", "wsrelay-bench"]),
+        &mut tally,
+    )?;
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                root.join(dir)
+            }
+        })
+        .unwrap_or_else(|| root.join("target"));
+    let exe = target.join("release").join("wsrelay-bench");
+    let status = Command::new(&exe)
+        .current_dir(root)
+        .arg("run")
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the benchmark failed ({status})"))
     }
 }

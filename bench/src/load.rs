@@ -1,0 +1,631 @@
+//! The load generator: one single-threaded tokio runtime (pinned to core 1 by the harness),
+//! one task per connection, closed loops, precomputed masked frames, hdrhistogram latencies.
+//!
+//! Every loop ends: tasks are aborted when the measured window is over, and every wait on the
+//! network is bounded by a timeout.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, FuturesUnordered, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::procs::{rss_bytes, CpuMeter};
+use crate::wire::{
+    self, connect, is_control, is_error, read_stamp, Conn, ConnectSpec, Message, Proto, FIRST_ID,
+    OP_CLOSE, OP_PING, OP_TEXT, SENDER_WIDTH, TS_WIDTH,
+};
+
+/// Warm-up and measured window of a throughput run.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub warmup: Duration,
+    pub window: Duration,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// The scenario's primary value (messages or deliveries per second, bytes, fraction...).
+    pub value: f64,
+    /// Server CPU over the window, as a fraction of one core.
+    pub server_cpu: f64,
+    /// Load generator CPU over the window, as a fraction of one core.
+    pub gen_cpu: f64,
+    /// Latency percentiles in microseconds: p50, p95, p99.
+    pub latency: Option<[f64; 3]>,
+}
+
+/// State shared by a run's tasks.
+struct Shared {
+    t0: Instant,
+    measuring: Cell<bool>,
+    count: Cell<u64>,
+    hist: RefCell<Histogram<u64>>,
+    error: RefCell<Option<String>>,
+}
+
+impl Shared {
+    fn new() -> Rc<Shared> {
+        Rc::new(Shared {
+            t0: Instant::now(),
+            measuring: Cell::new(false),
+            count: Cell::new(0),
+            hist: RefCell::new(
+                Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            ),
+            error: RefCell::new(None),
+        })
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.t0.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn delivered(&self, sent_us: Option<u64>) {
+        self.count.set(self.count.get() + 1);
+        if self.measuring.get() {
+            if let Some(sent) = sent_us {
+                let latency = self.now_us().saturating_sub(sent).max(1);
+                let _ = self.hist.borrow_mut().record(latency);
+            }
+        }
+    }
+
+    fn fail(&self, error: impl std::fmt::Display) {
+        let mut slot = self.error.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(error.to_string());
+        }
+    }
+}
+
+/// Aborts a run's tasks when dropped.
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Payload padding so that the payload (a JSON string: quotes, 16 digits, padding) has
+/// `size` bytes.
+pub fn pad_for(size: usize) -> usize {
+    size.saturating_sub(2 + TS_WIDTH + SENDER_WIDTH)
+}
+
+/// Connects `n` clients (`c0`..), at most 200 handshakes at a time.
+async fn connect_all(
+    addr: SocketAddr,
+    proto: Proto,
+    n: usize,
+    read_capacity: usize,
+) -> Result<Vec<Conn>, String> {
+    let spread = if n > 1000 { 32 } else { 1 };
+    let limit = Duration::from_secs(20);
+    let results: Vec<io::Result<Conn>> = stream::iter(0..n)
+        .map(|index| async move {
+            let source = format!("c{index}");
+            let spec = ConnectSpec {
+                addr,
+                proto,
+                source: &source,
+                index,
+                spread,
+                read_capacity,
+            };
+            connect(&spec, limit).await
+        })
+        .buffer_unordered(200)
+        .collect()
+        .await;
+    let mut conns = Vec::with_capacity(n);
+    for result in results {
+        conns.push(result.map_err(|e| format!("connect: {e}"))?);
+    }
+    conns.sort_by_key(|c| c.index);
+    // A server may register the last connections a moment after their handshake (or, for the
+    // raw peer, their preamble) completed on our side.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(conns)
+}
+
+/// Lets the load run `warmup`, then measures `window`: deliveries per second, CPU, latency.
+async fn measure(shared: &Shared, timing: Timing, server_pid: u32) -> Result<Sample, String> {
+    tokio::time::sleep(timing.warmup).await;
+    if let Some(error) = shared.error.borrow().clone() {
+        return Err(error);
+    }
+    let server = CpuMeter::start(server_pid);
+    let gen = CpuMeter::start(std::process::id());
+    let start = Instant::now();
+    let before = shared.count.get();
+    shared.measuring.set(true);
+    tokio::time::sleep(timing.window).await;
+    shared.measuring.set(false);
+    let delivered = shared.count.get() - before;
+    let secs = start.elapsed().as_secs_f64();
+    let sample = Sample {
+        value: delivered as f64 / secs,
+        server_cpu: server.read(),
+        gen_cpu: gen.read(),
+        latency: latency(&shared.hist.borrow()),
+    };
+    if let Some(error) = shared.error.borrow().clone() {
+        return Err(error);
+    }
+    if delivered == 0 {
+        return Err("nothing was delivered in the measured window".into());
+    }
+    Ok(sample)
+}
+
+fn latency(hist: &Histogram<u64>) -> Option<[f64; 3]> {
+    (!hist.is_empty()).then(|| [0.50, 0.95, 0.99].map(|q| hist.value_at_quantile(q) as f64))
+}
+
+/// Scenario 1: closed-loop echo, one message in flight per connection.
+pub async fn echo(
+    addr: SocketAddr,
+    pid: u32,
+    proto: Proto,
+    conns: usize,
+    size: usize,
+    timing: Timing,
+) -> Result<Sample, String> {
+    let clients = connect_all(addr, proto, conns, 4096).await?;
+    let shared = Shared::new();
+    let pad = pad_for(size);
+    let tasks = Tasks(
+        clients
+            .into_iter()
+            .map(|conn| {
+                let shared = Rc::clone(&shared);
+                tokio::task::spawn_local(async move {
+                    if let Err(error) = echo_loop(conn, &shared, pad).await {
+                        shared.fail(error);
+                    }
+                })
+            })
+            .collect(),
+    );
+    let sample = measure(&shared, timing, pid).await;
+    drop(tasks);
+    sample
+}
+
+async fn echo_loop(mut conn: Conn, shared: &Shared, pad: usize) -> io::Result<()> {
+    let mut message = Message::new("echo", None, 0, pad, conn.key);
+    let wsrelay = conn.proto == Proto::Wsrelay;
+    let mut id = FIRST_ID;
+    loop {
+        id += 1;
+        let sent = shared.now_us();
+        conn.stream.write_all(message.stamp(id, sent)).await?;
+        let mut ack = None;
+        loop {
+            let frame = timeout(conn.next()).await?;
+            if wsrelay {
+                if is_control(conn.reader.data(&frame)) {
+                    continue;
+                }
+                ack = conn.count_reliable();
+            }
+            break;
+        }
+        shared.delivered(Some(sent));
+        if let Some(ack) = ack {
+            conn.stream.write_all(&ack).await?;
+        }
+    }
+}
+
+/// Bounds every wait for the server (a stalled server fails the run instead of hanging it).
+async fn timeout<T>(future: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no frame for 10 s")))
+}
+
+/// Scenario 2: `pairs` pairs of clients bounce one directed message each (`to` = partner).
+pub async fn send_to(
+    addr: SocketAddr,
+    pid: u32,
+    proto: Proto,
+    pairs: usize,
+    timing: Timing,
+) -> Result<Sample, String> {
+    let clients = connect_all(addr, proto, pairs * 2, 4096).await?;
+    let shared = Shared::new();
+    let pad = pad_for(20);
+    let tasks = Tasks(
+        clients
+            .into_iter()
+            .map(|conn| {
+                let shared = Rc::clone(&shared);
+                tokio::task::spawn_local(async move {
+                    if let Err(error) = pair_loop(conn, &shared, pad).await {
+                        shared.fail(error);
+                    }
+                })
+            })
+            .collect(),
+    );
+    let sample = measure(&shared, timing, pid).await;
+    drop(tasks);
+    sample
+}
+
+async fn pair_loop(mut conn: Conn, shared: &Shared, pad: usize) -> io::Result<()> {
+    let partner = format!("c{}", conn.index ^ 1);
+    let mut message = Message::new("dm", Some(&partner), conn.index as u64, pad, conn.key);
+    let wsrelay = conn.proto == Proto::Wsrelay;
+    let mut id = FIRST_ID;
+    if conn.index.is_multiple_of(2) {
+        id += 1;
+        conn.stream
+            .write_all(message.stamp(id, shared.now_us()))
+            .await?;
+    }
+    loop {
+        let frame = timeout(conn.next()).await?;
+        let data = conn.reader.data(&frame);
+        if wsrelay && is_control(data) {
+            continue;
+        }
+        shared.delivered(read_stamp(data, pad).map(|(ts, _)| ts));
+        let ack = if wsrelay { conn.count_reliable() } else { None };
+        id += 1;
+        conn.stream
+            .write_all(message.stamp(id, shared.now_us()))
+            .await?;
+        if let Some(ack) = ack {
+            conn.stream.write_all(&ack).await?;
+        }
+    }
+}
+
+/// Messages a broadcast sender may have in flight (sent, not yet seen by the probe client).
+pub const BROADCAST_WINDOW: u64 = 32;
+
+/// Scenario 3: `senders` clients broadcast to everybody else; every client counts deliveries.
+/// Senders are paced by a probe client (a non-sender): at most [`BROADCAST_WINDOW`] messages
+/// of each sender not yet delivered to it.
+pub async fn broadcast(
+    addr: SocketAddr,
+    pid: u32,
+    proto: Proto,
+    conns: usize,
+    senders: usize,
+    timing: Timing,
+) -> Result<Sample, String> {
+    if senders >= conns {
+        return Err("broadcast needs more clients than senders".into());
+    }
+    let clients = connect_all(addr, proto, conns, 16 * 1024).await?;
+    let shared = Shared::new();
+    let pad = pad_for(20);
+    let seen: Rc<Vec<Cell<u64>>> = Rc::new((0..senders).map(|_| Cell::new(0)).collect());
+    let wake: Rc<Vec<Notify>> = Rc::new((0..senders).map(|_| Notify::new()).collect());
+    let probe = senders;
+    let mut handles = Vec::new();
+    for conn in clients {
+        let Conn {
+            stream,
+            mut reader,
+            key,
+            index,
+            proto,
+            ..
+        } = conn;
+        let (mut read, write) = stream.into_split();
+        let write = Rc::new(tokio::sync::Mutex::new(write));
+        if index < senders {
+            let (shared, seen, wake, write) = (
+                Rc::clone(&shared),
+                Rc::clone(&seen),
+                Rc::clone(&wake),
+                Rc::clone(&write),
+            );
+            handles.push(tokio::task::spawn_local(async move {
+                if let Err(error) =
+                    sender_loop(index, key, pad, &shared, &seen, &wake, &write).await
+                {
+                    shared.fail(error);
+                }
+            }));
+        }
+        let (shared, seen, wake) = (Rc::clone(&shared), Rc::clone(&seen), Rc::clone(&wake));
+        handles.push(tokio::task::spawn_local(async move {
+            let mut reliable = 0u64;
+            let result: io::Result<()> = async {
+                loop {
+                    let frame = reader.next(&mut read).await?;
+                    match frame.op {
+                        OP_TEXT => {}
+                        OP_CLOSE => return Err(wire::closed(reader.data(&frame))),
+                        _ => continue,
+                    }
+                    let data = reader.data(&frame);
+                    if is_error(data) {
+                        return Err(io::Error::other(String::from_utf8_lossy(data).into_owned()));
+                    }
+                    if proto == Proto::Wsrelay && is_control(data) {
+                        continue;
+                    }
+                    let stamp = read_stamp(data, pad);
+                    shared.delivered(stamp.map(|(ts, _)| ts));
+                    if index == probe {
+                        if let Some((_, sender)) = stamp {
+                            if let Some(count) = seen.get(sender as usize) {
+                                count.set(count.get() + 1);
+                                wake[sender as usize].notify_one();
+                            }
+                        }
+                    }
+                    if proto == Proto::Wsrelay {
+                        reliable += 1;
+                        if let Some(ack) = wire::ack_due(reliable, key) {
+                            write.lock().await.write_all(&ack).await?;
+                        }
+                    }
+                }
+            }
+            .await;
+            if let Err(error) = result {
+                shared.fail(error);
+            }
+        }));
+    }
+    let tasks = Tasks(handles);
+    let sample = measure(&shared, timing, pid).await;
+    drop(tasks);
+    sample
+}
+
+async fn sender_loop(
+    index: usize,
+    key: [u8; 4],
+    pad: usize,
+    shared: &Shared,
+    seen: &[Cell<u64>],
+    wake: &[Notify],
+    write: &tokio::sync::Mutex<OwnedWriteHalf>,
+) -> io::Result<()> {
+    let mut message = Message::new("bc", None, index as u64, pad, key);
+    let mut id = FIRST_ID;
+    let mut sent = 0u64;
+    loop {
+        while sent - seen[index].get() >= BROADCAST_WINDOW {
+            if tokio::time::timeout(Duration::from_secs(10), wake[index].notified())
+                .await
+                .is_err()
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("broadcast sender {index} stalled: its messages stopped arriving"),
+                ));
+            }
+        }
+        sent += 1;
+        id += 1;
+        let frame = message.stamp(id, shared.now_us());
+        write.lock().await.write_all(frame).await?;
+    }
+}
+
+/// Keeps a connection open and idle: answers pings; a wsrelay client also sends its `~ping`
+/// every `app_ping` (15 s by default, as the client core does).
+async fn idle_loop(mut conn: Conn, app_ping: Option<Duration>) -> io::Result<()> {
+    let ping = wire::masked(OP_TEXT, b"{\"type\":\"~ping\"}", conn.key);
+    let period = app_ping.unwrap_or(Duration::from_secs(3600));
+    // Spread the clients' timers over the period, as independent clients would be.
+    let offset = period.mul_f64((conn.index % 997) as f64 / 997.0);
+    let mut next = tokio::time::Instant::now() + offset.max(Duration::from_millis(1));
+    loop {
+        tokio::select! {
+            frame = conn.next() => {
+                let frame = frame?;
+                if frame.op == OP_PING {
+                    continue;
+                }
+            }
+            () = tokio::time::sleep_until(next), if app_ping.is_some() => {
+                conn.stream.write_all(&ping).await?;
+                next += period;
+            }
+        }
+    }
+}
+
+/// What an idle run measured.
+pub struct IdleSample {
+    /// Server RSS growth per connection, in bytes.
+    pub rss_per_conn: f64,
+    /// Server CPU over the heartbeat window (fraction of a core), when one was measured.
+    pub cpu: Option<f64>,
+}
+
+/// Scenarios 4 and 5: `n` idle connections; RSS growth per connection, then (when
+/// `cpu_window` is given) the server's CPU while they stay idle.
+pub async fn idle(
+    addr: SocketAddr,
+    pid: u32,
+    proto: Proto,
+    n: usize,
+    app_ping: Option<Duration>,
+    cpu_window: Option<Duration>,
+) -> Result<IdleSample, String> {
+    let pid_text = pid.to_string();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = rss_bytes(&pid_text).ok_or("cannot read the server's RSS")?;
+    let clients = connect_all(addr, proto, n, 256).await?;
+    let failed: Rc<RefCell<Option<String>>> = Rc::default();
+    let tasks = Tasks(
+        clients
+            .into_iter()
+            .map(|conn| {
+                let failed = Rc::clone(&failed);
+                tokio::task::spawn_local(async move {
+                    if let Err(error) = idle_loop(conn, app_ping).await {
+                        failed.borrow_mut().get_or_insert(error.to_string());
+                    }
+                })
+            })
+            .collect(),
+    );
+    // Let the server settle (hello waits, first allocations) before reading its RSS.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = rss_bytes(&pid_text).ok_or("cannot read the server's RSS")?;
+    let cpu = match cpu_window {
+        Some(window) => {
+            let meter = CpuMeter::start(pid);
+            tokio::time::sleep(window).await;
+            Some(meter.read())
+        }
+        None => None,
+    };
+    if let Some(error) = failed.borrow().clone() {
+        return Err(format!("an idle connection failed: {error}"));
+    }
+    drop(tasks);
+    Ok(IdleSample {
+        rss_per_conn: after.saturating_sub(before) as f64 / n as f64,
+        cpu,
+    })
+}
+
+/// Scenario 6, ours: the native wsrelay client sends `sink` messages (20-byte payload),
+/// keeping `window` sends awaiting the server's acknowledgement; acknowledged messages/s.
+pub async fn client_wsrelay(
+    addr: SocketAddr,
+    pid: u32,
+    window: usize,
+    timing: Timing,
+) -> Result<Sample, String> {
+    let client = wsrelay::WebSocketClient::new(format!("ws://{addr}/"), "bench-client")
+        .map_err(|e| format!("client: {e}"))?;
+    let payload = "x".repeat(18);
+    let shared = Shared::new();
+    let driver = {
+        let shared = Rc::clone(&shared);
+        let client = client.clone();
+        tokio::task::spawn_local(async move {
+            let mut in_flight = FuturesUnordered::new();
+            loop {
+                while in_flight.len() < window {
+                    let sent = shared.now_us();
+                    let send = client.send("sink", payload.as_str());
+                    in_flight.push(async move { (send.await, sent) });
+                }
+                match in_flight.next().await {
+                    Some((Ok(()), sent)) => shared.delivered(Some(sent)),
+                    Some((Err(error), _)) => {
+                        shared.fail(format!("send failed: {error}"));
+                        return;
+                    }
+                    None => return,
+                }
+            }
+        })
+    };
+    let tasks = Tasks(vec![driver]);
+    let sample = measure(&shared, timing, pid).await;
+    drop(tasks);
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+    sample
+}
+
+/// Scenario 6, peer: a bare tokio-tungstenite client speaking the same protocol by hand
+/// (hello, ids, the same frames), `window` messages unacknowledged at most.
+pub async fn client_tungstenite(
+    addr: SocketAddr,
+    pid: u32,
+    window: u64,
+    timing: Timing,
+) -> Result<Sample, String> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let url = format!("ws://{addr}/?source=bench-client");
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .map_err(|_| "connect timed out".to_owned())?
+    .map_err(|e| format!("connect: {e}"))?;
+    let (mut sink, mut stream) = ws.split();
+    let hello = r#"{"type":"~hello","v":1,"session":"bench-tungstenite","ack":0}"#;
+    sink.send(WsMessage::text(hello))
+        .await
+        .map_err(|e| e.to_string())?;
+    let shared = Shared::new();
+    let acked = Rc::new(Cell::new(0u64));
+    let wake = Rc::new(Notify::new());
+    let reader = {
+        let (shared, acked, wake) = (Rc::clone(&shared), Rc::clone(&acked), Rc::clone(&wake));
+        tokio::task::spawn_local(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                let WsMessage::Text(text) = message else {
+                    continue;
+                };
+                if let Some(rest) = text.as_str().strip_prefix(r#"{"type":"~ack","ack":"#) {
+                    let n: u64 = rest.trim_end_matches('}').parse().unwrap_or(0);
+                    let previous = acked.get();
+                    if n > previous {
+                        for _ in previous..n {
+                            shared.delivered(None);
+                        }
+                        acked.set(n);
+                        wake.notify_one();
+                    }
+                } else if text.as_str().starts_with(r#"{"type":"~error""#) {
+                    shared.fail(text.as_str());
+                    return;
+                }
+            }
+            shared.fail("the server closed the connection");
+        })
+    };
+    let writer = {
+        let (acked, wake, shared) = (Rc::clone(&acked), Rc::clone(&wake), Rc::clone(&shared));
+        tokio::task::spawn_local(async move {
+            let mut id = 0u64;
+            loop {
+                while id - acked.get() >= window {
+                    if tokio::time::timeout(Duration::from_secs(10), wake.notified())
+                        .await
+                        .is_err()
+                    {
+                        shared.fail("no acknowledgement for 10 s");
+                        return;
+                    }
+                }
+                id += 1;
+                let text = format!(r#"{{"type":"sink","id":{id},"payload":"xxxxxxxxxxxxxxxxxx"}}"#);
+                if sink.feed(WsMessage::text(text)).await.is_err() {
+                    return;
+                }
+                let flush = id.is_multiple_of(16) || id - acked.get() >= window;
+                if flush && sink.flush().await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let tasks = Tasks(vec![reader, writer]);
+    let sample = measure(&shared, timing, pid).await;
+    drop(tasks);
+    sample
+}

@@ -1,0 +1,413 @@
+//! Results: medians per peer, ratios (> 1 always means wsrelay is better), the targets, the
+//! printed table, `BENCHMARKS.md` and `bench/results.json`.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// A run below this server CPU (fraction of a core) measured the load generator, not the
+/// server, where saturation was intended.
+pub const SATURATED: f64 = 0.95;
+
+/// What a cell measures.
+#[derive(Debug, Clone)]
+pub struct Metric {
+    pub scenario: String,
+    pub metric: String,
+    pub unit: String,
+    pub higher_better: bool,
+    /// The server is meant to be saturated (runs below [`SATURATED`] are flagged).
+    pub saturate: bool,
+}
+
+/// One run's outcome.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub peer: &'static str,
+    pub value: Result<f64, String>,
+    pub server_cpu: Option<f64>,
+    pub gen_cpu: Option<f64>,
+}
+
+/// A scenario cell: its metric and every run of every peer.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub metric: Metric,
+    pub runs: Vec<Run>,
+}
+
+/// Median value of a peer in a cell, with how it was obtained.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub value: f64,
+    /// Runs used for the median / runs attempted.
+    pub used: usize,
+    pub attempted: usize,
+    /// Every run was below the saturation threshold (the median is of unsaturated runs).
+    pub unsaturated: bool,
+    pub server_cpu: Option<f64>,
+    pub gen_cpu: Option<f64>,
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
+}
+
+impl Cell {
+    pub fn peers(&self) -> Vec<&'static str> {
+        let mut peers: Vec<&'static str> = Vec::new();
+        for run in &self.runs {
+            if !peers.contains(&run.peer) {
+                peers.push(run.peer);
+            }
+        }
+        peers
+    }
+
+    pub fn summary(&self, peer: &str) -> Option<Summary> {
+        let runs: Vec<&Run> = self.runs.iter().filter(|r| r.peer == peer).collect();
+        let valid: Vec<&Run> = runs.iter().copied().filter(|r| r.value.is_ok()).collect();
+        let saturated: Vec<&Run> = valid
+            .iter()
+            .copied()
+            .filter(|r| !self.metric.saturate || r.server_cpu.unwrap_or(1.0) >= SATURATED)
+            .collect();
+        let (used, unsaturated) = if saturated.is_empty() {
+            (valid.clone(), self.metric.saturate && !valid.is_empty())
+        } else {
+            (saturated, false)
+        };
+        let value = median(used.iter().filter_map(|r| r.value.clone().ok()).collect());
+        Some(Summary {
+            value: value?,
+            used: used.len(),
+            attempted: runs.len(),
+            unsaturated,
+            server_cpu: median(used.iter().filter_map(|r| r.server_cpu).collect()),
+            gen_cpu: median(used.iter().filter_map(|r| r.gen_cpu).collect()),
+        })
+    }
+
+    /// Errors of every run of `peer`.
+    pub fn errors(&self, peer: &str) -> Vec<String> {
+        self.runs
+            .iter()
+            .filter(|r| r.peer == peer)
+            .filter_map(|r| r.value.clone().err())
+            .collect()
+    }
+
+    /// Ours relative to `peer`: > 1 means wsrelay is better.
+    pub fn ratio(&self, ours: &str, peer: &str) -> Option<f64> {
+        let a = self.summary(ours)?.value;
+        let b = self.summary(peer)?.value;
+        let ratio = if self.metric.higher_better {
+            a / b
+        } else {
+            b / a
+        };
+        ratio.is_finite().then_some(ratio)
+    }
+}
+
+/// The same runs, as work per second of server CPU (value / server CPU fraction): a figure
+/// that survives a machine shared with other work, where no run can saturate its core.
+pub fn per_cpu(cell: &Cell) -> Cell {
+    let mut metric = cell.metric.clone();
+    metric.metric = format!("{} per server CPU-second", metric.metric);
+    metric.saturate = false;
+    Cell {
+        metric,
+        runs: cell
+            .runs
+            .iter()
+            .map(|r| Run {
+                peer: r.peer,
+                value: match (&r.value, r.server_cpu) {
+                    (Ok(v), Some(cpu)) if cpu > 0.01 => Ok(v / cpu),
+                    (Ok(_), _) => Err("server CPU not measured".into()),
+                    (Err(e), _) => Err(e.clone()),
+                },
+                server_cpu: r.server_cpu,
+                gen_cpu: r.gen_cpu,
+            })
+            .collect(),
+    }
+}
+
+/// One row of `bench/results.json`.
+#[derive(Debug, Serialize)]
+pub struct JsonRow {
+    pub scenario: String,
+    pub metric: String,
+    pub unit: String,
+    pub ours: Option<f64>,
+    pub peer: String,
+    pub peer_value: Option<f64>,
+    pub ratio: Option<f64>,
+    pub machine: String,
+    pub date: String,
+}
+
+/// A target from the issue, evaluated on the results.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub target: String,
+    pub measured: String,
+    pub met: Option<bool>,
+}
+
+/// Everything a report needs besides the cells.
+pub struct Context {
+    pub mode: String,
+    pub date: String,
+    pub machine: String,
+    pub load_before: String,
+    pub load_after: String,
+    pub duration_s: f64,
+    pub pinned: bool,
+    pub note: Option<String>,
+    pub labels: Vec<(&'static str, &'static str)>,
+}
+
+pub fn fmt_value(value: f64) -> String {
+    let abs = value.abs();
+    if abs >= 100_000.0 {
+        format!("{:.0}k", value / 1000.0)
+    } else if abs >= 10_000.0 {
+        format!("{:.1}k", value / 1000.0)
+    } else if abs >= 100.0 {
+        format!("{value:.0}")
+    } else if abs >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn fmt_cpu(cpu: Option<f64>) -> String {
+    cpu.map_or("-".into(), |c| format!("{:.0}%", c * 100.0))
+}
+
+/// The results table (markdown): one row per scenario and peer.
+pub fn table(cells: &[Cell], ours: &str) -> String {
+    let mut out = String::new();
+    out.push_str("| scenario | metric | wsrelay | peer | peer value | ratio | server CPU (ours / peer) | load gen CPU (ours / peer) | runs (ours / peer) |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    for cell in cells {
+        let m = &cell.metric;
+        let ours_summary = cell.summary(ours);
+        let ours_text = match &ours_summary {
+            Some(s) => format!(
+                "{}{}",
+                fmt_value(s.value),
+                if s.unsaturated { " †" } else { "" }
+            ),
+            None => format!("error: {}", first(&cell.errors(ours))),
+        };
+        let peers: Vec<&str> = cell.peers().into_iter().filter(|p| *p != ours).collect();
+        let peers = if peers.is_empty() { vec!["-"] } else { peers };
+        for peer in peers {
+            let peer_summary = cell.summary(peer);
+            let peer_text = match &peer_summary {
+                Some(s) => format!(
+                    "{}{}",
+                    fmt_value(s.value),
+                    if s.unsaturated { " †" } else { "" }
+                ),
+                None if peer == "-" => "-".into(),
+                None => format!("error: {}", first(&cell.errors(peer))),
+            };
+            let ratio = cell
+                .ratio(ours, peer)
+                .map_or("-".into(), |r| format!("**{r:.2}x**"));
+            let runs = format!(
+                "{} / {}",
+                ours_summary
+                    .as_ref()
+                    .map_or("0".into(), |s| format!("{}/{}", s.used, s.attempted)),
+                peer_summary
+                    .as_ref()
+                    .map_or("-".into(), |s| format!("{}/{}", s.used, s.attempted)),
+            );
+            let _ = writeln!(
+                out,
+                "| {} | {} ({}) | {} | {} | {} | {} | {} / {} | {} / {} | {} |",
+                m.scenario,
+                m.metric,
+                m.unit,
+                ours_text,
+                peer,
+                peer_text,
+                ratio,
+                fmt_cpu(ours_summary.as_ref().and_then(|s| s.server_cpu)),
+                fmt_cpu(peer_summary.as_ref().and_then(|s| s.server_cpu)),
+                fmt_cpu(ours_summary.as_ref().and_then(|s| s.gen_cpu)),
+                fmt_cpu(peer_summary.as_ref().and_then(|s| s.gen_cpu)),
+                runs
+            );
+        }
+    }
+    out
+}
+
+fn first(errors: &[String]) -> String {
+    errors.first().map_or("no run".into(), |e| {
+        let e: String = e.chars().take(80).collect();
+        e.replace('|', "/")
+    })
+}
+
+/// The rows of `bench/results.json`.
+pub fn json_rows(cells: &[Cell], ours: &str, ctx: &Context) -> Vec<JsonRow> {
+    let mut rows = Vec::new();
+    for cell in cells {
+        let ours_value = cell.summary(ours).map(|s| s.value);
+        let peers: Vec<&str> = cell.peers().into_iter().filter(|p| *p != ours).collect();
+        let peers = if peers.is_empty() { vec!["-"] } else { peers };
+        for peer in peers {
+            let label = ctx
+                .labels
+                .iter()
+                .find(|(code, _)| *code == peer)
+                .map_or(peer.to_owned(), |(_, label)| (*label).to_owned());
+            rows.push(JsonRow {
+                scenario: cell.metric.scenario.clone(),
+                metric: format!("{} ({})", cell.metric.metric, cell.metric.unit),
+                unit: cell.metric.unit.clone(),
+                ours: ours_value,
+                peer: label,
+                peer_value: cell.summary(peer).map(|s| s.value),
+                ratio: cell.ratio(ours, peer),
+                machine: ctx.machine.clone(),
+                date: ctx.date.clone(),
+            });
+        }
+    }
+    rows
+}
+
+/// Writes `BENCHMARKS.md`.
+pub fn markdown(
+    cells: &[Cell],
+    ours: &str,
+    ctx: &Context,
+    verdicts: &[Verdict],
+    analysis: Option<&str>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# wsrelay benchmarks\n");
+    let _ = writeln!(
+        out,
+        "Generated by `cargo xtask bench{}` on {} ({} mode, {:.0} s). Regenerate with the same \
+         command; `--quick` takes under 5 minutes. Raw rows: `bench/results.json`.\n",
+        if ctx.mode == "full" { "" } else { " --quick" },
+        ctx.date,
+        ctx.mode,
+        ctx.duration_s
+    );
+    let _ = writeln!(out, "## Machine and load\n");
+    let _ = writeln!(out, "- Machine: {}", ctx.machine);
+    let _ = writeln!(
+        out,
+        "- Load average (1/5/15 min) before: {}; after: {}",
+        ctx.load_before, ctx.load_after
+    );
+    let _ = writeln!(
+        out,
+        "- Pinning: {}",
+        if ctx.pinned {
+            "servers on core 0 (`taskset -c 0`), load generator on core 1"
+        } else {
+            "none (fewer than 2 cores or no taskset): figures are not per-core"
+        }
+    );
+    if let Some(note) = &ctx.note {
+        let _ = writeln!(out, "- Note: {note}");
+    }
+    out.push('\n');
+    out.push_str(METHOD);
+    let _ = writeln!(out, "\n## Results\n");
+    out.push_str(
+        "Medians over the repetitions; ratio > 1 means wsrelay is better (throughput: ours / \
+         peer; latency, memory, CPU, size: peer / ours). † = every run of that server stayed \
+         below 95% of its core where saturation was intended: that figure measured the load \
+         generator, not the server. `runs` = runs used for the median / runs attempted.\n\n",
+    );
+    out.push_str(&table(cells, ours));
+    let _ = writeln!(out, "\n## Targets\n");
+    out.push_str("| target | measured | met |\n|---|---|---|\n");
+    for v in verdicts {
+        let met = match v.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not measured",
+        };
+        let _ = writeln!(out, "| {} | {} | {} |", v.target, v.measured, met);
+    }
+    let _ = writeln!(out, "\n## Peers\n");
+    for (code, label) in &ctx.labels {
+        let _ = writeln!(out, "- **{code}**: {label}");
+    }
+    let errors: Vec<String> = cells
+        .iter()
+        .flat_map(|cell| {
+            cell.runs.iter().filter_map(move |r| {
+                r.value
+                    .as_ref()
+                    .err()
+                    .map(|e| format!("{} / {}: {e}", cell.metric.scenario, r.peer))
+            })
+        })
+        .collect();
+    if !errors.is_empty() {
+        let _ = writeln!(out, "\n## Failed runs\n");
+        for e in errors {
+            let _ = writeln!(out, "- {e}");
+        }
+    }
+    if let Some(analysis) = analysis {
+        out.push('\n');
+        out.push_str(analysis.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+const METHOD: &str = "## Method
+
+- Loopback only. Each server runs as its own process on a single-threaded tokio runtime (Node
+  is single-threaded anyway), pinned to core 0; the load generator (Rust, one tokio
+  current-thread runtime, precomputed masked frames where only the id and timestamp digits are
+  patched per message, hdrhistogram latencies) is pinned to core 1.
+- Every run starts a fresh server process (no state carried between runs) and the servers of
+  a scenario take turns: A, B, C... then A, B, C... again (interleaved), 3+ repetitions,
+  medians. Server CPU comes from `/proc/PID/stat` over the measured window (after a warm-up).
+- All servers receive the same bytes: wsrelay envelopes
+  `{\"type\":T,\"id\":N[,\"to\":X],\"payload\":\"...\"}` whose payload (a JSON string) has the
+  stated size. wsrelay clients open with `~hello`, wait for `~welcome` and acknowledge every 32
+  reliable frames, as the client core does; the peers just echo / forward the frame.
+- Echo: closed loop, one message in flight per connection; wsrelay answers through an `echo`
+  handler (`on(\"echo\", |m: Incoming<String>| async move { Some(m.payload) })`), the
+  peers send the frame back.
+- send_to: 500 pairs each bounce one directed message (`to` = partner): wsrelay relays it,
+  T and N look up `to`, R forwards the frame to the partner connection.
+- Broadcast excluding the sender: every client counts deliveries; each sender keeps at most 32
+  messages not yet seen by a probe client; latency is from the send to each delivery.
+- Idle memory: server RSS (`VmRSS`) growth divided by the number of connections (several
+  127.0.0.x source addresses). Heartbeat: server CPU while the connections stay idle; wsrelay
+  clients answer pings and send their `~ping` every 15 s like the client core; Node runs the
+  `ws` README heartbeat idiom at the same interval.
+- Native client: acknowledged messages per second with 256 sends in flight, the wsrelay
+  client vs a tokio-tungstenite client sending the same frames by hand, both against
+  wsrelay-server.
+";

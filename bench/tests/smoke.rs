@@ -1,0 +1,53 @@
+//! Smoke run of the benchmark harness (`wsrelay-bench run --smoke`): every scenario for about
+//! a second with tiny sizes, against every peer that can start here. It checks that the
+//! harness works end to end (servers start, clients speak the protocol, results are written),
+//! not the timings.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn smoke_run_produces_a_result_for_every_scenario() {
+    let dir = std::env::temp_dir().join(format!("wsrelay-bench-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    let md = dir.join("BENCHMARKS.md");
+    let json = dir.join("results.json");
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_wsrelay-bench"))
+        .arg("run")
+        .arg("--smoke")
+        .arg("--md")
+        .arg(&md)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("the bench binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "smoke run failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "the smoke run took {:?}",
+        started.elapsed()
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("results.json written"))
+            .expect("results.json is JSON");
+    for scenario in ["echo 20 B x1", "send_to 5 pairs", "broadcast 20x2", "idle 100 conns"] {
+        let row = rows
+            .iter()
+            .find(|r| r["scenario"] == scenario)
+            .unwrap_or_else(|| panic!("no row for {scenario}:\n{stdout}"));
+        assert!(row["ours"].is_number(), "no value for {scenario}: {row}");
+        for key in ["metric", "unit", "peer", "peer_value", "ratio", "machine", "date"] {
+            assert!(row.get(key).is_some(), "{scenario}: no {key} in {row}");
+        }
+    }
+    let text = std::fs::read_to_string(&md).expect("BENCHMARKS.md written");
+    assert!(text.contains("## Results") && text.contains("## Targets"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
