@@ -444,7 +444,11 @@ impl ClientCore {
         let frame = match Frame::decode(text) {
             Ok(frame) => frame,
             Err(error) => {
-                self.event(Event::Error(Error::Protocol(error.to_string())));
+                // Not `to_string()`: the formatting machinery is kilobytes of wasm.
+                let mut message = String::from(error.code.as_str());
+                message.push_str(": ");
+                message.push_str(&error.message);
+                self.event(Event::Error(Error::Protocol(message)));
                 return;
             }
         };

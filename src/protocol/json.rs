@@ -43,9 +43,10 @@ pub enum JsonErrorKind {
     TrailingCharacters,
 }
 
-impl fmt::Display for JsonError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.kind {
+impl JsonErrorKind {
+    /// What went wrong, in words.
+    pub fn as_str(self) -> &'static str {
+        match self {
             JsonErrorKind::UnexpectedEnd => "unexpected end of input",
             JsonErrorKind::UnexpectedByte => "unexpected character",
             JsonErrorKind::InvalidNumber => "invalid number",
@@ -53,8 +54,13 @@ impl fmt::Display for JsonError {
             JsonErrorKind::InvalidUnicode => "invalid unicode escape",
             JsonErrorKind::TooDeep => "nested too deep",
             JsonErrorKind::TrailingCharacters => "trailing characters",
-        };
-        write!(f, "{what} at byte {}", self.offset)
+        }
+    }
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte {}", self.kind.as_str(), self.offset)
     }
 }
 

@@ -161,7 +161,7 @@ impl From<JsonError> for DecodeError {
     fn from(error: JsonError) -> Self {
         DecodeError {
             code: ErrorCode::InvalidJson,
-            message: error.to_string().into(),
+            message: json_error_message(&error).into(),
             id: None,
         }
     }
@@ -448,6 +448,15 @@ impl Message<'_> {
     }
 }
 
+/// `JsonError`'s Display text, built without the formatting machinery (which the wasm build
+/// avoids: decoding is on the client's receive path).
+fn json_error_message(error: &JsonError) -> String {
+    let mut message = String::from(error.kind.as_str());
+    message.push_str(" at byte ");
+    push_u64(&mut message, error.offset as u64);
+    message
+}
+
 /// Writes a decimal integer without the formatting machinery (which the wasm build avoids).
 fn push_u64(out: &mut String, mut value: u64) {
     let mut digits = [0u8; 20];
@@ -566,6 +575,13 @@ mod tests {
     fn unknown_fields_are_ignored() {
         let m = message(r#"{"type":"a","future":{"x":[1]},"id":2}"#);
         assert_eq!(m.id, Some(2));
+    }
+
+    #[test]
+    fn json_error_messages_match_display() {
+        let error = Frame::decode("{\"type\":").expect_err("truncated");
+        let json_error = json::validate("{\"type\":").expect_err("truncated");
+        assert_eq!(error.message, json_error.to_string());
     }
 
     #[test]

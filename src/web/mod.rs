@@ -18,7 +18,6 @@ mod js;
 mod options;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -63,8 +62,9 @@ struct Driver {
     socket: Option<Connection>,
     /// The armed `setTimeout`: the deadline it is for and its handle.
     timer: Option<(Instant, JsValue)>,
-    /// Promises of sends and requests, by message id: (resolve, reject).
-    pending: BTreeMap<u64, (Function, Function)>,
+    /// Promises of sends and requests: (message id, resolve, reject). A Vec, not a map: a
+    /// map's generic code costs kilobytes of wasm, and few messages are unacknowledged at once.
+    pending: Vec<(u64, Function, Function)>,
     /// `on` handlers, in registration order.
     handlers: Vec<(String, Function)>,
     /// Resolvers of `close()` promises.
@@ -199,7 +199,7 @@ impl WebSocketClient {
                     core,
                     socket: None,
                     timer: None,
-                    pending: BTreeMap::new(),
+                    pending: Vec::new(),
                     handlers: Vec::new(),
                     closing: Vec::new(),
                     keep_alive: None,
@@ -553,8 +553,8 @@ impl Inner {
         };
         let mut callbacks = None;
         let promise = Promise::new(&mut |resolve, reject| callbacks = Some((resolve, reject)));
-        if let Some(callbacks) = callbacks {
-            self.state.borrow_mut().pending.insert(id, callbacks);
+        if let Some((resolve, reject)) = callbacks {
+            self.state.borrow_mut().pending.push((id, resolve, reject));
         }
         self.drain();
         promise
@@ -568,7 +568,13 @@ impl Inner {
     }
 
     fn settle(&self, id: u64) -> Option<(Function, Function)> {
-        self.state.borrow_mut().pending.remove(&id)
+        let mut state = self.state.borrow_mut();
+        let index = state
+            .pending
+            .iter()
+            .position(|(pending, ..)| *pending == id)?;
+        let (_, resolve, reject) = state.pending.swap_remove(index);
+        Some((resolve, reject))
     }
 
     fn event(self: &Rc<Self>, event: Event) {
