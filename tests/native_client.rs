@@ -1,0 +1,709 @@
+//! End-to-end tests of the native client against the real `wsrelay-server` on loopback
+//! (port 0), plus a TCP proxy that can go silent, and a paused-clock test of the driver's time.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc};
+use wsrelay::core::{delay_range, Options, ReadyState};
+use wsrelay::{ClientBuilder, ClientEvent, Error, Received, SendOptions, WebSocketClient};
+use wsrelay_server::{
+    DisconnectReason, Incoming, Rejection, RequestError, ServerConfig, StatusCode, WebSocketServer,
+};
+
+/// Upper bound of any single wait: a test that hangs fails instead.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(PATIENCE, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// Every test runs under this bound, so that a missing event or response fails the test
+/// instead of hanging it.
+async fn bounded(test: impl Future<Output = ()>) {
+    if tokio::time::timeout(PATIENCE * 3, test).await.is_err() {
+        panic!("the test did not finish in {:?}", PATIENCE * 3);
+    }
+}
+
+async fn server() -> WebSocketServer {
+    WebSocketServer::bind("127.0.0.1:0", ServerConfig::default())
+        .await
+        .expect("bind a loopback port")
+}
+
+fn url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/")
+}
+
+/// Short delays so that reconnecting takes milliseconds, not seconds.
+fn fast(addr: SocketAddr, source: &str) -> ClientBuilder {
+    WebSocketClient::builder(url(addr), source)
+        .min_reconnection_delay(Duration::from_millis(20))
+        .max_reconnection_delay(Duration::from_millis(200))
+        .connection_timeout(Duration::from_secs(2))
+}
+
+/// Waits for the first event matching `pick`, skipping others.
+async fn next_event<T>(
+    events: &mut broadcast::Receiver<ClientEvent>,
+    what: &str,
+    mut pick: impl FnMut(&ClientEvent) -> Option<T>,
+) -> T {
+    within(what, async {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if let Some(value) = pick(&event) {
+                        return value;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => panic!("events ended: {what}"),
+            }
+        }
+    })
+    .await
+}
+
+async fn opened(events: &mut broadcast::Receiver<ClientEvent>) -> bool {
+    next_event(events, "open", |e| match e {
+        ClientEvent::Open { resumed } => Some(*resumed),
+        _ => None,
+    })
+    .await
+}
+
+/// A client that is open, with its event receiver.
+async fn connect(builder: ClientBuilder) -> (WebSocketClient, broadcast::Receiver<ClientEvent>) {
+    let client = builder.build().expect("valid client settings");
+    let mut events = client.subscribe();
+    opened(&mut events).await;
+    (client, events)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Chat {
+    message: String,
+}
+
+fn chat(message: &str) -> Chat {
+    Chat {
+        message: message.to_owned(),
+    }
+}
+
+/// Records every chat message a client's handler sees, as (sender, text).
+fn record_chat(client: &WebSocketClient) -> mpsc::UnboundedReceiver<(String, String)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    client.on("chat-message", move |m: Received<Chat>| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send((m.source.unwrap_or_default(), m.payload.message));
+        }
+    });
+    rx
+}
+
+async fn take(rx: &mut mpsc::UnboundedReceiver<(String, String)>, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let (source, text) = within("chat messages", rx.recv())
+            .await
+            .expect("handler channel open");
+        out.push(format!("{source}: {text}"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn chat_between_several_clients_through_the_relay() {
+    bounded(chat_between_several_clients_through_the_relay_body()).await
+}
+
+async fn chat_between_several_clients_through_the_relay_body() {
+    let server = server().await;
+    let addr = server.local_addr();
+    let (alice, _) = connect(fast(addr, "alice")).await;
+    let (bob, _) = connect(fast(addr, "bob")).await;
+    let (carol, _) = connect(fast(addr, "carol")).await;
+    let mut at_alice = record_chat(&alice);
+    let mut at_bob = record_chat(&bob);
+    let mut at_carol = record_chat(&carol);
+
+    for text in ["hi all", "how are you?", "third"] {
+        alice.send("chat-message", chat(text)).await.expect("acked");
+    }
+    bob.send("chat-message", chat("fine, thanks"))
+        .await
+        .expect("acked");
+
+    let from_alice = ["alice: hi all", "alice: how are you?", "alice: third"];
+    assert_eq!(take(&mut at_bob, 3).await, from_alice);
+    let seen_by_carol = take(&mut at_carol, 4).await;
+    assert_eq!(
+        seen_by_carol,
+        [
+            "alice: hi all",
+            "alice: how are you?",
+            "alice: third",
+            "bob: fine, thanks"
+        ]
+    );
+    // Nobody hears their own messages back; alice hears bob.
+    assert_eq!(take(&mut at_alice, 1).await, ["bob: fine, thanks"]);
+
+    // A directed message reaches its target only.
+    carol
+        .send_to("alice", "chat-message", chat("psst"))
+        .await
+        .expect("acked");
+    assert_eq!(take(&mut at_alice, 1).await, ["carol: psst"]);
+    bob.send("chat-message", chat("marker"))
+        .await
+        .expect("acked");
+    assert_eq!(take(&mut at_carol, 1).await, ["bob: marker"]);
+    assert!(
+        at_bob.try_recv().is_err(),
+        "bob got carol's directed message"
+    );
+
+    // A directed message to nobody fails with the server's error.
+    let error = carol
+        .send_to("dave", "chat-message", chat("anyone?"))
+        .await
+        .expect_err("no such client");
+    assert_eq!(error.code(), "unknown_target");
+
+    for client in [alice, bob, carol] {
+        within("close", client.close()).await;
+        assert_eq!(client.ready_state(), ReadyState::Closed);
+    }
+    server.close().await;
+}
+
+/// Binds `addr` again once the previous server has let it go.
+async fn rebind(addr: SocketAddr) -> WebSocketServer {
+    within("rebinding the port", async {
+        loop {
+            match WebSocketServer::bind(addr, ServerConfig::default()).await {
+                Ok(server) => return server,
+                // The old listener may take a moment to be dropped after its handle.
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+}
+
+/// Records the payloads of `note` messages the server consumes, in order.
+fn record_notes(server: &WebSocketServer) -> Arc<Mutex<Vec<u32>>> {
+    let notes = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&notes);
+    server.on("note", move |m: Incoming<u32>| {
+        sink.lock().expect("notes lock").push(m.payload);
+        async {}
+    });
+    notes
+}
+
+#[tokio::test]
+async fn server_restart_reconnects_with_backoff_and_delivers_exactly_once_in_order() {
+    bounded(server_restart_reconnects_with_backoff_and_delivers_exactly_once_in_order_body()).await
+}
+
+async fn server_restart_reconnects_with_backoff_and_delivers_exactly_once_in_order_body() {
+    let first = server().await;
+    let addr = first.local_addr();
+    let before = record_notes(&first);
+    let (alice, mut events) = connect(fast(addr, "alice")).await;
+    for n in 1..=3 {
+        alice
+            .send("note", n)
+            .await
+            .expect("acked by the first server");
+    }
+    assert_eq!(*before.lock().expect("lock"), [1, 2, 3]);
+
+    // Kill the server: dropping its last handle aborts every connection.
+    drop(first);
+    let close = next_event(&mut events, "close", |e| match e {
+        ClientEvent::Close {
+            code, reconnecting, ..
+        } => Some((*code, *reconnecting)),
+        _ => None,
+    })
+    .await;
+    assert!(close.1, "the client reconnects after {close:?}");
+
+    // Sent while the server is down: queued, the futures pending.
+    let pending: Vec<_> = (4..=8).map(|n| alice.send("note", n)).collect();
+    assert!(alice.queued() >= 5);
+
+    // Attempts fail against the closed port, each delay within the backoff range.
+    let options = Options {
+        min_reconnection_delay: Duration::from_millis(20),
+        max_reconnection_delay: Duration::from_millis(200),
+        ..Options::default()
+    };
+    let mut attempts = Vec::new();
+    while attempts.len() < 3 {
+        let (attempt, delay) = next_event(&mut events, "reconnecting", |e| match e {
+            ClientEvent::Reconnecting { attempt, delay } => Some((*attempt, *delay)),
+            _ => None,
+        })
+        .await;
+        let (lo, hi) = delay_range(&options, attempt);
+        assert!(
+            (lo..=hi).contains(&delay),
+            "attempt {attempt}: {delay:?} outside {lo:?}..={hi:?}"
+        );
+        attempts.push(attempt);
+    }
+    assert!(
+        attempts.windows(2).all(|w| w[1] == w[0] + 1),
+        "{attempts:?}"
+    );
+    assert!(alice.retry_count() >= 3);
+
+    // The server comes back on the same port (a new process: no sessions).
+    let second = rebind(addr).await;
+    let after = record_notes(&second);
+    assert!(!opened(&mut events).await, "a fresh server cannot resume");
+    for outcome in pending {
+        within("pending send", outcome)
+            .await
+            .expect("acked by the second server");
+    }
+    assert_eq!(*after.lock().expect("lock"), [4, 5, 6, 7, 8]);
+    assert_eq!(alice.queued(), 0);
+    alice.close().await;
+    second.close().await;
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Time {
+    now: u64,
+}
+
+#[tokio::test]
+async fn responses_flow_both_ways() {
+    bounded(responses_flow_both_ways_body()).await
+}
+
+async fn responses_flow_both_ways_body() {
+    let server = server().await;
+    server.on("add", |m: Incoming<(i64, i64)>| async move {
+        Some(m.payload.0 + m.payload.1)
+    });
+    server.on("fail", |_: Incoming<Value>| async move {
+        Err::<Option<()>, _>("no way")
+    });
+    let addr = server.local_addr();
+    let (alice, mut events) = connect(fast(addr, "alice")).await;
+    let (bob, _) = connect(fast(addr, "bob")).await;
+
+    // A server handler's return resolves the client's request.
+    let sum: i64 = alice.request("add", (2, 3), None).await.expect("a sum");
+    assert_eq!(sum, 5);
+    let error = alice
+        .request::<Value>("fail", (), Duration::from_secs(5))
+        .await
+        .expect_err("the handler failed");
+    assert!(
+        matches!(&error, Error::Remote(r) if r.code == "handler_error" && r.message == "no way")
+    );
+    // A response that is not what the caller asked for is a decode error.
+    let error = alice
+        .request::<String>("add", (1, 1), None)
+        .await
+        .expect_err("a number is not a string");
+    assert_eq!(error.code(), "decode");
+
+    // A client handler's return reaches the server's request.
+    alice.on("get-time", |_: Received<Value>| async move {
+        Ok::<_, String>(Some(Time { now: 1_764_090_000 }))
+    });
+    let time: Time = server
+        .request("alice", "get-time", &(), Duration::from_secs(5))
+        .await
+        .expect("alice answers");
+    assert_eq!(time.now, 1_764_090_000);
+
+    // A failing or panicking handler answers handler_error and the client lives on.
+    alice.on("explode", |m: Received<bool>| async move {
+        if m.payload {
+            panic!("handler bug");
+        }
+        Err::<(), _>("refused")
+    });
+    for panics in [false, true] {
+        match server
+            .request::<_, Value>("alice", "explode", &panics, Duration::from_secs(5))
+            .await
+        {
+            Err(RequestError::Remote(remote)) => assert_eq!(remote.code, "handler_error"),
+            other => panic!("expected a handler_error, got {other:?}"),
+        }
+        let failed = next_event(&mut events, "handler failure", |e| match e {
+            ClientEvent::HandlerFailed { kind, message } => Some((kind.clone(), message.clone())),
+            _ => None,
+        })
+        .await;
+        assert_eq!(failed.0, "explode");
+    }
+    let time: Time = server
+        .request("alice", "get-time", &(), Duration::from_secs(5))
+        .await
+        .expect("still answering after a panic");
+    assert_eq!(time.now, 1_764_090_000);
+
+    // Client to client: bob answers alice's directed request.
+    bob.on("echo", |m: Received<Value>| async move { Some(m.payload) });
+    let echoed: Value = alice
+        .request_to("bob", "echo", json!({"x": [1, 2]}), None)
+        .await
+        .expect("bob echoes");
+    assert_eq!(echoed, json!({"x": [1, 2]}));
+
+    // `off` removes the handler: the request now goes unanswered.
+    bob.off("echo");
+    let error = alice
+        .request_to::<Value>("bob", "echo", 1, Duration::from_millis(200))
+        .await
+        .expect_err("nobody answers");
+    assert_eq!(error, Error::Timeout);
+
+    alice.close().await;
+    bob.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn request_times_out_with_the_timeout_error() {
+    bounded(request_times_out_with_the_timeout_error_body()).await
+}
+
+async fn request_times_out_with_the_timeout_error_body() {
+    let server = server().await;
+    let addr = server.local_addr();
+    let (alice, _) = connect(fast(addr, "alice")).await;
+    let (_bob, _) = connect(fast(addr, "bob")).await;
+    // Relayed to bob, who has no handler: no response ever comes.
+    let started = tokio::time::Instant::now();
+    let error = alice
+        .request::<Value>("nobody-answers", 1, Duration::from_millis(300))
+        .await
+        .expect_err("no response");
+    assert_eq!(error, Error::Timeout);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // The default timeout comes from the builder; a ttl that cannot be met expires.
+    let options = SendOptions {
+        timeout: Some(Duration::from_millis(100)),
+        ..SendOptions::default()
+    };
+    let error = alice
+        .request_with::<Value>("nobody-answers", 2, options)
+        .await
+        .expect_err("no response");
+    assert_eq!(error.code(), "timeout");
+    alice.close().await;
+    server.close().await;
+}
+
+/// A TCP proxy in front of the server whose connections can be made silent: bytes are still
+/// read (so nobody blocks) but no longer forwarded, like a dead NAT mapping.
+struct Proxy {
+    addr: SocketAddr,
+    silenced: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let silenced: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+        let registry = Arc::clone(&silenced);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let silent = Arc::new(AtomicBool::new(false));
+                registry.lock().expect("registry").push(Arc::clone(&silent));
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pipe(client_read, server_write, Arc::clone(&silent)));
+                tokio::spawn(pipe(server_read, client_write, silent));
+            }
+        });
+        Proxy { addr, silenced }
+    }
+
+    /// Every connection open now goes silent in both directions; new ones work.
+    fn silence_current(&self) {
+        for flag in self.silenced.lock().expect("registry").drain(..) {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    silent: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if !silent.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_server_is_detected_by_the_heartbeat_and_the_client_reconnects() {
+    bounded(silent_server_is_detected_by_the_heartbeat_and_the_client_reconnects_body()).await
+}
+
+async fn silent_server_is_detected_by_the_heartbeat_and_the_client_reconnects_body() {
+    let server = server().await;
+    let notes = record_notes(&server);
+    let proxy = Proxy::start(server.local_addr()).await;
+    let (alice, mut events) = connect(
+        fast(proxy.addr, "alice")
+            .heartbeat_interval(Duration::from_millis(100))
+            .heartbeat_timeout(Duration::from_millis(400)),
+    )
+    .await;
+    alice.send("note", 1).await.expect("acked");
+
+    proxy.silence_current();
+    let started = tokio::time::Instant::now();
+    // Sent into the silence: not acknowledged until the next connection.
+    let pending = alice.send("note", 2);
+    let (code, reason, reconnecting) = next_event(&mut events, "heartbeat close", |e| match e {
+        ClientEvent::Close {
+            code,
+            reason,
+            reconnecting,
+        } => Some((*code, reason.clone(), *reconnecting)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (code, reason.as_str(), reconnecting),
+        (1006, "heartbeat timeout", true)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // The server still holds the session: the new connection resumes it.
+    assert!(opened(&mut events).await, "session resumed");
+    within("the send made during the silence", pending)
+        .await
+        .expect("acked after the reconnect");
+    assert_eq!(*notes.lock().expect("lock"), [1, 2]);
+    alice.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn queue_overflow_and_close_with_pending_messages_fail_with_clear_errors() {
+    bounded(queue_overflow_and_close_with_pending_messages_fail_with_clear_errors_body()).await
+}
+
+async fn queue_overflow_and_close_with_pending_messages_fail_with_clear_errors_body() {
+    // Not connected (start_closed): everything waits in the bounded queue.
+    let client = WebSocketClient::builder("ws://127.0.0.1:9/", "alice")
+        .start_closed(true)
+        .max_enqueued_messages(3)
+        .build()
+        .expect("valid settings");
+    let pending: Vec<_> = (0..3).map(|n| client.send("note", n)).collect();
+    assert_eq!(client.queued(), 3);
+    let error = client.send("note", 3).await.expect_err("queue is full");
+    assert_eq!(error, Error::QueueFull { limit: 3 });
+    assert_eq!(client.post("note", 4), Err(Error::QueueFull { limit: 3 }));
+
+    within("close", client.close()).await;
+    for outcome in pending {
+        assert_eq!(outcome.await, Err(Error::Closed));
+    }
+    assert_eq!(client.send("note", 5).await, Err(Error::Closed));
+    assert_eq!(client.queued(), 0);
+}
+
+#[tokio::test]
+async fn close_with_unacknowledged_messages_fails_them_after_the_close_timeout() {
+    bounded(close_with_unacknowledged_messages_fails_them_after_the_close_timeout_body()).await
+}
+
+async fn close_with_unacknowledged_messages_fails_them_after_the_close_timeout_body() {
+    let server = server().await;
+    let proxy = Proxy::start(server.local_addr()).await;
+    let (alice, mut events) =
+        connect(fast(proxy.addr, "alice").close_timeout(Duration::from_millis(200))).await;
+    alice.send("note", 1).await.expect("acked");
+    proxy.silence_current();
+    let sent = alice.send("note", 2);
+    let posted = alice.post("note", 3).expect("queued");
+    within("close", alice.close()).await;
+    assert_eq!(sent.await, Err(Error::Closed));
+    let failed = next_event(&mut events, "post failure", |e| match e {
+        ClientEvent::Failed { id, error } if *id == posted => Some(error.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(failed, Error::Closed);
+    next_event(&mut events, "final close", |e| match e {
+        ClientEvent::Close {
+            reconnecting: false,
+            ..
+        } => Some(()),
+        _ => None,
+    })
+    .await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn refused_upgrade_maps_to_a_stop_code() {
+    bounded(refused_upgrade_maps_to_a_stop_code_body()).await
+}
+
+async fn refused_upgrade_maps_to_a_stop_code_body() {
+    let server = WebSocketServer::builder(ServerConfig::default())
+        .authenticate(|_| Err(Rejection::new(StatusCode::UNAUTHORIZED, "bad token")))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let client = fast(server.local_addr(), "mallory")
+        .build()
+        .expect("valid settings");
+    let mut events = client.subscribe();
+    let pending = client.send("note", 1);
+    let (code, reason, reconnecting) = next_event(&mut events, "close", |e| match e {
+        ClientEvent::Close {
+            code,
+            reason,
+            reconnecting,
+        } => Some((*code, reason.clone(), *reconnecting)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, 4401);
+    assert!(reason.contains("bad token"), "{reason}");
+    assert!(!reconnecting);
+    let error = pending.await.expect_err("the client gave up");
+    assert!(
+        matches!(error, Error::Rejected { code: 4401, .. }),
+        "{error:?}"
+    );
+    assert_eq!(client.ready_state(), ReadyState::Closed);
+    server.close().await;
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_closes_the_connection_cleanly() {
+    bounded(dropping_the_last_handle_closes_the_connection_cleanly_body()).await
+}
+
+async fn dropping_the_last_handle_closes_the_connection_cleanly_body() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server = WebSocketServer::builder(ServerConfig::default())
+        .on_disconnect(move |info, reason| {
+            let _ = tx.send((info.source.clone(), reason.clone()));
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (alice, _) = connect(fast(server.local_addr(), "alice")).await;
+    let clone = alice.clone();
+    tokio::spawn(async move { clone.post("note", 1) })
+        .await
+        .expect("task")
+        .expect("queued from another task");
+    drop(alice);
+    let (source, reason) = within("disconnect", rx.recv()).await.expect("hook");
+    assert_eq!(source, "alice");
+    assert_eq!(reason, DisconnectReason::Closed(Some(1000)));
+    server.close().await;
+}
+
+#[tokio::test]
+async fn construction_rejects_bad_settings() {
+    bounded(construction_rejects_bad_settings_body()).await
+}
+
+async fn construction_rejects_bad_settings_body() {
+    for (url, source) in [
+        ("http://127.0.0.1:1/", "alice"),
+        ("127.0.0.1:1", "alice"),
+        ("ws://127.0.0.1:1/", ""),
+    ] {
+        let error = WebSocketClient::new(url, source).expect_err(url);
+        assert_eq!(error.code(), "transport");
+    }
+}
+
+/// The driver takes its time from tokio: with a paused clock, the core's connection timeout
+/// and backoff happen at exact virtual instants, however long the test really takes.
+#[tokio::test(start_paused = true)]
+async fn connection_timeout_and_backoff_follow_the_tokio_clock() {
+    bounded(connection_timeout_and_backoff_follow_the_tokio_clock_body()).await
+}
+
+async fn connection_timeout_and_backoff_follow_the_tokio_clock_body() {
+    // Accepts TCP (the kernel's backlog) but never answers the upgrade.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let options = Options::default();
+    let client = WebSocketClient::builder(url(addr), "alice")
+        .options(options.clone())
+        .build()
+        .expect("valid settings");
+    let mut events = client.subscribe();
+    let start = tokio::time::Instant::now();
+    let (code, reason) = next_event(&mut events, "timeout", |e| match e {
+        ClientEvent::Close { code, reason, .. } => Some((*code, reason.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!((code, reason.as_str()), (1006, "connection timeout"));
+    assert_eq!(start.elapsed(), options.connection_timeout);
+    let delay = next_event(&mut events, "reconnecting", |e| match e {
+        ClientEvent::Reconnecting { attempt: 1, delay } => Some(*delay),
+        _ => None,
+    })
+    .await;
+    let (lo, hi) = delay_range(&options, 1);
+    assert!((lo..=hi).contains(&delay));
+    next_event(&mut events, "second timeout", |e| match e {
+        ClientEvent::Close { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        start.elapsed(),
+        options.connection_timeout * 2 + delay,
+        "second attempt starts after the drawn delay"
+    );
+    assert_eq!(client.retry_count(), 2);
+    drop(listener);
+}
