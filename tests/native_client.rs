@@ -45,7 +45,7 @@ async fn server() -> WebSocketServer {
 }
 
 fn url(addr: SocketAddr) -> String {
-    format!("ws://{addr}/")
+    format!("ws://{addr}")
 }
 
 /// Short delays so that reconnecting takes milliseconds, not seconds.

@@ -695,8 +695,21 @@ fn with_source(url: &str, source: &str) -> String {
         Some((base, fragment)) => (base, Some(fragment)),
         None => (url, None),
     };
-    let mut out = String::with_capacity(url.len() + source.len() * 3 + 8);
-    out.push_str(base);
+    let mut out = String::with_capacity(url.len() + source.len() * 3 + 9);
+    // `ws://host:port` has an empty path: the request line needs at least `/`.
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    match base[authority_start..].find(['/', '?']) {
+        Some(i) if base.as_bytes()[authority_start + i] == b'/' => out.push_str(base),
+        Some(i) => {
+            out.push_str(&base[..authority_start + i]);
+            out.push('/');
+            out.push_str(&base[authority_start + i..]);
+        }
+        None => {
+            out.push_str(base);
+            out.push('/');
+        }
+    }
     out.push(if base.contains('?') { '&' } else { '?' });
     out.push_str("source=");
     for byte in source.bytes() {
@@ -727,7 +740,9 @@ mod tests {
             with_source("ws://h:1/?a=1#top", "bob b&c"),
             "ws://h:1/?a=1&source=bob%20b%26c#top"
         );
-        assert_eq!(with_source("ws://h", "é"), "ws://h?source=%C3%A9");
+        assert_eq!(with_source("ws://h", "é"), "ws://h/?source=%C3%A9");
+        assert_eq!(with_source("ws://h:8?x=1", "a"), "ws://h:8/?x=1&source=a");
+        assert_eq!(with_source("ws://h:8#f", "a"), "ws://h:8/?source=a#f");
     }
 
     #[test]
