@@ -660,6 +660,10 @@ async fn construction_rejects_bad_settings_body() {
         let error = WebSocketClient::new(url, source).expect_err(url);
         assert_eq!(error.code(), "transport");
     }
+    if cfg!(not(feature = "tls")) {
+        let error = WebSocketClient::new("wss://127.0.0.1:1", "alice").expect_err("no tls");
+        assert!(error.to_string().contains("tls"), "{error}");
+    }
 }
 
 /// The driver takes its time from tokio: with a paused clock, the core's connection timeout
@@ -706,4 +710,42 @@ async fn connection_timeout_and_backoff_follow_the_tokio_clock_body() {
     );
     assert_eq!(client.retry_count(), 2);
     drop(listener);
+}
+
+/// With the `tls` feature, `wss://` goes through rustls: a peer that does not speak TLS is a
+/// transport error and a reconnect, never a panic (rustls needs its crypto provider).
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn wss_to_a_peer_without_tls_is_a_transport_error() {
+    bounded(wss_to_a_peer_without_tls_is_a_transport_error_body()).await
+}
+
+#[cfg(feature = "tls")]
+async fn wss_to_a_peer_without_tls_is_a_transport_error_body() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\n\r\nnot tls").await;
+        }
+    });
+    let client = WebSocketClient::builder(format!("wss://{addr}"), "alice")
+        .max_retries(Some(0))
+        .build()
+        .expect("wss is accepted with the tls feature");
+    let mut events = client.subscribe();
+    let error = next_event(&mut events, "transport error", |e| match e {
+        ClientEvent::Error(error @ Error::Transport(_)) => Some(error.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(error.code(), "transport");
+    next_event(&mut events, "give up", |e| match e {
+        ClientEvent::Close {
+            reconnecting: false,
+            ..
+        } => Some(()),
+        _ => None,
+    })
+    .await;
 }
