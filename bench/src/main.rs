@@ -5,6 +5,8 @@
 //!   `BENCHMARKS.md` and `bench/results.json` (`--smoke`: tiny sizes, about a second per
 //!   scenario, checks the harness, writes nothing unless asked to).
 //! - `wsrelay-bench serve KIND ...`: one server under test (started by `run`).
+//! - `wsrelay-bench drive echo|broadcast|idle ADDR PID N SECS [plain]`: loads a server started
+//!   by hand (for profiling it: perf, valgrind).
 //!
 //! `cargo xtask bench` builds this in release and runs it.
 
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("serve") => servers::serve(&args[1..]),
         Some("run") => run(&args[1..]),
+        Some("drive") => drive(&args[1..]),
         _ => Err(
             "usage: wsrelay-bench run [--quick | --smoke] [--md PATH] [--json PATH] [--note TEXT]\n       wsrelay-bench serve KIND"
                 .into(),
@@ -232,8 +235,10 @@ const PINNED_ENV: &str = "WSRELAY_BENCH_PINNED";
 
 fn run(args: &[String]) -> Result<(), String> {
     let options = parse_run_args(args)?;
-    let pin = options.pin && procs::can_pin();
-    if pin && std::env::var_os(PINNED_ENV).is_none() {
+    // In the re-executed process (already on core 1) `can_pin` would see one core only.
+    let already_pinned = std::env::var_os(PINNED_ENV).is_some();
+    let pin = options.pin && (already_pinned || procs::can_pin());
+    if pin && !already_pinned {
         // Re-run ourselves on core 1; the servers go to core 0.
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let status = Command::new("taskset")
@@ -983,4 +988,56 @@ fn now_utc() -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown date".into())
+}
+
+/// `drive echo|broadcast|idle ADDR PID N SECS [plain]`: one load against a running server.
+fn drive(args: &[String]) -> Result<(), String> {
+    let [what, addr, pid, n, secs, rest @ ..] = args else {
+        return Err("usage: drive echo|broadcast|idle ADDR PID N SECS [plain]".into());
+    };
+    let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let pid: u32 = pid.parse().map_err(|e| format!("{pid}: {e}"))?;
+    let n: usize = n.parse().map_err(|e| format!("{n}: {e}"))?;
+    let secs: f64 = secs.parse().map_err(|e| format!("{secs}: {e}"))?;
+    let proto = if rest.first().is_some_and(|p| p == "plain") {
+        Proto::Plain
+    } else {
+        Proto::Wsrelay
+    };
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let timing = Timing {
+        warmup: Duration::from_millis(500),
+        window: Duration::from_secs_f64(secs),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        match what.as_str() {
+            "echo" => {
+                let s = load::echo(addr, pid, proto, n, 20, timing).await?;
+                println!("{s:?}");
+            }
+            "broadcast" => {
+                let s = load::broadcast(addr, pid, proto, n, 4, timing).await?;
+                println!("{s:?}");
+            }
+            "idle" => {
+                let s = load::idle(
+                    addr,
+                    pid,
+                    proto,
+                    n,
+                    Some(Duration::from_secs(15)),
+                    Some(timing.window),
+                )
+                .await?;
+                println!("{:.2} KiB/conn, cpu {:?}", s.rss_per_conn / 1024.0, s.cpu);
+            }
+            other => return Err(format!("unknown load {other}")),
+        }
+        Ok(())
+    })
 }
