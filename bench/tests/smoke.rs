@@ -37,13 +37,26 @@ fn smoke_run_produces_a_result_for_every_scenario() {
     let rows: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("results.json written"))
             .expect("results.json is JSON");
-    for scenario in ["echo 20 B x1", "send_to 5 pairs", "broadcast 20x2", "idle 100 conns"] {
+    for scenario in [
+        "echo 20 B x1",
+        "send_to 5 pairs",
+        "broadcast 20x2",
+        "idle 100 conns",
+    ] {
         let row = rows
             .iter()
             .find(|r| r["scenario"] == scenario)
             .unwrap_or_else(|| panic!("no row for {scenario}:\n{stdout}"));
         assert!(row["ours"].is_number(), "no value for {scenario}: {row}");
-        for key in ["metric", "unit", "peer", "peer_value", "ratio", "machine", "date"] {
+        for key in [
+            "metric",
+            "unit",
+            "peer",
+            "peer_value",
+            "ratio",
+            "machine",
+            "date",
+        ] {
             assert!(row.get(key).is_some(), "{scenario}: no {key} in {row}");
         }
     }
