@@ -209,6 +209,10 @@ async fn rebind(addr: SocketAddr) -> WebSocketServer {
 }
 
 /// Records the payloads of `note` messages the server consumes, in order.
+///
+/// wsrelay-server runs each handler call on its own task; these tests use tokio's
+/// current-thread runtime, which polls tasks in spawn order, so the record is the order of
+/// consumption.
 fn record_notes(server: &WebSocketServer) -> Arc<Mutex<Vec<u32>>> {
     let notes = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&notes);
