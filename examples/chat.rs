@@ -38,7 +38,10 @@ mod terminal {
             eprintln!("usage: chat ws://HOST:PORT NAME");
             std::process::exit(2);
         };
-        let client = WebSocketClient::new(url, name)?;
+        let builder = WebSocketClient::builder(url, name);
+        // Subscribed before the client starts, so that even the first `Open` is seen.
+        let mut events = builder.subscribe();
+        let client = builder.build()?;
 
         client.on("chat-message", |m: Received<ChatMessage>| async move {
             let from = m.source.as_deref().unwrap_or("server");
@@ -46,7 +49,6 @@ mod terminal {
         });
 
         // Lifecycle and failures on stderr, so stdout carries only the conversation.
-        let mut events = client.subscribe();
         tokio::spawn(async move {
             loop {
                 match events.recv().await {

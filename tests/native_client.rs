@@ -88,8 +88,10 @@ async fn opened(events: &mut broadcast::Receiver<ClientEvent>) -> bool {
 
 /// A client that is open, with its event receiver.
 async fn connect(builder: ClientBuilder) -> (WebSocketClient, broadcast::Receiver<ClientEvent>) {
+    // Subscribed before the client starts: on a multi-thread runtime the first connection can
+    // open before a subscribe made after `build`.
+    let mut events = builder.subscribe();
     let client = builder.build().expect("valid client settings");
-    let mut events = client.subscribe();
     opened(&mut events).await;
     (client, events)
 }
@@ -600,10 +602,9 @@ async fn refused_upgrade_maps_to_a_stop_code_body() {
         .bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let client = fast(server.local_addr(), "mallory")
-        .build()
-        .expect("valid settings");
-    let mut events = client.subscribe();
+    let builder = fast(server.local_addr(), "mallory");
+    let mut events = builder.subscribe();
+    let client = builder.build().expect("valid settings");
     let pending = client.send("note", 1);
     let (code, reason, reconnecting) = next_event(&mut events, "close", |e| match e {
         ClientEvent::Close {

@@ -183,8 +183,12 @@ pub struct ClientBuilder {
     source: String,
     options: Options,
     seed: Option<u64>,
-    event_capacity: usize,
+    events: broadcast::Sender<ClientEvent>,
 }
+
+/// How many events a slow [`subscribe`](WebSocketClient::subscribe) receiver may fall behind
+/// before it misses the oldest.
+const EVENT_CAPACITY: usize = 1024;
 
 macro_rules! setters {
     ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
@@ -252,11 +256,11 @@ impl ClientBuilder {
         self
     }
 
-    /// How many lifecycle events a slow [`subscribe`](WebSocketClient::subscribe) receiver may
-    /// fall behind before it misses some (default 1024).
-    pub fn event_capacity(mut self, capacity: usize) -> Self {
-        self.event_capacity = capacity.max(1);
-        self
+    /// A receiver of the client's events that sees every event from the very start,
+    /// including the first `Open`: on a multi-thread runtime the first connection can open
+    /// before a [`WebSocketClient::subscribe`] made right after `build` runs.
+    pub fn subscribe(&self) -> broadcast::Receiver<ClientEvent> {
+        self.events.subscribe()
     }
 
     /// Creates the client and starts connecting in the background (unless `start_closed`).
@@ -288,7 +292,7 @@ impl ClientBuilder {
             .unwrap_or_else(|| std::collections::hash_map::RandomState::new().hash_one(0u8));
         let start = tokio::time::Instant::now();
         let core = ClientCore::new(self.options, seed, Instant::from_millis(0));
-        let (events, _) = broadcast::channel(self.event_capacity);
+        let events = self.events;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core,
@@ -430,7 +434,7 @@ impl WebSocketClient {
             source: source.into(),
             options: Options::default(),
             seed: None,
-            event_capacity: 1024,
+            events: broadcast::channel(EVENT_CAPACITY).0,
         }
     }
 
@@ -637,8 +641,9 @@ impl WebSocketClient {
     }
 
     /// A receiver of lifecycle events from now on (open, close, reconnecting, errors, outcomes
-    /// of fire-and-forget messages). A receiver that falls more than the builder's
-    /// `event_capacity` behind gets `RecvError::Lagged` and misses the oldest.
+    /// of fire-and-forget messages). To see the first `Open` for sure, subscribe on the builder
+    /// ([`ClientBuilder::subscribe`]). A receiver that falls more than 1024 events behind gets
+    /// `RecvError::Lagged` and misses the oldest.
     pub fn subscribe(&self) -> broadcast::Receiver<ClientEvent> {
         self.shared().events.subscribe()
     }
