@@ -63,7 +63,17 @@ struct Conn {
     /// Any frame received since the last ping.
     heard: AtomicBool,
     start: Mutex<Option<oneshot::Sender<Vec<Utf8Bytes>>>>,
+    /// Handler calls of this connection, run one at a time in arrival order by one task, so
+    /// that a sender's messages are handled in the order sent (PROTOCOL.md section 11) even
+    /// on a multi-threaded runtime.
+    handler_calls: mpsc::Sender<HandlerCall>,
 }
+
+/// A handler call and the sending of its response.
+type HandlerCall = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Handler calls a connection may have waiting; beyond, messages are refused with `overflow`.
+const HANDLER_QUEUE: usize = 1024;
 
 /// How the connection ends: why, what to tell the client last, and the close frame.
 struct Ending {
@@ -205,7 +215,14 @@ pub(crate) async fn serve(
         hook(&info);
     }
 
+    let (handler_calls, mut queued_calls) = mpsc::channel::<HandlerCall>(HANDLER_QUEUE);
+    hub.tracker.spawn(async move {
+        while let Some(call) = queued_calls.recv().await {
+            call.await;
+        }
+    });
     let conn = Conn {
+        handler_calls,
         hub: Arc::clone(&hub),
         source,
         conn_id,
@@ -556,8 +573,16 @@ impl Conn {
             let kind = message.kind.into_owned();
             let id = message.id;
             let call = handler(source.clone(), message.payload.map(str::to_owned));
-            self.hub.tracker.spawn(async move {
-                let reply = call.await;
+            let queued = self.handler_calls.try_send(Box::pin(async move {
+                // A panicking handler must not take the connection's later handler calls with
+                // it, and its sender deserves an answer rather than a timeout.
+                let reply = match std::panic::AssertUnwindSafe(call).catch_unwind().await {
+                    Ok(reply) => reply,
+                    Err(_) => {
+                        tracing::error!(source, kind, "handler panicked");
+                        Reply::error(ErrorCode::HandlerError.as_str(), "the handler panicked")
+                    }
+                };
                 let (payload, error) = match reply {
                     Reply::None => return,
                     Reply::Payload(payload) => (Some(payload), None),
@@ -579,7 +604,11 @@ impl Conn {
                 if let Err(error) = hub.send_frame(&source, encode(&response)) {
                     tracing::debug!(source, ?error, "response not delivered");
                 }
-            });
+            }));
+            if queued.is_err() {
+                let text = format!("more than {HANDLER_QUEUE} messages wait for handlers");
+                self.reject(ErrorCode::Overflow, text, id);
+            }
             return;
         }
         if relay {

@@ -142,6 +142,43 @@ async fn server_handlers_answer_with_responses() {
     nothing_before_marker(&server, &mut bob, "bob").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_see_a_senders_messages_in_order_and_survive_panics() {
+    let server = start(config()).await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    server.on("step", move |msg: Incoming<u64>| {
+        let record = record.clone();
+        async move {
+            record.lock().unwrap().push(msg.payload);
+            // Earlier messages take longer: spawned concurrently, they would finish last.
+            tokio::time::sleep(Duration::from_millis(20u64.saturating_sub(msg.payload))).await;
+            Some(msg.payload)
+        }
+    });
+    server.on("panic", |_: Incoming<Value>| async move {
+        if true {
+            panic!("handler bug");
+        }
+    });
+    let (mut alice, _) = Client::session(server.local_addr(), "alice", "alice-session-1", 0).await;
+    alice.send(r#"{"type":"panic","id":1}"#).await;
+    for n in 0..20u64 {
+        let id = n + 2;
+        alice
+            .send(&format!(r#"{{"type":"step","id":{id},"payload":{n}}}"#))
+            .await;
+    }
+    let panicked = alice.recv_app().await;
+    assert_eq!(panicked["re"], 1);
+    assert_eq!(panicked["error"]["code"], "handler_error");
+    for n in 0..20u64 {
+        let response = alice.recv_app().await;
+        assert_eq!(response["payload"], n, "responses in order: {response}");
+    }
+    assert_eq!(*seen.lock().unwrap(), (0..20).collect::<Vec<u64>>());
+}
+
 #[tokio::test]
 async fn server_requests_await_the_client_response() {
     let server = start(config()).await;
