@@ -238,6 +238,11 @@ pub fn ensure_www_pkg(root: &Path) -> Result<(), String> {
         return Ok(());
     }
     let pkg = build_pkg(root, &mut Tally::default())?;
+    copy_web_build(root, &pkg)
+}
+
+/// Puts the package's web build where the demo imports it from (`www/pkg`).
+fn copy_web_build(root: &Path, pkg: &Path) -> Result<(), String> {
     let www_pkg = root.join("www/pkg");
     let _ = fs::remove_dir_all(&www_pkg);
     fs::create_dir_all(&www_pkg).map_err(|e| e.to_string())?;
@@ -334,6 +339,18 @@ pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
             .args(["--test", "--test-reporter=spec", "--test-concurrency=1"])
             .args(&tests)
             .env("WSRELAY_TESTBED", &testbed.control_url),
+        tally,
+    )?;
+    // The chat demo end to end: it runs its own relay (serving www/), which it stops and
+    // starts on the same port.
+    copy_web_build(root, &pkg)?;
+    ensure_npm(root, "tests/e2e", tally)?;
+    step(
+        "end-to-end chat demo (Playwright, headless Chromium)",
+        &root.join("tests/e2e"),
+        Command::new("node")
+            .args(["--test", "--test-reporter=spec", "chat.test.mjs"])
+            .env("WSRELAY_SERVER_BIN", &relay),
         tally,
     )
 }

@@ -1,0 +1,151 @@
+// End to end: two people chat in the www/ demo (headless Chromium, the npm package's web build)
+// through the real relay binary; the relay stops while Alice types, comes back, and her queued
+// messages reach Bob exactly once and are marked delivered.
+//
+// Needs WSRELAY_SERVER_BIN (the built relay) and www/pkg (the package); `cargo xtask test`
+// provides both. Screenshots go to test-output/e2e/.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const output = join(root, "test-output", "e2e");
+const binary = process.env.WSRELAY_SERVER_BIN;
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const WAIT = 15_000;
+
+/** Starts the relay serving www/ on `port` (0: a free one); resolves once it listens. */
+function startRelay(port = 0) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(binary, ["--host", "127.0.0.1", "--port", String(port), "--www", join(root, "www")], {
+      stdio: ["ignore", "pipe", "inherit"],
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
+    });
+    const timer = setTimeout(() => reject(new Error("relay did not announce its port")), WAIT);
+    child.once("error", reject);
+    child.once("exit", (code) => reject(new Error(`relay exited early with ${code}`)));
+    createInterface({ input: child.stdout }).once("line", (line) => {
+      clearTimeout(timer);
+      const match = /^listening on http:\/\/(.+):(\d+)$/.exec(line);
+      if (!match) return reject(new Error(`unexpected relay output ${line}`));
+      child.removeAllListeners("exit");
+      resolve({ child, port: Number(match[2]) });
+    });
+  });
+}
+
+/** SIGTERM: the relay closes every connection with 1001 and exits. */
+function stopRelay({ child }) {
+  return new Promise((resolve) => {
+    child.once("exit", resolve);
+    child.kill("SIGTERM");
+  });
+}
+
+async function startRelayAgain(port) {
+  // The port was just released; a few quick retries cover the kernel catching up.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await startRelay(port);
+    } catch (error) {
+      if (attempt >= 20) throw error;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+async function joinChat(page, base, name) {
+  await page.goto(base);
+  await page.fill("#name", name);
+  await page.click("#join");
+  await page.waitForSelector('#state[data-state="open"]', { timeout: WAIT });
+}
+
+async function say(page, text) {
+  await page.fill("#text", text);
+  await page.press("#text", "Enter");
+}
+
+/** Texts of the chat messages on `page` (system lines excluded). */
+function texts(page) {
+  return page.$$eval("#log .msg:not(.system) .text", (nodes) => nodes.map((n) => n.textContent));
+}
+
+test("two people chat, the relay restarts, queued messages arrive once and are marked delivered", { timeout: 120_000 }, async () => {
+  assert.ok(binary, "WSRELAY_SERVER_BIN must name the relay binary (cargo xtask test sets it)");
+  mkdirSync(output, { recursive: true });
+  let relay = await startRelay();
+  const base = `http://127.0.0.1:${relay.port}/`;
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"],
+  });
+  try {
+    const alice = await browser.newPage({ viewport: { width: 1000, height: 700 } });
+    const bob = await browser.newPage({ viewport: { width: 390, height: 740 } }); // a phone
+    for (const page of [alice, bob]) page.on("pageerror", (error) => assert.fail(`page error: ${error}`));
+
+    // Alice's WebSocket goes through a gate the test can close, so that after the restart Bob
+    // is back before her queued messages are sent (a fresh relay only relays to who is there).
+    let aliceMayConnect = true;
+    await alice.routeWebSocket(/.*/, (ws) => {
+      if (aliceMayConnect) ws.connectToServer();
+      else ws.close({ code: 1011, reason: "test gate closed" });
+    });
+
+    await joinChat(alice, base, "alice");
+    await joinChat(bob, base, "bob");
+    await alice.waitForSelector('.person[data-to="bob"]', { timeout: WAIT });
+    await bob.click("#toggle-people");
+    await bob.waitForSelector('.person[data-to="alice"]', { timeout: WAIT });
+    await bob.click("#toggle-people");
+
+    // Both ways, with delivered marks from the recipient's receipt.
+    await say(alice, "hello bob");
+    await bob.waitForFunction(() => document.body.innerText.includes("hello bob"), null, { timeout: WAIT });
+    await say(bob, "hi alice");
+    await alice.waitForFunction(() => document.body.innerText.includes("hi alice"), null, { timeout: WAIT });
+    await alice.waitForSelector('.msg.mine[data-status="delivered"]', { timeout: WAIT });
+
+    // The relay goes away; Alice keeps typing.
+    aliceMayConnect = false;
+    await stopRelay(relay);
+    await alice.waitForSelector('#state:not([data-state="open"])', { timeout: WAIT });
+    const offline = ["while offline 1", "while offline 2", "while offline 3"];
+    for (const text of offline) await say(alice, text);
+    assert.equal(await alice.$$eval('.msg.mine[data-status="queued"]', (n) => n.length), 3);
+    await alice.waitForFunction(() => document.querySelector("#state").textContent.includes("3 queued"), null, { timeout: WAIT });
+    await alice.screenshot({ path: join(output, "alice-offline.png") });
+
+    // It comes back on the same port: Bob reconnects, then Alice, who flushes her queue.
+    relay = await startRelayAgain(relay.port);
+    await bob.waitForSelector('#state[data-state="open"]', { timeout: WAIT });
+    aliceMayConnect = true;
+    await alice.waitForSelector('#state[data-state="open"]', { timeout: WAIT });
+    await alice.waitForFunction(
+      () => document.querySelectorAll('.msg.mine[data-status="delivered"]').length === 4,
+      null,
+      { timeout: WAIT },
+    );
+
+    const seen = await texts(bob);
+    for (const text of offline) {
+      assert.equal(seen.filter((t) => t === text).length, 1, `${text} arrives exactly once: ${JSON.stringify(seen)}`);
+    }
+    assert.deepEqual(seen.filter((t) => t.startsWith("while offline")), offline, "in the order typed");
+    assert.equal((await texts(alice)).filter((t) => t === "hi alice").length, 1);
+
+    await alice.screenshot({ path: join(output, "alice.png") });
+    await bob.screenshot({ path: join(output, "bob.png") });
+  } finally {
+    await browser.close();
+    await stopRelay(relay);
+  }
+});

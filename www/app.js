@@ -1,0 +1,229 @@
+// The wsrelay chat demo: plain ES module over the npm package's web build (copied to ./pkg by
+// `cargo xtask run`).
+import init, { WebSocketClient } from "./pkg/wsrelay.js";
+
+const $ = (id) => document.getElementById(id);
+const log = $("log");
+const people = new Map(); // source -> <li>
+let client = null;
+let me = "";
+let target = ""; // "" = everyone
+let countdown = null;
+
+/** Messages this page sent, by their client-side id, so receipts can mark them delivered. */
+const mine = new Map();
+
+function time(at = Date.now()) {
+  return new Date(at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function scrollDown() {
+  log.parentElement.scrollTop = log.parentElement.scrollHeight;
+}
+
+function system(text) {
+  const li = document.createElement("li");
+  li.className = "msg system";
+  li.textContent = text;
+  log.append(li);
+  scrollDown();
+}
+
+function addMessage({ from, to, text, at, own, cid }) {
+  const li = document.createElement("li");
+  li.className = own ? "msg mine" : "msg";
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = own ? "you" : from;
+  const when = document.createElement("time");
+  when.textContent = time(at);
+  meta.append(who);
+  if (to) {
+    const direct = document.createElement("span");
+    direct.textContent = own ? `→ ${to}` : "(direct)";
+    meta.append(direct);
+  }
+  meta.append(when);
+  if (own) {
+    const status = document.createElement("span");
+    status.className = "status";
+    meta.append(status);
+  }
+  const body = document.createElement("div");
+  body.className = "text";
+  body.textContent = text;
+  li.append(meta, body);
+  if (cid) li.dataset.cid = cid;
+  log.append(li);
+  scrollDown();
+  return li;
+}
+
+const STATUS_TEXT = { queued: "… queued", sending: "sending…", sent: "✓ sent", delivered: "✓✓ delivered" };
+
+function setStatus(li, status, detail = "") {
+  // "delivered" (a recipient answered) may come before "sent" (the server's ack): keep the best.
+  if (li.dataset.status === "delivered" && status === "sent") return;
+  li.dataset.status = status;
+  li.querySelector(".status").textContent = status === "failed" ? `✗ ${detail}` : STATUS_TEXT[status];
+}
+
+function showState(state, text) {
+  const badge = $("state");
+  badge.dataset.state = state;
+  badge.textContent = text;
+}
+
+function refreshState() {
+  if (!client) return;
+  const queued = client.queued;
+  if (client.readyState === 1) {
+    clearInterval(countdown);
+    showState("open", "connected");
+  } else if (client.readyState === 3) {
+    showState("closed", queued ? `offline · ${queued} queued` : "offline");
+  } else if (!countdown) {
+    showState("connecting", queued ? `connecting… · ${queued} queued` : "connecting…");
+  }
+}
+
+function reconnecting({ attempt, delay }) {
+  clearInterval(countdown);
+  const until = Date.now() + delay;
+  const tick = () => {
+    const left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+    const queued = client.queued;
+    const text = left > 0 ? `reconnecting in ${left} s` : "reconnecting…";
+    showState(left > 0 ? "reconnecting" : "connecting", queued ? `${text} · ${queued} queued` : text);
+    if (left <= 0) {
+      clearInterval(countdown);
+      countdown = null;
+    }
+  };
+  countdown = setInterval(tick, 250);
+  tick();
+  if (attempt === 1) system("connection lost, retrying");
+}
+
+function setOnline(source, online) {
+  if (source === me) return;
+  if (online && !people.has(source)) {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.className = "person";
+    button.dataset.to = source;
+    button.textContent = source;
+    li.append(button);
+    $("people-list").append(li);
+    people.set(source, li);
+  } else if (!online && people.has(source)) {
+    people.get(source).remove();
+    people.delete(source);
+    if (target === source) chooseTarget("");
+  }
+}
+
+function chooseTarget(to) {
+  target = to;
+  for (const button of document.querySelectorAll(".person")) {
+    button.classList.toggle("active", button.dataset.to === to);
+  }
+  $("target").textContent = to ? `to ${to}` : "to everyone";
+  $("text").placeholder = to ? `Message ${to}` : "Message";
+  $("people").classList.remove("open");
+  $("text").focus();
+}
+
+async function refreshPeople() {
+  try {
+    const list = await client.request("relay:clients", null, { timeout: 5000 });
+    for (const source of [...people.keys()]) if (!list.includes(source)) setOnline(source, false);
+    for (const source of list) setOnline(source, true);
+  } catch (error) {
+    system(`could not list who is online: ${error.code ?? error}`);
+  }
+}
+
+function connect(name) {
+  me = name;
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  client = new WebSocketClient(`${scheme}//${location.host}/ws`, name, {
+    maxReconnectionDelay: 5000,
+  });
+  client.addEventListener("open", () => {
+    refreshState();
+    refreshPeople();
+  });
+  client.addEventListener("close", (event) => {
+    const { code, reason, reconnecting: again } = event.detail;
+    if (!again) system(`disconnected for good (${code}${reason ? ` ${reason}` : ""})`);
+    refreshState();
+  });
+  client.addEventListener("reconnecting", (event) => reconnecting(event.detail));
+  client.addEventListener("error", (event) => console.warn("wsrelay:", event.detail));
+  // A recipient's answer to one of our messages: the receipt that makes it "delivered".
+  client.addEventListener("response", (event) => {
+    const cid = event.detail?.payload?.cid;
+    const li = cid && mine.get(cid);
+    if (li) setStatus(li, "delivered");
+  });
+
+  client.on("chat-message", (payload, message) => {
+    addMessage({ from: message.source, to: message.to ?? (payload.direct ? me : ""), text: String(payload.message ?? ""), at: payload.sentAt });
+    return { status: "received", cid: payload.cid };
+  });
+  client.on("relay:presence", (payload) => {
+    setOnline(payload.source, payload.online);
+    system(`${payload.source} ${payload.online ? "joined" : "left"}`);
+  });
+
+  $("join-screen").hidden = true;
+  $("chat-screen").hidden = false;
+  history.replaceState(null, "", `#${encodeURIComponent(name)}`);
+  refreshState();
+  $("text").focus();
+}
+
+function send(text) {
+  const cid = crypto.randomUUID();
+  const li = addMessage({ from: me, to: target, text, at: Date.now(), own: true, cid });
+  mine.set(cid, li);
+  setStatus(li, client.readyState === 1 ? "sending" : "queued");
+  const payload = { message: text, sentAt: Date.now(), cid, direct: Boolean(target) };
+  const options = target ? { to: target } : undefined;
+  client
+    .send("chat-message", payload, options)
+    .then(() => setStatus(li, "sent"))
+    .catch((error) => setStatus(li, "failed", error.code ?? String(error)));
+  refreshState();
+}
+
+await init();
+
+$("join-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = $("name").value.trim();
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(name)) {
+    $("join-error").textContent = "Use 1 to 32 letters, digits, - or _.";
+    return;
+  }
+  connect(name);
+});
+$("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("text").value.trim();
+  if (!text) return;
+  send(text);
+  $("text").value = "";
+});
+$("people-list").addEventListener("click", (event) => {
+  const button = event.target.closest(".person");
+  if (button) chooseTarget(button.dataset.to);
+});
+$("toggle-people").addEventListener("click", () => $("people").classList.toggle("open"));
+setInterval(refreshState, 1000);
+
+const remembered = decodeURIComponent(location.hash.slice(1));
+if (remembered) $("name").value = remembered;
