@@ -1,30 +1,40 @@
 //! The client's outgoing reliable stream: messages waiting to be sent or acknowledged, in order.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use super::{Error, Instant, Options};
 
-/// Ids ordered by when something is due for them. Used for request timeouts and message
-/// time-to-live: the earliest is found in O(log n) whatever order the deadlines came in.
+/// Ids with a deadline each: request timeouts and message time-to-live.
+///
+/// A `Vec` in id order rather than a `BTreeSet` by time plus a `BTreeMap` by id: the B-tree
+/// code was about 15 KB of the wasm build. Ids only grow, so inserting is a push and removing
+/// is a binary search; the earliest deadline is found by a linear scan over 16-byte entries,
+/// which stays in the microseconds for the 10 000 messages the queue holds at most.
 #[derive(Debug, Default)]
 pub(crate) struct Deadlines {
-    by_time: BTreeSet<(Instant, u64)>,
-    by_id: BTreeMap<u64, Instant>,
+    by_id: Vec<(u64, Instant)>,
 }
 
 impl Deadlines {
     pub(crate) fn insert(&mut self, id: u64, at: Instant) {
-        if let Some(previous) = self.by_id.insert(id, at) {
-            self.by_time.remove(&(previous, id));
+        match self.by_id.binary_search_by_key(&id, |&(id, _)| id) {
+            Ok(index) => {
+                if let Some(entry) = self.by_id.get_mut(index) {
+                    entry.1 = at;
+                }
+            }
+            Err(index) => self.by_id.insert(index, (id, at)),
         }
-        self.by_time.insert((at, id));
     }
 
     /// Forgets `id`; tells whether it was there.
     pub(crate) fn remove(&mut self, id: u64) -> bool {
-        match self.by_id.remove(&id) {
-            Some(at) => self.by_time.remove(&(at, id)),
-            None => false,
+        match self.by_id.binary_search_by_key(&id, |&(id, _)| id) {
+            Ok(index) => {
+                self.by_id.remove(index);
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -32,24 +42,36 @@ impl Deadlines {
         self.by_id.len()
     }
 
-    pub(crate) fn earliest(&self) -> Option<Instant> {
-        self.by_time.first().map(|&(at, _)| at)
+    /// The position and time of the earliest deadline (the lowest id among equal times).
+    fn first_due(&self) -> Option<(usize, Instant)> {
+        let mut first: Option<(usize, Instant)> = None;
+        for (index, &(_, at)) in self.by_id.iter().enumerate() {
+            if first.is_none_or(|(_, earliest)| at < earliest) {
+                first = Some((index, at));
+            }
+        }
+        first
     }
 
-    /// Removes and returns one id due at or before `now`.
+    pub(crate) fn earliest(&self) -> Option<Instant> {
+        self.first_due().map(|(_, at)| at)
+    }
+
+    /// Removes and returns one id due at or before `now`, the earliest first.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<u64> {
-        let &(at, id) = self.by_time.first()?;
+        let (index, at) = self.first_due()?;
         if at > now {
             return None;
         }
-        self.remove(id);
-        Some(id)
+        Some(self.by_id.remove(index).0)
     }
 
     /// Removes and returns every id, in id order.
     pub(crate) fn drain(&mut self) -> Vec<u64> {
-        self.by_time.clear();
-        std::mem::take(&mut self.by_id).into_keys().collect()
+        std::mem::take(&mut self.by_id)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
     }
 }
 
@@ -216,5 +238,32 @@ impl Outbox {
     fn forget(&mut self, entry: &Entry) {
         self.bytes -= entry.frame.len();
         self.expiries.remove(entry.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_pop_earliest_first_lowest_id_on_ties() {
+        let mut deadlines = Deadlines::default();
+        let at = Instant::from_millis;
+        deadlines.insert(1, at(30));
+        deadlines.insert(2, at(10));
+        deadlines.insert(3, at(20));
+        deadlines.insert(4, at(10));
+        assert_eq!(deadlines.earliest(), Some(at(10)));
+        assert_eq!(deadlines.pop_due(at(5)), None);
+        assert_eq!(deadlines.pop_due(at(20)), Some(2));
+        assert_eq!(deadlines.pop_due(at(20)), Some(4));
+        assert!(deadlines.remove(1));
+        assert!(!deadlines.remove(1));
+        assert_eq!(deadlines.pop_due(at(20)), Some(3));
+        assert_eq!(deadlines.pop_due(at(99)), None);
+        deadlines.insert(6, at(1));
+        deadlines.insert(5, at(2));
+        assert_eq!(deadlines.drain(), vec![5, 6]);
+        assert_eq!(deadlines.len(), 0);
     }
 }
