@@ -1,6 +1,5 @@
 //! The client state machine: one per `WebSocketClient`, whatever drives it.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::backoff::{self, Rng};
@@ -217,7 +216,11 @@ pub struct ClientCore {
     received: u64,
     acknowledged: u64,
     ack_due: Option<Instant>,
-    outputs: VecDeque<Output>,
+    /// Outputs not yet polled are `outputs[polled..]`. A `Vec` read through a cursor rather
+    /// than a `VecDeque` (whose code is kilobytes of wasm): the driver empties it after every
+    /// input, and it is cleared each time it has been read to the end.
+    outputs: Vec<Option<Output>>,
+    polled: usize,
 }
 
 /// Close code for a connection the client abandons itself (heartbeat or handshake timeout,
@@ -251,7 +254,8 @@ impl ClientCore {
             received: 0,
             acknowledged: 0,
             ack_due: None,
-            outputs: VecDeque::new(),
+            outputs: Vec::new(),
+            polled: 0,
         };
         if !start_closed {
             core.connect(now);
@@ -300,7 +304,13 @@ impl ClientCore {
 
     /// The next thing to do. Call until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let output = self.outputs.get_mut(self.polled)?.take();
+        self.polled += 1;
+        if self.polled == self.outputs.len() {
+            self.outputs.clear();
+            self.polled = 0;
+        }
+        output
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
@@ -425,7 +435,7 @@ impl ClientCore {
                     session: self.session.as_str().into(),
                     ack: self.received,
                 };
-                self.outputs.push_back(Output::Transmit(hello.encode()));
+                self.output(Output::Transmit(hello.encode()));
             }
         }
     }
@@ -473,9 +483,7 @@ impl ClientCore {
                 self.handle_error_report(report);
             }
             Frame::Ack { ack } => self.handle_ack(ack),
-            Frame::Ping => self
-                .outputs
-                .push_back(Output::Transmit(Frame::Pong.encode())),
+            Frame::Ping => self.output(Output::Transmit(Frame::Pong.encode())),
             Frame::Pong => {}
             Frame::Hello { .. } => {
                 self.event(Event::Error(Error::Protocol(
@@ -523,8 +531,7 @@ impl ClientCore {
                     self.abandon(transport, CLIENT_ABANDONED, "heartbeat timeout");
                     self.connection_lost(now, ABNORMAL, "heartbeat timeout");
                 } else if next_ping <= now {
-                    self.outputs
-                        .push_back(Output::Transmit(Frame::Ping.encode()));
+                    self.output(Output::Transmit(Frame::Ping.encode()));
                     if let State::Open {
                         ref mut next_ping, ..
                     } = self.state
@@ -559,8 +566,12 @@ impl ClientCore {
 
     // ---- internals ----
 
+    fn output(&mut self, output: Output) {
+        self.outputs.push(Some(output));
+    }
+
     fn event(&mut self, event: Event) {
-        self.outputs.push_back(Output::Event(event));
+        self.output(Output::Event(event));
     }
 
     fn transport(&self) -> Option<TransportId> {
@@ -617,7 +628,7 @@ impl ClientCore {
         let id = self.outbox.push(&self.options, encode, expires, settles)?;
         if let State::Open { .. } = self.state {
             if let Some(frame) = self.outbox.transmit_newest() {
-                self.outputs.push_back(Output::Transmit(frame));
+                self.output(Output::Transmit(frame));
             }
         }
         Ok(id)
@@ -632,12 +643,12 @@ impl ClientCore {
             deadline,
             opened: false,
         };
-        self.outputs.push_back(Output::Connect(transport));
+        self.output(Output::Connect(transport));
     }
 
     /// Stops using `transport` and asks the driver to close it.
     fn abandon(&mut self, transport: TransportId, code: u16, reason: &str) {
-        self.outputs.push_back(Output::CloseTransport {
+        self.output(Output::CloseTransport {
             transport,
             code,
             reason: reason.to_owned(),
@@ -681,7 +692,7 @@ impl ClientCore {
         self.event(Event::Open { resumed });
         self.handle_ack(ack);
         for frame in self.outbox.transmit_all() {
-            self.outputs.push_back(Output::Transmit(frame));
+            self.output(Output::Transmit(frame));
         }
     }
 
@@ -701,7 +712,7 @@ impl ClientCore {
         {
             self.acknowledged = self.received;
             let ack = Frame::Ack { ack: self.received };
-            self.outputs.push_back(Output::Transmit(ack.encode()));
+            self.output(Output::Transmit(ack.encode()));
         }
     }
 

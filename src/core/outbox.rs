@@ -1,7 +1,5 @@
 //! The client's outgoing reliable stream: messages waiting to be sent or acknowledged, in order.
 
-use std::collections::VecDeque;
-
 use super::{Error, Instant, Options};
 
 /// Ids with a deadline each: request timeouts and message time-to-live.
@@ -93,9 +91,13 @@ pub(crate) struct Entry {
 }
 
 /// Messages not yet acknowledged by the server, oldest first, ids increasing.
+///
+/// A `Vec`, not a `VecDeque`: settling from the front moves the rest down, but acknowledgements
+/// are cumulative and what remains in flight is short, and the deque's code is kilobytes of
+/// wasm.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    entries: VecDeque<Entry>,
+    entries: Vec<Entry>,
     bytes: usize,
     last_id: u64,
     expiries: Deadlines,
@@ -104,7 +106,7 @@ pub(crate) struct Outbox {
 impl Outbox {
     pub(crate) fn new() -> Self {
         Outbox {
-            entries: VecDeque::new(),
+            entries: Vec::new(),
             bytes: 0,
             last_id: 0,
             expiries: Deadlines::default(),
@@ -151,7 +153,7 @@ impl Outbox {
         if let Some(at) = expires {
             self.expiries.insert(id, at);
         }
-        self.entries.push_back(Entry {
+        self.entries.push(Entry {
             id,
             frame,
             transmitted: false,
@@ -162,7 +164,7 @@ impl Outbox {
 
     /// Marks the newest entry transmitted and returns a copy of its frame to send.
     pub(crate) fn transmit_newest(&mut self) -> Option<String> {
-        let entry = self.entries.back_mut()?;
+        let entry = self.entries.last_mut()?;
         self.expiries.remove(entry.id);
         entry.transmitted = true;
         Some(entry.frame.clone())
@@ -170,10 +172,11 @@ impl Outbox {
 
     /// Marks every entry transmitted and returns their frames, oldest first.
     pub(crate) fn transmit_all(&mut self) -> Vec<String> {
+        // Time-to-live only limits waiting to be sent: none is left waiting.
+        self.expiries.drain();
         self.entries
             .iter_mut()
             .map(|entry| {
-                self.expiries.remove(entry.id);
                 entry.transmitted = true;
                 entry.frame.clone()
             })
@@ -200,7 +203,7 @@ impl Outbox {
             .entries
             .binary_search_by_key(&id, |entry| entry.id)
             .ok()?;
-        let entry = self.entries.remove(index)?;
+        let entry = self.entries.remove(index);
         self.forget(&entry);
         Some(entry)
     }
@@ -211,7 +214,7 @@ impl Outbox {
             .entries
             .binary_search_by_key(&id, |entry| entry.id)
             .ok()?;
-        if self.entries[index].transmitted {
+        if self.entries.get(index)?.transmitted {
             return None;
         }
         self.remove(id)
@@ -237,7 +240,10 @@ impl Outbox {
 
     fn forget(&mut self, entry: &Entry) {
         self.bytes -= entry.frame.len();
-        self.expiries.remove(entry.id);
+        // Only untransmitted entries can have a time-to-live deadline left.
+        if !entry.transmitted {
+            self.expiries.remove(entry.id);
+        }
     }
 }
 
