@@ -179,12 +179,18 @@ pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
         )?;
         let module = out.join("wsrelay_bg.wasm");
         // The features rustc enables by default for wasm32 today; wasm-opt must accept them.
+        // `--converge` repeats -Oz while it still shrinks the module; the custom sections
+        // stripped (names, producers, target features) are read by no runtime.
         step(
             &format!("wasm-opt -Oz ({folder})"),
             root,
             Command::new(&wasm_opt)
                 .args([
                     "-Oz",
+                    "--converge",
+                    "--strip-debug",
+                    "--strip-producers",
+                    "--strip-target-features",
                     "--enable-bulk-memory",
                     "--enable-nontrapping-float-to-int",
                     "--enable-reference-types",
