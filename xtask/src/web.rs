@@ -203,6 +203,7 @@ pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
                 .arg(&module),
             tally,
         )?;
+        strip_doc_comments(&out.join("wsrelay.js"))?;
         // Each build says how Node should read its .js, whatever the importer's own type.
         let marker = format!("{{ \"type\": \"{module_type}\" }}\n");
         fs::write(out.join("package.json"), marker).map_err(|e| e.to_string())?;
@@ -217,6 +218,28 @@ pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
         wasm_gz + glue_gz
     );
     Ok(pkg)
+}
+
+/// Removes the `/** ... */` doc blocks wasm-bindgen copies into the JS glue: about a fifth of
+/// its gzipped size. Editors and TypeScript read the same docs from the `.d.ts`, which keeps
+/// them. Only whole-line blocks are removed (the generated code has no such text in strings).
+fn strip_doc_comments(glue: &Path) -> Result<(), String> {
+    let text = fs::read_to_string(glue).map_err(|e| format!("{}: {e}", glue.display()))?;
+    let mut out = String::with_capacity(text.len());
+    let mut in_doc = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if !in_doc && trimmed.starts_with("/**") {
+            in_doc = true;
+        }
+        if in_doc {
+            in_doc = !trimmed.ends_with("*/");
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    fs::write(glue, out).map_err(|e| format!("{}: {e}", glue.display()))
 }
 
 /// Gzipped (-9) sizes of the web build's wasm and JS glue.
