@@ -143,6 +143,8 @@ pub fn object_members(text: &str) -> Result<Option<Members<'_>>, JsonError> {
 }
 
 /// Appends `text` to `out` as a JSON string literal, quotes included.
+// It cuts `text` next to ASCII bytes only; `get` instead of indexing keeps the slicing panic
+// path out of the wasm build.
 pub fn write_string(out: &mut String, text: &str) {
     out.push('"');
     let mut plain_from = 0;
@@ -156,7 +158,7 @@ pub fn write_string(out: &mut String, text: &str) {
             0x00..=0x1f => "",
             _ => continue,
         };
-        out.push_str(&text[plain_from..index]);
+        out.push_str(text.get(plain_from..index).unwrap_or_default());
         if escape.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.push_str("\\u00");
@@ -167,7 +169,7 @@ pub fn write_string(out: &mut String, text: &str) {
         }
         plain_from = index + 1;
     }
-    out.push_str(&text[plain_from..]);
+    out.push_str(text.get(plain_from..).unwrap_or_default());
     out.push('"');
 }
 
@@ -180,6 +182,13 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn new(text: &'a str) -> Self {
         Reader { text, pos: 0 }
+    }
+
+    /// `text[from..to]`. The reader only cuts next to ASCII bytes, so this never comes back
+    /// empty for a non-empty range; `get` rather than indexing keeps the panic path (its message
+    /// formatting and Unicode tables, kilobytes) out of the wasm build.
+    fn slice(&self, from: usize, to: usize) -> &'a str {
+        self.text.get(from..to).unwrap_or_default()
     }
 
     fn bytes(&self) -> &'a [u8] {
@@ -245,12 +254,12 @@ impl<'a> Reader<'a> {
             _ => return Err(self.unexpected()),
         }
         Ok(RawValue {
-            text: &self.text[start..self.pos],
+            text: self.slice(start, self.pos),
         })
     }
 
     fn literal(&mut self, word: &str) -> Result<(), JsonError> {
-        if self.text[self.pos..].starts_with(word) {
+        if self.slice(self.pos, self.text.len()).starts_with(word) {
             self.pos += word.len();
             Ok(())
         } else {
@@ -377,14 +386,14 @@ impl<'a> Reader<'a> {
             };
             match byte {
                 b'"' => {
-                    let rest = &self.text[plain_from..self.pos];
+                    let rest = self.slice(plain_from, self.pos);
                     self.pos += 1;
                     return Ok(match decoded {
                         Some(mut text) => {
                             text.push_str(rest);
                             Cow::Owned(text)
                         }
-                        None => Cow::Borrowed(&self.text[start..self.pos - 1]),
+                        None => Cow::Borrowed(self.slice(start, self.pos - 1)),
                     });
                 }
                 b'\\' => {
@@ -392,7 +401,7 @@ impl<'a> Reader<'a> {
                     let unescaped = self.escape(decode)?;
                     if decode {
                         let text = decoded.get_or_insert_with(String::new);
-                        text.push_str(&self.text[plain_from..escape_at]);
+                        text.push_str(self.slice(plain_from, escape_at));
                         if let Some(c) = unescaped {
                             text.push(c);
                         }
@@ -441,7 +450,7 @@ impl<'a> Reader<'a> {
     fn unicode_escape(&mut self, first: u16) -> Result<char, JsonError> {
         let code = match first {
             0xd800..=0xdbff => {
-                if !self.text[self.pos..].starts_with("\\u") {
+                if !self.slice(self.pos, self.text.len()).starts_with("\\u") {
                     return Err(self.error(JsonErrorKind::InvalidUnicode));
                 }
                 self.pos += 2;
