@@ -26,8 +26,10 @@ extern "C" {
     #[wasm_bindgen(method, setter)]
     pub fn set_onerror(this: &Socket, handler: &JsValue);
 
-    /// `MessageEvent` and `CloseEvent` fields (npm `ws` events have the same names).
+    /// `Event`, `MessageEvent` and `CloseEvent` fields (npm `ws` events have the same names).
     pub type SocketEvent;
+    #[wasm_bindgen(method, getter = type)]
+    pub fn kind(this: &SocketEvent) -> JsValue;
     #[wasm_bindgen(method, getter)]
     pub fn data(this: &SocketEvent) -> JsValue;
     #[wasm_bindgen(method, getter)]

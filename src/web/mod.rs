@@ -3,7 +3,7 @@
 //!
 //! Every decision (reconnect, backoff, queue, acknowledgements, heartbeat, request timeouts,
 //! close) is the core's. This module only:
-//! - owns the current socket and its four event closures ([`Connection`]), replaced and
+//! - owns the current socket and its event closure ([`Connection`]), replaced and
 //!   dropped on every reconnect, so nothing leaks;
 //! - owns one `setTimeout` armed for [`ClientCore::poll_timeout`];
 //! - turns core events into Promise settlements, handler calls and `EventTarget` events.
@@ -78,10 +78,8 @@ struct Driver {
 struct Connection {
     id: TransportId,
     socket: Socket,
-    _on_open: Closure<dyn FnMut()>,
-    _on_message: Closure<dyn FnMut(SocketEvent)>,
-    _on_close: Closure<dyn FnMut(SocketEvent)>,
-    _on_error: Closure<dyn FnMut(SocketEvent)>,
+    /// Listens to all four events (`onopen`, `onmessage`, `onclose`, `onerror`).
+    _on_event: Closure<dyn FnMut(SocketEvent)>,
 }
 
 impl Drop for Connection {
@@ -456,69 +454,55 @@ impl Inner {
                 return;
             }
         };
+        // One closure for the four events (told apart by `event.type`): each closure type
+        // costs its own glue and shims.
         let weak = Rc::downgrade(self);
-        let on_open = {
-            let weak = weak.clone();
-            Closure::<dyn FnMut()>::new(move || {
-                if let Some(inner) = weak.upgrade() {
-                    inner.state.borrow_mut().core.handle_opened(now(), id);
-                    inner.drain();
-                }
-            })
-        };
-        let on_message = {
-            let weak = weak.clone();
-            Closure::<dyn FnMut(SocketEvent)>::new(move |event: SocketEvent| {
-                let Some(inner) = weak.upgrade() else { return };
+        let on_event = Closure::<dyn FnMut(SocketEvent)>::new(move |event: SocketEvent| {
+            if let Some(inner) = weak.upgrade() {
+                inner.socket_event(id, &event);
+            }
+        });
+        socket.set_onopen(on_event.as_ref());
+        socket.set_onmessage(on_event.as_ref());
+        socket.set_onclose(on_event.as_ref());
+        socket.set_onerror(on_event.as_ref());
+        self.state.borrow_mut().socket = Some(Connection {
+            id,
+            socket,
+            _on_event: on_event,
+        });
+    }
+
+    /// An `open`, `message`, `close` or `error` event of transport `id`'s socket.
+    fn socket_event(self: &Rc<Self>, id: TransportId, event: &SocketEvent) {
+        let now = now();
+        match event.kind().as_string().as_deref() {
+            Some("open") => self.state.borrow_mut().core.handle_opened(now, id),
+            Some("message") => {
                 // wsrelay speaks text frames only; a binary frame is not ours to interpret.
                 let Some(text) = event.data().as_string() else {
                     return;
                 };
-                inner.trace("receive", &text);
-                inner.state.borrow_mut().core.handle_frame(now(), id, &text);
-                inner.drain();
-            })
-        };
-        let on_close = {
-            let weak = weak.clone();
-            Closure::<dyn FnMut(SocketEvent)>::new(move |event: SocketEvent| {
-                let Some(inner) = weak.upgrade() else { return };
+                self.trace("receive", &text);
+                self.state.borrow_mut().core.handle_frame(now, id, &text);
+            }
+            Some("close") => {
                 let code = event.code().as_f64().map_or(1006, |c| c as u16);
                 let reason = event.reason().as_string().unwrap_or_default();
-                inner
-                    .state
-                    .borrow_mut()
-                    .core
-                    .handle_closed(now(), id, code, &reason);
-                inner.drain();
-            })
-        };
-        let on_error = Closure::<dyn FnMut(SocketEvent)>::new(move |event: SocketEvent| {
-            let Some(inner) = weak.upgrade() else { return };
-            // Browsers say nothing about why (by design); npm `ws` has a message.
-            let message = event
-                .message()
-                .as_string()
-                .unwrap_or_else(|| "WebSocket error".into());
-            inner
-                .state
-                .borrow_mut()
-                .core
-                .handle_error(now(), id, &message);
-            inner.drain();
-        });
-        socket.set_onopen(on_open.as_ref());
-        socket.set_onmessage(on_message.as_ref());
-        socket.set_onclose(on_close.as_ref());
-        socket.set_onerror(on_error.as_ref());
-        self.state.borrow_mut().socket = Some(Connection {
-            id,
-            socket,
-            _on_open: on_open,
-            _on_message: on_message,
-            _on_close: on_close,
-            _on_error: on_error,
-        });
+                let mut state = self.state.borrow_mut();
+                state.core.handle_closed(now, id, code, &reason);
+            }
+            Some("error") => {
+                // Browsers say nothing about why (by design); npm `ws` has a message.
+                let message = event
+                    .message()
+                    .as_string()
+                    .unwrap_or_else(|| "WebSocket error".into());
+                self.state.borrow_mut().core.handle_error(now, id, &message);
+            }
+            _ => return,
+        }
+        self.drain();
     }
 
     /// `send` and `request`: validate and queue in the core, return the Promise it settles.
