@@ -768,9 +768,9 @@ impl ClientCore {
     }
 
     fn handle_ack(&mut self, ack: u64) {
-        for entry in self.outbox.settle_through(ack) {
-            if entry.settles == Settles::OnAck {
-                self.event(Event::Delivered { id: entry.id });
+        for (id, settles) in self.outbox.settle_through(ack) {
+            if settles == Settles::OnAck {
+                self.event(Event::Delivered { id });
             }
         }
         self.check_closing_done();

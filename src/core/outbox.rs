@@ -6,11 +6,13 @@ use super::{Error, Instant, Options};
 ///
 /// A `Vec` in id order rather than a `BTreeSet` by time plus a `BTreeMap` by id: the B-tree
 /// code was about 15 KB of the wasm build. Ids only grow, so inserting is a push and removing
-/// is a binary search; the earliest deadline is found by a linear scan over 16-byte entries,
-/// which stays in the microseconds for the 10 000 messages the queue holds at most.
+/// is a binary search. The earliest deadline is cached, because the driver asks for it after
+/// every input; it is found again by a linear scan over 16-byte entries only when the earliest
+/// one goes, which stays in the microseconds for the 10 000 messages the queue holds at most.
 #[derive(Debug, Default)]
 pub(crate) struct Deadlines {
     by_id: Vec<(u64, Instant)>,
+    earliest: Option<Instant>,
 }
 
 impl Deadlines {
@@ -20,8 +22,12 @@ impl Deadlines {
                 if let Some(entry) = self.by_id.get_mut(index) {
                     entry.1 = at;
                 }
+                self.earliest = self.first_due().map(|(_, at)| at);
             }
-            Err(index) => self.by_id.insert(index, (id, at)),
+            Err(index) => {
+                self.by_id.insert(index, (id, at));
+                self.earliest = Some(self.earliest.map_or(at, |earliest| earliest.min(at)));
+            }
         }
     }
 
@@ -29,7 +35,10 @@ impl Deadlines {
     pub(crate) fn remove(&mut self, id: u64) -> bool {
         match self.by_id.binary_search_by_key(&id, |&(id, _)| id) {
             Ok(index) => {
-                self.by_id.remove(index);
+                let (_, at) = self.by_id.remove(index);
+                if self.earliest == Some(at) {
+                    self.earliest = self.first_due().map(|(_, at)| at);
+                }
                 true
             }
             Err(_) => false,
@@ -52,20 +61,23 @@ impl Deadlines {
     }
 
     pub(crate) fn earliest(&self) -> Option<Instant> {
-        self.first_due().map(|(_, at)| at)
+        self.earliest
     }
 
     /// Removes and returns one id due at or before `now`, the earliest first.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<u64> {
-        let (index, at) = self.first_due()?;
-        if at > now {
+        if self.earliest? > now {
             return None;
         }
-        Some(self.by_id.remove(index).0)
+        let (index, _) = self.first_due()?;
+        let (id, _) = self.by_id.remove(index);
+        self.earliest = self.first_due().map(|(_, at)| at);
+        Some(id)
     }
 
     /// Removes and returns every id, in id order.
     pub(crate) fn drain(&mut self) -> Vec<u64> {
+        self.earliest = None;
         std::mem::take(&mut self.by_id)
             .into_iter()
             .map(|(id, _)| id)
@@ -92,12 +104,14 @@ pub(crate) struct Entry {
 
 /// Messages not yet acknowledged by the server, oldest first, ids increasing.
 ///
-/// A `Vec`, not a `VecDeque`: settling from the front moves the rest down, but acknowledgements
-/// are cumulative and what remains in flight is short, and the deque's code is kilobytes of
-/// wasm.
+/// A `Vec` whose first `settled` slots are spent, rather than a `VecDeque` (kilobytes of wasm):
+/// acknowledgements settle from the front by moving that index, and the spent slots are
+/// dropped in one go once they are at least half of the vector, so settling costs O(1)
+/// amortized however many messages are in flight.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     entries: Vec<Entry>,
+    settled: usize,
     bytes: usize,
     last_id: u64,
     expiries: Deadlines,
@@ -107,6 +121,7 @@ impl Outbox {
     pub(crate) fn new() -> Self {
         Outbox {
             entries: Vec::new(),
+            settled: 0,
             bytes: 0,
             last_id: 0,
             expiries: Deadlines::default(),
@@ -114,11 +129,25 @@ impl Outbox {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() - self.settled
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
+    }
+
+    /// The entries still waiting, oldest first.
+    fn live(&self) -> &[Entry] {
+        self.entries.get(self.settled..).unwrap_or_default()
+    }
+
+    /// Where the live entry with `id` is in `entries`.
+    fn index_of(&self, id: u64) -> Option<usize> {
+        let offset = self
+            .live()
+            .binary_search_by_key(&id, |entry| entry.id)
+            .ok()?;
+        Some(self.settled + offset)
     }
 
     /// Queues a message whose frame `encode` writes given its id, after checking every bound.
@@ -130,7 +159,7 @@ impl Outbox {
         expires: Option<Instant>,
         settles: Settles,
     ) -> Result<u64, Error> {
-        if self.entries.len() >= options.max_enqueued_messages {
+        if self.len() >= options.max_enqueued_messages {
             return Err(Error::QueueFull {
                 limit: options.max_enqueued_messages,
             });
@@ -164,6 +193,9 @@ impl Outbox {
 
     /// Marks the newest entry transmitted and returns a copy of its frame to send.
     pub(crate) fn transmit_newest(&mut self) -> Option<String> {
+        if self.is_empty() {
+            return None;
+        }
         let entry = self.entries.last_mut()?;
         self.expiries.remove(entry.id);
         entry.transmitted = true;
@@ -174,8 +206,8 @@ impl Outbox {
     pub(crate) fn transmit_all(&mut self) -> Vec<String> {
         // Time-to-live only limits waiting to be sent: none is left waiting.
         self.expiries.drain();
-        self.entries
-            .iter_mut()
+        let live = self.entries.get_mut(self.settled..).unwrap_or_default();
+        live.iter_mut()
             .map(|entry| {
                 entry.transmitted = true;
                 entry.frame.clone()
@@ -183,37 +215,38 @@ impl Outbox {
             .collect()
     }
 
-    /// Removes every entry with id ≤ `ack`, oldest first.
-    pub(crate) fn settle_through(&mut self, ack: u64) -> Vec<Entry> {
-        let count = self
-            .entries
-            .iter()
-            .take_while(|entry| entry.id <= ack)
-            .count();
-        let settled: Vec<Entry> = self.entries.drain(..count).collect();
-        for entry in &settled {
-            self.forget(entry);
+    /// Removes every entry with id ≤ `ack`, oldest first, and says how each settles.
+    pub(crate) fn settle_through(&mut self, ack: u64) -> Vec<(u64, Settles)> {
+        let mut settled = Vec::new();
+        while let Some(entry) = self.entries.get_mut(self.settled) {
+            if entry.id > ack {
+                break;
+            }
+            // The slot stays until the next compaction; its frame's memory goes now.
+            let frame = std::mem::take(&mut entry.frame);
+            let (id, transmitted, settles) = (entry.id, entry.transmitted, entry.settles);
+            self.settled += 1;
+            self.forget(id, frame.len(), transmitted);
+            settled.push((id, settles));
+        }
+        if self.settled * 2 >= self.entries.len() {
+            self.entries.drain(..self.settled);
+            self.settled = 0;
         }
         settled
     }
 
     /// Removes the entry with `id`, wherever it is.
     pub(crate) fn remove(&mut self, id: u64) -> Option<Entry> {
-        let index = self
-            .entries
-            .binary_search_by_key(&id, |entry| entry.id)
-            .ok()?;
+        let index = self.index_of(id)?;
         let entry = self.entries.remove(index);
-        self.forget(&entry);
+        self.forget(entry.id, entry.frame.len(), entry.transmitted);
         Some(entry)
     }
 
     /// Removes the entry with `id` if it was never transmitted (nobody has seen it yet).
     pub(crate) fn remove_untransmitted(&mut self, id: u64) -> Option<Entry> {
-        let index = self
-            .entries
-            .binary_search_by_key(&id, |entry| entry.id)
-            .ok()?;
+        let index = self.index_of(id)?;
         if self.entries.get(index)?.transmitted {
             return None;
         }
@@ -235,14 +268,15 @@ impl Outbox {
     pub(crate) fn drain(&mut self) -> Vec<Entry> {
         self.bytes = 0;
         self.expiries.drain();
-        self.entries.drain(..).collect()
+        let settled = std::mem::take(&mut self.settled);
+        self.entries.drain(..).skip(settled).collect()
     }
 
-    fn forget(&mut self, entry: &Entry) {
-        self.bytes -= entry.frame.len();
+    fn forget(&mut self, id: u64, frame_len: usize, transmitted: bool) {
+        self.bytes -= frame_len;
         // Only untransmitted entries can have a time-to-live deadline left.
-        if !entry.transmitted {
-            self.expiries.remove(entry.id);
+        if !transmitted {
+            self.expiries.remove(id);
         }
     }
 }
@@ -271,5 +305,60 @@ mod tests {
         deadlines.insert(5, at(2));
         assert_eq!(deadlines.drain(), vec![5, 6]);
         assert_eq!(deadlines.len(), 0);
+        assert_eq!(deadlines.earliest(), None);
+    }
+
+    #[test]
+    fn the_cached_earliest_follows_removals() {
+        let mut deadlines = Deadlines::default();
+        let at = Instant::from_millis;
+        deadlines.insert(1, at(10));
+        deadlines.insert(2, at(5));
+        deadlines.insert(3, at(7));
+        assert!(deadlines.remove(2));
+        assert_eq!(deadlines.earliest(), Some(at(7)));
+        assert!(deadlines.remove(1));
+        assert_eq!(deadlines.earliest(), Some(at(7)));
+        deadlines.insert(3, at(9));
+        assert_eq!(deadlines.pop_due(at(8)), None, "rescheduled later");
+        assert_eq!(deadlines.pop_due(at(9)), Some(3));
+        assert_eq!(deadlines.earliest(), None);
+    }
+
+    #[test]
+    fn settling_moves_past_the_front_and_compacts() {
+        let options = Options::default();
+        let mut outbox = Outbox::new();
+        for _ in 0..10 {
+            outbox
+                .push(&options, |id| id.to_string(), None, Settles::OnAck)
+                .expect("room");
+        }
+        assert_eq!(outbox.transmit_all().len(), 10);
+        let settled = outbox.settle_through(3);
+        assert_eq!(
+            settled,
+            [
+                (1, Settles::OnAck),
+                (2, Settles::OnAck),
+                (3, Settles::OnAck)
+            ]
+        );
+        assert_eq!(outbox.len(), 7);
+        assert_eq!(
+            outbox.bytes, 8,
+            "one byte per frame \"4\" to \"9\", two for \"10\""
+        );
+        assert_eq!(outbox.remove(2).map(|e| e.id), None, "already settled");
+        assert_eq!(outbox.remove(5).map(|e| e.id), Some(5));
+        assert_eq!(outbox.settle_through(7).len(), 3);
+        assert!(
+            outbox.entries.len() <= 4,
+            "spent slots dropped once they are half"
+        );
+        let rest: Vec<u64> = outbox.drain().into_iter().map(|e| e.id).collect();
+        assert_eq!(rest, [8, 9, 10]);
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.transmit_newest(), None);
     }
 }
