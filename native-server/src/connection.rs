@@ -15,8 +15,8 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
@@ -63,10 +63,34 @@ struct Conn {
     /// Any frame received since the last ping.
     heard: AtomicBool,
     start: Mutex<Option<oneshot::Sender<Vec<Utf8Bytes>>>>,
-    /// Handler calls of this connection, run one at a time in arrival order by one task, so
-    /// that a sender's messages are handled in the order sent (PROTOCOL.md section 11) even
-    /// on a multi-threaded runtime.
-    handler_calls: mpsc::Sender<HandlerCall>,
+    /// Handler calls of this connection that did not complete at once, run one at a time in
+    /// arrival order by one task, so that a sender's messages are handled in the order sent
+    /// (PROTOCOL.md section 11) even on a multi-threaded runtime. Created on first use: most
+    /// connections never need it, and an idle connection should cost little memory.
+    handler_calls: OnceLock<HandlerQueue>,
+}
+
+/// The queue of a connection's pending handler calls and the task that runs them.
+struct HandlerQueue {
+    calls: mpsc::Sender<HandlerCall>,
+    /// Calls queued and not finished: while any is, a new call queues behind it instead of
+    /// running inline.
+    pending: Arc<AtomicUsize>,
+}
+
+impl HandlerQueue {
+    fn start(hub: &Hub) -> HandlerQueue {
+        let (calls, mut queued) = mpsc::channel::<HandlerCall>(HANDLER_QUEUE);
+        hub.tracker.spawn(async move {
+            while let Some(call) = queued.recv().await {
+                call.await;
+            }
+        });
+        HandlerQueue {
+            calls,
+            pending: Arc::new(AtomicUsize::new(0)),
+        }
+    }
 }
 
 /// A handler call and the sending of its response.
@@ -215,14 +239,8 @@ pub(crate) async fn serve(
         hook(&info);
     }
 
-    let (handler_calls, mut queued_calls) = mpsc::channel::<HandlerCall>(HANDLER_QUEUE);
-    hub.tracker.spawn(async move {
-        while let Some(call) = queued_calls.recv().await {
-            call.await;
-        }
-    });
     let conn = Conn {
-        handler_calls,
+        handler_calls: OnceLock::new(),
         hub: Arc::clone(&hub),
         source,
         conn_id,
@@ -245,6 +263,37 @@ pub(crate) async fn serve(
     );
     for hook in &hub.on_disconnect {
         hook(&info, &reason);
+    }
+}
+
+/// The reply to a message whose handler panicked.
+fn panicked(source: &str, kind: &str) -> Reply {
+    tracing::error!(source, kind, "handler panicked");
+    Reply::error(ErrorCode::HandlerError.as_str(), "the handler panicked")
+}
+
+/// Sends a handler's reply to message `id` of `source` as a response (none for `Reply::None`).
+fn respond(hub: &Hub, source: &str, kind: &str, id: Option<u64>, reply: Reply) {
+    let (payload, error) = match reply {
+        Reply::None => return,
+        Reply::Payload(payload) => (Some(payload), None),
+        Reply::Error(error) => (None, Some(error)),
+    };
+    let Some(id) = id else {
+        tracing::debug!(source, kind, "handler answered a message without id");
+        return;
+    };
+    let response = Message {
+        kind: Cow::Borrowed(kind),
+        id: None,
+        re: Some(id),
+        to: None,
+        source: None,
+        payload: payload.as_deref(),
+        error,
+    };
+    if let Err(error) = hub.send_frame(source, encode(&response)) {
+        tracing::debug!(source, ?error, "response not delivered");
     }
 }
 
@@ -568,44 +617,52 @@ impl Conn {
             }
         }
         if let Some(handler) = hub.handler(&message.kind) {
+            let id = message.id;
+            let mut call = handler(self.source.clone(), message.payload.map(str::to_owned));
+            let idle = self
+                .handler_calls
+                .get()
+                .is_none_or(|queue| queue.pending.load(Ordering::Acquire) == 0);
+            if idle {
+                // No earlier call of this connection is waiting, so running this one now keeps
+                // the order. A handler that completes at once (the common case) then queues its
+                // response before the batch's `~ack`, and the writer sends both in one write
+                // instead of two.
+                let first_poll = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    (&mut call).now_or_never()
+                }));
+                let reply = match first_poll {
+                    Ok(Some(reply)) => Some(reply),
+                    Ok(None) => None,
+                    Err(_) => Some(panicked(&self.source, &message.kind)),
+                };
+                if let Some(reply) = reply {
+                    respond(hub, &self.source, &message.kind, id, reply);
+                    return;
+                }
+            }
+            // Still pending: later calls must queue behind it to keep the order.
             let hub = Arc::clone(hub);
             let source = self.source.clone();
             let kind = message.kind.into_owned();
-            let id = message.id;
-            let call = handler(source.clone(), message.payload.map(str::to_owned));
-            let queued = self.handler_calls.try_send(Box::pin(async move {
+            let queue = self
+                .handler_calls
+                .get_or_init(|| HandlerQueue::start(&self.hub));
+            let pending_calls = Arc::clone(&queue.pending);
+            pending_calls.fetch_add(1, Ordering::AcqRel);
+            let queued = queue.calls.try_send(Box::pin(async move {
                 // A panicking handler must not take the connection's later handler calls with
                 // it, and its sender deserves an answer rather than a timeout.
                 let reply = match std::panic::AssertUnwindSafe(call).catch_unwind().await {
                     Ok(reply) => reply,
-                    Err(_) => {
-                        tracing::error!(source, kind, "handler panicked");
-                        Reply::error(ErrorCode::HandlerError.as_str(), "the handler panicked")
-                    }
+                    Err(_) => panicked(&source, &kind),
                 };
-                let (payload, error) = match reply {
-                    Reply::None => return,
-                    Reply::Payload(payload) => (Some(payload), None),
-                    Reply::Error(error) => (None, Some(error)),
-                };
-                let Some(id) = id else {
-                    tracing::debug!(source, kind, "handler answered a message without id");
-                    return;
-                };
-                let response = Message {
-                    kind: Cow::Owned(kind),
-                    id: None,
-                    re: Some(id),
-                    to: None,
-                    source: None,
-                    payload: payload.as_deref(),
-                    error,
-                };
-                if let Err(error) = hub.send_frame(&source, encode(&response)) {
-                    tracing::debug!(source, ?error, "response not delivered");
-                }
+                respond(&hub, &source, &kind, id, reply);
+                // Only after the response is queued: an inline call may then overtake nothing.
+                pending_calls.fetch_sub(1, Ordering::AcqRel);
             }));
             if queued.is_err() {
+                queue.pending.fetch_sub(1, Ordering::AcqRel);
                 let text = format!("more than {HANDLER_QUEUE} messages wait for handlers");
                 self.reject(ErrorCode::Overflow, text, id);
             }

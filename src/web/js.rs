@@ -65,6 +65,12 @@ extern "C" {
     #[wasm_bindgen(constructor, js_class = "CustomEvent")]
     pub fn new_custom_event(kind: &str, init: &JsValue) -> CustomEvent;
 
+    /// A `Promise`, as far as awaiting it with plain functions goes (js-sys's `then` wants
+    /// closures).
+    pub type Thenable;
+    #[wasm_bindgen(method)]
+    pub fn then(this: &Thenable, on_fulfilled: &JsValue, on_rejected: &JsValue) -> JsValue;
+
     /// Returns a number in browsers and a `Timeout` object in Node: kept opaque.
     #[wasm_bindgen(js_name = setTimeout)]
     pub fn set_timeout(handler: &JsValue, millis: f64) -> JsValue;

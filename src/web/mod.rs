@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 
 use crate::core::{
     ClientCore, Event, Incoming, Instant, Outgoing, Output, ReadyState, ReplyTarget, TransportId,
@@ -97,7 +96,13 @@ impl Drop for Connection {
 
 thread_local! {
     /// A do-nothing listener, made once for the life of the module (never per connection).
-    static NOOP: JsValue = Closure::<dyn Fn()>::new(|| {}).into_js_value();
+    /// `FnMut`, like the timer callback, so the two share their glue.
+    static NOOP: JsValue = Closure::<dyn FnMut()>::new(|| {}).into_js_value();
+    /// The one callback of every handler result's `then`, made once for the life of the
+    /// module: bound per result to `(token, fulfilled)`, it never outlives what it calls.
+    static SETTLED: JsValue = Closure::<dyn FnMut(u32, bool, JsValue)>::new(settled).into_js_value();
+    /// Messages whose handler results are being awaited, by token, and the last token given.
+    static ANSWERS: RefCell<(u32, Vec<(u32, Answer)>)> = const { RefCell::new((0, Vec::new())) };
 }
 
 impl Drop for Driver {
@@ -667,64 +672,111 @@ impl Inner {
                 .map_or(JsValue::UNDEFINED, |id| (id as f64).into()),
         );
         // Every handler runs now, synchronously; their results may be promises.
-        let results: Vec<Result<JsValue, JsValue>> = handlers
+        let mut results: Vec<Result<JsValue, JsValue>> = handlers
             .iter()
             .map(|handler| handler.call2(&JsValue::UNDEFINED, &payload, &meta))
             .collect();
-        let target = incoming.reply_target();
-        let weak = Rc::downgrade(self);
-        wasm_bindgen_futures::spawn_local(answer(weak, target, results));
+        // Awaited from the last element: registration order.
+        results.reverse();
+        Answer {
+            inner: Rc::downgrade(self),
+            target: incoming.reply_target(),
+            results,
+            answered: false,
+            failure: None,
+        }
+        .await_next();
     }
 }
 
-/// Awaits the handlers' results in registration order; the first defined value answers, and a
-/// failure answers `handler_error` only when no handler produced a value. Every failure is
-/// reported as an `error` event.
-async fn answer(
+/// The handlers' results for one message, awaited one at a time in registration order: the
+/// first defined value answers, and a failure answers `handler_error` only when no handler
+/// produced a value. Every failure is reported as an `error` event.
+///
+/// Awaited with `Promise.then` and the module's one [`SETTLED`] callback rather than Rust
+/// futures: an executor and its wakers cost kilobytes of wasm.
+struct Answer {
     inner: Weak<Inner>,
     target: Option<ReplyTarget>,
+    /// Still to await, the next one last.
     results: Vec<Result<JsValue, JsValue>>,
-) {
-    let mut answered = false;
-    let mut failure: Option<String> = None;
-    for result in results {
-        let settled = match result {
-            Ok(value) => JsFuture::from(Promise::resolve(&value)).await,
-            Err(thrown) => Err(thrown),
-        };
-        let Some(inner) = inner.upgrade() else { return };
-        match settled {
-            Ok(value) if answered || value.is_undefined() => {}
-            Ok(value) => {
-                answered = true;
-                let Some(target) = &target else { continue };
-                let reply = match stringify(&value) {
-                    Ok(text) => text.map(Ok),
-                    Err(_) => Some(Err(RemoteError {
-                        code: "handler_error".into(),
-                        message: "the handler's value is not JSON-serializable".into(),
-                    })),
+    answered: bool,
+    failure: Option<String>,
+}
+
+impl Answer {
+    /// Awaits the next result, or answers with the failure when none is left.
+    fn await_next(mut self) {
+        let Some(result) = self.results.pop() else {
+            if let (false, Some(message), Some(target), Some(inner)) = (
+                self.answered,
+                self.failure,
+                &self.target,
+                self.inner.upgrade(),
+            ) {
+                let error = RemoteError {
+                    code: "handler_error".into(),
+                    message,
                 };
-                if let Some(reply) = reply {
-                    inner.respond(target, reply);
-                }
+                inner.respond(target, Err(error));
             }
-            Err(thrown) => {
-                let message = thrown_message(&thrown);
-                inner.dispatch("error", &error_value("handler_error", &message));
-                failure.get_or_insert(message);
+            return;
+        };
+        // A throw is settled like a rejection: asynchronously, after what ran before it.
+        let promise = match result {
+            Ok(value) => Promise::resolve(&value),
+            Err(thrown) => Promise::reject(&thrown),
+        };
+        let token = ANSWERS.with(|answers| {
+            let mut answers = answers.borrow_mut();
+            answers.0 = answers.0.wrapping_add(1);
+            let token = answers.0;
+            answers.1.push((token, self));
+            token
+        });
+        SETTLED.with(|settled| {
+            let settled: &Function = settled.unchecked_ref();
+            let token = JsValue::from(token);
+            let on = |fulfilled: bool| settled.bind2(&JsValue::NULL, &token, &fulfilled.into());
+            promise
+                .unchecked_ref::<js::Thenable>()
+                .then(&on(true), &on(false));
+        });
+    }
+}
+
+/// A handler result of the [`Answer`] with `token` settled.
+fn settled(token: u32, fulfilled: bool, value: JsValue) {
+    let answer = ANSWERS.with(|answers| {
+        let mut answers = answers.borrow_mut();
+        let index = answers.1.iter().position(|(t, _)| *t == token)?;
+        Some(answers.1.swap_remove(index).1)
+    });
+    let Some(mut answer) = answer else { return };
+    let Some(inner) = answer.inner.upgrade() else {
+        return;
+    };
+    if !fulfilled {
+        let message = thrown_message(&value);
+        inner.dispatch("error", &error_value("handler_error", &message));
+        answer.failure.get_or_insert(message);
+    } else if !(answer.answered || value.is_undefined()) {
+        answer.answered = true;
+        if let Some(target) = &answer.target {
+            let reply = match stringify(&value) {
+                Ok(text) => text.map(Ok),
+                Err(_) => Some(Err(RemoteError {
+                    code: "handler_error".into(),
+                    message: "the handler's value is not JSON-serializable".into(),
+                })),
+            };
+            if let Some(reply) = reply {
+                inner.respond(target, reply);
             }
         }
     }
-    if let (false, Some(message), Some(target), Some(inner)) =
-        (answered, failure, &target, inner.upgrade())
-    {
-        let error = RemoteError {
-            code: "handler_error".into(),
-            message,
-        };
-        inner.respond(target, Err(error));
-    }
+    drop(inner);
+    answer.await_next();
 }
 
 impl Inner {
