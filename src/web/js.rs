@@ -77,6 +77,10 @@ extern "C" {
     #[wasm_bindgen(js_name = clearTimeout)]
     pub fn clear_timeout(handle: &JsValue);
 
+    /// `globalThis` (ES2020: every runtime the package supports).
+    #[wasm_bindgen(thread_local_v2, js_name = globalThis)]
+    pub static GLOBAL_THIS: JsValue;
+
     /// Monotonic milliseconds (browsers, Node 16+): the core's clock.
     #[wasm_bindgen(js_namespace = performance, js_name = now)]
     pub fn performance_now() -> f64;

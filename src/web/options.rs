@@ -87,7 +87,7 @@ pub(crate) fn read(options: &JsValue) -> Result<DriverOptions, JsValue> {
         JsValue::UNDEFINED
     };
     if class.is_undefined() || class.is_null() {
-        class = get(&js_sys::global(), "WebSocket");
+        class = super::js::GLOBAL_THIS.with(|global| get(global, "WebSocket"));
     }
     let Ok(socket_class) = class.dyn_into::<Function>() else {
         return Err(error_value(
