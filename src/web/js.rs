@@ -17,14 +17,6 @@ extern "C" {
     pub fn close(this: &Socket, code: u16, reason: &str) -> Result<(), JsValue>;
     #[wasm_bindgen(method, catch, js_name = close)]
     pub fn close_plain(this: &Socket) -> Result<(), JsValue>;
-    #[wasm_bindgen(method, setter)]
-    pub fn set_onopen(this: &Socket, handler: &JsValue);
-    #[wasm_bindgen(method, setter)]
-    pub fn set_onmessage(this: &Socket, handler: &JsValue);
-    #[wasm_bindgen(method, setter)]
-    pub fn set_onclose(this: &Socket, handler: &JsValue);
-    #[wasm_bindgen(method, setter)]
-    pub fn set_onerror(this: &Socket, handler: &JsValue);
 
     /// `Event`, `MessageEvent` and `CloseEvent` fields (npm `ws` events have the same names).
     pub type SocketEvent;

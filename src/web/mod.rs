@@ -84,14 +84,22 @@ struct Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         let socket = &self.socket;
-        socket.set_onopen(&JsValue::NULL);
-        socket.set_onmessage(&JsValue::NULL);
-        socket.set_onclose(&JsValue::NULL);
         // npm `ws` throws an unhandled `error` event (crashing Node) when a socket closed
         // while connecting has no error listener: keep a harmless one.
-        NOOP.with(|noop| socket.set_onerror(noop));
+        NOOP.with(|noop| listen(socket, &JsValue::NULL, noop));
         let _ = socket.close_plain();
     }
+}
+
+/// Sets the socket's `onopen`, `onmessage` and `onclose` to `handler`, its `onerror` to
+/// `on_error`. Plain property sets (`Reflect.set`, which the driver imports anyway) rather
+/// than four setter imports.
+fn listen(socket: &Socket, handler: &JsValue, on_error: &JsValue) {
+    let socket: &Object = socket.unchecked_ref();
+    set(socket, "onopen", handler);
+    set(socket, "onmessage", handler);
+    set(socket, "onclose", handler);
+    set(socket, "onerror", on_error);
 }
 
 thread_local! {
@@ -467,10 +475,7 @@ impl Inner {
                 inner.socket_event(id, &event);
             }
         });
-        socket.set_onopen(on_event.as_ref());
-        socket.set_onmessage(on_event.as_ref());
-        socket.set_onclose(on_event.as_ref());
-        socket.set_onerror(on_event.as_ref());
+        listen(&socket, on_event.as_ref(), on_event.as_ref());
         self.state.borrow_mut().socket = Some(Connection {
             id,
             socket,
