@@ -751,10 +751,14 @@ impl Conn {
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut awaiting_pong = false;
         let mut batch = Vec::with_capacity(WRITE_BATCH);
+        // Created once: a `cancelled()` made anew at every wake-up registers and removes a
+        // waiter on the token that every connection shares (a mutex and a list each time).
+        let shutdown = self.hub.shutdown.cancelled();
+        tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 biased;
-                () = self.hub.shutdown.cancelled() => {
+                () = &mut shutdown => {
                     while let Ok(frame) = rx.try_recv() {
                         if let Err(ending) = self.write_frame(sink, frame).await {
                             return ending;
