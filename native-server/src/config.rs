@@ -44,8 +44,10 @@ pub struct ServerConfig {
     /// Reliable frames written to one session and not yet acknowledged (default 1024). Past
     /// it the client is a slow consumer too (`PROTOCOL.md` section 5).
     pub max_unacked: usize,
-    /// Interval of WebSocket ping frames (default 30 s). A connection that has sent nothing,
-    /// not even a pong, by the next ping is closed and removed.
+    /// Interval of the liveness check (default 30 s). A connection that sent nothing during
+    /// the last interval gets a WebSocket ping; if it has still sent nothing, not even the
+    /// pong, at the next check it is closed and removed. Connections that speak on their own
+    /// (a wsrelay client's `~ping` every 15 s) are not pinged at all.
     pub ping_interval: Duration,
     /// How long a disconnected client's session is kept for a resume (default 60 s).
     pub session_grace: Duration,

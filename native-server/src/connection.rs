@@ -772,8 +772,14 @@ impl Conn {
                     return Ending::new(DisconnectReason::Shutdown);
                 }
                 _ = ping.tick() => {
-                    let heard = self.heard.swap(false, Ordering::Relaxed);
-                    if awaiting_pong && !heard {
+                    if self.heard.swap(false, Ordering::Relaxed) {
+                        // The client spoke during this period (a wsrelay client's `~ping` comes
+                        // every 15 s): it is alive, and a ping would only cost both sides a
+                        // write and a read.
+                        awaiting_pong = false;
+                        continue;
+                    }
+                    if awaiting_pong {
                         return Ending::new(DisconnectReason::Stale);
                     }
                     awaiting_pong = true;
