@@ -68,8 +68,11 @@ pub struct ServerConfig {
     /// `https://app.example.com`). Empty (the default) allows any. A request without an
     /// `Origin` header (not a browser) is not affected.
     pub allowed_origins: Vec<String>,
-    /// WebSocket read buffer per connection (default 4 KiB; tungstenite's own default of
-    /// 128 KiB costs about 139 KB per idle connection).
+    /// WebSocket read buffer per connection (default 1 KiB; tungstenite's own default of
+    /// 128 KiB costs about 139 KB per idle connection). It is allocated for every connection,
+    /// idle or not, and bounds each read: 1 KiB instead of 4 KiB saves 3 KiB per connection
+    /// and cost about 3% of server CPU per message echoing 1 KiB payloads (two reads per
+    /// frame); a frame of 1 MiB takes 1024 reads. Raise it for traffic of large messages.
     pub read_buffer_size: usize,
     /// Bytes a connection buffers before writing to the socket (default 8 KiB); every batch
     /// of frames is flushed once anyway.
@@ -94,7 +97,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(5),
             on_duplicate: OnDuplicate::Replace,
             allowed_origins: Vec::new(),
-            read_buffer_size: 4 * 1024,
+            read_buffer_size: 1024,
             write_buffer_size: 8 * 1024,
             static_dir: None,
         }

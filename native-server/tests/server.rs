@@ -641,3 +641,34 @@ async fn an_unsupported_version_is_refused_with_1002() {
     assert_eq!(code, Some(1002));
     assert_eq!(texts[0]["code"], "unsupported_version");
 }
+
+#[tokio::test]
+async fn messages_much_larger_than_the_read_buffer_arrive_whole() {
+    // The default read buffer is 1 KiB: a frame of 900 KiB (under the 1 MiB limit) takes
+    // hundreds of reads and must come out in one piece, through a handler and relayed.
+    let server = start(config()).await;
+    server.on(
+        "echo",
+        |msg: Incoming<String>| async move { Some(msg.payload) },
+    );
+    let addr = server.local_addr();
+    let (mut alice, _) = Client::session(addr, "alice", "alice-session-1", 0).await;
+    let mut bob = Client::bare(addr, "bob").await;
+    let big: String = (0..900 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    alice
+        .send(&format!(r#"{{"type":"echo","id":1,"payload":"{big}"}}"#))
+        .await;
+    let echoed = alice.recv_app().await;
+    assert_eq!(echoed["re"], 1);
+    assert_eq!(echoed["payload"].as_str(), Some(big.as_str()));
+    alice
+        .send(&format!(
+            r#"{{"type":"big","id":2,"to":"bob","payload":"{big}"}}"#
+        ))
+        .await;
+    let relayed = bob.recv().await;
+    assert_eq!(relayed["source"], "alice");
+    assert_eq!(relayed["payload"].as_str(), Some(big.as_str()));
+}
