@@ -5,8 +5,8 @@
 //!   `BENCHMARKS.md` and `bench/results.json` (`--smoke`: tiny sizes, about a second per
 //!   scenario, checks the harness, writes nothing unless asked to).
 //! - `wsrelay-bench serve KIND ...`: one server under test (started by `run`).
-//! - `wsrelay-bench drive echo|broadcast|idle ADDR PID N SECS [plain]`: loads a server started
-//!   by hand (for profiling it: perf, valgrind).
+//! - `wsrelay-bench drive echo|broadcast|idle ADDR PID N SECS [plain] [PAYLOAD_BYTES]`: loads a
+//!   server started by hand (for profiling it: perf, valgrind).
 //!
 //! `cargo xtask bench` builds this in release and runs it.
 
@@ -993,16 +993,23 @@ fn now_utc() -> String {
 /// `drive echo|broadcast|idle ADDR PID N SECS [plain]`: one load against a running server.
 fn drive(args: &[String]) -> Result<(), String> {
     let [what, addr, pid, n, secs, rest @ ..] = args else {
-        return Err("usage: drive echo|broadcast|idle ADDR PID N SECS [plain]".into());
+        return Err(
+            "usage: drive echo|broadcast|idle ADDR PID N SECS [plain] [PAYLOAD_BYTES]".into(),
+        );
     };
     let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     let pid: u32 = pid.parse().map_err(|e| format!("{pid}: {e}"))?;
     let n: usize = n.parse().map_err(|e| format!("{n}: {e}"))?;
     let secs: f64 = secs.parse().map_err(|e| format!("{secs}: {e}"))?;
-    let proto = if rest.first().is_some_and(|p| p == "plain") {
+    let proto = if rest.iter().any(|p| p == "plain") {
         Proto::Plain
     } else {
         Proto::Wsrelay
+    };
+    // The echo payload size (default 20 bytes), to compare read buffer sizes on larger frames.
+    let size: usize = match rest.iter().find(|p| *p != "plain") {
+        Some(size) => size.parse().map_err(|e| format!("{size}: {e}"))?,
+        None => 20,
     };
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let timing = Timing {
@@ -1017,7 +1024,7 @@ fn drive(args: &[String]) -> Result<(), String> {
     local.block_on(&runtime, async move {
         match what.as_str() {
             "echo" => {
-                let s = load::echo(addr, pid, proto, n, 20, timing).await?;
+                let s = load::echo(addr, pid, proto, n, size, timing).await?;
                 println!("{s:?}");
             }
             "broadcast" => {

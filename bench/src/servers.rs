@@ -53,7 +53,7 @@ pub fn serve(args: &[String]) -> Result<(), String> {
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         match kind.as_str() {
-            "wsrelay" => wsrelay(ping_ms).await,
+            "wsrelay" => wsrelay(ping_ms, read_buf).await,
             "raw-echo" => raw_echo().await,
             "raw-hub" => raw_hub(pairs).await,
             "tt-echo" => tt_echo(read_buf).await,
@@ -78,13 +78,16 @@ async fn bind() -> Result<TcpListener, String> {
 /// wsrelay-server with its defaults, an `echo` handler answering with the payload and a `sink`
 /// handler answering nothing; every other type is relayed. Only the connection limit is raised
 /// (the idle scenarios open 10 000 connections).
-async fn wsrelay(ping_ms: Option<u64>) -> Result<(), String> {
+async fn wsrelay(ping_ms: Option<u64>, read_buf: Option<usize>) -> Result<(), String> {
     let mut config = ServerConfig {
         max_connections: 50_000,
         ..ServerConfig::default()
     };
     if let Some(ms) = ping_ms {
         config.ping_interval = Duration::from_millis(ms);
+    }
+    if let Some(size) = read_buf {
+        config.read_buffer_size = size;
     }
     let server = WebSocketServer::builder(config)
         .on("echo", |message: Incoming<String>| async move {
