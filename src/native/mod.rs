@@ -173,6 +173,16 @@ impl SendOptions {
             ..SendOptions::default()
         }
     }
+
+    /// The core's view of a message of `kind` with the JSON text `payload` and these options.
+    fn outgoing<'a>(&'a self, kind: &'a str, payload: &'a str) -> Outgoing<'a> {
+        Outgoing {
+            kind,
+            payload: Some(payload),
+            to: self.to.as_deref(),
+            ttl: self.ttl,
+        }
+    }
 }
 
 /// Configures a [`WebSocketClient`]: one setter per core option ([`Options`]).
@@ -487,13 +497,7 @@ impl WebSocketClient {
         let queued = encode(&payload).and_then(|payload| {
             let (tx, rx) = oneshot::channel();
             self.command(|state, now| {
-                let message = Outgoing {
-                    kind,
-                    payload: Some(&payload),
-                    to: options.to.as_deref(),
-                    ttl: options.ttl,
-                };
-                let id = state.core.send(now, message)?;
+                let id = state.core.send(now, options.outgoing(kind, &payload))?;
                 state.waiters.insert(id, Waiter::Send(tx));
                 Ok(rx)
             })
@@ -519,15 +523,7 @@ impl WebSocketClient {
         options: SendOptions,
     ) -> Result<u64, Error> {
         let payload = encode(&payload)?;
-        self.command(|state, now| {
-            let message = Outgoing {
-                kind,
-                payload: Some(&payload),
-                to: options.to.as_deref(),
-                ttl: options.ttl,
-            };
-            state.core.send(now, message)
-        })
+        self.command(|state, now| state.core.send(now, options.outgoing(kind, &payload)))
     }
 
     /// Sends a request and resolves with the response's payload, deserialized.
@@ -574,12 +570,7 @@ impl WebSocketClient {
         let queued = encode(&payload).and_then(|payload| {
             let (tx, rx) = oneshot::channel();
             self.command(|state, now| {
-                let message = Outgoing {
-                    kind,
-                    payload: Some(&payload),
-                    to: options.to.as_deref(),
-                    ttl: options.ttl,
-                };
+                let message = options.outgoing(kind, &payload);
                 let id = state.core.request(now, message, options.timeout)?;
                 state.waiters.insert(id, Waiter::Request(tx));
                 Ok(rx)
