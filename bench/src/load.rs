@@ -184,15 +184,34 @@ pub async fn echo(
     timing: Timing,
 ) -> Result<Sample, String> {
     let clients = connect_all(addr, proto, conns, 4096).await?;
-    let shared = Shared::new();
     let pad = pad_for(size);
+    measure_loops(clients, timing, pid, move |conn, shared| async move {
+        echo_loop(conn, &shared, pad).await
+    })
+    .await
+}
+
+/// Runs `client_loop` on every connection (a failure stops the measurement with its error)
+/// and measures the server while they run.
+async fn measure_loops<F, Fut>(
+    clients: Vec<Conn>,
+    timing: Timing,
+    pid: u32,
+    client_loop: F,
+) -> Result<Sample, String>
+where
+    F: Fn(Conn, Rc<Shared>) -> Fut,
+    Fut: std::future::Future<Output = io::Result<()>> + 'static,
+{
+    let shared = Shared::new();
     let tasks = Tasks(
         clients
             .into_iter()
             .map(|conn| {
                 let shared = Rc::clone(&shared);
+                let run = client_loop(conn, Rc::clone(&shared));
                 tokio::task::spawn_local(async move {
-                    if let Err(error) = echo_loop(conn, &shared, pad).await {
+                    if let Err(error) = run.await {
                         shared.fail(error);
                     }
                 })
@@ -246,24 +265,11 @@ pub async fn send_to(
     timing: Timing,
 ) -> Result<Sample, String> {
     let clients = connect_all(addr, proto, pairs * 2, 4096).await?;
-    let shared = Shared::new();
     let pad = pad_for(20);
-    let tasks = Tasks(
-        clients
-            .into_iter()
-            .map(|conn| {
-                let shared = Rc::clone(&shared);
-                tokio::task::spawn_local(async move {
-                    if let Err(error) = pair_loop(conn, &shared, pad).await {
-                        shared.fail(error);
-                    }
-                })
-            })
-            .collect(),
-    );
-    let sample = measure(&shared, timing, pid).await;
-    drop(tasks);
-    sample
+    measure_loops(clients, timing, pid, move |conn, shared| async move {
+        pair_loop(conn, &shared, pad).await
+    })
+    .await
 }
 
 async fn pair_loop(mut conn: Conn, shared: &Shared, pad: usize) -> io::Result<()> {
