@@ -1,16 +1,19 @@
 #![doc = include_str!("../README.md")]
 
-pub mod core;
-pub mod protocol;
+/// The client state machine both drivers share (from `wsrelay-core`).
+pub use wsrelay_core::client;
+/// The wire protocol (from `wsrelay-core`).
+pub use wsrelay_core::protocol;
+/// A point in time as the core sees it (milliseconds from an origin the driver chooses).
+pub use wsrelay_core::Instant;
 
-// The platform driver, chosen here once: the browser / Node.js one on wasm32.
+// The platform driver, chosen here once: the browser / Node.js one on wasm32...
 #[cfg(target_arch = "wasm32")]
 mod web;
 #[cfg(target_arch = "wasm32")]
 pub use web::WebSocketClient;
 
-// The platform driver, chosen in one place: tokio natively; the browser's WebSocket on wasm32
-// (`src/web`) will export the same names.
+// ...and tokio natively.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 #[cfg(not(target_arch = "wasm32"))]
@@ -19,4 +22,4 @@ pub use native::{
 };
 
 /// Every failure a client reports (shared by all drivers).
-pub use crate::core::Error;
+pub use wsrelay_core::client::Error;

@@ -1,5 +1,5 @@
 //! The sans-IO core stays sans-IO: no runtime, no browser bindings, no clock, no shared-state
-//! primitives in `src/core` and `src/protocol`, and its types are `Send` for free.
+//! primitives in the `wsrelay-core` crate (`core/`), and its types are `Send` for free.
 
 use std::fs;
 use std::path::Path;
@@ -33,10 +33,9 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 #[test]
 fn core_and_protocol_perform_no_io() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("core");
     let mut files = Vec::new();
-    rust_files(&root.join("core"), &mut files);
-    rust_files(&root.join("protocol"), &mut files);
+    rust_files(&root.join("src"), &mut files);
     assert!(files.len() >= 8, "found {files:?}");
     let mut offences = Vec::new();
     for file in &files {
@@ -60,7 +59,7 @@ fn core_and_protocol_perform_no_io() {
 #[test]
 fn core_types_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
-    assert_send_sync::<wsrelay::core::ClientCore>();
-    assert_send_sync::<wsrelay::core::ServerSession<String>>();
-    assert_send_sync::<wsrelay::core::Event>();
+    assert_send_sync::<wsrelay_core::client::ClientCore>();
+    assert_send_sync::<wsrelay_core::server::ServerSession<String>>();
+    assert_send_sync::<wsrelay_core::client::Event>();
 }

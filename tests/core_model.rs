@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use sim::Sim;
-use wsrelay::core::{delay_range, Error, Event, Options, Outgoing};
+use wsrelay::client::{delay_range, Error, Event, Options, Outgoing};
 
 const CLIENTS: [&str; 3] = ["alice", "bob", "carol"];
 

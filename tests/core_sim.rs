@@ -5,10 +5,10 @@ mod sim;
 use std::time::Duration;
 
 use sim::Sim;
-use wsrelay::core::{
-    delay_range, ClientCore, Error, Event, Instant, Options, Outgoing, Output, ReadyState,
-    TransportId,
+use wsrelay::client::{
+    delay_range, ClientCore, Error, Event, Options, Outgoing, Output, ReadyState, TransportId,
 };
+use wsrelay::Instant;
 
 fn msg<'a>(kind: &'a str, payload: &'a str) -> Outgoing<'a> {
     Outgoing {

@@ -6,7 +6,7 @@
 
 use proptest::prelude::*;
 use serde_json::Value;
-use wsrelay::protocol::json::{self, MAX_DEPTH};
+use wsrelay_core::protocol::json::{self, MAX_DEPTH};
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
-use wsrelay::core::{delay_range, Options, ReadyState};
+use wsrelay::client::{delay_range, Options, ReadyState};
 use wsrelay::{ClientBuilder, ClientEvent, Error, Received, SendOptions, WebSocketClient};
 use wsrelay_server::{
     DisconnectReason, Incoming, Rejection, RequestError, ServerConfig, StatusCode, WebSocketServer,

@@ -25,8 +25,8 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval_at, timeout, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use wsrelay::core::{Delivery, ServerSession};
-use wsrelay::protocol::{ErrorCode, ErrorReport, Frame, Message, RemoteError, VERSION};
+use wsrelay_core::protocol::{ErrorCode, ErrorReport, Frame, Message, RemoteError, VERSION};
+use wsrelay_core::server::{Delivery, ServerSession};
 
 use crate::config::OnDuplicate;
 use crate::handlers::Reply;

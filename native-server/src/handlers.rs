@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use wsrelay::protocol::{ErrorCode, RemoteError};
+use wsrelay_core::protocol::{ErrorCode, RemoteError};
 
 /// A message delivered to a handler: who sent it and its payload, decoded into `T`.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,8 +15,8 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wsrelay::core::ServerSession;
-use wsrelay::protocol::RemoteError;
+use wsrelay_core::protocol::RemoteError;
+use wsrelay_core::server::ServerSession;
 
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;

@@ -54,4 +54,4 @@ pub use server::{
     ShutdownCode, WebSocketServer,
 };
 /// The error object of responses (`PROTOCOL.md` section 6), from the shared protocol crate.
-pub use wsrelay::protocol::RemoteError;
+pub use wsrelay_core::protocol::RemoteError;

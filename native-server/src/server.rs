@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wsrelay::protocol::{Message, RemoteError};
+use wsrelay_core::protocol::{Message, RemoteError};
 
 use crate::auth::{source_from_query, Authenticator, Rejection, UpgradeRequest};
 use crate::config::ServerConfig;

@@ -22,8 +22,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{ClientEvent, Shared, State, Waiter};
-use crate::core::{Error, Event, Incoming, Instant, Output, ReadyState, TransportId};
+use crate::client::{Error, Event, Incoming, Output, ReadyState, TransportId};
 use crate::protocol::RemoteError;
+use crate::Instant;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

@@ -35,8 +35,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot, Notify};
 
-pub use crate::core::Error;
-use crate::core::{ClientCore, Instant, Options, Outgoing, ReadyState, Response};
+pub use crate::client::Error;
+use crate::client::{ClientCore, Options, Outgoing, ReadyState, Response};
+use crate::Instant;
 
 /// What happened to the connection, for [`WebSocketClient::subscribe`] receivers.
 ///
@@ -380,7 +381,7 @@ enum Waiter {
 }
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send>>;
-type ErasedHandler = Arc<dyn Fn(crate::core::Incoming) -> HandlerFuture + Send + Sync>;
+type ErasedHandler = Arc<dyn Fn(crate::client::Incoming) -> HandlerFuture + Send + Sync>;
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -599,7 +600,7 @@ impl WebSocketClient {
         Fut::Output: HandlerOutput,
     {
         let handler = Arc::new(handler);
-        let erased: ErasedHandler = Arc::new(move |incoming: crate::core::Incoming| {
+        let erased: ErasedHandler = Arc::new(move |incoming: crate::client::Incoming| {
             let handler = Arc::clone(&handler);
             Box::pin(async move {
                 let text = incoming.payload.as_deref().unwrap_or("null");

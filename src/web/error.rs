@@ -8,7 +8,7 @@
 use js_sys::Reflect;
 use wasm_bindgen::JsValue;
 
-use crate::core::Error;
+use crate::client::Error;
 
 /// A `WsRelayError` with `code` and `message`.
 pub(crate) fn error_value(code: &str, message: &str) -> JsValue {

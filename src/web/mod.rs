@@ -24,10 +24,11 @@ use std::time::Duration;
 use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
 use wasm_bindgen::prelude::*;
 
-use crate::core::{
-    ClientCore, Event, Incoming, Instant, Outgoing, Output, ReadyState, ReplyTarget, TransportId,
+use crate::client::{
+    ClientCore, Event, Incoming, Outgoing, Output, ReadyState, ReplyTarget, TransportId,
 };
 use crate::protocol::RemoteError;
+use crate::Instant;
 use error::{core_error, error_value, thrown_message};
 use js::{CustomEvent, EventTarget, Socket, SocketEvent};
 
@@ -153,7 +154,7 @@ fn stringify(value: &JsValue) -> Result<Option<String>, JsValue> {
         return Ok(None);
     }
     let text = JSON::stringify(value)
-        .map_err(|_| core_error(&crate::core::Error::InvalidPayload))?
+        .map_err(|_| core_error(&crate::client::Error::InvalidPayload))?
         .as_string();
     Ok(text)
 }

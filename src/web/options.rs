@@ -6,7 +6,7 @@ use js_sys::{Function, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 
 use super::error::error_value;
-use crate::core::Options;
+use crate::client::Options;
 
 /// What the driver itself needs beyond the core's options.
 pub(crate) struct DriverOptions {

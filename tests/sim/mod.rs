@@ -15,10 +15,10 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::time::Duration;
 
-use wsrelay::core::{
-    ClientCore, Delivery as Dedupe, Event, Instant, Options, Output, ServerSession, TransportId,
-};
-use wsrelay::protocol::{ErrorCode, ErrorReport, Frame, Message, RemoteError};
+use wsrelay_core::client::{ClientCore, Event, Options, Output, TransportId};
+use wsrelay_core::protocol::{ErrorCode, ErrorReport, Frame, Message, RemoteError};
+use wsrelay_core::server::{Delivery as Dedupe, ServerSession};
+use wsrelay_core::Instant;
 
 /// How many unacknowledged frames the simulated server keeps per session.
 pub const SERVER_WINDOW: usize = 100_000;

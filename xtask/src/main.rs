@@ -225,6 +225,8 @@ fn run_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
                 "clippy",
                 "-p",
                 "wsrelay",
+                "-p",
+                "wsrelay-core",
                 "--all-targets",
                 "--target",
                 WASM_TARGET,

@@ -1,6 +1,7 @@
 //! The client's outgoing reliable stream: messages waiting to be sent or acknowledged, in order.
 
-use super::{Error, Instant, Options};
+use super::{Error, Options};
+use crate::Instant;
 
 /// Ids with a deadline each: request timeouts and message time-to-live.
 ///

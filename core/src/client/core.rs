@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use super::backoff::{self, Rng};
 use super::outbox::{Deadlines, Outbox, Settles};
-use super::{Error, Instant, Options};
+use super::{Error, Options};
 use crate::protocol::{json, ErrorReport, Frame, Message, RemoteError, RESERVED_PREFIX, VERSION};
+use crate::Instant;
 
 /// Names one transport (one WebSocket) the core asked for. Events of a transport the core has
 /// since abandoned carry an old id and are ignored, so a late `close` from a replaced socket

@@ -1,0 +1,17 @@
+//! The client's sans-IO state machine, [`ClientCore`]: reconnection with backoff, the queue of
+//! unacknowledged messages, heartbeat, acknowledgements and request/response. Both client
+//! drivers (tokio natively, the runtime's `WebSocket` in browsers and Node.js) feed it events
+//! and carry out its outputs; neither makes a protocol decision of its own.
+
+mod backoff;
+mod core;
+mod error;
+mod options;
+mod outbox;
+
+pub use self::core::{
+    ClientCore, Event, Incoming, Outgoing, Output, ReadyState, ReplyTarget, Response, TransportId,
+};
+pub use backoff::delay_range;
+pub use error::Error;
+pub use options::Options;

@@ -1,0 +1,18 @@
+//! The sans-IO heart of wsrelay, shared by every client and the server: the wire protocol and
+//! the two state machines that make every protocol decision.
+//!
+//! - [`protocol`]: the frames of `PROTOCOL.md` and their JSON codec.
+//! - [`client`]: [`ClientCore`](client::ClientCore), driven by the native (tokio) and the
+//!   browser / Node.js drivers of the `wsrelay` crate.
+//! - [`server`]: the server's per-connection state, driven by `wsrelay-server`.
+//!
+//! Nothing here performs I/O or reads a clock: time is an input ([`Instant`]), randomness a
+//! seed, and every effect an output the driver carries out. That makes the code identical on
+//! every platform, `Send`, and testable with a virtual clock (see `tests/sim`).
+
+pub mod client;
+pub mod protocol;
+pub mod server;
+mod time;
+
+pub use time::Instant;
