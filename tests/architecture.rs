@@ -60,6 +60,13 @@ fn core_and_protocol_perform_no_io() {
 fn core_types_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<wsrelay_core::client::ClientCore>();
-    assert_send_sync::<wsrelay_core::server::ServerSession<String>>();
+    struct Handlers;
+    impl wsrelay_core::server::HandlerSet for Handlers {
+        fn handles(&self, _: &str) -> bool {
+            false
+        }
+    }
+    assert_send_sync::<wsrelay_core::server::ServerConnection<String, Handlers>>();
+    assert_send_sync::<wsrelay_core::server::memory::MemoryState<String, u64>>();
     assert_send_sync::<wsrelay_core::client::Event>();
 }

@@ -253,6 +253,7 @@ fn run(ops: &[Op], seed: u64) -> Result<(), TestCaseError> {
                 .consumed
                 .iter()
                 .filter(|m| m.source == *name && m.re.is_none())
+                .filter(|m| m.effect == "to" || m.effect == "broadcast")
                 .filter(|m| match m.to.as_deref() {
                     None => sender != receiver,
                     Some(to) => to == CLIENTS[receiver],

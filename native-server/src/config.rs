@@ -38,12 +38,24 @@ pub struct ServerConfig {
     /// Most WebSocket clients connected at once (default 10 000); beyond it upgrades are
     /// refused with 503.
     pub max_connections: usize,
-    /// Frames queued for one connection but not yet written (default 256). A client whose
-    /// queue is full is a slow consumer: it is closed with 1008 and counted.
-    pub outbound_queue: usize,
-    /// Reliable frames written to one session and not yet acknowledged (default 1024). Past
-    /// it the client is a slow consumer too (`PROTOCOL.md` section 5).
-    pub max_unacked: usize,
+    /// Flow control (`PROTOCOL.md` section 4): bytes of frames waiting for a client's
+    /// acknowledgement (written or not) beyond which other clients' messages to it wait,
+    /// unacknowledged, instead of piling up (default 1 MiB). The server's own `send_to` and
+    /// `broadcast` do not wait.
+    pub backlog_window: usize,
+    /// Hard bound of a client's mailbox, in bytes (default 8 MiB). The server's `send_to`
+    /// past it fails with [`SendError::Overflow`](crate::SendError::Overflow); a broadcast past
+    /// it breaks the recipient's session, which its client then learns (`resumed: false`,
+    /// with the count of frames lost). A client's message to a disconnected recipient past it
+    /// is answered with `overflow`.
+    pub max_backlog: usize,
+    /// How long a client's backlog may stay over `backlog_window` before it is closed as a
+    /// slow consumer, with 1013 so that it reconnects and resumes (default 15 s).
+    pub slow_consumer_timeout: Duration,
+    /// Bytes a wsrelay client may have sent and not seen acknowledged, announced in the
+    /// welcome (default 256 KiB). While the server delays acknowledgements, this is what it
+    /// holds at most per client.
+    pub send_window: usize,
     /// Interval of the liveness check (default 30 s). A connection that sent nothing during
     /// the last interval gets a WebSocket ping; if it has still sent nothing, not even the
     /// pong, at the next check it is closed and removed. Connections that speak on their own
@@ -53,9 +65,9 @@ pub struct ServerConfig {
     pub session_grace: Duration,
     /// How long a new connection's outbound frames are held waiting for a `~hello` before the
     /// client is taken for a bare client (default 500 ms). Any first frame ends the wait, so
-    /// a bare client that only listens gets its first frames up to this much later (and
-    /// frames queued meanwhile count against `outbound_queue`). wsrelay clients send their
-    /// hello at once, so for them the wait is one round trip.
+    /// a bare client that only listens gets its first frames up to this much later (they wait
+    /// in its mailbox meanwhile). wsrelay clients send their hello at once, so for them the
+    /// wait is one round trip.
     pub hello_timeout: Duration,
     /// How long to wait for a peer to complete a close handshake (default 1 s).
     pub close_timeout: Duration,
@@ -88,8 +100,10 @@ impl Default for ServerConfig {
             relay: true,
             max_message_size: 1024 * 1024,
             max_connections: 10_000,
-            outbound_queue: 256,
-            max_unacked: 1024,
+            backlog_window: 1 << 20,
+            max_backlog: 8 << 20,
+            slow_consumer_timeout: Duration::from_secs(15),
+            send_window: 256 << 10,
             ping_interval: Duration::from_secs(30),
             session_grace: Duration::from_secs(60),
             hello_timeout: Duration::from_millis(500),
@@ -111,5 +125,33 @@ impl ServerConfig {
         self.max_message_size
             .saturating_mul(2)
             .max(self.max_message_size + 1)
+    }
+
+    /// What each connection's state machine needs of these settings.
+    pub(crate) fn connection_settings(&self) -> wsrelay_core::server::ConnectionSettings {
+        wsrelay_core::server::ConnectionSettings {
+            max_message_size: self.max_message_size,
+            hello_timeout: self.hello_timeout,
+            announced_hello_timeout: Duration::from_secs(10),
+            ping_interval: self.ping_interval,
+            relay: self.relay,
+            send_window: self.send_window,
+            backlog_window: self.backlog_window,
+            slow_consumer_timeout: self.slow_consumer_timeout,
+            // What a client keeps in flight within its window, and one largest frame more from
+            // a client that does not keep to it, before the connection stops reading.
+            stash_limit: self.send_window + self.hard_message_limit(),
+            max_pending_calls: 256,
+            retry_interval: Duration::from_millis(100),
+        }
+    }
+
+    /// The in-memory engine's bounds.
+    pub(crate) fn memory_limits(&self) -> wsrelay_core::server::memory::MemoryLimits {
+        wsrelay_core::server::memory::MemoryLimits {
+            backlog_window: self.backlog_window,
+            max_backlog: self.max_backlog,
+            session_grace: self.session_grace,
+        }
     }
 }

@@ -17,7 +17,8 @@ use tower_http::services::ServeDir;
 use crate::auth::UpgradeRequest;
 use crate::config::OnDuplicate;
 use crate::connection;
-use crate::hub::{read, Hub};
+use crate::engine::Router as _;
+use crate::hub::Hub;
 
 #[derive(Clone)]
 struct App {
@@ -116,11 +117,15 @@ async fn entry(State(app): State<App>, request: Request) -> Response {
             );
         }
     }
+    // A wsrelay client says so in its URL: it is then never taken for a bare client.
+    let announced = request.query_param("v").is_some();
     let source = match (hub.auth)(&request) {
         Ok(source) => source,
         Err(rejection) => return refuse(&hub, rejection.status, rejection.reason),
     };
-    if hub.config.on_duplicate == OnDuplicate::Reject && read(&hub.clients).contains_key(&source) {
+    if hub.config.on_duplicate == OnDuplicate::Reject
+        && hub.engine.is_connected(&source).await.unwrap_or(false)
+    {
         return refuse(
             &hub,
             StatusCode::CONFLICT,
@@ -148,6 +153,6 @@ async fn entry(State(app): State<App>, request: Request) -> Response {
         .on_upgrade(move |socket| async move {
             let _tracked = tracked;
             let _slot = slot;
-            connection::serve(socket, hub, source, addr).await;
+            connection::serve(socket, hub, source, announced, addr).await;
         })
 }

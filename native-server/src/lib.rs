@@ -9,7 +9,10 @@
 //!   is the response. Others are relayed: to the client named by `to`, or to every other
 //!   client, with `source` set by the server.
 //! - Fan-out encodes a frame once and hands every recipient the same bytes; each connection
-//!   writes its queued frames and flushes once; queues are bounded and slow consumers cut off.
+//!   writes its frames and flushes once per batch. Flow control instead of disconnection: a
+//!   client's message to a recipient that is behind waits (unacknowledged) until it catches
+//!   up; mailboxes are bounded in bytes, and a client behind for too long is closed with a
+//!   code that lets it reconnect and resume.
 //!
 //! # Example
 //!
@@ -23,24 +26,31 @@
 //!
 //! // Answer `add` requests; every other message type is relayed between clients.
 //! server.on("add", |msg: Incoming<(i64, i64)>| async move { Some(msg.payload.0 + msg.payload.1) });
-//! server.broadcast("announcement", &"hello everyone", None).expect("serializable");
+//! server.broadcast("announcement", &"hello everyone", None).await.expect("serializable");
 //!
 //! server.close().await;
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! Layout: [`config`](ServerConfig) (limits and policies), `auth` (the upgrade hook), `http`
-//! (upgrade on any path, static files), `hub` (registry, parked sessions, fan-out),
-//! `connection` (the per-connection task), `handlers` (typed handlers and replies), `server`
-//! (the public handle).
+//! Layout: every protocol decision about a connection is made by the sans-IO state machine
+//! `wsrelay_core::server::ServerConnection`. Here: [`config`](ServerConfig) (limits and
+//! policies), `auth` (the upgrade hook), `http` (upgrade on any path, static files),
+//! `connection` (the per-connection I/O loop that drives the state machine), `engine` (the
+//! seam where sessions live and frames travel, and its in-memory implementation), `hub`
+//! (what connections share), `requests` (the server's own requests and answers), `handlers`
+//! (typed handlers and replies), `clock` (tokio's clock as the core counts), `server` (the
+//! public handle).
 
 mod auth;
+mod clock;
 mod config;
 mod connection;
+mod engine;
 mod handlers;
 mod http;
 mod hub;
+mod requests;
 mod server;
 
 pub use auth::{source_from_query, Authenticator, Rejection, UpgradeRequest};
@@ -48,7 +58,9 @@ pub use auth::{source_from_query, Authenticator, Rejection, UpgradeRequest};
 /// dependency.
 pub use axum::http::StatusCode;
 pub use config::{OnDuplicate, ServerConfig};
+pub use engine::EngineError;
 pub use handlers::{Incoming, IntoReply, Reply};
+pub use requests::Answer;
 pub use server::{
     ClientInfo, DisconnectReason, RequestError, SendError, ServerBuilder, ServerStats,
     ShutdownCode, WebSocketServer,

@@ -96,7 +96,10 @@ impl Presence {
     pub async fn announce(mut self, server: WebSocketServer) {
         drop(self.changes_tx);
         while let Some(change) = self.changes.recv().await {
-            if let Err(error) = server.broadcast(PRESENCE, &change, Some(&change.source)) {
+            if let Err(error) = server
+                .broadcast(PRESENCE, &change, Some(&change.source))
+                .await
+            {
                 tracing::warn!(%error, "presence not announced");
             }
         }

@@ -4,26 +4,29 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use axum::serve::ListenerExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wsrelay_core::protocol::{Message, RemoteError};
 
 use crate::auth::{source_from_query, Authenticator, Rejection, UpgradeRequest};
+use crate::clock::Clock;
 use crate::config::ServerConfig;
-use crate::connection::encode;
+use crate::engine::{EngineError, MemoryEngine, Router, SendRefused};
 use crate::handlers::{erase, ErasedHandler, Incoming, IntoReply};
-use crate::hub::{
-    lock, read, write, ConnectHook, DisconnectHook, Hub, PendingRequest, PushError, Stats,
-};
+use crate::hub::{ConnectHook, DisconnectHook, Handlers, Hub, Stats};
+use crate::requests::{Answer, AnswerHook, Requests};
+
+/// Why a connection ended (from the server's state machine in `wsrelay-core`).
+pub use wsrelay_core::server::DisconnectReason;
 
 /// A connected client, as the hooks see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,30 +35,6 @@ pub struct ClientInfo {
     pub source: String,
     /// The peer's address.
     pub addr: Option<SocketAddr>,
-}
-
-/// Why a connection ended. Expected endings are not errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DisconnectReason {
-    /// The client closed (with this close code, if it sent one) or the stream ended.
-    Closed(Option<u16>),
-    /// The connection failed (I/O error or a write that could not complete).
-    Failed(String),
-    /// Another connection claimed the same `source` (closed with 4409).
-    Replaced,
-    /// The client did not keep up with its frames (closed with 1008).
-    SlowConsumer,
-    /// The client answered no ping in time.
-    Stale,
-    /// The server shut down (closed with 1001 or 1012).
-    Shutdown,
-    /// A frame too large to read at all (closed with 1009).
-    TooLarge,
-    /// A text frame that is not UTF-8 (closed with 1007, as RFC 6455 requires).
-    InvalidUtf8,
-    /// A protocol violation, e.g. an unsupported version (closed with 1002).
-    ProtocolError(String),
 }
 
 /// The close code [`WebSocketServer::close_with`] sends to every client.
@@ -87,8 +66,10 @@ pub struct ServerStats {
     pub accepted: u64,
     /// Upgrades refused (origin, authentication, duplicate, limits).
     pub rejected: u64,
-    /// Clients cut off because they did not keep up.
+    /// Clients closed because they stayed behind for too long (1013, they may resume).
     pub slow_consumers: u64,
+    /// Times a client's message waited for a recipient that was behind (flow control).
+    pub blocked: u64,
     /// Connections dropped for not answering pings.
     pub stale: u64,
     /// Connections replaced by a newer one with the same source.
@@ -103,29 +84,33 @@ pub struct ServerStats {
 pub enum SendError {
     /// No client with that source is connected (nor within its session grace period).
     UnknownTarget,
-    /// The client's queue is full: it is being disconnected as a slow consumer.
+    /// The client's mailbox is full (`ServerConfig::max_backlog`).
     Overflow,
     /// The payload could not be serialized.
     Payload(serde_json::Error),
+    /// The engine (e.g. Redis) cannot be reached; nothing was sent.
+    Unavailable(EngineError),
 }
 
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SendError::UnknownTarget => f.write_str("no client with that source"),
-            SendError::Overflow => f.write_str("the client's outbound queue is full"),
+            SendError::Overflow => f.write_str("the client's mailbox is full"),
             SendError::Payload(error) => write!(f, "payload not serializable: {error}"),
+            SendError::Unavailable(error) => error.fmt(f),
         }
     }
 }
 
 impl std::error::Error for SendError {}
 
-impl From<PushError> for SendError {
-    fn from(error: PushError) -> Self {
-        match error {
-            PushError::UnknownTarget => SendError::UnknownTarget,
-            PushError::Overflow => SendError::Overflow,
+impl From<SendRefused> for SendError {
+    fn from(refused: SendRefused) -> Self {
+        match refused {
+            SendRefused::UnknownTarget => SendError::UnknownTarget,
+            SendRefused::Overflow => SendError::Overflow,
+            SendRefused::Unavailable(error) => SendError::Unavailable(error),
         }
     }
 }
@@ -167,6 +152,7 @@ pub struct ServerBuilder {
     auth: Box<Authenticator>,
     on_connect: Vec<ConnectHook>,
     on_disconnect: Vec<DisconnectHook>,
+    on_answer: Vec<AnswerHook>,
     handlers: HashMap<String, ErasedHandler>,
 }
 
@@ -209,6 +195,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Calls `hook` with every answer a client sends to one of the server's own messages
+    /// (`send_to`, `broadcast`) that no [`request`](WebSocketServer::request) waits for: a
+    /// client handler's return value is always sent back (`PROTOCOL.md` section 6), and this is
+    /// where it arrives.
+    pub fn on_answer<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&Answer) + Send + Sync + 'static,
+    {
+        self.on_answer.push(Arc::new(hook));
+        self
+    }
+
     /// Registers a handler before the server starts; see [`WebSocketServer::on`].
     pub fn on<T, R, F, Fut>(mut self, kind: &str, handler: F) -> Self
     where
@@ -225,19 +223,18 @@ impl ServerBuilder {
     pub async fn bind(self, addr: impl ToSocketAddrs) -> std::io::Result<WebSocketServer> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
+        let clock = Clock::start();
         let hub = Arc::new(Hub {
+            engine: MemoryEngine::new(self.config.memory_limits(), clock),
             config: self.config,
             auth: self.auth,
-            clients: RwLock::default(),
-            parked: Mutex::default(),
-            pending: Mutex::default(),
-            handlers: RwLock::new(self.handlers),
+            handlers: Handlers::new(self.handlers),
+            requests: Arc::new(Requests::new(self.on_answer)),
             on_connect: self.on_connect,
             on_disconnect: self.on_disconnect,
             stats: Stats::default(),
+            clock,
             live: AtomicUsize::new(0),
-            next_conn_id: AtomicU64::new(1),
-            next_message_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             shutdown_code: AtomicU16::new(1001),
             abort: CancellationToken::new(),
@@ -267,7 +264,12 @@ impl ServerBuilder {
             loop {
                 tokio::select! {
                     () = sweeper.shutdown.cancelled() => return,
-                    _ = tick.tick() => sweeper.expire_parked(Instant::now()),
+                    _ = tick.tick() => {
+                        let expired = sweeper.engine.expire();
+                        if expired > 0 {
+                            tracing::debug!(expired, "sessions expired");
+                        }
+                    }
                 }
             }
         });
@@ -329,6 +331,7 @@ impl WebSocketServer {
             auth: Box::new(source_from_query),
             on_connect: Vec::new(),
             on_disconnect: Vec::new(),
+            on_answer: Vec::new(),
             handlers: HashMap::new(),
         }
     }
@@ -352,29 +355,53 @@ impl WebSocketServer {
     }
 
     /// Sends a message of type `kind` from the server (no `source`) to the client `source`.
-    /// A client within its session grace period gets it when it resumes.
-    pub fn send_to<P: Serialize + ?Sized>(
+    /// A client within its session grace period gets it when it resumes. The message carries
+    /// an id, so the client's handler can answer it: the answer reaches the
+    /// [`on_answer`](ServerBuilder::on_answer) hooks.
+    pub async fn send_to<P: Serialize + ?Sized>(
         &self,
         source: &str,
         kind: &str,
         payload: &P,
     ) -> Result<(), SendError> {
-        let payload = serde_json::to_string(payload).map_err(SendError::Payload)?;
-        let frame = encode(&server_message(kind, None, &payload));
-        Ok(self.hub.send_frame(source, frame)?)
+        let frame = self.server_message(kind, payload)?.1;
+        Ok(self.hub.engine.send_to(source, frame).await?)
     }
 
     /// Sends a message of type `kind` to every client except `exclude`. The frame is encoded
-    /// once; every recipient's queue gets the same bytes. Returns how many clients got it.
-    pub fn broadcast<P: Serialize + ?Sized>(
+    /// once; every recipient's mailbox gets the same bytes. Returns how many clients got it.
+    pub async fn broadcast<P: Serialize + ?Sized>(
         &self,
         kind: &str,
         payload: &P,
         exclude: Option<&str>,
     ) -> Result<usize, SendError> {
+        let frame = self.server_message(kind, payload)?.1;
+        self.hub
+            .engine
+            .broadcast(frame, exclude)
+            .await
+            .map_err(SendError::Unavailable)
+    }
+
+    /// A message from the server, with its id.
+    fn server_message<P: Serialize + ?Sized>(
+        &self,
+        kind: &str,
+        payload: &P,
+    ) -> Result<(u64, Utf8Bytes), SendError> {
         let payload = serde_json::to_string(payload).map_err(SendError::Payload)?;
-        let frame = encode(&server_message(kind, None, &payload));
-        Ok(self.hub.broadcast_frame(&frame, exclude))
+        let id = self.hub.requests.next_id();
+        let message = Message {
+            kind: kind.into(),
+            id: Some(id),
+            re: None,
+            to: None,
+            source: None,
+            payload: Some(&payload),
+            error: None,
+        };
+        Ok((id, message.encode().into()))
     }
 
     /// Handles messages of type `kind` (replacing any handler for it). The handler gets the
@@ -389,12 +416,12 @@ impl WebSocketServer {
         F: Fn(Incoming<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = R> + Send + 'static,
     {
-        write(&self.hub.handlers).insert(kind.to_owned(), erase(handler));
+        self.hub.handlers.insert(kind, erase(handler));
     }
 
     /// Removes the handler of `kind`; returns whether there was one.
     pub fn off(&self, kind: &str) -> bool {
-        write(&self.hub.handlers).remove(kind).is_some()
+        self.hub.handlers.remove(kind)
     }
 
     /// Sends a request (a message with an `id`) to `source` and waits up to `timeout` for the
@@ -410,26 +437,18 @@ impl WebSocketServer {
         P: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let payload = serde_json::to_string(payload)
-            .map_err(|error| RequestError::Send(SendError::Payload(error)))?;
-        let id = self.hub.next_message_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode(&server_message(kind, Some(id), &payload));
-        let (reply, response) = oneshot::channel();
-        lock(&self.hub.pending).insert(
-            id,
-            PendingRequest {
-                source: source.to_owned(),
-                reply,
-            },
-        );
-        if let Err(error) = self.hub.send_frame(source, frame) {
-            lock(&self.hub.pending).remove(&id);
-            return Err(RequestError::Send(error.into()));
+        let (id, frame) = self
+            .server_message(kind, payload)
+            .map_err(RequestError::Send)?;
+        let requests = &self.hub.requests;
+        let response = requests.expect(id, source);
+        if let Err(refused) = self.hub.engine.send_to(source, frame).await {
+            requests.forget(id);
+            return Err(RequestError::Send(refused.into()));
         }
-        let outcome = tokio::time::timeout(timeout, response).await;
-        match outcome {
+        match tokio::time::timeout(timeout, response).await {
             Err(_) => {
-                lock(&self.hub.pending).remove(&id);
+                requests.forget(id);
                 Err(RequestError::Timeout)
             }
             Ok(Err(_)) => Err(RequestError::Closed),
@@ -440,26 +459,26 @@ impl WebSocketServer {
     }
 
     /// The sources of the connected clients, sorted.
-    pub fn clients(&self) -> Vec<String> {
-        let mut sources: Vec<String> = read(&self.hub.clients).keys().cloned().collect();
-        sources.sort_unstable();
-        sources
+    pub async fn clients(&self) -> Result<Vec<String>, EngineError> {
+        self.hub.engine.clients().await
     }
 
     /// Whether a client with `source` is connected.
-    pub fn is_connected(&self, source: &str) -> bool {
-        read(&self.hub.clients).contains_key(source)
+    pub async fn is_connected(&self, source: &str) -> Result<bool, EngineError> {
+        self.hub.engine.is_connected(source).await
     }
 
     /// The server's counters.
     pub fn stats(&self) -> ServerStats {
         let stats = &self.hub.stats;
+        let (parked_sessions, connected) = self.hub.engine.local_counts();
         ServerStats {
-            connected: read(&self.hub.clients).len(),
-            parked_sessions: lock(&self.hub.parked).len(),
+            connected,
+            parked_sessions,
             accepted: stats.accepted.load(Ordering::Relaxed),
             rejected: stats.rejected.load(Ordering::Relaxed),
             slow_consumers: stats.slow_consumers.load(Ordering::Relaxed),
+            blocked: stats.blocked.load(Ordering::Relaxed),
             stale: stats.stale.load(Ordering::Relaxed),
             replaced: stats.replaced.load(Ordering::Relaxed),
             invalid_frames: stats.invalid_frames.load(Ordering::Relaxed),
@@ -494,20 +513,8 @@ impl WebSocketServer {
             hub.abort.cancel();
             let _ = tokio::time::timeout(hub.config.close_timeout, hub.tracker.wait()).await;
         }
-        lock(&hub.pending).clear();
-        lock(&hub.parked).clear();
+        hub.requests.clear();
+        hub.engine.clear();
         tracing::info!("closed");
-    }
-}
-
-fn server_message<'a>(kind: &'a str, id: Option<u64>, payload: &'a str) -> Message<'a> {
-    Message {
-        kind: kind.into(),
-        id,
-        re: None,
-        to: None,
-        source: None,
-        payload: Some(payload),
-        error: None,
     }
 }

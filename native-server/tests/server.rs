@@ -17,7 +17,10 @@ use wsrelay_server::{
 
 /// Proves nothing else was queued for `client`: the marker sent now is the next frame.
 async fn nothing_before_marker(server: &WebSocketServer, client: &mut Client, source: &str) {
-    server.send_to(source, "marker", &json!(null)).unwrap();
+    server
+        .send_to(source, "marker", &json!(null))
+        .await
+        .unwrap();
     let next = client.recv_app().await;
     assert_eq!(next["type"], "marker", "unexpected frame {next}");
 }
@@ -28,16 +31,20 @@ async fn send_to_reaches_only_that_client() {
     let addr = server.local_addr();
     let mut alice = Client::bare(addr, "alice").await;
     let mut bob = Client::bare(addr, "bob").await;
-    assert_eq!(server.clients(), ["alice", "bob"]);
+    assert_eq!(server.clients().await.unwrap(), ["alice", "bob"]);
 
-    server.send_to("bob", "note", &json!({"x": 1})).unwrap();
+    server
+        .send_to("bob", "note", &json!({"x": 1}))
+        .await
+        .unwrap();
+    // The server's own messages carry an id, so that a client's handler can answer them.
     assert_eq!(
         bob.recv().await,
-        json!({"type": "note", "payload": {"x": 1}})
+        json!({"type": "note", "id": 1, "payload": {"x": 1}})
     );
     nothing_before_marker(&server, &mut alice, "alice").await;
     assert!(matches!(
-        server.send_to("nobody", "note", &1),
+        server.send_to("nobody", "note", &1).await,
         Err(wsrelay_server::SendError::UnknownTarget)
     ));
 }
@@ -60,7 +67,10 @@ async fn broadcast_excludes_the_sender_and_sets_source() {
     nothing_before_marker(&server, &mut alice, "alice").await;
 
     // Server broadcasts, with and without exclusion.
-    assert_eq!(server.broadcast("news", &"x", Some("bob")).unwrap(), 2);
+    assert_eq!(
+        server.broadcast("news", &"x", Some("bob")).await.unwrap(),
+        2
+    );
     assert_eq!(alice.recv().await["type"], "news");
     assert_eq!(carol.recv().await["type"], "news");
     nothing_before_marker(&server, &mut bob, "bob").await;
@@ -254,7 +264,8 @@ async fn acks_and_deduplication_of_retransmitted_ids() {
     let (mut alice, welcome) = Client::session(addr, "alice", "alice-session-1", 0).await;
     assert_eq!(
         welcome,
-        json!({"type": "~welcome", "v": 1, "session": "alice-session-1", "ack": 0, "resumed": false})
+        json!({"type": "~welcome", "v": 1, "session": "alice-session-1", "ack": 0, "resumed": false,
+               "window": 262_144})
     );
     let mut bob = Client::bare(addr, "bob").await;
 
@@ -286,8 +297,8 @@ async fn a_resumed_session_gets_missed_frames_once() {
     let (mut alice, _) = Client::session(addr, "alice", token, 0).await;
     alice.send(r#"{"type":"m","id":1}"#).await;
     alice.acked(1).await;
-    server.send_to("alice", "n", &1).unwrap();
-    server.send_to("alice", "n", &2).unwrap();
+    server.send_to("alice", "n", &1).await.unwrap();
+    server.send_to("alice", "n", &2).await.unwrap();
     assert_eq!(alice.recv_app().await["payload"], 1);
     assert_eq!(alice.recv_app().await["payload"], 2);
     alice.send(r#"{"type":"~ack","ack":1}"#).await;
@@ -300,7 +311,7 @@ async fn a_resumed_session_gets_missed_frames_once() {
     assert_eq!(server.stats().parked_sessions, 1);
 
     // Sent while alice is away: kept in her session.
-    server.send_to("alice", "n", &3).unwrap();
+    server.send_to("alice", "n", &3).await.unwrap();
     let mut bob = Client::bare(addr, "bob").await;
     bob.send(r#"{"type":"chat","payload":4}"#).await;
     bob.send(r#"{"type":"~ping"}"#).await;
@@ -344,7 +355,7 @@ async fn a_second_connection_replaces_the_first() {
         disconnected(&mut gone, "alice").await,
         DisconnectReason::Replaced
     );
-    assert_eq!(server.clients(), ["alice"]);
+    assert_eq!(server.clients().await.unwrap(), ["alice"]);
     assert_eq!(server.stats().replaced, 1);
     nothing_before_marker(&server, &mut second, "alice").await;
 }
@@ -394,9 +405,9 @@ async fn a_connection_that_stops_answering_pings_is_dropped() {
     );
     assert_eq!(server.stats().stale, 1);
     // Several ping periods later `alive` is still there.
-    server.send_to("alive", "marker", &1).unwrap();
+    server.send_to("alive", "marker", &1).await.unwrap();
     let _alive = reader.await.unwrap();
-    assert_eq!(server.clients(), ["alive"]);
+    assert_eq!(server.clients().await.unwrap(), ["alive"]);
 }
 
 #[tokio::test]
@@ -462,7 +473,7 @@ async fn invalid_utf8_fails_only_that_connection() {
     let (code, texts) = alice.closed().await;
     assert_eq!(code, Some(1007));
     assert_eq!(texts[0]["code"], "invalid_json");
-    server.broadcast("still", &1, None).unwrap();
+    server.broadcast("still", &1, None).await.unwrap();
     assert_eq!(bob.recv().await["type"], "still");
 }
 
@@ -487,14 +498,16 @@ async fn oversize_messages() {
     alice.send(&huge).await;
     let (code, _) = alice.closed().await;
     assert_eq!(code, Some(1009));
-    server.broadcast("still", &1, None).unwrap();
+    server.broadcast("still", &1, None).await.unwrap();
     assert_eq!(bob.recv().await["type"], "still");
 }
 
 #[tokio::test]
 async fn a_slow_consumer_is_cut_off() {
     let settings = ServerConfig {
-        outbound_queue: 8,
+        backlog_window: 64 * 1024,
+        max_backlog: 512 * 1024,
+        slow_consumer_timeout: Duration::from_millis(300),
         ..config()
     };
     let (builder, mut gone) = watch_disconnects(WebSocketServer::builder(settings));
@@ -516,7 +529,7 @@ async fn a_slow_consumer_is_cut_off() {
     let producer = server.clone();
     let flood = tokio::spawn(async move {
         for _ in 0..10_000 {
-            if producer.send_to("slow", "big", &chunk).is_err() {
+            if producer.send_to("slow", "big", &chunk).await.is_err() {
                 return true;
             }
             tokio::task::yield_now().await;
@@ -529,8 +542,8 @@ async fn a_slow_consumer_is_cut_off() {
     );
     assert!(flood.await.unwrap(), "the flood hit the bound");
     assert_eq!(server.stats().slow_consumers, 1);
-    assert!(!server.is_connected("slow"));
-    server.broadcast("still", &1, None).unwrap();
+    assert!(!server.is_connected("slow").await.unwrap());
+    server.broadcast("still", &1, None).await.unwrap();
     assert_eq!(fast.recv().await["type"], "still");
 }
 
@@ -540,7 +553,7 @@ async fn graceful_close_delivers_queued_frames_then_1001() {
     let addr = server.local_addr();
     let mut alice = Client::bare(addr, "alice").await;
     for i in 0..100 {
-        server.send_to("alice", "n", &i).unwrap();
+        server.send_to("alice", "n", &i).await.unwrap();
     }
     let closing = server.clone();
     let close = tokio::spawn(async move { closing.close().await });

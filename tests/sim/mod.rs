@@ -1,10 +1,12 @@
-//! A deterministic simulation of wsrelay clients and a relay server on a virtual clock.
+//! A deterministic simulation of wsrelay clients and the wsrelay server on a virtual clock.
 //!
-//! Every client is a real [`ClientCore`]; the server keeps a real [`ServerSession`] per client
-//! session and relays like `wsrelay-server` does (a message with `to` goes to that source, any
-//! other to every other source, responses go back to `to`). Links are in-memory with a fixed
-//! latency and can be cut (both ends see a close), stalled (frames vanish silently, like a dead
-//! NAT) and restored; the server can go down, come back, or restart and lose its sessions.
+//! Both sides are the real state machines: every client is a [`ClientCore`], every server
+//! connection a [`ServerConnection`], and sessions and mailboxes live in the real in-memory
+//! engine ([`MemoryState`]), as in `wsrelay-server`. What the simulation adds is what the
+//! drivers add: links with a fixed latency that can be cut (both ends see a close), stalled
+//! (frames vanish silently, like a dead NAT) and restored; a server process that can go down,
+//! come back, or restart and lose its sessions; and, per server connection, the drain loop
+//! of `native-server/src/connection.rs` (carry out outputs, fetch mail, end the batch).
 //!
 //! [`Sim::step`] delivers the earliest pending frame or fires the earliest timer, advancing the
 //! virtual clock to it; nothing depends on real time, so every run is reproducible.
@@ -12,16 +14,18 @@
 #![allow(dead_code, missing_docs)]
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use wsrelay_core::client::{ClientCore, Event, Options, Output, TransportId};
-use wsrelay_core::protocol::{ErrorCode, ErrorReport, Frame, Message, RemoteError};
-use wsrelay_core::server::{Delivery as Dedupe, ServerSession};
+use wsrelay_core::protocol::{Frame, RemoteError};
+use wsrelay_core::server::engine::{Claim, Effect, Routed, Signal};
+use wsrelay_core::server::memory::{MemoryLimits, MemoryState};
+use wsrelay_core::server::{
+    ConnectionSettings, DisconnectReason, HandlerSet, Output as ServerOutput, ServerConnection,
+    ServerEvent,
+};
 use wsrelay_core::Instant;
-
-/// How many unacknowledged frames the simulated server keeps per session.
-pub const SERVER_WINDOW: usize = 100_000;
 
 type ConnId = u64;
 
@@ -49,13 +53,19 @@ enum Delivery {
     ServerClosed {
         conn: ConnId,
     },
+    /// The client's WebSocket answered the server's ping (a browser does so by itself).
+    ServerPong {
+        conn: ConnId,
+    },
 }
 
-/// A message the server consumed (handled and relayed), in consumption order.
+/// A message the server consumed, in consumption order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consumed {
     pub source: String,
     pub id: u64,
+    /// `"to"`, `"broadcast"`, `"reply"` (answered with an error), `"consume"`, `"resolve"`.
+    pub effect: &'static str,
     pub kind: String,
     pub payload: Option<String>,
     pub to: Option<String>,
@@ -69,26 +79,96 @@ pub struct SimClient {
     pub events: Vec<(Instant, Event)>,
     /// Answer every message that has an id with its own payload (as an `on` handler would).
     pub auto_respond: bool,
+    /// Stop reading: frames from the server wait on the link (a client that does not keep up).
+    pub paused: bool,
+    held: VecDeque<Delivery>,
     /// The transport the driver has open, and the server connection behind it.
     socket: Option<(TransportId, Option<ConnId>)>,
 }
 
-struct ServerConn {
-    client: usize,
-    source: String,
-    session: Option<String>,
-    stalled: bool,
+/// The application handler types the simulated server takes; each answers with the payload.
+#[derive(Debug, Clone, Default)]
+pub struct EchoHandlers(pub Vec<String>);
+
+impl HandlerSet for EchoHandlers {
+    fn handles(&self, kind: &str) -> bool {
+        self.0.iter().any(|k| k == kind)
+    }
 }
 
-#[derive(Default)]
+struct ServerConn {
+    client: usize,
+    machine: ServerConnection<String, EchoHandlers>,
+    claim: Claim,
+    stalled: bool,
+    mail: bool,
+}
+
 pub struct SimServer {
     pub up: bool,
+    pub settings: ConnectionSettings,
+    pub limits: MemoryLimits,
+    pub handlers: EchoHandlers,
+    engine: MemoryState<String, ConnId>,
     conns: BTreeMap<ConnId, ServerConn>,
-    sessions: HashMap<String, ServerSession<String>>,
-    /// source -> session token of that source's session.
-    session_of: BTreeMap<String, String>,
     next_conn: ConnId,
+    /// Signals the engine raised, for connections to handle.
+    signals: VecDeque<(ConnId, Signal)>,
     pub consumed: Vec<Consumed>,
+    /// Every server event, with the source it concerns.
+    pub events: Vec<(String, ServerEvent)>,
+    /// How each connection ended.
+    pub endings: Vec<(String, DisconnectReason)>,
+    /// Answers to the server's own messages (responses without `to`).
+    pub answers: Vec<(String, u64, Result<Option<String>, RemoteError>)>,
+}
+
+impl SimServer {
+    fn new(settings: ConnectionSettings, limits: MemoryLimits) -> Self {
+        SimServer {
+            up: true,
+            engine: MemoryState::new(limits.clone()),
+            settings,
+            limits,
+            handlers: EchoHandlers::default(),
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            signals: VecDeque::new(),
+            consumed: Vec::new(),
+            events: Vec::new(),
+            endings: Vec::new(),
+            answers: Vec::new(),
+        }
+    }
+
+    /// Connections the server has now.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Sessions parked for a resume.
+    pub fn parked(&self) -> usize {
+        self.engine.parked()
+    }
+
+    /// Bytes waiting in `source`'s mailbox.
+    pub fn backlog(&self, source: &str) -> usize {
+        self.engine.backlog(source)
+    }
+
+    /// The largest backlog any connection holds, in bytes.
+    pub fn largest_backlog(&self) -> usize {
+        self.conns
+            .values()
+            .map(|c| c.machine.backlog_bytes())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether `source` has a live connection.
+    pub fn is_connected(&self, source: &str) -> bool {
+        self.engine.is_connected(source)
+    }
 }
 
 pub struct Sim {
@@ -100,17 +180,26 @@ pub struct Sim {
     seq: u64,
 }
 
+/// The limits the simulation runs with by default: the server's, with a grace period longer
+/// than any test runs, so that sessions only end when a test says so.
+pub fn default_limits() -> MemoryLimits {
+    MemoryLimits {
+        session_grace: Duration::from_secs(100_000),
+        ..MemoryLimits::default()
+    }
+}
+
 impl Sim {
     pub fn new() -> Self {
+        Sim::with_server(ConnectionSettings::default(), default_limits())
+    }
+
+    pub fn with_server(settings: ConnectionSettings, limits: MemoryLimits) -> Self {
         Sim {
             now: Instant::from_millis(0),
             latency: Duration::from_millis(5),
             clients: Vec::new(),
-            server: SimServer {
-                up: true,
-                next_conn: 1,
-                ..SimServer::default()
-            },
+            server: SimServer::new(settings, limits),
             pending: BinaryHeap::new(),
             seq: 0,
         }
@@ -124,6 +213,8 @@ impl Sim {
             core,
             events: Vec::new(),
             auto_respond: false,
+            paused: false,
+            held: VecDeque::new(),
             socket: None,
         });
         let index = self.clients.len() - 1;
@@ -193,47 +284,73 @@ impl Sim {
     }
 
     fn connect(&mut self, index: usize, transport: TransportId) {
-        self.clients[index].socket = Some((transport, None));
-        if self.server.up {
-            let conn = self.server.next_conn;
-            self.server.next_conn += 1;
-            let source = self.clients[index].source.clone();
-            self.server.conns.insert(
-                conn,
-                ServerConn {
-                    client: index,
-                    source,
-                    session: None,
-                    stalled: false,
-                },
-            );
-            self.schedule(
-                self.latency,
-                Delivery::ClientOpened {
-                    client: index,
-                    transport,
-                    conn,
-                },
-            );
-        } else {
+        if !self.server.up {
+            self.clients[index].socket = Some((transport, None));
             let closed = Delivery::ClientClosed {
                 client: index,
                 transport,
                 code: 1006,
             };
             self.schedule(self.latency, closed);
+            return;
         }
+        let conn = self.server.next_conn;
+        self.server.next_conn += 1;
+        let source = self.clients[index].source.clone();
+        let signals = &mut self.server.signals;
+        let claim = self
+            .server
+            .engine
+            .claim(&source, conn, false, &mut |owner, signal| {
+                signals.push_back((*owner, signal));
+            })
+            .expect("duplicates replace");
+        // The server has the connection from here on (the client learns it one latency later).
+        self.clients[index].socket = Some((transport, Some(conn)));
+        let machine = ServerConnection::new(
+            source,
+            claim.next,
+            true,
+            self.server.settings.clone(),
+            self.server.handlers.clone(),
+            self.now,
+        );
+        self.server.conns.insert(
+            conn,
+            ServerConn {
+                client: index,
+                machine,
+                claim,
+                stalled: false,
+                mail: true,
+            },
+        );
+        self.schedule(
+            self.latency,
+            Delivery::ClientOpened {
+                client: index,
+                transport,
+                conn,
+            },
+        );
+        self.run_server();
     }
 
-    /// The earliest moment something happens: a delivery or a client timer.
+    /// The earliest moment something happens: a delivery or a timer.
     fn next_time(&self) -> Option<Instant> {
         let delivery = self.pending.peek().map(|Reverse((at, _, _))| *at);
-        let timer = self
+        let client = self
             .clients
             .iter()
             .filter_map(|c| c.core.poll_timeout())
             .min();
-        [delivery, timer].into_iter().flatten().min()
+        let server = self
+            .server
+            .conns
+            .values()
+            .filter_map(|c| c.machine.poll_timeout())
+            .min();
+        [delivery, client, server].into_iter().flatten().min()
     }
 
     /// Advances to the next event and handles it. Returns false when nothing is left to happen.
@@ -242,8 +359,10 @@ impl Sim {
             return false;
         };
         self.now = self.now.max(at);
+        let now = self.now;
+        self.server.engine.expire(now);
         if let Some(Reverse((due, _, _))) = self.pending.peek() {
-            if *due <= self.now {
+            if *due <= now {
                 let Some(Reverse((_, _, delivery))) = self.pending.pop() else {
                     return false;
                 };
@@ -255,17 +374,29 @@ impl Sim {
             if self.clients[index]
                 .core
                 .poll_timeout()
-                .is_some_and(|t| t <= self.now)
+                .is_some_and(|t| t <= now)
             {
-                let now = self.now;
                 self.clients[index].core.handle_timeout(now);
                 self.drain(index);
             }
         }
+        let due: Vec<ConnId> = self
+            .server
+            .conns
+            .iter()
+            .filter(|(_, c)| c.machine.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in due {
+            if let Some(c) = self.server.conns.get_mut(&conn) {
+                c.machine.handle_timeout(now);
+            }
+        }
+        self.run_server();
         true
     }
 
-    /// Steps until `until` (virtual time), or until nothing is left to happen.
+    /// Steps until `duration` of virtual time has passed, or nothing is left to happen.
     pub fn run_for(&mut self, duration: Duration) {
         let end = self.now + duration;
         while self.next_time().is_some_and(|t| t <= end) {
@@ -299,13 +430,15 @@ impl Sim {
                 transport,
                 conn,
             } => {
-                let current = self.clients[client].socket.map(|(t, _)| t);
-                if current == Some(transport) && self.server.conns.contains_key(&conn) {
-                    self.clients[client].socket = Some((transport, Some(conn)));
+                let current = self.clients[client].socket;
+                if current == Some((transport, Some(conn))) && self.server.conns.contains_key(&conn)
+                {
                     self.clients[client].core.handle_opened(now, transport);
                     self.drain(client);
-                } else {
-                    self.server.conns.remove(&conn);
+                } else if let Some(c) = self.server.conns.get_mut(&conn) {
+                    // The client gave up on this attempt before it opened.
+                    c.machine.handle_closed(None);
+                    self.run_server();
                 }
             }
             Delivery::ClientFrame {
@@ -313,6 +446,14 @@ impl Sim {
                 transport,
                 text,
             } => {
+                if self.clients[client].paused {
+                    self.clients[client].held.push_back(Delivery::ClientFrame {
+                        client,
+                        transport,
+                        text,
+                    });
+                    return;
+                }
                 self.clients[client]
                     .core
                     .handle_frame(now, transport, &text);
@@ -331,9 +472,22 @@ impl Sim {
                     .handle_closed(now, transport, code, "");
                 self.drain(client);
             }
-            Delivery::ServerFrame { conn, text } => self.server_frame(conn, &text),
+            Delivery::ServerFrame { conn, text } => {
+                if let Some(c) = self.server.conns.get_mut(&conn) {
+                    c.machine.handle_text(&text);
+                    self.run_server();
+                }
+            }
             Delivery::ServerClosed { conn } => {
-                self.server.conns.remove(&conn);
+                if let Some(c) = self.server.conns.get_mut(&conn) {
+                    c.machine.handle_closed(None);
+                    self.run_server();
+                }
+            }
+            Delivery::ServerPong { conn } => {
+                if let Some(c) = self.server.conns.get_mut(&conn) {
+                    c.machine.handle_heard();
+                }
             }
         }
     }
@@ -342,23 +496,53 @@ impl Sim {
 
     /// Cuts client `index`'s link: in-flight frames are lost, both ends see it close (1006).
     pub fn cut(&mut self, index: usize) {
-        self.server_close(index, 1006, "link cut");
+        if let Some((transport, conn)) = self.clients[index].socket.take() {
+            if let Some(conn) = conn {
+                self.drop_link(conn);
+            }
+            self.forget_client_frames(index, transport);
+            let now = self.now;
+            self.clients[index]
+                .core
+                .handle_closed(now, transport, 1006, "link cut");
+            self.drain(index);
+        }
     }
 
-    /// The server closes client `index`'s connection with `code` and `reason`; frames in
-    /// flight are lost.
+    /// The server closes client `index`'s connection with `code` and `reason` (as a server
+    /// would that replaced it, for example); frames in flight are lost.
     pub fn server_close(&mut self, index: usize, code: u16, reason: &str) {
         if let Some((transport, conn)) = self.clients[index].socket.take() {
             if let Some(conn) = conn {
-                self.drop_conn(conn);
+                self.drop_link(conn);
             }
-            self.pending.retain(|Reverse((_, _, d))| !matches!(d, Delivery::ClientFrame { client, transport: t, .. } | Delivery::ClientOpened { client, transport: t, .. } if *client == index && *t == transport));
+            self.forget_client_frames(index, transport);
             let now = self.now;
             self.clients[index]
                 .core
                 .handle_closed(now, transport, code, reason);
             self.drain(index);
         }
+    }
+
+    fn forget_client_frames(&mut self, index: usize, transport: TransportId) {
+        self.pending.retain(|Reverse((_, _, d))| !matches!(d, Delivery::ClientFrame { client, transport: t, .. } | Delivery::ClientOpened { client, transport: t, .. } if *client == index && *t == transport));
+        self.clients[index].held.retain(
+            |d| !matches!(d, Delivery::ClientFrame { transport: t, .. } if *t == transport),
+        );
+    }
+
+    /// The server side of a link goes away: the connection sees the stream end, and what it
+    /// had in flight to the client is lost.
+    fn drop_link(&mut self, conn: ConnId) {
+        self.pending.retain(
+            |Reverse((_, _, d))| !matches!(d, Delivery::ServerFrame { conn: c, .. } | Delivery::ServerClosed { conn: c } | Delivery::ServerPong { conn: c } if *c == conn),
+        );
+        if let Some(c) = self.server.conns.get_mut(&conn) {
+            c.stalled = true; // nothing it writes reaches anyone any more
+            c.machine.handle_closed(None);
+        }
+        self.run_server();
     }
 
     /// Stalls client `index`'s link: from now on frames vanish in both directions and nobody
@@ -374,9 +558,25 @@ impl Sim {
                     transport: t,
                     ..
                 } => !(*client == index && *t == transport),
-                Delivery::ServerFrame { conn: c, .. } => *c != conn,
+                Delivery::ServerFrame { conn: c, .. } | Delivery::ServerPong { conn: c } => {
+                    *c != conn
+                }
                 _ => true,
             });
+        }
+    }
+
+    /// Client `index` stops reading what the server sends (frames wait on the link).
+    pub fn pause(&mut self, index: usize) {
+        self.clients[index].paused = true;
+    }
+
+    /// Client `index` reads again, everything that waited first.
+    pub fn resume(&mut self, index: usize) {
+        self.clients[index].paused = false;
+        let held: Vec<Delivery> = self.clients[index].held.drain(..).collect();
+        for delivery in held {
+            self.deliver(delivery);
         }
     }
 
@@ -390,7 +590,7 @@ impl Sim {
         // Connections a client already abandoned die too, with whatever they had in flight.
         let remaining: Vec<ConnId> = self.server.conns.keys().copied().collect();
         for conn in remaining {
-            self.drop_conn(conn);
+            self.drop_link(conn);
         }
     }
 
@@ -401,31 +601,231 @@ impl Sim {
 
     /// The server comes back as a new process: every session is forgotten.
     pub fn server_restart(&mut self) {
-        self.server.sessions.clear();
-        self.server.session_of.clear();
+        self.server.engine = MemoryState::new(self.server.limits.clone());
+        self.server.signals.clear();
         self.server.up = true;
     }
 
-    fn drop_conn(&mut self, conn: ConnId) {
-        self.server.conns.remove(&conn);
-        self.pending.retain(
-            |Reverse((_, _, d))| !matches!(d, Delivery::ServerFrame { conn: c, .. } if *c == conn),
-        );
+    // ---- the server's drivers ----
+
+    /// Runs every server connection's drain loop until nothing is left to do (what the
+    /// connection tasks of `native-server` do after each wake-up).
+    fn run_server(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some((conn, signal)) = self.server.signals.pop_front() {
+                let now = self.now;
+                if let Some(c) = self.server.conns.get_mut(&conn) {
+                    match signal {
+                        Signal::Mail => c.mail = true,
+                        Signal::Wake => c.machine.handle_wake(now),
+                        Signal::Replaced => c.machine.handle_replaced(),
+                        Signal::Overflowed => c.machine.handle_overflowed(),
+                    }
+                }
+            }
+            let ids: Vec<ConnId> = self.server.conns.keys().copied().collect();
+            for conn in ids {
+                progressed |= self.drive(conn);
+            }
+            if !progressed && self.server.signals.is_empty() {
+                return;
+            }
+        }
     }
 
-    // ---- the server ----
+    /// One connection's drain loop; returns whether it did anything.
+    fn drive(&mut self, conn: ConnId) -> bool {
+        let mut progressed = false;
+        loop {
+            let Some(c) = self.server.conns.get_mut(&conn) else {
+                return progressed;
+            };
+            if let Some(output) = c.machine.poll_output() {
+                progressed = true;
+                self.carry_out(conn, output);
+                continue;
+            }
+            if c.mail {
+                if let Some(from) = c.machine.fetch_from() {
+                    c.mail = false;
+                    let mut frames = Vec::new();
+                    self.server
+                        .engine
+                        .fetch(&c.claim, from, &mut frames, usize::MAX);
+                    for frame in frames {
+                        c.machine.handle_delivery(self.now, frame);
+                    }
+                    continue;
+                }
+            }
+            c.machine.flush();
+            if let Some(output) = c.machine.poll_output() {
+                progressed = true;
+                self.carry_out(conn, output);
+                continue;
+            }
+            return progressed;
+        }
+    }
 
-    fn transmit(&mut self, conn: ConnId, text: String) {
-        let Some(c) = self.server.conns.get(&conn) else {
+    fn carry_out(&mut self, conn: ConnId, output: ServerOutput<String>) {
+        match output {
+            ServerOutput::Transmit(text) => self.send_to_client(conn, text, false),
+            ServerOutput::Deliver(text) => self.send_to_client(conn, text, true),
+            ServerOutput::Ping => {
+                if self.server.conns.get(&conn).is_some_and(|c| !c.stalled) {
+                    let after = self.latency * 2;
+                    self.schedule(after, Delivery::ServerPong { conn });
+                }
+            }
+            ServerOutput::Close(close) => self.close(conn, close.map(|c| c.code)),
+            other => self.server_effect(conn, other),
+        }
+    }
+
+    /// Carries out an output that concerns the engine only.
+    fn server_effect(&mut self, conn: ConnId, output: ServerOutput<String>) {
+        let now = self.now;
+        let SimServer {
+            engine,
+            conns,
+            signals,
+            consumed: record,
+            events,
+            answers,
+            ..
+        } = &mut self.server;
+        let Some(c) = conns.get_mut(&conn) else {
             return;
         };
+        let mut notify = |owner: &ConnId, signal: Signal| signals.push_back((*owner, signal));
+        let source = c.claim.source.clone();
+        match output {
+            ServerOutput::Open { hello, fresh_next } => {
+                let hello = hello.as_ref().map(|(token, ack)| (token.as_str(), *ack));
+                match engine.open(&c.claim, hello, fresh_next) {
+                    Ok(opened) => {
+                        c.machine.handle_opened(opened);
+                        c.mail = true;
+                    }
+                    Err(_) => c.machine.handle_engine_down("claimed again".into()),
+                }
+            }
+            ServerOutput::Route { id, effect } => {
+                let routed = engine.route(&c.claim, id, &effect, &conn, &mut notify);
+                if routed == Routed::Done {
+                    if let Some(id) = id {
+                        record.push(consumed(&source, id, &effect));
+                    }
+                    if let Effect::Resolve { re, result, .. } = &effect {
+                        answers.push((source.clone(), *re, result.clone()));
+                    }
+                }
+                if matches!(effect, Effect::Reply { .. })
+                    || matches!(&effect, Effect::To { target, .. } if *target == source)
+                {
+                    c.mail = true;
+                }
+                c.machine.handle_routed(now, routed);
+            }
+            ServerOutput::Append(frame) => {
+                engine.append(&c.claim, frame, &mut notify);
+                c.mail = true;
+            }
+            ServerOutput::Call { payload, .. } => {
+                // The echo handler answers at once with the payload it got.
+                c.machine
+                    .handle_reply(Some(Ok(payload.unwrap_or_else(|| "null".into()))));
+            }
+            ServerOutput::Settle { through } => engine.settle(&c.claim, through, &mut notify),
+            ServerOutput::Release => engine.release(&c.claim, now, &mut notify),
+            ServerOutput::Event(event) => events.push((source, event)),
+            ServerOutput::Transmit(_)
+            | ServerOutput::Deliver(_)
+            | ServerOutput::Ping
+            | ServerOutput::Close(_) => {}
+        }
+    }
+
+    /// The connection ends: what the mailbox still holds goes out before the close frame
+    /// (`code`, when the link is still there to carry one).
+    fn close(&mut self, conn: ConnId, code: Option<u16>) {
+        let now = self.now;
+        let Some(mut c) = self.server.conns.remove(&conn) else {
+            return;
+        };
+        if code.is_some() {
+            if let Some(from) = c.machine.fetch_from() {
+                let mut frames = Vec::new();
+                self.server
+                    .engine
+                    .fetch(&c.claim, from, &mut frames, usize::MAX);
+                for frame in frames {
+                    c.machine.handle_delivery(now, frame);
+                }
+            }
+        }
+        let source = c.claim.source.clone();
+        let mut last = Vec::new();
+        while let Some(output) = c.machine.poll_output() {
+            match output {
+                ServerOutput::Transmit(text) | ServerOutput::Deliver(text) => last.push(text),
+                ServerOutput::Event(event) => self.server.events.push((source.clone(), event)),
+                _ => {}
+            }
+        }
+        if let Some(reason) = c.machine.ending() {
+            self.server.endings.push((source, reason.clone()));
+        }
+        let Some((transport, Some(current))) = self.clients[c.client].socket else {
+            return;
+        };
+        if c.stalled || current != conn {
+            return;
+        }
+        let client = c.client;
+        for text in last {
+            self.schedule(
+                self.latency,
+                Delivery::ClientFrame {
+                    client,
+                    transport,
+                    text,
+                },
+            );
+        }
+        if let Some(code) = code {
+            self.schedule(
+                self.latency,
+                Delivery::ClientClosed {
+                    client,
+                    transport,
+                    code,
+                },
+            );
+        }
+    }
+
+    /// Sends a server frame over connection `conn`'s link (lost if the link is stalled or the
+    /// client has moved on). A bare client's frame counts as written at once.
+    fn send_to_client(&mut self, conn: ConnId, text: String, numbered: bool) {
+        let Some(c) = self.server.conns.get_mut(&conn) else {
+            return;
+        };
+        if numbered {
+            c.machine.handle_written(1);
+        }
         if c.stalled {
             return;
         }
-        let Some((transport, _)) = self.clients[c.client].socket else {
+        let client = c.client;
+        let Some((transport, Some(current))) = self.clients[client].socket else {
             return;
         };
-        let client = c.client;
+        if current != conn {
+            return;
+        }
         self.schedule(
             self.latency,
             Delivery::ClientFrame {
@@ -435,155 +835,33 @@ impl Sim {
             },
         );
     }
+}
 
-    fn conn_of(&self, source: &str) -> Option<ConnId> {
-        self.server
-            .conns
-            .iter()
-            .find(|(_, c)| c.source == source && c.session.is_some())
-            .map(|(id, _)| *id)
+/// What the server consumed, as the model tests check it.
+fn consumed(source: &str, id: u64, effect: &Effect<String>) -> Consumed {
+    let (name, frame) = match effect {
+        Effect::To { frame, .. } => ("to", Some(frame)),
+        Effect::Broadcast { frame } => ("broadcast", Some(frame)),
+        Effect::Reply { frame } => ("reply", Some(frame)),
+        Effect::Consume => ("consume", None),
+        Effect::Resolve { .. } => ("resolve", None),
+    };
+    let mut record = Consumed {
+        source: source.to_owned(),
+        id,
+        effect: name,
+        kind: String::new(),
+        payload: None,
+        to: None,
+        re: None,
+    };
+    if let Some(Ok(Frame::Message(message))) = frame.map(|f| Frame::decode(f)) {
+        record.kind = message.kind.into_owned();
+        record.payload = message.payload.map(str::to_owned);
+        record.to = message.to.map(|to| to.into_owned());
+        record.re = message.re;
     }
-
-    /// Sends a reliable frame to `source`'s session: recorded for retransmission, and written
-    /// now if the source is connected.
-    fn deliver_reliable(&mut self, source: &str, text: String) -> bool {
-        let Some(token) = self.server.session_of.get(source).cloned() else {
-            return false;
-        };
-        let Some(session) = self.server.sessions.get_mut(&token) else {
-            return false;
-        };
-        session
-            .record_written(text.clone())
-            .expect("the simulated server's window is large");
-        if let Some(conn) = self.conn_of(source) {
-            self.transmit(conn, text);
-        }
-        true
-    }
-
-    fn server_frame(&mut self, conn: ConnId, text: &str) {
-        let Some(c) = self.server.conns.get(&conn) else {
-            return;
-        };
-        let source = c.source.clone();
-        let token = c.session.clone();
-        let frame = match Frame::decode(text) {
-            Ok(frame) => frame,
-            Err(error) => panic!("the client sent an invalid frame {text:?}: {error}"),
-        };
-        match frame {
-            Frame::Hello { session, ack, .. } => {
-                let session = session.into_owned();
-                let known = self
-                    .server
-                    .sessions
-                    .get_mut(&session)
-                    .and_then(|s| s.resume(ack).map(|f| f.cloned().collect::<Vec<_>>()));
-                let (resumed, retransmit) = match known {
-                    Some(frames) => (true, frames),
-                    None => {
-                        self.server
-                            .sessions
-                            .insert(session.clone(), ServerSession::new(&session, SERVER_WINDOW));
-                        (false, Vec::new())
-                    }
-                };
-                // One connection per source: a new one replaces the old.
-                let old: Vec<ConnId> = self
-                    .server
-                    .conns
-                    .iter()
-                    .filter(|(id, c)| **id != conn && c.source == source)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for old in old {
-                    self.drop_conn(old);
-                }
-                self.server
-                    .session_of
-                    .insert(source.clone(), session.clone());
-                if let Some(c) = self.server.conns.get_mut(&conn) {
-                    c.session = Some(session.clone());
-                }
-                let welcome = self.server.sessions[&session].welcome(resumed).encode();
-                self.transmit(conn, welcome);
-                for frame in retransmit {
-                    self.transmit(conn, frame);
-                }
-            }
-            Frame::Message(message) => {
-                let token = token.expect("the client sent a message before its hello");
-                let id = message.id.expect("wsrelay clients number their messages");
-                let session = self
-                    .server
-                    .sessions
-                    .get_mut(&token)
-                    .expect("session of a live connection");
-                if session.deliver(id) == Dedupe::New {
-                    self.consume(&source, message);
-                }
-                if let Some(ack) = self
-                    .server
-                    .sessions
-                    .get_mut(&token)
-                    .and_then(|s| s.poll_ack())
-                {
-                    self.transmit(conn, ack.encode());
-                }
-            }
-            Frame::Ack { ack } => {
-                if let Some(session) = token.and_then(|t| self.server.sessions.get_mut(&t)) {
-                    session.handle_ack(ack);
-                }
-            }
-            Frame::Ping => self.transmit(conn, Frame::Pong.encode()),
-            other => panic!("unexpected frame from a client: {other:?}"),
-        }
-    }
-
-    /// Handles a new message from `source` as the relay does.
-    fn consume(&mut self, source: &str, message: Message<'_>) {
-        self.server.consumed.push(Consumed {
-            source: source.to_owned(),
-            id: message.id.unwrap_or(0),
-            kind: message.kind.to_string(),
-            payload: message.payload.map(str::to_owned),
-            to: message.to.as_deref().map(str::to_owned),
-            re: message.re,
-        });
-        let relayed = Message {
-            source: Some(source.into()),
-            ..message.clone()
-        }
-        .encode();
-        match message.to.as_deref() {
-            Some(to) => {
-                if !self.deliver_reliable(to, relayed) {
-                    let report = ErrorReport {
-                        error: RemoteError {
-                            code: ErrorCode::UnknownTarget.as_str().into(),
-                            message: format!("no client with source {to:?}"),
-                        },
-                        re: message.id,
-                    };
-                    self.deliver_reliable(source, Frame::Error(report).encode());
-                }
-            }
-            None => {
-                let others: Vec<String> = self
-                    .server
-                    .session_of
-                    .keys()
-                    .filter(|s| *s != source)
-                    .cloned()
-                    .collect();
-                for other in others {
-                    self.deliver_reliable(&other, relayed.clone());
-                }
-            }
-        }
-    }
+    record
 }
 
 impl Default for Sim {

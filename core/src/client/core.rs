@@ -464,12 +464,14 @@ impl ClientCore {
             }
         };
         match frame {
-            Frame::Welcome {
-                version,
-                session,
-                ack,
-                resumed,
-            } => self.handle_welcome(now, transport, version, &session, ack, resumed),
+            Frame::Welcome(welcome) => self.handle_welcome(
+                now,
+                transport,
+                welcome.version,
+                &welcome.session,
+                welcome.ack,
+                welcome.resumed,
+            ),
             _ if matches!(self.state, State::Connecting { .. }) => {
                 self.event(Event::Error(Error::Protocol(
                     "frame before the welcome".into(),

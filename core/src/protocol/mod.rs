@@ -32,16 +32,7 @@ pub enum Frame<'a> {
         ack: u64,
     },
     /// Server -> client answer to the hello.
-    Welcome {
-        /// Protocol version the server speaks.
-        version: u64,
-        /// The session token, echoed.
-        session: Cow<'a, str>,
-        /// Highest client message id consumed in this session.
-        ack: u64,
-        /// Whether the server still held the session.
-        resumed: bool,
-    },
+    Welcome(Welcome<'a>),
     /// Cumulative acknowledgement (see `PROTOCOL.md` sections 4 and 5 for each direction).
     Ack {
         /// The acknowledged position.
@@ -53,6 +44,26 @@ pub enum Frame<'a> {
     Pong,
     /// An error report.
     Error(ErrorReport),
+}
+
+/// The server's answer to a hello (`PROTOCOL.md` section 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome<'a> {
+    /// Protocol version the server speaks.
+    pub version: u64,
+    /// The session token, echoed.
+    pub session: Cow<'a, str>,
+    /// Highest client message id consumed in this session.
+    pub ack: u64,
+    /// Whether the server still held the session with nothing missing: every reliable frame
+    /// after the hello's `ack` follows.
+    pub resumed: bool,
+    /// When not resumed after an earlier session: how many reliable frames addressed to the
+    /// client were lost, when the server knows.
+    pub lost: Option<u64>,
+    /// Flow control: the most bytes of messages the client should have sent and not yet seen
+    /// acknowledged (`PROTOCOL.md` section 4). Absent: no limit.
+    pub window: Option<u64>,
 }
 
 /// An application message, or a response to one when `re` is set.
@@ -181,6 +192,8 @@ struct Fields<'a> {
     version: Option<u64>,
     session: Option<Cow<'a, str>>,
     resumed: Option<bool>,
+    lost: Option<u64>,
+    window: Option<u64>,
     code: Option<Cow<'a, str>>,
     message: Option<Cow<'a, str>>,
 }
@@ -257,6 +270,16 @@ impl<'a> Frame<'a> {
                     "\"session\" must be a string",
                 )?,
                 "resumed" => set(&mut f.resumed, Some(value.is_true()), "")?,
+                "lost" => set(
+                    &mut f.lost,
+                    value.as_safe_integer(),
+                    "\"lost\" must be an integer",
+                )?,
+                "window" => set(
+                    &mut f.window,
+                    value.as_safe_integer(),
+                    "\"window\" must be an integer",
+                )?,
                 "code" => set(&mut f.code, value.as_str(), "\"code\" must be a string")?,
                 "message" => set(
                     &mut f.message,
@@ -310,13 +333,14 @@ impl<'a> Frame<'a> {
                         ack,
                     }
                 } else {
-                    let resumed = f.resumed.unwrap_or(false);
-                    Frame::Welcome {
+                    Frame::Welcome(Welcome {
                         version,
                         session,
                         ack,
-                        resumed,
-                    }
+                        resumed: f.resumed.unwrap_or(false),
+                        lost: f.lost,
+                        window: f.window,
+                    })
                 }
             }
             "ack" => Frame::Ack {
@@ -362,23 +386,27 @@ impl<'a> Frame<'a> {
                 push_u64(&mut out, *ack);
                 out.push('}');
             }
-            Frame::Welcome {
-                version,
-                session,
-                ack,
-                resumed,
-            } => {
+            Frame::Welcome(welcome) => {
                 out.push_str("{\"type\":\"~welcome\",\"v\":");
-                push_u64(&mut out, *version);
+                push_u64(&mut out, welcome.version);
                 out.push_str(",\"session\":");
-                json::write_string(&mut out, session);
+                json::write_string(&mut out, &welcome.session);
                 out.push_str(",\"ack\":");
-                push_u64(&mut out, *ack);
-                out.push_str(if *resumed {
-                    ",\"resumed\":true}"
+                push_u64(&mut out, welcome.ack);
+                out.push_str(if welcome.resumed {
+                    ",\"resumed\":true"
                 } else {
-                    ",\"resumed\":false}"
+                    ",\"resumed\":false"
                 });
+                if let Some(lost) = welcome.lost {
+                    out.push_str(",\"lost\":");
+                    push_u64(&mut out, lost);
+                }
+                if let Some(window) = welcome.window {
+                    out.push_str(",\"window\":");
+                    push_u64(&mut out, window);
+                }
+                out.push('}');
             }
             Frame::Ack { ack } => {
                 out.push_str("{\"type\":\"~ack\",\"ack\":");
@@ -526,12 +554,22 @@ mod tests {
                 session: "abc".into(),
                 ack: 12,
             },
-            Frame::Welcome {
+            Frame::Welcome(Welcome {
                 version: 1,
                 session: "abc".into(),
                 ack: 41,
                 resumed: true,
-            },
+                lost: None,
+                window: None,
+            }),
+            Frame::Welcome(Welcome {
+                version: 1,
+                session: "abc".into(),
+                ack: 0,
+                resumed: false,
+                lost: Some(17),
+                window: Some(262_144),
+            }),
             Frame::Ack { ack: 0 },
             Frame::Ping,
             Frame::Pong,

@@ -1,5 +1,17 @@
-//! The server's sans-IO half of a session.
+//! The server's sans-IO half: [`ServerConnection`], every decision about one WebSocket
+//! connection, and the vocabulary of its seam with the engine that keeps sessions and routes
+//! frames ([`engine`]), with the in-memory engine's state ([`memory`]).
+//!
+//! `wsrelay-server` drives a `ServerConnection` per connection with a plain I/O loop and
+//! carries out its outputs against an engine (in memory by default, or Redis for several
+//! relays); the simulation tests (`tests/sim`) drive the same state machines and the same
+//! in-memory engine on a virtual clock.
 
-mod session;
+mod connection;
+pub mod engine;
+pub mod memory;
 
-pub use session::{Delivery, ServerSession, SlowConsumer};
+pub use connection::{
+    error_frame, CloseFrame, ConnectionSettings, DisconnectReason, FrameText, HandlerSet, Output,
+    ServerConnection, ServerEvent, TransportError,
+};

@@ -1,0 +1,523 @@
+//! The in-memory engine's state, as plain data: every source's mailbox, session and owner.
+//!
+//! `wsrelay-server` keeps one [`MemoryState`] behind a lock (the embedded default engine); the
+//! simulation tests drive the same code with a virtual clock. Owners are any handle `O` the
+//! caller chooses (a connection's doorbell, a simulated connection's id); what the engine has
+//! to tell them goes through the `notify` callback of each call, so no lock is held while a
+//! connection reacts.
+//!
+//! Every operation is atomic (the caller holds `&mut`), which is what makes its promises easy:
+//! a route is consumed (watermark advanced) and delivered in one step, and "durable" means "in
+//! this process": if the process dies, its sessions die with it.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use super::connection::FrameText;
+use super::engine::{Claim, Effect, Opened, Routed, Signal};
+use crate::Instant;
+
+/// Bounds of the in-memory engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// Bytes waiting in a connected source's mailbox beyond which clients' messages to it wait
+    /// (flow control). Messages from the server's own API do not wait.
+    pub backlog_window: usize,
+    /// Bytes a mailbox holds at most. A directed message past it is refused (its sender is
+    /// told); a broadcast past it breaks the recipient's session, which its client learns as
+    /// `resumed: false` with the count of frames lost.
+    pub max_backlog: usize,
+    /// How long a disconnected client's session is kept for a resume.
+    pub session_grace: Duration,
+}
+
+impl Default for MemoryLimits {
+    fn default() -> Self {
+        MemoryLimits {
+            backlog_window: 1 << 20,
+            max_backlog: 8 << 20,
+            session_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a claim was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occupied;
+
+/// Why the server's own message could not be sent to a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Nobody with that source is connected or within its grace period.
+    UnknownTarget,
+    /// The source's mailbox is at its hard bound.
+    Overflow,
+}
+
+#[derive(Debug)]
+struct Session {
+    token: String,
+    consumed: u64,
+    base: u64,
+}
+
+/// Frames at consecutive positions `first..first + frames.len()`.
+#[derive(Debug)]
+struct Mailbox<F> {
+    first: u64,
+    frames: VecDeque<F>,
+    bytes: usize,
+}
+
+impl<F: FrameText> Mailbox<F> {
+    fn end(&self) -> u64 {
+        self.first + self.frames.len() as u64
+    }
+
+    fn push(&mut self, frame: F) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    /// Drops the frames up to position `through`; returns how many.
+    fn trim(&mut self, through: u64) -> u64 {
+        let mut dropped = 0;
+        while self.first <= through {
+            let Some(frame) = self.frames.pop_front() else {
+                // Nothing left: positions continue after `through` all the same.
+                self.first = through + 1;
+                break;
+            };
+            self.bytes -= frame.len();
+            self.first += 1;
+            dropped += 1;
+        }
+        dropped
+    }
+}
+
+#[derive(Debug)]
+struct Slot<F, O> {
+    epoch: u64,
+    owner: Option<O>,
+    session: Option<Session>,
+    mailbox: Mailbox<F>,
+    parked_until: Option<Instant>,
+    /// Connections blocked on this source's backlog, woken when it drains or leaves.
+    waiters: Vec<O>,
+    /// Counted in `MemoryState::over_window`.
+    over_window: bool,
+    /// Frames refused since the session broke (a broadcast found the mailbox full): the
+    /// session cannot be resumed, and its client is told how many frames it lost.
+    lost: u64,
+    broken: bool,
+}
+
+impl<F: FrameText, O> Slot<F, O> {
+    /// Whether frames addressed to the source are taken: a connection holds it, or it has a
+    /// session within its grace period.
+    fn reachable(&self) -> bool {
+        self.owner.is_some() || (self.session.is_some() && !self.broken)
+    }
+}
+
+/// Every source's state in one process. See the module documentation.
+#[derive(Debug)]
+pub struct MemoryState<F, O> {
+    slots: HashMap<String, Slot<F, O>>,
+    limits: MemoryLimits,
+    /// Connected sources whose backlog is over the window: while none is, a broadcast needs
+    /// no scan for flow control.
+    over_window: usize,
+}
+
+/// Registers `waiter` for a wake-up when `slot` drains (once, however often it retries).
+fn wait_for<F, O: PartialEq + Clone>(slot: &mut Slot<F, O>, waiter: &O) {
+    if !slot.waiters.contains(waiter) {
+        slot.waiters.push(waiter.clone());
+    }
+}
+
+impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
+    /// No sources yet.
+    pub fn new(limits: MemoryLimits) -> Self {
+        MemoryState {
+            slots: HashMap::new(),
+            limits,
+            over_window: 0,
+        }
+    }
+
+    /// The engine's bounds.
+    pub fn limits(&self) -> &MemoryLimits {
+        &self.limits
+    }
+
+    /// A connection takes `source`: a previous owner is told it was replaced, a parked session
+    /// waits for the hello. With `exclusive`, a source already connected is refused instead.
+    pub fn claim(
+        &mut self,
+        source: &str,
+        owner: O,
+        exclusive: bool,
+        notify: &mut impl FnMut(&O, Signal),
+    ) -> Result<Claim, Occupied> {
+        let slot = self.slots.entry(source.to_owned()).or_insert_with(|| Slot {
+            epoch: 0,
+            owner: None,
+            session: None,
+            mailbox: Mailbox {
+                first: 1,
+                frames: VecDeque::new(),
+                bytes: 0,
+            },
+            parked_until: None,
+            waiters: Vec::new(),
+            over_window: false,
+            lost: 0,
+            broken: false,
+        });
+        if exclusive && slot.owner.is_some() {
+            return Err(Occupied);
+        }
+        if let Some(previous) = slot.owner.replace(owner) {
+            notify(&previous, Signal::Replaced);
+        }
+        slot.epoch += 1;
+        slot.parked_until = None;
+        let claim = Claim {
+            source: source.to_owned(),
+            epoch: slot.epoch,
+            next: slot.mailbox.end(),
+        };
+        self.update_window(source);
+        Ok(claim)
+    }
+
+    /// Opens the session a hello names (`token`, and the count of frames the client has), or
+    /// a fresh one starting at `fresh_next`; `hello` is `None` for a bare client, which has no
+    /// session.
+    pub fn open(
+        &mut self,
+        claim: &Claim,
+        hello: Option<(&str, u64)>,
+        fresh_next: u64,
+    ) -> Result<Opened, Occupied> {
+        let slot = self.owned(claim).ok_or(Occupied)?;
+        if let (Some((token, client_ack)), Some(session)) = (hello, &slot.session) {
+            let through = session.base.saturating_add(client_ack);
+            let resumable = session.token == token
+                && !slot.broken
+                && through + 1 >= slot.mailbox.first
+                && through < slot.mailbox.end();
+            if resumable {
+                slot.mailbox.trim(through);
+                let opened = Opened {
+                    resumed: true,
+                    consumed: session.consumed,
+                    base: session.base,
+                    next: through + 1,
+                    lost: None,
+                };
+                self.update_window(&claim.source);
+                return Ok(opened);
+            }
+        }
+        // Not resumable: frames before `fresh_next` were the previous session's, and lost to
+        // its client; frames from there on belong to this connection.
+        let previous = slot.session.take();
+        let kept = match (hello, &previous) {
+            (Some((token, _)), Some(previous)) if previous.token == token => previous.consumed,
+            _ => 0,
+        };
+        let dropped = slot.mailbox.trim(fresh_next - 1);
+        let lost = (previous.is_some() || slot.broken).then_some(dropped + slot.lost);
+        slot.lost = 0;
+        slot.broken = false;
+        let base = fresh_next - 1;
+        if let Some((token, _)) = hello {
+            slot.session = Some(Session {
+                token: token.to_owned(),
+                consumed: kept,
+                base,
+            });
+        }
+        let opened = Opened {
+            resumed: false,
+            consumed: kept,
+            base,
+            next: fresh_next,
+            lost: hello.and(lost),
+        };
+        self.update_window(&claim.source);
+        Ok(opened)
+    }
+
+    /// Consumes message `id` of the claim's source with `effect`. `waiter` is told
+    /// [`Signal::Wake`] when a recipient it is blocked on drains.
+    pub fn route(
+        &mut self,
+        claim: &Claim,
+        id: Option<u64>,
+        effect: &Effect<F>,
+        waiter: &O,
+        notify: &mut impl FnMut(&O, Signal),
+    ) -> Routed {
+        let Some(sender) = self.owned(claim) else {
+            return Routed::Fenced;
+        };
+        if let (Some(id), Some(session)) = (id, &sender.session) {
+            if id <= session.consumed {
+                return Routed::Duplicate;
+            }
+        }
+        match effect {
+            Effect::Consume | Effect::Resolve { .. } => {}
+            Effect::Reply { frame } => self.deliver(&claim.source, frame.clone(), notify),
+            Effect::To { target, frame } => {
+                if *target == claim.source {
+                    self.deliver(target, frame.clone(), notify);
+                } else {
+                    let window = self.limits.backlog_window;
+                    let max = self.limits.max_backlog;
+                    let Some(slot) = self.slots.get_mut(target).filter(|s| s.reachable()) else {
+                        return Routed::UnknownTarget;
+                    };
+                    if slot.owner.is_some() && slot.mailbox.bytes > window {
+                        wait_for(slot, waiter);
+                        return Routed::Blocked { on: target.clone() };
+                    }
+                    if slot.mailbox.bytes + frame.len() > max {
+                        return Routed::Overflow;
+                    }
+                    self.deliver(target, frame.clone(), notify);
+                }
+            }
+            Effect::Broadcast { frame } => {
+                if self.over_window > 0 {
+                    let behind = self
+                        .slots
+                        .iter_mut()
+                        .find(|(source, slot)| slot.over_window && **source != claim.source);
+                    if let Some((source, slot)) = behind {
+                        wait_for(slot, waiter);
+                        return Routed::Blocked { on: source.clone() };
+                    }
+                }
+                self.broadcast(frame, Some(&claim.source), notify);
+            }
+        }
+        if let (Some(id), Some(slot)) = (id, self.slots.get_mut(&claim.source)) {
+            if let Some(session) = slot.session.as_mut() {
+                session.consumed = session.consumed.max(id);
+            }
+        }
+        Routed::Done
+    }
+
+    /// Appends `frame` to the claim's own mailbox (a response, an error about input without
+    /// id). Ignored for a stale claim.
+    pub fn append(&mut self, claim: &Claim, frame: F, notify: &mut impl FnMut(&O, Signal)) {
+        if self.owned(claim).is_some() {
+            self.deliver(&claim.source, frame, notify);
+        }
+    }
+
+    /// Appends up to `max` frames from position `from` of the claim's mailbox to `out`;
+    /// returns how many.
+    pub fn fetch(&self, claim: &Claim, from: u64, out: &mut Vec<F>, max: usize) -> usize {
+        let Some(slot) = self
+            .slots
+            .get(&claim.source)
+            .filter(|slot| slot.epoch == claim.epoch)
+        else {
+            return 0;
+        };
+        let mailbox = &slot.mailbox;
+        debug_assert!(from >= mailbox.first, "fetching frames already dropped");
+        let skip = usize::try_from(from.saturating_sub(mailbox.first)).unwrap_or(usize::MAX);
+        let before = out.len();
+        out.extend(mailbox.frames.iter().skip(skip).take(max).cloned());
+        out.len() - before
+    }
+
+    /// The client has every frame up to position `through`: they are dropped.
+    pub fn settle(&mut self, claim: &Claim, through: u64, notify: &mut impl FnMut(&O, Signal)) {
+        if let Some(slot) = self.owned(claim) {
+            slot.mailbox.trim(through);
+            self.update_window(&claim.source);
+            self.wake_if_room(&claim.source, notify);
+        }
+    }
+
+    /// The claim's connection ended: its session (if any) is parked until the grace period
+    /// ends; a source without one is forgotten. Ignored for a stale claim.
+    pub fn release(&mut self, claim: &Claim, now: Instant, notify: &mut impl FnMut(&O, Signal)) {
+        let grace = self.limits.session_grace;
+        let Some(slot) = self.owned(claim) else {
+            return;
+        };
+        slot.owner = None;
+        let waiters = std::mem::take(&mut slot.waiters);
+        let parked = slot.session.is_some();
+        if parked {
+            slot.parked_until = Some(now + grace);
+        }
+        self.update_window(&claim.source);
+        if !parked {
+            self.slots.remove(&claim.source);
+        }
+        // Nobody waits for a source that is not connected.
+        for waiter in &waiters {
+            notify(waiter, Signal::Wake);
+        }
+    }
+
+    /// The server's own message to `target` (never blocked: the server cannot wait).
+    pub fn send(
+        &mut self,
+        target: &str,
+        frame: F,
+        notify: &mut impl FnMut(&O, Signal),
+    ) -> Result<(), Refused> {
+        let max = self.limits.max_backlog;
+        let slot = self
+            .slots
+            .get(target)
+            .filter(|slot| slot.reachable())
+            .ok_or(Refused::UnknownTarget)?;
+        if slot.mailbox.bytes + frame.len() > max {
+            return Err(Refused::Overflow);
+        }
+        self.deliver(target, frame, notify);
+        Ok(())
+    }
+
+    /// The server's own message to every source but `exclude`; returns how many took it. A
+    /// recipient whose mailbox is full loses it, and with it its session's continuity: it is
+    /// told at once if connected (to reconnect), or at its hello.
+    pub fn broadcast(
+        &mut self,
+        frame: &F,
+        exclude: Option<&str>,
+        notify: &mut impl FnMut(&O, Signal),
+    ) -> usize {
+        let (max, window) = (self.limits.max_backlog, self.limits.backlog_window);
+        let len = frame.len();
+        let mut delivered = 0;
+        let over_window = &mut self.over_window;
+        for (source, slot) in &mut self.slots {
+            if Some(source.as_str()) == exclude || !slot.reachable() {
+                continue;
+            }
+            if slot.mailbox.bytes + len > max {
+                slot.lost += 1;
+                if !slot.broken {
+                    slot.broken = true;
+                    if let Some(owner) = &slot.owner {
+                        notify(owner, Signal::Overflowed);
+                    }
+                }
+                continue;
+            }
+            slot.mailbox.push(frame.clone());
+            if let Some(owner) = &slot.owner {
+                notify(owner, Signal::Mail);
+                if !slot.over_window && slot.mailbox.bytes > window {
+                    slot.over_window = true;
+                    *over_window += 1;
+                }
+            }
+            delivered += 1;
+        }
+        delivered
+    }
+
+    /// Forgets the parked sessions whose grace period ended by `now`; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let before = self.slots.len();
+        self.slots.retain(|_, slot| {
+            slot.owner.is_some() || slot.parked_until.is_none_or(|until| until > now)
+        });
+        before - self.slots.len()
+    }
+
+    /// The sources connected now, in no particular order.
+    pub fn connected(&self) -> impl Iterator<Item = &str> {
+        self.slots
+            .iter()
+            .filter(|(_, slot)| slot.owner.is_some())
+            .map(|(source, _)| source.as_str())
+    }
+
+    /// Whether a connection holds `source`.
+    pub fn is_connected(&self, source: &str) -> bool {
+        self.slots
+            .get(source)
+            .is_some_and(|slot| slot.owner.is_some())
+    }
+
+    /// Sessions kept for a resume, their clients disconnected.
+    pub fn parked(&self) -> usize {
+        self.slots
+            .values()
+            .filter(|slot| slot.owner.is_none())
+            .count()
+    }
+
+    /// Bytes waiting in `source`'s mailbox.
+    pub fn backlog(&self, source: &str) -> usize {
+        self.slots.get(source).map_or(0, |slot| slot.mailbox.bytes)
+    }
+
+    /// Forgets everything (the server closed).
+    pub fn clear(&mut self) {
+        self.slots.clear();
+        self.over_window = 0;
+    }
+
+    // ---- internals ----
+
+    /// The claim's slot, if the claim is current.
+    fn owned(&mut self, claim: &Claim) -> Option<&mut Slot<F, O>> {
+        self.slots
+            .get_mut(&claim.source)
+            .filter(|slot| slot.epoch == claim.epoch)
+    }
+
+    fn deliver(&mut self, target: &str, frame: F, notify: &mut impl FnMut(&O, Signal)) {
+        if let Some(slot) = self.slots.get_mut(target) {
+            slot.mailbox.push(frame);
+            if let Some(owner) = &slot.owner {
+                notify(owner, Signal::Mail);
+            }
+        }
+        self.update_window(target);
+    }
+
+    /// Keeps `source`'s `over_window` flag and the count of such sources right.
+    fn update_window(&mut self, source: &str) {
+        let window = self.limits.backlog_window;
+        if let Some(slot) = self.slots.get_mut(source) {
+            let over = slot.owner.is_some() && slot.mailbox.bytes > window;
+            if over != slot.over_window {
+                slot.over_window = over;
+                if over {
+                    self.over_window += 1;
+                } else {
+                    self.over_window -= 1;
+                }
+            }
+        }
+    }
+
+    fn wake_if_room(&mut self, source: &str, notify: &mut impl FnMut(&O, Signal)) {
+        if let Some(slot) = self.slots.get_mut(source) {
+            if !slot.over_window {
+                for waiter in slot.waiters.drain(..) {
+                    notify(&waiter, Signal::Wake);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The embedded default engine: every source's state in this process, behind one lock.
+//!
+//! The decisions are [`MemoryState`]'s (sans-IO, shared with the simulation tests); this adds
+//! the lock, the clock, the doorbells and the resolution of the server's own requests. The
+//! lock is held for map operations and queue pushes only, never across an `.await`.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use axum::extract::ws::Utf8Bytes;
+use wsrelay_core::server::memory::{MemoryLimits, MemoryState, Occupied, Refused};
+
+use super::{
+    Claim, ClaimError, Doorbell, Effect, EngineError, Opened, Routed, Router, SendRefused,
+    SessionStore, Signal,
+};
+use crate::clock::Clock;
+
+/// Sessions and mailboxes in memory: they live as long as the process.
+pub(crate) struct MemoryEngine {
+    state: Mutex<MemoryState<Utf8Bytes, Doorbell>>,
+    clock: Clock,
+}
+
+fn ring(doorbell: &Doorbell, signal: Signal) {
+    doorbell.ring(signal);
+}
+
+impl MemoryEngine {
+    pub(crate) fn new(limits: MemoryLimits, clock: Clock) -> Self {
+        MemoryEngine {
+            state: Mutex::new(MemoryState::new(limits)),
+            clock,
+        }
+    }
+
+    /// Poisoning only means a thread panicked while holding the lock; the state stays usable
+    /// (every operation leaves it consistent before it can panic).
+    fn state(&self) -> MutexGuard<'_, MemoryState<Utf8Bytes, Doorbell>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets the sessions whose grace period is over; returns how many.
+    pub(crate) fn expire(&self) -> usize {
+        let now = self.clock.now();
+        self.state().expire(now)
+    }
+
+    /// Sessions parked for a resume, and sources connected to this process.
+    pub(crate) fn local_counts(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.parked(), state.connected().count())
+    }
+
+    /// Forgets everything (the server closed).
+    pub(crate) fn clear(&self) {
+        self.state().clear();
+    }
+}
+
+impl SessionStore for MemoryEngine {
+    async fn claim(
+        &self,
+        source: &str,
+        doorbell: &Doorbell,
+        exclusive: bool,
+    ) -> Result<Claim, ClaimError> {
+        self.state()
+            .claim(source, doorbell.clone(), exclusive, &mut ring)
+            .map_err(|Occupied| ClaimError::Occupied)
+    }
+
+    async fn open(
+        &self,
+        claim: &Claim,
+        hello: Option<(&str, u64)>,
+        fresh_next: u64,
+    ) -> Result<Opened, EngineError> {
+        self.state()
+            .open(claim, hello, fresh_next)
+            .map_err(|Occupied| EngineError("the source was claimed again".into()))
+    }
+
+    async fn fetch(
+        &self,
+        claim: &Claim,
+        from: u64,
+        out: &mut Vec<Utf8Bytes>,
+        max: usize,
+    ) -> Result<usize, EngineError> {
+        Ok(self.state().fetch(claim, from, out, max))
+    }
+
+    async fn settle(&self, claim: &Claim, through: u64) -> Result<(), EngineError> {
+        self.state().settle(claim, through, &mut ring);
+        Ok(())
+    }
+
+    async fn release(&self, claim: &Claim) {
+        let now = self.clock.now();
+        self.state().release(claim, now, &mut ring);
+    }
+}
+
+impl Router for MemoryEngine {
+    async fn route(
+        &self,
+        claim: &Claim,
+        id: Option<u64>,
+        effect: &Effect<Utf8Bytes>,
+        waiter: &Doorbell,
+    ) -> Routed {
+        self.state().route(claim, id, effect, waiter, &mut ring)
+    }
+
+    async fn append(&self, claim: &Claim, frame: Utf8Bytes) -> Result<(), EngineError> {
+        self.state().append(claim, frame, &mut ring);
+        Ok(())
+    }
+
+    async fn send_to(&self, target: &str, frame: Utf8Bytes) -> Result<(), SendRefused> {
+        self.state()
+            .send(target, frame, &mut ring)
+            .map_err(|refused| match refused {
+                Refused::UnknownTarget => SendRefused::UnknownTarget,
+                Refused::Overflow => SendRefused::Overflow,
+            })
+    }
+
+    async fn broadcast(
+        &self,
+        frame: Utf8Bytes,
+        exclude: Option<&str>,
+    ) -> Result<usize, EngineError> {
+        Ok(self.state().broadcast(&frame, exclude, &mut ring))
+    }
+
+    async fn clients(&self) -> Result<Vec<String>, EngineError> {
+        let mut sources: Vec<String> = self.state().connected().map(str::to_owned).collect();
+        sources.sort_unstable();
+        Ok(sources)
+    }
+
+    async fn is_connected(&self, source: &str) -> Result<bool, EngineError> {
+        Ok(self.state().is_connected(source))
+    }
+}

@@ -1,0 +1,227 @@
+//! The seam between the connections and where sessions live and how frames travel: the
+//! [`SessionStore`] and [`Router`] traits, and the [`Doorbell`] through which an engine reaches
+//! a connection. The in-memory engine ([`MemoryEngine`]) is the embedded default.
+//!
+//! # The contract an engine meets
+//!
+//! Vocabulary (mailbox, position, session, claim, epoch) as in
+//! [`wsrelay_core::server::engine`].
+//!
+//! - **Durable before acknowledged.** [`Router::route`] answers [`Routed::Done`] only once the
+//!   message's effect (frames appended to every recipient's mailbox, or a handler call due)
+//!   and the sender's de-duplication watermark are as durable as the engine promises: the
+//!   connection acknowledges the client right after. For the memory engine that is "in this
+//!   process"; for a remote store, "written to the store". [`Router::append`] (responses and
+//!   errors to the sender itself) and [`SessionStore::settle`] need the same before the
+//!   connection goes on; `claim` and `open` before the welcome is sent.
+//! - **Once.** `route` is idempotent per (source, session, id): a second route of an id at or
+//!   below the watermark answers [`Routed::Duplicate`] and delivers nothing. Messages without
+//!   an id (bare clients) are not de-duplicated.
+//! - **Order.** Frames appended to one mailbox keep the order of the appends, and a connection
+//!   routes its messages one at a time, so what one sender sends reaches each recipient in
+//!   order. Nothing is promised between different senders.
+//! - **Flow control.** A client's message to a connected recipient whose mailbox holds more
+//!   than the window answers [`Routed::Blocked`] and consumes nothing; the engine rings the
+//!   waiter's doorbell with [`Signal::Wake`] when that recipient drains or leaves (the
+//!   connection also retries on a timer, so a lost wake-up only delays). Appends of the
+//!   server's own API never wait; past a mailbox's hard bound `send_to` is refused and a
+//!   broadcast breaks that recipient's session.
+//! - **Fencing.** [`SessionStore::claim`] gives every connection of a source a newer epoch.
+//!   Every later operation carries its [`Claim`]; one with an older epoch does nothing
+//!   (`route` answers [`Routed::Fenced`]), so a replaced connection, or a process frozen and
+//!   woken up, cannot consume, deliver or settle for the source any more. The previous owner
+//!   is told [`Signal::Replaced`] when the engine can reach it.
+//! - **Loss is explicit.** [`SessionStore::open`] resumes only when the token matches and
+//!   every frame after the client's count is still there; otherwise it opens a fresh session
+//!   and says so (`resumed: false`, with `lost` when known), and the client is told. Never a
+//!   gap.
+//! - **Unavailable, not wrong.** An engine that cannot reach its store answers
+//!   [`EngineError`] (or [`Routed::Unavailable`]): nothing was consumed, the client is not
+//!   acknowledged and sends again.
+
+mod memory;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::Notify;
+pub use wsrelay_core::server::engine::{Claim, Effect, Opened, Routed, Signal};
+
+pub(crate) use memory::MemoryEngine;
+
+/// The engine's store cannot be reached; nothing was done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineError(pub String);
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "engine unavailable: {}", self.0)
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// Why a claim was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimError {
+    /// The source is connected and duplicates are refused.
+    Occupied,
+    /// The engine's store cannot be reached.
+    #[allow(
+        dead_code,
+        reason = "the memory engine is always reachable; remote ones are not"
+    )]
+    Unavailable(EngineError),
+}
+
+/// Why the server's own message was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendRefused {
+    /// Nobody with that source is connected or within its grace period.
+    UnknownTarget,
+    /// The recipient's mailbox is at its hard bound.
+    Overflow,
+    /// The engine's store cannot be reached.
+    Unavailable(EngineError),
+}
+
+/// Where sessions live: ownership of a source, the session a hello names, the mailbox.
+pub trait SessionStore: Send + Sync {
+    /// A connection takes `source` (newer epoch; the previous owner is told it was replaced).
+    /// With `exclusive`, a source that is connected is refused instead.
+    fn claim(
+        &self,
+        source: &str,
+        doorbell: &Doorbell,
+        exclusive: bool,
+    ) -> impl Future<Output = Result<Claim, ClaimError>> + Send;
+
+    /// Resumes the session a hello names (`token`, frames the client has), or opens a fresh
+    /// one starting at `fresh_next`; `None` for a bare client. Durable before it answers.
+    fn open(
+        &self,
+        claim: &Claim,
+        hello: Option<(&str, u64)>,
+        fresh_next: u64,
+    ) -> impl Future<Output = Result<Opened, EngineError>> + Send;
+
+    /// Appends to `out` up to `max` frames of the claim's mailbox from position `from`, in
+    /// order; returns how many.
+    fn fetch(
+        &self,
+        claim: &Claim,
+        from: u64,
+        out: &mut Vec<Utf8Bytes>,
+        max: usize,
+    ) -> impl Future<Output = Result<usize, EngineError>> + Send;
+
+    /// The client has every frame through position `through`: the engine may drop them, and
+    /// wakes senders blocked on this mailbox when it has room again.
+    fn settle(
+        &self,
+        claim: &Claim,
+        through: u64,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// The connection ended: its session (if any) is kept for the grace period, then
+    /// forgotten. A stale claim changes nothing.
+    fn release(&self, claim: &Claim) -> impl Future<Output = ()> + Send;
+}
+
+/// How frames reach sources, and who is present.
+pub trait Router: Send + Sync {
+    /// Consumes message `id` with `effect` (see the contract above); `waiter` is rung with
+    /// [`Signal::Wake`] when a recipient it is blocked on drains.
+    fn route(
+        &self,
+        claim: &Claim,
+        id: Option<u64>,
+        effect: &Effect<Utf8Bytes>,
+        waiter: &Doorbell,
+    ) -> impl Future<Output = Routed> + Send;
+
+    /// Appends a frame to the claim's own mailbox (a handler's response, an error).
+    fn append(
+        &self,
+        claim: &Claim,
+        frame: Utf8Bytes,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// The server's own message to `target`.
+    fn send_to(
+        &self,
+        target: &str,
+        frame: Utf8Bytes,
+    ) -> impl Future<Output = Result<(), SendRefused>> + Send;
+
+    /// The server's own message to every source but `exclude`; returns how many took it.
+    fn broadcast(
+        &self,
+        frame: Utf8Bytes,
+        exclude: Option<&str>,
+    ) -> impl Future<Output = Result<usize, EngineError>> + Send;
+
+    /// The sources connected now, sorted.
+    fn clients(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+
+    /// Whether a connection holds `source`.
+    fn is_connected(&self, source: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
+}
+
+/// How an engine reaches a connection's task: it sets a signal's bit and wakes the task, which
+/// reads every bit set since it last looked. Signals of a kind coalesce; none is lost (a
+/// wake-up before the task waits is kept as a permit).
+#[derive(Debug, Default, Clone)]
+pub struct Doorbell(std::sync::Arc<Bell>);
+
+#[derive(Debug, Default)]
+struct Bell {
+    signals: AtomicU8,
+    wake: Notify,
+}
+
+/// Signals received together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rung(u8);
+
+impl Rung {
+    /// Whether `signal` is among them.
+    pub fn has(self, signal: Signal) -> bool {
+        self.0 & bit(signal) != 0
+    }
+}
+
+fn bit(signal: Signal) -> u8 {
+    match signal {
+        Signal::Mail => 1,
+        Signal::Wake => 2,
+        Signal::Replaced => 4,
+        Signal::Overflowed => 8,
+    }
+}
+
+impl PartialEq for Doorbell {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Doorbell {
+    /// Tells the connection `signal`.
+    pub fn ring(&self, signal: Signal) {
+        self.0.signals.fetch_or(bit(signal), Ordering::AcqRel);
+        self.0.wake.notify_one();
+    }
+
+    /// Waits until something was rung, and takes every signal rung so far.
+    pub async fn wait(&self) -> Rung {
+        loop {
+            let rung = self.0.signals.swap(0, Ordering::AcqRel);
+            if rung != 0 {
+                return Rung(rung);
+            }
+            self.0.wake.notified().await;
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The server's own requests waiting for their response, and the hooks that receive answers
+//! nobody waits for.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::oneshot;
+use wsrelay_core::protocol::RemoteError;
+
+/// A client's answer to a message the server sent, when no `request` waits for it: the
+/// client's handler returned a value for a `send_to` or `broadcast` (`PROTOCOL.md` section 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Who answered.
+    pub source: String,
+    /// The type of the answer (the answered message's type).
+    pub kind: String,
+    /// The id of the server's message it answers.
+    pub re: u64,
+    /// The payload (raw JSON text, `None` when empty), or the client handler's error.
+    pub result: Result<Option<String>, RemoteError>,
+}
+
+pub(crate) type AnswerHook = Arc<dyn Fn(&Answer) + Send + Sync>;
+
+type Reply = oneshot::Sender<Result<Option<String>, RemoteError>>;
+
+/// Ids for the server's own messages, and the requests among them that wait.
+pub(crate) struct Requests {
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, (String, Reply)>>,
+    hooks: Vec<AnswerHook>,
+}
+
+impl Requests {
+    pub(crate) fn new(hooks: Vec<AnswerHook>) -> Self {
+        Requests {
+            next_id: AtomicU64::new(1),
+            pending: Mutex::default(),
+            hooks,
+        }
+    }
+
+    /// The id of the server's next message (every one carries one, so clients can answer).
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, Reply)>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for the response of message `id` sent to `source`.
+    pub(crate) fn expect(
+        &self,
+        id: u64,
+        source: &str,
+    ) -> oneshot::Receiver<Result<Option<String>, RemoteError>> {
+        let (reply, response) = oneshot::channel();
+        self.pending().insert(id, (source.to_owned(), reply));
+        response
+    }
+
+    /// Stops waiting for message `id` (timed out, or not sent).
+    pub(crate) fn forget(&self, id: u64) {
+        self.pending().remove(&id);
+    }
+
+    /// `source` answered the server's message `re`: settles the request waiting for it, or
+    /// hands the answer to the hooks. An answer from anyone else than the addressee settles
+    /// nothing.
+    pub(crate) fn resolve(
+        &self,
+        source: &str,
+        kind: &str,
+        re: u64,
+        result: Result<Option<String>, RemoteError>,
+    ) {
+        let waiting = {
+            let mut pending = self.pending();
+            match pending.get(&re) {
+                Some((to, _)) if to == source => pending.remove(&re),
+                _ => None,
+            }
+        };
+        match waiting {
+            // The requester may have timed out and gone: nothing to do then.
+            Some((_, reply)) => drop(reply.send(result)),
+            None if self.hooks.is_empty() => {
+                tracing::debug!(source, kind, re, "answer nobody waits for");
+            }
+            None => {
+                let answer = Answer {
+                    source: source.to_owned(),
+                    kind: kind.to_owned(),
+                    re,
+                    result,
+                };
+                for hook in &self.hooks {
+                    hook(&answer);
+                }
+            }
+        }
+    }
+
+    /// Fails every waiting request (the server closed).
+    pub(crate) fn clear(&self) {
+        self.pending().clear();
+    }
+}
