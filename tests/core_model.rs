@@ -237,6 +237,36 @@ fn run(ops: &[Op], seed: u64) -> Result<(), TestCaseError> {
     }
 
     if restarted {
+        // A restart loses what the old process had not delivered, but never silently: a
+        // receiver that missed a message it was sent has been told its session was lost.
+        for (receiver, client) in sim.clients.iter().enumerate() {
+            let told = client.saw(|e| matches!(e, Event::SessionLost { .. }));
+            for (sender, name) in CLIENTS.iter().enumerate() {
+                let got: Vec<u64> = client
+                    .received()
+                    .into_iter()
+                    .filter(|(source, _, _)| source.as_deref() == Some(*name))
+                    .filter_map(|(_, id, _)| id)
+                    .collect();
+                let missed = sim
+                    .server
+                    .consumed
+                    .iter()
+                    .filter(|m| m.source == *name && m.re.is_none())
+                    .filter(|m| match (m.effect, m.to.as_deref()) {
+                        ("broadcast", _) => sender != receiver,
+                        ("to", Some(to)) => to == CLIENTS[receiver],
+                        _ => false,
+                    })
+                    .any(|m| !got.contains(&m.id));
+                prop_assert!(
+                    !missed || told,
+                    "{} missed messages of {} and was not told",
+                    CLIENTS[receiver],
+                    name
+                );
+            }
+        }
         return Ok(());
     }
     // Every receiver got each sender's relayed messages exactly once, in order, and missed none.

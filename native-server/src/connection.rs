@@ -269,8 +269,11 @@ impl Conn {
                 .outq
                 .push_back((WsMessage::Ping(bytes::Bytes::new()), false)),
             Output::Open { hello, fresh_next } => {
-                let hello = hello.as_ref().map(|(token, ack)| (token.as_str(), *ack));
-                match hub.engine.open(&self.claim, hello, fresh_next).await {
+                match hub
+                    .engine
+                    .open(&self.claim, hello.as_ref(), fresh_next)
+                    .await
+                {
                     Ok(opened) => {
                         self.machine.handle_opened(opened);
                         self.mail = true;

@@ -261,11 +261,13 @@ async fn responses_between_clients_are_routed_by_to() {
 async fn acks_and_deduplication_of_retransmitted_ids() {
     let server = start(config()).await;
     let addr = server.local_addr();
-    let (mut alice, welcome) = Client::session(addr, "alice", "alice-session-1", 0).await;
+    let (mut alice, mut welcome) = Client::session(addr, "alice", "alice-session-1", 0).await;
+    let sid = welcome["sid"].take();
+    assert!(sid.is_string(), "the session instance is named: {sid}");
     assert_eq!(
         welcome,
         json!({"type": "~welcome", "v": 1, "session": "alice-session-1", "ack": 0, "resumed": false,
-               "window": 262_144})
+               "window": 262_144, "sid": null})
     );
     let mut bob = Client::bare(addr, "bob").await;
 
@@ -294,7 +296,7 @@ async fn a_resumed_session_gets_missed_frames_once() {
     let server = builder.bind("127.0.0.1:0").await.unwrap();
     let addr = server.local_addr();
     let token = "k3J9aQ2xP0tLw8Zr";
-    let (mut alice, _) = Client::session(addr, "alice", token, 0).await;
+    let (mut alice, first) = Client::session(addr, "alice", token, 0).await;
     alice.send(r#"{"type":"m","id":1}"#).await;
     alice.acked(1).await;
     server.send_to("alice", "n", &1).await.unwrap();
@@ -317,8 +319,9 @@ async fn a_resumed_session_gets_missed_frames_once() {
     bob.send(r#"{"type":"~ping"}"#).await;
     assert_eq!(bob.recv().await["type"], "~pong");
 
-    let (mut alice, welcome) = Client::session(addr, "alice", token, 1).await;
+    let (mut alice, welcome) = Client::resume(addr, "alice", token, 1, Some(&first["sid"])).await;
     assert_eq!(welcome["resumed"], true);
+    assert_eq!(welcome["sid"], first["sid"], "the same instance goes on");
     assert_eq!(welcome["ack"], 1, "the server tells which ids it consumed");
     assert_eq!(alice.recv_app().await["payload"], 2);
     assert_eq!(alice.recv_app().await["payload"], 3);

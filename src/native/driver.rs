@@ -178,6 +178,7 @@ impl Driver {
         // A waiter whose future was dropped is gone: `send` on it fails, which is fine.
         match event {
             Event::Open { resumed } => shared.emit(ClientEvent::Open { resumed }),
+            Event::SessionLost { lost } => shared.emit(ClientEvent::SessionLost { lost }),
             Event::Message(incoming) => {
                 // The dispatcher lives as long as this driver; a send error cannot happen.
                 let _ = self.dispatch_tx.send(incoming);

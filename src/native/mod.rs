@@ -52,6 +52,13 @@ pub enum ClientEvent {
         /// The server still held the session: nothing sent to this client was lost.
         resumed: bool,
     },
+    /// The server no longer held this client's session when it reconnected: messages
+    /// addressed to the client meanwhile are lost (`lost` of them, when the server knows).
+    /// Comes before `Open { resumed: false }`, and only after an earlier session.
+    SessionLost {
+        /// Reliable frames lost, when known.
+        lost: Option<u64>,
+    },
     /// A connection closed.
     Close {
         /// Close code (1006 when the connection was lost without one; 4401/4403/4409 when the

@@ -579,6 +579,12 @@ impl Inner {
                 set(&detail, "resumed", &resumed.into());
                 self.dispatch("open", &detail);
             }
+            Event::SessionLost { lost } => {
+                let detail = Object::new();
+                let lost = lost.map_or(JsValue::NULL, |lost| (lost as f64).into());
+                set(&detail, "lost", &lost);
+                self.dispatch("sessionlost", &detail);
+            }
             Event::Message(incoming) => self.handle_message(incoming),
             Event::Response(response) => {
                 let detail = Object::new();

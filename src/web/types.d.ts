@@ -100,6 +100,8 @@ export interface ResponseDetail {
 /** The events of a `WebSocketClient`, each a `CustomEvent` carrying `detail`. */
 export interface WebSocketClientEventMap {
   open: CustomEvent<{ resumed: boolean }>;
+  /** The server no longer held this client's session: messages sent to it meanwhile are lost (`lost` of them, when known). */
+  sessionlost: CustomEvent<{ lost: number | null }>;
   close: CustomEvent<{ code: number; reason: string; reconnecting: boolean }>;
   reconnecting: CustomEvent<{ attempt: number; delay: number }>;
   error: CustomEvent<WsRelayError>;

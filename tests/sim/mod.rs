@@ -112,6 +112,7 @@ pub struct SimServer {
     engine: MemoryState<String, ConnId>,
     conns: BTreeMap<ConnId, ServerConn>,
     next_conn: ConnId,
+    pub restarts: u32,
     /// Signals the engine raised, for connections to handle.
     signals: VecDeque<(ConnId, Signal)>,
     pub consumed: Vec<Consumed>,
@@ -127,12 +128,13 @@ impl SimServer {
     fn new(settings: ConnectionSettings, limits: MemoryLimits) -> Self {
         SimServer {
             up: true,
-            engine: MemoryState::new(limits.clone()),
+            engine: MemoryState::new(limits.clone(), 1),
             settings,
             limits,
             handlers: EchoHandlers::default(),
             conns: BTreeMap::new(),
             next_conn: 1,
+            restarts: 0,
             signals: VecDeque::new(),
             consumed: Vec::new(),
             events: Vec::new(),
@@ -601,7 +603,10 @@ impl Sim {
 
     /// The server comes back as a new process: every session is forgotten.
     pub fn server_restart(&mut self) {
-        self.server.engine = MemoryState::new(self.server.limits.clone());
+        // A new process names its session instances apart from the old one's.
+        self.server.restarts += 1;
+        let instance = 1 + u64::from(self.server.restarts);
+        self.server.engine = MemoryState::new(self.server.limits.clone(), instance);
         self.server.signals.clear();
         self.server.up = true;
     }
@@ -703,8 +708,7 @@ impl Sim {
         let source = c.claim.source.clone();
         match output {
             ServerOutput::Open { hello, fresh_next } => {
-                let hello = hello.as_ref().map(|(token, ack)| (token.as_str(), *ack));
-                match engine.open(&c.claim, hello, fresh_next) {
+                match engine.open(&c.claim, hello.as_ref(), fresh_next) {
                     Ok(opened) => {
                         c.machine.handle_opened(opened);
                         c.mail = true;

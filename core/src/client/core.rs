@@ -5,7 +5,9 @@ use std::time::Duration;
 use super::backoff::{self, Rng};
 use super::outbox::{Deadlines, Outbox, Settles};
 use super::{Error, Options};
-use crate::protocol::{json, ErrorReport, Frame, Message, RemoteError, RESERVED_PREFIX, VERSION};
+use crate::protocol::{
+    json, ErrorReport, Frame, Message, RemoteError, Welcome, RESERVED_PREFIX, VERSION,
+};
 use crate::Instant;
 
 /// Names one transport (one WebSocket) the core asked for. Events of a transport the core has
@@ -43,6 +45,14 @@ pub enum Event {
     Open {
         /// The server still held the session: nothing sent to this client was lost.
         resumed: bool,
+    },
+    /// The server no longer held this client's session when it reconnected (its grace period
+    /// ended, its mailbox overflowed, or the server restarted): messages addressed to the
+    /// client meanwhile are lost. Emitted before `Open { resumed: false }`, and only when the
+    /// client had a session before; the application may want to fetch what it missed.
+    SessionLost {
+        /// How many reliable frames were lost, when the server knows.
+        lost: Option<u64>,
     },
     /// A message for the `on(type)` handlers.
     Message(Incoming),
@@ -217,6 +227,12 @@ pub struct ClientCore {
     received: u64,
     acknowledged: u64,
     ack_due: Option<Instant>,
+    /// A welcome was received before: a fresh session now means the old one was lost.
+    had_session: bool,
+    /// The session instance the received count is in (the last welcome's `sid`).
+    sid: Option<String>,
+    /// Bytes of messages the server lets this client have in flight (its welcome's `window`).
+    window: Option<usize>,
     /// Outputs not yet polled are `outputs[polled..]`. A `Vec` read through a cursor rather
     /// than a `VecDeque` (whose code is kilobytes of wasm): the driver empties it after every
     /// input, and it is cleared each time it has been read to the end.
@@ -255,6 +271,9 @@ impl ClientCore {
             received: 0,
             acknowledged: 0,
             ack_due: None,
+            had_session: false,
+            sid: None,
+            window: None,
             outputs: Vec::new(),
             polled: 0,
         };
@@ -435,6 +454,7 @@ impl ClientCore {
                     version: VERSION,
                     session: self.session.as_str().into(),
                     ack: self.received,
+                    sid: self.sid.as_deref().map(Into::into),
                 };
                 self.output(Output::Transmit(hello.encode()));
             }
@@ -464,14 +484,7 @@ impl ClientCore {
             }
         };
         match frame {
-            Frame::Welcome(welcome) => self.handle_welcome(
-                now,
-                transport,
-                welcome.version,
-                &welcome.session,
-                welcome.ack,
-                welcome.resumed,
-            ),
+            Frame::Welcome(welcome) => self.handle_welcome(now, transport, &welcome),
             _ if matches!(self.state, State::Connecting { .. }) => {
                 self.event(Event::Error(Error::Protocol(
                     "frame before the welcome".into(),
@@ -629,11 +642,7 @@ impl ClientCore {
             message.encode()
         };
         let id = self.outbox.push(&self.options, encode, expires, settles)?;
-        if let State::Open { .. } = self.state {
-            if let Some(frame) = self.outbox.transmit_newest() {
-                self.output(Output::Transmit(frame));
-            }
-        }
+        self.send_more();
         Ok(id)
     }
 
@@ -658,20 +667,21 @@ impl ClientCore {
         });
     }
 
-    fn handle_welcome(
-        &mut self,
-        now: Instant,
-        transport: TransportId,
-        version: u64,
-        session: &str,
-        ack: u64,
-        resumed: bool,
-    ) {
+    fn handle_welcome(&mut self, now: Instant, transport: TransportId, welcome: &Welcome<'_>) {
+        let Welcome {
+            version,
+            ref session,
+            ack,
+            resumed,
+            lost,
+            window,
+            ref sid,
+        } = *welcome;
         if !matches!(self.state, State::Connecting { opened: true, .. }) {
             self.event(Event::Error(Error::Protocol("unexpected welcome".into())));
             return;
         }
-        if version != VERSION || session != self.session {
+        if version != VERSION || *session != self.session {
             let reason = if version != VERSION {
                 "unsupported version"
             } else {
@@ -684,7 +694,13 @@ impl ClientCore {
         if !resumed {
             self.received = 0;
             self.acknowledged = 0;
+            if self.had_session {
+                self.event(Event::SessionLost { lost });
+            }
         }
+        self.had_session = true;
+        self.sid = sid.as_deref().map(str::to_owned);
+        self.window = window.map(|window| usize::try_from(window).unwrap_or(usize::MAX));
         self.ack_due = None;
         self.state = State::Open {
             transport,
@@ -693,9 +709,17 @@ impl ClientCore {
             next_ping: now + self.options.heartbeat_interval,
         };
         self.event(Event::Open { resumed });
+        self.outbox.restart();
         self.handle_ack(ack);
-        for frame in self.outbox.transmit_all() {
-            self.output(Output::Transmit(frame));
+    }
+
+    /// Transmits queued messages while open, as far as the server's window allows.
+    fn send_more(&mut self) {
+        if let State::Open { .. } | State::Closing { .. } = self.state {
+            let outputs = &mut self.outputs;
+            self.outbox.send_more(self.window, |frame| {
+                outputs.push(Some(Output::Transmit(frame)));
+            });
         }
     }
 
@@ -776,6 +800,7 @@ impl ClientCore {
                 self.event(Event::Delivered { id });
             }
         }
+        self.send_more();
         self.check_closing_done();
     }
 

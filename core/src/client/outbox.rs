@@ -109,10 +109,15 @@ pub(crate) struct Entry {
 /// acknowledgements settle from the front by moving that index, and the spent slots are
 /// dropped in one go once they are at least half of the vector, so settling costs O(1)
 /// amortized however many messages are in flight.
+///
+/// `entries[settled..sent]` were sent on the current connection and are in flight
+/// (`in_flight` bytes); the rest wait for the connection, or for room in the server's window.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     entries: Vec<Entry>,
     settled: usize,
+    sent: usize,
+    in_flight: usize,
     bytes: usize,
     last_id: u64,
     expiries: Deadlines,
@@ -123,6 +128,8 @@ impl Outbox {
         Outbox {
             entries: Vec::new(),
             settled: 0,
+            sent: 0,
+            in_flight: 0,
             bytes: 0,
             last_id: 0,
             expiries: Deadlines::default(),
@@ -192,28 +199,28 @@ impl Outbox {
         Ok(id)
     }
 
-    /// Marks the newest entry transmitted and returns a copy of its frame to send.
-    pub(crate) fn transmit_newest(&mut self) -> Option<String> {
-        if self.is_empty() {
-            return None;
-        }
-        let entry = self.entries.last_mut()?;
-        self.expiries.remove(entry.id);
-        entry.transmitted = true;
-        Some(entry.frame.clone())
+    /// A new connection: nothing is in flight on it yet, everything is to be sent (again).
+    pub(crate) fn restart(&mut self) {
+        self.sent = self.settled;
+        self.in_flight = 0;
     }
 
-    /// Marks every entry transmitted and returns their frames, oldest first.
-    pub(crate) fn transmit_all(&mut self) -> Vec<String> {
-        // Time-to-live only limits waiting to be sent: none is left waiting.
-        self.expiries.drain();
-        let live = self.entries.get_mut(self.settled..).unwrap_or_default();
-        live.iter_mut()
-            .map(|entry| {
-                entry.transmitted = true;
-                entry.frame.clone()
-            })
-            .collect()
+    /// Sends the next entries, oldest first, while the bytes in flight stay within `window`
+    /// (one entry is always sent when nothing is in flight, whatever its size). Each frame
+    /// sent is handed to `transmit`.
+    pub(crate) fn send_more(&mut self, window: Option<usize>, mut transmit: impl FnMut(String)) {
+        while let Some(entry) = self.entries.get_mut(self.sent) {
+            let len = entry.frame.len();
+            if self.in_flight > 0 && window.is_some_and(|w| self.in_flight + len > w) {
+                break;
+            }
+            entry.transmitted = true;
+            // Time-to-live only limits waiting to be sent.
+            self.expiries.remove(entry.id);
+            transmit(entry.frame.clone());
+            self.in_flight += len;
+            self.sent += 1;
+        }
     }
 
     /// Removes every entry with id ≤ `ack`, oldest first, and says how each settles.
@@ -226,14 +233,21 @@ impl Outbox {
             // The slot stays until the next compaction; its frame's memory goes now.
             let frame = std::mem::take(&mut entry.frame);
             let (id, transmitted, settles) = (entry.id, entry.transmitted, entry.settles);
+            if self.settled < self.sent {
+                self.in_flight -= frame.len();
+            }
             self.settled += 1;
             self.forget(id, frame.len(), transmitted);
             settled.push((id, settles));
         }
+        // Acknowledged without being sent on this connection (sent on an earlier one).
+        self.sent = self.sent.max(self.settled);
         if self.settled * 2 >= self.entries.len() {
             self.entries.drain(..self.settled);
+            self.sent -= self.settled;
             self.settled = 0;
         }
+        debug_assert!(self.sent <= self.entries.len() && self.settled <= self.sent);
         settled
     }
 
@@ -241,6 +255,10 @@ impl Outbox {
     pub(crate) fn remove(&mut self, id: u64) -> Option<Entry> {
         let index = self.index_of(id)?;
         let entry = self.entries.remove(index);
+        if index < self.sent {
+            self.sent -= 1;
+            self.in_flight -= entry.frame.len();
+        }
         self.forget(entry.id, entry.frame.len(), entry.transmitted);
         Some(entry)
     }
@@ -268,6 +286,8 @@ impl Outbox {
     /// Removes and returns every entry, oldest first.
     pub(crate) fn drain(&mut self) -> Vec<Entry> {
         self.bytes = 0;
+        self.sent = 0;
+        self.in_flight = 0;
         self.expiries.drain();
         let settled = std::mem::take(&mut self.settled);
         self.entries.drain(..).skip(settled).collect()
@@ -335,7 +355,10 @@ mod tests {
                 .push(&options, |id| id.to_string(), None, Settles::OnAck)
                 .expect("room");
         }
-        assert_eq!(outbox.transmit_all().len(), 10);
+        outbox.restart();
+        let mut sent = Vec::new();
+        outbox.send_more(None, |frame| sent.push(frame));
+        assert_eq!(sent.len(), 10);
         let settled = outbox.settle_through(3);
         assert_eq!(
             settled,
@@ -360,6 +383,41 @@ mod tests {
         let rest: Vec<u64> = outbox.drain().into_iter().map(|e| e.id).collect();
         assert_eq!(rest, [8, 9, 10]);
         assert!(outbox.is_empty());
-        assert_eq!(outbox.transmit_newest(), None);
+    }
+
+    #[test]
+    fn sends_within_the_window_and_more_as_acknowledgements_come() {
+        let options = Options::default();
+        let mut outbox = Outbox::new();
+        for _ in 0..5 {
+            outbox
+                .push(
+                    &options,
+                    |id| "x".repeat(10 + id as usize),
+                    None,
+                    Settles::OnAck,
+                )
+                .expect("room");
+        }
+        let mut sent = Vec::new();
+        outbox.restart();
+        outbox.send_more(Some(25), |frame| sent.push(frame.len()));
+        assert_eq!(sent, [11, 12], "23 bytes fit in 25, 36 would not");
+        assert_eq!(outbox.settle_through(1).len(), 1);
+        outbox.send_more(Some(25), |frame| sent.push(frame.len()));
+        assert_eq!(sent, [11, 12, 13], "12 + 13 = 25 fits");
+        assert_eq!(
+            outbox.remove(3).map(|e| e.id),
+            Some(3),
+            "in flight, removed"
+        );
+        outbox.settle_through(2);
+        // One entry goes out when nothing is in flight, however large.
+        outbox.send_more(Some(5), |frame| sent.push(frame.len()));
+        assert_eq!(sent, [11, 12, 13, 14]);
+        // A new connection sends everything unacknowledged again.
+        outbox.restart();
+        outbox.send_more(None, |frame| sent.push(frame.len()));
+        assert_eq!(sent, [11, 12, 13, 14, 14, 15]);
     }
 }

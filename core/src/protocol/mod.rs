@@ -30,6 +30,9 @@ pub enum Frame<'a> {
         session: Cow<'a, str>,
         /// Reliable server frames received in this session.
         ack: u64,
+        /// The `sid` of the last welcome received, if any: which instance of the session the
+        /// `ack` counts in.
+        sid: Option<Cow<'a, str>>,
     },
     /// Server -> client answer to the hello.
     Welcome(Welcome<'a>),
@@ -64,6 +67,9 @@ pub struct Welcome<'a> {
     /// Flow control: the most bytes of messages the client should have sent and not yet seen
     /// acknowledged (`PROTOCOL.md` section 4). Absent: no limit.
     pub window: Option<u64>,
+    /// The server's name for this instance of the session, unique across its restarts; the
+    /// client sends it back in its next hello.
+    pub sid: Option<Cow<'a, str>>,
 }
 
 /// An application message, or a response to one when `re` is set.
@@ -194,6 +200,7 @@ struct Fields<'a> {
     resumed: Option<bool>,
     lost: Option<u64>,
     window: Option<u64>,
+    sid: Option<Cow<'a, str>>,
     code: Option<Cow<'a, str>>,
     message: Option<Cow<'a, str>>,
 }
@@ -280,6 +287,7 @@ impl<'a> Frame<'a> {
                     value.as_safe_integer(),
                     "\"window\" must be an integer",
                 )?,
+                "sid" => set(&mut f.sid, value.as_str(), "\"sid\" must be a string")?,
                 "code" => set(&mut f.code, value.as_str(), "\"code\" must be a string")?,
                 "message" => set(
                     &mut f.message,
@@ -331,6 +339,7 @@ impl<'a> Frame<'a> {
                         version,
                         session,
                         ack,
+                        sid: f.sid,
                     }
                 } else {
                     Frame::Welcome(Welcome {
@@ -340,6 +349,7 @@ impl<'a> Frame<'a> {
                         resumed: f.resumed.unwrap_or(false),
                         lost: f.lost,
                         window: f.window,
+                        sid: f.sid,
                     })
                 }
             }
@@ -377,6 +387,7 @@ impl<'a> Frame<'a> {
                 version,
                 session,
                 ack,
+                sid,
             } => {
                 out.push_str("{\"type\":\"~hello\",\"v\":");
                 push_u64(&mut out, *version);
@@ -384,6 +395,10 @@ impl<'a> Frame<'a> {
                 json::write_string(&mut out, session);
                 out.push_str(",\"ack\":");
                 push_u64(&mut out, *ack);
+                if let Some(sid) = sid {
+                    out.push_str(",\"sid\":");
+                    json::write_string(&mut out, sid);
+                }
                 out.push('}');
             }
             Frame::Welcome(welcome) => {
@@ -405,6 +420,10 @@ impl<'a> Frame<'a> {
                 if let Some(window) = welcome.window {
                     out.push_str(",\"window\":");
                     push_u64(&mut out, window);
+                }
+                if let Some(sid) = &welcome.sid {
+                    out.push_str(",\"sid\":");
+                    json::write_string(&mut out, sid);
                 }
                 out.push('}');
             }
@@ -553,6 +572,13 @@ mod tests {
                 version: 1,
                 session: "abc".into(),
                 ack: 12,
+                sid: None,
+            },
+            Frame::Hello {
+                version: 1,
+                session: "abc".into(),
+                ack: 12,
+                sid: Some("7f3a-2".into()),
             },
             Frame::Welcome(Welcome {
                 version: 1,
@@ -561,6 +587,7 @@ mod tests {
                 resumed: true,
                 lost: None,
                 window: None,
+                sid: None,
             }),
             Frame::Welcome(Welcome {
                 version: 1,
@@ -569,6 +596,7 @@ mod tests {
                 resumed: false,
                 lost: Some(17),
                 window: Some(262_144),
+                sid: Some("7f3a-3".into()),
             }),
             Frame::Ack { ack: 0 },
             Frame::Ping,

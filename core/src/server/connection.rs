@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::ops::Deref;
 use std::time::Duration;
 
-use super::engine::{Effect, Opened, Routed};
+use super::engine::{Effect, Hello, Opened, Routed};
 use crate::protocol::{
     DecodeError, ErrorCode, ErrorReport, Frame, Message, RemoteError, Welcome, VERSION,
 };
@@ -199,12 +199,12 @@ pub enum Output<F> {
     Deliver(F),
     /// Write a WebSocket ping (the liveness check of a silent connection).
     Ping,
-    /// Ask the engine to open the session of a hello (`token` and `ack` given), or to set up a
-    /// bare client (`None`); answer with [`ServerConnection::handle_opened`]. `fresh_next` is
-    /// the first position of a fresh session.
+    /// Ask the engine to open the session of a hello, or to set up a bare client (`None`);
+    /// answer with [`ServerConnection::handle_opened`]. `fresh_next` is the first position of
+    /// a fresh session.
     Open {
-        /// The hello's session token and acknowledged count; `None` for a bare client.
-        hello: Option<(String, u64)>,
+        /// What the hello said; `None` for a bare client.
+        hello: Option<Hello>,
         /// Where a fresh session starts.
         fresh_next: u64,
     },
@@ -438,7 +438,8 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                 version,
                 session,
                 ack,
-            }) => self.hello(version, session, ack, text),
+                sid,
+            }) => self.hello(version, session, ack, sid, text),
             Ok(Frame::Ack { ack }) => {
                 self.not_a_hello();
                 self.client_ack(ack);
@@ -547,6 +548,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                 resumed: opened.resumed,
                 lost: opened.lost,
                 window: Some(self.settings.send_window as u64),
+                sid: opened.sid.as_deref().map(Cow::Borrowed),
             });
             self.transmit(welcome.encode());
             self.event(ServerEvent::Opened {
@@ -859,7 +861,14 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         }
     }
 
-    fn hello(&mut self, version: u64, token: Cow<'_, str>, ack: u64, text: &str) {
+    fn hello(
+        &mut self,
+        version: u64,
+        token: Cow<'_, str>,
+        ack: u64,
+        sid: Option<Cow<'_, str>>,
+        text: &str,
+    ) {
         let late = match self.mode {
             Mode::Pending { .. } => false,
             Mode::Bare => true,
@@ -894,7 +903,11 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             late,
         };
         self.outputs.push_back(Output::Open {
-            hello: Some((token.into_owned(), ack)),
+            hello: Some(Hello {
+                token: token.into_owned(),
+                ack,
+                sid: sid.map(Cow::into_owned),
+            }),
             fresh_next: self.next,
         });
     }

@@ -28,8 +28,19 @@ pub struct Claim {
     pub next: u64,
 }
 
+/// What a hello says about the session the client had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The client's session token (chosen by the client, the same for the client's life).
+    pub token: String,
+    /// Reliable frames the client received in the session instance `sid`.
+    pub ack: u64,
+    /// The instance of the session the client last heard of (from a welcome), if any.
+    pub sid: Option<String>,
+}
+
 /// The engine's answer to a hello (or to a client found to be bare).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
     /// The session the hello named was held, with every frame after the client's `ack`.
     pub resumed: bool,
@@ -42,6 +53,10 @@ pub struct Opened {
     pub next: u64,
     /// Not resumed although the source had a session: the frames it lost, when known.
     pub lost: Option<u64>,
+    /// The session instance's name, for the welcome (`None` for a bare client). A session the
+    /// client never heard of, or one opened afresh, has a new one, unique across restarts of
+    /// the engine: a client's count then never applies to positions it was not made in.
+    pub sid: Option<String>,
 }
 
 /// What consuming a client message does, besides advancing the watermark.

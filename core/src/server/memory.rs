@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use super::connection::FrameText;
-use super::engine::{Claim, Effect, Opened, Routed, Signal};
+use super::engine::{Claim, Effect, Hello, Opened, Routed, Signal};
 use crate::Instant;
 
 /// Bounds of the in-memory engine.
@@ -57,6 +57,8 @@ pub enum Refused {
 #[derive(Debug)]
 struct Session {
     token: String,
+    /// This instance's name (see [`Opened::sid`]).
+    sid: String,
     consumed: u64,
     base: u64,
 }
@@ -129,6 +131,9 @@ pub struct MemoryState<F, O> {
     /// Connected sources whose backlog is over the window: while none is, a broadcast needs
     /// no scan for flow control.
     over_window: usize,
+    /// Names this process's session instances apart from any other's.
+    instance: u64,
+    sessions_opened: u64,
 }
 
 /// Registers `waiter` for a wake-up when `slot` drains (once, however often it retries).
@@ -139,12 +144,16 @@ fn wait_for<F, O: PartialEq + Clone>(slot: &mut Slot<F, O>, waiter: &O) {
 }
 
 impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
-    /// No sources yet.
-    pub fn new(limits: MemoryLimits) -> Self {
+    /// No sources yet. `instance` must differ between processes (and restarts): session
+    /// instances are named after it, and a client's count must never be applied to a session
+    /// instance of another process.
+    pub fn new(limits: MemoryLimits, instance: u64) -> Self {
         MemoryState {
             slots: HashMap::new(),
             limits,
             over_window: 0,
+            instance,
+            sessions_opened: 0,
         }
     }
 
@@ -194,40 +203,58 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         Ok(claim)
     }
 
-    /// Opens the session a hello names (`token`, and the count of frames the client has), or
-    /// a fresh one starting at `fresh_next`; `hello` is `None` for a bare client, which has no
-    /// session.
+    /// Opens the session a hello names, or a fresh one starting at `fresh_next`; `hello` is
+    /// `None` for a bare client, which has no session.
     pub fn open(
         &mut self,
         claim: &Claim,
-        hello: Option<(&str, u64)>,
+        hello: Option<&Hello>,
         fresh_next: u64,
     ) -> Result<Opened, Occupied> {
-        let slot = self.owned(claim).ok_or(Occupied)?;
-        if let (Some((token, client_ack)), Some(session)) = (hello, &slot.session) {
-            let through = session.base.saturating_add(client_ack);
-            let resumable = session.token == token
-                && !slot.broken
-                && through + 1 >= slot.mailbox.first
-                && through < slot.mailbox.end();
-            if resumable {
-                slot.mailbox.trim(through);
-                let opened = Opened {
-                    resumed: true,
-                    consumed: session.consumed,
-                    base: session.base,
-                    next: through + 1,
-                    lost: None,
-                };
-                self.update_window(&claim.source);
-                return Ok(opened);
+        let slot = self
+            .slots
+            .get_mut(&claim.source)
+            .filter(|slot| slot.epoch == claim.epoch)
+            .ok_or(Occupied)?;
+        if let (Some(hello), Some(session)) = (hello, &slot.session) {
+            if session.token == hello.token && !slot.broken {
+                if hello.sid.as_deref() == Some(session.sid.as_str()) {
+                    let through = session.base.saturating_add(hello.ack);
+                    if through + 1 >= slot.mailbox.first && through < slot.mailbox.end() {
+                        slot.mailbox.trim(through);
+                        let opened = Opened {
+                            resumed: true,
+                            consumed: session.consumed,
+                            base: session.base,
+                            next: through + 1,
+                            lost: None,
+                            sid: Some(session.sid.clone()),
+                        };
+                        self.update_window(&claim.source);
+                        return Ok(opened);
+                    }
+                } else {
+                    // The client never heard of this instance (its welcome was lost): none of
+                    // its frames reached the client, which counts from its beginning. What
+                    // the client lost is the instance it knew, which is gone.
+                    let opened = Opened {
+                        resumed: false,
+                        consumed: session.consumed,
+                        base: session.base,
+                        next: slot.mailbox.first.max(session.base + 1),
+                        lost: None,
+                        sid: Some(session.sid.clone()),
+                    };
+                    self.update_window(&claim.source);
+                    return Ok(opened);
+                }
             }
         }
         // Not resumable: frames before `fresh_next` were the previous session's, and lost to
         // its client; frames from there on belong to this connection.
         let previous = slot.session.take();
         let kept = match (hello, &previous) {
-            (Some((token, _)), Some(previous)) if previous.token == token => previous.consumed,
+            (Some(hello), Some(previous)) if previous.token == hello.token => previous.consumed,
             _ => 0,
         };
         let dropped = slot.mailbox.trim(fresh_next - 1);
@@ -235,19 +262,24 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         slot.lost = 0;
         slot.broken = false;
         let base = fresh_next - 1;
-        if let Some((token, _)) = hello {
+        let sid = hello.map(|hello| {
+            self.sessions_opened += 1;
+            let sid = format!("{:x}.{}", self.instance, self.sessions_opened);
             slot.session = Some(Session {
-                token: token.to_owned(),
+                token: hello.token.clone(),
+                sid: sid.clone(),
                 consumed: kept,
                 base,
             });
-        }
+            sid
+        });
         let opened = Opened {
             resumed: false,
             consumed: kept,
             base,
             next: fresh_next,
             lost: hello.and(lost),
+            sid,
         };
         self.update_window(&claim.source);
         Ok(opened)

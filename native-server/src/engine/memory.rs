@@ -10,7 +10,7 @@ use axum::extract::ws::Utf8Bytes;
 use wsrelay_core::server::memory::{MemoryLimits, MemoryState, Occupied, Refused};
 
 use super::{
-    Claim, ClaimError, Doorbell, Effect, EngineError, Opened, Routed, Router, SendRefused,
+    Claim, ClaimError, Doorbell, Effect, EngineError, Hello, Opened, Routed, Router, SendRefused,
     SessionStore, Signal,
 };
 use crate::clock::Clock;
@@ -27,8 +27,14 @@ fn ring(doorbell: &Doorbell, signal: Signal) {
 
 impl MemoryEngine {
     pub(crate) fn new(limits: MemoryLimits, clock: Clock) -> Self {
+        // Session instances are named after this process: a random number, so that a client
+        // resuming after a restart is never taken for one of the new process's sessions.
+        let instance = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            std::process::id(),
+        );
         MemoryEngine {
-            state: Mutex::new(MemoryState::new(limits)),
+            state: Mutex::new(MemoryState::new(limits, instance)),
             clock,
         }
     }
@@ -72,7 +78,7 @@ impl SessionStore for MemoryEngine {
     async fn open(
         &self,
         claim: &Claim,
-        hello: Option<(&str, u64)>,
+        hello: Option<&Hello>,
         fresh_next: u64,
     ) -> Result<Opened, EngineError> {
         self.state()

@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
-pub use wsrelay_core::server::engine::{Claim, Effect, Opened, Routed, Signal};
+pub use wsrelay_core::server::engine::{Claim, Effect, Hello, Opened, Routed, Signal};
 
 pub(crate) use memory::MemoryEngine;
 
@@ -97,12 +97,13 @@ pub trait SessionStore: Send + Sync {
         exclusive: bool,
     ) -> impl Future<Output = Result<Claim, ClaimError>> + Send;
 
-    /// Resumes the session a hello names (`token`, frames the client has), or opens a fresh
-    /// one starting at `fresh_next`; `None` for a bare client. Durable before it answers.
+    /// Resumes the session a hello names (token, instance, frames the client has), or opens
+    /// a fresh one starting at `fresh_next`; `None` for a bare client. Durable before it
+    /// answers.
     fn open(
         &self,
         claim: &Claim,
-        hello: Option<(&str, u64)>,
+        hello: Option<&Hello>,
         fresh_next: u64,
     ) -> impl Future<Output = Result<Opened, EngineError>> + Send;
 

@@ -80,12 +80,25 @@ impl Client {
         client
     }
 
-    /// A wsrelay client: sends a hello and returns the welcome.
+    /// A wsrelay client opening its first session: sends a hello and returns the welcome.
     pub async fn session(addr: SocketAddr, source: &str, token: &str, ack: u64) -> (Client, Value) {
-        let mut client = Client::open(addr, &format!("/?source={source}")).await;
+        Client::resume(addr, source, token, ack, None).await
+    }
+
+    /// A wsrelay client coming back: its hello names the session instance (`sid`) of the last
+    /// welcome it got.
+    pub async fn resume(
+        addr: SocketAddr,
+        source: &str,
+        token: &str,
+        ack: u64,
+        sid: Option<&Value>,
+    ) -> (Client, Value) {
+        let mut client = Client::open(addr, &format!("/?source={source}&v=1")).await;
+        let sid = sid.map_or(String::new(), |sid| format!(r#","sid":{sid}"#));
         client
             .send(&format!(
-                r#"{{"type":"~hello","v":1,"session":"{token}","ack":{ack}}}"#
+                r#"{{"type":"~hello","v":1,"session":"{token}","ack":{ack}{sid}}}"#
             ))
             .await;
         let welcome = client.recv().await;
