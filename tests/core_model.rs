@@ -303,7 +303,11 @@ fn run(ops: &[Op], seed: u64) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    // 1000 cases each in the suite; PROPTEST_CASES=N runs N for a deeper search.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").map_or(1000, |_| ProptestConfig::default().cases),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn nothing_lost_nothing_twice_order_kept(ops in proptest::collection::vec(op(false), 1..60), seed in any::<u64>()) {

@@ -174,9 +174,17 @@ function connect(name) {
     addMessage({ from: message.source, to: message.to ?? (payload.direct ? me : ""), text: String(payload.message ?? ""), at: payload.sentAt });
     return { status: "received", cid: payload.cid };
   });
-  client.on("relay:presence", (payload) => {
-    setOnline(payload.source, payload.online);
-    system(`${payload.source} ${payload.online ? "joined" : "left"}`);
+  // Arrivals and departures, coalesced by the relay (one message for many changes).
+  client.on("relay:presence", ({ joined = [], left = [] }) => {
+    for (const source of joined) {
+      if (source === me) continue;
+      setOnline(source, true);
+      system(`${source} joined`);
+    }
+    for (const source of left) {
+      setOnline(source, false);
+      system(`${source} left`);
+    }
   });
 
   $("join-screen").hidden = true;

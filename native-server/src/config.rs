@@ -89,6 +89,14 @@ pub struct ServerConfig {
     /// Bytes a connection buffers before writing to the socket (default 8 KiB); every batch
     /// of frames is flushed once anyway.
     pub write_buffer_size: usize,
+    /// Announce who comes and goes to every client as `relay:presence` messages (payload
+    /// `{"joined": [...], "left": [...]}`, coalesced per `presence_interval`), and answer
+    /// `relay:clients` requests with the sorted list of online sources. Default `false`; the
+    /// relay binary turns it on.
+    pub presence: bool,
+    /// How long presence changes gather before one announcement carries them (default
+    /// 100 ms): a flood of connections costs each client a few frames, not one per arrival.
+    pub presence_interval: Duration,
     /// Serve the files of this directory over HTTP on the same port (requests that are not
     /// WebSocket upgrades). `None` (default) answers them with 426 Upgrade Required.
     pub static_dir: Option<PathBuf>,
@@ -113,6 +121,8 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             read_buffer_size: 1024,
             write_buffer_size: 8 * 1024,
+            presence: false,
+            presence_interval: Duration::from_millis(100),
             static_dir: None,
         }
     }

@@ -74,6 +74,7 @@ pub(crate) async fn serve(
         ?addr,
         "connected"
     );
+    hub.presence.changed();
     for hook in &hub.on_connect {
         hook(&info);
     }
@@ -105,8 +106,9 @@ pub(crate) async fn serve(
         .ending()
         .cloned()
         .unwrap_or(DisconnectReason::Shutdown);
-    conn.finish(&reason).await;
+    conn.finish().await;
     tracing::debug!(source = info.source, ?reason, "disconnected");
+    hub.presence.changed();
     for hook in &hub.on_disconnect {
         hook(&info, &reason);
     }
@@ -331,7 +333,16 @@ impl Conn {
                 hub.engine.release(&self.claim).await;
                 self.released = true;
             }
-            Output::Close(close) => self.closing = Some(close),
+            Output::Close(close) => {
+                // Counted when decided: the farewell may take a while on a stuck socket.
+                match self.machine.ending() {
+                    Some(DisconnectReason::Stale) => Stats::count(&hub.stats.stale),
+                    Some(DisconnectReason::SlowConsumer) => Stats::count(&hub.stats.slow_consumers),
+                    Some(DisconnectReason::Replaced) => Stats::count(&hub.stats.replaced),
+                    _ => {}
+                }
+                self.closing = Some(close);
+            }
             Output::Event(event) => self.event(event),
         }
     }
@@ -414,16 +425,10 @@ impl Conn {
 
     /// After the loop: the source released (if the loop could not), the counters, and handler
     /// calls still running finished on their own, their responses sent to the source.
-    async fn finish(mut self, reason: &DisconnectReason) {
+    async fn finish(mut self) {
         let hub = Arc::clone(&self.hub);
         if !self.released {
             hub.engine.release(&self.claim).await;
-        }
-        match reason {
-            DisconnectReason::Stale => Stats::count(&hub.stats.stale),
-            DisconnectReason::SlowConsumer => Stats::count(&hub.stats.slow_consumers),
-            DisconnectReason::Replaced => Stats::count(&hub.stats.replaced),
-            _ => {}
         }
         if self.calls.is_empty() {
             return;

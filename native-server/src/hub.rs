@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::engine::MemoryEngine;
 use crate::handlers::ErasedHandler;
+use crate::presence::PresenceSignal;
 use crate::requests::Requests;
 
 /// Counters, readable through [`ServerStats`](crate::ServerStats).
@@ -99,4 +100,6 @@ pub(crate) struct Hub {
     /// Cancelled when the shutdown deadline passed: connections end at once.
     pub(crate) abort: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    /// Tells the presence announcer that somebody came or went.
+    pub(crate) presence: Arc<PresenceSignal>,
 }

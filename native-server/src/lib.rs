@@ -50,6 +50,7 @@ mod engine;
 mod handlers;
 mod http;
 mod hub;
+mod presence;
 mod requests;
 mod server;
 
@@ -60,6 +61,7 @@ pub use axum::http::StatusCode;
 pub use config::{OnDuplicate, ServerConfig};
 pub use engine::EngineError;
 pub use handlers::{Incoming, IntoReply, Reply};
+pub use presence::{CLIENTS, PRESENCE};
 pub use requests::Answer;
 pub use server::{
     ClientInfo, DisconnectReason, RequestError, SendError, ServerBuilder, ServerStats,

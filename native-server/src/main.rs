@@ -8,8 +8,6 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use wsrelay_server::{ServerConfig, WebSocketServer};
 
-mod presence;
-
 /// The wsrelay relay server.
 ///
 /// Clients connect to ws://HOST:PORT/ANY/PATH?source=ID. A message with `to` goes to that
@@ -55,11 +53,10 @@ async fn main() -> std::process::ExitCode {
         static_dir: args.www,
         ping_interval: std::time::Duration::from_secs(args.ping_interval.max(1)),
         max_connections: args.max_connections,
+        presence: true,
         ..ServerConfig::default()
     };
-    let presence = presence::Presence::new();
-    let builder = presence.install(WebSocketServer::builder(config));
-    let server = match builder.bind((args.host.as_str(), args.port)).await {
+    let server = match WebSocketServer::bind((args.host.as_str(), args.port), config).await {
         Ok(server) => server,
         Err(error) => {
             eprintln!(
@@ -75,11 +72,9 @@ async fn main() -> std::process::ExitCode {
     let _ = writeln!(stdout, "listening on http://{addr}");
     let _ = stdout.flush();
     drop(stdout);
-    let announcer = tokio::spawn(presence.announce(server.clone()));
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.close().await;
-    announcer.abort();
     std::process::ExitCode::SUCCESS
 }
 

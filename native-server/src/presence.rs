@@ -1,16 +1,23 @@
-//! Who is online, for the relay binary: joins and leaves are announced to every client as
-//! `relay:presence` messages, and a `relay:clients` request is answered with the list.
+//! Who is online ([`ServerConfig::presence`](crate::ServerConfig::presence)): changes are
+//! announced to every client as `relay:presence` messages, and a `relay:clients` request is
+//! answered with the list.
 //!
-//! Built on the library's public hooks only. A source counts as online while at least one of
-//! its connections is registered: when a reconnect replaces a connection, the new one
-//! registers before the old one leaves, and nobody sees the source flicker.
+//! Changes are coalesced: at most one announcement per `presence_interval`, carrying every
+//! source that came or went since the last one (a source that left and came back in between
+//! is no change). A flood of N connections therefore costs each client a handful of frames,
+//! not N, and nobody falls behind because of who else arrived. The list comes from the
+//! engine, so with a shared engine it spans every relay.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
 
 use serde::Serialize;
-use tokio::sync::mpsc;
-use wsrelay_server::{Incoming, ServerBuilder, WebSocketServer};
+use tokio::sync::Notify;
+
+use crate::engine::Router;
+use crate::handlers::{erase, Incoming};
+use crate::hub::Hub;
+use crate::server::server_message;
 
 /// Message type of the announcements.
 pub const PRESENCE: &str = "relay:presence";
@@ -19,89 +26,80 @@ pub const CLIENTS: &str = "relay:clients";
 
 /// One announcement's payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Change {
-    /// Who joined or left.
-    pub source: String,
-    /// Whether they are online now.
-    pub online: bool,
+pub(crate) struct Change {
+    /// Sources online now that were not at the last announcement.
+    pub(crate) joined: Vec<String>,
+    /// Sources announced online last time that are gone.
+    pub(crate) left: Vec<String>,
 }
 
-/// Connections per online source.
-type Online = Arc<Mutex<BTreeMap<String, usize>>>;
+/// Wakes the announcer when somebody connects or disconnects.
+#[derive(Default)]
+pub(crate) struct PresenceSignal(Notify);
 
-/// Presence tracking; [`install`](Self::install) it on a builder, then
-/// [`announce`](Self::announce) once the server is bound.
-pub struct Presence {
-    online: Online,
-    changes_tx: mpsc::UnboundedSender<Change>,
-    changes: mpsc::UnboundedReceiver<Change>,
+impl PresenceSignal {
+    pub(crate) fn changed(&self) {
+        self.0.notify_one();
+    }
 }
 
-impl Presence {
-    /// Nobody online yet.
-    pub fn new() -> Self {
-        let (changes_tx, changes) = mpsc::unbounded_channel();
-        Presence {
-            online: Online::default(),
-            changes_tx,
-            changes,
+/// Announces changes until the server shuts down.
+pub(crate) async fn announce(hub: Weak<Hub>, signal: Arc<PresenceSignal>) {
+    let mut announced: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let Some(interval) = hub.upgrade().map(|hub| hub.config.presence_interval) else {
+            return;
+        };
+        signal.0.notified().await;
+        // Let changes gather for one interval: one announcement covers them all.
+        tokio::time::sleep(interval).await;
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        if hub.shutdown.is_cancelled() {
+            return;
+        }
+        let online: BTreeSet<String> = match hub.engine.clients().await {
+            Ok(clients) => clients.into_iter().collect(),
+            Err(error) => {
+                tracing::warn!(%error, "presence not announced");
+                signal.changed();
+                continue;
+            }
+        };
+        let change = Change {
+            joined: online.difference(&announced).cloned().collect(),
+            left: announced.difference(&online).cloned().collect(),
+        };
+        announced = online;
+        if change.joined.is_empty() && change.left.is_empty() {
+            continue;
+        }
+        let payload = match serde_json::to_string(&change) {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::error!(%error, "presence not serializable");
+                continue;
+            }
+        };
+        let (_, frame) = server_message(&hub, PRESENCE, &payload);
+        if let Err(error) = hub.engine.broadcast(frame, None).await {
+            tracing::warn!(%error, "presence not announced");
         }
     }
+}
 
-    /// Adds the hooks and the `relay:clients` handler to `builder`.
-    pub fn install(&self, builder: ServerBuilder) -> ServerBuilder {
-        let (joins, leaves, listing) = (
-            self.online.clone(),
-            self.online.clone(),
-            self.online.clone(),
-        );
-        let (join_tx, leave_tx) = (self.changes_tx.clone(), self.changes_tx.clone());
-        builder
-            .on_connect(move |client| {
-                let mut online = joins.lock().unwrap_or_else(PoisonError::into_inner);
-                let count = online.entry(client.source.clone()).or_insert(0);
-                *count += 1;
-                if *count == 1 {
-                    let _ = join_tx.send(Change {
-                        source: client.source.clone(),
-                        online: true,
-                    });
-                }
-            })
-            .on_disconnect(move |client, _reason| {
-                let mut online = leaves.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some(count) = online.get_mut(&client.source) {
-                    *count -= 1;
-                    if *count == 0 {
-                        online.remove(&client.source);
-                        let _ = leave_tx.send(Change {
-                            source: client.source.clone(),
-                            online: false,
-                        });
-                    }
-                }
-            })
-            .on(CLIENTS, move |_: Incoming<serde_json::Value>| {
-                let sources: Vec<String> = listing
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .keys()
-                    .cloned()
-                    .collect();
-                async move { Some(sources) }
-            })
-    }
-
-    /// Broadcasts every change, excluding the client it is about, until the server is gone.
-    pub async fn announce(mut self, server: WebSocketServer) {
-        drop(self.changes_tx);
-        while let Some(change) = self.changes.recv().await {
-            if let Err(error) = server
-                .broadcast(PRESENCE, &change, Some(&change.source))
-                .await
-            {
-                tracing::warn!(%error, "presence not announced");
+/// Answers `relay:clients` with the sorted list of online sources.
+pub(crate) fn install_clients_handler(hub: &Arc<Hub>) {
+    let weak = Arc::downgrade(hub);
+    let handler = erase(move |_: Incoming<serde_json::Value>| {
+        let hub = weak.upgrade();
+        async move {
+            match hub {
+                Some(hub) => hub.engine.clients().await.map(Some),
+                None => Ok(None),
             }
         }
-    }
+    });
+    hub.handlers.insert(CLIENTS, handler);
 }

@@ -239,7 +239,14 @@ impl ServerBuilder {
             shutdown_code: AtomicU16::new(1001),
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            presence: Arc::default(),
         });
+        if hub.config.presence {
+            crate::presence::install_clients_handler(&hub);
+            let announcer =
+                crate::presence::announce(Arc::downgrade(&hub), Arc::clone(&hub.presence));
+            hub.tracker.spawn(announcer);
+        }
         let accept = CancellationToken::new();
         let listener = listener.tap_io(|tcp| {
             // Frames are small and latency matters; batching is done by the writer's flush.
@@ -391,17 +398,7 @@ impl WebSocketServer {
         payload: &P,
     ) -> Result<(u64, Utf8Bytes), SendError> {
         let payload = serde_json::to_string(payload).map_err(SendError::Payload)?;
-        let id = self.hub.requests.next_id();
-        let message = Message {
-            kind: kind.into(),
-            id: Some(id),
-            re: None,
-            to: None,
-            source: None,
-            payload: Some(&payload),
-            error: None,
-        };
-        Ok((id, message.encode().into()))
+        Ok(server_message(&self.hub, kind, &payload))
     }
 
     /// Handles messages of type `kind` (replacing any handler for it). The handler gets the
@@ -517,4 +514,20 @@ impl WebSocketServer {
         hub.engine.clear();
         tracing::info!("closed");
     }
+}
+
+/// Encodes a message from the server (no `source`) with a fresh id, so that a client's
+/// handler can answer it; `payload` is JSON text.
+pub(crate) fn server_message(hub: &Hub, kind: &str, payload: &str) -> (u64, Utf8Bytes) {
+    let id = hub.requests.next_id();
+    let message = Message {
+        kind: kind.into(),
+        id: Some(id),
+        re: None,
+        to: None,
+        source: None,
+        payload: Some(payload),
+        error: None,
+    };
+    (id, message.encode().into())
 }

@@ -14,7 +14,7 @@
 #![allow(dead_code, missing_docs)]
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use wsrelay_core::client::{ClientCore, Event, Options, Output, TransportId};
@@ -81,6 +81,10 @@ pub struct SimClient {
     pub auto_respond: bool,
     /// Stop reading: frames from the server wait on the link (a client that does not keep up).
     pub paused: bool,
+    /// Application messages received so far.
+    pub messages: usize,
+    /// Sends and responses acknowledged so far.
+    pub delivered: usize,
     held: VecDeque<Delivery>,
     /// The transport the driver has open, and the server connection behind it.
     socket: Option<(TransportId, Option<ConnId>)>,
@@ -180,6 +184,19 @@ pub struct Sim {
     pub server: SimServer,
     pending: BinaryHeap<Reverse<(Instant, u64, Delivery)>>,
     seq: u64,
+    /// Every state machine's next deadline as last seen; an entry is stale when the machine's
+    /// `poll_timeout` no longer says so (checked when it comes up), which keeps a step
+    /// O(log n) however many clients there are.
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    /// Server connections with input to carry out.
+    dirty: BTreeSet<ConnId>,
+    last_expiry: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Client(usize),
+    Conn(ConnId),
 }
 
 /// The limits the simulation runs with by default: the server's, with a grace period longer
@@ -204,6 +221,9 @@ impl Sim {
             server: SimServer::new(settings, limits),
             pending: BinaryHeap::new(),
             seq: 0,
+            timers: BinaryHeap::new(),
+            dirty: BTreeSet::new(),
+            last_expiry: Instant::from_millis(0),
         }
     }
 
@@ -216,6 +236,8 @@ impl Sim {
             events: Vec::new(),
             auto_respond: false,
             paused: false,
+            messages: 0,
+            delivered: 0,
             held: VecDeque::new(),
             socket: None,
         });
@@ -244,6 +266,13 @@ impl Sim {
 
     /// Carries out everything client `index`'s core asked for (the driver's drain loop).
     fn drain(&mut self, index: usize) {
+        self.drain_outputs(index);
+        if let Some(at) = self.clients[index].core.poll_timeout() {
+            self.timers.push(Reverse((at, Timer::Client(index))));
+        }
+    }
+
+    fn drain_outputs(&mut self, index: usize) {
         while let Some(output) = self.clients[index].core.poll_output() {
             match output {
                 Output::Connect(transport) => self.connect(index, transport),
@@ -272,6 +301,11 @@ impl Sim {
 
     fn on_event(&mut self, index: usize, event: Event) {
         let client = &mut self.clients[index];
+        match event {
+            Event::Message(_) => client.messages += 1,
+            Event::Delivered { .. } => client.delivered += 1,
+            _ => {}
+        }
         if let (true, Event::Message(message)) = (client.auto_respond, &event) {
             if let Some(target) = message.reply_target() {
                 let payload = message.payload.clone().unwrap_or_else(|| "null".into());
@@ -335,24 +369,34 @@ impl Sim {
                 conn,
             },
         );
+        self.dirty.insert(conn);
         self.run_server();
     }
 
+    /// Whether a timer entry still stands.
+    fn current(&self, at: Instant, timer: Timer) -> bool {
+        let deadline = match timer {
+            Timer::Client(index) => self.clients[index].core.poll_timeout(),
+            Timer::Conn(conn) => self
+                .server
+                .conns
+                .get(&conn)
+                .and_then(|c| c.machine.poll_timeout()),
+        };
+        deadline == Some(at)
+    }
+
     /// The earliest moment something happens: a delivery or a timer.
-    fn next_time(&self) -> Option<Instant> {
+    fn next_time(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, timer))) = self.timers.peek() {
+            if self.current(at, timer) {
+                break;
+            }
+            self.timers.pop();
+        }
         let delivery = self.pending.peek().map(|Reverse((at, _, _))| *at);
-        let client = self
-            .clients
-            .iter()
-            .filter_map(|c| c.core.poll_timeout())
-            .min();
-        let server = self
-            .server
-            .conns
-            .values()
-            .filter_map(|c| c.machine.poll_timeout())
-            .min();
-        [delivery, client, server].into_iter().flatten().min()
+        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        [delivery, timer].into_iter().flatten().min()
     }
 
     /// Advances to the next event and handles it. Returns false when nothing is left to happen.
@@ -362,7 +406,10 @@ impl Sim {
         };
         self.now = self.now.max(at);
         let now = self.now;
-        self.server.engine.expire(now);
+        if now.saturating_duration_since(self.last_expiry) >= Duration::from_secs(1) {
+            self.last_expiry = now;
+            self.server.engine.expire(now);
+        }
         if let Some(Reverse((due, _, _))) = self.pending.peek() {
             if *due <= now {
                 let Some(Reverse((_, _, delivery))) = self.pending.pop() else {
@@ -372,26 +419,25 @@ impl Sim {
                 return true;
             }
         }
-        for index in 0..self.clients.len() {
-            if self.clients[index]
-                .core
-                .poll_timeout()
-                .is_some_and(|t| t <= now)
-            {
-                self.clients[index].core.handle_timeout(now);
-                self.drain(index);
+        while let Some(&Reverse((at, timer))) = self.timers.peek() {
+            if at > now {
+                break;
             }
-        }
-        let due: Vec<ConnId> = self
-            .server
-            .conns
-            .iter()
-            .filter(|(_, c)| c.machine.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for conn in due {
-            if let Some(c) = self.server.conns.get_mut(&conn) {
-                c.machine.handle_timeout(now);
+            self.timers.pop();
+            if !self.current(at, timer) {
+                continue;
+            }
+            match timer {
+                Timer::Client(index) => {
+                    self.clients[index].core.handle_timeout(now);
+                    self.drain(index);
+                }
+                Timer::Conn(conn) => {
+                    if let Some(c) = self.server.conns.get_mut(&conn) {
+                        c.machine.handle_timeout(now);
+                        self.dirty.insert(conn);
+                    }
+                }
             }
         }
         self.run_server();
@@ -440,6 +486,7 @@ impl Sim {
                 } else if let Some(c) = self.server.conns.get_mut(&conn) {
                     // The client gave up on this attempt before it opened.
                     c.machine.handle_closed(None);
+                    self.dirty.insert(conn);
                     self.run_server();
                 }
             }
@@ -477,12 +524,14 @@ impl Sim {
             Delivery::ServerFrame { conn, text } => {
                 if let Some(c) = self.server.conns.get_mut(&conn) {
                     c.machine.handle_text(&text);
+                    self.dirty.insert(conn);
                     self.run_server();
                 }
             }
             Delivery::ServerClosed { conn } => {
                 if let Some(c) = self.server.conns.get_mut(&conn) {
                     c.machine.handle_closed(None);
+                    self.dirty.insert(conn);
                     self.run_server();
                 }
             }
@@ -543,6 +592,7 @@ impl Sim {
         if let Some(c) = self.server.conns.get_mut(&conn) {
             c.stalled = true; // nothing it writes reaches anyone any more
             c.machine.handle_closed(None);
+            self.dirty.insert(conn);
         }
         self.run_server();
     }
@@ -613,11 +663,10 @@ impl Sim {
 
     // ---- the server's drivers ----
 
-    /// Runs every server connection's drain loop until nothing is left to do (what the
-    /// connection tasks of `native-server` do after each wake-up).
+    /// Runs the drain loop of every server connection that has input, until nothing is left
+    /// to do (what the connection tasks of `native-server` do after each wake-up).
     fn run_server(&mut self) {
         loop {
-            let mut progressed = false;
             while let Some((conn, signal)) = self.server.signals.pop_front() {
                 let now = self.now;
                 if let Some(c) = self.server.conns.get_mut(&conn) {
@@ -627,14 +676,20 @@ impl Sim {
                         Signal::Replaced => c.machine.handle_replaced(),
                         Signal::Overflowed => c.machine.handle_overflowed(),
                     }
+                    self.dirty.insert(conn);
                 }
             }
-            let ids: Vec<ConnId> = self.server.conns.keys().copied().collect();
-            for conn in ids {
-                progressed |= self.drive(conn);
-            }
-            if !progressed && self.server.signals.is_empty() {
+            let Some(conn) = self.dirty.pop_first() else {
                 return;
+            };
+            self.drive(conn);
+            if let Some(at) = self
+                .server
+                .conns
+                .get(&conn)
+                .and_then(|c| c.machine.poll_timeout())
+            {
+                self.timers.push(Reverse((at, Timer::Conn(conn))));
             }
         }
     }

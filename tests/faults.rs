@@ -1,0 +1,306 @@
+//! Tens of native clients broadcasting numbered messages through the real server, each over a
+//! link that a proxy resets every ~2 s on average and sometimes silences for 1-2 s: every
+//! message arrives at every other client exactly once and in order, and every `send` settles.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, Notify};
+use tokio::task::JoinSet;
+use wsrelay::{ClientEvent, Received, WebSocketClient};
+use wsrelay_server::{ServerConfig, WebSocketServer};
+
+const CLIENTS: usize = 30;
+/// Messages each client sends, paced over `SENDING`.
+const MESSAGES: u64 = 400;
+const SENDING: Duration = Duration::from_secs(8);
+
+/// A small deterministic generator for the faults (xorshift64*).
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `[lo, hi)` milliseconds.
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.next() % (hi - lo))
+    }
+}
+
+/// A TCP proxy whose every link, while faults are on, is reset after an exponential-ish time
+/// of mean ~2 s, or goes silent (nothing forwarded either way) for 1-2 s first.
+struct ChaosProxy {
+    addr: SocketAddr,
+    faults: Arc<AtomicBool>,
+    resets: Arc<AtomicU64>,
+    silences: Arc<AtomicU64>,
+}
+
+impl ChaosProxy {
+    async fn start(upstream: SocketAddr, seed: u64) -> ChaosProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let faults = Arc::new(AtomicBool::new(true));
+        let resets = Arc::new(AtomicU64::new(0));
+        let silences = Arc::new(AtomicU64::new(0));
+        let (on, reset_count, silence_count) = (
+            Arc::clone(&faults),
+            Arc::clone(&resets),
+            Arc::clone(&silences),
+        );
+        tokio::spawn(async move {
+            let mut link = 0u64;
+            while let Ok((client, _)) = listener.accept().await {
+                link += 1;
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let dice = Dice(seed ^ link.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+                tokio::spawn(chaos_link(
+                    client,
+                    server,
+                    dice,
+                    Arc::clone(&on),
+                    Arc::clone(&reset_count),
+                    Arc::clone(&silence_count),
+                ));
+            }
+        });
+        ChaosProxy {
+            addr,
+            faults,
+            resets,
+            silences,
+        }
+    }
+}
+
+async fn chaos_link(
+    client: TcpStream,
+    server: TcpStream,
+    mut dice: Dice,
+    faults: Arc<AtomicBool>,
+    resets: Arc<AtomicU64>,
+    silences: Arc<AtomicU64>,
+) {
+    let silent = Arc::new(AtomicBool::new(false));
+    let resume = Arc::new(Notify::new());
+    // An RST rather than a FIN: the peers see the link die, not close. (Deprecated because a
+    // non-zero linger blocks the dropping thread; a zero linger never does.)
+    #[allow(deprecated)]
+    {
+        let _ = client.set_linger(Some(Duration::ZERO));
+        let _ = server.set_linger(Some(Duration::ZERO));
+    }
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let mut pipes = JoinSet::new();
+    pipes.spawn(pipe(
+        client_read,
+        server_write,
+        Arc::clone(&silent),
+        Arc::clone(&resume),
+    ));
+    pipes.spawn(pipe(
+        server_read,
+        client_write,
+        Arc::clone(&silent),
+        Arc::clone(&resume),
+    ));
+    loop {
+        let life = dice.millis(300, 3700);
+        tokio::select! {
+            _ = pipes.join_next() => return,
+            () = tokio::time::sleep(life) => {}
+        }
+        if !faults.load(Ordering::SeqCst) {
+            continue;
+        }
+        if dice.next() % 3 == 0 {
+            // Silence for 1-2 s, then carry on (TCP delivers what waited).
+            silences.fetch_add(1, Ordering::Relaxed);
+            silent.store(true, Ordering::SeqCst);
+            tokio::time::sleep(dice.millis(1000, 2000)).await;
+            silent.store(false, Ordering::SeqCst);
+            resume.notify_waiters();
+        } else {
+            resets.fetch_add(1, Ordering::Relaxed);
+            pipes.abort_all();
+            return;
+        }
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    silent: Arc<AtomicBool>,
+    resume: Arc<Notify>,
+) {
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while silent.load(Ordering::SeqCst) {
+            let resumed = resume.notified();
+            if !silent.load(Ordering::SeqCst) {
+                break;
+            }
+            resumed.await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What each client received: per sender, the sequence numbers in arrival order.
+type Inbox = Arc<Mutex<HashMap<String, Vec<u64>>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tens_of_clients_through_resets_and_silences_lose_and_duplicate_nothing() {
+    let server = WebSocketServer::bind("127.0.0.1:0", ServerConfig::default())
+        .await
+        .expect("bind");
+    let proxy = ChaosProxy::start(server.local_addr(), 0x5eed).await;
+    let url = format!("ws://{}", proxy.addr);
+
+    let mut clients = Vec::new();
+    let mut inboxes = Vec::new();
+    let sessions_lost = Arc::new(AtomicU64::new(0));
+    let mut opened = Vec::new();
+    for n in 0..CLIENTS {
+        let builder = WebSocketClient::builder(url.clone(), format!("client-{n}"))
+            .min_reconnection_delay(Duration::from_millis(50))
+            .max_reconnection_delay(Duration::from_millis(400))
+            .seed(n as u64 + 1);
+        let mut events = builder.subscribe();
+        let (open_tx, open_rx) = tokio::sync::oneshot::channel();
+        opened.push(open_rx);
+        let mut open_tx = Some(open_tx);
+        let lost = Arc::clone(&sessions_lost);
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(ClientEvent::Open { .. }) => {
+                        if let Some(tx) = open_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(ClientEvent::SessionLost { .. }) => {
+                        lost.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        let client = builder.build().expect("valid settings");
+        let inbox: Inbox = Arc::default();
+        let record = Arc::clone(&inbox);
+        client.on("n", move |m: Received<u64>| {
+            let record = Arc::clone(&record);
+            async move {
+                let sender = m.source.unwrap_or_default();
+                record
+                    .lock()
+                    .expect("inbox")
+                    .entry(sender)
+                    .or_default()
+                    .push(m.payload);
+            }
+        });
+        clients.push(client);
+        inboxes.push(inbox);
+    }
+
+    // A broadcast reaches whoever is there: wait until everybody is.
+    for open in opened {
+        tokio::time::timeout(Duration::from_secs(30), open)
+            .await
+            .expect("every client connects")
+            .expect("events go on");
+    }
+
+    // Everybody sends, paced, while the links fail under them.
+    let mut sends = JoinSet::new();
+    let pause = SENDING / MESSAGES as u32;
+    for k in 0..MESSAGES {
+        for client in &clients {
+            sends.spawn(client.send("n", k));
+        }
+        tokio::time::sleep(pause).await;
+    }
+    proxy.faults.store(false, Ordering::SeqCst);
+    let settled = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut outcomes = Vec::new();
+        while let Some(outcome) = sends.join_next().await {
+            outcomes.push(outcome.expect("send task"));
+        }
+        outcomes
+    })
+    .await
+    .expect("every send settles");
+    let failed: Vec<_> = settled.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert!(failed.is_empty(), "sends failed: {failed:?}");
+
+    // Then every message reaches every other client.
+    let expected: Vec<u64> = (0..MESSAGES).collect();
+    let everything_arrived = || {
+        inboxes.iter().enumerate().all(|(n, inbox)| {
+            let inbox = inbox.lock().expect("inbox");
+            (0..CLIENTS)
+                .filter(|&s| s != n)
+                .all(|s| inbox.get(&format!("client-{s}")).map_or(0, Vec::len) >= expected.len())
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !everything_arrived() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A little longer, so that duplicates would have time to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (resets, silences) = (
+        proxy.resets.load(Ordering::Relaxed),
+        proxy.silences.load(Ordering::Relaxed),
+    );
+    assert!(resets >= CLIENTS as u64, "the proxy reset links: {resets}");
+    assert!(silences >= 5, "the proxy silenced links: {silences}");
+    for (n, inbox) in inboxes.iter().enumerate() {
+        let inbox = inbox.lock().expect("inbox");
+        for s in (0..CLIENTS).filter(|&s| s != n) {
+            let got = inbox
+                .get(&format!("client-{s}"))
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(got, expected, "client-{n} from client-{s}");
+        }
+    }
+    assert_eq!(
+        sessions_lost.load(Ordering::SeqCst),
+        0,
+        "no session was lost"
+    );
+    let stats = server.stats();
+    assert_eq!(stats.slow_consumers, 0, "{stats:?}");
+    println!("{CLIENTS} clients, {MESSAGES} messages each: {resets} resets, {silences} silences; {stats:?}");
+    for client in &clients {
+        client.close().await;
+    }
+    server.close().await;
+}
