@@ -1,5 +1,6 @@
-//! The sans-IO core stays sans-IO: no runtime, no browser bindings, no clock, no shared-state
-//! primitives in the `wsrelay-core` crate (`core/`), and its types are `Send` for free.
+//! The architecture holds: the sans-IO core stays sans-IO (no runtime, no browser bindings,
+//! no clock, no shared-state primitives in the `wsrelay-core` crate, whose types are `Send`
+//! for free), and the server's per-connection task makes no protocol decision of its own.
 
 use std::fs;
 use std::path::Path;
@@ -69,4 +70,40 @@ fn core_types_are_send_and_sync() {
     assert_send_sync::<wsrelay_core::server::ServerConnection<String, Handlers>>();
     assert_send_sync::<wsrelay_core::server::memory::MemoryState<String, u64>>();
     assert_send_sync::<wsrelay_core::client::Event>();
+}
+
+/// Words that only code making protocol decisions needs: decoding or building frames,
+/// connection modes, de-duplication watermarks, retransmission, sessions, control types.
+const DECISIONS: &[&str] = &[
+    "Frame::",
+    "Message {",
+    "Mode",
+    "watermark",
+    "retransmit",
+    "unacked",
+    "resume",
+    "\"~",
+    "std::time::Instant",
+];
+
+#[test]
+fn the_servers_connection_task_holds_no_protocol_decision() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("native-server/src");
+    let mut offences = Vec::new();
+    for file in ["connection.rs", "socket.rs", "engine/memory.rs"] {
+        let text = fs::read_to_string(root.join(file)).expect("readable file");
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for word in DECISIONS {
+                if code.contains(word) {
+                    offences.push(format!("{file}:{}: {word}", number + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "protocol decisions belong in wsrelay_core::server::ServerConnection:\n{}",
+        offences.join("\n")
+    );
 }

@@ -5,27 +5,24 @@
 //! machine's.
 
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame as WsClose, Message as WsMessage, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::SplitStream;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::time::{sleep_until, timeout};
-use wsrelay_core::protocol::{ErrorCode, RemoteError};
 use wsrelay_core::server::{
-    CloseFrame, DisconnectReason, Output, ServerConnection, ServerEvent, TransportError,
+    CloseFrame, DisconnectReason, Output, ServerConnection, TransportError,
 };
 
 use crate::config::OnDuplicate;
 use crate::engine::{Claim, ClaimError, Doorbell, Effect, Router, SessionStore, Signal};
-use crate::handlers::Reply;
+use crate::handlers::{first_call, handler_call, HandlerCall};
 use crate::hub::{Hub, SharedHandlers, Stats};
+use crate::socket::{transport_error, write_some, Sink};
 use crate::ClientInfo;
 
 /// Frames read back to back before the state machine's outputs are carried out.
@@ -34,10 +31,7 @@ const READ_BATCH: usize = 64;
 const FETCH_BATCH: usize = 256;
 
 type Machine = ServerConnection<Utf8Bytes, SharedHandlers>;
-type Sink = SplitSink<WebSocket, WsMessage>;
 type Stream = SplitStream<WebSocket>;
-/// A handler call and its reply; calls run one at a time, in arrival order.
-type HandlerCall = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
 /// Serves one upgraded connection for `source` until it ends. `announced`: the URL said the
 /// client speaks the protocol (`v=1`).
@@ -343,38 +337,7 @@ impl Conn {
                 }
                 self.closing = Some(close);
             }
-            Output::Event(event) => self.event(event),
-        }
-    }
-
-    fn event(&self, event: ServerEvent) {
-        let source = &self.claim.source;
-        let stats = &self.hub.stats;
-        match event {
-            ServerEvent::Rejected { code, message, re } => {
-                Stats::count(&stats.invalid_frames);
-                tracing::debug!(source, %code, re, message, "invalid input");
-            }
-            ServerEvent::Duplicate { id } => tracing::trace!(source, id, "duplicate dropped"),
-            ServerEvent::Opened {
-                resumed,
-                lost,
-                late,
-            } => match lost {
-                Some(lost) => tracing::info!(source, lost, late, "session not resumed"),
-                None => tracing::debug!(source, resumed, late, "session opened"),
-            },
-            ServerEvent::Blocked { on } => {
-                Stats::count(&stats.blocked);
-                tracing::trace!(source, on, "waiting for a recipient that is behind");
-            }
-            ServerEvent::ClientError { code, message } => {
-                tracing::debug!(source, code, message, "client reported an error");
-            }
-            ServerEvent::Unanswerable { kind } => {
-                tracing::debug!(source, kind, "handler answered a message without id");
-            }
-            ServerEvent::Dropped { kind } => tracing::debug!(source, kind, "dropped"),
+            Output::Event(event) => hub.record(&self.claim.source, event),
         }
     }
 
@@ -447,112 +410,5 @@ impl Conn {
                 }
             }
         });
-    }
-}
-
-/// Starts the application handler of `kind`, catching its panics.
-fn handler_call(hub: &Hub, kind: String, source: String, payload: Option<String>) -> HandlerCall {
-    let Some(handler) = hub.handlers.get(&kind) else {
-        // Removed since the message was consumed.
-        let message = format!("no handler for {kind:?}");
-        return Box::pin(std::future::ready(Reply::error(
-            ErrorCode::HandlerError.as_str(),
-            message,
-        )));
-    };
-    let call = handler(source.clone(), payload);
-    Box::pin(async move {
-        // A panicking handler must not take the connection with it, and its sender deserves
-        // an answer rather than a timeout.
-        match std::panic::AssertUnwindSafe(call).catch_unwind().await {
-            Ok(reply) => reply,
-            Err(_) => {
-                tracing::error!(source, kind, "handler panicked");
-                Reply::error(ErrorCode::HandlerError.as_str(), "the handler panicked")
-            }
-        }
-    })
-}
-
-/// The first pending handler call's reply.
-async fn first_call(calls: &mut VecDeque<HandlerCall>) -> Reply {
-    poll_fn(|cx| match calls.front_mut() {
-        Some(call) => call.as_mut().poll(cx),
-        None => Poll::Pending,
-    })
-    .await
-}
-
-/// Writes queued frames as far as the socket takes them, then flushes. Completes when it made
-/// progress; returns how many mailbox frames were handed to the socket.
-fn write_some<'a>(
-    sink: &'a mut Sink,
-    outq: &'a mut VecDeque<(WsMessage, bool)>,
-    unflushed: &'a mut bool,
-) -> impl Future<Output = Result<usize, axum::Error>> + 'a {
-    poll_fn(move |cx| {
-        let mut delivered = 0;
-        let mut progressed = false;
-        while !outq.is_empty() {
-            match sink.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending => break,
-            }
-            let Some((message, numbered)) = outq.pop_front() else {
-                break;
-            };
-            if let Err(error) = sink.start_send_unpin(message) {
-                return Poll::Ready(Err(error));
-            }
-            delivered += usize::from(numbered);
-            progressed = true;
-            *unflushed = true;
-        }
-        if *unflushed {
-            match sink.poll_flush_unpin(cx) {
-                Poll::Ready(Ok(())) => {
-                    *unflushed = false;
-                    progressed = true;
-                }
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending => {}
-            }
-        }
-        if progressed {
-            Poll::Ready(Ok(delivered))
-        } else {
-            Poll::Pending
-        }
-    })
-}
-
-/// What a read error means: the transport's size limit, invalid UTF-8 in a text frame (RFC 6455
-/// requires failing the connection), protocol violations, I/O; `None` when the connection just
-/// ended without a close handshake.
-fn transport_error(error: axum::Error) -> Option<TransportError> {
-    let inner = error.into_inner();
-    Some(match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => TransportError::TooLarge,
-        Some(tungstenite::Error::Utf8(_)) => TransportError::InvalidUtf8,
-        Some(tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        ))
-        | Some(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-            return None
-        }
-        Some(tungstenite::Error::Protocol(error)) => TransportError::Protocol(error.to_string()),
-        _ => TransportError::Io(inner.to_string()),
-    })
-}
-
-impl Reply {
-    /// The reply as the state machine takes it.
-    fn into_result(self) -> Option<Result<String, RemoteError>> {
-        match self {
-            Reply::None => None,
-            Reply::Payload(payload) => Some(Ok(payload)),
-            Reply::Error(error) => Some(Err(error)),
-        }
     }
 }

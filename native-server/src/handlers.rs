@@ -1,13 +1,19 @@
 //! Application handlers: `on(type, handler)` with typed payloads, and what they answer.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
+
+use futures_util::FutureExt;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use wsrelay_core::protocol::{ErrorCode, RemoteError};
+
+use crate::hub::Hub;
 
 /// A message delivered to a handler: who sent it and its payload, decoded into `T`.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +116,58 @@ where
             }
         })
     })
+}
+
+/// A handler call and its reply; a connection runs its calls one at a time, in arrival order.
+pub(crate) type HandlerCall = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// Starts the application handler of `kind`, catching its panics.
+pub(crate) fn handler_call(
+    hub: &Hub,
+    kind: String,
+    source: String,
+    payload: Option<String>,
+) -> HandlerCall {
+    let Some(handler) = hub.handlers.get(&kind) else {
+        // Removed since the message was consumed.
+        let message = format!("no handler for {kind:?}");
+        return Box::pin(std::future::ready(Reply::error(
+            ErrorCode::HandlerError.as_str(),
+            message,
+        )));
+    };
+    let call = handler(source.clone(), payload);
+    Box::pin(async move {
+        // A panicking handler must not take the connection with it, and its sender deserves
+        // an answer rather than a timeout.
+        match std::panic::AssertUnwindSafe(call).catch_unwind().await {
+            Ok(reply) => reply,
+            Err(_) => {
+                tracing::error!(source, kind, "handler panicked");
+                Reply::error(ErrorCode::HandlerError.as_str(), "the handler panicked")
+            }
+        }
+    })
+}
+
+/// The first pending handler call's reply.
+pub(crate) async fn first_call(calls: &mut VecDeque<HandlerCall>) -> Reply {
+    poll_fn(|cx| match calls.front_mut() {
+        Some(call) => call.as_mut().poll(cx),
+        None => Poll::Pending,
+    })
+    .await
+}
+
+impl Reply {
+    /// The reply as the state machine takes it.
+    pub(crate) fn into_result(self) -> Option<Result<String, RemoteError>> {
+        match self {
+            Reply::None => None,
+            Reply::Payload(payload) => Some(Ok(payload)),
+            Reply::Error(error) => Some(Err(error)),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wsrelay_core::server::{DisconnectReason, HandlerSet};
+use wsrelay_core::server::{DisconnectReason, HandlerSet, ServerEvent};
 
 use crate::auth::Authenticator;
 use crate::clock::Clock;
@@ -102,4 +102,37 @@ pub(crate) struct Hub {
     pub(crate) tracker: TaskTracker,
     /// Tells the presence announcer that somebody came or went.
     pub(crate) presence: Arc<PresenceSignal>,
+}
+
+impl Hub {
+    /// Logs what a connection's state machine reports, and counts it.
+    pub(crate) fn record(&self, source: &str, event: ServerEvent) {
+        let stats = &self.stats;
+        match event {
+            ServerEvent::Rejected { code, message, re } => {
+                Stats::count(&stats.invalid_frames);
+                tracing::debug!(source, %code, re, message, "invalid input");
+            }
+            ServerEvent::Duplicate { id } => tracing::trace!(source, id, "duplicate dropped"),
+            ServerEvent::Opened {
+                resumed,
+                lost,
+                late,
+            } => match lost {
+                Some(lost) => tracing::info!(source, lost, late, "session not resumed"),
+                None => tracing::debug!(source, resumed, late, "session opened"),
+            },
+            ServerEvent::Blocked { on } => {
+                Stats::count(&stats.blocked);
+                tracing::trace!(source, on, "waiting for a recipient that is behind");
+            }
+            ServerEvent::ClientError { code, message } => {
+                tracing::debug!(source, code, message, "client reported an error");
+            }
+            ServerEvent::Unanswerable { kind } => {
+                tracing::debug!(source, kind, "handler answered a message without id");
+            }
+            ServerEvent::Dropped { kind } => tracing::debug!(source, kind, "dropped"),
+        }
+    }
 }

@@ -53,6 +53,7 @@ mod hub;
 mod presence;
 mod requests;
 mod server;
+mod socket;
 
 pub use auth::{source_from_query, Authenticator, Rejection, UpgradeRequest};
 /// Re-exported so that hooks can build [`Rejection`]s and read headers without a direct `http`
