@@ -25,7 +25,7 @@ use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
 use wasm_bindgen::prelude::*;
 
 use crate::client::{
-    ClientCore, Event, Incoming, Outgoing, Output, ReadyState, ReplyTarget, TransportId,
+    ClientCore, Event, InboundMessage, Outgoing, Output, ReadyState, ReplyTarget, TransportId,
 };
 use crate::protocol::RemoteError;
 use crate::Instant;
@@ -650,7 +650,7 @@ impl Inner {
     }
 
     /// Calls the handlers of `incoming.kind` and answers with the first value they produce.
-    fn handle_message(self: &Rc<Self>, incoming: Incoming) {
+    fn handle_message(self: &Rc<Self>, incoming: InboundMessage) {
         let handlers: Vec<Function> = self
             .state
             .borrow()

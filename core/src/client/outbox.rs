@@ -116,6 +116,8 @@ pub(crate) struct Outbox {
     bytes: usize,
     last_id: u64,
     expiries: Deadlines,
+    /// Frames transmitted again on a later connection (statistics).
+    retransmitted: u64,
 }
 
 impl Outbox {
@@ -126,6 +128,7 @@ impl Outbox {
             bytes: 0,
             last_id: 0,
             expiries: Deadlines::default(),
+            retransmitted: 0,
         }
     }
 
@@ -135,6 +138,16 @@ impl Outbox {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes of the frames still waiting.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// How many frames [`transmit_all`](Self::transmit_all) sent a second time or more.
+    pub(crate) fn retransmitted(&self) -> u64 {
+        self.retransmitted
     }
 
     /// The entries still waiting, oldest first.
@@ -180,6 +193,10 @@ impl Outbox {
         }
         self.last_id = id;
         self.bytes += frame.len();
+        debug_assert!(
+            self.entries.last().is_none_or(|last| last.id < id),
+            "ids increase along the outbox: lookups binary-search it"
+        );
         if let Some(at) = expires {
             self.expiries.insert(id, at);
         }
@@ -198,6 +215,10 @@ impl Outbox {
             return None;
         }
         let entry = self.entries.last_mut()?;
+        debug_assert!(
+            !entry.transmitted,
+            "only a message just pushed is transmitted this way, once"
+        );
         self.expiries.remove(entry.id);
         entry.transmitted = true;
         Some(entry.frame.clone())
@@ -208,12 +229,17 @@ impl Outbox {
         // Time-to-live only limits waiting to be sent: none is left waiting.
         self.expiries.drain();
         let live = self.entries.get_mut(self.settled..).unwrap_or_default();
-        live.iter_mut()
+        let mut again = 0;
+        let frames = live
+            .iter_mut()
             .map(|entry| {
+                again += u64::from(entry.transmitted);
                 entry.transmitted = true;
                 entry.frame.clone()
             })
-            .collect()
+            .collect();
+        self.retransmitted += again;
+        frames
     }
 
     /// Removes every entry with id ≤ `ack`, oldest first, and says how each settles.
@@ -223,6 +249,10 @@ impl Outbox {
             if entry.id > ack {
                 break;
             }
+            debug_assert!(
+                !entry.frame.is_empty(),
+                "a live entry keeps its frame: only settled slots are emptied"
+            );
             // The slot stays until the next compaction; its frame's memory goes now.
             let frame = std::mem::take(&mut entry.frame);
             let (id, transmitted, settles) = (entry.id, entry.transmitted, entry.settles);
@@ -262,7 +292,12 @@ impl Outbox {
     /// Removes and returns one untransmitted entry whose time-to-live ran out by `now`.
     pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<Entry> {
         let id = self.expiries.pop_due(now)?;
-        self.remove(id)
+        let entry = self.remove(id);
+        debug_assert!(
+            entry.as_ref().is_none_or(|entry| !entry.transmitted),
+            "a transmitted message has no time-to-live left: it must never fail as expired"
+        );
+        entry
     }
 
     /// Removes and returns every entry, oldest first.
@@ -274,6 +309,10 @@ impl Outbox {
     }
 
     fn forget(&mut self, id: u64, frame_len: usize, transmitted: bool) {
+        debug_assert!(
+            frame_len <= self.bytes,
+            "every frame's bytes were counted when it was pushed"
+        );
         self.bytes -= frame_len;
         // Only untransmitted entries can have a time-to-live deadline left.
         if !transmitted {
