@@ -318,8 +318,8 @@ impl ClientCore {
     /// Round-trip times, reconnects, retransmissions, the queue and message outcomes so far.
     pub fn stats(&self) -> Stats {
         Stats {
-            rtt: self.round_trips.last,
-            smoothed_rtt: self.round_trips.smoothed,
+            rtt: self.round_trips.last(),
+            smoothed_rtt: self.round_trips.smoothed(),
             reconnects: self.reconnects,
             retransmitted: self.outbox.retransmitted(),
             queued_messages: self.outbox.len(),

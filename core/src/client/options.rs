@@ -121,66 +121,65 @@ impl Options {
     /// value has the wrong type or range. Ranges that involve several options are checked by
     /// [`validate`](Self::validate).
     pub fn set(&mut self, name: &str, value: OptionValue<'_>) -> Result<(), Error> {
+        // By position in `NAMES`, not by matching on the strings, and with each value
+        // converted once: this is compiled into the browser package, where size counts.
+        let index = Self::NAMES.iter().position(|known| *known == name);
+        let index = index.ok_or_else(|| invalid_option(name, "is not an option"))?;
         let invalid = || invalid_option(name, "has the wrong type or range");
-        let number = match value {
-            OptionValue::Number(n) if n >= 0.0 && !n.is_nan() => Some(n),
-            _ => None,
-        };
-        let millis = || {
-            number
-                .filter(|n| n.is_finite())
-                .map(|n| Duration::from_millis(n as u64))
-                .ok_or_else(invalid)
-        };
-        let count = || {
-            number
-                .filter(|n| n.is_finite() && n.fract() == 0.0)
-                .ok_or_else(invalid)
-        };
-        match name {
-            "minReconnectionDelay" => self.min_reconnection_delay = millis()?,
-            "maxReconnectionDelay" => self.max_reconnection_delay = millis()?,
-            "reconnectionDelayGrowFactor" => {
-                self.reconnection_delay_grow_factor = number.ok_or_else(invalid)?
+        match value {
+            OptionValue::Bool(flag) if index == 7 => self.start_closed = flag,
+            OptionValue::Numbers(codes) if index == 17 => {
+                let mut stop_codes = Vec::new();
+                for &code in codes {
+                    if code.fract() != 0.0 || !(1000.0..=4999.0).contains(&code) {
+                        return Err(invalid());
+                    }
+                    stop_codes.push(code as u16);
+                }
+                self.stop_codes = stop_codes;
             }
-            "reconnectionJitter" => self.reconnection_jitter = number.ok_or_else(invalid)?,
-            "minUptime" => self.min_uptime = millis()?,
-            "connectionTimeout" => self.connection_timeout = millis()?,
-            "maxRetries" => {
-                self.max_retries = match number {
-                    Some(n) if n.is_infinite() => None,
-                    _ => Some(count()? as u32),
+            OptionValue::Number(n) if n >= 0.0 && !matches!(index, 7 | 17) => {
+                let whole = n.fract() == 0.0;
+                // Saturating: a count beyond the type is as good as unbounded.
+                let millis = Duration::from_millis(n as u64);
+                match index {
+                    2 => self.reconnection_delay_grow_factor = n,
+                    3 => self.reconnection_jitter = n,
+                    6 if n.is_infinite() => self.max_retries = None,
+                    _ if !whole => {
+                        // Durations may have a fraction of a millisecond; counts may not.
+                        if !n.is_finite() || matches!(index, 6 | 8 | 9 | 10 | 15) {
+                            return Err(invalid());
+                        }
+                        self.set_millis(index, millis);
+                    }
+                    6 => self.max_retries = Some(n as u32),
+                    8 => self.max_enqueued_messages = n as usize,
+                    9 => self.max_enqueued_bytes = n as usize,
+                    10 => self.max_message_size = n as usize,
+                    15 => self.ack_every = n as u64,
+                    _ => self.set_millis(index, millis),
                 }
             }
-            "startClosed" => match value {
-                OptionValue::Bool(flag) => self.start_closed = flag,
-                _ => return Err(invalid()),
-            },
-            "maxEnqueuedMessages" => self.max_enqueued_messages = count()? as usize,
-            "maxEnqueuedBytes" => self.max_enqueued_bytes = count()? as usize,
-            "maxMessageSize" => self.max_message_size = count()? as usize,
-            "heartbeatInterval" => self.heartbeat_interval = millis()?,
-            "heartbeatTimeout" => self.heartbeat_timeout = millis()?,
-            "requestTimeout" => self.request_timeout = millis()?,
-            "ackDelay" => self.ack_delay = millis()?,
-            "ackEvery" => self.ack_every = count()? as u64,
-            "closeTimeout" => self.close_timeout = millis()?,
-            "stopCodes" => {
-                let OptionValue::Numbers(codes) = value else {
-                    return Err(invalid());
-                };
-                self.stop_codes = codes
-                    .iter()
-                    .map(|&code| {
-                        (code.fract() == 0.0 && (1000.0..=4999.0).contains(&code))
-                            .then_some(code as u16)
-                            .ok_or_else(invalid)
-                    })
-                    .collect::<Result<_, _>>()?;
-            }
-            _ => return Err(invalid_option(name, "is not an option")),
+            _ => return Err(invalid()),
         }
         Ok(())
+    }
+
+    /// The duration option at `index` of `NAMES`.
+    fn set_millis(&mut self, index: usize, millis: Duration) {
+        let slot = match index {
+            0 => &mut self.min_reconnection_delay,
+            1 => &mut self.max_reconnection_delay,
+            4 => &mut self.min_uptime,
+            5 => &mut self.connection_timeout,
+            11 => &mut self.heartbeat_interval,
+            12 => &mut self.heartbeat_timeout,
+            13 => &mut self.request_timeout,
+            14 => &mut self.ack_delay,
+            _ => &mut self.close_timeout,
+        };
+        *slot = millis;
     }
 
     /// Checks what no single setter can: every driver calls it before building a client, so

@@ -27,12 +27,14 @@ pub struct Stats {
     pub failed: u64,
 }
 
-/// The round-trip clock: one probe (a hello or a ping) in flight at a time.
+/// The round-trip clock: one probe (a hello or a ping) in flight at a time. Whole
+/// milliseconds in `u64`, as the core's clock: `Duration` arithmetic carries overflow panics
+/// the wasm build does without.
 #[derive(Debug, Default)]
 pub(crate) struct RoundTrips {
     probe: Option<Instant>,
-    pub(crate) last: Option<Duration>,
-    pub(crate) smoothed: Option<Duration>,
+    last: Option<u64>,
+    smoothed: Option<u64>,
 }
 
 impl RoundTrips {
@@ -47,18 +49,27 @@ impl RoundTrips {
         let Some(sent) = self.probe.take() else {
             return;
         };
-        let sample = now.saturating_duration_since(sent);
+        let sample = now.as_millis().saturating_sub(sent.as_millis());
         self.last = Some(sample);
-        self.smoothed = Some(match self.smoothed {
-            None => sample,
-            // In whole milliseconds, as the core's clock: 7/8 of the old plus 1/8 of the new.
-            Some(smoothed) => (smoothed * 7 + sample) / 8,
-        });
+        // RFC 6298: 7/8 of the old plus 1/8 of the new.
+        self.smoothed = Some(self.smoothed.map_or(sample, |old| {
+            old.saturating_mul(7).saturating_add(sample) / 8
+        }));
     }
 
     /// The connection is gone: an answer can no longer come.
     pub(crate) fn lost(&mut self) {
         self.probe = None;
+    }
+
+    /// The last sample.
+    pub(crate) fn last(&self) -> Option<Duration> {
+        self.last.map(Duration::from_millis)
+    }
+
+    /// The smoothed value.
+    pub(crate) fn smoothed(&self) -> Option<Duration> {
+        self.smoothed.map(Duration::from_millis)
     }
 }
 
@@ -70,23 +81,18 @@ mod tests {
     fn samples_and_smoothing() {
         let at = Instant::from_millis;
         let mut rtt = RoundTrips::default();
+        let ms = |n| Some(Duration::from_millis(n));
         rtt.answered(at(5));
-        assert_eq!(rtt.last, None, "no probe, no sample");
+        assert_eq!(rtt.last(), None, "no probe, no sample");
         rtt.sent(at(10));
         rtt.answered(at(90));
-        assert_eq!(rtt.last, Some(Duration::from_millis(80)));
-        assert_eq!(rtt.smoothed, Some(Duration::from_millis(80)));
+        assert_eq!((rtt.last(), rtt.smoothed()), (ms(80), ms(80)));
         rtt.sent(at(100));
         rtt.answered(at(116));
-        assert_eq!(rtt.last, Some(Duration::from_millis(16)));
-        assert_eq!(rtt.smoothed, Some(Duration::from_millis(72)));
+        assert_eq!((rtt.last(), rtt.smoothed()), (ms(16), ms(72)));
         rtt.sent(at(200));
         rtt.lost();
         rtt.answered(at(300));
-        assert_eq!(
-            rtt.last,
-            Some(Duration::from_millis(16)),
-            "lost probes say nothing"
-        );
+        assert_eq!(rtt.last(), ms(16), "lost probes say nothing");
     }
 }

@@ -16,27 +16,45 @@ pub fn connect_url(url: &str, source: &str) -> Result<String, Error> {
     if source.is_empty() || source.len() > MAX_SOURCE_LEN {
         return Err(Error::InvalidOption("source must be 1 to 128 bytes".into()));
     }
-    let base = url.split('#').next().unwrap_or_default();
-    let (scheme, rest) = base.split_once("://").ok_or_else(|| not_websocket(url))?;
-    if !(scheme.eq_ignore_ascii_case("ws") || scheme.eq_ignore_ascii_case("wss")) {
+    // One pass over the bytes rather than `str` patterns and slicing: their searchers and
+    // panic paths are kilobytes of wasm. Every position found is an ASCII byte, so a char
+    // boundary.
+    let bytes = url.as_bytes();
+    let lower = |i: usize| bytes.get(i).map_or(0, u8::to_ascii_lowercase);
+    let scheme_len = match (lower(0), lower(1), lower(2)) {
+        (b'w', b's', b':') => 5,
+        (b'w', b's', b's') => 6,
+        _ => 0,
+    };
+    if scheme_len == 0 || bytes.get(scheme_len - 3..scheme_len) != Some(b"://".as_slice()) {
         return Err(not_websocket(url));
     }
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    if authority_end == 0 {
+    let mut end = bytes.len();
+    let mut authority_end = None;
+    let mut has_query = false;
+    for (i, &byte) in bytes.iter().enumerate().skip(scheme_len) {
+        match byte {
+            b'#' => {
+                end = i;
+                break;
+            }
+            b'/' | b'?' if authority_end.is_none() => authority_end = Some(i),
+            _ => {}
+        }
+        has_query |= byte == b'?';
+    }
+    let authority_end = authority_end.unwrap_or(end);
+    if authority_end == scheme_len {
         return Err(not_websocket(url));
     }
-    let mut out = String::with_capacity(base.len() + source.len() * 3 + 10);
-    out.push_str(base.get(..scheme.len() + 3 + authority_end).unwrap_or(base));
-    let path_and_query = rest.get(authority_end..).unwrap_or_default();
-    if !path_and_query.starts_with('/') {
+    let rest = url.get(authority_end..end).unwrap_or_default();
+    let mut out = String::with_capacity(end + source.len() * 3 + 10);
+    out.push_str(url.get(..authority_end).unwrap_or_default());
+    if !rest.starts_with('/') {
         out.push('/');
     }
-    out.push_str(path_and_query);
-    out.push(if path_and_query.contains('?') {
-        '&'
-    } else {
-        '?'
-    });
+    out.push_str(rest);
+    out.push(if has_query { '&' } else { '?' });
     out.push_str("source=");
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for byte in source.bytes() {
