@@ -84,13 +84,21 @@ struct Connection {
     _on_event: Closure<dyn FnMut(web_sys::Event)>,
 }
 
+impl Connection {
+    /// Stops listening to the socket. Done before every `close()`: Node 22's WebSocket fires
+    /// `error` and `close` synchronously from `close()` on a socket still connecting, which
+    /// would call the event closure again while it runs. npm `ws` throws an unhandled `error`
+    /// event (crashing Node) when a socket closed while connecting has no error listener, so
+    /// a harmless one stays.
+    fn detach(&self) {
+        NOOP.with(|noop| listen(&self.socket, &JsValue::NULL, noop));
+    }
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
-        let socket = &self.socket;
-        // npm `ws` throws an unhandled `error` event (crashing Node) when a socket closed
-        // while connecting has no error listener: keep a harmless one.
-        NOOP.with(|noop| listen(socket, &JsValue::NULL, noop));
-        let _ = socket.close();
+        self.detach();
+        let _ = self.socket.close();
     }
 }
 
@@ -410,6 +418,7 @@ impl Inner {
                     if let Some(connection) = connection {
                         // Browsers accept only 1000 and 3000-4999 from a page; the plain close
                         // of `Connection::drop` covers anything else.
+                        connection.detach();
                         let _ = connection.socket.close_with_code_and_reason(code, &reason);
                     }
                 }
