@@ -1,10 +1,11 @@
 //! The WebAssembly side: tool installs, the npm package (`cargo xtask pkg`), and the browser
 //! and Node.js test runs.
 //!
-//! Why not wasm-pack: it is one more tool to install (about 95 s here), it builds one target
-//! per run and only with cargo's `release`/`dev` profiles, while the package is built once with
-//! the size-tuned `wasm-release` profile and bound twice (web and nodejs). What wasm-pack would
-//! do is three commands: `cargo build`, `wasm-bindgen`, `wasm-opt`; they are run directly.
+//! The package is built with wasm-pack, once per target (web, nodejs), with the size-tuned
+//! `wasm-release` profile; the wasm-opt passes are in Cargo.toml
+//! (`package.metadata.wasm-pack.profile.custom`), and the wasm-opt run is npm binaryen's, put
+//! first on PATH, because wasm-pack cannot download its own offline. What wasm-pack does not
+//! do is added here: the Node build's ES module entry, the exports map, the README.
 
 use std::env;
 use std::fs;
@@ -137,87 +138,96 @@ fn newest(path: &Path) -> Option<SystemTime> {
         .max()
 }
 
-/// Builds the npm package into `root/pkg`: the wasm once with the `wasm-release` profile, bound
-/// for `--target web` (pkg/web, ES module) and `--target nodejs` (pkg/node, CommonJS), each
-/// shrunk with `wasm-opt -Oz` from npm `binaryen`, plus `pkg-template/`.
+/// The wasm-pack version `cargo xtask` installs when none is on PATH.
+const WASM_PACK_VERSION: &str = "0.15.1";
+
+/// Installs wasm-pack unless it is there (about 3 minutes, once).
+pub fn ensure_wasm_pack(root: &Path, tally: &mut Tally) -> Result<(), String> {
+    let found = Command::new("wasm-pack")
+        .arg("--version")
+        .env("PATH", path_with_cargo_bin())
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if found {
+        return Ok(());
+    }
+    // No --locked: as for wasm-bindgen-cli, a locked dependency may not be served here.
+    step(
+        "install wasm-pack (about 3 minutes, once)",
+        root,
+        cargo().args(["install", "wasm-pack", "--version", WASM_PACK_VERSION]),
+        tally,
+    )
+}
+
+/// `PATH` with npm binaryen's `wasm-opt` (xtask/node_modules/.bin) and cargo's bin first.
+fn path_for_wasm_pack(root: &Path) -> std::ffi::OsString {
+    let mut paths = vec![root.join("xtask/node_modules/.bin"), cargo_bin()];
+    if let Some(path) = env::var_os("PATH") {
+        paths.extend(env::split_paths(&path));
+    }
+    env::join_paths(paths).unwrap_or_default()
+}
+
+/// Builds the npm package into `root/pkg` with wasm-pack: the `wasm-release` profile bound for
+/// `--target web` (pkg/web, ES module) and `--target nodejs` (pkg/node, CommonJS), each shrunk
+/// by wasm-opt, plus `pkg-template/` (package.json with the exports map, README, the Node
+/// build's ES module entry and the extra declarations).
 pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
     crate::ensure_wasm_target(root, tally)?;
     ensure_bindgen_cli(root, tally)?;
+    ensure_wasm_pack(root, tally)?;
     ensure_npm(root, "xtask", tally)?;
-    step(
-        "build wasm (wasm-release profile)",
-        root,
-        cargo().args([
-            "build",
-            "-p",
-            "wsrelay",
-            "--lib",
-            "--profile",
-            "wasm-release",
-            "--target",
-            WASM_TARGET,
-        ]),
-        tally,
-    )?;
-    let wasm = target_dir(root)
-        .join(WASM_TARGET)
-        .join("wasm-release/wsrelay.wasm");
     let pkg = root.join("pkg");
     let _ = fs::remove_dir_all(&pkg);
-    let wasm_opt = root.join("xtask/node_modules/.bin/wasm-opt");
     for (target, folder, module_type) in [("web", "web", "module"), ("nodejs", "node", "commonjs")]
     {
         let out = pkg.join(folder);
         step(
-            &format!("wasm-bindgen --target {target}"),
+            &format!("wasm-pack build --target {target} (wasm-release profile)"),
             root,
-            Command::new(cargo_bin().join("wasm-bindgen"))
-                .args(["--target", target, "--out-name", "wsrelay", "--out-dir"])
-                .arg(&out)
-                .arg(&wasm),
-            tally,
-        )?;
-        let module = out.join("wsrelay_bg.wasm");
-        // The features rustc enables by default for wasm32 today; wasm-opt must accept them.
-        // `--converge` repeats -Oz while it still shrinks the module; the custom sections
-        // stripped (names, producers, target features) are read by no runtime.
-        step(
-            &format!("wasm-opt -Oz ({folder})"),
-            root,
-            Command::new(&wasm_opt)
+            Command::new("wasm-pack")
+                .args(["build", "--target", target, "--profile", "wasm-release"])
                 .args([
-                    "-Oz",
-                    "--converge",
-                    "--strip-debug",
-                    "--strip-producers",
-                    "--strip-target-features",
-                    "--enable-bulk-memory",
-                    "--enable-nontrapping-float-to-int",
-                    "--enable-reference-types",
-                    "--enable-sign-ext",
-                    "--enable-multivalue",
-                    "--enable-mutable-globals",
+                    "--out-name",
+                    "wsrelay",
+                    "--no-pack",
+                    "--no-gitignore",
+                    "--out-dir",
                 ])
-                .arg(&module)
-                .arg("-o")
-                .arg(&module),
+                .arg(&out)
+                .env("PATH", path_for_wasm_pack(root)),
             tally,
         )?;
         strip_doc_comments(&out.join("wsrelay.js"))?;
         // Each build says how Node should read its .js, whatever the importer's own type.
         let marker = format!("{{ \"type\": \"{module_type}\" }}\n");
         fs::write(out.join("package.json"), marker).map_err(|e| e.to_string())?;
+        // wasm-pack copies the crate's README into each build; the package has one at its root.
+        let _ = fs::remove_file(out.join("README.md"));
     }
-    for file in ["package.json", "README.md"] {
-        fs::copy(root.join("pkg-template").join(file), pkg.join(file))
-            .map_err(|e| format!("pkg-template/{file}: {e}"))?;
-    }
+    copy_tree(&root.join("pkg-template"), &pkg)?;
     let (wasm_gz, glue_gz) = web_size(&pkg)?;
     println!(
         "pkg: web build {} B gzipped (wasm {wasm_gz} + glue {glue_gz})",
         wasm_gz + glue_gz
     );
     Ok(pkg)
+}
+
+/// Copies every file under `from` into `to`, keeping the folders.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    for entry in fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), &target).map_err(|e| format!("{}: {e}", target.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes the `/** ... */` doc blocks wasm-bindgen copies into the JS glue: about a fifth of
