@@ -1,13 +1,13 @@
 // Size regression guard of the web build (wasm + JS glue, gzip -9). The target (13 KB) is
-// tracked in BENCHMARKS.md. The ceiling is the size before the client work of issue 13
-// (42124 B) plus the 1 KB that issue allowed it to grow: a change that grows the package
-// past it fails here and must say why.
+// tracked in BENCHMARKS.md. The ceiling is the size before the client work of issue 13 plus
+// the 1 KB that issue allowed it to grow, both as Node's zlib measures them (42404 B before;
+// `gzip -9` says 42124 B): a change that grows the package past it fails here and must say why.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 
-const CEILING = 42124 + 1024; // reached: 43087 B here (37882 B wasm + 5205 B glue)
+const CEILING = 42404 + 1024; // reached: 43383 B here (38192 B wasm + 5191 B glue)
 
 test("web build stays under its size ceiling (gzip -9)", () => {
   const dir = new URL("../../pkg/web/", import.meta.url);
