@@ -543,8 +543,10 @@ impl WebSocketClient {
     /// takes (open, close, reconnecting, errors, responses nobody awaits, and the outcomes of
     /// [`post`](Self::post)ed messages and handler answers). `Message` and `Reply` never arrive
     /// here: they go to the handlers and to the request futures. To see the first `Open` for
-    /// sure, subscribe on the builder ([`ClientBuilder::subscribe`]). A receiver that falls
-    /// more than 1024 events behind gets `RecvError::Lagged` and misses the oldest.
+    /// sure, subscribe on the builder ([`ClientBuilder::subscribe`]). A refused HTTP upgrade
+    /// closes with 4401, 4403 or 4409 for 401, 403 or 409 (`PROTOCOL.md` section 9). A
+    /// receiver that falls more than 1024 events behind gets `RecvError::Lagged` and misses
+    /// the oldest.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.shared().events.subscribe()
     }
