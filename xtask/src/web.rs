@@ -269,7 +269,7 @@ pub fn web_size(pkg: &Path) -> Result<(u64, u64), String> {
 /// sources.
 pub fn ensure_www_pkg(root: &Path) -> Result<(), String> {
     let built = modified(&root.join("www/pkg/wsrelay_bg.wasm"));
-    let sources = ["src", "Cargo.toml", "pkg-template"]
+    let sources = ["src", "core/src", "Cargo.toml", "pkg-template"]
         .iter()
         .filter_map(|p| newest(&root.join(p)))
         .max();
