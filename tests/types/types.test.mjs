@@ -1,6 +1,6 @@
 // TypeScript users' view of the npm package (installed from its tarball by `cargo xtask test`):
 // `tsc --strict` (skipLibCheck off) over api.ts, which uses the whole documented API, under
-// moduleResolution bundler (also with the `browser` condition) and NodeNext (ES2022 and
+// moduleResolution bundler (also with the `browser` condition), Node16 and NodeNext (ES2022 and
 // @types/node only: no DOM library, no ES2023 Symbol.dispose); then the NodeNext build runs
 // against the relay of the test bed (WSRELAY_TESTBED), so declarations and package agree.
 import { test } from "node:test";
@@ -23,6 +23,8 @@ function check(config) {
 
 test("tsc --strict, moduleResolution bundler (web build types)", () => check("tsconfig.bundler.json"));
 test("tsc --strict, moduleResolution bundler with the browser condition", () => check("tsconfig.browser.json"));
+
+test("tsc --strict, Node16 (ESM and CommonJS, no DOM)", () => check("tsconfig.node16.json"));
 
 test("tsc --strict, NodeNext (ESM and CommonJS, no DOM), then run against the relay", async () => {
   rmSync(join(here, "build"), { recursive: true, force: true });
