@@ -23,7 +23,7 @@ mod terminal {
     use serde::{Deserialize, Serialize};
     use tokio::io::{AsyncBufReadExt, BufReader};
     use tokio::sync::broadcast::error::RecvError;
-    use wsrelay::{ClientEvent, Received, SendOptions, WebSocketClient};
+    use wsrelay::{Event, Received, SendOptions, WebSocketClient};
 
     /// The payload of `chat-message`, as the browser demo sends it (extra fields are ignored).
     #[derive(Debug, Serialize, Deserialize)]
@@ -52,17 +52,17 @@ mod terminal {
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
-                    Ok(ClientEvent::Open { resumed }) => {
+                    Ok(Event::Open { resumed }) => {
                         eprintln!("* connected{}", if resumed { " (resumed)" } else { "" })
                     }
-                    Ok(ClientEvent::Close { code, reason, .. }) => {
+                    Ok(Event::Close { code, reason, .. }) => {
                         eprintln!("* disconnected: {code} {reason}")
                     }
-                    Ok(ClientEvent::Reconnecting { attempt, delay }) => {
+                    Ok(Event::Reconnecting { attempt, delay }) => {
                         eprintln!("* reconnecting in {delay:?} (attempt {attempt})")
                     }
-                    Ok(ClientEvent::Failed { error, .. }) => eprintln!("* not delivered: {error}"),
-                    Ok(ClientEvent::Error(error)) => eprintln!("* error: {error}"),
+                    Ok(Event::Failed { error, .. }) => eprintln!("* not delivered: {error}"),
+                    Ok(Event::Error(error)) => eprintln!("* error: {error}"),
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => break,

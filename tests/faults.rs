@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, Notify};
 use tokio::task::JoinSet;
-use wsrelay::{ClientEvent, Received, WebSocketClient};
+use wsrelay::{Event, Received, WebSocketClient};
 use wsrelay_server::{ServerConfig, WebSocketServer};
 
 const CLIENTS: usize = 30;
@@ -196,12 +196,12 @@ async fn tens_of_clients_through_resets_and_silences_lose_and_duplicate_nothing(
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
-                    Ok(ClientEvent::Open { .. }) => {
+                    Ok(Event::Open { .. }) => {
                         if let Some(tx) = open_tx.take() {
                             let _ = tx.send(());
                         }
                     }
-                    Ok(ClientEvent::SessionLost { .. }) => {
+                    Ok(Event::SessionLost { .. }) => {
                         lost.fetch_add(1, Ordering::SeqCst);
                     }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -212,17 +212,17 @@ async fn tens_of_clients_through_resets_and_silences_lose_and_duplicate_nothing(
         let client = builder.build().expect("valid settings");
         let inbox: Inbox = Arc::default();
         let record = Arc::clone(&inbox);
+        // Handlers are called in arrival order (their futures then run concurrently): record
+        // in the call, not in the future.
         client.on("n", move |m: Received<u64>| {
-            let record = Arc::clone(&record);
-            async move {
-                let sender = m.source.unwrap_or_default();
-                record
-                    .lock()
-                    .expect("inbox")
-                    .entry(sender)
-                    .or_default()
-                    .push(m.payload);
-            }
+            let sender = m.source.unwrap_or_default();
+            record
+                .lock()
+                .expect("inbox")
+                .entry(sender)
+                .or_default()
+                .push(m.payload);
+            async {}
         });
         clients.push(client);
         inboxes.push(inbox);

@@ -14,7 +14,7 @@ use tokio::net::TcpSocket;
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
-use wsrelay::{ClientBuilder, ClientEvent, Error, Received, WebSocketClient};
+use wsrelay::{ClientBuilder, Error, Event, Received, WebSocketClient};
 use wsrelay_server::{ServerConfig, WebSocketServer};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -44,16 +44,16 @@ impl Recorder {
         let got: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
         let record = Arc::clone(&got);
         // A number, or an object whose `n` is one (padded messages).
+        // Handlers are called in arrival order (their futures then run concurrently): record
+        // in the call, not in the future.
         client.on(kind, move |m: Received<serde_json::Value>| {
-            let record = Arc::clone(&record);
-            async move {
-                let from = m.source.unwrap_or_default();
-                let n = m.payload.get("n").unwrap_or(&m.payload).as_u64();
-                record
-                    .lock()
-                    .expect("record")
-                    .push((from, n.unwrap_or(u64::MAX)));
-            }
+            let from = m.source.unwrap_or_default();
+            let n = m.payload.get("n").unwrap_or(&m.payload).as_u64();
+            record
+                .lock()
+                .expect("record")
+                .push((from, n.unwrap_or(u64::MAX)));
+            async {}
         });
         let closes = Arc::new(AtomicU64::new(0));
         let lost = Arc::new(AtomicBool::new(false));
@@ -63,15 +63,15 @@ impl Recorder {
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
-                    Ok(ClientEvent::Open { .. }) => {
+                    Ok(Event::Open { .. }) => {
                         if let Some(tx) = opened_tx.take() {
                             let _ = tx.send(());
                         }
                     }
-                    Ok(ClientEvent::Close { .. }) => {
+                    Ok(Event::Close { .. }) => {
                         count.fetch_add(1, Ordering::SeqCst);
                     }
-                    Ok(ClientEvent::SessionLost { .. }) => lost_flag.store(true, Ordering::SeqCst),
+                    Ok(Event::SessionLost { .. }) => lost_flag.store(true, Ordering::SeqCst),
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return,
                 }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
 use wsrelay::client::{delay_range, Options, ReadyState};
-use wsrelay::{ClientBuilder, ClientEvent, Error, Received, SendOptions, WebSocketClient};
+use wsrelay::{ClientBuilder, Error, Event, Received, SendOptions, WebSocketClient};
 use wsrelay_server::{
     DisconnectReason, Incoming, Rejection, RequestError, ServerConfig, StatusCode, WebSocketServer,
 };
@@ -58,9 +58,9 @@ fn fast(addr: SocketAddr, source: &str) -> ClientBuilder {
 
 /// Waits for the first event matching `pick`, skipping others.
 async fn next_event<T>(
-    events: &mut broadcast::Receiver<ClientEvent>,
+    events: &mut broadcast::Receiver<Event>,
     what: &str,
-    mut pick: impl FnMut(&ClientEvent) -> Option<T>,
+    mut pick: impl FnMut(&Event) -> Option<T>,
 ) -> T {
     within(what, async {
         loop {
@@ -78,16 +78,16 @@ async fn next_event<T>(
     .await
 }
 
-async fn opened(events: &mut broadcast::Receiver<ClientEvent>) -> bool {
+async fn opened(events: &mut broadcast::Receiver<Event>) -> bool {
     next_event(events, "open", |e| match e {
-        ClientEvent::Open { resumed } => Some(*resumed),
+        Event::Open { resumed } => Some(*resumed),
         _ => None,
     })
     .await
 }
 
 /// A client that is open, with its event receiver.
-async fn connect(builder: ClientBuilder) -> (WebSocketClient, broadcast::Receiver<ClientEvent>) {
+async fn connect(builder: ClientBuilder) -> (WebSocketClient, broadcast::Receiver<Event>) {
     // Subscribed before the client starts: on a multi-thread runtime the first connection can
     // open before a subscribe made after `build`.
     let mut events = builder.subscribe();
@@ -110,11 +110,11 @@ fn chat(message: &str) -> Chat {
 /// Records every chat message a client's handler sees, as (sender, text).
 fn record_chat(client: &WebSocketClient) -> mpsc::UnboundedReceiver<(String, String)> {
     let (tx, rx) = mpsc::unbounded_channel();
+    // Recorded in the handler's synchronous part: handlers are called in arrival order, the
+    // futures they return run concurrently.
     client.on("chat-message", move |m: Received<Chat>| {
-        let tx = tx.clone();
-        async move {
-            let _ = tx.send((m.source.unwrap_or_default(), m.payload.message));
-        }
+        let _ = tx.send((m.source.unwrap_or_default(), m.payload.message));
+        async {}
     });
     rx
 }
@@ -246,7 +246,7 @@ async fn server_restart_reconnects_with_backoff_and_delivers_exactly_once_in_ord
     // Kill the server: dropping its last handle aborts every connection.
     drop(first);
     let close = next_event(&mut events, "close", |e| match e {
-        ClientEvent::Close {
+        Event::Close {
             code, reconnecting, ..
         } => Some((*code, *reconnecting)),
         _ => None,
@@ -267,7 +267,7 @@ async fn server_restart_reconnects_with_backoff_and_delivers_exactly_once_in_ord
     let mut attempts = Vec::new();
     while attempts.len() < 3 {
         let (attempt, delay) = next_event(&mut events, "reconnecting", |e| match e {
-            ClientEvent::Reconnecting { attempt, delay } => Some((*attempt, *delay)),
+            Event::Reconnecting { attempt, delay } => Some((*attempt, *delay)),
             _ => None,
         })
         .await;
@@ -364,11 +364,12 @@ async fn responses_flow_both_ways_body() {
             other => panic!("expected a handler_error, got {other:?}"),
         }
         let failed = next_event(&mut events, "handler failure", |e| match e {
-            ClientEvent::HandlerFailed { kind, message } => Some((kind.clone(), message.clone())),
+            Event::Error(Error::Handler { kind, error }) => Some((kind.clone(), error.clone())),
             _ => None,
         })
         .await;
         assert_eq!(failed.0, "explode");
+        assert_eq!(failed.1.code, "handler_error");
     }
     let time: Time = server
         .request("alice", "get-time", &(), Duration::from_secs(5))
@@ -506,7 +507,7 @@ async fn silent_server_is_detected_by_the_heartbeat_and_the_client_reconnects_bo
     // Sent into the silence: not acknowledged until the next connection.
     let pending = alice.send("note", 2);
     let (code, reason, reconnecting) = next_event(&mut events, "heartbeat close", |e| match e {
-        ClientEvent::Close {
+        Event::Close {
             code,
             reason,
             reconnecting,
@@ -575,13 +576,13 @@ async fn close_with_unacknowledged_messages_fails_them_after_the_close_timeout_b
     within("close", alice.close()).await;
     assert_eq!(sent.await, Err(Error::Closed));
     let failed = next_event(&mut events, "post failure", |e| match e {
-        ClientEvent::Failed { id, error } if *id == posted => Some(error.clone()),
+        Event::Failed { id, error } if *id == posted => Some(error.clone()),
         _ => None,
     })
     .await;
     assert_eq!(failed, Error::Closed);
     next_event(&mut events, "final close", |e| match e {
-        ClientEvent::Close {
+        Event::Close {
             reconnecting: false,
             ..
         } => Some(()),
@@ -607,7 +608,7 @@ async fn refused_upgrade_maps_to_a_stop_code_body() {
     let client = builder.build().expect("valid settings");
     let pending = client.send("note", 1);
     let (code, reason, reconnecting) = next_event(&mut events, "close", |e| match e {
-        ClientEvent::Close {
+        Event::Close {
             code,
             reason,
             reconnecting,
@@ -666,7 +667,7 @@ async fn construction_rejects_bad_settings_body() {
         ("ws://127.0.0.1:1/", ""),
     ] {
         let error = WebSocketClient::new(url, source).expect_err(url);
-        assert_eq!(error.code(), "transport");
+        assert_eq!(error.code(), "invalid_option");
     }
     if cfg!(not(feature = "tls")) {
         let error = WebSocketClient::new("wss://127.0.0.1:1", "alice").expect_err("no tls");
@@ -693,21 +694,21 @@ async fn connection_timeout_and_backoff_follow_the_tokio_clock_body() {
     let mut events = client.subscribe();
     let start = tokio::time::Instant::now();
     let (code, reason) = next_event(&mut events, "timeout", |e| match e {
-        ClientEvent::Close { code, reason, .. } => Some((*code, reason.clone())),
+        Event::Close { code, reason, .. } => Some((*code, reason.clone())),
         _ => None,
     })
     .await;
     assert_eq!((code, reason.as_str()), (1006, "connection timeout"));
     assert_eq!(start.elapsed(), options.connection_timeout);
     let delay = next_event(&mut events, "reconnecting", |e| match e {
-        ClientEvent::Reconnecting { attempt: 1, delay } => Some(*delay),
+        Event::Reconnecting { attempt: 1, delay } => Some(*delay),
         _ => None,
     })
     .await;
     let (lo, hi) = delay_range(&options, 1);
     assert!((lo..=hi).contains(&delay));
     next_event(&mut events, "second timeout", |e| match e {
-        ClientEvent::Close { .. } => Some(()),
+        Event::Close { .. } => Some(()),
         _ => None,
     })
     .await;
@@ -743,13 +744,13 @@ async fn wss_to_a_peer_without_tls_is_a_transport_error_body() {
         .expect("wss is accepted with the tls feature");
     let mut events = client.subscribe();
     let error = next_event(&mut events, "transport error", |e| match e {
-        ClientEvent::Error(error @ Error::Transport(_)) => Some(error.clone()),
+        Event::Error(error @ Error::Transport(_)) => Some(error.clone()),
         _ => None,
     })
     .await;
     assert_eq!(error.code(), "transport");
     next_event(&mut events, "give up", |e| match e {
-        ClientEvent::Close {
+        Event::Close {
             reconnecting: false,
             ..
         } => Some(()),

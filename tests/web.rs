@@ -86,7 +86,7 @@ fn fast() -> Object {
 }
 
 fn client(url: &str, source: &str, options: Object) -> WebSocketClient {
-    WebSocketClient::new(url, source, Some(options)).expect("valid options")
+    WebSocketClient::new(url, source, options.into()).expect("valid options")
 }
 
 /// A Promise of the `detail` of the next `name` event.
@@ -152,9 +152,13 @@ async fn send_and_receive() {
     .call1(&JsValue::NULL, &inbox)
     .expect("handler");
     bob.on("chat-message", handler.unchecked_into());
-    JsFuture::from(alice.send("chat-message", json(r#"{"message":"Hello"}"#), None))
-        .await
-        .expect("acknowledged");
+    JsFuture::from(alice.send(
+        "chat-message",
+        json(r#"{"message":"Hello"}"#),
+        JsValue::UNDEFINED,
+    ))
+    .await
+    .expect("acknowledged");
     assert!(eventually(2000, || inbox.length() == 1).await, "bob got it");
     let [payload, message] = [inbox.get(0), Array::from(&inbox.get(0)).get(1)];
     let payload = Array::from(&payload).get(0);
@@ -170,14 +174,14 @@ async fn send_and_receive() {
     assert_eq!(alice.queued(), 0);
     // Invalid input is a rejected promise with a code, never a panic.
     assert_eq!(
-        error_code(alice.send("~reserved", JsValue::NULL, None)).await,
+        error_code(alice.send("~reserved", JsValue::NULL, JsValue::UNDEFINED)).await,
         "invalid_type"
     );
     let cyclic = js("", "const a = {}; a.self = a; return a;")
         .call0(&JsValue::NULL)
         .expect("obj");
     assert_eq!(
-        error_code(alice.send("x", cyclic, None)).await,
+        error_code(alice.send("x", cyclic, JsValue::UNDEFINED)).await,
         "invalid_payload"
     );
     JsFuture::from(alice.close(None, None))
@@ -203,23 +207,22 @@ async fn responses_both_ways() {
     let bob_errors = record(&bob, "error");
 
     let to_alice = obj(&[("to", alice_source.as_str().into())]);
-    let answer = JsFuture::from(bob.request("double", json(r#"{"n":21}"#), Some(to_alice.into())))
+    let answer = JsFuture::from(bob.request("double", json(r#"{"n":21}"#), to_alice))
         .await
         .expect("alice answers");
     assert_eq!(get(&answer, "n").as_f64(), Some(42.0));
 
     let to_bob = obj(&[("to", bob_source.as_str().into())]);
-    let answer =
-        JsFuture::from(alice.request("later", json("7"), Some(to_bob.clone().unchecked_into())))
-            .await
-            .expect("bob answers asynchronously");
+    let answer = JsFuture::from(alice.request("later", json("7"), to_bob.clone()))
+        .await
+        .expect("bob answers asynchronously");
     assert_eq!(
         get(&answer, "status").as_string().as_deref(),
         Some("received")
     );
     assert_eq!(get(&answer, "p").as_f64(), Some(7.0));
 
-    let failed = alice.request("boom", JsValue::NULL, Some(to_bob.unchecked_into()));
+    let failed = alice.request("boom", JsValue::NULL, to_bob);
     assert_eq!(error_code(failed).await, "handler_error");
     assert_eq!(bob_errors.length(), 1, "the throwing handler is reported");
     assert_eq!(
@@ -229,7 +232,7 @@ async fn responses_both_ways() {
 
     // The server rejects a message for nobody; the request fails with its code.
     let nobody = obj(&[("to", "nobody-here".into())]);
-    let failed = alice.request("double", json(r#"{"n":1}"#), Some(nobody.unchecked_into()));
+    let failed = alice.request("double", json(r#"{"n":1}"#), nobody);
     assert_eq!(error_code(failed).await, "unknown_target");
     JsFuture::from(alice.close(None, None))
         .await
@@ -245,7 +248,7 @@ async fn request_timeout() {
     bob.on("never", js("", "return new Promise(() => {});"));
     let options = obj(&[("to", bob_source.as_str().into()), ("timeout", 300.into())]);
     let started = js_sys::Date::now();
-    let failed = alice.request("never", JsValue::NULL, Some(options.unchecked_into()));
+    let failed = alice.request("never", JsValue::NULL, options);
     assert_eq!(error_code(failed).await, "timeout");
     let elapsed = js_sys::Date::now() - started;
     assert!(
@@ -267,7 +270,7 @@ async fn queued_sends_are_delivered_when_the_server_returns() {
         json(r#"{"minReconnectionDelay":1500,"maxReconnectionDelay":1500,"reconnectionJitter":0}"#);
     let alice = client(&url, &unique("alice"), options.unchecked_into());
     let sends: Vec<JsFuture> = (1..=3)
-        .map(|n| JsFuture::from(alice.send("queued", JsValue::from(n), None)))
+        .map(|n| JsFuture::from(alice.send("queued", JsValue::from(n), JsValue::UNDEFINED)))
         .collect();
     assert_eq!(alice.queued(), 3);
     assert_eq!(
@@ -315,7 +318,7 @@ async fn reconnects_after_a_server_restart() {
     // A new server process has no memory of the session.
     assert_eq!(get(&open, "resumed").as_bool(), Some(false));
     assert_eq!(alice.ready_state(), 1);
-    JsFuture::from(alice.send("after-restart", JsValue::from(1), None))
+    JsFuture::from(alice.send("after-restart", JsValue::from(1), JsValue::UNDEFINED))
         .await
         .expect("sends again");
     JsFuture::from(alice.close(None, None))
@@ -338,7 +341,7 @@ async fn close_codes() {
     assert_eq!(get(&close, "reconnecting").as_bool(), Some(false));
     assert_eq!(alice.ready_state(), 3);
     assert_eq!(
-        error_code(alice.send("late", JsValue::NULL, None)).await,
+        error_code(alice.send("late", JsValue::NULL, JsValue::UNDEFINED)).await,
         "closed"
     );
 

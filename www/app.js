@@ -74,6 +74,20 @@ function showState(state, text) {
   const badge = $("state");
   badge.dataset.state = state;
   badge.textContent = text;
+  badge.title = statsText(client.stats());
+}
+
+/** The client's statistics, for the connection badge's tooltip. */
+function statsText(stats) {
+  const ms = (value) => (value === undefined ? "–" : `${value} ms`);
+  return [
+    `round trip ${ms(stats.rtt)} (smoothed ${ms(stats.smoothedRtt)})`,
+    `reconnects ${stats.reconnects}`,
+    `retransmitted ${stats.retransmitted}`,
+    `queued ${stats.queuedMessages} (${stats.queuedBytes} B)`,
+    `acknowledged ${stats.acknowledged}`,
+    `failed ${stats.failed}`,
+  ].join("\n");
 }
 
 function refreshState() {

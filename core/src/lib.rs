@@ -5,6 +5,8 @@
 //! - [`client`]: [`ClientCore`](client::ClientCore), driven by the native (tokio) and the
 //!   browser / Node.js drivers of the `wsrelay` crate.
 //! - [`server`]: the server's per-connection state, driven by `wsrelay-server`.
+//! - [`Reply`] (and, with the feature `serde`, `IntoReply`): what a handler answers, on
+//!   either side.
 //!
 //! Nothing here performs I/O or reads a clock: time is an input ([`Instant`]), randomness a
 //! seed, and every effect an output the driver carries out. That makes the code identical on
@@ -12,7 +14,11 @@
 
 pub mod client;
 pub mod protocol;
+mod reply;
 pub mod server;
 mod time;
 
+#[cfg(feature = "serde")]
+pub use reply::IntoReply;
+pub use reply::Reply;
 pub use time::Instant;

@@ -179,7 +179,7 @@ impl Conn {
                 }
                 reply = first_call(&mut self.calls), if !self.calls.is_empty() => {
                     self.calls.pop_front();
-                    self.machine.handle_reply(reply.into_result());
+                    self.machine.handle_reply(reply);
                 }
                 written = write_some(&mut sink, &mut self.outq, &mut self.unflushed),
                     if !self.outq.is_empty() || self.unflushed => {
@@ -312,7 +312,7 @@ impl Conn {
                     // completes at once (the common case) then has its response written with
                     // the batch's acknowledgement, in one write.
                     if let Some(reply) = (&mut call).now_or_never() {
-                        self.machine.handle_reply(reply.into_result());
+                        self.machine.handle_reply(reply);
                         return;
                     }
                 }
@@ -399,7 +399,7 @@ impl Conn {
         let source = self.claim.source.clone();
         hub.tracker.spawn(async move {
             while let Some(call) = self.calls.pop_front() {
-                self.machine.handle_reply(call.await.into_result());
+                self.machine.handle_reply(call.await);
                 while let Some(output) = self.machine.poll_output() {
                     if let Output::Append(frame) = output {
                         // The session may have moved to a new connection: address the source.

@@ -1,7 +1,6 @@
 //! Application handlers: `on(type, handler)` with typed payloads, and what they answer.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,8 +9,10 @@ use std::task::Poll;
 use futures_util::FutureExt;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use wsrelay_core::protocol::{ErrorCode, RemoteError};
+use wsrelay_core::protocol::ErrorCode;
+// The reply trait is shared with the client (`wsrelay-core`, feature `serde`): a handler's value
+// means the same on both sides.
+pub use wsrelay_core::{IntoReply, Reply};
 
 use crate::hub::Hub;
 
@@ -22,70 +23,6 @@ pub struct Incoming<T> {
     pub source: String,
     /// The message's payload (`null` when the frame had none).
     pub payload: T,
-}
-
-/// What a handler answers: nothing, a payload, or an error. The answer goes back to the sender
-/// as a response (`re` set to the message's `id`, `PROTOCOL.md` section 6).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// Send no response.
-    None,
-    /// Respond with this payload (JSON text).
-    Payload(String),
-    /// Respond with an error.
-    Error(RemoteError),
-}
-
-impl Reply {
-    /// A response carrying `value` serialized as JSON.
-    pub fn json<T: Serialize + ?Sized>(value: &T) -> Reply {
-        match serde_json::to_string(value) {
-            Ok(text) => Reply::Payload(text),
-            Err(error) => Reply::error(ErrorCode::HandlerError.as_str(), error.to_string()),
-        }
-    }
-
-    /// An error response with `code` and `message`.
-    pub fn error(code: impl Into<String>, message: impl Into<String>) -> Reply {
-        Reply::Error(RemoteError {
-            code: code.into(),
-            message: message.into(),
-        })
-    }
-}
-
-/// Values a handler may return. `()` and `None` send nothing, `Some(value)` responds with
-/// `value`, `Err(error)` responds with a `handler_error` carrying `error`'s text.
-pub trait IntoReply {
-    /// Turns the handler's value into its response.
-    fn into_reply(self) -> Reply;
-}
-
-impl IntoReply for Reply {
-    fn into_reply(self) -> Reply {
-        self
-    }
-}
-
-impl IntoReply for () {
-    fn into_reply(self) -> Reply {
-        Reply::None
-    }
-}
-
-impl<T: Serialize> IntoReply for Option<T> {
-    fn into_reply(self) -> Reply {
-        self.map_or(Reply::None, |value| Reply::json(&value))
-    }
-}
-
-impl<T: IntoReply, E: fmt::Display> IntoReply for Result<T, E> {
-    fn into_reply(self) -> Reply {
-        match self {
-            Ok(value) => value.into_reply(),
-            Err(error) => Reply::error(ErrorCode::HandlerError.as_str(), error.to_string()),
-        }
-    }
 }
 
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
@@ -157,17 +94,6 @@ pub(crate) async fn first_call(calls: &mut VecDeque<HandlerCall>) -> Reply {
         None => Poll::Pending,
     })
     .await
-}
-
-impl Reply {
-    /// The reply as the state machine takes it.
-    pub(crate) fn into_result(self) -> Option<Result<String, RemoteError>> {
-        match self {
-            Reply::None => None,
-            Reply::Payload(payload) => Some(Ok(payload)),
-            Reply::Error(error) => Some(Err(error)),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -5,12 +5,13 @@
 //! `poll_timeout`. Nothing here decides anything: reconnecting, backoff, heartbeat and timeouts
 //! are the core's outputs and deadlines.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -21,10 +22,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{ClientEvent, Shared, State, Waiter};
-use crate::client::{Error, Event, Incoming, Output, ReadyState, TransportId};
-use crate::protocol::RemoteError;
-use crate::Instant;
+use super::{HandlerFuture, Shared, State};
+use crate::client::{Event, InboundMessage, Output, ReadyState, TransportId};
+use crate::{Instant, Reply};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -83,7 +83,7 @@ struct Driver {
     connecting: Option<(TransportId, JoinHandle<()>)>,
     socket: Option<Socket>,
     connected_tx: mpsc::UnboundedSender<(TransportId, Result<Ws, WsError>)>,
-    dispatch_tx: mpsc::UnboundedSender<Incoming>,
+    dispatch_tx: mpsc::UnboundedSender<InboundMessage>,
 }
 
 /// The driver task of one client. Ends when every handle is dropped and the core is closed.
@@ -173,56 +173,38 @@ impl Driver {
         (io, state.core.poll_timeout(), finished)
     }
 
+    /// Routes one core event: messages to the handlers, outcomes to whoever awaits them, and
+    /// everything else (and outcomes nobody awaits) to the application's subscribers.
     fn event(&self, state: &mut State, event: Event) {
-        let shared = &self.shared;
         // A waiter whose future was dropped is gone: `send` on it fails, which is fine.
         match event {
-            Event::Open { resumed } => shared.emit(ClientEvent::Open { resumed }),
-            Event::SessionLost { lost } => shared.emit(ClientEvent::SessionLost { lost }),
-            Event::Message(incoming) => {
+            Event::Message(message) => {
                 // The dispatcher lives as long as this driver; a send error cannot happen.
-                let _ = self.dispatch_tx.send(incoming);
+                let _ = self.dispatch_tx.send(message);
             }
-            Event::Response(response) => shared.emit(ClientEvent::Response(response)),
             Event::Reply {
                 request, result, ..
             } => {
-                if let Some(Waiter::Request(tx)) = state.waiters.remove(&request) {
-                    let _ = tx.send(result.map_err(Error::Remote));
+                if let Some(tx) = state.requests.remove(&request) {
+                    let _ = tx.send(result.map_err(crate::Error::Remote));
                 }
             }
-            Event::Delivered { id } => match state.waiters.remove(&id) {
-                Some(Waiter::Send(tx)) => {
+            Event::Delivered { id } => match state.sends.remove(&id) {
+                Some(tx) => {
                     let _ = tx.send(Ok(()));
                 }
-                Some(Waiter::Request(tx)) => {
-                    // Requests settle on their reply, never on an ack; keep waiting.
-                    state.waiters.insert(id, Waiter::Request(tx));
-                }
-                None => shared.emit(ClientEvent::Delivered { id }),
+                None => self.shared.emit(event),
             },
-            Event::Failed { id, error } => match state.waiters.remove(&id) {
-                Some(Waiter::Send(tx)) => {
+            Event::Failed { id, error } => {
+                if let Some(tx) = state.sends.remove(&id) {
                     let _ = tx.send(Err(error));
-                }
-                Some(Waiter::Request(tx)) => {
+                } else if let Some(tx) = state.requests.remove(&id) {
                     let _ = tx.send(Err(error));
+                } else {
+                    self.shared.emit(Event::Failed { id, error });
                 }
-                None => shared.emit(ClientEvent::Failed { id, error }),
-            },
-            Event::Close {
-                code,
-                reason,
-                reconnecting,
-            } => shared.emit(ClientEvent::Close {
-                code,
-                reason,
-                reconnecting,
-            }),
-            Event::Reconnecting { attempt, delay } => {
-                shared.emit(ClientEvent::Reconnecting { attempt, delay })
             }
-            Event::Error(error) => shared.emit(ClientEvent::Error(error)),
+            event => self.shared.emit(event),
         }
     }
 
@@ -359,10 +341,7 @@ impl Driver {
                 return;
             }
             Some(Ok(Message::Binary(_))) => {
-                // Not a decision, a report: wsrelay speaks text frames only.
-                shared.emit(ClientEvent::Error(Error::Protocol(
-                    "binary frame from the server".into(),
-                )));
+                state.core.handle_binary(now, transport);
                 return;
             }
             // WebSocket pings are answered by tungstenite; the core's heartbeat is its own.
@@ -412,43 +391,31 @@ async fn write(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::UnboundedReceiver
     let _ = sink.close().await;
 }
 
-/// Runs `on` handlers one at a time, in arrival order, and hands their results to the core.
-async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Incoming>) {
-    while let Some(incoming) = rx.recv().await {
+/// Calls the `on` handlers one at a time, in arrival order, then runs what each returns on a
+/// task of its own and hands the reply to the core, which decides what becomes of it.
+async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<InboundMessage>) {
+    let panicked = || Reply::error("handler_error", "handler panicked");
+    while let Some(message) = rx.recv().await {
         let handler = shared
             .handlers
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&incoming.kind)
+            .get(&message.kind)
             .cloned();
         let Some(handler) = handler else { continue };
-        let target = incoming.reply_target();
-        let kind = incoming.kind.clone();
-        // Its own task so that a panic is caught (as a JoinError) instead of ending this one.
-        let outcome = match tokio::spawn(handler(incoming)).await {
-            Ok(outcome) => outcome,
-            Err(error) if error.is_panic() => Err("handler panicked".to_owned()),
-            Err(_) => Err("handler cancelled".to_owned()),
-        };
-        if let Err(message) = &outcome {
-            shared.emit(ClientEvent::HandlerFailed {
-                kind: kind.clone(),
-                message: message.clone(),
-            });
-        }
-        let Some(target) = target else { continue };
-        let result = match &outcome {
-            Ok(Some(payload)) => Ok(payload.as_str()),
-            Ok(None) => continue,
-            Err(message) => Err(RemoteError {
-                code: "handler_error".to_owned(),
-                message: message.clone(),
-            }),
-        };
-        let refused = shared.lock().core.respond(&target, result).err();
-        if let Some(error) = refused {
-            shared.emit(ClientEvent::Error(error));
-        }
-        shared.wake.notify_one();
+        let target = message.reply_target();
+        let kind = message.kind.clone();
+        // A panic in the handler's synchronous part must not end the dispatcher.
+        let future: HandlerFuture = std::panic::catch_unwind(AssertUnwindSafe(|| handler(message)))
+            .unwrap_or_else(|_| Box::pin(std::future::ready(panicked())));
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let reply = AssertUnwindSafe(future)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| panicked());
+            shared.lock().core.answer(&kind, target.as_ref(), reply);
+            shared.wake.notify_one();
+        });
     }
 }

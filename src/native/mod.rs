@@ -23,7 +23,7 @@
 mod driver;
 
 use std::collections::HashMap;
-use std::fmt::{self, Display};
+use std::fmt;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
@@ -36,74 +36,10 @@ use serde::Serialize;
 use tokio::sync::{broadcast, oneshot, Notify};
 
 pub use crate::client::Error;
-use crate::client::{ClientCore, Options, Outgoing, ReadyState, Response};
-use crate::Instant;
-
-/// What happened to the connection, for [`WebSocketClient::subscribe`] receivers.
-///
-/// Outcomes of messages somebody awaits (a [`send`](WebSocketClient::send) future, a
-/// [`request`](WebSocketClient::request)) go to that future; those of fire-and-forget messages
-/// ([`post`](WebSocketClient::post), handler responses) arrive here as `Delivered`/`Failed`.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum ClientEvent {
-    /// The connection is open (the server's welcome arrived).
-    Open {
-        /// The server still held the session: nothing sent to this client was lost.
-        resumed: bool,
-    },
-    /// The server no longer held this client's session when it reconnected: messages
-    /// addressed to the client meanwhile are lost (`lost` of them, when the server knows).
-    /// Comes before `Open { resumed: false }`, and only after an earlier session.
-    SessionLost {
-        /// Reliable frames lost, when known.
-        lost: Option<u64>,
-    },
-    /// A connection closed.
-    Close {
-        /// Close code (1006 when the connection was lost without one; 4401/4403/4409 when the
-        /// HTTP upgrade was refused with 401/403/409).
-        code: u16,
-        /// Close reason.
-        reason: String,
-        /// Whether the client will try again.
-        reconnecting: bool,
-    },
-    /// The next connection attempt is scheduled.
-    Reconnecting {
-        /// Attempt number, 1 for the first reconnect since the last stable connection.
-        attempt: u32,
-        /// How long until it starts.
-        delay: Duration,
-    },
-    /// A problem that fails no particular message (transport error, protocol error, the client
-    /// giving up, an error report from the server about nothing of ours).
-    Error(Error),
-    /// A fire-and-forget message (from [`post`](WebSocketClient::post), or a handler's
-    /// response) was acknowledged by the server.
-    Delivered {
-        /// The id `post` returned.
-        id: u64,
-    },
-    /// A fire-and-forget message failed; it will not be retried.
-    Failed {
-        /// The id `post` returned.
-        id: u64,
-        /// Why.
-        error: Error,
-    },
-    /// A response that no request waits for (an answer to a plain send, or one that arrived
-    /// after its request timed out).
-    Response(Response),
-    /// An `on` handler failed (returned `Err`, panicked, or its payload did not deserialize);
-    /// the sender, if it asked, got a `handler_error` response.
-    HandlerFailed {
-        /// The message type the handler was registered for.
-        kind: String,
-        /// What went wrong.
-        message: String,
-    },
-}
+use crate::client::{
+    connect_url, ClientCore, Event, InboundMessage, Options, Outgoing, ReadyState, Stats,
+};
+use crate::{Instant, IntoReply, Reply};
 
 /// A message handed to an [`on`](WebSocketClient::on) handler.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,48 +52,6 @@ pub struct Received<T> {
     pub id: Option<u64>,
     /// The payload, deserialized (a missing payload deserializes from `null`).
     pub payload: T,
-}
-
-/// What an [`on`](WebSocketClient::on) handler may return.
-///
-/// - `()`, `None` or `Ok(())`: no response.
-/// - `Some(value)` or `Ok(Some(value))`: `value` is sent back as the response;
-///   `Ok(None)`: no response.
-/// - `Err(error)`: the sender gets an error response with code `handler_error` and the error's
-///   `Display` text as message.
-pub trait HandlerOutput {
-    /// The response payload as JSON text (`None`: no response), or the handler's error message.
-    fn into_reply(self) -> Result<Option<String>, String>;
-}
-
-impl HandlerOutput for () {
-    fn into_reply(self) -> Result<Option<String>, String> {
-        Ok(None)
-    }
-}
-
-impl<R: Serialize> HandlerOutput for Option<R> {
-    fn into_reply(self) -> Result<Option<String>, String> {
-        Ok::<_, String>(self).into_reply()
-    }
-}
-
-impl<E: Display> HandlerOutput for Result<(), E> {
-    fn into_reply(self) -> Result<Option<String>, String> {
-        self.map(|()| None).map_err(|error| error.to_string())
-    }
-}
-
-impl<R: Serialize, E: Display> HandlerOutput for Result<Option<R>, E> {
-    fn into_reply(self) -> Result<Option<String>, String> {
-        match self {
-            Ok(Some(value)) => serde_json::to_string(&value)
-                .map(Some)
-                .map_err(|error| format!("response is not serializable: {error}")),
-            Ok(None) => Ok(None),
-            Err(error) => Err(error.to_string()),
-        }
-    }
 }
 
 /// Per-message options for [`send_with`](WebSocketClient::send_with),
@@ -201,7 +95,7 @@ pub struct ClientBuilder {
     source: String,
     options: Options,
     seed: Option<u64>,
-    events: broadcast::Sender<ClientEvent>,
+    events: broadcast::Sender<Event>,
 }
 
 /// How many events a slow [`subscribe`](WebSocketClient::subscribe) receiver may fall behind
@@ -277,34 +171,30 @@ impl ClientBuilder {
     /// A receiver of the client's events that sees every event from the very start,
     /// including the first `Open`: on a multi-thread runtime the first connection can open
     /// before a [`WebSocketClient::subscribe`] made right after `build` runs.
-    pub fn subscribe(&self) -> broadcast::Receiver<ClientEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
 
     /// Creates the client and starts connecting in the background (unless `start_closed`).
     /// Never blocks.
     ///
-    /// Fails (with [`Error::Transport`]) when called outside a tokio runtime, when the URL is
-    /// not a `ws://` or `wss://` URL (or `wss://` without the `tls` feature), or when `source`
-    /// is not 1 to 128 bytes.
+    /// Fails with [`Error::InvalidOption`] when an option is out of range
+    /// ([`Options::validate`]), the URL is not a `ws://` or `wss://` URL (or `wss://` without
+    /// the `tls` feature), or `source` is not 1 to 128 bytes ([`connect_url`]); with
+    /// [`Error::Transport`] when called outside a tokio runtime.
     pub fn build(self) -> Result<WebSocketClient, Error> {
-        let invalid = |message: String| Error::Transport(message);
         let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|error| invalid(format!("no tokio runtime: {error}")))?;
-        if self.source.is_empty() || self.source.len() > 128 {
-            return Err(invalid("source must be 1 to 128 bytes".into()));
-        }
-        let url = with_source(&self.url, &self.source);
-        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
-        match scheme.map(str::to_ascii_lowercase).as_deref() {
-            Some("ws") => {}
-            Some("wss") if cfg!(feature = "tls") => {}
-            Some("wss") => return Err(invalid("wss:// needs the `tls` feature of wsrelay".into())),
-            _ => return Err(invalid(format!("not a ws:// or wss:// URL: {}", self.url))),
+            .map_err(|error| Error::Transport(format!("no tokio runtime: {error}")))?;
+        self.options.validate()?;
+        let url = connect_url(&self.url, &self.source)?;
+        if !cfg!(feature = "tls") && url.get(..4).is_some_and(|s| s.eq_ignore_ascii_case("wss:")) {
+            return Err(Error::InvalidOption(
+                "wss:// needs the `tls` feature of wsrelay".into(),
+            ));
         }
         // Parsed once here so that a malformed URL fails construction instead of every attempt.
         let request = driver::request(&url)
-            .map_err(|error| invalid(format!("invalid URL {}: {error}", self.url)))?;
+            .map_err(|error| Error::InvalidOption(format!("invalid URL {}: {error}", self.url)))?;
         let seed = self
             .seed
             .unwrap_or_else(|| std::collections::hash_map::RandomState::new().hash_one(0u8));
@@ -314,7 +204,8 @@ impl ClientBuilder {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core,
-                waiters: HashMap::new(),
+                sends: HashMap::new(),
+                requests: HashMap::new(),
                 close_waiters: Vec::new(),
             }),
             wake: Notify::new(),
@@ -365,7 +256,7 @@ struct Handle {
 pub(crate) struct Shared {
     state: Mutex<State>,
     wake: Notify,
-    events: broadcast::Sender<ClientEvent>,
+    events: broadcast::Sender<Event>,
     handlers: RwLock<HashMap<String, ErasedHandler>>,
     /// Origin of the core's clock: core `Instant`s are milliseconds since this tokio instant,
     /// so a paused tokio clock (`start_paused` tests) drives the core too.
@@ -376,19 +267,19 @@ pub(crate) struct Shared {
 
 pub(crate) struct State {
     core: ClientCore,
-    waiters: HashMap<u64, Waiter>,
+    /// `send` futures waiting for their message's acknowledgement, by id.
+    sends: HashMap<u64, oneshot::Sender<Result<(), Error>>>,
+    /// `request` futures waiting for their response, by id.
+    requests: HashMap<u64, oneshot::Sender<Result<Option<String>, Error>>>,
     /// `close()` calls waiting for the core to reach `Closed`.
     close_waiters: Vec<oneshot::Sender<()>>,
 }
 
-/// Somebody waiting for the outcome of a message id.
-enum Waiter {
-    Send(oneshot::Sender<Result<(), Error>>),
-    Request(oneshot::Sender<Result<Option<String>, Error>>),
-}
-
-type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send>>;
-type ErasedHandler = Arc<dyn Fn(crate::client::Incoming) -> HandlerFuture + Send + Sync>;
+type HandlerFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
+/// A handler with its payload type erased: called with the raw message, it decodes the
+/// payload and runs the application's closure at once (its synchronous part), and returns the
+/// rest as a future of the reply.
+type ErasedHandler = Arc<dyn Fn(InboundMessage) -> HandlerFuture + Send + Sync>;
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -402,7 +293,7 @@ impl Shared {
         Instant::from_millis(u64::try_from(elapsed).unwrap_or(u64::MAX))
     }
 
-    fn emit(&self, event: ClientEvent) {
+    fn emit(&self, event: Event) {
         // No receiver is not an error: nobody subscribed.
         let _ = self.events.send(event);
     }
@@ -506,7 +397,7 @@ impl WebSocketClient {
             let (tx, rx) = oneshot::channel();
             self.command(|state, now| {
                 let id = state.core.send(now, options.outgoing(kind, &payload))?;
-                state.waiters.insert(id, Waiter::Send(tx));
+                state.sends.insert(id, tx);
                 Ok(rx)
             })
         });
@@ -517,8 +408,8 @@ impl WebSocketClient {
     }
 
     /// Sends without waiting: returns the message id at once (or the reason it was refused).
-    /// Its outcome arrives on [`subscribe`](Self::subscribe) as [`ClientEvent::Delivered`] or
-    /// [`ClientEvent::Failed`] with that id.
+    /// Its outcome arrives on [`subscribe`](Self::subscribe) as [`Event::Delivered`] or
+    /// [`Event::Failed`] with that id.
     pub fn post(&self, kind: &str, payload: impl Serialize) -> Result<u64, Error> {
         self.post_with(kind, payload, SendOptions::default())
     }
@@ -580,7 +471,7 @@ impl WebSocketClient {
             self.command(|state, now| {
                 let message = options.outgoing(kind, &payload);
                 let id = state.core.request(now, message, options.timeout)?;
-                state.waiters.insert(id, Waiter::Request(tx));
+                state.requests.insert(id, tx);
                 Ok(rx)
             })
         });
@@ -590,38 +481,47 @@ impl WebSocketClient {
         }
     }
 
-    /// Registers the handler of messages of type `kind`, replacing any previous one.
+    /// Registers the handler of messages of type `kind`, replacing any previous one (one
+    /// handler per type, in every driver).
     ///
-    /// The payload is deserialized into `T` (use `serde_json::Value` for anything). The
-    /// handler's return ([`HandlerOutput`]) is sent back as the response when the sender can be
-    /// answered. Handlers run one at a time, in arrival order (so messages from one sender are
-    /// handled in the order sent); a handler that wants concurrency spawns its own task. A
-    /// handler that fails or panics is reported as [`ClientEvent::HandlerFailed`] and answered
-    /// with `handler_error`; it never stops the client. Responses (frames answering one of ours)
-    /// never reach handlers.
+    /// The payload is deserialized into `T` (use `serde_json::Value` for anything). Handlers
+    /// are called one at a time in arrival order, so messages from one sender reach them in the
+    /// order sent; the future a handler returns then runs on its own task, concurrently with
+    /// later messages (work that must stay in order belongs before the `async` block). What
+    /// the future resolves to ([`IntoReply`]: `()`/`None` nothing, `Some(value)` a payload,
+    /// `Err(error)` a `handler_error`) is carried out by the core
+    /// ([`ClientCore::answer`](crate::client::ClientCore::answer)): sent back when the message
+    /// has an id, reported as [`Error::Unanswerable`] on [`subscribe`](Self::subscribe) when it
+    /// has none. A failure (an `Err`, a panic, a payload that does not deserialize into `T`)
+    /// is answered with `handler_error` and reported as [`Error::Handler`]; it never stops
+    /// the client. Responses (frames answering one of ours) never reach handlers.
     pub fn on<T, F, Fut>(&self, kind: impl Into<String>, handler: F)
     where
         T: DeserializeOwned + Send + 'static,
         F: Fn(Received<T>) -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
-        Fut::Output: HandlerOutput,
+        Fut::Output: IntoReply,
     {
-        let handler = Arc::new(handler);
-        let erased: ErasedHandler = Arc::new(move |incoming: crate::client::Incoming| {
-            let handler = Arc::clone(&handler);
-            Box::pin(async move {
-                let text = incoming.payload.as_deref().unwrap_or("null");
-                let payload: T = serde_json::from_str(text).map_err(|error| {
-                    format!("payload does not match the handler's type: {error}")
-                })?;
-                let received = Received {
-                    kind: incoming.kind,
-                    source: incoming.source,
-                    id: incoming.id,
-                    payload,
-                };
-                handler(received).await.into_reply()
-            })
+        let erased: ErasedHandler = Arc::new(move |message: InboundMessage| -> HandlerFuture {
+            let text = message.payload.as_deref().unwrap_or("null");
+            match serde_json::from_str::<T>(text) {
+                Ok(payload) => {
+                    let future = handler(Received {
+                        kind: message.kind,
+                        source: message.source,
+                        id: message.id,
+                        payload,
+                    });
+                    Box::pin(async move { future.await.into_reply() })
+                }
+                Err(error) => {
+                    let reply = Reply::error(
+                        "handler_error",
+                        format!("payload does not match the handler's type: {error}"),
+                    );
+                    Box::pin(std::future::ready(reply))
+                }
+            }
         });
         self.shared()
             .handlers
@@ -639,11 +539,15 @@ impl WebSocketClient {
             .remove(kind);
     }
 
-    /// A receiver of lifecycle events from now on (open, close, reconnecting, errors, outcomes
-    /// of fire-and-forget messages). To see the first `Open` for sure, subscribe on the builder
-    /// ([`ClientBuilder::subscribe`]). A receiver that falls more than 1024 events behind gets
-    /// `RecvError::Lagged` and misses the oldest.
-    pub fn subscribe(&self) -> broadcast::Receiver<ClientEvent> {
+    /// A receiver of the client's events from now on: the core's [`Event`]s that nobody else
+    /// takes (open, close, reconnecting, errors, responses nobody awaits, and the outcomes of
+    /// [`post`](Self::post)ed messages and handler answers). `Message` and `Reply` never arrive
+    /// here: they go to the handlers and to the request futures. To see the first `Open` for
+    /// sure, subscribe on the builder ([`ClientBuilder::subscribe`]). A refused HTTP upgrade
+    /// closes with 4401, 4403 or 4409 for 401, 403 or 409 (`PROTOCOL.md` section 9). A
+    /// receiver that falls more than 1024 events behind gets `RecvError::Lagged` and misses
+    /// the oldest.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.shared().events.subscribe()
     }
 
@@ -691,75 +595,16 @@ impl WebSocketClient {
     pub fn session(&self) -> String {
         self.shared().lock().core.session().to_owned()
     }
-}
 
-/// `url` with the `source` query parameter added (percent-encoded), before any fragment.
-fn with_source(url: &str, source: &str) -> String {
-    let (base, fragment) = match url.split_once('#') {
-        Some((base, fragment)) => (base, Some(fragment)),
-        None => (url, None),
-    };
-    let mut out = String::with_capacity(url.len() + source.len() * 3 + 9);
-    // `ws://host:port` has an empty path: the request line needs at least `/`.
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    match base[authority_start..].find(['/', '?']) {
-        Some(i) if base.as_bytes()[authority_start + i] == b'/' => out.push_str(base),
-        Some(i) => {
-            out.push_str(&base[..authority_start + i]);
-            out.push('/');
-            out.push_str(&base[authority_start + i..]);
-        }
-        None => {
-            out.push_str(base);
-            out.push('/');
-        }
+    /// Round-trip times, reconnects, retransmissions, the queue and message outcomes so far.
+    pub fn stats(&self) -> Stats {
+        self.shared().lock().core.stats()
     }
-    out.push(if base.contains('?') { '&' } else { '?' });
-    out.push_str("source=");
-    for byte in source.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    if let Some(fragment) = fragment {
-        out.push('#');
-        out.push_str(fragment);
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn source_is_added_to_the_query() {
-        assert_eq!(
-            with_source("ws://h:1/chat", "alice"),
-            "ws://h:1/chat?source=alice"
-        );
-        assert_eq!(
-            with_source("ws://h:1/?a=1#top", "bob b&c"),
-            "ws://h:1/?a=1&source=bob%20b%26c#top"
-        );
-        assert_eq!(with_source("ws://h", "é"), "ws://h/?source=%C3%A9");
-        assert_eq!(with_source("ws://h:8?x=1", "a"), "ws://h:8/?x=1&source=a");
-        assert_eq!(with_source("ws://h:8#f", "a"), "ws://h:8/?source=a#f");
-    }
-
-    #[test]
-    fn handler_outputs() {
-        assert_eq!(().into_reply(), Ok(None));
-        assert_eq!(Ok::<(), String>(()).into_reply(), Ok(None));
-        assert_eq!(Err::<(), _>("boom").into_reply(), Err("boom".into()));
-        assert_eq!(
-            Ok::<_, String>(Some(vec![1, 2])).into_reply(),
-            Ok(Some("[1,2]".into()))
-        );
-        assert_eq!(Ok::<Option<u8>, String>(None).into_reply(), Ok(None));
-    }
 
     #[test]
     fn client_is_a_send_sync_handle() {

@@ -33,12 +33,26 @@ pub(crate) fn core_error(error: &Error) -> JsValue {
         Error::Rejected { reason, .. } => reason,
         Error::RetriesExhausted { .. } => "gave up reconnecting (maxRetries)",
         Error::Remote(remote) => &remote.message,
-        Error::Transport(message) | Error::Protocol(message) | Error::Decode(message) => message,
+        Error::Transport(message)
+        | Error::Protocol(message)
+        | Error::Decode(message)
+        | Error::InvalidOption(message) => message,
+        Error::Handler { error, .. } => &error.message,
+        Error::Unanswerable { .. } => {
+            "the handler returned a value, but the message has no id to answer: it was not sent"
+        }
     };
     let value = error_value(error.code(), message);
-    if let Error::Rejected { code, .. } = error {
+    match error {
         // The close code that stopped the client, for `rejected`.
-        let _ = Reflect::set(&value, &"closeCode".into(), &JsValue::from(*code));
+        Error::Rejected { code, .. } => {
+            let _ = Reflect::set(&value, &"closeCode".into(), &JsValue::from(*code));
+        }
+        // The message type whose handler failed or could not answer.
+        Error::Handler { kind, .. } | Error::Unanswerable { kind } => {
+            let _ = Reflect::set(&value, &"type".into(), &kind.as_str().into());
+        }
+        _ => {}
     }
     value
 }

@@ -1,11 +1,12 @@
 //! The browser and Node.js driver: the [`ClientCore`] driven by a JavaScript `WebSocket`, one
 //! timer and the application's callbacks, exported to JavaScript as `WebSocketClient`.
 //!
-//! Every decision (reconnect, backoff, queue, acknowledgements, heartbeat, request timeouts,
-//! close) is the core's. This module only:
-//! - owns the current socket and its event closure ([`Connection`]), replaced and
-//!   dropped on every reconnect, so nothing leaks;
-//! - owns one `setTimeout` armed for [`ClientCore::poll_timeout`];
+//! Every decision (the URL, options, reconnect, backoff, queue, acknowledgements, heartbeat,
+//! request timeouts, close, what becomes of a handler's value) is the core's. This module only:
+//! - owns the current socket (web-sys `WebSocket`, constructed through the configured class so
+//!   that npm `ws` works too) and its event closure ([`Connection`]), replaced and dropped on
+//!   every reconnect, so nothing leaks;
+//! - owns one gloo-timers `Timeout` armed for [`ClientCore::poll_timeout`];
 //! - turns core events into Promise settlements, handler calls and `EventTarget` events.
 //!
 //! Re-entrancy: JavaScript called from here (listeners, handlers, promise callbacks) may call
@@ -21,16 +22,17 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use gloo_timers::callback::Timeout;
 use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
 use wasm_bindgen::prelude::*;
+use web_sys::{CloseEvent, CustomEvent, CustomEventInit, ErrorEvent, EventTarget, MessageEvent};
 
 use crate::client::{
-    ClientCore, Event, Incoming, Outgoing, Output, ReadyState, ReplyTarget, TransportId,
+    connect_url, ClientCore, Event, InboundMessage, Outgoing, Output, ReadyState, ReplyTarget,
+    TransportId,
 };
-use crate::protocol::RemoteError;
-use crate::Instant;
+use crate::{Instant, Reply};
 use error::{core_error, error_value, thrown_message};
-use js::{CustomEvent, EventTarget, Socket, SocketEvent};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &'static str = include_str!("types.d.ts");
@@ -39,63 +41,71 @@ const TYPES: &'static str = include_str!("types.d.ts");
 ///
 /// Construct it synchronously; it connects in the background, reconnects with backoff, queues
 /// what is sent while disconnected and resolves each `send` when the server has acknowledged it.
-#[wasm_bindgen]
+/// Its TypeScript declaration is written by hand in `types.d.ts` (generic payloads, optional
+/// arguments, typed events), so every export here skips the generated one.
+#[wasm_bindgen(skip_typescript)]
 pub struct WebSocketClient {
     inner: Rc<Inner>,
 }
 
 /// Everything a client is; shared (weakly) with the closures JavaScript calls.
 struct Inner {
-    state: RefCell<Driver>,
+    state: RefCell<State>,
     events: EventTarget,
     source: String,
     url: String,
     socket_class: Function,
     debug: bool,
-    /// The one timer callback, made once: `setTimeout` is re-armed with it, never a new closure.
-    on_timer: Closure<dyn FnMut()>,
 }
 
-/// The mutable part of [`Inner`].
-struct Driver {
+/// The mutable part of [`Inner`]: the core and what this driver tracks around it.
+struct State {
     core: ClientCore,
     socket: Option<Connection>,
-    /// The armed `setTimeout`: the deadline it is for and its handle.
-    timer: Option<(Instant, JsValue)>,
+    /// The armed timer: the deadline it is for, and the gloo `Timeout` (cancelled on drop).
+    timer: Option<(Instant, Timeout)>,
     /// Promises of sends and requests: (message id, resolve, reject). A Vec, not a map: a
     /// map's generic code costs kilobytes of wasm, and few messages are unacknowledged at once.
     pending: Vec<(u64, Function, Function)>,
-    /// `on` handlers, in registration order.
+    /// `on` handlers, one per type.
     handlers: Vec<(String, Function)>,
-    /// Resolvers of `close()` promises.
+    /// Resolvers of `close()` promises, settled once the core is closed.
     closing: Vec<Function>,
     /// While the client is not closed it keeps itself alive, as an open `WebSocket` does, even
     /// if the application dropped its reference; cleared (breaking the cycle) once closed.
     keep_alive: Option<Rc<Inner>>,
 }
 
-/// One socket and the closures it calls. Dropping it detaches them and closes the socket.
+/// One socket and the closure it calls. Dropping it detaches the closure and closes the socket.
 struct Connection {
     id: TransportId,
-    socket: Socket,
+    socket: web_sys::WebSocket,
     /// Listens to all four events (`onopen`, `onmessage`, `onclose`, `onerror`).
-    _on_event: Closure<dyn FnMut(SocketEvent)>,
+    _on_event: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+impl Connection {
+    /// Stops listening to the socket. Done before every `close()`: Node 22's WebSocket fires
+    /// `error` and `close` synchronously from `close()` on a socket still connecting, which
+    /// would call the event closure again while it runs. npm `ws` throws an unhandled `error`
+    /// event (crashing Node) when a socket closed while connecting has no error listener, so
+    /// a harmless one stays.
+    fn detach(&self) {
+        NOOP.with(|noop| listen(&self.socket, &JsValue::NULL, noop));
+    }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        let socket = &self.socket;
-        // npm `ws` throws an unhandled `error` event (crashing Node) when a socket closed
-        // while connecting has no error listener: keep a harmless one.
-        NOOP.with(|noop| listen(socket, &JsValue::NULL, noop));
-        let _ = socket.close_plain();
+        self.detach();
+        let _ = self.socket.close();
     }
 }
 
 /// Sets the socket's `onopen`, `onmessage` and `onclose` to `handler`, its `onerror` to
 /// `on_error`. Plain property sets (`Reflect.set`, which the driver imports anyway) rather
-/// than four setter imports.
-fn listen(socket: &Socket, handler: &JsValue, on_error: &JsValue) {
+/// than web-sys's four setters: four imports less.
+fn listen(socket: &web_sys::WebSocket, handler: &JsValue, on_error: &JsValue) {
     let socket: &Object = socket.unchecked_ref();
     set(socket, "onopen", handler);
     set(socket, "onmessage", handler);
@@ -105,7 +115,6 @@ fn listen(socket: &Socket, handler: &JsValue, on_error: &JsValue) {
 
 thread_local! {
     /// A do-nothing listener, made once for the life of the module (never per connection).
-    /// `FnMut`, like the timer callback, so the two share their glue.
     static NOOP: JsValue = Closure::<dyn FnMut()>::new(|| {}).into_js_value();
     /// The one callback of every handler result's `then`, made once for the life of the
     /// module: bound per result to `(token, fulfilled)`, it never outlives what it calls.
@@ -114,26 +123,17 @@ thread_local! {
     static ANSWERS: RefCell<(u32, Vec<(u32, Answer)>)> = const { RefCell::new((0, Vec::new())) };
 }
 
-impl Drop for Driver {
-    fn drop(&mut self) {
-        if let Some((_, handle)) = self.timer.take() {
-            js::clear_timeout(&handle);
-        }
-    }
-}
-
 fn now() -> Instant {
     Instant::from_millis(js::performance_now() as u64)
 }
 
-/// 64 random bits: the core's jitter and session token seed.
+/// 64 random bits: the core's jitter and session token seed, from Web Crypto (a global in
+/// every runtime the package supports: browsers, Node 20+).
 fn seed() -> u64 {
     let mut bytes = [0u8; 8];
+    // Without it (never in a supported runtime) the seed is the clock: retries still spread.
     if js::get_random_values(&mut bytes).is_err() {
-        // No Web Crypto (very old runtimes): Math.random is weaker but still spreads retries.
-        for byte in &mut bytes {
-            *byte = (js_sys::Math::random() * 256.0) as u8;
-        }
+        return js::performance_now().to_bits();
     }
     u64::from_le_bytes(bytes)
 }
@@ -166,10 +166,6 @@ fn parse(payload: Option<&str>) -> JsValue {
         .unwrap_or(JsValue::UNDEFINED)
 }
 
-fn rejected(error: JsValue) -> Promise {
-    Promise::reject(&error)
-}
-
 /// `options.to` and a duration option, from the optional per-call options object.
 fn call_options(options: &JsValue, duration_key: &str) -> (Option<String>, Option<Duration>) {
     if !options.is_object() {
@@ -190,45 +186,29 @@ fn call_options(options: &JsValue, duration_key: &str) -> (Option<String>, Optio
 impl WebSocketClient {
     /// Creates a client for `url` with identity `source`. It connects in the background
     /// (unless `options.startClosed`). Throws a `WsRelayError` (`invalid_option`,
-    /// `no_websocket`) for unusable options.
-    #[wasm_bindgen(constructor)]
-    pub fn new(
-        url: &str,
-        source: &str,
-        #[wasm_bindgen(unchecked_param_type = "WebSocketClientOptions")] options: Option<Object>,
-    ) -> Result<WebSocketClient, JsValue> {
-        let options = options::read(&options.map_or(JsValue::UNDEFINED, Into::into))?;
-        // The identity travels as the `source` query parameter (PROTOCOL.md section 1).
-        let mut full_url = String::from(url);
-        full_url.push(if url.contains('?') { '&' } else { '?' });
-        full_url.push_str("source=");
-        full_url.push_str(&String::from(js_sys::encode_uri_component(source)));
+    /// `no_websocket`) for an unusable URL, source or option.
+    #[wasm_bindgen(constructor, skip_typescript)]
+    pub fn new(url: &str, source: &str, options: JsValue) -> Result<WebSocketClient, JsValue> {
+        let options = options::read(&options)?;
+        let url = connect_url(url, source).map_err(|error| core_error(&error))?;
+        // `new EventTarget()` exists in every supported runtime (browsers, Node 15+).
+        let events = EventTarget::new()?;
         let core = ClientCore::new(options.core, seed(), now());
-        let inner = Rc::new_cyclic(|weak: &Weak<Inner>| {
-            let weak = weak.clone();
-            Inner {
-                state: RefCell::new(Driver {
-                    core,
-                    socket: None,
-                    timer: None,
-                    pending: Vec::new(),
-                    handlers: Vec::new(),
-                    closing: Vec::new(),
-                    keep_alive: None,
-                }),
-                events: EventTarget::new_event_target(),
-                source: source.into(),
-                url: full_url,
-                socket_class: options.socket_class,
-                debug: options.debug,
-                on_timer: Closure::new(move || {
-                    if let Some(inner) = weak.upgrade() {
-                        inner.state.borrow_mut().timer = None;
-                        inner.state.borrow_mut().core.handle_timeout(now());
-                        inner.drain();
-                    }
-                }),
-            }
+        let inner = Rc::new(Inner {
+            state: RefCell::new(State {
+                core,
+                socket: None,
+                timer: None,
+                pending: Vec::new(),
+                handlers: Vec::new(),
+                closing: Vec::new(),
+                keep_alive: None,
+            }),
+            events,
+            source: source.into(),
+            url,
+            socket_class: options.socket_class,
+            debug: options.debug,
         });
         inner.drain();
         Ok(WebSocketClient { inner })
@@ -237,14 +217,8 @@ impl WebSocketClient {
     /// Sends a message; resolves when the server has acknowledged it (it then has it, once),
     /// rejects with a `WsRelayError` saying why not. `options.to` sends it to one client only,
     /// `options.ttl` (ms) fails it with `expired` if it could not be sent in time.
-    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
-    pub fn send(
-        &self,
-        #[wasm_bindgen(js_name = "type")] kind: &str,
-        #[wasm_bindgen(unchecked_param_type = "unknown")] payload: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "SendOptions")] options: Option<Object>,
-    ) -> Promise {
-        let options = options.map_or(JsValue::UNDEFINED, Into::into);
+    #[wasm_bindgen(skip_typescript)]
+    pub fn send(&self, kind: &str, payload: JsValue, options: JsValue) -> Promise {
         let (to, ttl) = call_options(&options, "ttl");
         self.inner.enqueue(kind, &payload, to.as_deref(), ttl, None)
     }
@@ -252,47 +226,42 @@ impl WebSocketClient {
     /// Sends a request and resolves with the response's payload. Rejects with `timeout` after
     /// `options.timeout` ms (default `requestTimeout`), or with the responder's error code
     /// (`handler_error`...). `options.to` addresses one client.
-    #[wasm_bindgen(unchecked_return_type = "Promise<any>")]
-    pub fn request(
-        &self,
-        #[wasm_bindgen(js_name = "type")] kind: &str,
-        #[wasm_bindgen(unchecked_param_type = "unknown")] payload: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "RequestOptions")] options: Option<Object>,
-    ) -> Promise {
-        let options = options.map_or(JsValue::UNDEFINED, Into::into);
+    #[wasm_bindgen(skip_typescript)]
+    pub fn request(&self, kind: &str, payload: JsValue, options: JsValue) -> Promise {
         let (to, timeout) = call_options(&options, "timeout");
         self.inner
             .enqueue(kind, &payload, to.as_deref(), None, Some(timeout))
     }
 
-    /// Registers a handler for messages of `type`. It receives `(payload, message)`; what it
-    /// returns (or resolves to) is sent back as the response, `undefined` sends none, and a
-    /// throw or rejection sends an error response `handler_error` and is reported as an
-    /// `error` event. With several handlers, the first value in registration order answers.
-    pub fn on(
-        &self,
-        #[wasm_bindgen(js_name = "type")] kind: &str,
-        #[wasm_bindgen(unchecked_param_type = "MessageHandler")] handler: Function,
-    ) {
-        let mut state = self.inner.state.borrow_mut();
-        state.handlers.push((kind.into(), handler));
+    /// Registers the handler of messages of `type`, replacing any previous one (one handler
+    /// per type). Handlers are called in arrival order with `(payload, message)`; what one
+    /// returns (or resolves to) goes to the core, which sends it back (see `answer`).
+    #[wasm_bindgen(skip_typescript)]
+    pub fn on(&self, kind: &str, handler: Function) {
+        let previous = {
+            let mut state = self.inner.state.borrow_mut();
+            let handlers = &mut state.handlers;
+            match handlers.iter_mut().find(|(k, _)| k == kind) {
+                Some((_, slot)) => Some(std::mem::replace(slot, handler)),
+                None => {
+                    handlers.push((kind.into(), handler));
+                    None
+                }
+            }
+        };
+        // Released outside the borrow: dropping a JS reference runs no JS, but stay uniform.
+        drop(previous);
     }
 
-    /// Removes `handler` for `type`, or every handler for `type` when none is given.
-    pub fn off(
-        &self,
-        #[wasm_bindgen(js_name = "type")] kind: &str,
-        #[wasm_bindgen(unchecked_param_type = "MessageHandler")] handler: Option<Function>,
-    ) {
-        let removed: Vec<_> = {
+    /// Removes the handler of `type`; such messages are then ignored.
+    #[wasm_bindgen(skip_typescript)]
+    pub fn off(&self, kind: &str) {
+        let removed = {
             let mut state = self.inner.state.borrow_mut();
-            let (gone, kept) = std::mem::take(&mut state.handlers)
-                .into_iter()
-                .partition(|(k, h)| k == kind && handler.as_ref().is_none_or(|f| f == h));
-            state.handlers = kept;
-            gone
+            let handlers = &mut state.handlers;
+            let index = handlers.iter().position(|(k, _)| k == kind);
+            index.map(|index| handlers.swap_remove(index))
         };
-        // Dropped outside the borrow: releasing a JS reference runs no JS, but stay uniform.
         drop(removed);
     }
 
@@ -300,87 +269,124 @@ impl WebSocketClient {
     /// `CustomEvent` whose `detail` carries the data (see `WebSocketClientEventMap`).
     #[wasm_bindgen(js_name = addEventListener, skip_typescript)]
     pub fn add_event_listener(&self, kind: &str, listener: &JsValue, options: &JsValue) {
-        self.inner
+        // Passed through as the application gave them (a function or a listener object;
+        // `true`, an options object or nothing).
+        let _ = self
+            .inner
             .events
-            .add_event_listener(kind, listener, options);
+            .add_event_listener_with_callback_and_add_event_listener_options(
+                kind,
+                listener.unchecked_ref(),
+                options.unchecked_ref(),
+            );
     }
 
     /// Stops listening.
     #[wasm_bindgen(js_name = removeEventListener, skip_typescript)]
     pub fn remove_event_listener(&self, kind: &str, listener: &JsValue, options: &JsValue) {
-        self.inner
+        let _ = self
+            .inner
             .events
-            .remove_event_listener(kind, listener, options);
+            .remove_event_listener_with_callback_and_event_listener_options(
+                kind,
+                listener.unchecked_ref(),
+                options.unchecked_ref(),
+            );
     }
 
     /// Closes gracefully: new sends are refused, messages in flight get `closeTimeout` to be
     /// acknowledged, then the socket closes with `code` (default 1000) and `reason`. Resolves
-    /// once closed; whatever was not acknowledged is rejected with `closed`.
-    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    /// once the client is closed (at once if it already is); whatever was not acknowledged is
+    /// rejected with `closed`.
+    #[wasm_bindgen(skip_typescript)]
     pub fn close(&self, code: Option<u16>, reason: Option<String>) -> Promise {
         let inner = &self.inner;
-        if inner.state.borrow().core.ready_state() == ReadyState::Closed {
-            // Not started, already closed, or given up: close() still ends any start_closed
-            // state so later sends fail with `closed`.
-            inner.state.borrow_mut().core.close(now(), 1000, "");
-            inner.drain();
-            return Promise::resolve(&JsValue::UNDEFINED);
-        }
         let mut resolver = None;
         let promise = Promise::new(&mut |resolve, _reject| resolver = Some(resolve));
-        if let Some(resolve) = resolver {
-            inner.state.borrow_mut().closing.push(resolve);
+        {
+            let mut state = inner.state.borrow_mut();
+            if let Some(resolve) = resolver {
+                state.closing.push(resolve);
+            }
+            let reason = reason.unwrap_or_default();
+            state.core.close(now(), code.unwrap_or(1000), &reason);
         }
-        let reason = reason.unwrap_or_default();
-        inner
-            .state
-            .borrow_mut()
-            .core
-            .close(now(), code.unwrap_or(1000), &reason);
         inner.drain();
         promise
     }
 
     /// Connects now: after `close()`, with `startClosed`, or to replace the current connection.
     /// The retry count starts again from zero.
+    #[wasm_bindgen(skip_typescript)]
     pub fn reconnect(&self) {
         self.inner.state.borrow_mut().core.reconnect(now());
         self.inner.drain();
     }
 
+    /// Round-trip times (ms), reconnects, retransmitted frames, the queue and message
+    /// outcomes so far (`ClientStats`).
+    #[wasm_bindgen(skip_typescript)]
+    pub fn stats(&self) -> Object {
+        let stats = self.inner.state.borrow().core.stats();
+        let object = Object::new();
+        // An unmeasured time stays undefined.
+        if let Some(rtt) = stats.rtt {
+            set(&object, "rtt", &(rtt.as_millis() as f64).into());
+        }
+        if let Some(rtt) = stats.smoothed_rtt {
+            set(&object, "smoothedRtt", &(rtt.as_millis() as f64).into());
+        }
+        set(&object, "reconnects", &(stats.reconnects as f64).into());
+        set(
+            &object,
+            "retransmitted",
+            &(stats.retransmitted as f64).into(),
+        );
+        set(
+            &object,
+            "queuedMessages",
+            &(stats.queued_messages as f64).into(),
+        );
+        set(&object, "queuedBytes", &(stats.queued_bytes as f64).into());
+        set(&object, "acknowledged", &(stats.acknowledged as f64).into());
+        set(&object, "failed", &(stats.failed as f64).into());
+        object
+    }
+
     /// 0 connecting (or waiting to reconnect), 1 open, 2 closing, 3 closed.
-    #[wasm_bindgen(getter = readyState, unchecked_return_type = "0 | 1 | 2 | 3")]
+    #[wasm_bindgen(getter = readyState, skip_typescript)]
     pub fn ready_state(&self) -> u8 {
         self.inner.state.borrow().core.ready_state() as u8
     }
 
     /// The identity this client connects with.
-    #[wasm_bindgen(getter)]
+    #[wasm_bindgen(getter, skip_typescript)]
     pub fn source(&self) -> String {
         self.inner.source.clone()
     }
 
     /// The URL connected to, `source` parameter included.
-    #[wasm_bindgen(getter)]
+    #[wasm_bindgen(getter, skip_typescript)]
     pub fn url(&self) -> String {
         self.inner.url.clone()
     }
 
     /// Messages waiting to be sent or acknowledged.
-    #[wasm_bindgen(getter)]
+    #[wasm_bindgen(getter, skip_typescript)]
     pub fn queued(&self) -> usize {
         self.inner.state.borrow().core.queued()
     }
 
     /// Failed connection attempts since the last stable connection.
-    #[wasm_bindgen(getter = retryCount)]
+    #[wasm_bindgen(getter = retryCount, skip_typescript)]
     pub fn retry_count(&self) -> u32 {
         self.inner.state.borrow().core.retry_count()
     }
 }
 
 impl Inner {
-    /// Carries out everything the core asks, then arms the timer for its next deadline.
+    /// Carries out everything the core asks, then arms the timer for its next deadline and
+    /// settles `close()` promises once the core is closed.
     fn drain(self: &Rc<Self>) {
         loop {
             // One output at a time, the borrow released before acting (see the module docs).
@@ -394,7 +400,7 @@ impl Inner {
                     if let Some(connection) = &state.socket {
                         // A socket that refuses (it is closing) reports its close next; the
                         // core then retransmits whatever was not acknowledged.
-                        let _ = connection.socket.send(&text);
+                        let _ = connection.socket.send_with_str(&text);
                     }
                 }
                 Some(Output::CloseTransport {
@@ -410,38 +416,55 @@ impl Inner {
                         }
                     };
                     if let Some(connection) = connection {
-                        // Browsers accept only 1000 and 3000-4999 from a page; fall back to a
-                        // plain close for anything else.
-                        if connection.socket.close(code, &reason).is_err() {
-                            let _ = connection.socket.close_plain();
-                        }
+                        // Browsers accept only 1000 and 3000-4999 from a page; the plain close
+                        // of `Connection::drop` covers anything else.
+                        connection.detach();
+                        let _ = connection.socket.close_with_code_and_reason(code, &reason);
                     }
                 }
                 Some(Output::Event(event)) => self.event(event),
             }
         }
-        let stale = {
+        let (stale, closed) = {
             let mut state = self.state.borrow_mut();
             let next = state.core.poll_timeout();
-            let armed = state.timer.as_ref().map(|(at, _)| *at);
-            if armed != next {
-                if let Some((_, handle)) = state.timer.take() {
-                    js::clear_timeout(&handle);
-                }
-                if let Some(at) = next {
+            if state.timer.as_ref().map(|(at, _)| *at) != next {
+                // Replacing the `Timeout` cancels the one armed before.
+                state.timer = next.map(|at| {
                     let delay = at.as_millis().saturating_sub(now().as_millis());
-                    let handle = js::set_timeout(self.on_timer.as_ref(), delay as f64);
-                    state.timer = Some((at, handle));
-                }
+                    let weak = Rc::downgrade(self);
+                    let timeout =
+                        Timeout::new(delay.min(u64::from(i32::MAX as u32)) as u32, move || {
+                            if let Some(inner) = weak.upgrade() {
+                                inner.timer_fired();
+                            }
+                        });
+                    (at, timeout)
+                });
             }
             if state.core.ready_state() == ReadyState::Closed {
-                state.keep_alive.take()
+                (state.keep_alive.take(), std::mem::take(&mut state.closing))
             } else {
                 state.keep_alive.get_or_insert_with(|| Rc::clone(self));
-                None
+                (None, Vec::new())
             }
         };
+        for resolve in closed {
+            let _ = resolve.call0(&JsValue::UNDEFINED);
+        }
         drop(stale);
+    }
+
+    fn timer_fired(self: &Rc<Self>) {
+        let fired = {
+            let mut state = self.state.borrow_mut();
+            let fired = state.timer.take();
+            state.core.handle_timeout(now());
+            fired
+        };
+        // The `Timeout` that called us, dropped outside the borrow.
+        drop(fired);
+        self.drain();
     }
 
     fn trace(&self, what: &str, detail: &str) {
@@ -456,10 +479,10 @@ impl Inner {
         let previous = self.state.borrow_mut().socket.take();
         drop(previous);
         let args = Array::of1(&JsValue::from_str(&self.url));
-        let socket: Socket = match Reflect::construct(&self.socket_class, &args) {
+        let socket: web_sys::WebSocket = match Reflect::construct(&self.socket_class, &args) {
             Ok(socket) => socket.unchecked_into(),
             Err(thrown) => {
-                // A malformed URL throws synchronously: the core treats it as a failed attempt.
+                // A URL the runtime refuses throws synchronously: a failed attempt.
                 let message = thrown_message(&thrown);
                 self.state
                     .borrow_mut()
@@ -471,7 +494,7 @@ impl Inner {
         // One closure for the four events (told apart by `event.type`): each closure type
         // costs its own glue and shims.
         let weak = Rc::downgrade(self);
-        let on_event = Closure::<dyn FnMut(SocketEvent)>::new(move |event: SocketEvent| {
+        let on_event = Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
             if let Some(inner) = weak.upgrade() {
                 inner.socket_event(id, &event);
             }
@@ -485,29 +508,33 @@ impl Inner {
     }
 
     /// An `open`, `message`, `close` or `error` event of transport `id`'s socket.
-    fn socket_event(self: &Rc<Self>, id: TransportId, event: &SocketEvent) {
+    fn socket_event(self: &Rc<Self>, id: TransportId, event: &web_sys::Event) {
         let now = now();
-        match event.kind().as_string().as_deref() {
-            Some("open") => self.state.borrow_mut().core.handle_opened(now, id),
-            Some("message") => {
-                // wsrelay speaks text frames only; a binary frame is not ours to interpret.
-                let Some(text) = event.data().as_string() else {
-                    return;
-                };
-                self.trace("receive", &text);
-                self.state.borrow_mut().core.handle_frame(now, id, &text);
+        // Events are read structurally: npm `ws` events are not the browser's classes.
+        match event.type_().as_str() {
+            "open" => self.state.borrow_mut().core.handle_opened(now, id),
+            "message" => {
+                let data = event.unchecked_ref::<MessageEvent>().data();
+                match data.as_string() {
+                    Some(text) => {
+                        self.trace("receive", &text);
+                        self.state.borrow_mut().core.handle_frame(now, id, &text);
+                    }
+                    None => self.state.borrow_mut().core.handle_binary(now, id),
+                }
             }
-            Some("close") => {
-                let code = event.code().as_f64().map_or(1006, |c| c as u16);
-                let reason = event.reason().as_string().unwrap_or_default();
+            "close" => {
+                let event = event.unchecked_ref::<CloseEvent>();
+                let reason = event.reason();
                 let mut state = self.state.borrow_mut();
-                state.core.handle_closed(now, id, code, &reason);
+                state.core.handle_closed(now, id, event.code(), &reason);
             }
-            Some("error") => {
+            "error" => {
                 // Browsers say nothing about why (by design); npm `ws` has a message.
-                let message = event
-                    .message()
+                let message: JsValue = event.unchecked_ref::<ErrorEvent>().message().into();
+                let message = message
                     .as_string()
+                    .filter(|m| !m.is_empty())
                     .unwrap_or_else(|| "WebSocket error".into());
                 self.state.borrow_mut().core.handle_error(now, id, &message);
             }
@@ -527,7 +554,7 @@ impl Inner {
     ) -> Promise {
         let payload = match stringify(payload) {
             Ok(payload) => payload,
-            Err(error) => return rejected(error),
+            Err(error) => return Promise::reject(&error),
         };
         let message = Outgoing {
             kind,
@@ -544,7 +571,7 @@ impl Inner {
         };
         let id = match result {
             Ok(id) => id,
-            Err(error) => return rejected(core_error(&error)),
+            Err(error) => return Promise::reject(&core_error(&error)),
         };
         let mut callbacks = None;
         let promise = Promise::new(&mut |resolve, reject| callbacks = Some((resolve, reject)));
@@ -556,10 +583,12 @@ impl Inner {
     }
 
     fn dispatch(&self, kind: &str, detail: &JsValue) {
-        let init = Object::new();
-        set(&init, "detail", detail);
-        let event = CustomEvent::new_custom_event(kind, &init);
-        self.events.dispatch_event(&event);
+        let init = CustomEventInit::new();
+        init.set_detail(detail);
+        if let Ok(event) = CustomEvent::new_with_event_init_dict(kind, &init) {
+            // A listener that throws is reported by the runtime, not to us.
+            let _ = self.events.dispatch_event(&event);
+        }
     }
 
     fn settle(&self, id: u64) -> Option<(Function, Function)> {
@@ -585,7 +614,7 @@ impl Inner {
                 set(&detail, "lost", &lost);
                 self.dispatch("sessionlost", &detail);
             }
-            Event::Message(incoming) => self.handle_message(incoming),
+            Event::Message(message) => self.handle_message(message),
             Event::Response(response) => {
                 let detail = Object::new();
                 set(&detail, "type", &response.kind.as_str().into());
@@ -597,7 +626,11 @@ impl Inner {
                 );
                 match &response.result {
                     Ok(payload) => set(&detail, "payload", &parse(payload.as_deref())),
-                    Err(remote) => set(&detail, "error", &remote_error(remote)),
+                    Err(remote) => set(
+                        &detail,
+                        "error",
+                        &error_value(&remote.code, &remote.message),
+                    ),
                 }
                 self.dispatch("response", &detail);
             }
@@ -609,7 +642,10 @@ impl Inner {
                         Ok(payload) => {
                             resolve.call1(&JsValue::UNDEFINED, &parse(payload.as_deref()))
                         }
-                        Err(remote) => reject.call1(&JsValue::UNDEFINED, &remote_error(&remote)),
+                        Err(remote) => reject.call1(
+                            &JsValue::UNDEFINED,
+                            &error_value(&remote.code, &remote.message),
+                        ),
                     };
                 }
             }
@@ -638,12 +674,6 @@ impl Inner {
                 set(&detail, "reason", &reason.as_str().into());
                 set(&detail, "reconnecting", &reconnecting.into());
                 self.dispatch("close", &detail);
-                if !reconnecting {
-                    let waiting = std::mem::take(&mut self.state.borrow_mut().closing);
-                    for resolve in waiting {
-                        let _ = resolve.call0(&JsValue::UNDEFINED);
-                    }
-                }
             }
             Event::Reconnecting { attempt, delay } => {
                 let detail = Object::new();
@@ -655,95 +685,45 @@ impl Inner {
         }
     }
 
-    /// Calls the handlers of `incoming.kind` and answers with the first value they produce.
-    fn handle_message(self: &Rc<Self>, incoming: Incoming) {
-        let handlers: Vec<Function> = self
+    /// Calls the handler of `message.kind`, now, and awaits what it returns.
+    fn handle_message(self: &Rc<Self>, message: InboundMessage) {
+        let handler = self
             .state
             .borrow()
             .handlers
             .iter()
-            .filter(|(kind, _)| *kind == incoming.kind)
-            .map(|(_, handler)| handler.clone())
-            .collect();
-        if handlers.is_empty() {
+            .find(|(kind, _)| *kind == message.kind)
+            .map(|(_, handler)| handler.clone());
+        let Some(handler) = handler else {
             return;
-        }
-        let payload = parse(incoming.payload.as_deref());
+        };
+        let payload = parse(message.payload.as_deref());
         let meta = Object::new();
-        set(&meta, "type", &incoming.kind.as_str().into());
-        set(
-            &meta,
-            "source",
-            &optional_string(incoming.source.as_deref()),
-        );
+        set(&meta, "type", &message.kind.as_str().into());
+        set(&meta, "source", &optional_string(message.source.as_deref()));
         set(
             &meta,
             "id",
-            &incoming
+            &message
                 .id
                 .map_or(JsValue::UNDEFINED, |id| (id as f64).into()),
         );
-        // Every handler runs now, synchronously; their results may be promises.
-        let mut results: Vec<Result<JsValue, JsValue>> = handlers
-            .iter()
-            .map(|handler| handler.call2(&JsValue::UNDEFINED, &payload, &meta))
-            .collect();
-        // Awaited from the last element: registration order.
-        results.reverse();
-        Answer {
-            inner: Rc::downgrade(self),
-            target: incoming.reply_target(),
-            results,
-            answered: false,
-            failure: None,
-        }
-        .await_next();
-    }
-}
-
-/// The handlers' results for one message, awaited one at a time in registration order: the
-/// first defined value answers, and a failure answers `handler_error` only when no handler
-/// produced a value. Every failure is reported as an `error` event.
-///
-/// Awaited with `Promise.then` and the module's one [`SETTLED`] callback rather than Rust
-/// futures: an executor and its wakers cost kilobytes of wasm.
-struct Answer {
-    inner: Weak<Inner>,
-    target: Option<ReplyTarget>,
-    /// Still to await, the next one last.
-    results: Vec<Result<JsValue, JsValue>>,
-    answered: bool,
-    failure: Option<String>,
-}
-
-impl Answer {
-    /// Awaits the next result, or answers with the failure when none is left.
-    fn await_next(mut self) {
-        let Some(result) = self.results.pop() else {
-            if let (false, Some(message), Some(target), Some(inner)) = (
-                self.answered,
-                self.failure,
-                &self.target,
-                self.inner.upgrade(),
-            ) {
-                let error = RemoteError {
-                    code: "handler_error".into(),
-                    message,
-                };
-                inner.respond(target, Err(error));
-            }
-            return;
-        };
+        let result = handler.call2(&JsValue::UNDEFINED, &payload, &meta);
         // A throw is settled like a rejection: asynchronously, after what ran before it.
         let promise = match result {
             Ok(value) => Promise::resolve(&value),
             Err(thrown) => Promise::reject(&thrown),
         };
+        let answer = Answer {
+            inner: Rc::downgrade(self),
+            target: message.reply_target(),
+            kind: message.kind,
+        };
         let token = ANSWERS.with(|answers| {
             let mut answers = answers.borrow_mut();
             answers.0 = answers.0.wrapping_add(1);
             let token = answers.0;
-            answers.1.push((token, self));
+            answers.1.push((token, answer));
             token
         });
         SETTLED.with(|settled| {
@@ -757,57 +737,44 @@ impl Answer {
     }
 }
 
-/// A handler result of the [`Answer`] with `token` settled.
+/// A message whose handler's result is awaited.
+///
+/// Awaited with `Promise.then` and the module's one [`SETTLED`] callback rather than Rust
+/// futures: an executor and its wakers cost kilobytes of wasm.
+struct Answer {
+    inner: Weak<Inner>,
+    kind: String,
+    target: Option<ReplyTarget>,
+}
+
+/// The handler result of the [`Answer`] with `token` settled: its value (or failure) becomes
+/// a [`Reply`], and the core decides what becomes of it.
 fn settled(token: u32, fulfilled: bool, value: JsValue) {
     let answer = ANSWERS.with(|answers| {
         let mut answers = answers.borrow_mut();
         let index = answers.1.iter().position(|(t, _)| *t == token)?;
         Some(answers.1.swap_remove(index).1)
     });
-    let Some(mut answer) = answer else { return };
+    let Some(answer) = answer else { return };
     let Some(inner) = answer.inner.upgrade() else {
         return;
     };
-    if !fulfilled {
-        let message = thrown_message(&value);
-        inner.dispatch("error", &error_value("handler_error", &message));
-        answer.failure.get_or_insert(message);
-    } else if !(answer.answered || value.is_undefined()) {
-        answer.answered = true;
-        if let Some(target) = &answer.target {
-            let reply = match stringify(&value) {
-                Ok(text) => text.map(Ok),
-                Err(_) => Some(Err(RemoteError {
-                    code: "handler_error".into(),
-                    message: "the handler's value is not JSON-serializable".into(),
-                })),
-            };
-            if let Some(reply) = reply {
-                inner.respond(target, reply);
-            }
+    let reply = if !fulfilled {
+        Reply::error("handler_error", thrown_message(&value))
+    } else {
+        match stringify(&value) {
+            Ok(None) => Reply::None,
+            Ok(Some(text)) => Reply::Payload(text),
+            Err(_) => Reply::error(
+                "handler_error",
+                "the handler's value is not JSON-serializable",
+            ),
         }
-    }
-    drop(inner);
-    answer.await_next();
-}
-
-impl Inner {
-    fn respond(self: &Rc<Self>, target: &ReplyTarget, reply: Result<String, RemoteError>) {
-        let result = {
-            let mut state = self.state.borrow_mut();
-            state
-                .core
-                .respond(target, reply.as_deref().map_err(Clone::clone))
-        };
-        if let Err(error) = result {
-            // Closed meanwhile, queue full...: the answer cannot go out; say so.
-            self.dispatch("error", &core_error(&error));
-        }
-        self.drain();
-    }
-}
-
-/// `{code, message}` of a peer's error, as a `WsRelayError`.
-fn remote_error(remote: &RemoteError) -> JsValue {
-    error_value(&remote.code, &remote.message)
+    };
+    inner
+        .state
+        .borrow_mut()
+        .core
+        .answer(&answer.kind, answer.target.as_ref(), reply);
+    inner.drain();
 }

@@ -1,12 +1,11 @@
-//! Reading the JavaScript options object into the core's [`Options`].
-
-use std::time::Duration;
+//! Reading the JavaScript options object into the core's [`Options`], through the core's one
+//! option table ([`Options::NAMES`] and [`Options::set`]): no option can be missing here.
 
 use js_sys::{Function, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 
-use super::error::error_value;
-use crate::client::Options;
+use super::error::{core_error, error_value};
+use crate::client::{OptionValue, Options};
 
 /// What the driver itself needs beyond the core's options.
 pub(crate) struct DriverOptions {
@@ -22,67 +21,39 @@ fn get(object: &JsValue, key: &str) -> JsValue {
     Reflect::get(object, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
 }
 
-fn invalid(key: &str) -> JsValue {
-    let mut message = String::from("invalid option ");
-    message.push_str(key);
-    error_value("invalid_option", &message)
-}
-
-/// A non-negative number, or `None` when the option is absent.
-fn number(object: &JsValue, key: &str) -> Result<Option<f64>, JsValue> {
-    let value = get(object, key);
-    if value.is_undefined() || value.is_null() {
-        return Ok(None);
-    }
-    match value.as_f64() {
-        Some(n) if n >= 0.0 => Ok(Some(n)),
-        _ => Err(invalid(key)),
-    }
-}
-
-fn millis(object: &JsValue, key: &str, slot: &mut Duration) -> Result<(), JsValue> {
-    if let Some(ms) = number(object, key)? {
-        *slot = Duration::from_millis(ms as u64);
-    }
-    Ok(())
-}
-
-fn count(object: &JsValue, key: &str, slot: &mut usize) -> Result<(), JsValue> {
-    if let Some(n) = number(object, key)? {
-        *slot = n as usize;
-    }
-    Ok(())
-}
-
-/// Reads `options` (undefined or an object with reconnecting-websocket's names, camelCase).
+/// Reads `options` (undefined, null or an object with reconnecting-websocket's names).
 pub(crate) fn read(options: &JsValue) -> Result<DriverOptions, JsValue> {
     let mut core = Options::default();
-    let o = options;
-    if !(o.is_undefined() || o.is_null()) {
-        millis(o, "minReconnectionDelay", &mut core.min_reconnection_delay)?;
-        millis(o, "maxReconnectionDelay", &mut core.max_reconnection_delay)?;
-        if let Some(n) = number(o, "reconnectionDelayGrowFactor")? {
-            core.reconnection_delay_grow_factor = n;
+    let given = options.is_object();
+    if given {
+        for name in Options::NAMES {
+            let value = get(options, name);
+            if value.is_undefined() || value.is_null() {
+                continue;
+            }
+            let mut numbers = Vec::new();
+            let value = if let Some(flag) = value.as_bool() {
+                OptionValue::Bool(flag)
+            } else if value.is_object() {
+                // A list, read by index through `length` (no Array imports); a non-number in it
+                // reads as NaN, which the core refuses.
+                let length = get(&value, "length").as_f64().unwrap_or(0.0) as u32;
+
+                for i in 0..length {
+                    let n = Reflect::get(&value, &i.into()).unwrap_or(JsValue::UNDEFINED);
+                    numbers.push(n.as_f64().unwrap_or(f64::NAN));
+                }
+                OptionValue::Numbers(&numbers)
+            } else {
+                // Not a number (a string...): NaN, refused by the core with the option's name.
+                OptionValue::Number(value.as_f64().unwrap_or(f64::NAN))
+            };
+            core.set(name, value).map_err(|error| core_error(&error))?;
         }
-        if let Some(n) = number(o, "reconnectionJitter")? {
-            core.reconnection_jitter = n;
-        }
-        millis(o, "minUptime", &mut core.min_uptime)?;
-        millis(o, "connectionTimeout", &mut core.connection_timeout)?;
-        if let Some(n) = number(o, "maxRetries")? {
-            core.max_retries = Some(n as u32);
-        }
-        core.start_closed = get(o, "startClosed").is_truthy();
-        count(o, "maxEnqueuedMessages", &mut core.max_enqueued_messages)?;
-        count(o, "maxEnqueuedBytes", &mut core.max_enqueued_bytes)?;
-        count(o, "maxMessageSize", &mut core.max_message_size)?;
-        millis(o, "heartbeatInterval", &mut core.heartbeat_interval)?;
-        millis(o, "heartbeatTimeout", &mut core.heartbeat_timeout)?;
-        millis(o, "requestTimeout", &mut core.request_timeout)?;
-        millis(o, "closeTimeout", &mut core.close_timeout)?;
     }
-    let mut class = if o.is_object() {
-        get(o, "WebSocket")
+    core.validate().map_err(|error| core_error(&error))?;
+    let mut class = if given {
+        get(options, "WebSocket")
     } else {
         JsValue::UNDEFINED
     };
@@ -98,6 +69,6 @@ pub(crate) fn read(options: &JsValue) -> Result<DriverOptions, JsValue> {
     Ok(DriverOptions {
         core,
         socket_class,
-        debug: o.is_object() && get(o, "debug").is_truthy(),
+        debug: given && get(options, "debug").is_truthy(),
     })
 }

@@ -1,19 +1,22 @@
 
-/** Options of `new WebSocketClient(url, source, options)`. Durations are in milliseconds. */
+/**
+ * Options of `new WebSocketClient(url, source, options)`. Durations are in milliseconds.
+ * The names and defaults are those of the core's option table (`Options::NAMES`).
+ */
 export interface WebSocketClientOptions {
   /** Delay before the first reconnect attempt. Default 1000. */
   minReconnectionDelay?: number;
   /** Cap on the delay between attempts. Default 10000. */
   maxReconnectionDelay?: number;
-  /** Each further attempt waits this many times longer. Default 1.3. */
+  /** Each further attempt waits this many times longer (at least 1). Default 1.3. */
   reconnectionDelayGrowFactor?: number;
-  /** Fraction of randomness drawn for every attempt (0 disables it). Default 0.3. */
+  /** Fraction of randomness drawn for every attempt, 0 to 1 (0 disables it). Default 0.3. */
   reconnectionJitter?: number;
   /** A connection must stay open this long before the retry count resets. Default 5000. */
   minUptime?: number;
   /** How long an attempt may take, up to the server's welcome. Default 4000. */
   connectionTimeout?: number;
-  /** Give up after this many failed attempts in a row. Default: never. */
+  /** Give up after this many failed attempts in a row. Default `Infinity`: never. */
   maxRetries?: number;
   /** Do not connect until `reconnect()` is called. Default false. */
   startClosed?: boolean;
@@ -29,15 +32,21 @@ export interface WebSocketClientOptions {
   heartbeatTimeout?: number;
   /** Timeout of a `request()` that names none. Default 30000. */
   requestTimeout?: number;
+  /** Received frames are acknowledged at most this long after arrival. Default 20. */
+  ackDelay?: number;
+  /** ...or at once when this many are unacknowledged. Default 32. */
+  ackEvery?: number;
   /** How long `close()` waits for messages in flight to be acknowledged. Default 5000. */
   closeTimeout?: number;
+  /** Close codes after which the client stops reconnecting. Default [1002, 1008, 4401, 4403, 4409]. */
+  stopCodes?: number[];
   /** Log every frame and connection attempt to the console. Default false. */
   debug?: boolean;
   /**
-   * The WebSocket class to use where the runtime has none (Node 20: `require('ws')`).
+   * The WebSocket class to use where the runtime has none (Node 20: `require("ws")`).
    * Default: `globalThis.WebSocket`.
    */
-  WebSocket?: new (url: string) => unknown;
+  WebSocket?: abstract new (url: string) => unknown;
 }
 
 /** Options of `send()`. */
@@ -60,7 +69,8 @@ export interface RequestOptions {
 export type WsRelayErrorCode =
   | "queue_full" | "queue_bytes_full" | "too_large" | "invalid_payload" | "invalid_type"
   | "expired" | "timeout" | "closed" | "rejected" | "retries_exhausted" | "transport"
-  | "protocol" | "handler_error" | "unknown_target" | "invalid_option" | "no_websocket"
+  | "protocol" | "handler_error" | "unanswerable" | "unknown_target" | "invalid_option"
+  | "no_websocket"
   | (string & {});
 
 /** Every Promise of the client rejects with this; branch on `code`. */
@@ -69,6 +79,8 @@ export interface WsRelayError extends Error {
   code: WsRelayErrorCode;
   /** For `rejected`: the close code that made the client stop (4409, 1008...). */
   closeCode?: number;
+  /** For `handler_error` and `unanswerable` events: the message type of the handler. */
+  type?: string;
 }
 
 /** What a handler learns about the message besides its payload. */
@@ -83,40 +95,119 @@ export interface MessageInfo {
 /**
  * Handles a message. The value returned (or resolved) is sent back as the response;
  * `undefined` sends none; a throw or rejection sends an error response `handler_error`.
+ * A value for a message without `id` cannot be sent: an `error` event `unanswerable` says so.
  */
 export type MessageHandler<T = any, R = unknown> =
-  (payload: T, message: MessageInfo) => R | undefined | Promise<R | undefined>;
+  (payload: T, message: MessageInfo) => R | undefined | void | PromiseLike<R | undefined | void>;
 
 /** A response that no pending request waits for (e.g. the answer to a plain `send`). */
-export interface ResponseDetail {
+export interface ResponseDetail<T = any> {
   type: string;
   /** The id of our message it answers. */
   re: number;
   source?: string;
-  payload?: any;
+  payload?: T;
   error?: WsRelayError;
 }
 
-/** The events of a `WebSocketClient`, each a `CustomEvent` carrying `detail`. */
-export interface WebSocketClientEventMap {
-  open: CustomEvent<{ resumed: boolean }>;
-  /** The server no longer held this client's session: messages sent to it meanwhile are lost (`lost` of them, when known). */
-  sessionlost: CustomEvent<{ lost: number | null }>;
-  close: CustomEvent<{ code: number; reason: string; reconnecting: boolean }>;
-  reconnecting: CustomEvent<{ attempt: number; delay: number }>;
-  error: CustomEvent<WsRelayError>;
-  response: CustomEvent<ResponseDetail>;
+/** What `stats()` returns. Times are in milliseconds. */
+export interface ClientStats {
+  /** The last round-trip time (hello to welcome, then each heartbeat ping to its pong). */
+  rtt?: number;
+  /** The smoothed round-trip time. */
+  smoothedRtt?: number;
+  /** How many times the connection opened again after the first open. */
+  reconnects: number;
+  /** Frames sent again on a new connection because the server had not acknowledged them. */
+  retransmitted: number;
+  /** Messages waiting to be sent or acknowledged. */
+  queuedMessages: number;
+  /** Bytes of those messages' frames. */
+  queuedBytes: number;
+  /** Messages the server acknowledged. */
+  acknowledged: number;
+  /** Messages that failed. */
+  failed: number;
 }
 
-export interface WebSocketClient {
+/**
+ * An event of the client: a `CustomEvent` at run time, declared structurally so that the
+ * declarations need neither the DOM library nor Node's.
+ */
+export interface WsRelayEvent<D> {
+  readonly type: string;
+  readonly detail: D;
+}
+
+/** The `detail` of each event of a `WebSocketClient`. */
+export interface WebSocketClientEventMap {
+  open: { resumed: boolean };
+  /**
+   * The server no longer held this client's session when it reconnected: messages sent to it
+   * meanwhile are lost (`lost` of them, when the server knows). Comes before `open` with
+   * `resumed: false`, and only after an earlier session.
+   */
+  sessionlost: { lost: number | null };
+  close: { code: number; reason: string; reconnecting: boolean };
+  reconnecting: { attempt: number; delay: number };
+  error: WsRelayError;
+  response: ResponseDetail;
+}
+
+/** `addEventListener` options (a structural copy of the DOM's). */
+export interface ListenerOptions {
+  capture?: boolean;
+  once?: boolean;
+  passive?: boolean;
+  signal?: unknown;
+}
+
+/**
+ * A reliable WebSocket client for browsers and Node.js.
+ *
+ * Construct it synchronously; it connects in the background, reconnects with backoff, queues
+ * what is sent while disconnected and resolves each `send` when the server has acknowledged it.
+ */
+export class WebSocketClient {
+  /**
+   * Creates a client for `url` (`ws://` or `wss://`) with identity `source` (1 to 128 bytes).
+   * Throws a `WsRelayError` (`invalid_option`, `no_websocket`) for unusable arguments.
+   */
+  constructor(url: string, source: string, options?: WebSocketClientOptions);
+  /** Resolves when the server has acknowledged the message; rejects with a `WsRelayError`. */
+  send<T = unknown>(type: string, payload?: T, options?: SendOptions): Promise<void>;
+  /** Resolves with the response's payload; rejects with `timeout` or the responder's error. */
+  request<R = any, T = unknown>(type: string, payload?: T, options?: RequestOptions): Promise<R>;
+  /** Registers the handler of `type`, replacing any previous one. */
+  on<T = any, R = unknown>(type: string, handler: MessageHandler<T, R>): void;
+  /** Removes the handler of `type`; such messages are then ignored. */
+  off(type: string): void;
   addEventListener<K extends keyof WebSocketClientEventMap>(
     type: K,
-    listener: (event: WebSocketClientEventMap[K]) => void,
-    options?: boolean | AddEventListenerOptions,
+    listener: (event: WsRelayEvent<WebSocketClientEventMap[K]>) => void,
+    options?: boolean | ListenerOptions,
   ): void;
   removeEventListener<K extends keyof WebSocketClientEventMap>(
     type: K,
-    listener: (event: WebSocketClientEventMap[K]) => void,
-    options?: boolean | EventListenerOptions,
+    listener: (event: WsRelayEvent<WebSocketClientEventMap[K]>) => void,
+    options?: boolean | ListenerOptions,
   ): void;
+  /** Closes gracefully; resolves once closed. */
+  close(code?: number, reason?: string): Promise<void>;
+  /** Connects now (after `close()`, with `startClosed`, or replacing the connection). */
+  reconnect(): void;
+  /** Round-trip times, reconnects, retransmissions, the queue and message outcomes. */
+  stats(): ClientStats;
+  /** 0 connecting (or waiting to reconnect), 1 open, 2 closing, 3 closed. */
+  readonly readyState: 0 | 1 | 2 | 3;
+  /** The identity this client connects with. */
+  readonly source: string;
+  /** The URL connected to, `source` parameter included. */
+  readonly url: string;
+  /** Messages waiting to be sent or acknowledged. */
+  readonly queued: number;
+  /** Failed connection attempts since the last stable connection. */
+  readonly retryCount: number;
+  /** Frees the client's memory at once (it is also freed once closed and unreferenced). */
+  free(): void;
 }

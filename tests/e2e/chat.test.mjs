@@ -135,6 +135,17 @@ test("two people chat, the relay restarts, queued messages arrive once and are m
       { timeout: WAIT },
     );
 
+    // The connection badge's tooltip shows the client's statistics (refreshed every second).
+    await alice.waitForFunction(
+      () => /reconnects 1\n/.test(document.querySelector("#state").title),
+      null,
+      { timeout: WAIT },
+    );
+    const tooltip = await alice.$eval("#state", (badge) => badge.title);
+    assert.match(tooltip, /^round trip \d+ ms \(smoothed \d+ ms\)$/m);
+    assert.match(tooltip, /^acknowledged [1-9]\d*$/m);
+    assert.match(tooltip, /^failed 0$/m);
+
     const seen = await texts(bob);
     for (const text of offline) {
       assert.equal(seen.filter((t) => t === text).length, 1, `${text} arrives exactly once: ${JSON.stringify(seen)}`);

@@ -1,12 +1,15 @@
 // Size regression guard of the web build (wasm + JS glue, gzip -9). The target (13 KB) is
-// tracked in BENCHMARKS.md; this ceiling sits a little above the size reached, so a change
-// that grows the package noticeably fails here and must say why.
+// tracked in BENCHMARKS.md. The ceiling is the size before the client work of issue 13 plus
+// the 1 KB that issue allowed it to grow, both as Node's zlib measures them (42404 B before;
+// `gzip -9` says 42124 B), plus 448 B for the flow control of the server redesign (the send
+// window, the session instance in hello and welcome, the session-lost event: 43822 B): a
+// change that grows the package past it fails here and must say why.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 
-const CEILING = 42.5 * 1024; // reached: 42.2 KB here (37.0 KB wasm + 5.2 KB glue)
+const CEILING = 42404 + 1024 + 448; // reached: 43822 B here
 
 test("web build stays under its size ceiling (gzip -9)", () => {
   const dir = new URL("../../pkg/web/", import.meta.url);

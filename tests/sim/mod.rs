@@ -794,8 +794,9 @@ impl Sim {
             }
             ServerOutput::Call { payload, .. } => {
                 // The echo handler answers at once with the payload it got.
-                c.machine
-                    .handle_reply(Some(Ok(payload.unwrap_or_else(|| "null".into()))));
+                c.machine.handle_reply(wsrelay_core::Reply::Payload(
+                    payload.unwrap_or_else(|| "null".into()),
+                ));
             }
             ServerOutput::Settle { through } => engine.settle(&c.claim, through, &mut notify),
             ServerOutput::Release => engine.release(&c.claim, now, &mut notify),

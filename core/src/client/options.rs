@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::Error;
+
 /// Settings of a [`ClientCore`](super::ClientCore).
 ///
 /// The reconnection options mean what they mean in the JavaScript `reconnecting-websocket`
@@ -71,5 +73,210 @@ impl Default for Options {
             close_timeout: Duration::from_secs(5),
             stop_codes: vec![1002, 1008, 4401, 4403, 4409],
         }
+    }
+}
+
+/// A value for [`Options::set`], as a dynamically typed caller (JavaScript, a JSON test
+/// scenario) has it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptionValue<'a> {
+    /// A number: milliseconds for durations, a count, or a factor.
+    Number(f64),
+    /// A flag.
+    Bool(bool),
+    /// A list of numbers (`stopCodes`).
+    Numbers(&'a [f64]),
+}
+
+impl Options {
+    /// The name of every option, as [`set`](Self::set) takes it: reconnecting-websocket's
+    /// camelCase names, which the JavaScript options object uses too. One table, so that no
+    /// driver can miss an option.
+    pub const NAMES: [&'static str; 18] = [
+        "minReconnectionDelay",
+        "maxReconnectionDelay",
+        "reconnectionDelayGrowFactor",
+        "reconnectionJitter",
+        "minUptime",
+        "connectionTimeout",
+        "maxRetries",
+        "startClosed",
+        "maxEnqueuedMessages",
+        "maxEnqueuedBytes",
+        "maxMessageSize",
+        "heartbeatInterval",
+        "heartbeatTimeout",
+        "requestTimeout",
+        "ackDelay",
+        "ackEvery",
+        "closeTimeout",
+        "stopCodes",
+    ];
+
+    /// Sets the option `name` (one of [`NAMES`](Self::NAMES)) from a dynamically typed value.
+    /// Durations are milliseconds (at least 0), counts whole numbers (at least 0), `maxRetries`
+    /// a count or `Infinity` (never give up), `stopCodes` close codes 1000 to 4999.
+    ///
+    /// Fails with [`Error::InvalidOption`] naming the option when the name is unknown or the
+    /// value has the wrong type or range. Ranges that involve several options are checked by
+    /// [`validate`](Self::validate).
+    pub fn set(&mut self, name: &str, value: OptionValue<'_>) -> Result<(), Error> {
+        // By position in `NAMES`, not by matching on the strings, and with each value
+        // converted once: this is compiled into the browser package, where size counts.
+        let index = Self::NAMES.iter().position(|known| *known == name);
+        let index = index.ok_or_else(|| invalid_option(name, "is not an option"))?;
+        let invalid = || invalid_option(name, "has the wrong type or range");
+        match value {
+            OptionValue::Bool(flag) if index == 7 => self.start_closed = flag,
+            OptionValue::Numbers(codes) if index == 17 => {
+                let mut stop_codes = Vec::new();
+                for &code in codes {
+                    if code.fract() != 0.0 || !(1000.0..=4999.0).contains(&code) {
+                        return Err(invalid());
+                    }
+                    stop_codes.push(code as u16);
+                }
+                self.stop_codes = stop_codes;
+            }
+            OptionValue::Number(n) if n >= 0.0 && !matches!(index, 7 | 17) => {
+                let whole = n.fract() == 0.0;
+                // Saturating: a count beyond the type is as good as unbounded.
+                let millis = Duration::from_millis(n as u64);
+                match index {
+                    2 => self.reconnection_delay_grow_factor = n,
+                    3 => self.reconnection_jitter = n,
+                    6 if n.is_infinite() => self.max_retries = None,
+                    _ if !whole => {
+                        // Durations may have a fraction of a millisecond; counts may not.
+                        if !n.is_finite() || matches!(index, 6 | 8 | 9 | 10 | 15) {
+                            return Err(invalid());
+                        }
+                        self.set_millis(index, millis);
+                    }
+                    6 => self.max_retries = Some(n as u32),
+                    8 => self.max_enqueued_messages = n as usize,
+                    9 => self.max_enqueued_bytes = n as usize,
+                    10 => self.max_message_size = n as usize,
+                    15 => self.ack_every = n as u64,
+                    _ => self.set_millis(index, millis),
+                }
+            }
+            _ => return Err(invalid()),
+        }
+        Ok(())
+    }
+
+    /// The duration option at `index` of `NAMES`.
+    fn set_millis(&mut self, index: usize, millis: Duration) {
+        let slot = match index {
+            0 => &mut self.min_reconnection_delay,
+            1 => &mut self.max_reconnection_delay,
+            4 => &mut self.min_uptime,
+            5 => &mut self.connection_timeout,
+            11 => &mut self.heartbeat_interval,
+            12 => &mut self.heartbeat_timeout,
+            13 => &mut self.request_timeout,
+            14 => &mut self.ack_delay,
+            _ => &mut self.close_timeout,
+        };
+        *slot = millis;
+    }
+
+    /// Checks what no single setter can: every driver calls it before building a client, so
+    /// both refuse the same settings with the same error ([`Error::InvalidOption`]).
+    pub fn validate(&self) -> Result<(), Error> {
+        let factor = self.reconnection_delay_grow_factor;
+        if !(factor.is_finite() && factor >= 1.0) {
+            return Err(invalid_option(
+                "reconnectionDelayGrowFactor",
+                "must be at least 1",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.reconnection_jitter) {
+            return Err(invalid_option("reconnectionJitter", "must be 0 to 1"));
+        }
+        if self.min_reconnection_delay > self.max_reconnection_delay {
+            return Err(invalid_option(
+                "minReconnectionDelay",
+                "must not exceed maxReconnectionDelay",
+            ));
+        }
+        if self.ack_every == 0 {
+            return Err(invalid_option("ackEvery", "must be at least 1"));
+        }
+        if self.max_message_size == 0 {
+            return Err(invalid_option("maxMessageSize", "must be at least 1"));
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_timeout.is_zero() {
+            return Err(invalid_option(
+                "heartbeatInterval",
+                "and heartbeatTimeout must be above 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `invalid option NAME WHY`, built without the formatting machinery (kilobytes of wasm).
+fn invalid_option(name: &str, why: &str) -> Error {
+    let mut message = String::from("invalid option ");
+    message.push_str(name);
+    message.push(' ');
+    message.push_str(why);
+    Error::InvalidOption(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_sets_its_option() {
+        let mut options = Options::default();
+        for name in Options::NAMES {
+            let value = match name {
+                "startClosed" => OptionValue::Bool(true),
+                "stopCodes" => OptionValue::Numbers(&[4000.0, 1008.0]),
+                "reconnectionJitter" => OptionValue::Number(0.5),
+                _ => OptionValue::Number(7.0),
+            };
+            options.set(name, value).expect(name);
+        }
+        assert_ne!(options, Options::default());
+        assert_eq!(options.ack_delay, Duration::from_millis(7));
+        assert_eq!(options.ack_every, 7);
+        assert_eq!(options.max_retries, Some(7));
+        assert_eq!(options.stop_codes, [4000, 1008]);
+        assert!(options.start_closed);
+        options
+            .set("maxRetries", OptionValue::Number(f64::INFINITY))
+            .expect("Infinity: never give up");
+        assert_eq!(options.max_retries, None);
+    }
+
+    #[test]
+    fn wrong_values_name_the_option() {
+        let mut options = Options::default();
+        for (name, value) in [
+            ("minUptime", OptionValue::Number(-1.0)),
+            ("minUptime", OptionValue::Number(f64::NAN)),
+            ("minUptime", OptionValue::Bool(true)),
+            ("ackEvery", OptionValue::Number(1.5)),
+            ("startClosed", OptionValue::Number(1.0)),
+            ("stopCodes", OptionValue::Numbers(&[999.0])),
+            ("stopCodes", OptionValue::Number(4000.0)),
+            ("noSuchOption", OptionValue::Number(1.0)),
+        ] {
+            let error = options.set(name, value).expect_err(name);
+            assert_eq!(error.code(), "invalid_option");
+            assert!(error.to_string().contains(name), "{error}");
+        }
+        assert_eq!(options, Options::default(), "nothing was changed");
+        assert_eq!(options.validate(), Ok(()));
+        options.reconnection_jitter = 2.0;
+        assert_eq!(
+            options.validate().map_err(|e| e.code().to_owned()),
+            Err("invalid_option".into())
+        );
     }
 }

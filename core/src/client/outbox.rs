@@ -121,6 +121,8 @@ pub(crate) struct Outbox {
     bytes: usize,
     last_id: u64,
     expiries: Deadlines,
+    /// Frames transmitted again on a later connection (statistics).
+    retransmitted: u64,
 }
 
 impl Outbox {
@@ -133,6 +135,7 @@ impl Outbox {
             bytes: 0,
             last_id: 0,
             expiries: Deadlines::default(),
+            retransmitted: 0,
         }
     }
 
@@ -142,6 +145,16 @@ impl Outbox {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes of the frames still waiting.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// How many frames were sent a second time or more (again on a new connection).
+    pub(crate) fn retransmitted(&self) -> u64 {
+        self.retransmitted
     }
 
     /// The entries still waiting, oldest first.
@@ -187,6 +200,10 @@ impl Outbox {
         }
         self.last_id = id;
         self.bytes += frame.len();
+        debug_assert!(
+            self.entries.last().is_none_or(|last| last.id < id),
+            "ids increase along the outbox: lookups binary-search it"
+        );
         if let Some(at) = expires {
             self.expiries.insert(id, at);
         }
@@ -214,6 +231,8 @@ impl Outbox {
             if self.in_flight > 0 && window.is_some_and(|w| self.in_flight + len > w) {
                 break;
             }
+            // Sent again on a new connection: a retransmission.
+            self.retransmitted += u64::from(entry.transmitted);
             entry.transmitted = true;
             // Time-to-live only limits waiting to be sent.
             self.expiries.remove(entry.id);
@@ -230,6 +249,10 @@ impl Outbox {
             if entry.id > ack {
                 break;
             }
+            debug_assert!(
+                !entry.frame.is_empty(),
+                "a live entry keeps its frame: only settled slots are emptied"
+            );
             // The slot stays until the next compaction; its frame's memory goes now.
             let frame = std::mem::take(&mut entry.frame);
             let (id, transmitted, settles) = (entry.id, entry.transmitted, entry.settles);
@@ -280,7 +303,12 @@ impl Outbox {
     /// Removes and returns one untransmitted entry whose time-to-live ran out by `now`.
     pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<Entry> {
         let id = self.expiries.pop_due(now)?;
-        self.remove(id)
+        let entry = self.remove(id);
+        debug_assert!(
+            entry.as_ref().is_none_or(|entry| !entry.transmitted),
+            "a transmitted message has no time-to-live left: it must never fail as expired"
+        );
+        entry
     }
 
     /// Removes and returns every entry, oldest first.
@@ -294,6 +322,10 @@ impl Outbox {
     }
 
     fn forget(&mut self, id: u64, frame_len: usize, transmitted: bool) {
+        debug_assert!(
+            frame_len <= self.bytes,
+            "every frame's bytes were counted when it was pushed"
+        );
         self.bytes -= frame_len;
         // Only untransmitted entries can have a time-to-live deadline left.
         if !transmitted {

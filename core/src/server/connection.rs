@@ -25,7 +25,7 @@ use super::engine::{Effect, Hello, Opened, Routed};
 use crate::protocol::{
     DecodeError, ErrorCode, ErrorReport, Frame, Message, RemoteError, Welcome, VERSION,
 };
-use crate::Instant;
+use crate::{Instant, Reply};
 
 /// The frame type the server keeps: cheap to clone (a broadcast hands every recipient the
 /// same buffer), made from the encoded text, readable as text.
@@ -639,35 +639,33 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         self.outputs.push_back(Output::Deliver(frame));
     }
 
-    /// An application handler's reply to the oldest call: a payload (JSON text), an error,
-    /// or `None` for no response.
-    pub fn handle_reply(&mut self, reply: Option<Result<String, RemoteError>>) {
+    /// An application handler's reply to the oldest call.
+    pub fn handle_reply(&mut self, reply: Reply) {
         let Some((kind, id)) = self.calls.pop_front() else {
             return;
         };
-        if let Some(result) = reply {
-            match id {
-                Some(id) => {
-                    let (payload, error) = match result {
-                        Ok(payload) => (Some(payload), None),
-                        Err(error) => (None, Some(error)),
-                    };
-                    let response = Message {
-                        kind: Cow::Borrowed(&kind),
-                        id: None,
-                        re: Some(id),
-                        to: None,
-                        source: None,
-                        payload: payload.as_deref(),
-                        error,
-                    };
-                    // Even after the connection ended: the response then waits in the parked
-                    // session for the client's return.
-                    self.outputs
-                        .push_back(Output::Append(F::from(response.encode())));
-                }
-                None => self.event(ServerEvent::Unanswerable { kind }),
+        let (payload, error) = match reply {
+            Reply::None => return self.drain(),
+            Reply::Payload(payload) => (Some(payload), None),
+            Reply::Error(error) => (None, Some(error)),
+        };
+        match id {
+            Some(id) => {
+                let response = Message {
+                    kind: Cow::Borrowed(&kind),
+                    id: None,
+                    re: Some(id),
+                    to: None,
+                    source: None,
+                    payload: payload.as_deref(),
+                    error,
+                };
+                // Even after the connection ended: the response then waits in the parked
+                // session for the client's return.
+                self.outputs
+                    .push_back(Output::Append(F::from(response.encode())));
             }
+            None => self.event(ServerEvent::Unanswerable { kind }),
         }
         self.drain();
     }
