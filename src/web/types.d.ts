@@ -70,7 +70,7 @@ export type WsRelayErrorCode =
   | "queue_full" | "queue_bytes_full" | "too_large" | "invalid_payload" | "invalid_type"
   | "expired" | "timeout" | "closed" | "rejected" | "retries_exhausted" | "transport"
   | "protocol" | "handler_error" | "unanswerable" | "unknown_target" | "invalid_option"
-  | "no_websocket"
+  | "no_websocket" | "session_lost" | "overflow"
   | (string & {});
 
 /** Every Promise of the client rejects with this; branch on `code`. */
