@@ -97,6 +97,12 @@ pub struct ServerConfig {
     /// How long presence changes gather before one announcement carries them (default
     /// 100 ms): a flood of connections costs each client a few frames, not one per arrival.
     pub presence_interval: Duration,
+    /// Keep sessions and mailboxes in the Redis at this URL (`redis://HOST:PORT[/DB]`), shared
+    /// by every relay on it: they behave as one server, and a relay's death loses nothing it
+    /// acknowledged. `None` (the default): in this process's memory.
+    pub redis: Option<String>,
+    /// This relay's name among relays sharing Redis, in logs (default: generated).
+    pub node_id: Option<String>,
     /// Serve the files of this directory over HTTP on the same port (requests that are not
     /// WebSocket upgrades). `None` (default) answers them with 426 Upgrade Required.
     pub static_dir: Option<PathBuf>,
@@ -121,6 +127,8 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             read_buffer_size: 1024,
             write_buffer_size: 8 * 1024,
+            redis: None,
+            node_id: None,
             presence: false,
             presence_interval: Duration::from_millis(100),
             static_dir: None,

@@ -29,6 +29,8 @@ use crate::ClientInfo;
 const READ_BATCH: usize = 64;
 /// Frames fetched from the mailbox at a time.
 const FETCH_BATCH: usize = 256;
+/// A fetch that failed is tried again after this long.
+const REFETCH: Duration = Duration::from_millis(200);
 
 type Machine = ServerConnection<Utf8Bytes, SharedHandlers>;
 type Stream = SplitStream<WebSocket>;
@@ -91,6 +93,7 @@ pub(crate) async fn serve(
         calls: VecDeque::new(),
         fetched: Vec::new(),
         mail: true,
+        refetch: None,
         closing: None,
         released: false,
     };
@@ -120,6 +123,8 @@ struct Conn {
     fetched: Vec<Utf8Bytes>,
     /// The mailbox may hold frames not fetched yet.
     mail: bool,
+    /// A fetch failed (the engine's store was unreachable): try again at this time.
+    refetch: Option<tokio::time::Instant>,
     closing: Option<Option<CloseFrame>>,
     released: bool,
 }
@@ -137,9 +142,14 @@ impl Conn {
             if let Some(close) = self.closing.take() {
                 return self.farewell(sink, stream, close).await;
             }
-            let deadline = self.machine.poll_timeout();
+            // The state machine's next deadline, or an earlier retry of a failed fetch.
+            let deadline = self.machine.poll_timeout().map(|at| hub.clock.deadline(at));
+            let deadline = match (deadline, self.refetch) {
+                (Some(at), Some(retry)) => Some(at.min(retry)),
+                (at, retry) => at.or(retry),
+            };
             if let Some(at) = deadline {
-                sleep.as_mut().reset(hub.clock.deadline(at));
+                sleep.as_mut().reset(at);
             }
             tokio::select! {
                 biased;
@@ -159,6 +169,9 @@ impl Conn {
                     }
                     if rung.has(Signal::Overflowed) {
                         self.machine.handle_overflowed();
+                    }
+                    if rung.has(Signal::Gone) {
+                        self.machine.handle_gone();
                     }
                     if rung.has(Signal::Wake) {
                         self.machine.handle_wake(hub.clock.now());
@@ -191,6 +204,10 @@ impl Conn {
                     }
                 }
                 () = &mut sleep, if deadline.is_some() => {
+                    if self.refetch.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                        self.refetch = None;
+                        self.mail = true;
+                    }
                     self.machine.handle_timeout(hub.clock.now());
                 }
             }
@@ -246,6 +263,7 @@ impl Conn {
             Ok(count) => count,
             Err(error) => {
                 tracing::warn!(source = self.claim.source, %error, "cannot fetch frames");
+                self.refetch = Some(tokio::time::Instant::now() + REFETCH);
                 0
             }
         };
@@ -288,11 +306,6 @@ impl Conn {
                     .engine
                     .route(&self.claim, id, &effect, &self.doorbell)
                     .await;
-                if let (Effect::Resolve { kind, re, result }, crate::engine::Routed::Done) =
-                    (effect, &routed)
-                {
-                    hub.requests.resolve(&self.claim.source, &kind, re, result);
-                }
                 self.machine.handle_routed(hub.clock.now(), routed);
             }
             Output::Append(frame) => {

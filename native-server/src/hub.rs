@@ -12,7 +12,7 @@ use wsrelay_core::server::{DisconnectReason, HandlerSet, ServerEvent};
 use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::ServerConfig;
-use crate::engine::MemoryEngine;
+use crate::engine::Engine;
 use crate::handlers::ErasedHandler;
 use crate::presence::PresenceSignal;
 use crate::requests::Requests;
@@ -85,7 +85,7 @@ impl HandlerSet for SharedHandlers {
 pub(crate) struct Hub {
     pub(crate) config: ServerConfig,
     pub(crate) auth: Box<Authenticator>,
-    pub(crate) engine: MemoryEngine,
+    pub(crate) engine: Engine,
     pub(crate) handlers: Handlers,
     pub(crate) requests: Arc<Requests>,
     pub(crate) on_connect: Vec<ConnectHook>,

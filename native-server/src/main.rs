@@ -32,6 +32,14 @@ struct Args {
     /// Most clients connected at once.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Keep sessions in the Redis at this URL (redis://HOST:PORT[/DB]), shared with every
+    /// relay on it: they behave as one server, and a relay's death loses nothing it
+    /// acknowledged. Without it, sessions live in this process.
+    #[arg(long, env = "WSRELAY_REDIS")]
+    redis: Option<String>,
+    /// This relay's name among relays sharing Redis (default: generated).
+    #[arg(long, env = "WSRELAY_NODE_ID")]
+    node_id: Option<String>,
 }
 
 #[tokio::main]
@@ -54,6 +62,8 @@ async fn main() -> std::process::ExitCode {
         ping_interval: std::time::Duration::from_secs(args.ping_interval.max(1)),
         max_connections: args.max_connections,
         presence: true,
+        redis: args.redis,
+        node_id: args.node_id,
         ..ServerConfig::default()
     };
     let server = match WebSocketServer::bind((args.host.as_str(), args.port), config).await {

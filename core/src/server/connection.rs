@@ -610,6 +610,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                 });
             }
             Routed::Fenced => self.handle_replaced(),
+            Routed::Gone => self.handle_gone(),
         }
     }
 
@@ -686,6 +687,16 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             DisconnectReason::SlowConsumer,
             None,
             Some(close(1013, "slow consumer")),
+        );
+    }
+
+    /// The engine lost this source's state: the client reconnects (1012) and gets a fresh
+    /// session, which tells it what it lost.
+    pub fn handle_gone(&mut self) {
+        self.end(
+            DisconnectReason::Failed("the engine lost the session".into()),
+            None,
+            Some(close(1012, "session state lost")),
         );
     }
 

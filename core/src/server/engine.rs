@@ -113,6 +113,10 @@ pub enum Routed {
     },
     /// The claim is stale: another connection owns the source now. Nothing was done.
     Fenced,
+    /// The engine no longer has the source's state at all (a remote store lost its data, or
+    /// the state expired while its owner could not renew it). Nothing was done; the client
+    /// must reconnect, and will learn its session was lost.
+    Gone,
     /// The engine cannot be reached (a remote store is down): nothing was consumed. Retry
     /// after a short timer.
     Unavailable,
@@ -127,6 +131,9 @@ pub enum Signal {
     Wake,
     /// Another connection claimed the source.
     Replaced,
+    /// The engine lost the source's state: the connection must end so that its client comes
+    /// back to a fresh session (and is told).
+    Gone,
     /// The mailbox reached its hard bound and the session lost frames: the client must be
     /// told, which takes a new connection (`resumed: false`, with the count).
     Overflowed,

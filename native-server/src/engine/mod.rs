@@ -40,14 +40,17 @@
 //!   acknowledged and sends again.
 
 mod memory;
+mod redis;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 pub use wsrelay_core::server::engine::{Claim, Effect, Hello, Opened, Routed, Signal};
 
+pub(crate) use self::redis::RedisEngine;
 pub(crate) use memory::MemoryEngine;
 
 /// The engine's store cannot be reached; nothing was done.
@@ -199,6 +202,7 @@ fn bit(signal: Signal) -> u8 {
         Signal::Wake => 2,
         Signal::Replaced => 4,
         Signal::Overflowed => 8,
+        Signal::Gone => 16,
     }
 }
 
@@ -224,5 +228,132 @@ impl Doorbell {
             }
             self.0.wake.notified().await;
         }
+    }
+}
+
+/// The engine a server runs on: in memory (the embedded default), or Redis shared by several
+/// relays.
+pub(crate) enum Engine {
+    /// Sessions in this process.
+    Memory(MemoryEngine),
+    /// Sessions in Redis.
+    Redis(Arc<RedisEngine>),
+}
+
+impl Engine {
+    /// Forgets sessions whose grace period is over (Redis expires its keys by itself).
+    pub(crate) fn expire(&self) -> usize {
+        match self {
+            Engine::Memory(engine) => engine.expire(),
+            Engine::Redis(_) => 0,
+        }
+    }
+
+    /// Sessions parked in this process, and sources connected to it.
+    pub(crate) fn local_counts(&self) -> (usize, usize) {
+        match self {
+            Engine::Memory(engine) => engine.local_counts(),
+            Engine::Redis(engine) => (0, engine.local_count()),
+        }
+    }
+
+    /// The server closed: the memory engine's sessions go with it; Redis keeps them for the
+    /// clients to resume elsewhere.
+    pub(crate) fn clear(&self) {
+        if let Engine::Memory(engine) = self {
+            engine.clear();
+        }
+    }
+
+    /// Whether the engine's store answers (always, in memory).
+    pub(crate) fn healthy(&self) -> bool {
+        match self {
+            Engine::Memory(_) => true,
+            Engine::Redis(engine) => engine.healthy(),
+        }
+    }
+}
+
+/// Calls the same method on whichever engine runs.
+macro_rules! delegate {
+    ($self:ident, $engine:ident => $call:expr) => {
+        match $self {
+            Engine::Memory($engine) => $call,
+            Engine::Redis($engine) => $call,
+        }
+    };
+}
+
+impl SessionStore for Engine {
+    async fn claim(
+        &self,
+        source: &str,
+        doorbell: &Doorbell,
+        exclusive: bool,
+    ) -> Result<Claim, ClaimError> {
+        delegate!(self, e => e.claim(source, doorbell, exclusive).await)
+    }
+
+    async fn open(
+        &self,
+        claim: &Claim,
+        hello: Option<&Hello>,
+        fresh_next: u64,
+    ) -> Result<Opened, EngineError> {
+        delegate!(self, e => e.open(claim, hello, fresh_next).await)
+    }
+
+    async fn fetch(
+        &self,
+        claim: &Claim,
+        from: u64,
+        out: &mut Vec<Utf8Bytes>,
+        max: usize,
+    ) -> Result<usize, EngineError> {
+        delegate!(self, e => e.fetch(claim, from, out, max).await)
+    }
+
+    async fn settle(&self, claim: &Claim, through: u64) -> Result<(), EngineError> {
+        delegate!(self, e => e.settle(claim, through).await)
+    }
+
+    async fn release(&self, claim: &Claim) {
+        delegate!(self, e => e.release(claim).await)
+    }
+}
+
+impl Router for Engine {
+    async fn route(
+        &self,
+        claim: &Claim,
+        id: Option<u64>,
+        effect: &Effect<Utf8Bytes>,
+        waiter: &Doorbell,
+    ) -> Routed {
+        delegate!(self, e => e.route(claim, id, effect, waiter).await)
+    }
+
+    async fn append(&self, claim: &Claim, frame: Utf8Bytes) -> Result<(), EngineError> {
+        delegate!(self, e => e.append(claim, frame).await)
+    }
+
+    async fn send_to(&self, target: &str, frame: Utf8Bytes) -> Result<(), SendRefused> {
+        delegate!(self, e => e.send_to(target, frame).await)
+    }
+
+    async fn broadcast(
+        &self,
+        frame: Utf8Bytes,
+        exclude: Option<&str>,
+    ) -> Result<usize, EngineError> {
+        delegate!(self, e => e.broadcast(frame, exclude).await)
+    }
+
+    async fn clients(&self) -> Result<Vec<String>, EngineError> {
+        delegate!(self, e => e.clients().await)
+    }
+
+    async fn is_connected(&self, source: &str) -> Result<bool, EngineError> {
+        delegate!(self, e => e.is_connected(source).await)
     }
 }
