@@ -560,3 +560,174 @@ async fn a_redis_restart_without_persistence_is_told_and_duplicates_nothing() {
         }
     }
 }
+
+/// Reads a field of a source's session in Redis.
+async fn session_field(redis: &Redis, source: &str, field: &str) -> Option<String> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // The shard is not known here: look the key up by its pattern.
+    let hex: String = source.bytes().map(|b| format!("{b:02x}")).collect();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("wsr:{{*}}:m:{hex}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let key = keys.first()?;
+    redis::cmd("HGET")
+        .arg(key)
+        .arg(field)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_relay_whose_sessions_moved_on_cannot_deliver_or_write_when_it_wakes() {
+    use futures_util::{SinkExt, StreamExt};
+    let redis = Redis::start(false).await;
+    let a = Relay::start(&redis.url(), "a").await;
+    let b = Relay::start(&redis.url(), "b").await;
+    let bob = Peer::connect(b.addr, "bob").await;
+    // Alice's first connection, to relay a, from a raw client that stays open throughout.
+    let url = format!("ws://{}/?source=alice&v=1", a.addr);
+    let (mut old, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    old.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"{"type":"~hello","v":1,"session":"alice-old-session","ack":0}"#,
+    ))
+    .await
+    .unwrap();
+    let welcome = old.next().await.unwrap().unwrap();
+    assert!(welcome.to_text().unwrap().contains("~welcome"));
+
+    // Relay a freezes; alice comes back through relay b.
+    signal(&a.child, "STOP").await;
+    let alice = Peer::connect(b.addr, "alice").await;
+    for n in 0..20 {
+        bob.client.send_to("alice", "n", n).await.unwrap();
+    }
+    alice.wait_for("bob", 20).await;
+
+    // Relay a wakes: its connection of alice is fenced off. It delivers nothing more to the
+    // old socket, and writes nothing to the session: alice's session is relay b's.
+    signal(&a.child, "CONT").await;
+    for n in 20..40 {
+        bob.client.send_to("alice", "n", n).await.unwrap();
+    }
+    alice.wait_for("bob", 40).await;
+    let mut old_got = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, async {
+        while let Some(Ok(message)) = old.next().await {
+            match message {
+                tokio_tungstenite::tungstenite::Message::Text(text) => old_got.push(text),
+                tokio_tungstenite::tungstenite::Message::Close(frame) => {
+                    return frame.map(|frame| u16::from(frame.code));
+                }
+                _ => {}
+            }
+        }
+        None
+    })
+    .await
+    .expect("the old connection ends");
+    assert_eq!(closed, Some(4409), "closed as replaced");
+    assert!(
+        old_got.iter().all(|text| !text.contains("\"n\"")),
+        "nothing of the moved session reached the old connection: {old_got:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(alice.from("bob"), (0..40).collect::<Vec<u64>>());
+    assert_eq!(session_field(&redis, "alice", "epoch").await.as_deref(), Some("2"));
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_and_an_overflowed_mailbox_are_told_to_their_clients() {
+    let redis = Redis::start(false).await;
+    let config = ServerConfig {
+        redis: Some(redis.url()),
+        session_grace: Duration::from_millis(800),
+        max_backlog: 2048,
+        ..ServerConfig::default()
+    };
+    let server = WebSocketServer::bind("127.0.0.1:0", config).await.unwrap();
+    let addr = server.local_addr();
+    let mut alice_events;
+    let alice = {
+        let builder = WebSocketClient::builder(format!("ws://{addr}"), "alice")
+            .min_reconnection_delay(Duration::from_millis(50));
+        alice_events = builder.subscribe();
+        Peer::start(builder).await
+    };
+    let bob = Peer::connect(addr, "bob").await;
+
+    // Alice leaves past her grace period, then comes back: her session is gone, and she is told.
+    alice.client.close().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    alice.client.reconnect();
+    let lost = loop {
+        match tokio::time::timeout(PATIENCE, alice_events.recv()).await.unwrap() {
+            Ok(Event::SessionLost { lost }) => break lost,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(error) => panic!("{error}"),
+        }
+    };
+    assert_eq!(lost, None, "the state is gone: how much is unknown");
+
+    // Bob is away while the server's broadcasts overflow his mailbox: back, he is told how
+    // many frames he lost.
+    bob.client.close().await;
+    let big = "x".repeat(400);
+    for _ in 0..10 {
+        server.broadcast("big", &big, None).await.unwrap();
+    }
+    let mut bob_events = bob.client.subscribe();
+    bob.client.reconnect();
+    let lost = loop {
+        match tokio::time::timeout(PATIENCE, bob_events.recv()).await.unwrap() {
+            Ok(Event::SessionLost { lost }) => break lost,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(error) => panic!("{error}"),
+        }
+    };
+    let lost = lost.expect("the count is known");
+    assert!((5..=10).contains(&lost), "{lost} of 10 frames over 2 KiB lost");
+    server.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_holds_everything_back_and_nothing_is_lost() {
+    let redis = Redis::start(false).await;
+    let config = ServerConfig {
+        redis: Some(redis.url()),
+        ..ServerConfig::default()
+    };
+    let server = WebSocketServer::bind("127.0.0.1:0", config).await.unwrap();
+    let addr = server.local_addr();
+    let alice = Peer::connect(addr, "alice").await;
+    let bob = Peer::connect(addr, "bob").await;
+    alice.client.send("n", 0).await.unwrap();
+    bob.wait_for("alice", 1).await;
+    assert!(server.stats().engine_reachable);
+
+    // Redis stops answering (frozen): sends wait, unacknowledged, and the relay says so.
+    let child = redis.child.as_ref().unwrap();
+    signal(child, "STOP").await;
+    let mut sends = JoinSet::new();
+    for n in 1..=20 {
+        sends.spawn(alice.client.send("n", n));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!server.stats().engine_reachable, "the relay knows");
+    assert_eq!(sends.len(), 20, "nothing acknowledged meanwhile");
+    assert_eq!(bob.from("alice"), [0], "nothing consumed meanwhile");
+
+    // Redis is back: everything goes through, once.
+    signal(child, "CONT").await;
+    settled(sends).await;
+    bob.wait_for("alice", 21).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(bob.from("alice"), (0..=20).collect::<Vec<u64>>());
+    assert!(server.stats().engine_reachable);
+    assert_eq!(alice.lost.load(Ordering::SeqCst), 0);
+    server.close().await;
+}

@@ -163,6 +163,45 @@ fn cargo() -> Command {
     Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// Whether `program` is on the PATH.
+fn on_path(program: &str) -> bool {
+    env::split_paths(&env::var_os("PATH").unwrap_or_default())
+        .any(|dir| dir.join(program).is_file())
+}
+
+/// Installs Debian `packages` through apt (as root), or fails with `how` (what to run).
+fn apt_install(root: &Path, tally: &mut Tally, packages: &str, how: &str) -> Result<(), String> {
+    let root_user = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
+    if !root_user {
+        return Err(how.to_owned());
+    }
+    let script = format!(
+        "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q {packages}"
+    );
+    step(
+        &format!("install {packages} (apt, once)"),
+        root,
+        Command::new("sh").args(["-c", &script]),
+        tally,
+    )
+}
+
+/// Installs `redis-server` (the cluster tests start their own) when missing.
+fn ensure_redis(root: &Path, tally: &mut Tally) -> Result<(), String> {
+    if on_path("redis-server") {
+        return Ok(());
+    }
+    apt_install(
+        root,
+        tally,
+        "redis-server",
+        "the cluster tests need redis-server: run `sudo apt-get install -y redis-server`",
+    )
+}
+
 /// Adds the wasm32 target through rustup when it is missing.
 fn ensure_wasm_target(root: &Path, tally: &mut Tally) -> Result<(), String> {
     let installed = Command::new("rustup")
@@ -237,6 +276,7 @@ fn run_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
             .env("CLIPPY_CONF_DIR", root.join("scripts/clippy_wasm")),
         tally,
     )?;
+    ensure_redis(root, tally)?;
     step(
         "native tests",
         root,
