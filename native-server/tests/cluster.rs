@@ -636,7 +636,10 @@ async fn a_frozen_relay_whose_sessions_moved_on_cannot_deliver_or_write_when_it_
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(alice.from("bob"), (0..40).collect::<Vec<u64>>());
-    assert_eq!(session_field(&redis, "alice", "epoch").await.as_deref(), Some("2"));
+    assert_eq!(
+        session_field(&redis, "alice", "epoch").await.as_deref(),
+        Some("2")
+    );
     drop(b);
 }
 
@@ -665,7 +668,10 @@ async fn an_expired_session_and_an_overflowed_mailbox_are_told_to_their_clients(
     tokio::time::sleep(Duration::from_millis(1500)).await;
     alice.client.reconnect();
     let lost = loop {
-        match tokio::time::timeout(PATIENCE, alice_events.recv()).await.unwrap() {
+        match tokio::time::timeout(PATIENCE, alice_events.recv())
+            .await
+            .unwrap()
+        {
             Ok(Event::SessionLost { lost }) => break lost,
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
             Err(error) => panic!("{error}"),
@@ -683,14 +689,20 @@ async fn an_expired_session_and_an_overflowed_mailbox_are_told_to_their_clients(
     let mut bob_events = bob.client.subscribe();
     bob.client.reconnect();
     let lost = loop {
-        match tokio::time::timeout(PATIENCE, bob_events.recv()).await.unwrap() {
+        match tokio::time::timeout(PATIENCE, bob_events.recv())
+            .await
+            .unwrap()
+        {
             Ok(Event::SessionLost { lost }) => break lost,
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
             Err(error) => panic!("{error}"),
         }
     };
     let lost = lost.expect("the count is known");
-    assert!((5..=10).contains(&lost), "{lost} of 10 frames over 2 KiB lost");
+    assert!(
+        (5..=10).contains(&lost),
+        "{lost} of 10 frames over 2 KiB lost"
+    );
     server.close().await;
 }
 
