@@ -491,8 +491,16 @@ async fn a_relay_killed_mid_stream_loses_nothing_when_its_clients_move_to_anothe
     killed_mid_stream(true).await;
 }
 
-/// Relays on a Redis that restarts mid-stream, with or without persistence.
-async fn redis_restarts_mid_stream(persistent: bool) -> (Vec<Peer>, Vec<Option<wsrelay::Error>>) {
+/// Four clients on two relays chatter while Redis restarts, with or without persistence;
+/// returns them, how their sends ended, and Redis and the relays (kept running until the
+/// caller has checked what arrived: acknowledged is not yet delivered).
+async fn redis_restarts_mid_stream(
+    persistent: bool,
+) -> (
+    Vec<Peer>,
+    Vec<Option<wsrelay::Error>>,
+    (Redis, Relay, Relay),
+) {
     let mut redis = Redis::start(persistent).await;
     let a = Relay::start(&redis.url(), "a").await;
     let b = Relay::start(&redis.url(), "b").await;
@@ -524,13 +532,12 @@ async fn redis_restarts_mid_stream(persistent: bool) -> (Vec<Peer>, Vec<Option<w
     })
     .await
     .expect("every send settles");
-    drop((a, b));
-    (peers, outcomes)
+    (peers, outcomes, (redis, a, b))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_with_persistence_loses_and_duplicates_nothing() {
-    let (peers, outcomes) = redis_restarts_mid_stream(true).await;
+    let (peers, outcomes, _running) = redis_restarts_mid_stream(true).await;
     let failed: Vec<_> = outcomes.iter().flatten().collect();
     assert!(failed.is_empty(), "sends failed: {failed:?}");
     everyone_got_everything(&peers, &["a1", "a2", "b1", "b2"], 150).await;
@@ -538,7 +545,7 @@ async fn a_redis_restart_with_persistence_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_without_persistence_is_told_and_duplicates_nothing() {
-    let (peers, outcomes) = redis_restarts_mid_stream(false).await;
+    let (peers, outcomes, _running) = redis_restarts_mid_stream(false).await;
     // What was in flight when the state vanished fails with its reason; nothing else fails.
     for error in outcomes.iter().flatten() {
         assert_eq!(error.code(), "session_lost", "{error}");
