@@ -1094,7 +1094,12 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         if self.backlog_bytes <= self.settings.backlog_window {
             self.over_since = None;
         }
-        self.outputs.push_back(Output::Settle { through });
+        // Acknowledgements read in one batch settle once: for a remote store each settle is
+        // a round trip the connection waits for.
+        match self.outputs.back_mut() {
+            Some(Output::Settle { through: queued }) => *queued = through,
+            _ => self.outputs.push_back(Output::Settle { through }),
+        }
     }
 
     /// Ends the connection: last words and a close frame, if any, and the source released
@@ -1147,5 +1152,58 @@ fn clip(text: &str) -> Cow<'_, str> {
             clipped.push('…');
             Cow::Owned(clipped)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoHandlers;
+
+    impl HandlerSet for NoHandlers {
+        fn handles(&self, _kind: &str) -> bool {
+            false
+        }
+    }
+
+    fn outputs(machine: &mut ServerConnection<String, NoHandlers>) -> Vec<Output<String>> {
+        std::iter::from_fn(|| machine.poll_output()).collect()
+    }
+
+    #[test]
+    fn acknowledgements_read_together_settle_once() {
+        let now = Instant::from_millis(0);
+        let settings = ConnectionSettings::default();
+        let mut machine = ServerConnection::new("a".into(), 1, true, settings, NoHandlers, now);
+        machine.handle_text(r#"{"type":"~hello","v":1,"session":"session-1","ack":0}"#);
+        let opening = outputs(&mut machine);
+        assert!(
+            opening.iter().any(|o| matches!(o, Output::Open { .. })),
+            "{opening:?}"
+        );
+        machine.handle_opened(Opened {
+            resumed: false,
+            consumed: 0,
+            base: 0,
+            next: 1,
+            lost: None,
+            sid: Some("i".into()),
+        });
+        for n in 0..3 {
+            machine.handle_delivery(now, format!(r#"{{"type":"n","payload":{n}}}"#));
+        }
+        outputs(&mut machine);
+        machine.handle_text(r#"{"type":"~ack","ack":1}"#);
+        machine.handle_text(r#"{"type":"~ack","ack":3}"#);
+        let settles: Vec<_> = outputs(&mut machine)
+            .into_iter()
+            .filter_map(|output| match output {
+                Output::Settle { through } => Some(through),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(settles, [3]);
+        assert_eq!(machine.backlog_bytes(), 0);
     }
 }
