@@ -63,6 +63,7 @@ pub(crate) async fn serve(
             return;
         }
     };
+    let bell = hub.bells.add(&doorbell);
     let info = ClientInfo { source, addr };
     tracing::debug!(
         source = info.source,
@@ -104,6 +105,7 @@ pub(crate) async fn serve(
         .cloned()
         .unwrap_or(DisconnectReason::Shutdown);
     conn.finish().await;
+    hub.bells.remove(bell);
     tracing::debug!(source = info.source, ?reason, "disconnected");
     hub.presence.changed();
     for hook in &hub.on_disconnect {
@@ -132,15 +134,28 @@ struct Conn {
 impl Conn {
     async fn run(&mut self, mut sink: Sink, mut stream: Stream) {
         let hub = Arc::clone(&self.hub);
-        let shutdown = hub.shutdown.cancelled();
-        let abort = hub.abort.cancelled();
         let sleep = sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
-        tokio::pin!(shutdown, abort, sleep);
-        let mut shutting_down = false;
+        tokio::pin!(sleep);
+        let mut armed = None;
+        // The shutdown reaches a connection through its doorbell; one that registered after
+        // the bells rang sees it here.
+        if hub.shutdown.is_cancelled() {
+            self.machine
+                .handle_shutdown(hub.shutdown_code.load(Ordering::Relaxed));
+        }
         loop {
             self.carry_out().await;
             if let Some(close) = self.closing.take() {
                 return self.farewell(sink, stream, close).await;
+            }
+            // What the batch produced goes out now when the socket has room (the common case),
+            // rather than after another turn of the select.
+            if self.wants_write() {
+                let write = write_some(&mut sink, &mut self.outq, &mut self.unflushed);
+                if let Some(written) = write.now_or_never() {
+                    self.written(written);
+                    continue;
+                }
             }
             // The state machine's next deadline, or an earlier retry of a failed fetch.
             let deadline = self.machine.poll_timeout().map(|at| hub.clock.deadline(at));
@@ -148,22 +163,22 @@ impl Conn {
                 (Some(at), Some(retry)) => Some(at.min(retry)),
                 (at, retry) => at.or(retry),
             };
-            if let Some(at) = deadline {
+            if let Some(at) = deadline.filter(|at| armed != Some(*at)) {
                 sleep.as_mut().reset(at);
+                armed = Some(at);
             }
             tokio::select! {
                 biased;
-                () = &mut abort => {
-                    self.machine.handle_shutdown(1001);
-                    self.outq.clear();
-                    return;
-                }
-                () = &mut shutdown, if !shutting_down => {
-                    shutting_down = true;
-                    let code = hub.shutdown_code.load(Ordering::Relaxed);
-                    self.machine.handle_shutdown(code);
-                }
                 rung = self.doorbell.wait() => {
+                    if rung.abort() {
+                        self.machine.handle_shutdown(1001);
+                        self.outq.clear();
+                        return;
+                    }
+                    if rung.shutdown() {
+                        let code = hub.shutdown_code.load(Ordering::Relaxed);
+                        self.machine.handle_shutdown(code);
+                    }
                     if rung.has(Signal::Replaced) {
                         self.machine.handle_replaced();
                     }
@@ -195,15 +210,9 @@ impl Conn {
                     self.machine.handle_reply(reply);
                 }
                 written = write_some(&mut sink, &mut self.outq, &mut self.unflushed),
-                    if !self.outq.is_empty() || self.unflushed => {
-                    match written {
-                        Ok(delivered) => self.machine.handle_written(delivered),
-                        Err(error) => self
-                            .machine
-                            .handle_transport_error(TransportError::Io(error.to_string())),
-                    }
-                }
+                    if self.wants_write() => self.written(written),
                 () = &mut sleep, if deadline.is_some() => {
+                    armed = None;
                     if self.refetch.is_some_and(|at| at <= tokio::time::Instant::now()) {
                         self.refetch = None;
                         self.mail = true;
@@ -211,6 +220,20 @@ impl Conn {
                     self.machine.handle_timeout(hub.clock.now());
                 }
             }
+        }
+    }
+
+    fn wants_write(&self) -> bool {
+        !self.outq.is_empty() || self.unflushed
+    }
+
+    /// Tells the state machine how a write went.
+    fn written(&mut self, written: Result<usize, axum::Error>) {
+        match written {
+            Ok(delivered) => self.machine.handle_written(delivered),
+            Err(error) => self
+                .machine
+                .handle_transport_error(TransportError::Io(error.to_string())),
         }
     }
 

@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::engine::{Engine, EngineError, MemoryEngine, RedisEngine, Router, SendRefused};
 use crate::handlers::{erase, ErasedHandler, Incoming, IntoReply};
-use crate::hub::{ConnectHook, DisconnectHook, Handlers, Hub, Stats};
+use crate::hub::{Bells, ConnectHook, DisconnectHook, Handlers, Hub, Stats};
 use crate::requests::{Answer, AnswerHook, Requests};
 
 /// Why a connection ended (from the server's state machine in `wsrelay-core`).
@@ -261,6 +261,7 @@ impl ServerBuilder {
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
             presence: Arc::default(),
+            bells: Bells::default(),
         });
         if hub.config.presence {
             crate::presence::install_clients_handler(&hub);
@@ -328,6 +329,7 @@ impl Drop for StopOnDrop {
             self.accept.cancel();
             self.hub.shutdown.cancel();
             self.hub.abort.cancel();
+            self.hub.bells.ring_all(true);
         }
     }
 }
@@ -519,6 +521,7 @@ impl WebSocketServer {
         hub.shutdown_code.store(code.code(), Ordering::Relaxed);
         self.stop.accept.cancel();
         hub.shutdown.cancel();
+        hub.bells.ring_all(false);
         hub.tracker.close();
         let deadline = hub.config.shutdown_timeout;
         if tokio::time::timeout(deadline, hub.tracker.wait())
@@ -530,6 +533,7 @@ impl WebSocketServer {
                 "shutdown deadline passed: dropping"
             );
             hub.abort.cancel();
+            hub.bells.ring_all(true);
             let _ = tokio::time::timeout(hub.config.close_timeout, hub.tracker.wait()).await;
         }
         hub.requests.clear();

@@ -21,6 +21,9 @@ use crate::protocol::RemoteError;
 pub struct Claim {
     /// The source claimed.
     pub source: String,
+    /// The engine's own handle of the source's state (the in-memory engine's slot), so that
+    /// the connection's operations find it without a lookup by name.
+    pub key: u64,
     /// Increases with every claim of the source; operations with an older one are refused.
     pub epoch: u64,
     /// The position the source's next frame will get: frames from here on are the new

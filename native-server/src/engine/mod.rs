@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 pub use wsrelay_core::server::engine::{Claim, Effect, Hello, Opened, Routed, Signal};
 
 pub(crate) use self::redis::RedisEngine;
@@ -173,26 +173,43 @@ pub trait Router: Send + Sync {
     fn is_connected(&self, source: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
 }
 
-/// How an engine reaches a connection's task: it sets a signal's bit and wakes the task, which
-/// reads every bit set since it last looked. Signals of a kind coalesce; none is lost (a
-/// wake-up before the task waits is kept as a permit).
+/// How an engine (and the server) reaches a connection's task: it sets a signal's bit and
+/// wakes the task, which reads every bit set since it last looked. Signals of a kind coalesce;
+/// none is lost (a bit set before the task waits is seen when it does). One atomic and a
+/// waker, so that waiting, which a connection does at every turn of its loop, costs nothing
+/// measurable.
 #[derive(Debug, Default, Clone)]
 pub struct Doorbell(std::sync::Arc<Bell>);
 
 #[derive(Debug, Default)]
 struct Bell {
     signals: AtomicU8,
-    wake: Notify,
+    waker: AtomicWaker,
 }
 
 /// Signals received together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Rung(u8);
 
+/// The server shuts down gracefully.
+const SHUTDOWN: u8 = 32;
+/// The shutdown deadline passed: end at once.
+const ABORT: u8 = 64;
+
 impl Rung {
     /// Whether `signal` is among them.
     pub fn has(self, signal: Signal) -> bool {
         self.0 & bit(signal) != 0
+    }
+
+    /// Whether the server asked the connection to close gracefully.
+    pub fn shutdown(self) -> bool {
+        self.0 & SHUTDOWN != 0
+    }
+
+    /// Whether the server asked the connection to end at once.
+    pub fn abort(self) -> bool {
+        self.0 & ABORT != 0
     }
 }
 
@@ -215,19 +232,39 @@ impl PartialEq for Doorbell {
 impl Doorbell {
     /// Tells the connection `signal`.
     pub fn ring(&self, signal: Signal) {
-        self.0.signals.fetch_or(bit(signal), Ordering::AcqRel);
-        self.0.wake.notify_one();
+        self.set(bit(signal));
+    }
+
+    /// Tells the connection the server shuts down.
+    pub fn ring_shutdown(&self) {
+        self.set(SHUTDOWN);
+    }
+
+    /// Tells the connection to end at once.
+    pub fn ring_abort(&self) {
+        self.set(ABORT);
+    }
+
+    fn set(&self, bits: u8) {
+        self.0.signals.fetch_or(bits, Ordering::AcqRel);
+        self.0.waker.wake();
     }
 
     /// Waits until something was rung, and takes every signal rung so far.
     pub async fn wait(&self) -> Rung {
-        loop {
+        std::future::poll_fn(|cx| {
             let rung = self.0.signals.swap(0, Ordering::AcqRel);
             if rung != 0 {
-                return Rung(rung);
+                return std::task::Poll::Ready(Rung(rung));
             }
-            self.0.wake.notified().await;
-        }
+            self.0.waker.register(cx.waker());
+            // Rung between the first look and the registration: seen now.
+            match self.0.signals.swap(0, Ordering::AcqRel) {
+                0 => std::task::Poll::Pending,
+                rung => std::task::Poll::Ready(Rung(rung)),
+            }
+        })
+        .await
     }
 }
 

@@ -897,6 +897,7 @@ impl SessionStore for RedisEngine {
         self.present(source).await;
         Ok(Claim {
             source: source.to_owned(),
+            key: 0,
             epoch,
             next,
         })
@@ -982,6 +983,7 @@ impl SessionStore for RedisEngine {
                 if lined_up && !local.stale {
                     let take = local.cache.len().min(max);
                     out.extend(local.cache.drain(..take).map(|(_, frame)| frame));
+                    tracing::trace!(source = claim.source, from, take, "fetched from the cache");
                     return Ok(take);
                 }
                 // Read the mailbox: from here on, notifications line up again.
@@ -1017,6 +1019,12 @@ impl SessionStore for RedisEngine {
             return Ok(0);
         }
         let before = out.len();
+        tracing::trace!(
+            source = claim.source,
+            from,
+            count = parts.len() - 1,
+            "fetched from Redis"
+        );
         for frame in parts.get(1..).unwrap_or_default() {
             if let Value::BulkString(bytes) = frame {
                 match Utf8Bytes::try_from(bytes.clone()) {
