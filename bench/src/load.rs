@@ -257,7 +257,11 @@ async fn measure(
         return Err(error);
     }
     if delivered == 0 {
-        return Err("nothing was delivered in the measured window".into());
+        return Err(
+            "nothing was delivered in the measured window (the servers stalled, or \
+             fell behind by more than the warm-up and the window)"
+                .into(),
+        );
     }
     Ok(sample)
 }

@@ -365,21 +365,36 @@ pub fn markdown(
     for (code, label) in &ctx.labels {
         let _ = writeln!(out, "- **{code}**: {label}");
     }
-    let errors: Vec<String> = cells
-        .iter()
-        .flat_map(|cell| {
-            cell.runs.iter().filter_map(move |r| {
-                r.value
-                    .as_ref()
-                    .err()
-                    .map(|e| format!("{} / {}: {e}", cell.metric.scenario, r.peer))
-            })
-        })
-        .collect();
+    // A failed run leaves an error in every cell of its scenario: list each failure once,
+    // with how many runs of that server it ended.
+    let mut errors: Vec<(String, usize)> = Vec::new();
+    for cell in cells {
+        let mut in_cell: Vec<(String, usize)> = Vec::new();
+        for run in &cell.runs {
+            if let Err(e) = &run.value {
+                let line = format!("{} / {}: {e}", cell.metric.scenario, run.peer);
+                match in_cell.iter_mut().find(|(l, _)| *l == line) {
+                    Some((_, n)) => *n += 1,
+                    None => in_cell.push((line, 1)),
+                }
+            }
+        }
+        for (line, n) in in_cell {
+            match errors.iter_mut().find(|(l, _)| *l == line) {
+                Some((_, most)) => *most = (*most).max(n),
+                None => errors.push((line, n)),
+            }
+        }
+    }
     if !errors.is_empty() {
         let _ = writeln!(out, "\n## Failed runs\n");
-        for e in errors {
-            let _ = writeln!(out, "- {e}");
+        for (e, n) in errors {
+            let runs = if n > 1 {
+                format!(" ({n} runs)")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "- {e}{runs}");
         }
     }
     if let Some(analysis) = analysis {
