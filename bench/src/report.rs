@@ -449,8 +449,8 @@ const METHOD: &str = "## Method
 - Cluster broadcast: as above, except that each sender's probe client is on the other relay
   (or Node server), so that the window of 32 bounds what crosses between them. Latency
   mostly follows from that window (Little's law: messages in flight / deliveries per
-  second). Cluster send_to, closed loop: every pair bounces one message.
-  Open loop: in each pair one client sends to the other on a fixed schedule, the pairs
+  second). Cluster send_to, closed loop: every pair bounces one message. Open loop: in
+  each pair one client sends to the other on a fixed schedule, the pairs
   alternating direction, the stated rate in all, whatever comes back; latency counts from the
   write of each message (a server that falls behind delays the deliveries; a load generator
   that falls behind delivers fewer per second than the rate, shown in the row).
@@ -460,8 +460,8 @@ const METHOD: &str = "## Method
   sent (a Lua script call counts once), *commands* what Redis executed (those a script ran
   included), both divided by the deliveries in the window. *Memory growth per client* is
   `used_memory` less the client buffers (`mem_clients_normal`) after the window, minus the
-  same once the servers were up, per client; *bytes
-  per session* sums `MEMORY USAGE` over the relays' keys (`wsr:*`: session hashes, mailboxes
-  holding up to the 31 frames a client has not acknowledged yet, de-duplication hashes, shard
-  sets, presence) divided by the sessions.
+  same once the servers were up, per client; *bytes per session* sums `MEMORY USAGE` over
+  the relays' keys (`wsr:*`: session hashes, mailboxes holding up to the 31 frames a client
+  has not acknowledged yet, de-duplication hashes, shard sets, presence) divided by the
+  sessions.
 ";
