@@ -7,9 +7,12 @@
 //! - `cargo xtask pkg`: builds the npm package into `pkg/` (`npm install ./pkg` takes it).
 //! - `cargo xtask testbed`: runs the relay under the test supervisor the browser and Node tests
 //!   use, and prints its control URL (for running those tests by hand).
-//! - `cargo xtask bench [--quick] [--note TEXT]`: builds the benchmarks (`bench/`) in release
-//!   and runs them: wsrelay-server side by side with its peers; prints a table of ratios and
-//!   writes `BENCHMARKS.md` and `bench/results.json`. `--quick` takes under 5 minutes.
+//! - `cargo xtask bench [--quick] [--only GROUPS] [--note TEXT]`: builds the benchmarks
+//!   (`bench/`) in release and runs them: wsrelay-server side by side with its peers; prints a
+//!   table of ratios and writes `BENCHMARKS.md` and `bench/results.json`. `--quick` takes under
+//!   5 minutes. `--only cluster` runs only the cluster rows (two relays on Redis against
+//!   Socket.IO) and writes nothing unless `--md`/`--json` say where. Installs `redis-server`
+//!   when missing.
 //!
 //! Each step streams its output; test counts reported by cargo are added up and printed as the
 //! last line, `tests: N passed, M failed`.
@@ -39,7 +42,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask test | cargo xtask run [--port N] [--host H] | \
-                 cargo xtask pkg | cargo xtask testbed | cargo xtask bench [--quick]"
+                 cargo xtask pkg | cargo xtask testbed | cargo xtask bench [--quick] [--only GROUPS]"
             );
             return ExitCode::from(2);
         }
@@ -189,7 +192,8 @@ fn apt_install(root: &Path, tally: &mut Tally, packages: &str, how: &str) -> Res
     )
 }
 
-/// Installs `redis-server` (the cluster tests start their own) when missing.
+/// Installs `redis-server` (the cluster tests and benchmark rows start their own) when
+/// missing.
 fn ensure_redis(root: &Path, tally: &mut Tally) -> Result<(), String> {
     if on_path("redis-server") {
         return Ok(());
@@ -341,6 +345,8 @@ fn run(root: &Path, args: &[String]) -> Result<(), String> {
 /// `--note TEXT`, `--md PATH`, `--json PATH`).
 fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     let mut tally = Tally::default();
+    // The cluster rows start their own redis-server.
+    ensure_redis(root, &mut tally)?;
     step(
         "build the benchmarks (release)",
         root,
