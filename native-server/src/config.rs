@@ -161,6 +161,16 @@ impl ServerConfig {
             stash_limit: self.send_window + self.hard_message_limit(),
             max_pending_calls: 256,
             retry_interval: Duration::from_millis(100),
+            // Settling in memory is a few instructions and wakes blocked senders: at every
+            // acknowledgement. On Redis it is a round trip per connection: a quarter of a
+            // second's acknowledgements, or 64 KiB of them, settle at once. The mailbox then
+            // holds at most that much already delivered, far below `backlog_window`.
+            settle_delay: if self.redis.is_some() {
+                Duration::from_millis(250)
+            } else {
+                Duration::ZERO
+            },
+            settle_bytes: (64 << 10).min(self.backlog_window / 4),
         }
     }
 

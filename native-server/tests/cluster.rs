@@ -352,6 +352,19 @@ async fn two_relays_on_one_redis_behave_as_one_server() {
     let error = dave.client.send_to("nobody", "n", 3).await.unwrap_err();
     assert_eq!(error.code(), "unknown_target");
     assert_eq!(alice.lost.load(Ordering::SeqCst), 0);
+    // What bob acknowledged leaves his mailbox in Redis (settled within a quarter second).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let bytes = session_field(&redis, "bob", "bytes").await;
+        if bytes.as_deref() == Some("0") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob's mailbox still holds {bytes:?} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

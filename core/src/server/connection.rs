@@ -70,6 +70,12 @@ pub struct ConnectionSettings {
     pub max_pending_calls: usize,
     /// A blocked message is retried after this long even without a wake-up.
     pub retry_interval: Duration,
+    /// How long frames the client acknowledged may stay in the engine before they are settled
+    /// (zero: at every acknowledgement). A remote engine pays a round trip per settle; it
+    /// settles after this long, or sooner once `settle_bytes` are owed.
+    pub settle_delay: Duration,
+    /// Bytes of acknowledged frames after which a deferred settle is made at once.
+    pub settle_bytes: usize,
 }
 
 impl Default for ConnectionSettings {
@@ -86,6 +92,8 @@ impl Default for ConnectionSettings {
             stash_limit: (256 << 10) + (2 << 20),
             max_pending_calls: 256,
             retry_interval: Duration::from_millis(100),
+            settle_delay: Duration::ZERO,
+            settle_bytes: 0,
         }
     }
 }
@@ -307,6 +315,12 @@ pub struct ServerConnection<F, H> {
     /// Sizes of the frames transmitted and not settled, oldest first.
     in_flight: VecDeque<usize>,
     backlog_bytes: usize,
+    /// Bytes acknowledged by the client and not settled with the engine yet, and when they
+    /// will be (`settle_delay`).
+    settle_owed: usize,
+    settle_due: Option<Instant>,
+    /// The latest time an input brought: acknowledgements come without one.
+    latest: Instant,
     over_since: Option<Instant>,
     // ---- liveness ----
     heard: bool,
@@ -352,6 +366,9 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             settled: next.saturating_sub(1),
             in_flight: VecDeque::new(),
             backlog_bytes: 0,
+            settle_owed: 0,
+            settle_due: None,
+            latest: now,
             over_since: None,
             heard: false,
             awaiting_pong: false,
@@ -413,7 +430,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             .over_since
             .map(|since| since + self.settings.slow_consumer_timeout);
         let retry = self.held.as_ref().and_then(|held| held.retry_at);
-        [Some(self.next_check), hello, slow, retry]
+        [Some(self.next_check), hello, slow, retry, self.settle_due]
             .into_iter()
             .flatten()
             .min()
@@ -538,6 +555,8 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         self.in_flight.clear();
         self.backlog_bytes = 0;
         self.over_since = None;
+        self.settle_owed = 0;
+        self.settle_due = None;
         if let Some(token) = token {
             self.consumed = opened.consumed;
             self.acked_to_client = opened.consumed;
@@ -563,6 +582,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
 
     /// The engine's answer to the last `Output::Route`.
     pub fn handle_routed(&mut self, now: Instant, routed: Routed) {
+        self.latest = self.latest.max(now);
         let Some(held) = self.held.take_if(|held| held.retry_at.is_none()) else {
             return;
         };
@@ -630,6 +650,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         if self.fetch_from().is_none() {
             return;
         }
+        self.latest = self.latest.max(now);
         let len = frame.len();
         self.next += 1;
         self.in_flight.push_back(len);
@@ -724,6 +745,10 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.ending.is_some() {
             return;
+        }
+        self.latest = self.latest.max(now);
+        if self.settle_due.is_some_and(|due| due <= now) {
+            self.settle_now();
         }
         if let Mode::Pending { announced } = self.mode {
             if self.hello_deadline <= now {
@@ -1088,12 +1113,26 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         for _ in self.settled..through {
             let len = self.in_flight.pop_front();
             debug_assert!(len.is_some(), "settled past what was transmitted");
-            self.backlog_bytes -= len.unwrap_or(0);
+            let len = len.unwrap_or(0);
+            self.backlog_bytes -= len;
+            self.settle_owed += len;
         }
         self.settled = through;
         if self.backlog_bytes <= self.settings.backlog_window {
             self.over_since = None;
         }
+        if self.settings.settle_delay.is_zero() || self.settle_owed >= self.settings.settle_bytes {
+            self.settle_now();
+        } else if self.settle_due.is_none() {
+            self.settle_due = Some(self.latest + self.settings.settle_delay);
+        }
+    }
+
+    /// Settles with the engine what the client has.
+    fn settle_now(&mut self) {
+        self.settle_owed = 0;
+        self.settle_due = None;
+        let through = self.settled;
         // Acknowledgements read in one batch settle once: for a remote store each settle is
         // a round trip the connection waits for.
         match self.outputs.back_mut() {
@@ -1171,10 +1210,8 @@ mod tests {
         std::iter::from_fn(|| machine.poll_output()).collect()
     }
 
-    #[test]
-    fn acknowledgements_read_together_settle_once() {
-        let now = Instant::from_millis(0);
-        let settings = ConnectionSettings::default();
+    /// A connection with a fresh session, at position 1.
+    fn opened(settings: ConnectionSettings, now: Instant) -> ServerConnection<String, NoHandlers> {
         let mut machine = ServerConnection::new("a".into(), 1, true, settings, NoHandlers, now);
         machine.handle_text(r#"{"type":"~hello","v":1,"session":"session-1","ack":0}"#);
         let opening = outputs(&mut machine);
@@ -1190,20 +1227,57 @@ mod tests {
             lost: None,
             sid: Some("i".into()),
         });
+        machine
+    }
+
+    #[test]
+    fn acknowledgements_read_together_settle_once() {
+        let now = Instant::from_millis(0);
+        let settings = ConnectionSettings::default();
+        let mut machine = opened(settings, now);
         for n in 0..3 {
             machine.handle_delivery(now, format!(r#"{{"type":"n","payload":{n}}}"#));
         }
         outputs(&mut machine);
         machine.handle_text(r#"{"type":"~ack","ack":1}"#);
         machine.handle_text(r#"{"type":"~ack","ack":3}"#);
-        let settles: Vec<_> = outputs(&mut machine)
+        assert_eq!(settles(&mut machine), [3]);
+        assert_eq!(machine.backlog_bytes(), 0);
+    }
+
+    fn settles(machine: &mut ServerConnection<String, NoHandlers>) -> Vec<u64> {
+        outputs(machine)
             .into_iter()
             .filter_map(|output| match output {
                 Output::Settle { through } => Some(through),
                 _ => None,
             })
-            .collect();
-        assert_eq!(settles, [3]);
-        assert_eq!(machine.backlog_bytes(), 0);
+            .collect()
+    }
+
+    #[test]
+    fn deferred_settles_come_after_the_delay_or_past_the_bytes() {
+        let now = Instant::from_millis(0);
+        let settings = ConnectionSettings {
+            settle_delay: Duration::from_millis(250),
+            settle_bytes: 100,
+            ..ConnectionSettings::default()
+        };
+        let mut machine = opened(settings, now);
+        for n in 0..4 {
+            machine.handle_delivery(now, format!("{{\"type\":\"n\",\"payload\":\"{n:>30}\"}}"));
+        }
+        outputs(&mut machine);
+        machine.handle_text(r#"{"type":"~ack","ack":1}"#);
+        assert_eq!(settles(&mut machine), [0u64; 0], "owed, not settled yet");
+        assert_eq!(machine.poll_timeout(), Some(Instant::from_millis(250)));
+        machine.handle_timeout(Instant::from_millis(250));
+        assert_eq!(settles(&mut machine), [1]);
+        // Past the bytes (each frame is about 50): at once.
+        machine.handle_text(r#"{"type":"~ack","ack":2}"#);
+        assert_eq!(settles(&mut machine), [0u64; 0]);
+        machine.handle_text(r#"{"type":"~ack","ack":4}"#);
+        assert_eq!(settles(&mut machine), [4]);
+        assert!(machine.poll_timeout() > Some(Instant::from_millis(250)));
     }
 }

@@ -36,7 +36,8 @@ local function reachable(m, now)
   return m.exists and (live(m, now) or (m.session and not m.broken))
 end
 
--- Keeps a key created after the meta's expiry was set on the same expiry.
+-- Keeps a key created after the meta's expiry was set on the same expiry (claim, renew and
+-- release set it on the keys that exist then).
 local function follow_ttl(meta_key, key)
   local ttl = redis.call('PTTL', meta_key)
   if ttl > 0 then
@@ -65,6 +66,10 @@ local function push(meta_key, box_key, m, frame)
   local len = redis.call('RPUSH', box_key, frame)
   redis.call('HSET', meta_key, 'bytes', m.bytes + #frame)
   m.bytes = m.bytes + #frame
-  follow_ttl(meta_key, box_key)
+  if len == 1 then
+    -- A new box. One that existed already has the meta's expiry: claim, renew and release
+    -- set it on every key of the source.
+    follow_ttl(meta_key, box_key)
+  end
   return m.first + len - 1
 end

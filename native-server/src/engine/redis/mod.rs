@@ -38,9 +38,10 @@
 //! acknowledged (`Routed::Unavailable`): clients keep their messages and send them again;
 //! the relay reports not ready; the connection manager and the subscriber reconnect.
 
+mod inbox;
 mod wire;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
@@ -58,6 +59,7 @@ use super::{
     SessionStore, Signal,
 };
 use crate::requests::Requests;
+use inbox::{Inbox, Next};
 use wire::{hex, unhex, Note};
 
 /// Shards sources are spread over (hash tags): a broadcast costs one script per shard.
@@ -107,12 +109,8 @@ struct Local {
     doorbell: Doorbell,
     /// The session token, once the hello named one: appends are de-duplicated by it.
     token: Option<String>,
-    /// Frames handed over by an append on this relay or a notification, by position, in a
-    /// contiguous run.
-    cache: VecDeque<(u64, Utf8Bytes)>,
-    /// A frame came out of line (a notification lost or overtaken): the cache cannot be
-    /// trusted to hold everything, and the next fetch reads the mailbox.
-    stale: bool,
+    /// Frames handed over by an append on this relay or a note, before the mailbox is read.
+    inbox: Inbox,
 }
 
 /// The Redis engine. Cheap to share; its background tasks end with the server.
@@ -346,22 +344,12 @@ impl RedisEngine {
         }
     }
 
-    /// Keeps a frame for a connection of this relay, if it expects it next, and rings it.
+    /// Hands a frame to a connection of this relay, and rings it.
     fn cache(&self, source: &str, position: u64, frame: Utf8Bytes) {
-        let mut locals = self.locals();
-        let Some(local) = locals.get_mut(source) else {
-            return;
-        };
-        let next = local.cache.back().map(|(last, _)| last + 1);
-        if next.is_some_and(|next| next != position) {
-            // Out of line (a notification was lost or overtaken): the mailbox has it all.
-            local.cache.clear();
-            local.stale = true;
+        if let Some(local) = self.locals().get_mut(source) {
+            local.inbox.insert(position, frame);
+            local.doorbell.ring(Signal::Mail);
         }
-        if !local.stale {
-            local.cache.push_back((position, frame));
-        }
-        local.doorbell.ring(Signal::Mail);
     }
 
     /// Publishes the notes of an append to the relays that own its recipients.
@@ -388,10 +376,8 @@ impl RedisEngine {
                 .get()
                 .is_some_and(|node| node.to_string() == owner)
             {
-                if let Some(local) =
-                    unhex(&source).and_then(|s| self.locals().get(&s).map(|l| l.doorbell.clone()))
-                {
-                    local.ring(Signal::Mail);
+                if let Some(source) = unhex(&source) {
+                    self.recheck(&source);
                 }
             } else {
                 by_owner.entry(owner).or_default().push(source);
@@ -434,6 +420,7 @@ impl RedisEngine {
             None => (String::new(), String::new()),
         };
         let window = window.map_or(-1, |w| i64::try_from(w).unwrap_or(i64::MAX));
+        let node = self.node()?.to_string();
         let value = self
             .eval(
                 &self.scripts.route_one,
@@ -445,6 +432,8 @@ impl RedisEngine {
                     window.to_string().as_bytes(),
                     self.limits.max_backlog.to_string().as_bytes(),
                     b"",
+                    node.as_bytes(),
+                    keys.hex.as_bytes(),
                 ],
             )
             .await?;
@@ -453,10 +442,11 @@ impl RedisEngine {
         let position = ints(&value).get(1).copied().unwrap_or(0);
         let owner = text(parts.get(2));
         match status {
-            0 => {
-                let mut notes = HashMap::new();
-                self.handover(&keys.hex, position, &owner, frame, &mut notes);
-                self.publish(notes, frame).await;
+            // Another relay's connection was told by the script itself.
+            0 if owner == node => {
+                if let Ok(position) = u64::try_from(position) {
+                    self.cache(target, position, frame.clone());
+                }
             }
             1 => self.check(vec![(keys.hex.clone(), owner.clone())]).await,
             _ => {}
@@ -588,7 +578,13 @@ impl RedisEngine {
                 }
                 Routed::Done
             }
-            Some(1) => Routed::Duplicate,
+            Some(1) => {
+                // Appended before, its answer lost: the frame was never handed over.
+                if frame.is_some() {
+                    self.recheck(&claim.source);
+                }
+                Routed::Duplicate
+            }
             Some(5) => Routed::Fenced,
             _ => Routed::Gone,
         })
@@ -707,10 +703,18 @@ impl RedisEngine {
         }
     }
 
+    /// Something was appended for `source` that its connection here was not handed: it reads
+    /// its mailbox.
+    fn recheck(&self, source: &str) {
+        if let Some(local) = self.locals().get_mut(source) {
+            local.inbox.forget();
+            local.doorbell.ring(Signal::Mail);
+        }
+    }
+
     fn sweep(&self) {
         for local in self.locals().values_mut() {
-            local.cache.clear();
-            local.stale = true;
+            local.inbox.forget();
             local.doorbell.ring(Signal::Mail);
         }
     }
@@ -731,11 +735,8 @@ impl RedisEngine {
             }
             Note::Sweep => self.sweep(),
             Note::Check { sources } => {
-                let locals = self.locals();
                 for source in sources.iter().filter_map(|source| unhex(source)) {
-                    if let Some(local) = locals.get(&source) {
-                        local.doorbell.ring(Signal::Mail);
-                    }
+                    self.recheck(&source);
                 }
             }
             Note::Replaced { source, epoch } => {
@@ -796,16 +797,18 @@ impl RedisEngine {
                 }
             });
             for (source, renewed) in join_all(renewals).await {
-                match renewed {
-                    Ok(value) if ints(&value).first() == Some(&0) => {
-                        // Claimed by another connection, or the state is gone: the
-                        // connection learns which at its next read of the mailbox.
-                        if let Some(local) = self.locals().get_mut(source) {
-                            local.stale = true;
-                            local.doorbell.ring(Signal::Mail);
+                match renewed.map(|value| ints(&value).first().copied()) {
+                    // Claimed by another connection, or the state is gone: the connection
+                    // learns which at its next read of the mailbox.
+                    Ok(Some(0)) => self.recheck(source),
+                    Ok(status) => {
+                        if status == Some(2) {
+                            // The lease had lapsed: appends meanwhile were announced to
+                            // nobody.
+                            self.recheck(source);
                         }
+                        self.present(source).await;
                     }
-                    Ok(_) => self.present(source).await,
                     Err(_) => {}
                 }
             }
@@ -880,8 +883,7 @@ impl SessionStore for RedisEngine {
                 epoch,
                 doorbell: doorbell.clone(),
                 token: None,
-                cache: VecDeque::new(),
-                stale: false,
+                inbox: Inbox::default(),
             },
         );
         if let Some(old) = replaced {
@@ -952,8 +954,7 @@ impl SessionStore for RedisEngine {
             if local.epoch == claim.epoch {
                 local.token = hello.map(|hello| hello.token.clone());
                 // The connection reads the mailbox from its session's start.
-                local.cache.clear();
-                local.stale = true;
+                local.inbox.forget();
             }
         }
         Ok(Opened {
@@ -973,23 +974,28 @@ impl SessionStore for RedisEngine {
         out: &mut Vec<Utf8Bytes>,
         max: usize,
     ) -> Result<usize, EngineError> {
-        {
-            let mut locals = self.locals();
-            if let Some(local) = locals.get_mut(&claim.source) {
-                while local.cache.front().is_some_and(|(at, _)| *at < from) {
-                    local.cache.pop_front();
+        let next = match self.locals().get_mut(&claim.source) {
+            Some(local) => match local
+                .inbox
+                .take(from, max, tokio::time::Instant::now(), out)
+            {
+                Next::Wait(Some(at)) => {
+                    // If the missing frame does not come, the connection reads its mailbox.
+                    let doorbell = local.doorbell.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(at).await;
+                        doorbell.ring(Signal::Mail);
+                    });
+                    Next::Wait(None)
                 }
-                let lined_up = local.cache.front().is_some_and(|(at, _)| *at == from);
-                if lined_up && !local.stale {
-                    let take = local.cache.len().min(max);
-                    out.extend(local.cache.drain(..take).map(|(_, frame)| frame));
-                    tracing::trace!(source = claim.source, from, take, "fetched from the cache");
-                    return Ok(take);
-                }
-                // Read the mailbox: from here on, notifications line up again.
-                local.cache.clear();
-                local.stale = false;
-            }
+                next => next,
+            },
+            None => Next::ReadMailbox,
+        };
+        match next {
+            Next::Taken(count) => return Ok(count),
+            Next::Wait(_) => return Ok(0),
+            Next::ReadMailbox => {}
         }
         let keys = Keys::of(&claim.source);
         let value = self
@@ -1022,7 +1028,7 @@ impl SessionStore for RedisEngine {
         tracing::trace!(
             source = claim.source,
             from,
-            count = parts.len() - 1,
+            count = parts.len().saturating_sub(1),
             "fetched from Redis"
         );
         for frame in parts.get(1..).unwrap_or_default() {
