@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -31,6 +31,12 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// How long a socket the core abandoned gets to write what was queued and its close frame
 /// before it is dropped: a peer that stopped reading must not hold the task forever.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Bytes tungstenite reads per call. Its default, 128 KiB, is zero-filled before every read
+/// (`BytesMut::resize`): with small frames (acknowledgements, chat messages) that memset was a
+/// quarter of the client's instructions per message. 8 KiB still takes a few hundred small
+/// frames per read; a large frame just takes more reads.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// The upgrade request for `url` (validated once, at construction).
 pub(super) fn request(url: &str) -> Result<Request, WsError> {
@@ -219,8 +225,10 @@ impl Driver {
                 // The core's connection_timeout bounds the whole attempt (TCP, TLS, upgrade):
                 // when it fires, the core abandons this transport and the task is aborted.
                 let task = tokio::spawn(async move {
+                    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
                     let result =
-                        tokio_tungstenite::connect_async_with_config(request, None, true).await;
+                        tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+                            .await;
                     let _ = tx.send((transport, result.map(|(ws, _)| ws)));
                 });
                 self.connecting = Some((transport, task));
