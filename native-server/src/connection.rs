@@ -84,7 +84,9 @@ pub(crate) async fn serve(
         hub.clock.now(),
     );
     let (sink, stream) = socket.split();
-    let mut conn = Conn {
+    // Boxed: the task's future then holds a pointer to it across the loop and the finish,
+    // not the connection's state twice (a task's future is what an idle connection costs).
+    let mut conn = Box::new(Conn {
         hub: Arc::clone(&hub),
         claim,
         doorbell,
@@ -97,7 +99,7 @@ pub(crate) async fn serve(
         refetch: None,
         closing: None,
         released: false,
-    };
+    });
     conn.run(sink, stream).await;
     let reason = conn
         .machine
@@ -424,7 +426,7 @@ impl Conn {
 
     /// After the loop: the source released (if the loop could not), the counters, and handler
     /// calls still running finished on their own, their responses sent to the source.
-    async fn finish(mut self) {
+    async fn finish(mut self: Box<Self>) {
         let hub = Arc::clone(&self.hub);
         if !self.released {
             hub.engine.release(&self.claim).await;
