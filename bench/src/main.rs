@@ -831,7 +831,8 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
     let idle_peers: Vec<Peer> = peers.iter().copied().filter(|p| *p != Peer::Raw).collect();
     let default_ping = wsrelay_server::ServerConfig::default().ping_interval;
     let default_ping_ms = u64::try_from(default_ping.as_millis()).unwrap_or(30_000);
-    let app_ping = Some(Duration::from_secs(15));
+    // The client core's own heartbeat, as a wsrelay client sends it.
+    let app_ping = Some(wsrelay::client::Options::default().heartbeat_interval);
     if options.wants("idle") {
         let n = plan.idle_conns;
         let name = format!("idle {n} conns");
@@ -1628,7 +1629,7 @@ fn drive(args: &[String]) -> Result<(), String> {
                     pid,
                     proto,
                     n,
-                    Some(Duration::from_secs(15)),
+                    Some(wsrelay::client::Options::default().heartbeat_interval),
                     Some(timing.window),
                 )
                 .await?;
