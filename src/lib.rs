@@ -22,6 +22,13 @@ mod web;
 #[cfg(target_arch = "wasm32")]
 pub use web::WebSocketClient;
 
+/// The wasm build's allocator: std's dlmalloc is about 8.5 KB of the module, lol_alloc's free
+/// list about 1 KB. The driver is single-threaded; the lock is the safe constructor's price.
+#[cfg(all(target_arch = "wasm32", feature = "small-allocator"))]
+#[global_allocator]
+static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
+    lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
+
 // ...and tokio natively.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
