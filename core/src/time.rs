@@ -1,7 +1,7 @@
 //! Time as the core sees it: a point given by the driver, never read from a clock.
 
-use std::ops::Add;
-use std::time::Duration;
+use core::ops::Add;
+use core::time::Duration;
 
 /// A point in time, in whole milliseconds since an origin the driver chooses (the start of the
 /// process natively, `performance.now()`'s origin in a browser, zero in simulations).

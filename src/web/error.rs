@@ -5,6 +5,8 @@
 //! no class glue is generated. Messages are static or come from the peer, never formatted: the
 //! formatting machinery costs kilobytes of wasm.
 
+use alloc::string::String;
+
 use js_sys::Reflect;
 use wasm_bindgen::JsValue;
 

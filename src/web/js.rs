@@ -1,5 +1,5 @@
-//! The few JavaScript APIs the driver uses that web-sys and gloo-timers do not give in a shape
-//! that works in browsers and Node.js alike.
+//! The few JavaScript APIs the driver uses that web-sys does not give in a shape that works in
+//! browsers and Node.js alike.
 //!
 //! `performance.now()` and `crypto.getRandomValues()` are globals in every runtime supported,
 //! but web-sys reaches them only through `window` (absent in Node and workers); `then` is taken
@@ -27,4 +27,12 @@ extern "C" {
 
     #[wasm_bindgen(js_namespace = console, js_name = log)]
     pub fn log(label: &str, what: &str, detail: &JsValue);
+
+    /// The global `setTimeout` (browsers, workers and Node.js): its handle is a number in
+    /// browsers and an object in Node.js, so it stays a `JsValue`.
+    #[wasm_bindgen(js_name = setTimeout)]
+    pub fn set_timeout(callback: &JsValue, millis: i32) -> JsValue;
+
+    #[wasm_bindgen(js_name = clearTimeout)]
+    pub fn clear_timeout(handle: &JsValue);
 }

@@ -6,7 +6,7 @@
 //! - owns the current socket (web-sys `WebSocket`, constructed through the configured class so
 //!   that npm `ws` works too) and its event closure ([`Connection`]), replaced and dropped on
 //!   every reconnect, so nothing leaks;
-//! - owns one gloo-timers `Timeout` armed for [`ClientCore::poll_timeout`];
+//! - owns one `setTimeout` timer armed for [`ClientCore::poll_timeout`];
 //! - turns core events into Promise settlements, handler calls and `EventTarget` events.
 //!
 //! Re-entrancy: JavaScript called from here (listeners, handlers, promise callbacks) may call
@@ -18,11 +18,12 @@ mod error;
 mod js;
 mod options;
 
-use std::cell::RefCell;
-use std::rc::{Rc, Weak};
-use std::time::Duration;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::time::Duration;
 
-use gloo_timers::callback::Timeout;
 use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
 use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, CustomEvent, CustomEventInit, ErrorEvent, EventTarget, MessageEvent};
@@ -56,14 +57,21 @@ struct Inner {
     url: String,
     socket_class: Function,
     debug: bool,
+    /// The callback of every timer of this client (`setTimeout`).
+    on_timer: JsValue,
+    /// The one callback of every handler result's `then`: bound per result to
+    /// `(token, fulfilled)`, it calls [`Inner::settled`] while the client lives.
+    on_settled: Function,
+    /// A do-nothing listener, left on replaced sockets (see [`Connection::detach`]).
+    noop: JsValue,
 }
 
 /// The mutable part of [`Inner`]: the core and what this driver tracks around it.
 struct State {
     core: ClientCore,
     socket: Option<Connection>,
-    /// The armed timer: the deadline it is for, and the gloo `Timeout` (cancelled on drop).
-    timer: Option<(Instant, Timeout)>,
+    /// The armed timer: the deadline it is for, and the timer (cancelled on drop).
+    timer: Option<(Instant, Timer)>,
     /// Promises of sends and requests: (message id, resolve, reject). A Vec, not a map: a
     /// map's generic code costs kilobytes of wasm, and few messages are unacknowledged at once.
     pending: Vec<(u64, Function, Function)>,
@@ -74,6 +82,18 @@ struct State {
     /// While the client is not closed it keeps itself alive, as an open `WebSocket` does, even
     /// if the application dropped its reference; cleared (breaking the cycle) once closed.
     keep_alive: Option<Rc<Inner>>,
+    /// Messages whose handler results are being awaited, by token, and the last token given.
+    answers: Vec<(u32, Answer)>,
+    last_token: u32,
+}
+
+/// An armed `setTimeout`; dropping it clears it.
+struct Timer(JsValue);
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        js::clear_timeout(&self.0);
+    }
 }
 
 /// One socket and the closure it calls. Dropping it detaches the closure and closes the socket.
@@ -82,6 +102,8 @@ struct Connection {
     socket: web_sys::WebSocket,
     /// Listens to all four events (`onopen`, `onmessage`, `onclose`, `onerror`).
     _on_event: Closure<dyn FnMut(web_sys::Event)>,
+    /// The client's do-nothing listener.
+    noop: JsValue,
 }
 
 impl Connection {
@@ -91,7 +113,7 @@ impl Connection {
     /// event (crashing Node) when a socket closed while connecting has no error listener, so
     /// a harmless one stays.
     fn detach(&self) {
-        NOOP.with(|noop| listen(&self.socket, &JsValue::NULL, noop));
+        listen(&self.socket, &JsValue::NULL, &self.noop);
     }
 }
 
@@ -111,16 +133,6 @@ fn listen(socket: &web_sys::WebSocket, handler: &JsValue, on_error: &JsValue) {
     set(socket, "onmessage", handler);
     set(socket, "onclose", handler);
     set(socket, "onerror", on_error);
-}
-
-thread_local! {
-    /// A do-nothing listener, made once for the life of the module (never per connection).
-    static NOOP: JsValue = Closure::<dyn FnMut()>::new(|| {}).into_js_value();
-    /// The one callback of every handler result's `then`, made once for the life of the
-    /// module: bound per result to `(token, fulfilled)`, it never outlives what it calls.
-    static SETTLED: JsValue = Closure::<dyn FnMut(u32, bool, JsValue)>::new(settled).into_js_value();
-    /// Messages whose handler results are being awaited, by token, and the last token given.
-    static ANSWERS: RefCell<(u32, Vec<(u32, Answer)>)> = const { RefCell::new((0, Vec::new())) };
 }
 
 fn now() -> Instant {
@@ -194,21 +206,46 @@ impl WebSocketClient {
         // `new EventTarget()` exists in every supported runtime (browsers, Node 15+).
         let events = EventTarget::new()?;
         let core = ClientCore::new(options.core, seed(), now());
-        let inner = Rc::new(Inner {
-            state: RefCell::new(State {
-                core,
-                socket: None,
-                timer: None,
-                pending: Vec::new(),
-                handlers: Vec::new(),
-                closing: Vec::new(),
-                keep_alive: None,
-            }),
-            events,
-            source: source.into(),
-            url,
-            socket_class: options.socket_class,
-            debug: options.debug,
+        // The client's callbacks, made once (never per timer, socket or message); they hold
+        // it weakly, so they never keep it alive.
+        let inner = Rc::new_cyclic(|weak: &alloc::rc::Weak<Inner>| {
+            let on_timer = {
+                let weak = weak.clone();
+                Closure::<dyn FnMut()>::new(move || {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.timer_fired();
+                    }
+                })
+            };
+            let on_settled = {
+                let weak = weak.clone();
+                Closure::<dyn FnMut(u32, bool, JsValue)>::new(move |token, fulfilled, value| {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.settled(token, fulfilled, &value);
+                    }
+                })
+            };
+            Inner {
+                state: RefCell::new(State {
+                    core,
+                    socket: None,
+                    timer: None,
+                    pending: Vec::new(),
+                    handlers: Vec::new(),
+                    closing: Vec::new(),
+                    keep_alive: None,
+                    answers: Vec::new(),
+                    last_token: 0,
+                }),
+                events,
+                source: source.into(),
+                url,
+                socket_class: options.socket_class,
+                debug: options.debug,
+                on_timer: on_timer.into_js_value(),
+                on_settled: on_settled.into_js_value().unchecked_into(),
+                noop: Closure::<dyn FnMut()>::new(|| {}).into_js_value(),
+            }
         });
         inner.drain();
         Ok(WebSocketClient { inner })
@@ -242,7 +279,7 @@ impl WebSocketClient {
             let mut state = self.inner.state.borrow_mut();
             let handlers = &mut state.handlers;
             match handlers.iter_mut().find(|(k, _)| k == kind) {
-                Some((_, slot)) => Some(std::mem::replace(slot, handler)),
+                Some((_, slot)) => Some(core::mem::replace(slot, handler)),
                 None => {
                     handlers.push((kind.into(), handler));
                     None
@@ -429,21 +466,15 @@ impl Inner {
             let mut state = self.state.borrow_mut();
             let next = state.core.poll_timeout();
             if state.timer.as_ref().map(|(at, _)| *at) != next {
-                // Replacing the `Timeout` cancels the one armed before.
+                // Replacing the `Timer` clears the one armed before.
                 state.timer = next.map(|at| {
                     let delay = at.as_millis().saturating_sub(now().as_millis());
-                    let weak = Rc::downgrade(self);
-                    let timeout =
-                        Timeout::new(delay.min(u64::from(i32::MAX as u32)) as u32, move || {
-                            if let Some(inner) = weak.upgrade() {
-                                inner.timer_fired();
-                            }
-                        });
-                    (at, timeout)
+                    let delay = delay.min(i32::MAX as u64) as i32;
+                    (at, Timer(js::set_timeout(&self.on_timer, delay)))
                 });
             }
             if state.core.ready_state() == ReadyState::Closed {
-                (state.keep_alive.take(), std::mem::take(&mut state.closing))
+                (state.keep_alive.take(), core::mem::take(&mut state.closing))
             } else {
                 state.keep_alive.get_or_insert_with(|| Rc::clone(self));
                 (None, Vec::new())
@@ -462,7 +493,7 @@ impl Inner {
             state.core.handle_timeout(now());
             fired
         };
-        // The `Timeout` that called us, dropped outside the borrow.
+        // The `Timer` that called us, dropped outside the borrow.
         drop(fired);
         self.drain();
     }
@@ -504,6 +535,7 @@ impl Inner {
             id,
             socket,
             _on_event: on_event,
+            noop: self.noop.clone(),
         });
     }
 
@@ -715,66 +747,60 @@ impl Inner {
             Err(thrown) => Promise::reject(&thrown),
         };
         let answer = Answer {
-            inner: Rc::downgrade(self),
             target: message.reply_target(),
             kind: message.kind,
         };
-        let token = ANSWERS.with(|answers| {
-            let mut answers = answers.borrow_mut();
-            answers.0 = answers.0.wrapping_add(1);
-            let token = answers.0;
-            answers.1.push((token, answer));
+        let token = {
+            let mut state = self.state.borrow_mut();
+            state.last_token = state.last_token.wrapping_add(1);
+            let token = state.last_token;
+            state.answers.push((token, answer));
             token
-        });
-        SETTLED.with(|settled| {
-            let settled: &Function = settled.unchecked_ref();
-            let token = JsValue::from(token);
-            let on = |fulfilled: bool| settled.bind2(&JsValue::NULL, &token, &fulfilled.into());
-            promise
-                .unchecked_ref::<js::Thenable>()
-                .then(&on(true), &on(false));
-        });
+        };
+        let token = JsValue::from(token);
+        let on = |fulfilled: bool| {
+            self.on_settled
+                .bind2(&JsValue::NULL, &token, &fulfilled.into())
+        };
+        promise
+            .unchecked_ref::<js::Thenable>()
+            .then(&on(true), &on(false));
+    }
+
+    /// The handler result of the [`Answer`] with `token` settled: its value (or failure)
+    /// becomes a [`Reply`], and the core decides what becomes of it.
+    fn settled(self: &Rc<Self>, token: u32, fulfilled: bool, value: &JsValue) {
+        let answer = {
+            let mut state = self.state.borrow_mut();
+            let index = state.answers.iter().position(|(t, _)| *t == token);
+            index.map(|index| state.answers.swap_remove(index).1)
+        };
+        let Some(answer) = answer else { return };
+        let reply = if !fulfilled {
+            Reply::error("handler_error", thrown_message(value))
+        } else {
+            match stringify(value) {
+                Ok(None) => Reply::None,
+                Ok(Some(text)) => Reply::Payload(text),
+                Err(_) => Reply::error(
+                    "handler_error",
+                    "the handler's value is not JSON-serializable",
+                ),
+            }
+        };
+        self.state
+            .borrow_mut()
+            .core
+            .answer(&answer.kind, answer.target.as_ref(), reply);
+        self.drain();
     }
 }
 
 /// A message whose handler's result is awaited.
 ///
-/// Awaited with `Promise.then` and the module's one [`SETTLED`] callback rather than Rust
+/// Awaited with `Promise.then` and the client's one `on_settled` callback rather than Rust
 /// futures: an executor and its wakers cost kilobytes of wasm.
 struct Answer {
-    inner: Weak<Inner>,
     kind: String,
     target: Option<ReplyTarget>,
-}
-
-/// The handler result of the [`Answer`] with `token` settled: its value (or failure) becomes
-/// a [`Reply`], and the core decides what becomes of it.
-fn settled(token: u32, fulfilled: bool, value: JsValue) {
-    let answer = ANSWERS.with(|answers| {
-        let mut answers = answers.borrow_mut();
-        let index = answers.1.iter().position(|(t, _)| *t == token)?;
-        Some(answers.1.swap_remove(index).1)
-    });
-    let Some(answer) = answer else { return };
-    let Some(inner) = answer.inner.upgrade() else {
-        return;
-    };
-    let reply = if !fulfilled {
-        Reply::error("handler_error", thrown_message(&value))
-    } else {
-        match stringify(&value) {
-            Ok(None) => Reply::None,
-            Ok(Some(text)) => Reply::Payload(text),
-            Err(_) => Reply::error(
-                "handler_error",
-                "the handler's value is not JSON-serializable",
-            ),
-        }
-    };
-    inner
-        .state
-        .borrow_mut()
-        .core
-        .answer(&answer.kind, answer.target.as_ref(), reply);
-    inner.drain();
 }

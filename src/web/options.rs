@@ -1,6 +1,8 @@
 //! Reading the JavaScript options object into the core's [`Options`], through the core's one
 //! option table ([`Options::NAMES`] and [`Options::set`]): no option can be missing here.
 
+use alloc::vec::Vec;
+
 use js_sys::{Function, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 

@@ -1,6 +1,6 @@
 //! Reconnection delays: exponential growth with a cap and jitter on every attempt.
 
-use std::time::Duration;
+use core::time::Duration;
 
 use super::Options;
 
@@ -37,12 +37,11 @@ impl Rng {
 pub fn delay_range(options: &Options, attempt: u32) -> (Duration, Duration) {
     let min = options.min_reconnection_delay.as_millis() as f64;
     let max = (options.max_reconnection_delay.as_millis() as f64).max(min);
-    let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
     let base = min
-        * options
-            .reconnection_delay_grow_factor
-            .max(1.0)
-            .powi(exponent);
+        * powi(
+            options.reconnection_delay_grow_factor.max(1.0),
+            attempt.saturating_sub(1),
+        );
     let jitter = options.reconnection_jitter.clamp(0.0, 1.0);
     let hi = (base * (1.0 + jitter)).min(max);
     // Not `f64::clamp`: its NaN assertion formats floats when it panics, which pulls about
@@ -50,9 +49,34 @@ pub fn delay_range(options: &Options, attempt: u32) -> (Duration, Duration) {
     let lo = (hi * (1.0 - jitter)).max(min).min(max);
     // Whole milliseconds: the core's clock has no finer grain.
     (
-        Duration::from_millis(lo.round() as u64),
-        Duration::from_millis(hi.max(lo).round() as u64),
+        Duration::from_millis(round(lo)),
+        Duration::from_millis(round(hi.max(lo))),
     )
+}
+
+/// `base` to the power `exponent`, by squaring: what `f64::powi` does (compiler-rt's
+/// `__powidf2`), which is std's, not core's, and the core builds without std for the browser.
+fn powi(mut base: f64, mut exponent: u32) -> f64 {
+    let mut result = 1.0;
+    while exponent != 0 {
+        if exponent & 1 == 1 {
+            result *= base;
+        }
+        exponent >>= 1;
+        base *= base;
+    }
+    result
+}
+
+/// `x.round() as u64` for `x >= 0` (half away from zero), without std's `f64::round`. Below
+/// 2^53 the fraction `x - trunc(x)` is exact; above, every `f64` is whole.
+fn round(x: f64) -> u64 {
+    let whole = x as u64;
+    if x - whole as f64 >= 0.5 {
+        whole.saturating_add(1)
+    } else {
+        whole
+    }
 }
 
 /// Draws the delay before reconnect `attempt` from [`delay_range`].
@@ -75,6 +99,30 @@ mod tests {
         assert_eq!((lo.as_millis(), hi.as_millis()), (1183, 1690));
         let (lo, hi) = delay_range(&options, 30);
         assert_eq!((lo.as_millis(), hi.as_millis()), (7000, 10000));
+    }
+
+    #[test]
+    fn powi_and_round_match_std() {
+        for base in [1.0, 1.3, 1.5, 2.0, 10.0] {
+            for exponent in [0, 1, 2, 3, 7, 30, 64, 1000] {
+                let ours = powi(base, exponent);
+                let std = base.powi(exponent as i32);
+                let close = ours == std || ((ours - std) / std).abs() <= 1e-15;
+                assert!(close, "{base}^{exponent}: {ours} vs {std}");
+            }
+        }
+        for x in [
+            0.0,
+            0.4,
+            0.5,
+            0.49999999999999994,
+            1.5,
+            2.5,
+            1e15 + 0.5,
+            1e300,
+        ] {
+            assert_eq!(round(x), x.round() as u64, "{x}");
+        }
     }
 
     #[test]

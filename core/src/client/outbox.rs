@@ -1,5 +1,8 @@
 //! The client's outgoing reliable stream: messages waiting to be sent or acknowledged, in order.
 
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use super::{Error, Options};
 use crate::Instant;
 
@@ -79,7 +82,7 @@ impl Deadlines {
     /// Removes and returns every id, in id order.
     pub(crate) fn drain(&mut self) -> Vec<u64> {
         self.earliest = None;
-        std::mem::take(&mut self.by_id)
+        core::mem::take(&mut self.by_id)
             .into_iter()
             .map(|(id, _)| id)
             .collect()
@@ -275,7 +278,7 @@ impl Outbox {
                 "a live entry keeps its frame: only settled slots are emptied"
             );
             // The slot stays until the next compaction; its frame's memory goes now.
-            let frame = std::mem::take(&mut entry.frame);
+            let frame = core::mem::take(&mut entry.frame);
             let (id, transmitted, settles) = (entry.id, entry.transmitted, entry.settles);
             if self.settled < self.sent {
                 self.in_flight -= frame.len();
@@ -338,7 +341,7 @@ impl Outbox {
         self.sent = 0;
         self.in_flight = 0;
         self.expiries.drain();
-        let settled = std::mem::take(&mut self.settled);
+        let settled = core::mem::take(&mut self.settled);
         self.entries.drain(..).skip(settled).collect()
     }
 

@@ -1,5 +1,7 @@
 //! The URL a client connects to: the application's URL with its identity added.
 
+use alloc::string::String;
+
 use super::Error;
 
 /// Longest `source`, in bytes (`PROTOCOL.md` section 1).

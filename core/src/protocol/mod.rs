@@ -6,8 +6,9 @@
 
 pub mod json;
 
-use std::borrow::Cow;
-use std::fmt;
+use alloc::borrow::Cow;
+use alloc::string::String;
+use core::fmt;
 
 use json::{JsonError, RawValue};
 
@@ -172,7 +173,7 @@ impl fmt::Display for DecodeError {
     }
 }
 
-impl std::error::Error for DecodeError {}
+impl core::error::Error for DecodeError {}
 
 impl From<JsonError> for DecodeError {
     fn from(error: JsonError) -> Self {
