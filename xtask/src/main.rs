@@ -25,6 +25,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
 
+mod glue;
 mod testbed;
 mod web;
 

@@ -193,6 +193,16 @@ pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
             tally,
         )?;
         strip_doc_comments(&out.join("wsrelay.js"))?;
+        if target == "web" {
+            // What browsers download: shorter import names in the module and its glue, and
+            // the glue minified. The Node build stays as wasm-bindgen writes it.
+            let count = crate::glue::shorten_import_names(
+                &out.join("wsrelay_bg.wasm"),
+                &out.join("wsrelay.js"),
+            )?;
+            println!("{count} imports renamed");
+            crate::glue::minify(root, &out.join("wsrelay.js"), tally)?;
+        }
         // Each build says how Node should read its .js, whatever the importer's own type.
         let marker = format!("{{ \"type\": \"{module_type}\" }}\n");
         fs::write(out.join("package.json"), marker).map_err(|e| e.to_string())?;
