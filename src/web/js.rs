@@ -28,6 +28,26 @@ extern "C" {
     #[wasm_bindgen(js_namespace = console, js_name = log)]
     pub fn log(label: &str, what: &str, detail: &JsValue);
 
+    /// An `EventTarget`, as far as adding and removing listeners with the event type taken as
+    /// the JavaScript value it is goes (web-sys wants a `&str`: a copy into wasm memory and
+    /// back for nothing).
+    pub type Listeners;
+    #[wasm_bindgen(method, catch, js_name = addEventListener)]
+    pub fn add_event_listener(
+        this: &Listeners,
+        kind: &JsValue,
+        listener: &JsValue,
+        options: &JsValue,
+    ) -> Result<(), JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = removeEventListener)]
+    pub fn remove_event_listener(
+        this: &Listeners,
+        kind: &JsValue,
+        listener: &JsValue,
+        options: &JsValue,
+    ) -> Result<(), JsValue>;
+
     /// The global `setTimeout` (browsers, workers and Node.js): its handle is a number in
     /// browsers and an object in Node.js, so it stays a `JsValue`.
     #[wasm_bindgen(js_name = setTimeout)]

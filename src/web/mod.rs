@@ -53,8 +53,9 @@ pub struct WebSocketClient {
 struct Inner {
     state: RefCell<State>,
     events: EventTarget,
-    source: String,
-    url: String,
+    /// Kept as JavaScript strings: the getters return them, `connect` passes the URL on.
+    source: JsValue,
+    url: JsValue,
     socket_class: Function,
     debug: bool,
     /// The callback of every timer of this client (`setTimeout`).
@@ -239,7 +240,7 @@ impl WebSocketClient {
                 }),
                 events,
                 source: source.into(),
-                url,
+                url: url.into(),
                 socket_class: options.socket_class,
                 debug: options.debug,
                 on_timer: on_timer.into_js_value(),
@@ -305,30 +306,19 @@ impl WebSocketClient {
     /// Listens for `open`, `close`, `reconnecting`, `error` or `response`. Each is a
     /// `CustomEvent` whose `detail` carries the data (see `WebSocketClientEventMap`).
     #[wasm_bindgen(js_name = addEventListener, skip_typescript)]
-    pub fn add_event_listener(&self, kind: &str, listener: &JsValue, options: &JsValue) {
-        // Passed through as the application gave them (a function or a listener object;
-        // `true`, an options object or nothing).
-        let _ = self
-            .inner
-            .events
-            .add_event_listener_with_callback_and_add_event_listener_options(
-                kind,
-                listener.unchecked_ref(),
-                options.unchecked_ref(),
-            );
+    pub fn add_event_listener(&self, kind: &JsValue, listener: &JsValue, options: &JsValue) {
+        // Passed through as the application gave them (a type, a function or a listener
+        // object, `true`, an options object or nothing), never copied into wasm memory. What
+        // `EventTarget` throws (not a listener) is ignored, as it always was.
+        let events = self.inner.events.unchecked_ref::<js::Listeners>();
+        let _ = events.add_event_listener(kind, listener, options);
     }
 
     /// Stops listening.
     #[wasm_bindgen(js_name = removeEventListener, skip_typescript)]
-    pub fn remove_event_listener(&self, kind: &str, listener: &JsValue, options: &JsValue) {
-        let _ = self
-            .inner
-            .events
-            .remove_event_listener_with_callback_and_event_listener_options(
-                kind,
-                listener.unchecked_ref(),
-                options.unchecked_ref(),
-            );
+    pub fn remove_event_listener(&self, kind: &JsValue, listener: &JsValue, options: &JsValue) {
+        let events = self.inner.events.unchecked_ref::<js::Listeners>();
+        let _ = events.remove_event_listener(kind, listener, options);
     }
 
     /// Closes gracefully: new sends are refused, messages in flight get `closeTimeout` to be
@@ -398,13 +388,13 @@ impl WebSocketClient {
 
     /// The identity this client connects with.
     #[wasm_bindgen(getter, skip_typescript)]
-    pub fn source(&self) -> String {
+    pub fn source(&self) -> JsValue {
         self.inner.source.clone()
     }
 
     /// The URL connected to, `source` parameter included.
     #[wasm_bindgen(getter, skip_typescript)]
-    pub fn url(&self) -> String {
+    pub fn url(&self) -> JsValue {
         self.inner.url.clone()
     }
 
@@ -432,7 +422,9 @@ impl Inner {
                 None => break,
                 Some(Output::Connect(id)) => self.connect(id),
                 Some(Output::Transmit(text)) => {
-                    self.trace("send", &text);
+                    if self.debug {
+                        self.trace("send", &JsValue::from_str(&text));
+                    }
                     let state = self.state.borrow();
                     if let Some(connection) = &state.socket {
                         // A socket that refuses (it is closing) reports its close next; the
@@ -498,9 +490,9 @@ impl Inner {
         self.drain();
     }
 
-    fn trace(&self, what: &str, detail: &str) {
+    fn trace(&self, what: &str, detail: &JsValue) {
         if self.debug {
-            js::log("wsrelay", what, &detail.into());
+            js::log("wsrelay", what, detail);
         }
     }
 
@@ -509,7 +501,7 @@ impl Inner {
         self.trace("connect", &self.url);
         let previous = self.state.borrow_mut().socket.take();
         drop(previous);
-        let args = Array::of1(&JsValue::from_str(&self.url));
+        let args = Array::of1(&self.url);
         let socket: web_sys::WebSocket = match Reflect::construct(&self.socket_class, &args) {
             Ok(socket) => socket.unchecked_into(),
             Err(thrown) => {
@@ -549,7 +541,7 @@ impl Inner {
                 let data = event.unchecked_ref::<MessageEvent>().data();
                 match data.as_string() {
                     Some(text) => {
-                        self.trace("receive", &text);
+                        self.trace("receive", &data);
                         self.state.borrow_mut().core.handle_frame(now, id, &text);
                     }
                     None => self.state.borrow_mut().core.handle_binary(now, id),
