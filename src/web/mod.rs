@@ -156,6 +156,12 @@ fn set(object: &Object, key: &str, value: &JsValue) {
     let _ = Reflect::set(object, &key.into(), value);
 }
 
+/// Whole milliseconds of `duration` as a JavaScript number: `as_millis() as f64` without the
+/// `u128` arithmetic (library calls in wasm).
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs() as f64 * 1000.0 + f64::from(duration.subsec_millis())
+}
+
 fn optional_string(value: Option<&str>) -> JsValue {
     value.map_or(JsValue::UNDEFINED, JsValue::from_str)
 }
@@ -358,10 +364,10 @@ impl WebSocketClient {
         let object = Object::new();
         // An unmeasured time stays undefined.
         if let Some(rtt) = stats.rtt {
-            set(&object, "rtt", &(rtt.as_millis() as f64).into());
+            set(&object, "rtt", &millis(rtt).into());
         }
         if let Some(rtt) = stats.smoothed_rtt {
-            set(&object, "smoothedRtt", &(rtt.as_millis() as f64).into());
+            set(&object, "smoothedRtt", &millis(rtt).into());
         }
         set(&object, "reconnects", &(stats.reconnects as f64).into());
         set(
@@ -702,7 +708,7 @@ impl Inner {
             Event::Reconnecting { attempt, delay } => {
                 let detail = Object::new();
                 set(&detail, "attempt", &attempt.into());
-                set(&detail, "delay", &(delay.as_millis() as f64).into());
+                set(&detail, "delay", &millis(delay).into());
                 self.dispatch("reconnecting", &detail);
             }
             Event::Error(error) => self.dispatch("error", &core_error(&error)),

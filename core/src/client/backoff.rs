@@ -3,6 +3,7 @@
 use core::time::Duration;
 
 use super::Options;
+use crate::time::millis;
 
 /// A small deterministic pseudo-random generator (SplitMix64). The driver seeds it from the
 /// platform's entropy; simulations seed it with a constant, which makes runs reproducible.
@@ -35,8 +36,8 @@ impl Rng {
 /// clamped to `[min, max]`: the first reconnect spreads over 1.0 to 1.3 s by default, and
 /// clients that reached the cap spread over 7 to 10 s instead of all retrying at once.
 pub fn delay_range(options: &Options, attempt: u32) -> (Duration, Duration) {
-    let min = options.min_reconnection_delay.as_millis() as f64;
-    let max = (options.max_reconnection_delay.as_millis() as f64).max(min);
+    let min = millis(options.min_reconnection_delay) as f64;
+    let max = (millis(options.max_reconnection_delay) as f64).max(min);
     let base = min
         * powi(
             options.reconnection_delay_grow_factor.max(1.0),
@@ -82,8 +83,10 @@ fn round(x: f64) -> u64 {
 /// Draws the delay before reconnect `attempt` from [`delay_range`].
 pub(crate) fn next_delay(options: &Options, attempt: u32, rng: &mut Rng) -> Duration {
     let (lo, hi) = delay_range(options, attempt);
-    let spread = (hi - lo).as_millis() as f64;
-    lo + Duration::from_millis((rng.next_unit() * (spread + 1.0)) as u64).min(hi - lo)
+    // `hi >= lo`: saturating only spares the overflow panic's code.
+    let spread = hi.saturating_sub(lo);
+    let jitter = (rng.next_unit() * (millis(spread) as f64 + 1.0)) as u64;
+    lo.saturating_add(Duration::from_millis(jitter).min(spread))
 }
 
 #[cfg(test)]

@@ -36,7 +36,11 @@ pub fn connect_url(url: &str, source: &str) -> Result<String, Error> {
     let mut end = bytes.len();
     let mut authority_end = None;
     let mut has_query = false;
-    for (i, &byte) in bytes.iter().enumerate().skip(scheme_len) {
+    // Not `.skip(scheme_len)`: the adapter's code is a few hundred bytes of wasm.
+    for (i, &byte) in bytes.iter().enumerate() {
+        if i < scheme_len {
+            continue;
+        }
         match byte {
             b'#' => {
                 end = i;
