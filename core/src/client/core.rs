@@ -270,9 +270,10 @@ impl ClientCore {
         let mut rng = Rng::new(seed);
         const ALPHABET: &[u8; 62] =
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        let session = (0..22)
-            .map(|_| char::from(ALPHABET[(rng.next_u64() % 62) as usize]))
-            .collect();
+        let mut session = String::with_capacity(22);
+        for _ in 0..22 {
+            session.push(char::from(ALPHABET[(rng.next_u64() % 62) as usize]));
+        }
         let start_closed = options.start_closed;
         let mut core = ClientCore {
             options,
@@ -919,7 +920,7 @@ impl ClientCore {
     }
 
     fn fail_requests(&mut self, error: &Error) {
-        for id in self.requests.drain() {
+        for (id, _) in self.requests.drain() {
             self.outbox.remove_untransmitted(id);
             self.fail(id, error.clone());
         }
