@@ -48,6 +48,20 @@ extern "C" {
         options: &JsValue,
     ) -> Result<(), JsValue>;
 
+    /// `target[key] = value` on an object of the driver's own (`Reflect.set`, which only
+    /// throws for a proxy or a non-object): the key crosses as the text it is, rather than as a
+    /// JavaScript string made first, and no exception is checked for.
+    #[wasm_bindgen(js_namespace = Reflect, js_name = set)]
+    pub fn set(target: &JsValue, key: &str, value: &JsValue);
+
+    /// [`set`] for a number, which then crosses as the number it is.
+    #[wasm_bindgen(js_namespace = Reflect, js_name = set)]
+    pub fn set_number(target: &JsValue, key: &str, value: f64);
+
+    /// `target[key]`, whatever a getter throws caught (`Reflect.get`), the key crossing as text.
+    #[wasm_bindgen(js_namespace = Reflect, js_name = get, catch)]
+    pub fn get(target: &JsValue, key: &str) -> Result<JsValue, JsValue>;
+
     /// The global `setTimeout` (browsers, workers and Node.js): its handle is a number in
     /// browsers and an object in Node.js, so it stays a `JsValue`.
     #[wasm_bindgen(js_name = setTimeout)]

@@ -153,13 +153,17 @@ fn seed() -> u64 {
 
 fn set(object: &Object, key: &str, value: &JsValue) {
     // Defining a data property on a plain object we just made cannot fail.
-    let _ = Reflect::set(object, &key.into(), value);
+    js::set(object, key, value);
 }
 
 /// Whole milliseconds of `duration` as a JavaScript number: `as_millis() as f64` without the
 /// `u128` arithmetic (library calls in wasm).
 fn millis(duration: Duration) -> f64 {
     duration.as_secs() as f64 * 1000.0 + f64::from(duration.subsec_millis())
+}
+
+fn set_number(object: &Object, key: &str, value: f64) {
+    js::set_number(object, key, value);
 }
 
 fn optional_string(value: Option<&str>) -> JsValue {
@@ -190,10 +194,8 @@ fn call_options(options: &JsValue, duration_key: &str) -> (Option<String>, Optio
     if !options.is_object() {
         return (None, None);
     }
-    let to = Reflect::get(options, &"to".into())
-        .ok()
-        .and_then(|to| to.as_string());
-    let duration = Reflect::get(options, &duration_key.into())
+    let to = js::get(options, "to").ok().and_then(|to| to.as_string());
+    let duration = js::get(options, duration_key)
         .ok()
         .and_then(|ms| ms.as_f64())
         .filter(|ms| *ms >= 0.0)
@@ -364,25 +366,17 @@ impl WebSocketClient {
         let object = Object::new();
         // An unmeasured time stays undefined.
         if let Some(rtt) = stats.rtt {
-            set(&object, "rtt", &millis(rtt).into());
+            set_number(&object, "rtt", millis(rtt));
         }
         if let Some(rtt) = stats.smoothed_rtt {
-            set(&object, "smoothedRtt", &millis(rtt).into());
+            set_number(&object, "smoothedRtt", millis(rtt));
         }
-        set(&object, "reconnects", &(stats.reconnects as f64).into());
-        set(
-            &object,
-            "retransmitted",
-            &(stats.retransmitted as f64).into(),
-        );
-        set(
-            &object,
-            "queuedMessages",
-            &(stats.queued_messages as f64).into(),
-        );
-        set(&object, "queuedBytes", &(stats.queued_bytes as f64).into());
-        set(&object, "acknowledged", &(stats.acknowledged as f64).into());
-        set(&object, "failed", &(stats.failed as f64).into());
+        set_number(&object, "reconnects", stats.reconnects as f64);
+        set_number(&object, "retransmitted", stats.retransmitted as f64);
+        set_number(&object, "queuedMessages", stats.queued_messages as f64);
+        set_number(&object, "queuedBytes", stats.queued_bytes as f64);
+        set_number(&object, "acknowledged", stats.acknowledged as f64);
+        set_number(&object, "failed", stats.failed as f64);
         object
     }
 
@@ -648,7 +642,7 @@ impl Inner {
             Event::Response(response) => {
                 let detail = Object::new();
                 set(&detail, "type", &response.kind.as_str().into());
-                set(&detail, "re", &(response.re as f64).into());
+                set_number(&detail, "re", response.re as f64);
                 set(
                     &detail,
                     "source",
@@ -700,15 +694,15 @@ impl Inner {
                 reconnecting,
             } => {
                 let detail = Object::new();
-                set(&detail, "code", &code.into());
+                set_number(&detail, "code", code.into());
                 set(&detail, "reason", &reason.as_str().into());
                 set(&detail, "reconnecting", &reconnecting.into());
                 self.dispatch("close", &detail);
             }
             Event::Reconnecting { attempt, delay } => {
                 let detail = Object::new();
-                set(&detail, "attempt", &attempt.into());
-                set(&detail, "delay", &millis(delay).into());
+                set_number(&detail, "attempt", attempt.into());
+                set_number(&detail, "delay", millis(delay));
                 self.dispatch("reconnecting", &detail);
             }
             Event::Error(error) => self.dispatch("error", &core_error(&error)),

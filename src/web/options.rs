@@ -20,7 +20,7 @@ pub(crate) struct DriverOptions {
 fn get(object: &JsValue, key: &str) -> JsValue {
     // Reading a property of an object cannot fail except through a throwing getter: treat that
     // as "not set".
-    Reflect::get(object, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+    super::js::get(object, key).unwrap_or(JsValue::UNDEFINED)
 }
 
 /// Reads `options` (undefined, null or an object with reconnecting-websocket's names).
