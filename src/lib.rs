@@ -1,4 +1,8 @@
 #![doc = include_str!("../README.md")]
+// The package's wasm build leaves std out (see the feature `std` in Cargo.toml).
+#![cfg_attr(all(target_arch = "wasm32", not(feature = "std")), no_std)]
+
+extern crate alloc;
 
 /// The client state machine both drivers share (from `wsrelay-core`).
 pub use wsrelay_core::client;
@@ -21,6 +25,22 @@ pub use wsrelay_core::Reply;
 mod web;
 #[cfg(target_arch = "wasm32")]
 pub use web::WebSocketClient;
+
+/// The wasm build's allocator: std's dlmalloc is about 8.5 KB of the module, lol_alloc's free
+/// list about 1 KB. The driver is single-threaded; the lock is the safe constructor's price.
+#[cfg(all(target_arch = "wasm32", feature = "small-allocator"))]
+#[global_allocator]
+static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
+    lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
+
+/// Without std, a panic traps: the `unreachable` instruction, a `RuntimeError` in JavaScript,
+/// as std's `panic = "abort"` ends too (on wasm32 its message is printed nowhere). The message
+/// and location are not read, so no formatting code is linked.
+#[cfg(all(target_arch = "wasm32", not(feature = "std")))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    core::arch::wasm32::unreachable()
+}
 
 // ...and tokio natively.
 #[cfg(not(target_arch = "wasm32"))]

@@ -97,7 +97,7 @@ fn next_event(client: &WebSocketClient, name: &str) -> JsFuture {
     let listener = js("resolve", "return (event) => resolve(event.detail)")
         .call1(&JsValue::NULL, &resolve)
         .expect("listener");
-    client.add_event_listener(name, &listener, &obj(&[("once", true.into())]));
+    client.add_event_listener(&name.into(), &listener, &obj(&[("once", true.into())]));
     JsFuture::from(promise)
 }
 
@@ -107,7 +107,7 @@ fn record(client: &WebSocketClient, name: &str) -> Array {
     let listener = js("log", "return (event) => log.push(event.detail)")
         .call1(&JsValue::NULL, &log)
         .expect("listener");
-    client.add_event_listener(name, &listener, &JsValue::UNDEFINED);
+    client.add_event_listener(&name.into(), &listener, &JsValue::UNDEFINED);
     log
 }
 

@@ -681,7 +681,7 @@ pub async fn send_to_open(
 }
 
 /// Keeps a connection open and idle: answers pings; a wsrelay client also sends its `~ping`
-/// every `app_ping` (15 s by default, as the client core does).
+/// every `app_ping` (the client core's `heartbeat_interval`).
 async fn idle_loop(mut conn: Conn, app_ping: Option<Duration>) -> io::Result<()> {
     let ping = wire::masked(OP_TEXT, b"{\"type\":\"~ping\"}", conn.key);
     let period = app_ping.unwrap_or(Duration::from_secs(3600));

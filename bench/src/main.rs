@@ -53,6 +53,8 @@ fn main() -> ExitCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Peer {
     Wsrelay,
+    /// wsrelay on a multi-thread runtime with two workers (the multi-core rows).
+    Wsrelay2,
     Raw,
     Tt,
     Tt4k,
@@ -65,6 +67,7 @@ impl Peer {
     fn code(self) -> &'static str {
         match self {
             Peer::Wsrelay => OURS,
+            Peer::Wsrelay2 => "W2",
             Peer::Raw => "R",
             Peer::Tt => "T",
             Peer::Tt4k => "T4k",
@@ -74,19 +77,20 @@ impl Peer {
 
     fn proto(self) -> Proto {
         match self {
-            Peer::Wsrelay => Proto::Wsrelay,
+            Peer::Wsrelay | Peer::Wsrelay2 => Proto::Wsrelay,
             Peer::Raw => Proto::Raw,
             _ => Proto::Plain,
         }
     }
 }
 
-const LABELS: [(&str, &str); 9] = [
+const LABELS: [(&str, &str); 10] = [
     (OURS, "wsrelay-server (this repository), default `ServerConfig`, current-thread runtime"),
     ("R", "raw TCP (the ceiling): echo = one read, one write; fan-out = frames copied verbatim to each recipient's buffer, one write per recipient per wake-up; no WebSocket processing"),
     ("T", "minimal tokio-tungstenite 0.29, defaults (128 KiB read buffer): echo = `send` per message; hub = unbounded queue per connection, feed every queued frame then one flush"),
     ("T4k", "the same tokio-tungstenite echo server / hub with a 4 KiB read buffer (tuned)"),
     ("N", "Node's `ws` 8 (npm), written as its README does: echo, broadcast loop over `wss.clients`, heartbeat idiom"),
+    ("W2", "the same wsrelay-server on a multi-thread runtime with 2 workers, not pinned: on this 2-core machine it shares core 1 with the load generator (multi-core rows)"),
     ("T client", "a tokio-tungstenite client sending the same wsrelay frames by hand (scenario 6)"),
     ("M", "cluster rows: one wsrelay-server in memory (no Redis), every client on it: what the cluster costs (ours there: two wsrelay-server processes on one Redis)"),
     ("SIO", "cluster rows: Socket.IO 4.8 with `@socket.io/redis-adapter` 8.3 (Redis pub/sub, no connection state recovery), two Node processes on the same Redis, `redis` 6 client"),
@@ -241,7 +245,15 @@ struct Options {
 }
 
 /// The groups of rows `--only` selects from.
-const GROUPS: [&str; 6] = ["echo", "send_to", "broadcast", "idle", "client", "cluster"];
+const GROUPS: [&str; 7] = [
+    "echo",
+    "send_to",
+    "broadcast",
+    "idle",
+    "client",
+    "multicore",
+    "cluster",
+];
 
 impl Options {
     fn wants(&self, group: &str) -> bool {
@@ -475,6 +487,8 @@ impl Harness {
                 ours(&["wsrelay", "--ping-ms", &ping_ms.to_string()])
             }
             (Peer::Wsrelay, _) => ours(&["wsrelay"]),
+            (Peer::Wsrelay2, Role::Idle { .. }) => None,
+            (Peer::Wsrelay2, _) => ours(&["wsrelay", "--workers", "2"]),
             (Peer::Raw, Role::Echo) => ours(&["raw-echo"]),
             (Peer::Raw, Role::Broadcast) => ours(&["raw-hub", "--mode", "broadcast"]),
             (Peer::Raw, Role::Pairs) => ours(&["raw-hub", "--mode", "pairs"]),
@@ -504,7 +518,9 @@ impl Harness {
         let cmd = self
             .command(peer, role)
             .ok_or_else(|| format!("{} has no server for {role:?}", peer.code()))?;
-        procs::start(&cmd, self.core)
+        // Two workers need two cores: not pinned.
+        let core = self.core.filter(|_| peer != Peer::Wsrelay2);
+        procs::start(&cmd, core)
     }
 
     /// Starts a cluster peer: a fresh Redis (pinned with the servers) and two servers on it,
@@ -601,6 +617,52 @@ impl Harness {
             }
         }
     }
+}
+
+/// Echo 20 B x100 and broadcast 1000x4 with one worker (wsrelay) and two (W2).
+async fn multicore_rows(harness: &Harness, plan: &Plan) -> Vec<Cell> {
+    let peers = [Peer::Wsrelay, Peer::Wsrelay2];
+    let mut cells = Vec::new();
+    let name = "multi-core echo 20 B x100".to_owned();
+    println!("{name}");
+    let mut echo = Cell {
+        metric: metric(name.clone(), "msgs/s", "msg/s", true, true),
+        runs: Vec::new(),
+    };
+    for rep in 0..plan.reps {
+        for &peer in &peers {
+            let result = match harness.start(peer, Role::Echo) {
+                Ok(server) => {
+                    load::echo(server.addr, server.pid, peer.proto(), 100, 20, plan.timing).await
+                }
+                Err(e) => Err(e),
+            };
+            progress(&name, peer.code(), rep, &result);
+            echo.runs.push(run_of(peer.code(), result));
+        }
+    }
+    cells.push(echo);
+    let name = "multi-core broadcast 1000x4".to_owned();
+    println!("{name}");
+    let mut broadcast = Cell {
+        metric: metric(name.clone(), "deliveries/s", "msg/s", true, true),
+        runs: Vec::new(),
+    };
+    for rep in 0..plan.reps {
+        for &peer in &peers {
+            let result = match harness.start(peer, Role::Broadcast) {
+                Ok(server) => {
+                    let target = load::Target::single(server.addr, server.pid);
+                    load::broadcast(&target, peer.proto(), 1000, 4, plan.timing).await
+                }
+                Err(e) => Err(e),
+            };
+            progress(&name, peer.code(), rep, &result);
+            broadcast.runs.push(run_of(peer.code(), result));
+        }
+    }
+    cells.push(broadcast);
+    cells
 }
 
 fn run_of(peer: &'static str, sample: Result<Sample, String>) -> Run {
@@ -831,7 +893,8 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
     let idle_peers: Vec<Peer> = peers.iter().copied().filter(|p| *p != Peer::Raw).collect();
     let default_ping = wsrelay_server::ServerConfig::default().ping_interval;
     let default_ping_ms = u64::try_from(default_ping.as_millis()).unwrap_or(30_000);
-    let app_ping = Some(Duration::from_secs(15));
+    // The client core's own heartbeat, as a wsrelay client sends it.
+    let app_ping = Some(wsrelay::client::Options::default().heartbeat_interval);
     if options.wants("idle") {
         let n = plan.idle_conns;
         let name = format!("idle {n} conns");
@@ -989,7 +1052,12 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
         cells.push(wasm_size(&root));
     }
 
-    // 7. Cluster: two relays on one Redis, against one relay in memory and Socket.IO on Redis.
+    // 7. Multi-core: the relay with two workers against one, same load.
+    if options.wants("multicore") {
+        cells.extend(multicore_rows(&harness, &plan).await);
+    }
+
+    // 8. Cluster: two relays on one Redis, against one relay in memory and Socket.IO on Redis.
     let mut sections = Vec::new();
     if options.wants("cluster") {
         let (cluster_cells, section) = cluster_rows(&harness, &plan).await;
@@ -1636,7 +1704,7 @@ fn drive(args: &[String]) -> Result<(), String> {
                     pid,
                     proto,
                     n,
-                    Some(Duration::from_secs(15)),
+                    Some(wsrelay::client::Options::default().heartbeat_interval),
                     Some(timing.window),
                 )
                 .await?;

@@ -21,13 +21,15 @@ use tokio_tungstenite::tungstenite::Message;
 use wsrelay_server::{Incoming, ServerConfig, WebSocketServer};
 
 /// `serve KIND [--ping-ms N] [--read-buf N] [--mode broadcast|pairs] [--redis URL]
-/// [--node-id NAME]` (the last two: wsrelay only, on the Redis engine).
+/// [--node-id NAME] [--workers N]` (the last three: wsrelay only; `--workers` above 1 runs it
+/// on a multi-thread runtime).
 pub fn serve(args: &[String]) -> Result<(), String> {
     let kind = args.first().ok_or("serve: which server?")?.clone();
     let mut ping_ms: Option<u64> = None;
     let mut read_buf: Option<usize> = None;
     let mut pairs = false;
     let mut cluster = Cluster::default();
+    let mut workers = 1;
     let mut rest = args[1..].iter();
     while let Some(flag) = rest.next() {
         let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -37,6 +39,7 @@ pub fn serve(args: &[String]) -> Result<(), String> {
             "--mode" => pairs = value == "pairs",
             "--redis" => cluster.redis = Some(value.clone()),
             "--node-id" => cluster.node_id = Some(value.clone()),
+            "--workers" => workers = value.parse().map_err(|e| format!("{flag}: {e}"))?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -50,6 +53,14 @@ pub fn serve(args: &[String]) -> Result<(), String> {
         }
         std::process::exit(0);
     });
+    if kind == "wsrelay" && workers > 1 {
+        return tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?
+            .block_on(wsrelay(ping_ms, read_buf, cluster));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -12,9 +12,14 @@
 //! seed, and every effect an output the driver carries out. That makes the code identical on
 //! every platform, `Send`, and testable with a virtual clock (see `tests/sim`).
 
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
 pub mod client;
 pub mod protocol;
 mod reply;
+#[cfg(feature = "std")]
 pub mod server;
 mod time;
 

@@ -3,13 +3,15 @@
 //! section 6).
 
 #[cfg(feature = "serde")]
-use std::fmt;
+use core::fmt;
 
 #[cfg(feature = "serde")]
 use serde::Serialize;
 
 #[cfg(feature = "serde")]
 use crate::protocol::ErrorCode;
+use alloc::string::String;
+
 use crate::protocol::RemoteError;
 
 /// What a handler answers: nothing, a payload, or an error. The answer goes back to the sender

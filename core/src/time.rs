@@ -1,7 +1,7 @@
 //! Time as the core sees it: a point given by the driver, never read from a clock.
 
-use std::ops::Add;
-use std::time::Duration;
+use core::ops::Add;
+use core::time::Duration;
 
 /// A point in time, in whole milliseconds since an origin the driver chooses (the start of the
 /// process natively, `performance.now()`'s origin in a browser, zero in simulations).
@@ -33,7 +33,17 @@ impl Add<Duration> for Instant {
     type Output = Instant;
 
     fn add(self, duration: Duration) -> Instant {
-        let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-        Instant(self.0.saturating_add(millis))
+        Instant(self.0.saturating_add(millis(duration)))
     }
+}
+
+/// Whole milliseconds in `duration`, saturating at `u64::MAX`: `Duration::as_millis` without
+/// its `u128` (whose multiplication and conversions are library calls in the wasm build).
+pub(crate) fn millis(duration: Duration) -> u64 {
+    // A comparison rather than `saturating_mul`, whose overflow check is a 128-bit product.
+    let secs = duration.as_secs();
+    if secs > u64::MAX / 1000 {
+        return u64::MAX;
+    }
+    (secs * 1000).saturating_add(u64::from(duration.subsec_millis()))
 }

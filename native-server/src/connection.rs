@@ -5,13 +5,13 @@
 //! machine's.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame as WsClose, Message as WsMessage, Utf8Bytes, WebSocket};
-use futures_util::stream::SplitStream;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::time::{sleep_until, timeout};
 use wsrelay_core::server::{
@@ -22,7 +22,7 @@ use crate::config::OnDuplicate;
 use crate::engine::{Claim, ClaimError, Doorbell, Effect, Router, SessionStore, Signal};
 use crate::handlers::{first_call, handler_call, HandlerCall};
 use crate::hub::{Hub, SharedHandlers, Stats};
-use crate::socket::{transport_error, write_some, Sink};
+use crate::socket::{poll_io, poll_write, transport_error, Io};
 use crate::ClientInfo;
 
 /// Frames read back to back before the state machine's outputs are carried out.
@@ -33,7 +33,6 @@ const FETCH_BATCH: usize = 256;
 const REFETCH: Duration = Duration::from_millis(200);
 
 type Machine = ServerConnection<Utf8Bytes, SharedHandlers>;
-type Stream = SplitStream<WebSocket>;
 
 /// Serves one upgraded connection for `source` until it ends. `announced`: the URL said the
 /// client speaks the protocol (`v=1`).
@@ -83,8 +82,9 @@ pub(crate) async fn serve(
         SharedHandlers(Arc::clone(&hub)),
         hub.clock.now(),
     );
-    let (sink, stream) = socket.split();
-    let mut conn = Conn {
+    // Boxed: the task's future then holds a pointer to it across the loop and the finish,
+    // not the connection's state twice (a task's future is what an idle connection costs).
+    let mut conn = Box::new(Conn {
         hub: Arc::clone(&hub),
         claim,
         doorbell,
@@ -97,8 +97,8 @@ pub(crate) async fn serve(
         refetch: None,
         closing: None,
         released: false,
-    };
-    conn.run(sink, stream).await;
+    });
+    conn.run(socket).await;
     let reason = conn
         .machine
         .ending()
@@ -132,7 +132,7 @@ struct Conn {
 }
 
 impl Conn {
-    async fn run(&mut self, mut sink: Sink, mut stream: Stream) {
+    async fn run(&mut self, mut socket: WebSocket) {
         let hub = Arc::clone(&self.hub);
         let sleep = sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::pin!(sleep);
@@ -146,12 +146,13 @@ impl Conn {
         loop {
             self.carry_out().await;
             if let Some(close) = self.closing.take() {
-                return self.farewell(sink, stream, close).await;
+                return self.farewell(socket, close).await;
             }
             // What the batch produced goes out now when the socket has room (the common case),
             // rather than after another turn of the select.
             if self.wants_write() {
-                let write = write_some(&mut sink, &mut self.outq, &mut self.unflushed);
+                let (outq, unflushed) = (&mut self.outq, &mut self.unflushed);
+                let write = poll_fn(|cx| poll_write(&mut socket, cx, outq, unflushed));
                 if let Some(written) = write.now_or_never() {
                     self.written(written);
                     continue;
@@ -193,24 +194,28 @@ impl Conn {
                     }
                     self.mail |= rung.has(Signal::Mail);
                 }
-                frame = stream.next(), if self.machine.wants_read() => {
-                    self.read(frame);
-                    for _ in 1..READ_BATCH {
-                        if !self.machine.wants_read() {
-                            break;
-                        }
-                        match stream.next().now_or_never() {
-                            Some(frame) => self.read(frame),
-                            None => break,
+                io = poll_fn(|cx| {
+                    let read = self.machine.wants_read();
+                    poll_io(&mut socket, cx, &mut self.outq, &mut self.unflushed, read)
+                }), if self.machine.wants_read() || self.wants_write() => match io {
+                    Io::Written(written) => self.written(written),
+                    Io::Read(frame) => {
+                        self.read(frame);
+                        for _ in 1..READ_BATCH {
+                            if !self.machine.wants_read() {
+                                break;
+                            }
+                            match socket.next().now_or_never() {
+                                Some(frame) => self.read(frame),
+                                None => break,
+                            }
                         }
                     }
-                }
+                },
                 reply = first_call(&mut self.calls), if !self.calls.is_empty() => {
                     self.calls.pop_front();
                     self.machine.handle_reply(reply);
                 }
-                written = write_some(&mut sink, &mut self.outq, &mut self.unflushed),
-                    if self.wants_write() => self.written(written),
                 () = &mut sleep, if deadline.is_some() => {
                     armed = None;
                     if self.refetch.is_some_and(|at| at <= tokio::time::Instant::now()) {
@@ -378,7 +383,7 @@ impl Conn {
     }
 
     /// Writes what is left and the close frame, then waits a moment for the client's answer.
-    async fn farewell(&mut self, mut sink: Sink, mut stream: Stream, close: Option<CloseFrame>) {
+    async fn farewell(&mut self, mut socket: WebSocket, close: Option<CloseFrame>) {
         let close_timeout = self.hub.config.close_timeout;
         let Some(close) = close else {
             return; // the transport is gone
@@ -400,15 +405,15 @@ impl Conn {
         let abort = self.hub.abort.cancelled();
         let goodbye = async {
             for (message, _) in self.outq.drain(..) {
-                sink.feed(message).await?;
+                socket.feed(message).await?;
             }
             let frame = WsClose {
                 code: close.code,
                 reason: close.reason.into(),
             };
-            sink.send(WsMessage::Close(Some(frame))).await?;
+            socket.send(WsMessage::Close(Some(frame))).await?;
             // The client answers the close; anything else it sends now is not consumed.
-            while let Some(Ok(message)) = stream.next().await {
+            while let Some(Ok(message)) = socket.next().await {
                 if matches!(message, WsMessage::Close(_)) {
                     break;
                 }
@@ -419,12 +424,12 @@ impl Conn {
             _ = timeout(close_timeout, goodbye) => {}
             () = abort => {}
         }
-        let _ = timeout(close_timeout, sink.close()).await;
+        let _ = timeout(close_timeout, socket.close()).await;
     }
 
     /// After the loop: the source released (if the loop could not), the counters, and handler
     /// calls still running finished on their own, their responses sent to the source.
-    async fn finish(mut self) {
+    async fn finish(mut self: Box<Self>) {
         let hub = Arc::clone(&self.hub);
         if !self.released {
             hub.engine.release(&self.claim).await;

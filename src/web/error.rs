@@ -5,7 +5,9 @@
 //! no class glue is generated. Messages are static or come from the peer, never formatted: the
 //! formatting machinery costs kilobytes of wasm.
 
-use js_sys::Reflect;
+use alloc::string::String;
+
+use super::js;
 use wasm_bindgen::JsValue;
 
 use crate::client::Error;
@@ -15,7 +17,7 @@ pub(crate) fn error_value(code: &str, message: &str) -> JsValue {
     let error = js_sys::Error::new(message);
     error.set_name("WsRelayError");
     // Setting a data property on a fresh Error cannot fail.
-    let _ = Reflect::set(&error, &"code".into(), &code.into());
+    js::set(&error, "code", &code.into());
     error.into()
 }
 
@@ -49,11 +51,11 @@ pub(crate) fn core_error(error: &Error) -> JsValue {
     match error {
         // The close code that stopped the client, for `rejected`.
         Error::Rejected { code, .. } => {
-            let _ = Reflect::set(&value, &"closeCode".into(), &JsValue::from(*code));
+            js::set(&value, "closeCode", &JsValue::from(*code));
         }
         // The message type whose handler failed or could not answer.
         Error::Handler { kind, .. } | Error::Unanswerable { kind } => {
-            let _ = Reflect::set(&value, &"type".into(), &kind.as_str().into());
+            js::set(&value, "type", &kind.as_str().into());
         }
         _ => {}
     }
@@ -65,7 +67,7 @@ pub(crate) fn thrown_message(thrown: &JsValue) -> String {
     if let Some(text) = thrown.as_string() {
         return text;
     }
-    Reflect::get(thrown, &"message".into())
+    js::get(thrown, "message")
         .ok()
         .and_then(|message| message.as_string())
         .unwrap_or_else(|| "handler failed".into())

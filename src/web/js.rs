@@ -1,5 +1,5 @@
-//! The few JavaScript APIs the driver uses that web-sys and gloo-timers do not give in a shape
-//! that works in browsers and Node.js alike.
+//! The few JavaScript APIs the driver uses that web-sys does not give in a shape that works in
+//! browsers and Node.js alike.
 //!
 //! `performance.now()` and `crypto.getRandomValues()` are globals in every runtime supported,
 //! but web-sys reaches them only through `window` (absent in Node and workers); `then` is taken
@@ -27,4 +27,46 @@ extern "C" {
 
     #[wasm_bindgen(js_namespace = console, js_name = log)]
     pub fn log(label: &str, what: &str, detail: &JsValue);
+
+    /// An `EventTarget`, as far as adding and removing listeners with the event type taken as
+    /// the JavaScript value it is goes (web-sys wants a `&str`: a copy into wasm memory and
+    /// back for nothing).
+    pub type Listeners;
+    #[wasm_bindgen(method, catch, js_name = addEventListener)]
+    pub fn add_event_listener(
+        this: &Listeners,
+        kind: &JsValue,
+        listener: &JsValue,
+        options: &JsValue,
+    ) -> Result<(), JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = removeEventListener)]
+    pub fn remove_event_listener(
+        this: &Listeners,
+        kind: &JsValue,
+        listener: &JsValue,
+        options: &JsValue,
+    ) -> Result<(), JsValue>;
+
+    /// `target[key] = value` on an object of the driver's own (`Reflect.set`, which only
+    /// throws for a proxy or a non-object): the key crosses as the text it is, rather than as a
+    /// JavaScript string made first, and no exception is checked for.
+    #[wasm_bindgen(js_namespace = Reflect, js_name = set)]
+    pub fn set(target: &JsValue, key: &str, value: &JsValue);
+
+    /// [`set`] for a number, which then crosses as the number it is.
+    #[wasm_bindgen(js_namespace = Reflect, js_name = set)]
+    pub fn set_number(target: &JsValue, key: &str, value: f64);
+
+    /// `target[key]`, whatever a getter throws caught (`Reflect.get`), the key crossing as text.
+    #[wasm_bindgen(js_namespace = Reflect, js_name = get, catch)]
+    pub fn get(target: &JsValue, key: &str) -> Result<JsValue, JsValue>;
+
+    /// The global `setTimeout` (browsers, workers and Node.js): its handle is a number in
+    /// browsers and an object in Node.js, so it stays a `JsValue`.
+    #[wasm_bindgen(js_name = setTimeout)]
+    pub fn set_timeout(callback: &JsValue, millis: i32) -> JsValue;
+
+    #[wasm_bindgen(js_name = clearTimeout)]
+    pub fn clear_timeout(handle: &JsValue);
 }

@@ -6,7 +6,7 @@
 //! - owns the current socket (web-sys `WebSocket`, constructed through the configured class so
 //!   that npm `ws` works too) and its event closure ([`Connection`]), replaced and dropped on
 //!   every reconnect, so nothing leaks;
-//! - owns one gloo-timers `Timeout` armed for [`ClientCore::poll_timeout`];
+//! - owns one `setTimeout` timer armed for [`ClientCore::poll_timeout`];
 //! - turns core events into Promise settlements, handler calls and `EventTarget` events.
 //!
 //! Re-entrancy: JavaScript called from here (listeners, handlers, promise callbacks) may call
@@ -18,11 +18,12 @@ mod error;
 mod js;
 mod options;
 
-use std::cell::RefCell;
-use std::rc::{Rc, Weak};
-use std::time::Duration;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::time::Duration;
 
-use gloo_timers::callback::Timeout;
 use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
 use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, CustomEvent, CustomEventInit, ErrorEvent, EventTarget, MessageEvent};
@@ -52,18 +53,26 @@ pub struct WebSocketClient {
 struct Inner {
     state: RefCell<State>,
     events: EventTarget,
-    source: String,
-    url: String,
+    /// Kept as JavaScript strings: the getters return them, `connect` passes the URL on.
+    source: JsValue,
+    url: JsValue,
     socket_class: Function,
     debug: bool,
+    /// The callback of every timer of this client (`setTimeout`).
+    on_timer: JsValue,
+    /// The one callback of every handler result's `then`: bound per result to
+    /// `(token, fulfilled)`, it calls [`Inner::settled`] while the client lives.
+    on_settled: Function,
+    /// A do-nothing listener, left on replaced sockets (see [`Connection::detach`]).
+    noop: JsValue,
 }
 
 /// The mutable part of [`Inner`]: the core and what this driver tracks around it.
 struct State {
     core: ClientCore,
     socket: Option<Connection>,
-    /// The armed timer: the deadline it is for, and the gloo `Timeout` (cancelled on drop).
-    timer: Option<(Instant, Timeout)>,
+    /// The armed timer: the deadline it is for, and the timer (cancelled on drop).
+    timer: Option<(Instant, Timer)>,
     /// Promises of sends and requests: (message id, resolve, reject). A Vec, not a map: a
     /// map's generic code costs kilobytes of wasm, and few messages are unacknowledged at once.
     pending: Vec<(u64, Function, Function)>,
@@ -74,6 +83,18 @@ struct State {
     /// While the client is not closed it keeps itself alive, as an open `WebSocket` does, even
     /// if the application dropped its reference; cleared (breaking the cycle) once closed.
     keep_alive: Option<Rc<Inner>>,
+    /// Messages whose handler results are being awaited, by token, and the last token given.
+    answers: Vec<(u32, Answer)>,
+    last_token: u32,
+}
+
+/// An armed `setTimeout`; dropping it clears it.
+struct Timer(JsValue);
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        js::clear_timeout(&self.0);
+    }
 }
 
 /// One socket and the closure it calls. Dropping it detaches the closure and closes the socket.
@@ -82,6 +103,8 @@ struct Connection {
     socket: web_sys::WebSocket,
     /// Listens to all four events (`onopen`, `onmessage`, `onclose`, `onerror`).
     _on_event: Closure<dyn FnMut(web_sys::Event)>,
+    /// The client's do-nothing listener.
+    noop: JsValue,
 }
 
 impl Connection {
@@ -91,7 +114,7 @@ impl Connection {
     /// event (crashing Node) when a socket closed while connecting has no error listener, so
     /// a harmless one stays.
     fn detach(&self) {
-        NOOP.with(|noop| listen(&self.socket, &JsValue::NULL, noop));
+        listen(&self.socket, &JsValue::NULL, &self.noop);
     }
 }
 
@@ -113,16 +136,6 @@ fn listen(socket: &web_sys::WebSocket, handler: &JsValue, on_error: &JsValue) {
     set(socket, "onerror", on_error);
 }
 
-thread_local! {
-    /// A do-nothing listener, made once for the life of the module (never per connection).
-    static NOOP: JsValue = Closure::<dyn FnMut()>::new(|| {}).into_js_value();
-    /// The one callback of every handler result's `then`, made once for the life of the
-    /// module: bound per result to `(token, fulfilled)`, it never outlives what it calls.
-    static SETTLED: JsValue = Closure::<dyn FnMut(u32, bool, JsValue)>::new(settled).into_js_value();
-    /// Messages whose handler results are being awaited, by token, and the last token given.
-    static ANSWERS: RefCell<(u32, Vec<(u32, Answer)>)> = const { RefCell::new((0, Vec::new())) };
-}
-
 fn now() -> Instant {
     Instant::from_millis(js::performance_now() as u64)
 }
@@ -140,7 +153,17 @@ fn seed() -> u64 {
 
 fn set(object: &Object, key: &str, value: &JsValue) {
     // Defining a data property on a plain object we just made cannot fail.
-    let _ = Reflect::set(object, &key.into(), value);
+    js::set(object, key, value);
+}
+
+/// Whole milliseconds of `duration` as a JavaScript number: `as_millis() as f64` without the
+/// `u128` arithmetic (library calls in wasm).
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs() as f64 * 1000.0 + f64::from(duration.subsec_millis())
+}
+
+fn set_number(object: &Object, key: &str, value: f64) {
+    js::set_number(object, key, value);
 }
 
 fn optional_string(value: Option<&str>) -> JsValue {
@@ -171,10 +194,8 @@ fn call_options(options: &JsValue, duration_key: &str) -> (Option<String>, Optio
     if !options.is_object() {
         return (None, None);
     }
-    let to = Reflect::get(options, &"to".into())
-        .ok()
-        .and_then(|to| to.as_string());
-    let duration = Reflect::get(options, &duration_key.into())
+    let to = js::get(options, "to").ok().and_then(|to| to.as_string());
+    let duration = js::get(options, duration_key)
         .ok()
         .and_then(|ms| ms.as_f64())
         .filter(|ms| *ms >= 0.0)
@@ -194,21 +215,46 @@ impl WebSocketClient {
         // `new EventTarget()` exists in every supported runtime (browsers, Node 15+).
         let events = EventTarget::new()?;
         let core = ClientCore::new(options.core, seed(), now());
-        let inner = Rc::new(Inner {
-            state: RefCell::new(State {
-                core,
-                socket: None,
-                timer: None,
-                pending: Vec::new(),
-                handlers: Vec::new(),
-                closing: Vec::new(),
-                keep_alive: None,
-            }),
-            events,
-            source: source.into(),
-            url,
-            socket_class: options.socket_class,
-            debug: options.debug,
+        // The client's callbacks, made once (never per timer, socket or message); they hold
+        // it weakly, so they never keep it alive.
+        let inner = Rc::new_cyclic(|weak: &alloc::rc::Weak<Inner>| {
+            let on_timer = {
+                let weak = weak.clone();
+                Closure::<dyn FnMut()>::new(move || {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.timer_fired();
+                    }
+                })
+            };
+            let on_settled = {
+                let weak = weak.clone();
+                Closure::<dyn FnMut(u32, bool, JsValue)>::new(move |token, fulfilled, value| {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.settled(token, fulfilled, &value);
+                    }
+                })
+            };
+            Inner {
+                state: RefCell::new(State {
+                    core,
+                    socket: None,
+                    timer: None,
+                    pending: Vec::new(),
+                    handlers: Vec::new(),
+                    closing: Vec::new(),
+                    keep_alive: None,
+                    answers: Vec::new(),
+                    last_token: 0,
+                }),
+                events,
+                source: source.into(),
+                url: url.into(),
+                socket_class: options.socket_class,
+                debug: options.debug,
+                on_timer: on_timer.into_js_value(),
+                on_settled: on_settled.into_js_value().unchecked_into(),
+                noop: Closure::<dyn FnMut()>::new(|| {}).into_js_value(),
+            }
         });
         inner.drain();
         Ok(WebSocketClient { inner })
@@ -242,7 +288,7 @@ impl WebSocketClient {
             let mut state = self.inner.state.borrow_mut();
             let handlers = &mut state.handlers;
             match handlers.iter_mut().find(|(k, _)| k == kind) {
-                Some((_, slot)) => Some(std::mem::replace(slot, handler)),
+                Some((_, slot)) => Some(core::mem::replace(slot, handler)),
                 None => {
                     handlers.push((kind.into(), handler));
                     None
@@ -268,30 +314,19 @@ impl WebSocketClient {
     /// Listens for `open`, `close`, `reconnecting`, `error` or `response`. Each is a
     /// `CustomEvent` whose `detail` carries the data (see `WebSocketClientEventMap`).
     #[wasm_bindgen(js_name = addEventListener, skip_typescript)]
-    pub fn add_event_listener(&self, kind: &str, listener: &JsValue, options: &JsValue) {
-        // Passed through as the application gave them (a function or a listener object;
-        // `true`, an options object or nothing).
-        let _ = self
-            .inner
-            .events
-            .add_event_listener_with_callback_and_add_event_listener_options(
-                kind,
-                listener.unchecked_ref(),
-                options.unchecked_ref(),
-            );
+    pub fn add_event_listener(&self, kind: &JsValue, listener: &JsValue, options: &JsValue) {
+        // Passed through as the application gave them (a type, a function or a listener
+        // object, `true`, an options object or nothing), never copied into wasm memory. What
+        // `EventTarget` throws (not a listener) is ignored, as it always was.
+        let events = self.inner.events.unchecked_ref::<js::Listeners>();
+        let _ = events.add_event_listener(kind, listener, options);
     }
 
     /// Stops listening.
     #[wasm_bindgen(js_name = removeEventListener, skip_typescript)]
-    pub fn remove_event_listener(&self, kind: &str, listener: &JsValue, options: &JsValue) {
-        let _ = self
-            .inner
-            .events
-            .remove_event_listener_with_callback_and_event_listener_options(
-                kind,
-                listener.unchecked_ref(),
-                options.unchecked_ref(),
-            );
+    pub fn remove_event_listener(&self, kind: &JsValue, listener: &JsValue, options: &JsValue) {
+        let events = self.inner.events.unchecked_ref::<js::Listeners>();
+        let _ = events.remove_event_listener(kind, listener, options);
     }
 
     /// Closes gracefully: new sends are refused, messages in flight get `closeTimeout` to be
@@ -331,25 +366,17 @@ impl WebSocketClient {
         let object = Object::new();
         // An unmeasured time stays undefined.
         if let Some(rtt) = stats.rtt {
-            set(&object, "rtt", &(rtt.as_millis() as f64).into());
+            set_number(&object, "rtt", millis(rtt));
         }
         if let Some(rtt) = stats.smoothed_rtt {
-            set(&object, "smoothedRtt", &(rtt.as_millis() as f64).into());
+            set_number(&object, "smoothedRtt", millis(rtt));
         }
-        set(&object, "reconnects", &(stats.reconnects as f64).into());
-        set(
-            &object,
-            "retransmitted",
-            &(stats.retransmitted as f64).into(),
-        );
-        set(
-            &object,
-            "queuedMessages",
-            &(stats.queued_messages as f64).into(),
-        );
-        set(&object, "queuedBytes", &(stats.queued_bytes as f64).into());
-        set(&object, "acknowledged", &(stats.acknowledged as f64).into());
-        set(&object, "failed", &(stats.failed as f64).into());
+        set_number(&object, "reconnects", stats.reconnects as f64);
+        set_number(&object, "retransmitted", stats.retransmitted as f64);
+        set_number(&object, "queuedMessages", stats.queued_messages as f64);
+        set_number(&object, "queuedBytes", stats.queued_bytes as f64);
+        set_number(&object, "acknowledged", stats.acknowledged as f64);
+        set_number(&object, "failed", stats.failed as f64);
         object
     }
 
@@ -361,13 +388,13 @@ impl WebSocketClient {
 
     /// The identity this client connects with.
     #[wasm_bindgen(getter, skip_typescript)]
-    pub fn source(&self) -> String {
+    pub fn source(&self) -> JsValue {
         self.inner.source.clone()
     }
 
     /// The URL connected to, `source` parameter included.
     #[wasm_bindgen(getter, skip_typescript)]
-    pub fn url(&self) -> String {
+    pub fn url(&self) -> JsValue {
         self.inner.url.clone()
     }
 
@@ -395,7 +422,9 @@ impl Inner {
                 None => break,
                 Some(Output::Connect(id)) => self.connect(id),
                 Some(Output::Transmit(text)) => {
-                    self.trace("send", &text);
+                    if self.debug {
+                        self.trace("send", &JsValue::from_str(&text));
+                    }
                     let state = self.state.borrow();
                     if let Some(connection) = &state.socket {
                         // A socket that refuses (it is closing) reports its close next; the
@@ -429,21 +458,15 @@ impl Inner {
             let mut state = self.state.borrow_mut();
             let next = state.core.poll_timeout();
             if state.timer.as_ref().map(|(at, _)| *at) != next {
-                // Replacing the `Timeout` cancels the one armed before.
+                // Replacing the `Timer` clears the one armed before.
                 state.timer = next.map(|at| {
                     let delay = at.as_millis().saturating_sub(now().as_millis());
-                    let weak = Rc::downgrade(self);
-                    let timeout =
-                        Timeout::new(delay.min(u64::from(i32::MAX as u32)) as u32, move || {
-                            if let Some(inner) = weak.upgrade() {
-                                inner.timer_fired();
-                            }
-                        });
-                    (at, timeout)
+                    let delay = delay.min(i32::MAX as u64) as i32;
+                    (at, Timer(js::set_timeout(&self.on_timer, delay)))
                 });
             }
             if state.core.ready_state() == ReadyState::Closed {
-                (state.keep_alive.take(), std::mem::take(&mut state.closing))
+                (state.keep_alive.take(), core::mem::take(&mut state.closing))
             } else {
                 state.keep_alive.get_or_insert_with(|| Rc::clone(self));
                 (None, Vec::new())
@@ -462,14 +485,14 @@ impl Inner {
             state.core.handle_timeout(now());
             fired
         };
-        // The `Timeout` that called us, dropped outside the borrow.
+        // The `Timer` that called us, dropped outside the borrow.
         drop(fired);
         self.drain();
     }
 
-    fn trace(&self, what: &str, detail: &str) {
+    fn trace(&self, what: &str, detail: &JsValue) {
         if self.debug {
-            js::log("wsrelay", what, &detail.into());
+            js::log("wsrelay", what, detail);
         }
     }
 
@@ -478,7 +501,7 @@ impl Inner {
         self.trace("connect", &self.url);
         let previous = self.state.borrow_mut().socket.take();
         drop(previous);
-        let args = Array::of1(&JsValue::from_str(&self.url));
+        let args = Array::of1(&self.url);
         let socket: web_sys::WebSocket = match Reflect::construct(&self.socket_class, &args) {
             Ok(socket) => socket.unchecked_into(),
             Err(thrown) => {
@@ -504,6 +527,7 @@ impl Inner {
             id,
             socket,
             _on_event: on_event,
+            noop: self.noop.clone(),
         });
     }
 
@@ -517,7 +541,7 @@ impl Inner {
                 let data = event.unchecked_ref::<MessageEvent>().data();
                 match data.as_string() {
                     Some(text) => {
-                        self.trace("receive", &text);
+                        self.trace("receive", &data);
                         self.state.borrow_mut().core.handle_frame(now, id, &text);
                     }
                     None => self.state.borrow_mut().core.handle_binary(now, id),
@@ -618,7 +642,7 @@ impl Inner {
             Event::Response(response) => {
                 let detail = Object::new();
                 set(&detail, "type", &response.kind.as_str().into());
-                set(&detail, "re", &(response.re as f64).into());
+                set_number(&detail, "re", response.re as f64);
                 set(
                     &detail,
                     "source",
@@ -670,15 +694,15 @@ impl Inner {
                 reconnecting,
             } => {
                 let detail = Object::new();
-                set(&detail, "code", &code.into());
+                set_number(&detail, "code", code.into());
                 set(&detail, "reason", &reason.as_str().into());
                 set(&detail, "reconnecting", &reconnecting.into());
                 self.dispatch("close", &detail);
             }
             Event::Reconnecting { attempt, delay } => {
                 let detail = Object::new();
-                set(&detail, "attempt", &attempt.into());
-                set(&detail, "delay", &(delay.as_millis() as f64).into());
+                set_number(&detail, "attempt", attempt.into());
+                set_number(&detail, "delay", millis(delay));
                 self.dispatch("reconnecting", &detail);
             }
             Event::Error(error) => self.dispatch("error", &core_error(&error)),
@@ -715,66 +739,60 @@ impl Inner {
             Err(thrown) => Promise::reject(&thrown),
         };
         let answer = Answer {
-            inner: Rc::downgrade(self),
             target: message.reply_target(),
             kind: message.kind,
         };
-        let token = ANSWERS.with(|answers| {
-            let mut answers = answers.borrow_mut();
-            answers.0 = answers.0.wrapping_add(1);
-            let token = answers.0;
-            answers.1.push((token, answer));
+        let token = {
+            let mut state = self.state.borrow_mut();
+            state.last_token = state.last_token.wrapping_add(1);
+            let token = state.last_token;
+            state.answers.push((token, answer));
             token
-        });
-        SETTLED.with(|settled| {
-            let settled: &Function = settled.unchecked_ref();
-            let token = JsValue::from(token);
-            let on = |fulfilled: bool| settled.bind2(&JsValue::NULL, &token, &fulfilled.into());
-            promise
-                .unchecked_ref::<js::Thenable>()
-                .then(&on(true), &on(false));
-        });
+        };
+        let token = JsValue::from(token);
+        let on = |fulfilled: bool| {
+            self.on_settled
+                .bind2(&JsValue::NULL, &token, &fulfilled.into())
+        };
+        promise
+            .unchecked_ref::<js::Thenable>()
+            .then(&on(true), &on(false));
+    }
+
+    /// The handler result of the [`Answer`] with `token` settled: its value (or failure)
+    /// becomes a [`Reply`], and the core decides what becomes of it.
+    fn settled(self: &Rc<Self>, token: u32, fulfilled: bool, value: &JsValue) {
+        let answer = {
+            let mut state = self.state.borrow_mut();
+            let index = state.answers.iter().position(|(t, _)| *t == token);
+            index.map(|index| state.answers.swap_remove(index).1)
+        };
+        let Some(answer) = answer else { return };
+        let reply = if !fulfilled {
+            Reply::error("handler_error", thrown_message(value))
+        } else {
+            match stringify(value) {
+                Ok(None) => Reply::None,
+                Ok(Some(text)) => Reply::Payload(text),
+                Err(_) => Reply::error(
+                    "handler_error",
+                    "the handler's value is not JSON-serializable",
+                ),
+            }
+        };
+        self.state
+            .borrow_mut()
+            .core
+            .answer(&answer.kind, answer.target.as_ref(), reply);
+        self.drain();
     }
 }
 
 /// A message whose handler's result is awaited.
 ///
-/// Awaited with `Promise.then` and the module's one [`SETTLED`] callback rather than Rust
+/// Awaited with `Promise.then` and the client's one `on_settled` callback rather than Rust
 /// futures: an executor and its wakers cost kilobytes of wasm.
 struct Answer {
-    inner: Weak<Inner>,
     kind: String,
     target: Option<ReplyTarget>,
-}
-
-/// The handler result of the [`Answer`] with `token` settled: its value (or failure) becomes
-/// a [`Reply`], and the core decides what becomes of it.
-fn settled(token: u32, fulfilled: bool, value: JsValue) {
-    let answer = ANSWERS.with(|answers| {
-        let mut answers = answers.borrow_mut();
-        let index = answers.1.iter().position(|(t, _)| *t == token)?;
-        Some(answers.1.swap_remove(index).1)
-    });
-    let Some(answer) = answer else { return };
-    let Some(inner) = answer.inner.upgrade() else {
-        return;
-    };
-    let reply = if !fulfilled {
-        Reply::error("handler_error", thrown_message(&value))
-    } else {
-        match stringify(&value) {
-            Ok(None) => Reply::None,
-            Ok(Some(text)) => Reply::Payload(text),
-            Err(_) => Reply::error(
-                "handler_error",
-                "the handler's value is not JSON-serializable",
-            ),
-        }
-    };
-    inner
-        .state
-        .borrow_mut()
-        .core
-        .answer(&answer.kind, answer.target.as_ref(), reply);
-    inner.drain();
 }

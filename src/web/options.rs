@@ -1,6 +1,8 @@
 //! Reading the JavaScript options object into the core's [`Options`], through the core's one
 //! option table ([`Options::NAMES`] and [`Options::set`]): no option can be missing here.
 
+use alloc::vec::Vec;
+
 use js_sys::{Function, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -18,7 +20,7 @@ pub(crate) struct DriverOptions {
 fn get(object: &JsValue, key: &str) -> JsValue {
     // Reading a property of an object cannot fail except through a throwing getter: treat that
     // as "not set".
-    Reflect::get(object, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+    super::js::get(object, key).unwrap_or(JsValue::UNDEFINED)
 }
 
 /// Reads `options` (undefined, null or an object with reconnecting-websocket's names).

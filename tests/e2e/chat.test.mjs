@@ -220,6 +220,9 @@ test("on Redis, a relay killed and restarted loses nothing, whoever reconnects f
     await joinChat(bob, base, "bob");
     await say(alice, "hello bob");
     await bob.waitForFunction(() => document.body.innerText.includes("hello bob"), null, { timeout: WAIT });
+    // Bob's answer reaches Alice through Redis a moment after he shows the message; the counts
+    // of statuses below assume it came before the kill.
+    await alice.waitForSelector('.msg.mine[data-status="delivered"]', { timeout: WAIT });
 
     // The relay is killed outright; Alice types while it is gone.
     bobMayConnect = false;

@@ -1,7 +1,8 @@
 //! Project automation, in Rust so it runs wherever cargo does.
 //!
 //! - `cargo xtask test`: installs what the tests need if it is missing, then runs every check
-//!   and test: formatting, clippy (native and wasm32), the native test suites.
+//!   and test: formatting, clippy (native, wasm32, and the package's no-std wasm32 build), the
+//!   native test suites.
 //! - `cargo xtask run [--port N] [--host H]`: builds and starts the relay server with the
 //!   browser demo in `www/` (building the wasm package into `www/pkg` when it is stale).
 //! - `cargo xtask pkg`: builds the npm package into `pkg/` (`npm install ./pkg` takes it).
@@ -25,6 +26,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
 
+mod glue;
 mod testbed;
 mod web;
 
@@ -273,6 +275,29 @@ fn run_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
                 "--all-targets",
                 "--target",
                 WASM_TARGET,
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .env("CLIPPY_CONF_DIR", root.join("scripts/clippy_wasm")),
+        tally,
+    )?;
+    // The package's own configuration (`cargo xtask pkg`): no std, so the core's client and
+    // protocol must keep to `core` and `alloc`. The tests need std: the library alone.
+    step(
+        "clippy (wasm32, the package: no std)",
+        root,
+        cargo()
+            .args([
+                "clippy",
+                "-p",
+                "wsrelay",
+                "--lib",
+                "--target",
+                WASM_TARGET,
+                "--no-default-features",
+                "--features",
+                "small-allocator",
                 "--",
                 "-D",
                 "warnings",

@@ -40,15 +40,16 @@ pub fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
-/// The `wasm-bindgen` version pinned in Cargo.toml (`wasm-bindgen = "=X.Y.Z"`): the CLI must
-/// be exactly this one.
+/// The `wasm-bindgen` version pinned in Cargo.toml (`wasm-bindgen = "=X.Y.Z"` or
+/// `wasm-bindgen = { version = "=X.Y.Z", ... }`): the CLI must be exactly this one.
 fn pinned_bindgen(root: &Path) -> Result<String, String> {
     let manifest = fs::read_to_string(root.join("Cargo.toml")).map_err(|e| e.to_string())?;
     manifest
         .lines()
         .find_map(|line| {
-            let rest = line.trim().strip_prefix("wasm-bindgen = \"=")?;
-            Some(rest.trim_end_matches('"').to_owned())
+            let rest = line.trim().strip_prefix("wasm-bindgen = ")?;
+            let version = rest.split_once("\"=")?.1;
+            Some(version.split('"').next()?.to_owned())
         })
         .ok_or_else(|| "Cargo.toml pins no wasm-bindgen version".into())
 }
@@ -154,8 +155,8 @@ fn path_for_wasm_pack(root: &Path) -> std::ffi::OsString {
 }
 
 /// Builds the npm package into `root/pkg` with wasm-pack: the `wasm-release` profile bound for
-/// `--target web` (pkg/web, ES module) and `--target nodejs` (pkg/node, CommonJS), each shrunk
-/// by wasm-opt, plus `pkg-template/` (package.json with the exports map, README, the Node
+/// `--target web` (pkg/web, ES module) and `--target nodejs` (pkg/node, CommonJS), without std,
+/// each shrunk by wasm-opt, plus `pkg-template/` (package.json with the exports map, README, the Node
 /// build's ES module entry and the extra declarations).
 pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
     crate::ensure_wasm_target(root, tally)?;
@@ -180,10 +181,28 @@ pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
                     "--out-dir",
                 ])
                 .arg(&out)
+                // Without std (see the feature `std` in Cargo.toml): no panic and formatting
+                // machinery in the module.
+                .args([
+                    "--",
+                    "--no-default-features",
+                    "--features",
+                    "small-allocator",
+                ])
                 .env("PATH", path_for_wasm_pack(root)),
             tally,
         )?;
         strip_doc_comments(&out.join("wsrelay.js"))?;
+        if target == "web" {
+            // What browsers download: shorter import names in the module and its glue, and
+            // the glue minified. The Node build stays as wasm-bindgen writes it.
+            let count = crate::glue::shorten_import_names(
+                &out.join("wsrelay_bg.wasm"),
+                &out.join("wsrelay.js"),
+            )?;
+            println!("{count} imports renamed");
+            crate::glue::minify(root, &out.join("wsrelay.js"), tally)?;
+        }
         // Each build says how Node should read its .js, whatever the importer's own type.
         let marker = format!("{{ \"type\": \"{module_type}\" }}\n");
         fs::write(out.join("package.json"), marker).map_err(|e| e.to_string())?;

@@ -1,6 +1,9 @@
 //! The client state machine: one per `WebSocketClient`, whatever drives it.
 
-use std::time::Duration;
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::time::Duration;
 
 use super::backoff::{self, Rng};
 use super::outbox::{Deadlines, Outbox, Settles};
@@ -267,9 +270,10 @@ impl ClientCore {
         let mut rng = Rng::new(seed);
         const ALPHABET: &[u8; 62] =
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        let session = (0..22)
-            .map(|_| char::from(ALPHABET[(rng.next_u64() % 62) as usize]))
-            .collect();
+        let mut session = String::with_capacity(22);
+        for _ in 0..22 {
+            session.push(char::from(ALPHABET[(rng.next_u64() % 62) as usize]));
+        }
         let start_closed = options.start_closed;
         let mut core = ClientCore {
             options,
@@ -783,7 +787,7 @@ impl ClientCore {
         self.window = window.map(|window| usize::try_from(window).unwrap_or(usize::MAX));
         self.ack_due = None;
         self.round_trips.answered(now);
-        if std::mem::replace(&mut self.opened_once, true) {
+        if core::mem::replace(&mut self.opened_once, true) {
             self.reconnects += 1;
         }
         self.state = State::Open {
@@ -916,7 +920,7 @@ impl ClientCore {
     }
 
     fn fail_requests(&mut self, error: &Error) {
-        for id in self.requests.drain() {
+        for (id, _) in self.requests.drain() {
             self.outbox.remove_untransmitted(id);
             self.fail(id, error.clone());
         }
@@ -934,7 +938,7 @@ impl ClientCore {
     /// Ends in `Closed` at the application's request, closing the transport if there is one
     /// and it is still `alive`.
     fn finish_close(&mut self, code: u16, alive: bool) {
-        let reason = std::mem::take(&mut self.close_reason);
+        let reason = core::mem::take(&mut self.close_reason);
         if let Some(transport) = self.transport().filter(|_| alive) {
             self.abandon(transport, code, &reason);
         }
@@ -1011,7 +1015,7 @@ mod tests {
     }
 
     fn drain(core: &mut ClientCore) -> Vec<Output> {
-        std::iter::from_fn(|| core.poll_output()).collect()
+        core::iter::from_fn(|| core.poll_output()).collect()
     }
 
     fn events(core: &mut ClientCore) -> Vec<Event> {

@@ -1,6 +1,7 @@
 //! Why a message, a request or the connection failed.
 
-use std::fmt;
+use alloc::string::String;
+use core::fmt;
 
 use crate::protocol::RemoteError;
 
@@ -157,4 +158,4 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl core::error::Error for Error {}

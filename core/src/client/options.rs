@@ -1,6 +1,9 @@
 //! Every setting of the client, with reconnecting-websocket's names and defaults where it has one.
 
-use std::time::Duration;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::time::Duration;
 
 use super::Error;
 
@@ -34,9 +37,11 @@ pub struct Options {
     pub max_enqueued_bytes: usize,
     /// Largest encoded frame the client sends (the server's default limit). Default 1 MiB.
     pub max_message_size: usize,
-    /// An application ping is sent this often while open. Default 15 s.
+    /// An application ping is sent this often while open. Default 25 s (Socket.IO's
+    /// `pingInterval`): within the server's 30 s check, so a client that pings is never pinged.
     pub heartbeat_interval: Duration,
-    /// The connection is declared dead after this long without any frame. Default 30 s.
+    /// The connection is declared dead after this long without any frame. Default 45 s
+    /// (Socket.IO's `pingInterval` + `pingTimeout`).
     pub heartbeat_timeout: Duration,
     /// Timeout of a request that names none. Default 30 s.
     pub request_timeout: Duration,
@@ -65,8 +70,8 @@ impl Default for Options {
             max_enqueued_messages: 10_000,
             max_enqueued_bytes: 16 << 20,
             max_message_size: 1 << 20,
-            heartbeat_interval: Duration::from_secs(15),
-            heartbeat_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(25),
+            heartbeat_timeout: Duration::from_secs(45),
             request_timeout: Duration::from_secs(30),
             ack_delay: Duration::from_millis(20),
             ack_every: 32,
@@ -131,7 +136,7 @@ impl Options {
             OptionValue::Numbers(codes) if index == 17 => {
                 let mut stop_codes = Vec::new();
                 for &code in codes {
-                    if code.fract() != 0.0 || !(1000.0..=4999.0).contains(&code) {
+                    if !(1000.0..=4999.0).contains(&code) || code != f64::from(code as u16) {
                         return Err(invalid());
                     }
                     stop_codes.push(code as u16);
@@ -139,7 +144,7 @@ impl Options {
                 self.stop_codes = stop_codes;
             }
             OptionValue::Number(n) if n >= 0.0 && !matches!(index, 7 | 17) => {
-                let whole = n.fract() == 0.0;
+                let whole = is_whole(n);
                 // Saturating: a count beyond the type is as good as unbounded.
                 let millis = Duration::from_millis(n as u64);
                 match index {
@@ -218,6 +223,13 @@ impl Options {
 }
 
 /// `invalid option NAME WHY`, built without the formatting machinery (kilobytes of wasm).
+/// `n.fract() == 0.0` without std's `f64::fract` (the core builds without std for the
+/// browser): finite, and either beyond 2^52, where every `f64` is whole, or equal to its
+/// truncation.
+fn is_whole(n: f64) -> bool {
+    n.is_finite() && (n.abs() >= 4_503_599_627_370_496.0 || n == n as i64 as f64)
+}
+
 fn invalid_option(name: &str, why: &str) -> Error {
     let mut message = String::from("invalid option ");
     message.push_str(name);
@@ -229,6 +241,27 @@ fn invalid_option(name: &str, why: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_numbers_as_std_fract_says() {
+        for n in [
+            0.0,
+            -0.0,
+            1.0,
+            1.5,
+            -2.5,
+            1e15 + 0.5,
+            4_503_599_627_370_496.0,
+            1e300,
+            f64::MAX,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            f64::MIN_POSITIVE,
+        ] {
+            assert_eq!(is_whole(n), n.fract() == 0.0, "{n}");
+        }
+    }
 
     #[test]
     fn every_name_sets_its_option() {

@@ -1,5 +1,8 @@
 //! The client's outgoing reliable stream: messages waiting to be sent or acknowledged, in order.
 
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use super::{Error, Options};
 use crate::Instant;
 
@@ -76,13 +79,10 @@ impl Deadlines {
         Some(id)
     }
 
-    /// Removes and returns every id, in id order.
-    pub(crate) fn drain(&mut self) -> Vec<u64> {
+    /// Removes and returns every (id, deadline), in id order.
+    pub(crate) fn drain(&mut self) -> Vec<(u64, Instant)> {
         self.earliest = None;
-        std::mem::take(&mut self.by_id)
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect()
+        core::mem::take(&mut self.by_id)
     }
 }
 
@@ -275,7 +275,7 @@ impl Outbox {
                 "a live entry keeps its frame: only settled slots are emptied"
             );
             // The slot stays until the next compaction; its frame's memory goes now.
-            let frame = std::mem::take(&mut entry.frame);
+            let frame = core::mem::take(&mut entry.frame);
             let (id, transmitted, settles) = (entry.id, entry.transmitted, entry.settles);
             if self.settled < self.sent {
                 self.in_flight -= frame.len();
@@ -287,7 +287,8 @@ impl Outbox {
         // Acknowledged without being sent on this connection (sent on an earlier one).
         self.sent = self.sent.max(self.settled);
         if self.settled * 2 >= self.entries.len() {
-            self.entries.drain(..self.settled);
+            // Not `drain(..n)`: `Drain` is a few hundred bytes of wasm; this moves the same.
+            self.entries = self.entries.split_off(self.settled);
             self.sent -= self.settled;
             self.settled = 0;
         }
@@ -338,8 +339,11 @@ impl Outbox {
         self.sent = 0;
         self.in_flight = 0;
         self.expiries.drain();
-        let settled = std::mem::take(&mut self.settled);
-        self.entries.drain(..).skip(settled).collect()
+        let settled = core::mem::take(&mut self.settled);
+        // The entries after the settled ones (not `drain(..).skip(n)`: the adapter's code is a
+        // few hundred bytes of wasm).
+        let mut entries = core::mem::take(&mut self.entries);
+        entries.split_off(settled.min(entries.len()))
     }
 
     fn forget(&mut self, id: u64, frame_len: usize, transmitted: bool) {
@@ -377,7 +381,8 @@ mod tests {
         assert_eq!(deadlines.pop_due(at(99)), None);
         deadlines.insert(6, at(1));
         deadlines.insert(5, at(2));
-        assert_eq!(deadlines.drain(), vec![5, 6]);
+        let ids: Vec<u64> = deadlines.drain().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, vec![5, 6]);
         assert_eq!(deadlines.len(), 0);
         assert_eq!(deadlines.earliest(), None);
     }

@@ -1,6 +1,6 @@
 //! What a client measured and counted, for dashboards and connection badges.
 
-use std::time::Duration;
+use core::time::Duration;
 
 use crate::Instant;
 

@@ -1,5 +1,7 @@
 //! The URL a client connects to: the application's URL with its identity added.
 
+use alloc::string::String;
+
 use super::Error;
 
 /// Longest `source`, in bytes (`PROTOCOL.md` section 1).
@@ -34,7 +36,11 @@ pub fn connect_url(url: &str, source: &str) -> Result<String, Error> {
     let mut end = bytes.len();
     let mut authority_end = None;
     let mut has_query = false;
-    for (i, &byte) in bytes.iter().enumerate().skip(scheme_len) {
+    // Not `.skip(scheme_len)`: the adapter's code is a few hundred bytes of wasm.
+    for (i, &byte) in bytes.iter().enumerate() {
+        if i < scheme_len {
+            continue;
+        }
         match byte {
             b'#' => {
                 end = i;

@@ -7,8 +7,10 @@
 //! unescape the few strings the protocol itself reads. The grammar is RFC 8259's; property tests
 //! in `tests/json_reader.rs` check it against serde_json.
 
-use std::borrow::Cow;
-use std::fmt;
+use alloc::borrow::Cow;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
 
 /// Objects and arrays nested deeper than this are rejected, so a hostile frame cannot exhaust
 /// the stack of whoever parses it next (including JavaScript's `JSON.parse`).
@@ -64,7 +66,7 @@ impl fmt::Display for JsonError {
     }
 }
 
-impl std::error::Error for JsonError {}
+impl core::error::Error for JsonError {}
 
 /// One JSON value, as the exact slice of the input that spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,8 +6,9 @@
 
 pub mod json;
 
-use std::borrow::Cow;
-use std::fmt;
+use alloc::borrow::Cow;
+use alloc::string::String;
+use core::fmt;
 
 use json::{JsonError, RawValue};
 
@@ -172,7 +173,7 @@ impl fmt::Display for DecodeError {
     }
 }
 
-impl std::error::Error for DecodeError {}
+impl core::error::Error for DecodeError {}
 
 impl From<JsonError> for DecodeError {
     fn from(error: JsonError) -> Self {
@@ -184,25 +185,46 @@ impl From<JsonError> for DecodeError {
     }
 }
 
-/// The envelope's fields as read, before deciding which frame they make.
-#[derive(Default)]
+/// The envelope's fields as read, before deciding which frame they make. Strings and the
+/// error object stay raw (checked, not yet unescaped or copied) until the frame is built: the
+/// fields are then all `Copy`, so none of the early returns has anything to drop, which keeps
+/// the decoder small in the wasm build.
+#[derive(Default, Clone, Copy)]
 struct Fields<'a> {
-    kind: Option<Cow<'a, str>>,
+    kind: Option<RawValue<'a>>,
     payload: Option<RawValue<'a>>,
     id: Option<u64>,
     re: Option<u64>,
-    to: Option<Cow<'a, str>>,
-    source: Option<Cow<'a, str>>,
-    error: Option<RemoteError>,
+    to: Option<RawValue<'a>>,
+    source: Option<RawValue<'a>>,
+    error: Option<RawValue<'a>>,
     ack: Option<u64>,
     version: Option<u64>,
-    session: Option<Cow<'a, str>>,
+    session: Option<RawValue<'a>>,
     resumed: Option<bool>,
     lost: Option<u64>,
     window: Option<u64>,
-    sid: Option<Cow<'a, str>>,
-    code: Option<Cow<'a, str>>,
-    message: Option<Cow<'a, str>>,
+    sid: Option<RawValue<'a>>,
+    code: Option<RawValue<'a>>,
+    message: Option<RawValue<'a>>,
+}
+
+/// `value` if it is a string that [`RawValue::as_str`] reads (which [`text`] then does again).
+fn string(value: RawValue<'_>) -> Option<RawValue<'_>> {
+    value.as_str().map(|_| value)
+}
+
+/// The text of a field checked by [`string`]: the slice between the quotes when there is no
+/// escape in it (the common case, read once), else unescaped again.
+fn text<'a>(value: Option<RawValue<'a>>) -> Option<Cow<'a, str>> {
+    let value = value?;
+    let quoted = value.text();
+    let inner = quoted.get(1..quoted.len() - 1)?;
+    if inner.bytes().any(|byte| byte == b'\\') {
+        value.as_str()
+    } else {
+        Some(Cow::Borrowed(inner))
+    }
 }
 
 fn invalid(message: &'static str) -> DecodeError {
@@ -250,15 +272,15 @@ impl<'a> Frame<'a> {
         let mut f = Fields::default();
         for (name, value) in members {
             match &*name {
-                "type" => set(&mut f.kind, value.as_str(), "\"type\" must be a string")?,
+                "type" => set(&mut f.kind, string(value), "\"type\" must be a string")?,
                 "payload" => set(&mut f.payload, Some(value), "")?,
                 "id" => set(&mut f.id, positive(value), "\"id\" must be an integer >= 1")?,
                 "re" => set(&mut f.re, positive(value), "\"re\" must be an integer >= 1")?,
-                "to" => set(&mut f.to, value.as_str(), "\"to\" must be a string")?,
-                "source" => set(&mut f.source, value.as_str(), "\"source\" must be a string")?,
+                "to" => set(&mut f.to, string(value), "\"to\" must be a string")?,
+                "source" => set(&mut f.source, string(value), "\"source\" must be a string")?,
                 "error" => set(
                     &mut f.error,
-                    remote_error(value),
+                    remote_error(value).map(|_| value),
                     "\"error\" must be an object with a string \"code\"",
                 )?,
                 "ack" => set(
@@ -273,7 +295,7 @@ impl<'a> Frame<'a> {
                 )?,
                 "session" => set(
                     &mut f.session,
-                    value.as_str(),
+                    string(value),
                     "\"session\" must be a string",
                 )?,
                 "resumed" => set(&mut f.resumed, Some(value.is_true()), "")?,
@@ -287,11 +309,11 @@ impl<'a> Frame<'a> {
                     value.as_safe_integer(),
                     "\"window\" must be an integer",
                 )?,
-                "sid" => set(&mut f.sid, value.as_str(), "\"sid\" must be a string")?,
-                "code" => set(&mut f.code, value.as_str(), "\"code\" must be a string")?,
+                "sid" => set(&mut f.sid, string(value), "\"sid\" must be a string")?,
+                "code" => set(&mut f.code, string(value), "\"code\" must be a string")?,
                 "message" => set(
                     &mut f.message,
-                    value.as_str(),
+                    string(value),
                     "\"message\" must be a string",
                 )?,
                 _ => {}
@@ -305,7 +327,7 @@ impl<'a> Frame<'a> {
     }
 
     fn from_fields(f: Fields<'a>) -> Result<Frame<'a>, DecodeError> {
-        let kind = f.kind.ok_or_else(|| invalid("\"type\" is required"))?;
+        let kind = text(f.kind).ok_or_else(|| invalid("\"type\" is required"))?;
         let Some(control) = kind.strip_prefix(RESERVED_PREFIX) else {
             if f.payload.is_some() && f.error.is_some() {
                 return Err(invalid(
@@ -321,25 +343,23 @@ impl<'a> Frame<'a> {
                 kind,
                 id: f.id,
                 re: f.re,
-                to: f.to,
-                source: f.source,
+                to: text(f.to),
+                source: text(f.source),
                 payload: f.payload.map(|raw| raw.text()),
-                error: f.error,
+                error: f.error.and_then(remote_error),
             }));
         };
         let ack = f.ack.unwrap_or(0);
         Ok(match control {
             "hello" | "welcome" => {
                 let version = f.version.ok_or_else(|| invalid("\"v\" is required"))?;
-                let session = f
-                    .session
-                    .ok_or_else(|| invalid("\"session\" is required"))?;
+                let session = text(f.session).ok_or_else(|| invalid("\"session\" is required"))?;
                 if control == "hello" {
                     Frame::Hello {
                         version,
                         session,
                         ack,
-                        sid: f.sid,
+                        sid: text(f.sid),
                     }
                 } else {
                     Frame::Welcome(Welcome {
@@ -349,7 +369,7 @@ impl<'a> Frame<'a> {
                         resumed: f.resumed.unwrap_or(false),
                         lost: f.lost,
                         window: f.window,
-                        sid: f.sid,
+                        sid: text(f.sid),
                     })
                 }
             }
@@ -360,11 +380,10 @@ impl<'a> Frame<'a> {
             "pong" => Frame::Pong,
             "error" => Frame::Error(ErrorReport {
                 error: RemoteError {
-                    code: f
-                        .code
+                    code: text(f.code)
                         .ok_or_else(|| invalid("\"code\" is required"))?
                         .into_owned(),
-                    message: f.message.map(Cow::into_owned).unwrap_or_default(),
+                    message: text(f.message).map(Cow::into_owned).unwrap_or_default(),
                 },
                 re: f.re,
             }),

@@ -311,12 +311,14 @@ impl Engine {
     }
 }
 
-/// Calls the same method on whichever engine runs.
+/// Calls the same method on whichever engine runs. Redis's futures (a round trip, its
+/// deadline, the scripts' arguments) are boxed: inline they would make every connection's task
+/// that large with the memory engine too, and one allocation is nothing next to a round trip.
 macro_rules! delegate {
     ($self:ident, $engine:ident => $call:expr) => {
         match $self {
-            Engine::Memory($engine) => $call,
-            Engine::Redis($engine) => $call,
+            Engine::Memory($engine) => $call.await,
+            Engine::Redis($engine) => Box::pin($call).await,
         }
     };
 }
@@ -328,7 +330,7 @@ impl SessionStore for Engine {
         doorbell: &Doorbell,
         exclusive: bool,
     ) -> Result<Claim, ClaimError> {
-        delegate!(self, e => e.claim(source, doorbell, exclusive).await)
+        delegate!(self, e => e.claim(source, doorbell, exclusive))
     }
 
     async fn open(
@@ -337,7 +339,7 @@ impl SessionStore for Engine {
         hello: Option<&Hello>,
         fresh_next: u64,
     ) -> Result<Opened, EngineError> {
-        delegate!(self, e => e.open(claim, hello, fresh_next).await)
+        delegate!(self, e => e.open(claim, hello, fresh_next))
     }
 
     async fn fetch(
@@ -347,15 +349,15 @@ impl SessionStore for Engine {
         out: &mut Vec<Utf8Bytes>,
         max: usize,
     ) -> Result<usize, EngineError> {
-        delegate!(self, e => e.fetch(claim, from, out, max).await)
+        delegate!(self, e => e.fetch(claim, from, out, max))
     }
 
     async fn settle(&self, claim: &Claim, through: u64) -> Result<(), EngineError> {
-        delegate!(self, e => e.settle(claim, through).await)
+        delegate!(self, e => e.settle(claim, through))
     }
 
     async fn release(&self, claim: &Claim) {
-        delegate!(self, e => e.release(claim).await)
+        delegate!(self, e => e.release(claim))
     }
 }
 
@@ -367,15 +369,15 @@ impl Router for Engine {
         effect: &Effect<Utf8Bytes>,
         waiter: &Doorbell,
     ) -> Routed {
-        delegate!(self, e => e.route(claim, id, effect, waiter).await)
+        delegate!(self, e => e.route(claim, id, effect, waiter))
     }
 
     async fn append(&self, claim: &Claim, frame: Utf8Bytes) -> Result<(), EngineError> {
-        delegate!(self, e => e.append(claim, frame).await)
+        delegate!(self, e => e.append(claim, frame))
     }
 
     async fn send_to(&self, target: &str, frame: Utf8Bytes) -> Result<(), SendRefused> {
-        delegate!(self, e => e.send_to(target, frame).await)
+        delegate!(self, e => e.send_to(target, frame))
     }
 
     async fn broadcast(
@@ -383,14 +385,14 @@ impl Router for Engine {
         frame: Utf8Bytes,
         exclude: Option<&str>,
     ) -> Result<usize, EngineError> {
-        delegate!(self, e => e.broadcast(frame, exclude).await)
+        delegate!(self, e => e.broadcast(frame, exclude))
     }
 
     async fn clients(&self) -> Result<Vec<String>, EngineError> {
-        delegate!(self, e => e.clients().await)
+        delegate!(self, e => e.clients())
     }
 
     async fn is_connected(&self, source: &str) -> Result<bool, EngineError> {
-        delegate!(self, e => e.is_connected(source).await)
+        delegate!(self, e => e.is_connected(source))
     }
 }

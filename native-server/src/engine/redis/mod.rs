@@ -214,7 +214,13 @@ impl RedisEngine {
         requests: Arc<Requests>,
         stop: CancellationToken,
     ) -> Result<Arc<RedisEngine>, EngineError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
+        // redis-rs leaves Nagle's algorithm on. Calls share one multiplexed connection, so a
+        // small write issued while an earlier one is unacknowledged could wait for the peer's
+        // delayed ACK; every call here is latency-bound, none gains from coalescing.
+        let info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(unavailable)?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(DEADLINE))

@@ -1,0 +1,316 @@
+//! Shrinking the web build after wasm-pack: the import names the module and its glue share,
+//! and the glue's own code ([`minify`]).
+//!
+//! wasm-bindgen names each import `__wbg_<method>_<16 hex digits>`: 53 names of about 35 bytes,
+//! written twice (the module's import section, the glue's imports object), whose hashes gzip
+//! cannot compress. They are internal to the pair: the glue builds the imports object, the
+//! module reads it, nothing else sees it. [`shorten_import_names`] renames them to `a`, `b`, ...
+//! in both. Exports keep their names: `init()` returns them (`InitOutput` in the declarations).
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use crate::{step, Tally};
+
+/// Minifies the glue `js` with terser (npm, in `xtask/node_modules`): a module, compressed and
+/// mangled, its exported names kept (`export class WebSocketClient` keeps its name, so
+/// `constructor.name` and stack traces still say it). The comment that points Deno and JSR at
+/// the declarations (`@ts-self-types`) is put back.
+pub fn minify(root: &Path, js: &Path, tally: &mut Tally) -> Result<(), String> {
+    let text = fs::read_to_string(js).map_err(|e| format!("{}: {e}", js.display()))?;
+    let header = text
+        .lines()
+        .next()
+        .filter(|line| line.starts_with("/* @ts-self-types="))
+        .map(str::to_owned);
+    step(
+        "minify the web build's glue (terser)",
+        root,
+        Command::new(root.join("xtask/node_modules/.bin/terser"))
+            .arg(js)
+            .args(["--module", "--compress", "passes=2", "--mangle", "-o"])
+            .arg(js),
+        tally,
+    )?;
+    if let Some(header) = header {
+        let minified = fs::read_to_string(js).map_err(|e| format!("{}: {e}", js.display()))?;
+        fs::write(js, format!("{header}\n{minified}\n"))
+            .map_err(|e| format!("{}: {e}", js.display()))?;
+    }
+    Ok(())
+}
+
+/// Renames every import of the module `wasm` to a short name, and the key that defines it in
+/// the glue `js` to the same. Fails, leaving both files untouched, when a name is not defined
+/// exactly once in the glue (a wasm-bindgen whose output no longer looks as expected).
+pub fn shorten_import_names(wasm: &Path, js: &Path) -> Result<usize, String> {
+    let module = fs::read(wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
+    let mut glue = fs::read_to_string(js).map_err(|e| format!("{}: {e}", js.display()))?;
+    let (module, renamed) = rename_imports(&module)?;
+    for (old, new) in &renamed {
+        // In the imports object, each import is defined as `    NAME: function(...`.
+        let definition = format!("{old}: function");
+        if glue.matches(&definition).count() != 1 {
+            return Err(format!(
+                "{}: the import {old} is not defined exactly once",
+                js.display()
+            ));
+        }
+        glue = glue.replacen(&definition, &format!("{new}: function"), 1);
+    }
+    fs::write(wasm, module).map_err(|e| format!("{}: {e}", wasm.display()))?;
+    fs::write(js, glue).map_err(|e| format!("{}: {e}", js.display()))?;
+    Ok(renamed.len())
+}
+
+/// The `index`-th short name: `a`..`z`, `A`..`Z`, then two letters, and so on.
+fn short_name(mut index: usize) -> String {
+    const LETTERS: &[u8; 52] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut name = Vec::new();
+    loop {
+        name.push(LETTERS[index % 52]);
+        index /= 52;
+        if index == 0 {
+            break;
+        }
+        index -= 1;
+    }
+    name.reverse();
+    String::from_utf8(name).unwrap_or_default()
+}
+
+/// A reader of the binary format's primitives.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, String> {
+        let byte = *self.bytes.get(self.at).ok_or("truncated wasm module")?;
+        self.at += 1;
+        Ok(byte)
+    }
+
+    /// An unsigned LEB128 number.
+    fn u32(&mut self) -> Result<u32, String> {
+        let mut value = 0u32;
+        for shift in (0..35).step_by(7) {
+            let byte = self.byte()?;
+            value |= u32::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(value);
+            }
+        }
+        Err("malformed LEB128 number in the wasm module".into())
+    }
+
+    fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
+        let bytes = self
+            .bytes
+            .get(self.at..self.at + len)
+            .ok_or("truncated wasm module")?;
+        self.at += len;
+        Ok(bytes)
+    }
+
+    fn name(&mut self) -> Result<&'a str, String> {
+        let len = self.u32()? as usize;
+        std::str::from_utf8(self.take(len)?).map_err(|_| "a wasm name is not UTF-8".into())
+    }
+
+    /// Limits of a table or memory: flags, minimum, and a maximum when flagged.
+    fn limits(&mut self) -> Result<(), String> {
+        let flags = self.byte()?;
+        self.u32()?;
+        if flags & 1 == 1 {
+            self.u32()?;
+        }
+        Ok(())
+    }
+}
+
+fn push_u32(out: &mut Vec<u8>, mut value: u32) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn push_name(out: &mut Vec<u8>, name: &str) {
+    push_u32(out, name.len() as u32);
+    out.extend_from_slice(name.as_bytes());
+}
+
+/// Each renamed import: (old name, new name).
+type Renamed = Vec<(String, String)>;
+
+/// The module with its imports renamed, and the (old, new) names. Every other section is
+/// copied byte for byte.
+fn rename_imports(module: &[u8]) -> Result<(Vec<u8>, Renamed), String> {
+    if module.get(..8) != Some(b"\0asm\x01\0\0\0".as_slice()) {
+        return Err("not a wasm module (version 1)".into());
+    }
+    let mut reader = Reader {
+        bytes: module,
+        at: 8,
+    };
+    let mut out = module[..8].to_vec();
+    let mut renamed = Vec::new();
+    while reader.at < module.len() {
+        let id = reader.byte()?;
+        let len = reader.u32()? as usize;
+        let body = reader.take(len)?;
+        if id != 2 {
+            out.push(id);
+            push_u32(&mut out, len as u32);
+            out.extend_from_slice(body);
+            continue;
+        }
+        let mut section = Reader { bytes: body, at: 0 };
+        let count = section.u32()?;
+        let mut imports = Vec::new();
+        push_u32(&mut imports, count);
+        for _ in 0..count {
+            let from = section.name()?;
+            let name = section.name()?;
+            let described = section.at;
+            match section.byte()? {
+                // A function: its type index.
+                0 => {
+                    section.u32()?;
+                }
+                // A table: its element type, then its limits.
+                1 => {
+                    section.byte()?;
+                    section.limits()?;
+                }
+                // A memory: its limits.
+                2 => section.limits()?,
+                // A global: its value type and mutability.
+                3 => {
+                    section.take(2)?;
+                }
+                // A tag: its attribute and type index.
+                4 => {
+                    section.byte()?;
+                    section.u32()?;
+                }
+                kind => return Err(format!("unknown import kind {kind} in the wasm module")),
+            }
+            let short = short_name(renamed.len());
+            push_name(&mut imports, from);
+            push_name(&mut imports, &short);
+            imports.extend_from_slice(&body[described..section.at]);
+            renamed.push((name.to_owned(), short));
+        }
+        if section.at != body.len() {
+            return Err("unexpected bytes after the wasm imports".into());
+        }
+        out.push(id);
+        push_u32(&mut out, imports.len() as u32);
+        out.extend_from_slice(&imports);
+    }
+    Ok((out, renamed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_are_distinct_identifiers() {
+        let names: Vec<_> = (0..3000).map(short_name).collect();
+        assert_eq!(&names[..3], ["a", "b", "c"]);
+        assert_eq!(names[52], "aa");
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
+        assert!(names
+            .iter()
+            .all(|n| n.bytes().all(|b| b.is_ascii_alphabetic())));
+    }
+
+    /// A module with a function, a memory and a global import, a type section before and a
+    /// custom section after.
+    fn module() -> Vec<u8> {
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        // Type section: one type, () -> ().
+        m.extend_from_slice(&[1, 4, 1, 0x60, 0, 0]);
+        let mut imports = vec![3];
+        push_name(&mut imports, "./x_bg.js");
+        push_name(&mut imports, "__wbg_now_3c3c080c12519fd2");
+        imports.extend_from_slice(&[0, 0]);
+        push_name(&mut imports, "./x_bg.js");
+        push_name(&mut imports, "__wbindgen_memory");
+        imports.extend_from_slice(&[2, 1, 17, 200, 1]);
+        push_name(&mut imports, "env");
+        push_name(&mut imports, "g");
+        imports.extend_from_slice(&[3, 0x7f, 0]);
+        m.push(2);
+        push_u32(&mut m, imports.len() as u32);
+        m.extend_from_slice(&imports);
+        m.extend_from_slice(&[0, 3, 1, b'z', 9]);
+        m
+    }
+
+    #[test]
+    fn renames_imports_and_keeps_the_rest() {
+        let original = module();
+        let (renamed_module, renamed) = rename_imports(&original).expect("valid module");
+        assert_eq!(
+            renamed,
+            [
+                ("__wbg_now_3c3c080c12519fd2".to_owned(), "a".to_owned()),
+                ("__wbindgen_memory".to_owned(), "b".to_owned()),
+                ("g".to_owned(), "c".to_owned()),
+            ]
+        );
+        let mut expected = b"\0asm\x01\0\0\0".to_vec();
+        expected.extend_from_slice(&[1, 4, 1, 0x60, 0, 0]);
+        let mut imports = vec![3];
+        push_name(&mut imports, "./x_bg.js");
+        push_name(&mut imports, "a");
+        imports.extend_from_slice(&[0, 0]);
+        push_name(&mut imports, "./x_bg.js");
+        push_name(&mut imports, "b");
+        imports.extend_from_slice(&[2, 1, 17, 200, 1]);
+        push_name(&mut imports, "env");
+        push_name(&mut imports, "c");
+        imports.extend_from_slice(&[3, 0x7f, 0]);
+        expected.push(2);
+        push_u32(&mut expected, imports.len() as u32);
+        expected.extend_from_slice(&imports);
+        expected.extend_from_slice(&[0, 3, 1, b'z', 9]);
+        assert_eq!(renamed_module, expected);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_read() {
+        assert!(rename_imports(b"not wasm").is_err());
+        let mut truncated = module();
+        truncated.truncate(30);
+        assert!(rename_imports(&truncated).is_err());
+    }
+
+    #[test]
+    fn leb128_round_trips() {
+        for value in [0, 1, 127, 128, 300, 16_383, 16_384, u32::MAX] {
+            let mut bytes = Vec::new();
+            push_u32(&mut bytes, value);
+            let mut reader = Reader {
+                bytes: &bytes,
+                at: 0,
+            };
+            assert_eq!(reader.u32(), Ok(value));
+            assert_eq!(reader.at, bytes.len());
+        }
+    }
+}
