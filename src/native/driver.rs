@@ -5,9 +5,11 @@
 //! `poll_timeout`. Nothing here decides anything: reconnecting, backoff, heartbeat and timeouts
 //! are the core's outputs and deadlines.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -90,13 +92,18 @@ struct Driver {
     socket: Option<Socket>,
     connected_tx: mpsc::UnboundedSender<(TransportId, Result<Ws, WsError>)>,
     dispatch_tx: mpsc::UnboundedSender<InboundMessage>,
+    /// Wakers of settled futures, woken once the lock is released (kept for its capacity).
+    wakers: Vec<Waker>,
 }
 
 /// The driver task of one client. Ends when every handle is dropped and the core is closed.
-pub(super) async fn run(shared: Arc<Shared>, request: Request) {
+///
+/// The driver is built here, outside the returned future, so that dropping the task even
+/// before its first poll (a runtime shut down at once) still runs `Driver`'s `Drop`.
+pub(super) fn run(shared: Arc<Shared>, request: Request) -> impl Future<Output = ()> + Send {
     let (connected_tx, mut connected_rx) = mpsc::unbounded_channel();
     let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
-    tokio::spawn(dispatch(Arc::clone(&shared), dispatch_rx));
+    let dispatcher = dispatch(Arc::clone(&shared), dispatch_rx);
     let mut driver = Driver {
         shared,
         request,
@@ -104,31 +111,35 @@ pub(super) async fn run(shared: Arc<Shared>, request: Request) {
         socket: None,
         connected_tx,
         dispatch_tx,
+        wakers: Vec::new(),
     };
-    loop {
-        let (io, deadline, finished) = driver.drain();
-        for io in io {
-            driver.carry_out(io);
-        }
-        if finished {
-            break;
-        }
-        let shared = Arc::clone(&driver.shared);
-        let deadline = deadline.map(|at| shared.start + Duration::from_millis(at.as_millis()));
-        tokio::select! {
-            () = shared.wake.notified() => {}
-            () = sleep_until(deadline) => {
-                let now = shared.now();
-                shared.lock().core.handle_timeout(now);
+    async move {
+        tokio::spawn(dispatcher);
+        loop {
+            let (io, deadline, finished) = driver.drain();
+            for io in io {
+                driver.carry_out(io);
             }
-            Some((transport, result)) = connected_rx.recv() => {
-                driver.connected(transport, result);
+            if finished {
+                break;
             }
-            frame = next_frame(&mut driver.socket) => driver.received(frame),
+            let shared = Arc::clone(&driver.shared);
+            let deadline = deadline.map(|at| shared.start + Duration::from_millis(at.as_millis()));
+            tokio::select! {
+                () = shared.wake.notified() => {}
+                () = sleep_until(deadline) => {
+                    let now = shared.now();
+                    shared.lock().core.handle_timeout(now);
+                }
+                Some((transport, result)) = connected_rx.recv() => {
+                    driver.connected(transport, result);
+                }
+                frame = next_frame(&mut driver.socket) => driver.received(frame),
+            }
         }
-    }
-    if let Some((_, task)) = driver.connecting.take() {
-        task.abort();
+        if let Some((_, task)) = driver.connecting.take() {
+            task.abort();
+        }
     }
 }
 
@@ -146,6 +157,29 @@ async fn next_frame(socket: &mut Option<Socket>) -> Option<Result<Message, WsErr
     }
 }
 
+/// However the driver ends (the loop is done, the runtime shut down, a bug panicked), the
+/// futures waiting on it resolve: `send` and `request` with [`Error::Closed`](crate::Error),
+/// `close` at once. With oneshot channels that came from dropping their senders; the waiters'
+/// slots live in `Shared`, which those futures keep alive, so it is done here.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let mut wakers = std::mem::take(&mut self.wakers);
+        let close_waiters = {
+            let mut state = self.shared.lock();
+            state.sends.close(|| Err(crate::Error::Closed), &mut wakers);
+            state
+                .requests
+                .close(|| Err(crate::Error::Closed), &mut wakers);
+            std::mem::take(&mut state.close_waiters)
+        };
+        // Dropped, not sent to: `close` resolves either way.
+        drop(close_waiters);
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
 impl Driver {
     /// Drains the core's outputs: events are handled under the lock (they only resolve
     /// waiters and queue notifications), socket work is returned to be done after it.
@@ -153,6 +187,7 @@ impl Driver {
         let shared = Arc::clone(&self.shared);
         let mut state = shared.lock();
         let mut io = Vec::new();
+        let mut wakers = std::mem::take(&mut self.wakers);
         while let Some(output) = state.core.poll_output() {
             match output {
                 Output::Connect(transport) => io.push(Io::Connect(transport)),
@@ -166,7 +201,7 @@ impl Driver {
                     code,
                     reason,
                 }),
-                Output::Event(event) => self.event(&mut state, event),
+                Output::Event(event) => self.event(&mut state, event, &mut wakers),
             }
         }
         let closed = state.core.ready_state() == ReadyState::Closed;
@@ -176,42 +211,63 @@ impl Driver {
             }
         }
         let finished = closed && shared.dropped.load(Ordering::SeqCst);
-        (io, state.core.poll_timeout(), finished)
+        let timeout = state.core.poll_timeout();
+        // Woken after the lock is released: on a multi-thread runtime a woken future may be
+        // polled at once, and its poll takes the lock.
+        drop(state);
+        for waker in wakers.drain(..) {
+            waker.wake();
+        }
+        self.wakers = wakers;
+        (io, timeout, finished)
     }
 
     /// Routes one core event: messages to the handlers, outcomes to whoever awaits them, and
     /// everything else (and outcomes nobody awaits) to the application's subscribers.
-    fn event(&self, state: &mut State, event: Event) {
-        // A waiter whose future was dropped is gone: `send` on it fails, which is fine.
-        match event {
+    /// The wakers of the futures whose outcome came are pushed to `wakers`.
+    fn event(&self, state: &mut State, event: Event, wakers: &mut Vec<Waker>) {
+        // A waiter whose future was dropped takes its outcome silently, as before.
+        let settled = match event {
             Event::Message(message) => {
                 // The dispatcher lives as long as this driver; a send error cannot happen.
                 let _ = self.dispatch_tx.send(message);
+                return;
             }
             Event::Reply {
                 request, result, ..
             } => {
-                if let Some(tx) = state.requests.remove(&request) {
-                    let _ = tx.send(result.map_err(crate::Error::Remote));
-                }
+                // A reply nobody awaits (the request future's slot is gone) goes nowhere.
+                state
+                    .requests
+                    .settle(request, result.map_err(crate::Error::Remote))
+                    .ok()
+                    .flatten()
             }
-            Event::Delivered { id } => match state.sends.remove(&id) {
-                Some(tx) => {
-                    let _ = tx.send(Ok(()));
+            Event::Delivered { id } => match state.sends.settle(id, Ok(())) {
+                Ok(waker) => waker,
+                Err(_) => {
+                    self.shared.emit(event);
+                    return;
                 }
-                None => self.shared.emit(event),
             },
-            Event::Failed { id, error } => {
-                if let Some(tx) = state.sends.remove(&id) {
-                    let _ = tx.send(Err(error));
-                } else if let Some(tx) = state.requests.remove(&id) {
-                    let _ = tx.send(Err(error));
-                } else {
-                    self.shared.emit(Event::Failed { id, error });
-                }
+            Event::Failed { id, error } => match state.sends.settle(id, Err(error)) {
+                Ok(waker) => waker,
+                Err(outcome) => match state.requests.settle(id, outcome.map(|()| None)) {
+                    Ok(waker) => waker,
+                    Err(outcome) => {
+                        if let Err(error) = outcome {
+                            self.shared.emit(Event::Failed { id, error });
+                        }
+                        return;
+                    }
+                },
+            },
+            event => {
+                self.shared.emit(event);
+                return;
             }
-            event => self.shared.emit(event),
-        }
+        };
+        wakers.extend(settled);
     }
 
     fn carry_out(&mut self, io: Io) {
