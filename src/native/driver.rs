@@ -48,21 +48,35 @@ pub(super) fn request(url: &str) -> Result<Request, WsError> {
 /// The open transport: the read half is polled by the driver loop, the write half belongs to a
 /// writer task so that a slow or stalled peer never blocks the loop (the heartbeat timer must
 /// still fire when writes stall).
+///
+/// Frames go to the writer in batches, one per drain of the core (`pending`, sent by
+/// [`flush`](Self::flush)): one channel operation and one wake-up of the writer per batch
+/// rather than per frame.
 struct Socket {
     transport: TransportId,
     reader: SplitStream<Ws>,
-    writer: mpsc::UnboundedSender<Message>,
+    writer: mpsc::UnboundedSender<Vec<Message>>,
+    pending: Vec<Message>,
     task: JoinHandle<()>,
 }
 
 impl Socket {
+    /// Hands the frames queued since the last call to the writer.
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            // The writer may already be gone (write error): the read half then reports the
+            // connection's end, and the core sends the frames again on the next one.
+            let _ = self.writer.send(std::mem::take(&mut self.pending));
+        }
+    }
+
     /// Stops using the socket: the writer sends what it has, then `close` (a close frame when
     /// given, otherwise the close handshake's reply), within `CLOSE_GRACE`.
-    fn shut(self, close: Option<CloseFrame>) {
+    fn shut(mut self, close: Option<CloseFrame>) {
         if let Some(frame) = close {
-            // The writer may already be gone (write error): then the socket is dead anyway.
-            let _ = self.writer.send(Message::Close(Some(frame)));
+            self.pending.push(Message::Close(Some(frame)));
         }
+        self.flush();
         drop(self.writer);
         drop(self.reader);
         let mut task = self.task;
@@ -119,6 +133,9 @@ pub(super) fn run(shared: Arc<Shared>, request: Request) -> impl Future<Output =
             let (io, deadline, finished) = driver.drain();
             for io in io {
                 driver.carry_out(io);
+            }
+            if let Some(socket) = &mut driver.socket {
+                socket.flush();
             }
             if finished {
                 break;
@@ -292,8 +309,8 @@ impl Driver {
             Io::Transmit(text) => {
                 // Without a socket the frame is dropped: the core keeps everything reliable in
                 // its outbox and sends it again on the next connection.
-                if let Some(socket) = &self.socket {
-                    let _ = socket.writer.send(Message::text(text));
+                if let Some(socket) = &mut self.socket {
+                    socket.pending.push(Message::text(text));
                 }
             }
             Io::Close {
@@ -349,6 +366,7 @@ impl Driver {
                     transport,
                     reader,
                     writer,
+                    pending: Vec::new(),
                     task,
                 }) {
                     old.shut(None);
@@ -432,20 +450,28 @@ impl Driver {
     }
 }
 
-/// Writes queued frames, flushing once per batch; ends when the driver drops the sender
-/// (then closes the WebSocket: our close frame or the reply to the peer's) or on a write error
-/// (the read half then reports the connection's end).
-async fn write(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::UnboundedReceiver<Message>) {
-    while let Some(message) = rx.recv().await {
-        let mut closing = matches!(message, Message::Close(_));
-        if sink.feed(message).await.is_err() {
-            return;
-        }
-        while !closing {
-            let Ok(message) = rx.try_recv() else { break };
-            closing = matches!(message, Message::Close(_));
-            if sink.feed(message).await.is_err() {
-                return;
+/// Writes queued frames, flushing once for whatever batches are there; ends when the driver
+/// drops the sender (then closes the WebSocket: our close frame or the reply to the peer's) or
+/// on a write error (the read half then reports the connection's end).
+async fn write(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::UnboundedReceiver<Vec<Message>>) {
+    while let Some(mut batch) = rx.recv().await {
+        let mut closing = false;
+        loop {
+            for message in batch {
+                closing = matches!(message, Message::Close(_));
+                if sink.feed(message).await.is_err() {
+                    return;
+                }
+                if closing {
+                    break;
+                }
+            }
+            if closing {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(next) => batch = next,
+                Err(_) => break,
             }
         }
         if sink.flush().await.is_err() || closing {
