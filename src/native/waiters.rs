@@ -33,6 +33,10 @@ use super::{Error, Shared, State};
 /// a few futures finishing out of order do not make every call move the deque.
 const COMPACT_MIN: usize = 32;
 
+/// Slots whose buffer is kept however few are in use: a burst above this many is given back
+/// once it is over (shrinking below would reallocate with every burst of a usual window).
+const KEEP: usize = 1024;
+
 /// Awaited messages' slots, oldest id first.
 pub(super) struct Waiters<T> {
     slots: VecDeque<Slot<T>>,
@@ -194,38 +198,36 @@ impl<T> Waiters<T> {
         self.closed
     }
 
-    /// Frees the slot at `index`: gaps at the ends are popped, and the deque is compacted
-    /// when half of it is gaps.
+    /// Frees the slot at `index`: at either end it is popped, with the gaps behind it;
+    /// in the middle it becomes a gap, and the deque is compacted when half of it is gaps.
     fn release(&mut self, index: usize) {
-        let Some(slot) = self.slots.get_mut(index) else {
-            return;
-        };
-        slot.state = SlotState::Free;
-        self.free += 1;
-        while self
-            .slots
-            .front()
-            .is_some_and(|slot| matches!(slot.state, SlotState::Free))
-        {
+        let is_free = |slot: &Slot<T>| matches!(slot.state, SlotState::Free);
+        if index == 0 {
+            // The usual case: acknowledgements come oldest first.
             self.slots.pop_front();
-            self.free -= 1;
-        }
-        while self
-            .slots
-            .back()
-            .is_some_and(|slot| matches!(slot.state, SlotState::Free))
-        {
+            while self.slots.front().is_some_and(is_free) {
+                self.slots.pop_front();
+                self.free -= 1;
+            }
+        } else if index + 1 == self.slots.len() {
             self.slots.pop_back();
-            self.free -= 1;
+            while self.slots.back().is_some_and(is_free) {
+                self.slots.pop_back();
+                self.free -= 1;
+            }
+        } else if let Some(slot) = self.slots.get_mut(index) {
+            slot.state = SlotState::Free;
+            self.free += 1;
+            if self.free >= COMPACT_MIN && self.free * 2 >= self.slots.len() {
+                self.slots.retain(|slot| !is_free(slot));
+                self.free = 0;
+            }
         }
-        if self.free >= COMPACT_MIN && self.free * 2 >= self.slots.len() {
-            self.slots
-                .retain(|slot| !matches!(slot.state, SlotState::Free));
-            self.free = 0;
-        }
-        // A burst of futures (up to `max_enqueued_messages`) leaves a large buffer behind.
-        if self.slots.capacity() > 4 * COMPACT_MIN && self.slots.capacity() > 4 * self.slots.len() {
-            self.slots.shrink_to(2 * self.slots.len());
+        // A burst of futures (up to `max_enqueued_messages`) leaves a large buffer behind;
+        // a usual window of messages in flight keeps its buffer.
+        let capacity = self.slots.capacity();
+        if capacity > KEEP && capacity > 8 * self.slots.len() {
+            self.slots.shrink_to(KEEP.max(2 * self.slots.len()));
         }
     }
 
@@ -439,13 +441,13 @@ mod tests {
             // Every finished one is popped from the back at once here.
             assert!(waiters.len() <= 2, "{} slots", waiters.len());
         }
-        // Now finish a window of 1000 in an order that leaves gaps in the middle.
+        // Now finish a burst of 5000 in an order that leaves gaps in the middle.
         let first = next + 1;
-        for _ in 0..1000 {
+        for _ in 0..5000 {
             next += 1;
             waiters.register(next);
         }
-        let mut live = 1 + 1000;
+        let mut live = 1 + 5000;
         for id in (first..=next)
             .step_by(2)
             .chain((first + 1..=next).step_by(2))
@@ -461,8 +463,8 @@ mod tests {
         }
         assert_eq!(waiters.len(), 1, "only the old future's slot is left");
         assert!(
-            waiters.slots.capacity() <= 4 * COMPACT_MIN,
-            "the burst's buffer is shrunk"
+            waiters.slots.capacity() <= KEEP,
+            "the burst's buffer is given back"
         );
         assert_eq!(poll(&mut waiters, 0), Some(Poll::Pending));
         assert!(waiters.settle(0, 0).is_ok());
