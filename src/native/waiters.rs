@@ -9,8 +9,11 @@
 //!
 //! A finished slot in the middle becomes a `Free` gap rather than being removed (a removal
 //! there moves half the deque); gaps at either end are popped at once, and the deque is
-//! compacted when gaps are half of it. So the slots stay within twice the futures alive,
-//! however those finish, and every operation is O(1) amortized (O(log n) off the usual path).
+//! compacted when gaps are half of it (and at least `COMPACT_MIN`). So the slots stay within
+//! twice those in use plus `COMPACT_MIN`, however the futures finish, and every operation is
+//! O(1) amortized (a lookup off the usual path is a binary search). A slot is in use from the
+//! call until its outcome is taken, or, for a dropped future, until its outcome comes: the
+//! core gives every message one (acknowledgement, failure, timeout or close).
 //!
 //! Semantics kept from the oneshot channels: a future dropped before its outcome leaves an
 //! `Abandoned` slot that takes the outcome silently (as a oneshot whose receiver is gone);
