@@ -12,6 +12,7 @@
 //! seed, and every effect an output the driver carries out. That makes the code identical on
 //! every platform, `Send`, and testable with a virtual clock (see `tests/sim`).
 
+mod bucket;
 pub mod client;
 pub mod protocol;
 mod reply;

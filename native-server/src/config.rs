@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use wsrelay_core::server::RateLimit;
+
 /// What to do when a connection claims a `source` that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnDuplicate {
@@ -100,6 +102,13 @@ pub struct ServerConfig {
     /// Serve the files of this directory over HTTP on the same port (requests that are not
     /// WebSocket upgrades). `None` (default) answers them with 426 Upgrade Required.
     pub static_dir: Option<PathBuf>,
+    /// Each connection's message rate limit (`PROTOCOL.md` section 4): a token bucket of
+    /// `burst` messages refilled at `per_second`. A message over it is answered with a
+    /// reliable `~error` `rate_limited` naming it (it is not consumed: its sender may send it
+    /// again later), any other frame over it is dropped, and a client that keeps sending
+    /// faster than twice the rate is closed with 1008. The welcome announces the limit, and
+    /// wsrelay clients pace themselves to it. `None` (the default): no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for ServerConfig {
@@ -124,6 +133,7 @@ impl Default for ServerConfig {
             presence: false,
             presence_interval: Duration::from_millis(100),
             static_dir: None,
+            rate_limit: None,
         }
     }
 }
@@ -153,6 +163,8 @@ impl ServerConfig {
             stash_limit: self.send_window + self.hard_message_limit(),
             max_pending_calls: 256,
             retry_interval: Duration::from_millis(100),
+            rate_limit: self.rate_limit,
+            answerable: 1024,
         }
     }
 

@@ -199,9 +199,10 @@ impl Conn {
 
     /// Hands a frame (or the end of the stream) to the state machine.
     fn read(&mut self, frame: Option<Result<WsMessage, axum::Error>>) {
+        let now = self.hub.clock.now();
         match frame {
-            Some(Ok(WsMessage::Text(text))) => self.machine.handle_text(text.as_str()),
-            Some(Ok(WsMessage::Binary(_))) => self.machine.handle_binary(),
+            Some(Ok(WsMessage::Text(text))) => self.machine.handle_text(now, text.as_str()),
+            Some(Ok(WsMessage::Binary(_))) => self.machine.handle_binary(now),
             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => self.machine.handle_heard(),
             Some(Ok(WsMessage::Close(frame))) => {
                 self.machine.handle_closed(frame.map(|frame| frame.code));

@@ -27,6 +27,7 @@ pub(crate) struct Stats {
     pub(crate) replaced: AtomicU64,
     pub(crate) invalid_frames: AtomicU64,
     pub(crate) blocked: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
 }
 
 impl Stats {
@@ -133,6 +134,10 @@ impl Hub {
                 tracing::debug!(source, kind, "handler answered a message without id");
             }
             ServerEvent::Dropped { kind } => tracing::debug!(source, kind, "dropped"),
+            ServerEvent::RateLimited { re } => {
+                Stats::count(&stats.rate_limited);
+                tracing::debug!(source, re, "over the rate limit");
+            }
         }
     }
 }

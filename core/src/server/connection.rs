@@ -22,8 +22,10 @@ use std::ops::Deref;
 use std::time::Duration;
 
 use super::engine::{Effect, Hello, Opened, Routed};
+use super::limit::{Answerable, Limiter, RateLimit, Verdict};
 use crate::protocol::{
-    DecodeError, ErrorCode, ErrorReport, Frame, Message, RemoteError, Welcome, VERSION,
+    DecodeError, ErrorCode, ErrorReport, Frame, Message, RemoteError, Welcome, RELAY_PREFIX,
+    VERSION,
 };
 use crate::{Instant, Reply};
 
@@ -70,6 +72,12 @@ pub struct ConnectionSettings {
     pub max_pending_calls: usize,
     /// A blocked message is retried after this long even without a wake-up.
     pub retry_interval: Duration,
+    /// The client's message rate limit, if any (`PROTOCOL.md` section 4); announced in the
+    /// welcome, so that a wsrelay client keeps to it.
+    pub rate_limit: Option<RateLimit>,
+    /// How many of the messages with an id most recently relayed to the client it may answer:
+    /// a response (`re` with `to`) to any other is refused with `unexpected_response`.
+    pub answerable: usize,
 }
 
 impl Default for ConnectionSettings {
@@ -86,6 +94,8 @@ impl Default for ConnectionSettings {
             stash_limit: (256 << 10) + (2 << 20),
             max_pending_calls: 256,
             retry_interval: Duration::from_millis(100),
+            rate_limit: None,
+            answerable: 1024,
         }
     }
 }
@@ -113,7 +123,16 @@ pub enum DisconnectReason {
     InvalidUtf8,
     /// A protocol violation, e.g. an unsupported version (closed with 1002).
     ProtocolError(String),
+    /// The client kept sending over its rate limit (closed with 1008).
+    Flooding,
+    /// The client's credentials expired while it was connected (closed with 4001; it
+    /// reconnects with fresh ones).
+    Expired,
 }
+
+/// Close code of a connection whose credentials (a token's `exp`) passed while it was open:
+/// not a stop code, so the client fetches a new token and reconnects.
+pub const CLOSE_EXPIRED: u16 = 4001;
 
 /// A problem the transport reports instead of a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +204,12 @@ pub enum ServerEvent {
     Dropped {
         /// The message type.
         kind: String,
+    },
+    /// A frame over the rate limit was refused (a message, with `re` its id) or dropped (any
+    /// other frame: a ping, an invalid or binary frame).
+    RateLimited {
+        /// The refused message's id, if it was a message with one.
+        re: Option<u64>,
     },
 }
 
@@ -275,6 +300,8 @@ enum Work {
     Text(String),
     TooLarge(usize),
     Binary,
+    /// A message over the rate limit, to be answered `rate_limited` in its turn.
+    RateLimited(u64),
 }
 
 /// Longest piece of client input echoed in an error message or event.
@@ -313,6 +340,10 @@ pub struct ServerConnection<F, H> {
     awaiting_pong: bool,
     next_check: Instant,
     hello_deadline: Instant,
+    /// When the client's credentials expire, if they do.
+    expires: Option<Instant>,
+    limiter: Option<Limiter>,
+    answerable: Answerable,
     ending: Option<DisconnectReason>,
     outputs: VecDeque<Output<F>>,
 }
@@ -338,6 +369,9 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             source,
             hello_deadline: now + hello_timeout,
             next_check: now + settings.ping_interval,
+            limiter: settings.rate_limit.map(|limit| Limiter::new(limit, now)),
+            answerable: Answerable::default(),
+            expires: None,
             settings,
             handlers,
             mode: Mode::Pending { announced },
@@ -358,6 +392,12 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             ending: None,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// The client's credentials expire at `at`: the connection is closed then with
+    /// [`CLOSE_EXPIRED`], and its client reconnects with fresh ones.
+    pub fn set_expiry(&mut self, at: Instant) {
+        self.expires = Some(at);
     }
 
     // ---- getters ----
@@ -413,7 +453,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             .over_since
             .map(|since| since + self.settings.slow_consumer_timeout);
         let retry = self.held.as_ref().and_then(|held| held.retry_at);
-        [Some(self.next_check), hello, slow, retry]
+        [Some(self.next_check), hello, slow, retry, self.expires]
             .into_iter()
             .flatten()
             .min()
@@ -421,18 +461,36 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
 
     // ---- transport input ----
 
-    /// A text frame arrived.
-    pub fn handle_text(&mut self, text: &str) {
+    /// A text frame arrived at `now`.
+    pub fn handle_text(&mut self, now: Instant, text: &str) {
         if self.ending.is_some() {
             return;
         }
         self.heard = true;
         if text.len() > self.settings.max_message_size {
             self.not_a_hello();
-            self.work(Work::TooLarge(text.len()));
+            if self.within_limit(now, None) {
+                self.work(Work::TooLarge(text.len()));
+            }
             return;
         }
         let frame = Frame::decode(text);
+        // Acknowledgements and the first hello are never limited: they only ever make the
+        // connection lighter. Everything else counts.
+        let exempt = match &frame {
+            Ok(Frame::Ack { .. }) => true,
+            Ok(Frame::Hello { .. }) => matches!(self.mode, Mode::Pending { .. } | Mode::Bare),
+            _ => false,
+        };
+        if !exempt {
+            let id = match &frame {
+                Ok(Frame::Message(message)) => message.id,
+                _ => None,
+            };
+            if !self.within_limit(now, id) {
+                return;
+            }
+        }
         match frame {
             Ok(Frame::Hello {
                 version,
@@ -467,12 +525,14 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         }
     }
 
-    /// A binary frame arrived: refused.
-    pub fn handle_binary(&mut self) {
+    /// A binary frame arrived at `now`: refused.
+    pub fn handle_binary(&mut self, now: Instant) {
         if self.ending.is_none() {
             self.heard = true;
             self.not_a_hello();
-            self.work(Work::Binary);
+            if self.within_limit(now, None) {
+                self.work(Work::Binary);
+            }
         }
     }
 
@@ -549,6 +609,14 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                 lost: opened.lost,
                 window: Some(self.settings.send_window as u64),
                 sid: opened.sid.as_deref().map(Cow::Borrowed),
+                rate: self
+                    .limiter
+                    .as_ref()
+                    .map(|limiter| u64::from(limiter.limit().per_second)),
+                burst: self
+                    .limiter
+                    .as_ref()
+                    .map(|limiter| u64::from(limiter.limit().burst)),
             });
             self.transmit(welcome.encode());
             self.event(ServerEvent::Opened {
@@ -630,6 +698,9 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             return;
         }
         let len = frame.len();
+        if matches!(self.mode, Mode::Session { .. } | Mode::Bare) {
+            self.answerable.note(&frame, self.settings.answerable);
+        }
         self.next += 1;
         self.in_flight.push_back(len);
         self.backlog_bytes += len;
@@ -714,6 +785,14 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         if self.ending.is_some() {
             return;
         }
+        if self.expires.is_some_and(|at| at <= now) {
+            self.end(
+                DisconnectReason::Expired,
+                None,
+                Some(close(CLOSE_EXPIRED, "token expired")),
+            );
+            return;
+        }
         if let Mode::Pending { announced } = self.mode {
             if self.hello_deadline <= now {
                 if announced {
@@ -793,6 +872,38 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             && self.calls.len() < self.settings.max_pending_calls
     }
 
+    /// Counts one frame against the rate limit; false when it is over. A message with an id
+    /// (not a retransmit) is then answered `rate_limited` in its turn, anything else dropped;
+    /// a client that keeps going over is closed with 1008.
+    fn within_limit(&mut self, now: Instant, id: Option<u64>) -> bool {
+        let Some(limiter) = self.limiter.as_mut() else {
+            return true;
+        };
+        match limiter.take(now) {
+            Verdict::Allow => true,
+            Verdict::Refuse => {
+                let retransmit = matches!(self.mode, Mode::Session { .. })
+                    && id.is_some_and(|id| id <= self.consumed);
+                let re = id.filter(|_| !retransmit);
+                self.event(ServerEvent::RateLimited { re });
+                if let Some(id) = re {
+                    self.not_a_hello();
+                    self.work(Work::RateLimited(id));
+                }
+                false
+            }
+            Verdict::Flood => {
+                self.event(ServerEvent::RateLimited { re: None });
+                self.end(
+                    DisconnectReason::Flooding,
+                    None,
+                    Some(close(1008, "rate limit exceeded")),
+                );
+                false
+            }
+        }
+    }
+
     fn stash(&mut self, work: Work) {
         if let Work::Text(text) = &work {
             self.stash_bytes += text.len();
@@ -841,6 +952,13 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                 ErrorCode::BinaryFrame,
                 "binary frames are not accepted".into(),
             ),
+            Work::RateLimited(id) => {
+                // Not consumed: the watermark stays, and the client may send it again later.
+                let limit = self.settings.rate_limit.map_or(0, |limit| limit.per_second);
+                let message = format!("over the rate limit of {limit} messages per second");
+                let frame = F::from(error_frame(ErrorCode::RateLimited, &message, Some(id)));
+                self.outputs.push_back(Output::Append(frame));
+            }
             Work::Text(_) => debug_assert!(false, "texts are consumed, not worked"),
         }
     }
@@ -939,6 +1057,25 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         }
         let relay = self.settings.relay;
         let id = message.id;
+        // The relay's own types reach the relay only: a client may ask it (`relay:clients`)
+        // but never speak in its name to others (a forged `relay:presence`).
+        if message.kind.starts_with(RELAY_PREFIX)
+            && (message.to.is_some()
+                || (message.re.is_none() && !self.handlers.handles(&message.kind)))
+        {
+            let text = format!("types starting with \"{RELAY_PREFIX}\" are the relay's own");
+            let frame = self.rejection(ErrorCode::ReservedType, text, id);
+            return self.answer(id, frame);
+        }
+        if let (Some(re), Some(to), true) = (message.re, message.to.as_deref(), relay) {
+            // A response goes only to a client whose message (with that id) was relayed to
+            // this one: nobody answers a request that was not put to them.
+            if !self.answerable.contains(to, re) {
+                let text = format!("no message {re} from \"{}\" was relayed to you", clip(to));
+                let frame = self.rejection(ErrorCode::UnexpectedResponse, text, id);
+                return self.answer(id, frame);
+            }
+        }
         if let Some(re) = message.re {
             let effect = match message.to.as_deref() {
                 Some(to) if relay => Effect::To {
