@@ -8,21 +8,27 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use axum::extract::ws::{CloseFrame as WsClose, Message as WsMessage, Utf8Bytes, WebSocket};
-use futures_util::stream::SplitStream;
+use axum::extract::ws::Utf8Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::time::{sleep_until, timeout};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsClose;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use wsrelay_core::server::{
-    CloseFrame, DisconnectReason, Output, ServerConnection, TransportError,
+    CloseFrame, Counters, DisconnectReason, Output, ServerConnection, TransportError,
 };
 
+use crate::auth::Identity;
 use crate::config::OnDuplicate;
 use crate::engine::{Claim, ClaimError, Doorbell, Effect, Router, SessionStore, Signal};
 use crate::handlers::{first_call, handler_call, HandlerCall};
 use crate::hub::{Hub, SharedHandlers, Stats};
-use crate::socket::{transport_error, write_some, Sink};
+use crate::socket::{
+    drain_and_close, renew, text_frame, transport_error, write_some, Sink, Stream, Transport,
+    LARGE_FRAME,
+};
 use crate::ClientInfo;
 
 /// Frames read back to back before the state machine's outputs are carried out.
@@ -31,17 +37,29 @@ const READ_BATCH: usize = 64;
 const FETCH_BATCH: usize = 256;
 
 type Machine = ServerConnection<Utf8Bytes, SharedHandlers>;
-type Stream = SplitStream<WebSocket>;
+
+fn close_message(code: u16, reason: &str) -> WsMessage {
+    WsMessage::Close(Some(WsClose {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    }))
+}
 
 /// Serves one upgraded connection for `source` until it ends. `announced`: the URL said the
 /// client speaks the protocol (`v=1`).
 pub(crate) async fn serve(
-    mut socket: WebSocket,
+    transport: Transport,
     hub: Arc<Hub>,
-    source: String,
+    identity: Identity,
     announced: bool,
     addr: Option<SocketAddr>,
 ) {
+    let Identity { source, expires } = identity;
+    let Transport {
+        mut socket,
+        clean,
+        config,
+    } = transport;
     let doorbell = Doorbell::default();
     let exclusive = hub.config.on_duplicate == OnDuplicate::Reject;
     let claim = match hub.engine.claim(&source, &doorbell, exclusive).await {
@@ -53,33 +71,38 @@ pub(crate) async fn serve(
                 ClaimError::Unavailable(_) => (1013, "try again later"),
             };
             tracing::info!(source, ?error, "refused after the upgrade");
-            let close = WsMessage::Close(Some(WsClose {
-                code,
-                reason: reason.into(),
-            }));
+            hub.metrics.count_closed(Some(code));
+            let close = close_message(code, reason);
             let _ = timeout(hub.config.close_timeout, socket.send(close)).await;
             return;
         }
     };
     let info = ClientInfo { source, addr };
-    tracing::debug!(
+    tracing::info!(
         source = info.source,
-        epoch = claim.epoch,
         ?addr,
+        epoch = claim.epoch,
         "connected"
     );
     hub.presence.changed();
     for hook in &hub.on_connect {
         hook(&info);
     }
-    let machine = ServerConnection::new(
+    let now = hub.clock.now();
+    let mut machine = ServerConnection::new(
         info.source.clone(),
         claim.next,
         announced,
         hub.config.connection_settings(),
         SharedHandlers(Arc::clone(&hub)),
-        hub.clock.now(),
+        now,
     );
+    if let Some(expires) = expires {
+        let left = expires
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        machine.set_expiry(now + left);
+    }
     let (sink, stream) = socket.split();
     let mut conn = Conn {
         hub: Arc::clone(&hub),
@@ -93,6 +116,12 @@ pub(crate) async fn serve(
         mail: true,
         closing: None,
         released: false,
+        large: false,
+        clean,
+        config,
+        counted: Counters::default(),
+        close_code: None,
+        had_session: false,
     };
     conn.run(sink, stream).await;
     let reason = conn
@@ -100,8 +129,16 @@ pub(crate) async fn serve(
         .ending()
         .cloned()
         .unwrap_or(DisconnectReason::Shutdown);
+    let code = conn.close_code.or(match reason {
+        DisconnectReason::Closed(code) => code,
+        _ => None,
+    });
+    hub.metrics.count_closed(code);
+    if conn.had_session {
+        hub.metrics.sessions_active.dec();
+    }
     conn.finish().await;
-    tracing::debug!(source = info.source, ?reason, "disconnected");
+    tracing::info!(source = info.source, ?addr, code, ?reason, "disconnected");
     hub.presence.changed();
     for hook in &hub.on_disconnect {
         hook(&info, &reason);
@@ -122,9 +159,37 @@ struct Conn {
     mail: bool,
     closing: Option<Option<CloseFrame>>,
     released: bool,
+    /// A large text frame was read: renew the WebSocket to let its buffer go (see
+    /// [`Raw`](crate::socket::Raw)).
+    large: bool,
+    clean: Arc<std::sync::atomic::AtomicBool>,
+    config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
+    /// The state machine's counters as last added to the metrics.
+    counted: Counters,
+    /// The close code written to the client, if any.
+    close_code: Option<u16>,
+    /// A session was opened on this connection (counted in the active sessions).
+    had_session: bool,
 }
 
 impl Conn {
+    /// Adds what the state machine counted since the last time to the metrics.
+    fn publish_counters(&mut self) {
+        let now = self.machine.counters();
+        let metrics = &self.hub.metrics;
+        metrics
+            .messages_in
+            .inc_by(now.messages - self.counted.messages);
+        metrics
+            .acks_in
+            .inc_by(now.acks_received - self.counted.acks_received);
+        metrics
+            .acks_out
+            .inc_by(now.acks_sent - self.counted.acks_sent);
+        metrics.resent.inc_by(now.resent - self.counted.resent);
+        self.counted = now;
+    }
+
     async fn run(&mut self, mut sink: Sink, mut stream: Stream) {
         let hub = Arc::clone(&self.hub);
         let shutdown = hub.shutdown.cancelled();
@@ -134,6 +199,7 @@ impl Conn {
         let mut shutting_down = false;
         loop {
             self.carry_out().await;
+            self.publish_counters();
             if let Some(close) = self.closing.take() {
                 return self.farewell(sink, stream, close).await;
             }
@@ -168,7 +234,8 @@ impl Conn {
                 frame = stream.next(), if self.machine.wants_read() => {
                     self.read(frame);
                     for _ in 1..READ_BATCH {
-                        if !self.machine.wants_read() {
+                        // After a large frame, nothing more is read before the renewal.
+                        if !self.machine.wants_read() || self.large {
                             break;
                         }
                         match stream.next().now_or_never() {
@@ -194,18 +261,28 @@ impl Conn {
                     self.machine.handle_timeout(hub.clock.now());
                 }
             }
+            if std::mem::take(&mut self.large) {
+                (sink, stream) = renew(sink, stream, &self.clean, self.config).await;
+            }
         }
     }
 
     /// Hands a frame (or the end of the stream) to the state machine.
-    fn read(&mut self, frame: Option<Result<WsMessage, axum::Error>>) {
+    fn read(&mut self, frame: Option<Result<WsMessage, tungstenite::Error>>) {
         let now = self.hub.clock.now();
         match frame {
-            Some(Ok(WsMessage::Text(text))) => self.machine.handle_text(now, text.as_str()),
+            Some(Ok(WsMessage::Text(text))) => {
+                self.hub.metrics.bytes_in.inc_by(text.len() as u64);
+                self.machine.handle_text(now, text.as_str());
+                self.large |= text.len() as u64 >= LARGE_FRAME;
+            }
             Some(Ok(WsMessage::Binary(_))) => self.machine.handle_binary(now),
-            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => self.machine.handle_heard(),
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {
+                self.machine.handle_heard();
+            }
             Some(Ok(WsMessage::Close(frame))) => {
-                self.machine.handle_closed(frame.map(|frame| frame.code));
+                self.machine
+                    .handle_closed(frame.map(|frame| u16::from(frame.code)));
             }
             None => self.machine.handle_closed(None),
             Some(Err(error)) => match transport_error(error) {
@@ -260,8 +337,15 @@ impl Conn {
     async fn apply(&mut self, output: Output<Utf8Bytes>) {
         let hub = &self.hub;
         match output {
-            Output::Transmit(frame) => self.outq.push_back((WsMessage::Text(frame), false)),
-            Output::Deliver(frame) => self.outq.push_back((WsMessage::Text(frame), true)),
+            Output::Transmit(frame) => {
+                hub.metrics.bytes_out.inc_by(frame.len() as u64);
+                self.outq.push_back((text_frame(frame.into()), false));
+            }
+            Output::Deliver(frame) => {
+                hub.metrics.bytes_out.inc_by(frame.len() as u64);
+                hub.metrics.messages_out.inc();
+                self.outq.push_back((text_frame(frame.into()), true));
+            }
             Output::Ping => self
                 .outq
                 .push_back((WsMessage::Ping(bytes::Bytes::new()), false)),
@@ -332,13 +416,23 @@ impl Conn {
                 // Counted when decided: the farewell may take a while on a stuck socket.
                 match self.machine.ending() {
                     Some(DisconnectReason::Stale) => Stats::count(&hub.stats.stale),
-                    Some(DisconnectReason::SlowConsumer) => Stats::count(&hub.stats.slow_consumers),
+                    Some(DisconnectReason::SlowConsumer) => {
+                        Stats::count(&hub.stats.slow_consumers);
+                        hub.metrics.slow_consumers.inc();
+                    }
                     Some(DisconnectReason::Replaced) => Stats::count(&hub.stats.replaced),
                     _ => {}
                 }
+                self.close_code = close.as_ref().map(|close| close.code);
                 self.closing = Some(close);
             }
-            Output::Event(event) => hub.record(&self.claim.source, event),
+            Output::Event(event) => {
+                if let wsrelay_core::server::ServerEvent::Opened { .. } = event {
+                    self.had_session = true;
+                    hub.metrics.sessions_active.inc();
+                }
+                hub.record(&self.claim.source, event);
+            }
         }
     }
 
@@ -357,34 +451,36 @@ impl Conn {
         while let Some(output) = self.machine.poll_output() {
             match output {
                 Output::Transmit(frame) | Output::Deliver(frame) => {
-                    self.outq.push_back((WsMessage::Text(frame), false));
+                    self.outq.push_back((text_frame(frame.into()), false));
                 }
                 other => self.apply(other).await,
             }
         }
+        // A frame refused from its header is still arriving: the WebSocket cannot be read.
+        let unreadable = self.machine.ending() == Some(&DisconnectReason::TooLarge);
         let abort = self.hub.abort.cancelled();
         let goodbye = async {
             for (message, _) in self.outq.drain(..) {
                 sink.feed(message).await?;
             }
-            let frame = WsClose {
-                code: close.code,
-                reason: close.reason.into(),
-            };
-            sink.send(WsMessage::Close(Some(frame))).await?;
+            sink.send(close_message(close.code, close.reason)).await?;
             // The client answers the close; anything else it sends now is not consumed.
-            while let Some(Ok(message)) = stream.next().await {
+            while let Some(Ok(message)) = stream.next().await.filter(|_| !unreadable) {
                 if matches!(message, WsMessage::Close(_)) {
                     break;
                 }
             }
-            Ok::<(), axum::Error>(())
+            Ok::<(), tungstenite::Error>(())
         };
         tokio::select! {
             _ = timeout(close_timeout, goodbye) => {}
             () = abort => {}
         }
-        let _ = timeout(close_timeout, sink.close()).await;
+        if unreadable {
+            drain_and_close(sink, stream, close_timeout).await;
+        } else {
+            let _ = timeout(close_timeout, sink.close()).await;
+        }
     }
 
     /// After the loop: the source released (if the loop could not), the counters, and handler

@@ -147,6 +147,19 @@ pub enum TransportError {
     Io(String),
 }
 
+/// What a connection has counted so far, for metrics (cumulative).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// Application messages received (valid envelopes, whatever became of them).
+    pub messages: u64,
+    /// Acknowledgements received from the client.
+    pub acks_received: u64,
+    /// Acknowledgements sent to the client.
+    pub acks_sent: u64,
+    /// Frames the client had missed, sent again because it resumed its session.
+    pub resent: u64,
+}
+
 /// A close frame to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseFrame {
@@ -344,6 +357,10 @@ pub struct ServerConnection<F, H> {
     expires: Option<Instant>,
     limiter: Option<Limiter>,
     answerable: Answerable,
+    counters: Counters,
+    /// The position the claim gave for the source's next frame: frames before it existed
+    /// before this connection.
+    claimed_next: u64,
     ending: Option<DisconnectReason>,
     outputs: VecDeque<Output<F>>,
 }
@@ -371,6 +388,8 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             next_check: now + settings.ping_interval,
             limiter: settings.rate_limit.map(|limit| Limiter::new(limit, now)),
             answerable: Answerable::default(),
+            counters: Counters::default(),
+            claimed_next: next,
             expires: None,
             settings,
             handlers,
@@ -431,6 +450,11 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         }
     }
 
+    /// What the connection has counted so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
     /// Bytes transmitted and not yet acknowledged (written, for a bare client).
     pub fn backlog_bytes(&self) -> usize {
         self.backlog_bytes
@@ -482,6 +506,11 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             Ok(Frame::Hello { .. }) => matches!(self.mode, Mode::Pending { .. } | Mode::Bare),
             _ => false,
         };
+        match &frame {
+            Ok(Frame::Message(_)) => self.counters.messages += 1,
+            Ok(Frame::Ack { .. }) => self.counters.acks_received += 1,
+            _ => {}
+        }
         if !exempt {
             let id = match &frame {
                 Ok(Frame::Message(message)) => message.id,
@@ -550,7 +579,9 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     pub fn handle_transport_error(&mut self, error: TransportError) {
         match error {
             TransportError::TooLarge => {
-                let words = error_frame(ErrorCode::TooLarge, "frame too large to read", None);
+                let limit = self.settings.max_message_size;
+                let message = format!("messages are limited to {limit} bytes");
+                let words = error_frame(ErrorCode::TooLarge, &message, None);
                 self.end(
                     DisconnectReason::TooLarge,
                     Some(words),
@@ -598,6 +629,9 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         self.in_flight.clear();
         self.backlog_bytes = 0;
         self.over_since = None;
+        if opened.resumed {
+            self.counters.resent += self.claimed_next.saturating_sub(opened.next);
+        }
         if let Some(token) = token {
             self.consumed = opened.consumed;
             self.acked_to_client = opened.consumed;
@@ -848,6 +882,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             && self.consumed > self.acked_to_client
         {
             self.acked_to_client = self.consumed;
+            self.counters.acks_sent += 1;
             self.transmit(Frame::Ack { ack: self.consumed }.encode());
         }
     }

@@ -13,7 +13,7 @@ mod limit;
 pub mod memory;
 
 pub use connection::{
-    error_frame, CloseFrame, ConnectionSettings, DisconnectReason, FrameText, HandlerSet, Output,
-    ServerConnection, ServerEvent, TransportError, CLOSE_EXPIRED,
+    error_frame, CloseFrame, ConnectionSettings, Counters, DisconnectReason, FrameText, HandlerSet,
+    Output, ServerConnection, ServerEvent, TransportError, CLOSE_EXPIRED,
 };
 pub use limit::RateLimit;
