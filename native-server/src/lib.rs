@@ -51,6 +51,7 @@ mod engine;
 mod handlers;
 mod http;
 mod hub;
+mod jwt;
 mod listener;
 mod logs;
 mod metrics;
@@ -67,6 +68,7 @@ pub use axum::http::StatusCode;
 pub use config::{OnDuplicate, RateLimit, ServerConfig};
 pub use engine::EngineError;
 pub use handlers::{Incoming, IntoReply, Reply};
+pub use jwt::JwtAuth;
 pub use presence::{CLIENTS, CLIENTS_PAGE, PRESENCE};
 pub use requests::Answer;
 /// The TLS library of [`ServerConfig::tls`] (rustls, with the `ring` crypto provider).
