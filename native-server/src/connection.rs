@@ -78,9 +78,10 @@ pub(crate) async fn serve(
         }
     };
     let info = ClientInfo { source, addr };
+    let peer = addr.map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
     tracing::info!(
         source = info.source,
-        ?addr,
+        addr = peer,
         epoch = claim.epoch,
         "connected"
     );
@@ -138,7 +139,13 @@ pub(crate) async fn serve(
         hub.metrics.sessions_active.dec();
     }
     conn.finish().await;
-    tracing::info!(source = info.source, ?addr, code, ?reason, "disconnected");
+    tracing::info!(
+        source = info.source,
+        addr = peer,
+        code,
+        ?reason,
+        "disconnected"
+    );
     hub.presence.changed();
     for hook in &hub.on_disconnect {
         hook(&info, &reason);

@@ -141,7 +141,7 @@ impl Hub {
                 Stats::count(&stats.invalid_frames);
                 metrics.count_error(code.as_str());
                 if let Some(suppressed) = INVALID_INPUT.allow() {
-                    tracing::debug!(source, %code, re, message, suppressed, "invalid input");
+                    tracing::debug!(source, %code, re, detail = message, suppressed, "invalid input");
                 }
             }
             ServerEvent::Duplicate { id } => {
@@ -167,7 +167,7 @@ impl Hub {
                 tracing::trace!(source, on, "waiting for a recipient that is behind");
             }
             ServerEvent::ClientError { code, message } => {
-                tracing::debug!(source, code, message, "client reported an error");
+                tracing::debug!(source, code, detail = message, "client reported an error");
             }
             ServerEvent::Unanswerable { kind } => {
                 tracing::debug!(source, kind, "handler answered a message without id");

@@ -61,11 +61,18 @@ impl PresenceSignal {
 /// Announces changes until the server shuts down.
 pub(crate) async fn announce(hub: Weak<Hub>, signal: Arc<PresenceSignal>) {
     let mut announced: BTreeSet<String> = BTreeSet::new();
+    let Some(shutdown) = hub.upgrade().map(|hub| hub.shutdown.clone()) else {
+        return;
+    };
     loop {
         let Some(interval) = hub.upgrade().map(|hub| hub.config.presence_interval) else {
             return;
         };
-        signal.0.notified().await;
+        // The shutdown ends the wait too: the server's close waits for this task.
+        tokio::select! {
+            () = signal.0.notified() => {}
+            () = shutdown.cancelled() => return,
+        }
         // Let changes gather for one interval: one announcement covers them all.
         tokio::time::sleep(interval).await;
         let Some(hub) = hub.upgrade() else {
