@@ -28,8 +28,8 @@ use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, CustomEvent, CustomEventInit, ErrorEvent, EventTarget, MessageEvent};
 
 use crate::client::{
-    connect_url, ClientCore, Event, InboundMessage, Outgoing, Output, ReadyState, ReplyTarget,
-    TransportId,
+    connect_url, token_url, ClientCore, Event, InboundMessage, Outgoing, Output, ReadyState,
+    ReplyTarget, TransportId,
 };
 use crate::{Instant, Reply};
 use error::{core_error, error_value, thrown_message};
@@ -56,6 +56,8 @@ struct Inner {
     url: String,
     socket_class: Function,
     debug: bool,
+    /// `options.token`: a string, or a function called before every attempt.
+    token: JsValue,
 }
 
 /// The mutable part of [`Inner`]: the core and what this driver tracks around it.
@@ -71,6 +73,8 @@ struct State {
     handlers: Vec<(String, Function)>,
     /// Resolvers of `close()` promises, settled once the core is closed.
     closing: Vec<Function>,
+    /// The attempt whose token is being fetched (the token function's Promise is pending).
+    fetching: Option<TransportId>,
     /// While the client is not closed it keeps itself alive, as an open `WebSocket` does, even
     /// if the application dropped its reference; cleared (breaking the cycle) once closed.
     keep_alive: Option<Rc<Inner>>,
@@ -119,8 +123,8 @@ thread_local! {
     /// The one callback of every handler result's `then`, made once for the life of the
     /// module: bound per result to `(token, fulfilled)`, it never outlives what it calls.
     static SETTLED: JsValue = Closure::<dyn FnMut(u32, bool, JsValue)>::new(settled).into_js_value();
-    /// Messages whose handler results are being awaited, by token, and the last token given.
-    static ANSWERS: RefCell<(u32, Vec<(u32, Answer)>)> = const { RefCell::new((0, Vec::new())) };
+    /// Promises being awaited (handler results, tokens), by key, and the last key given.
+    static ANSWERS: RefCell<(u32, Vec<(u32, Awaited)>)> = const { RefCell::new((0, Vec::new())) };
 }
 
 fn now() -> Instant {
@@ -202,6 +206,7 @@ impl WebSocketClient {
                 pending: Vec::new(),
                 handlers: Vec::new(),
                 closing: Vec::new(),
+                fetching: None,
                 keep_alive: None,
             }),
             events,
@@ -209,6 +214,7 @@ impl WebSocketClient {
             url,
             socket_class: options.socket_class,
             debug: options.debug,
+            token: options.token,
         });
         inner.drain();
         Ok(WebSocketClient { inner })
@@ -410,6 +416,10 @@ impl Inner {
                 }) => {
                     let connection = {
                         let mut state = self.state.borrow_mut();
+                        // An attempt given up while its token is fetched: it never opens.
+                        if state.fetching == Some(transport) {
+                            state.fetching = None;
+                        }
                         match &state.socket {
                             Some(c) if c.id == transport => state.socket.take(),
                             _ => None,
@@ -473,12 +483,65 @@ impl Inner {
         }
     }
 
-    /// Opens the socket for transport `id`, replacing (and dropping) the previous one.
+    /// Starts attempt `id`: drops the previous socket, then opens a new one, once the token
+    /// function (if the client has one) has given a token.
     fn connect(self: &Rc<Self>, id: TransportId) {
         self.trace("connect", &self.url);
         let previous = self.state.borrow_mut().socket.take();
         drop(previous);
-        let args = Array::of1(&JsValue::from_str(&self.url));
+        let Some(fetch) = self.token.dyn_ref::<Function>() else {
+            return self.open(id, self.token.as_string());
+        };
+        self.state.borrow_mut().fetching = Some(id);
+        let promise = match fetch.call0(&JsValue::UNDEFINED) {
+            Ok(value) => Promise::resolve(&value),
+            Err(thrown) => Promise::reject(&thrown),
+        };
+        await_settled(
+            &promise,
+            Awaited::Token {
+                inner: Rc::downgrade(self),
+                transport: id,
+            },
+        );
+    }
+
+    /// The token function of attempt `id` settled with `value` (`fulfilled`, or rejected).
+    fn token_settled(self: &Rc<Self>, id: TransportId, fulfilled: bool, value: &JsValue) {
+        let current = {
+            let mut state = self.state.borrow_mut();
+            let current = state.fetching == Some(id);
+            if current {
+                state.fetching = None;
+            }
+            current
+        };
+        if !current {
+            return; // the attempt was given up meanwhile
+        }
+        match value.as_string().filter(|_| fulfilled) {
+            Some(token) => self.open(id, Some(token)),
+            None => {
+                let mut message = String::from("token not available: ");
+                if fulfilled {
+                    message.push_str("the token function must give a string");
+                } else {
+                    message.push_str(&thrown_message(value));
+                }
+                let mut state = self.state.borrow_mut();
+                state.core.handle_error(now(), id, &message);
+            }
+        }
+        self.drain();
+    }
+
+    /// Opens the socket of attempt `id`, with `token` in the URL when there is one.
+    fn open(self: &Rc<Self>, id: TransportId, token: Option<String>) {
+        let url = match &token {
+            Some(token) => token_url(&self.url, token),
+            None => self.url.clone(),
+        };
+        let args = Array::of1(&JsValue::from_str(&url));
         let socket: web_sys::WebSocket = match Reflect::construct(&self.socket_class, &args) {
             Ok(socket) => socket.unchecked_into(),
             Err(thrown) => {
@@ -719,22 +782,38 @@ impl Inner {
             target: message.reply_target(),
             kind: message.kind,
         };
-        let token = ANSWERS.with(|answers| {
-            let mut answers = answers.borrow_mut();
-            answers.0 = answers.0.wrapping_add(1);
-            let token = answers.0;
-            answers.1.push((token, answer));
-            token
-        });
-        SETTLED.with(|settled| {
-            let settled: &Function = settled.unchecked_ref();
-            let token = JsValue::from(token);
-            let on = |fulfilled: bool| settled.bind2(&JsValue::NULL, &token, &fulfilled.into());
-            promise
-                .unchecked_ref::<js::Thenable>()
-                .then(&on(true), &on(false));
-        });
+        await_settled(&promise, Awaited::Answer(answer));
     }
+}
+
+/// Awaits `promise` with the module's one [`SETTLED`] callback, for `awaited`.
+fn await_settled(promise: &Promise, awaited: Awaited) {
+    let key = ANSWERS.with(|answers| {
+        let mut answers = answers.borrow_mut();
+        answers.0 = answers.0.wrapping_add(1);
+        let key = answers.0;
+        answers.1.push((key, awaited));
+        key
+    });
+    SETTLED.with(|settled| {
+        let settled: &Function = settled.unchecked_ref();
+        let key = JsValue::from(key);
+        let on = |fulfilled: bool| settled.bind2(&JsValue::NULL, &key, &fulfilled.into());
+        promise
+            .unchecked_ref::<js::Thenable>()
+            .then(&on(true), &on(false));
+    });
+}
+
+/// What a settled Promise was for.
+enum Awaited {
+    /// A handler's result.
+    Answer(Answer),
+    /// The token of a connection attempt.
+    Token {
+        inner: Weak<Inner>,
+        transport: TransportId,
+    },
 }
 
 /// A message whose handler's result is awaited.
@@ -747,15 +826,24 @@ struct Answer {
     target: Option<ReplyTarget>,
 }
 
-/// The handler result of the [`Answer`] with `token` settled: its value (or failure) becomes
-/// a [`Reply`], and the core decides what becomes of it.
-fn settled(token: u32, fulfilled: bool, value: JsValue) {
-    let answer = ANSWERS.with(|answers| {
+/// The Promise awaited under `key` settled. A handler's result (or failure) becomes a
+/// [`Reply`], and the core decides what becomes of it; a token opens its attempt's socket.
+fn settled(key: u32, fulfilled: bool, value: JsValue) {
+    let awaited = ANSWERS.with(|answers| {
         let mut answers = answers.borrow_mut();
-        let index = answers.1.iter().position(|(t, _)| *t == token)?;
+        let index = answers.1.iter().position(|(k, _)| *k == key)?;
         Some(answers.1.swap_remove(index).1)
     });
-    let Some(answer) = answer else { return };
+    let answer = match awaited {
+        Some(Awaited::Answer(answer)) => answer,
+        Some(Awaited::Token { inner, transport }) => {
+            if let Some(inner) = inner.upgrade() {
+                inner.token_settled(transport, fulfilled, &value);
+            }
+            return;
+        }
+        None => return,
+    };
     let Some(inner) = answer.inner.upgrade() else {
         return;
     };
