@@ -1,6 +1,5 @@
 //! A token bucket on the core's clock: the server's rate limit, and the client's pacing to it.
-
-use std::time::Duration;
+//! Plain millisecond arithmetic (no `Duration`): the client's copy is in the browser package.
 
 use crate::Instant;
 
@@ -29,15 +28,14 @@ impl TokenBucket {
         }
     }
 
-    /// Adds what flowed in since the last refill, in whole milliseconds (so that frequent
-    /// calls lose no fraction of a token); returns how many units that was.
+    /// Adds what flowed in since the last refill (whole milliseconds: the core's time has no
+    /// finer grain, so frequent calls lose nothing); returns how many units that was.
     pub(crate) fn refill(&mut self, now: Instant) -> u64 {
-        let elapsed = now.saturating_duration_since(self.at).as_millis();
-        let elapsed = u64::try_from(elapsed).unwrap_or(u64::MAX);
+        let elapsed = now.as_millis().saturating_sub(self.at.as_millis());
         if elapsed == 0 {
             return 0;
         }
-        self.at = self.at + Duration::from_millis(elapsed);
+        self.at = now;
         let gained = elapsed.saturating_mul(self.per_second);
         self.level = self.level.saturating_add(gained).min(self.full);
         gained
@@ -56,6 +54,6 @@ impl TokenBucket {
     /// When the bucket holds a whole token again (at the last refill if it does now).
     pub(crate) fn next_token(&self) -> Instant {
         let missing = TOKEN.saturating_sub(self.level);
-        self.at + Duration::from_millis(missing.div_ceil(self.per_second))
+        Instant::from_millis(self.at.as_millis() + missing.div_ceil(self.per_second))
     }
 }

@@ -1,6 +1,7 @@
-//! What connections cost in memory after large frames, measured with a counting allocator:
-//! this test binary's live heap, server and raw clients together (the clients build each
-//! frame, write it and drop it, so what stays is the server's).
+//! What connections cost in memory after large frames, and what a client that never reads its
+//! answers costs, measured with a counting allocator: this test binary's live heap, server and
+//! raw clients together (the clients build each frame, write it and drop it, so what stays is
+//! the server's).
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,6 +18,9 @@ use wsrelay_server::{Incoming, ServerConfig, WebSocketServer};
 /// The system allocator, counting what is allocated and freed.
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// The tests of this file measure the one heap of the process: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Bytes allocated now.
 fn live() -> usize {
@@ -62,6 +66,7 @@ fn frame(text: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_do_not_keep_the_buffer_of_their_largest_frame() {
+    let _serial = SERIAL.lock().await;
     let consumed = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&consumed);
     let server = WebSocketServer::builder(ServerConfig::default())
@@ -109,5 +114,50 @@ async fn connections_do_not_keep_the_buffer_of_their_largest_frame() {
         grown < 2 << 20,
         "connections kept {grown} B after their large frames"
     );
+    server.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_asks_for_the_list_and_never_reads_costs_a_bounded_amount() {
+    let _serial = SERIAL.lock().await;
+    let server = WebSocketServer::bind(
+        "127.0.0.1:0",
+        ServerConfig {
+            presence: true,
+            ..ServerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    // 1000 sources online, with long names: a full list is about 100 KB.
+    let mut crowd = Vec::new();
+    for n in 0..1000 {
+        crowd.push(raw_client(addr, &format!("{n:04}-{}", "x".repeat(90))).await);
+    }
+    while server.clients().await.unwrap().len() < 1000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The presence announcements of the crowd settle before the measure.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut asker = raw_client(addr, "asker").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = live();
+    // 250 requests, and never a byte read: the answers can only pile up in the relay.
+    for id in 1..=250 {
+        let request = format!(r#"{{"type":"relay:clients","id":{id}}}"#);
+        asker.write_all(&frame(&request)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let grown = live().saturating_sub(before);
+    println!("250 unread relay:clients answers with 1000 sources online: +{grown} B");
+    // The answers wait by bytes: about the flow-control window (1 MiB) plus what the socket
+    // and its write buffer hold, not 250 lists of 100 KB (25 MB).
+    assert!(
+        grown < 6 << 20,
+        "the relay holds {grown} B for one non-reader"
+    );
+    drop(asker);
+    drop(crowd);
     server.close().await;
 }

@@ -76,7 +76,7 @@ pub(crate) fn read(options: &JsValue) -> Result<DriverOptions, JsValue> {
     if !(token.is_undefined() || token.is_null() || token.is_string() || token.is_function()) {
         return Err(error_value(
             "invalid_option",
-            "token must be a string or a function returning one (or a Promise of one)",
+            "token must be a string or a function",
         ));
     }
     Ok(DriverOptions {

@@ -2,14 +2,19 @@
 // tracked in BENCHMARKS.md. The ceiling is the size before the client work of issue 13 plus
 // the 1 KB that issue allowed it to grow, both as Node's zlib measures them (42404 B before;
 // `gzip -9` says 42124 B), plus 448 B for the flow control of the server redesign (the send
-// window, the session instance in hello and welcome, the session-lost event: 43822 B): a
-// change that grows the package past it fails here and must say why.
+// window, the session instance in hello and welcome, the session-lost event: 43822 B), plus
+// 2000 B for what issue 12 asks of the client, measured one by one (gzip -9 of the .wasm):
+// the `token` option, a string or a function whose Promise is awaited before every attempt
+// (about 730 B); pacing to the relay's rate limit, a token bucket and its timer (about 500 B);
+// settling a request sent to one client only with that client's answer (about 420 B); the
+// welcome's `rate` and `burst` in the shared codec (about 270 B). A change that grows the
+// package past it fails here and must say why.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 
-const CEILING = 42404 + 1024 + 448; // reached: 43822 B here
+const CEILING = 42404 + 1024 + 448 + 2000; // reached: 45810 B here
 
 test("web build stays under its size ceiling (gzip -9)", () => {
   const dir = new URL("../../pkg/web/", import.meta.url);

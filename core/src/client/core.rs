@@ -250,7 +250,7 @@ pub struct ClientCore {
     /// The latest time an input carried (for inputs that carry none, such as `respond`).
     clock: Instant,
     /// Pending requests addressed to one client, and that client: only its response settles
-    /// them (any other is reported and ignored). In id order.
+    /// them (any other is reported and ignored).
     targets: Vec<(u64, String)>,
     /// Outputs not yet polled are `outputs[polled..]`. A `Vec` read through a cursor rather
     /// than a `VecDeque` (whose code is kilobytes of wasm): the driver empties it after every
@@ -896,20 +896,15 @@ impl ClientCore {
             }));
             return;
         };
-        if let Ok(index) = self.targets.binary_search_by_key(&re, |(id, _)| *id) {
+        if let Some(index) = self.targets.iter().position(|(id, _)| *id == re) {
             // Put to one client: nobody else may answer it (the server refuses such answers
             // too, but a client does not rely on a server it cannot see).
-            if let Some((_, to)) = self.targets.get(index) {
-                if source.as_deref() != Some(to.as_str()) {
-                    let mut message = String::from("a response from ");
-                    message.push_str(source.as_deref().unwrap_or("the server"));
-                    message.push_str(" to a request sent to ");
-                    message.push_str(to);
-                    self.event(Event::Error(Error::Protocol(message)));
-                    return;
-                }
+            if source.as_deref() != self.targets.get(index).map(|(_, to)| to.as_str()) {
+                let message = "a response from another client than the one asked".into();
+                self.event(Event::Error(Error::Protocol(message)));
+                return;
             }
-            self.targets.remove(index);
+            self.targets.swap_remove(index);
         }
         if self.requests.remove(re) {
             self.event(Event::Reply {
@@ -1252,7 +1247,7 @@ mod tests {
         core.handle_frame(at(40), TransportId(1), &answer("mallory"));
         let refused = events(&mut core);
         assert!(
-            matches!(&refused[..], [Event::Error(Error::Protocol(m))] if m.contains("mallory")),
+            matches!(&refused[..], [Event::Error(Error::Protocol(m))] if m.contains("another client")),
             "{refused:?}"
         );
         assert_eq!(core.pending_requests(), 1);
