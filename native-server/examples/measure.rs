@@ -94,6 +94,39 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Reads a session's frames and acknowledges the reliable ones (every 32, or after a quiet
+/// second), until the connection ends.
+async fn listen(mut stream: TcpStream) {
+    let (mut received, mut acked) = (0u64, 0u64);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), read_frame(&mut stream)).await {
+            Ok(Ok(frame)) => {
+                let control = [
+                    &b"{\"type\":\"~ack\""[..],
+                    b"{\"type\":\"~pong\"",
+                    b"{\"type\":\"~welcome\"",
+                ]
+                .iter()
+                .any(|prefix| frame.starts_with(prefix));
+                if !control && !frame.is_empty() {
+                    received += 1;
+                }
+                if received - acked < 32 {
+                    continue;
+                }
+            }
+            Ok(Err(_)) => return,
+            Err(_) if received == acked => continue,
+            Err(_) => {}
+        }
+        let ack = format!(r#"{{"type":"~ack","ack":{received}}}"#);
+        if stream.write_all(&masked_text(&ack)).await.is_err() {
+            return;
+        }
+        acked = received;
+    }
+}
+
 async fn idle(addr: SocketAddr, pid: u32, count: usize, secret: &str) -> Result<(), String> {
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -112,7 +145,7 @@ async fn idle(addr: SocketAddr, pid: u32, count: usize, secret: &str) -> Result<
             &EncodingKey::from_secret(secret.as_bytes()),
         )
         .map_err(|e| e.to_string())?;
-        let mut stream = open(addr, &format!("/?token={token}&v=1"))
+        let mut stream = open(addr, &format!("/?source={source}&token={token}&v=1"))
             .await
             .map_err(|e| format!("connection {n}: {e}"))?;
         let hello = format!(r#"{{"type":"~hello","v":1,"session":"idle-session-{n:08}","ack":0}}"#);
@@ -124,16 +157,21 @@ async fn idle(addr: SocketAddr, pid: u32, count: usize, secret: &str) -> Result<
         if !welcome.starts_with(b"{\"type\":\"~welcome\"") {
             return Err(format!("no welcome: {}", String::from_utf8_lossy(&welcome)));
         }
-        held.push(stream);
+        // Like a wsrelay client: read what comes (the relay's presence announcements) and
+        // acknowledge it, at most a second later.
+        held.push(tokio::spawn(listen(stream)));
     }
-    // Let the presence announcements and first allocations settle.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Let the presence announcements and their acknowledgements settle.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let after = rss_kib(pid);
     let per = (after.saturating_sub(before)) as f64 / count as f64;
     println!(
         "{count} idle authenticated connections (token, session) in {:.1} s: relay RSS {before} KiB -> {after} KiB, {per:.1} KiB per connection",
         started.elapsed().as_secs_f64()
     );
+    for task in held {
+        task.abort();
+    }
     Ok(())
 }
 
@@ -150,9 +188,16 @@ async fn rate(
     let mut sender = open(addr, "/?source=sender&v=1")
         .await
         .map_err(|e| e.to_string())?;
-    let hello = r#"{"type":"~hello","v":1,"session":"rate-sender-session","ack":0}"#;
+    // A session of its own for every run: a resumed one would drop the ids as retransmits.
+    let hello = format!(
+        r#"{{"type":"~hello","v":1,"session":"rate-{}-{}","ack":0}}"#,
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.as_millis())
+    );
     sender
-        .write_all(&masked_text(hello))
+        .write_all(&masked_text(&hello))
         .await
         .map_err(|e| e.to_string())?;
     let _welcome = read_frame(&mut sender).await.map_err(|e| e.to_string())?;

@@ -269,7 +269,9 @@ impl Conn {
                 }
             }
             if std::mem::take(&mut self.large) {
-                (sink, stream) = renew(sink, stream, &self.clean, self.config).await;
+                // Boxed: a WebSocket being built would otherwise be part of every
+                // connection's future, large frames or not.
+                (sink, stream) = Box::pin(renew(sink, stream, &self.clean, self.config)).await;
             }
         }
     }
@@ -484,7 +486,7 @@ impl Conn {
             () = abort => {}
         }
         if unreadable {
-            drain_and_close(sink, stream, close_timeout).await;
+            Box::pin(drain_and_close(sink, stream, close_timeout)).await;
         } else {
             let _ = timeout(close_timeout, sink.close()).await;
         }

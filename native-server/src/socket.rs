@@ -313,7 +313,8 @@ pub(crate) async fn drain_and_close(sink: Sink, stream: Stream, patience: Durati
         return;
     };
     let mut io = socket.into_inner();
-    let mut scrap = [0u8; 8192];
+    // On the heap: an array here would be part of every connection task's future.
+    let mut scrap = vec![0u8; 8192];
     let drain = async { while matches!(io.read(&mut scrap).await, Ok(read) if read > 0) {} };
     let _ = tokio::time::timeout(patience, drain).await;
     let _ = tokio::time::timeout(patience, io.shutdown()).await;

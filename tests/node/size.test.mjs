@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 
-const CEILING = 42404 + 1024 + 448 + 2000; // reached: 45810 B here
+const CEILING = 42404 + 1024 + 448 + 2000; // reached: 45789 B here
 
 test("web build stays under its size ceiling (gzip -9)", () => {
   const dir = new URL("../../pkg/web/", import.meta.url);
