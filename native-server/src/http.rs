@@ -76,7 +76,7 @@ fn refuse(hub: &Hub, status: StatusCode, reason: &str) -> Response {
     hub.stats.rejected.fetch_add(1, Ordering::Relaxed);
     hub.metrics.count_refused(status.as_u16());
     if let Some(suppressed) = REFUSALS.allow() {
-        tracing::info!(%status, reason = clip(reason), suppressed, "upgrade refused");
+        tracing::info!(%status, reason, suppressed, "upgrade refused");
     }
     let mut response = (status, format!("{reason}\n")).into_response();
     // The client wanted another protocol on this connection: it ends here.
@@ -182,7 +182,8 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
         return refuse(&hub, StatusCode::SERVICE_UNAVAILABLE, &why);
     }
     if !origin_allowed(&hub.config, &request) {
-        let origin = request.origin().unwrap_or_default();
+        // The peer's header, echoed in the answer and the log: at most 64 characters of it.
+        let origin = clip(request.origin().unwrap_or_default());
         return refuse(
             &hub,
             StatusCode::FORBIDDEN,

@@ -549,6 +549,61 @@ async fn with_www_only_the_relays_own_origin_may_connect() {
 }
 
 #[tokio::test]
+async fn what_a_client_sends_is_echoed_and_logged_cut_short() {
+    let relay = Relay::start(
+        &[
+            "--log-format",
+            "json",
+            "--allowed-origin",
+            "https://app.example",
+        ],
+        &[],
+    )
+    .await;
+    let addr = relay.addr;
+    // A 20 KB Origin header: refused, and neither the answer nor the log line carries it.
+    let origin = format!("https://{}.example", "o".repeat(20_000));
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /?source=a HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Origin: {origin}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 403"),
+        "{}",
+        &answer[..100.min(answer.len())]
+    );
+    assert!(
+        answer.len() < 1000,
+        "the answer echoes {} bytes",
+        answer.len()
+    );
+    // An unknown target of 500 KB: the error names it in 64 characters.
+    let (mut alice, _) = common::Client::session(addr, "alice", "alice-session-1", 0).await;
+    let to = "t".repeat(500_000);
+    alice
+        .send(&format!(r#"{{"type":"x","id":1,"to":"{to}","payload":1}}"#))
+        .await;
+    let error = alice.recv_app().await;
+    assert_eq!(error["code"], "unknown_target");
+    assert!(
+        error.to_string().len() < 300,
+        "{} bytes",
+        error.to_string().len()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let longest = relay.logs().iter().map(String::len).max().unwrap_or(0);
+    assert!(longest < 1000, "a log line of {longest} bytes");
+}
+
+#[tokio::test]
 async fn endpoints_and_a_prompt_shutdown() {
     let relay = Relay::start(&[], &[]).await;
     for path in ["/healthz", "/readyz", "/metrics"] {
