@@ -93,6 +93,16 @@ impl Relay {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The log lines once one contains `needle` (stderr is read by a task of its own, which
+    /// may lag behind the relay), or as they are after a few seconds.
+    async fn logs_with(&self, needle: &str) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        while !self.logs().iter().any(|line| line.contains(needle)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.logs()
+    }
+
     /// SIGTERM; how long the process took to exit, and whether it exited successfully.
     async fn terminate(mut self) -> (Duration, bool) {
         let pid = self.child.id().expect("running").to_string();
@@ -328,7 +338,17 @@ async fn json_logs_parse_line_by_line_say_who_came_and_went_and_never_show_a_tok
 async fn relay_terminate_keep_logs(relay: Relay) -> (Duration, (bool, Vec<String>)) {
     let logs = Arc::clone(&relay.logs);
     let (took, ok) = relay.terminate().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The reader of stderr ends at the end of the stream; "closed" is the relay's last line.
+    let deadline = Instant::now() + WAIT;
+    while !logs
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("\"closed\""))
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let lines = logs.lock().unwrap().clone();
     (took, (ok, lines))
 }
@@ -339,7 +359,8 @@ async fn without_a_secret_it_says_once_that_identities_are_not_verified() {
     let mut alice = common::Client::bare(relay.addr, "alice").await;
     alice.send(r#"{"type":"~ping"}"#).await;
     let warnings = relay
-        .logs()
+        .logs_with("identities are not verified")
+        .await
         .iter()
         .filter(|line| line.contains("identities are not verified"))
         .count();
@@ -527,7 +548,10 @@ async fn with_www_only_the_relays_own_origin_may_connect() {
             .0,
         403
     );
-    let logs = relay.logs().join("\n");
+    let logs = relay
+        .logs_with("other origins are refused")
+        .await
+        .join("\n");
     assert!(logs.contains("other origins are refused"), "{logs}");
     let listed = Relay::start(
         &[
@@ -634,12 +658,21 @@ async fn invalid_input_is_logged_at_debug_and_rate_limited() {
     for _ in 0..300 {
         assert_eq!(flood.recv().await["code"], "invalid_json");
     }
-    let lines: Vec<Value> = relay
-        .logs()
-        .iter()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .filter(|entry: &Value| entry["fields"]["message"] == "invalid input")
-        .collect();
+    let invalid_input = |relay: &Relay| -> Vec<Value> {
+        relay
+            .logs()
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|entry: &Value| entry["fields"]["message"] == "invalid input")
+            .collect()
+    };
+    // The relay's stderr is read by a task of its own: give it time to catch up.
+    let deadline = Instant::now() + WAIT;
+    while invalid_input(&relay).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines = invalid_input(&relay);
     assert!(
         !lines.is_empty() && lines.len() <= 25,
         "{} lines",
