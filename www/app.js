@@ -176,6 +176,14 @@ function connect(name) {
     refreshState();
   });
   client.addEventListener("reconnecting", (event) => reconnecting(event.detail));
+  // The relay no longer had this session: what was sent to us meanwhile is gone. Say so,
+  // and refresh what can be asked again.
+  client.addEventListener("sessionlost", (event) => {
+    const { lost } = event.detail;
+    system(lost == null ? "the relay lost our session: messages sent meanwhile are gone"
+      : `the relay lost our session: ${lost} message${lost === 1 ? "" : "s"} sent meanwhile are gone`);
+    refreshPeople();
+  });
   client.addEventListener("error", (event) => console.warn("wsrelay:", event.detail));
   // A recipient's answer to one of our messages: the receipt that makes it "delivered".
   client.addEventListener("response", (event) => {

@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::cluster::Probe;
 use crate::procs::{rss_bytes, CpuMeter};
 use crate::wire::{
-    self, connect, is_control, is_error, read_stamp, Conn, ConnectSpec, Message, Proto, FIRST_ID,
-    OP_CLOSE, OP_PING, OP_TEXT, SENDER_WIDTH, TS_WIDTH,
+    self, classify, connect, is_control, masked, stamp_of, Conn, ConnectSpec, Incoming, Message,
+    Proto, FIRST_ID, OP_CLOSE, OP_PING, OP_TEXT, SENDER_WIDTH, SIO_PONG, TS_WIDTH,
 };
 
 /// Warm-up and measured window of a throughput run.
@@ -35,12 +36,58 @@ pub struct Timing {
 pub struct Sample {
     /// The scenario's primary value (messages or deliveries per second, bytes, fraction...).
     pub value: f64,
-    /// Server CPU over the window, as a fraction of one core.
+    /// Server CPU over the window, as a fraction of one core: the sum over every server-side
+    /// process (relays and Redis in the cluster rows).
     pub server_cpu: f64,
     /// Load generator CPU over the window, as a fraction of one core.
     pub gen_cpu: f64,
     /// Latency percentiles in microseconds: p50, p95, p99.
     pub latency: Option<[f64; 3]>,
+    /// CPU of each server-side process over the window (fraction of a core), by name.
+    pub procs: Vec<(String, f64)>,
+    /// What the servers asked of Redis over the window (cluster rows).
+    pub redis: Option<RedisUse>,
+}
+
+/// Redis's share of a cluster run.
+#[derive(Debug, Clone, Default)]
+pub struct RedisUse {
+    /// Commands Redis executed in the window, those run inside Lua scripts included.
+    pub commands: u64,
+    /// Commands the servers sent (a script call counts once): round trips, pipelined or not.
+    pub round_trips: u64,
+    /// Deliveries counted in the same window.
+    pub delivered: u64,
+    /// Growth of Redis's memory (client buffers left out) since the servers were up, per
+    /// client, after the window.
+    pub memory_per_client: f64,
+    /// `MEMORY USAGE` of the relays' keys per session after the window, when they have any.
+    pub key_bytes_per_session: Option<f64>,
+}
+
+/// Where a run's clients connect, and what is measured besides them.
+pub struct Target {
+    /// Client `i` connects to `addrs[i % addrs.len()]`: clients are split evenly, and the
+    /// two members of a pair (`2k`, `2k + 1`) are on different servers when there are two.
+    pub addrs: Vec<SocketAddr>,
+    /// The server-side processes whose CPU is measured, by name.
+    pub procs: Vec<(String, u32)>,
+    /// The Redis the servers share.
+    pub redis: Option<Probe>,
+    /// Pause after the last client connected, before the load starts.
+    pub settle: Duration,
+}
+
+impl Target {
+    /// One server process.
+    pub fn single(addr: SocketAddr, pid: u32) -> Target {
+        Target {
+            addrs: vec![addr],
+            procs: vec![("server".into(), pid)],
+            redis: None,
+            settle: Duration::ZERO,
+        }
+    }
 }
 
 /// State shared by a run's tasks.
@@ -104,20 +151,24 @@ pub fn pad_for(size: usize) -> usize {
     size.saturating_sub(2 + TS_WIDTH + SENDER_WIDTH)
 }
 
-/// Connects `n` clients (`c0`..), at most 200 handshakes at a time.
+/// Connects `n` clients (`c0`..; client `i` to `addrs[i % addrs.len()]`), at most 200
+/// handshakes at a time.
 async fn connect_all(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     proto: Proto,
     n: usize,
     read_capacity: usize,
 ) -> Result<Vec<Conn>, String> {
+    if addrs.is_empty() {
+        return Err("no server to connect to".into());
+    }
     let spread = if n > 1000 { 32 } else { 1 };
     let limit = Duration::from_secs(20);
     let results: Vec<io::Result<Conn>> = stream::iter(0..n)
         .map(|index| async move {
             let source = format!("c{index}");
             let spec = ConnectSpec {
-                addr,
+                addr: addrs[index % addrs.len()],
                 proto,
                 source: &source,
                 index,
@@ -140,13 +191,28 @@ async fn connect_all(
     Ok(conns)
 }
 
-/// Lets the load run `warmup`, then measures `window`: deliveries per second, CPU, latency.
-async fn measure(shared: &Shared, timing: Timing, server_pid: u32) -> Result<Sample, String> {
+/// Lets the load run `warmup`, then measures `window`: deliveries per second, CPU of every
+/// server-side process, latency, and (cluster rows) Redis's commands and memory. `clients`:
+/// how many clients the run connected.
+async fn measure(
+    shared: &Shared,
+    timing: Timing,
+    target: &Target,
+    clients: usize,
+) -> Result<Sample, String> {
     tokio::time::sleep(timing.warmup).await;
     if let Some(error) = shared.error.borrow().clone() {
         return Err(error);
     }
-    let server = CpuMeter::start(server_pid);
+    let commands_before = match &target.redis {
+        Some(probe) => Some(probe.commands().await?),
+        None => None,
+    };
+    let meters: Vec<(&str, CpuMeter)> = target
+        .procs
+        .iter()
+        .map(|(name, pid)| (name.as_str(), CpuMeter::start(*pid)))
+        .collect();
     let gen = CpuMeter::start(std::process::id());
     let start = Instant::now();
     let before = shared.count.get();
@@ -155,17 +221,47 @@ async fn measure(shared: &Shared, timing: Timing, server_pid: u32) -> Result<Sam
     shared.measuring.set(false);
     let delivered = shared.count.get() - before;
     let secs = start.elapsed().as_secs_f64();
+    let procs: Vec<(String, f64)> = meters
+        .iter()
+        .map(|(name, meter)| ((*name).to_owned(), meter.read()))
+        .collect();
+    let gen_cpu = gen.read();
+    let redis = match (&target.redis, commands_before) {
+        (Some(probe), Some(before)) => {
+            let after = probe.commands().await?;
+            let (commands, round_trips) = probe.count(&before, &after);
+            let memory = probe.used_memory().await?;
+            let keys = probe.key_usage().await?;
+            Some(RedisUse {
+                commands,
+                round_trips,
+                delivered,
+                memory_per_client: memory.saturating_sub(probe.baseline_memory) as f64
+                    / clients.max(1) as f64,
+                key_bytes_per_session: keys
+                    .filter(|(_, sessions)| *sessions > 0)
+                    .map(|(bytes, sessions)| bytes as f64 / sessions as f64),
+            })
+        }
+        _ => None,
+    };
     let sample = Sample {
         value: delivered as f64 / secs,
-        server_cpu: server.read(),
-        gen_cpu: gen.read(),
+        server_cpu: procs.iter().map(|(_, cpu)| cpu).sum(),
+        gen_cpu,
         latency: latency(&shared.hist.borrow()),
+        procs,
+        redis,
     };
     if let Some(error) = shared.error.borrow().clone() {
         return Err(error);
     }
     if delivered == 0 {
-        return Err("nothing was delivered in the measured window".into());
+        return Err(
+            "nothing was delivered in the measured window (the servers stalled, or \
+             fell behind by more than the warm-up and the window)"
+                .into(),
+        );
     }
     Ok(sample)
 }
@@ -183,9 +279,10 @@ pub async fn echo(
     size: usize,
     timing: Timing,
 ) -> Result<Sample, String> {
-    let clients = connect_all(addr, proto, conns, 4096).await?;
+    let target = Target::single(addr, pid);
+    let clients = connect_all(&target.addrs, proto, conns, 4096).await?;
     let pad = pad_for(size);
-    measure_loops(clients, timing, pid, move |conn, shared| async move {
+    measure_loops(clients, timing, &target, move |conn, shared| async move {
         echo_loop(conn, &shared, pad).await
     })
     .await
@@ -196,7 +293,7 @@ pub async fn echo(
 async fn measure_loops<F, Fut>(
     clients: Vec<Conn>,
     timing: Timing,
-    pid: u32,
+    target: &Target,
     client_loop: F,
 ) -> Result<Sample, String>
 where
@@ -204,6 +301,7 @@ where
     Fut: std::future::Future<Output = io::Result<()>> + 'static,
 {
     let shared = Shared::new();
+    let n = clients.len();
     let tasks = Tasks(
         clients
             .into_iter()
@@ -218,7 +316,7 @@ where
             })
             .collect(),
     );
-    let sample = measure(&shared, timing, pid).await;
+    let sample = measure(&shared, timing, target, n).await;
     drop(tasks);
     sample
 }
@@ -257,25 +355,56 @@ async fn timeout<T>(future: impl std::future::Future<Output = io::Result<T>>) ->
 }
 
 /// Scenario 2: `pairs` pairs of clients bounce one directed message each (`to` = partner).
+/// With two servers in `target`, the partners of a pair are on different servers.
 pub async fn send_to(
-    addr: SocketAddr,
-    pid: u32,
+    target: &Target,
     proto: Proto,
     pairs: usize,
     timing: Timing,
 ) -> Result<Sample, String> {
-    let clients = connect_all(addr, proto, pairs * 2, 4096).await?;
+    let clients = connect_all(&target.addrs, proto, pairs * 2, 4096).await?;
+    tokio::time::sleep(target.settle).await;
     let pad = pad_for(20);
-    measure_loops(clients, timing, pid, move |conn, shared| async move {
+    measure_loops(clients, timing, target, move |conn, shared| async move {
         pair_loop(conn, &shared, pad).await
     })
     .await
 }
 
+/// Whether a received frame is an application message; answers Socket.IO's pings and fails
+/// on a refusal.
+async fn is_app<W: tokio::io::AsyncWrite + Unpin>(
+    proto: Proto,
+    data: &[u8],
+    write: &mut W,
+    key: [u8; 4],
+) -> io::Result<bool> {
+    match classify(proto, data) {
+        Incoming::App => Ok(true),
+        Incoming::Control => Ok(false),
+        Incoming::Ping => {
+            write.write_all(&masked(OP_TEXT, SIO_PONG, key)).await?;
+            Ok(false)
+        }
+        Incoming::Refused => Err(io::Error::other(format!(
+            "refused by the server: {}",
+            String::from_utf8_lossy(data)
+        ))),
+    }
+}
+
 async fn pair_loop(mut conn: Conn, shared: &Shared, pad: usize) -> io::Result<()> {
     let partner = format!("c{}", conn.index ^ 1);
-    let mut message = Message::new("dm", Some(&partner), conn.index as u64, pad, conn.key);
-    let wsrelay = conn.proto == Proto::Wsrelay;
+    let proto = conn.proto;
+    let mut message = Message::of(
+        proto,
+        "dm",
+        Some(&partner),
+        conn.index as u64,
+        pad,
+        conn.key,
+    );
+    let wsrelay = proto == Proto::Wsrelay;
     let mut id = FIRST_ID;
     if conn.index.is_multiple_of(2) {
         id += 1;
@@ -286,10 +415,10 @@ async fn pair_loop(mut conn: Conn, shared: &Shared, pad: usize) -> io::Result<()
     loop {
         let frame = timeout(conn.next()).await?;
         let data = conn.reader.data(&frame);
-        if wsrelay && is_control(data) {
+        if !is_app(proto, data, &mut conn.stream, conn.key).await? {
             continue;
         }
-        shared.delivered(read_stamp(data, pad).map(|(ts, _)| ts));
+        shared.delivered(stamp_of(proto, data, pad).map(|(ts, _)| ts));
         let ack = if wsrelay { conn.count_reliable() } else { None };
         id += 1;
         conn.stream
@@ -306,36 +435,35 @@ pub const BROADCAST_WINDOW: u64 = 32;
 
 /// Scenario 3: `senders` clients broadcast to everybody else; every client counts deliveries.
 /// Senders are paced by a probe client (a non-sender): at most [`BROADCAST_WINDOW`] messages
-/// of each sender not yet delivered to it.
+/// of each sender not yet delivered to it. With several servers, a sender's probe is on
+/// another server than the sender, so that the window bounds what crosses between servers.
 pub async fn broadcast(
-    addr: SocketAddr,
-    pid: u32,
+    target: &Target,
     proto: Proto,
     conns: usize,
     senders: usize,
     timing: Timing,
 ) -> Result<Sample, String> {
-    if senders >= conns {
-        return Err("broadcast needs more clients than senders".into());
+    let servers = target.addrs.len();
+    // Client `senders + j` is on server `(senders + j) mod servers`.
+    let probe_of = move |sender: usize| {
+        (senders..senders + servers.max(1))
+            .find(|p| servers < 2 || p % servers != sender % servers)
+            .unwrap_or(senders)
+    };
+    if senders + servers.max(1) > conns {
+        return Err("broadcast needs more clients than senders and probes".into());
     }
-    let clients = connect_all(addr, proto, conns, 16 * 1024).await?;
+    let clients = connect_all(&target.addrs, proto, conns, 16 * 1024).await?;
+    tokio::time::sleep(target.settle).await;
     let shared = Shared::new();
     let pad = pad_for(20);
     let seen: Rc<Vec<Cell<u64>>> = Rc::new((0..senders).map(|_| Cell::new(0)).collect());
     let wake: Rc<Vec<Notify>> = Rc::new((0..senders).map(|_| Notify::new()).collect());
-    let probe = senders;
     let mut handles = Vec::new();
     for conn in clients {
-        let Conn {
-            stream,
-            mut reader,
-            key,
-            index,
-            proto,
-            ..
-        } = conn;
-        let (mut read, write) = stream.into_split();
-        let write = Rc::new(tokio::sync::Mutex::new(write));
+        let (index, key) = (conn.index, conn.key);
+        let (receiver, write) = Receiver::split(conn, pad);
         if index < senders {
             let (shared, seen, wake, write) = (
                 Rc::clone(&shared),
@@ -345,7 +473,7 @@ pub async fn broadcast(
             );
             handles.push(tokio::task::spawn_local(async move {
                 if let Err(error) =
-                    sender_loop(index, key, pad, &shared, &seen, &wake, &write).await
+                    sender_loop(proto, index, key, pad, &shared, &seen, &wake, &write).await
                 {
                     shared.fail(error);
                 }
@@ -353,53 +481,112 @@ pub async fn broadcast(
         }
         let (shared, seen, wake) = (Rc::clone(&shared), Rc::clone(&seen), Rc::clone(&wake));
         handles.push(tokio::task::spawn_local(async move {
-            let mut reliable = 0u64;
-            let result: io::Result<()> = async {
-                loop {
-                    let frame = reader.next(&mut read).await?;
-                    match frame.op {
-                        OP_TEXT => {}
-                        OP_CLOSE => return Err(wire::closed(reader.data(&frame))),
-                        _ => continue,
-                    }
-                    let data = reader.data(&frame);
-                    if is_error(data) {
-                        return Err(io::Error::other(String::from_utf8_lossy(data).into_owned()));
-                    }
-                    if proto == Proto::Wsrelay && is_control(data) {
-                        continue;
-                    }
-                    let stamp = read_stamp(data, pad);
-                    shared.delivered(stamp.map(|(ts, _)| ts));
-                    if index == probe {
-                        if let Some((_, sender)) = stamp {
-                            if let Some(count) = seen.get(sender as usize) {
-                                count.set(count.get() + 1);
-                                wake[sender as usize].notify_one();
-                            }
+            let result = receiver
+                .run(&shared, &write, |sender| {
+                    let sender = sender as usize;
+                    if probe_of(sender) == index {
+                        if let Some(count) = seen.get(sender) {
+                            count.set(count.get() + 1);
+                            wake[sender].notify_one();
                         }
                     }
-                    if proto == Proto::Wsrelay {
-                        reliable += 1;
-                        if let Some(ack) = wire::ack_due(reliable, key) {
-                            write.lock().await.write_all(&ack).await?;
-                        }
-                    }
-                }
-            }
-            .await;
+                })
+                .await;
             if let Err(error) = result {
                 shared.fail(error);
             }
         }));
     }
     let tasks = Tasks(handles);
-    let sample = measure(&shared, timing, pid).await;
+    let sample = measure(&shared, timing, target, conns).await;
     drop(tasks);
     sample
 }
 
+/// The reading side of a connection whose writes are shared with another task.
+struct Receiver {
+    reader: wire::Reader,
+    read: OwnedReadHalf,
+    proto: Proto,
+    key: [u8; 4],
+    pad: usize,
+}
+
+type SharedWrite = Rc<tokio::sync::Mutex<OwnedWriteHalf>>;
+
+impl Receiver {
+    fn split(conn: Conn, pad: usize) -> (Receiver, SharedWrite) {
+        let Conn {
+            stream,
+            reader,
+            key,
+            proto,
+            ..
+        } = conn;
+        let (read, write) = stream.into_split();
+        let receiver = Receiver {
+            reader,
+            read,
+            proto,
+            key,
+            pad,
+        };
+        (receiver, Rc::new(tokio::sync::Mutex::new(write)))
+    }
+
+    /// Reads frames until the connection fails: counts every application message as a
+    /// delivery (latency from its stamp) and hands its sender's index to `seen`;
+    /// acknowledges wsrelay frames every 32; answers pings.
+    async fn run(
+        mut self,
+        shared: &Shared,
+        write: &tokio::sync::Mutex<OwnedWriteHalf>,
+        mut seen: impl FnMut(u64),
+    ) -> io::Result<()> {
+        let mut reliable = 0u64;
+        loop {
+            let frame = self.reader.next(&mut self.read).await?;
+            match frame.op {
+                OP_TEXT => {}
+                OP_CLOSE => return Err(wire::closed(self.reader.data(&frame))),
+                OP_PING => {
+                    let pong = masked(0xA, self.reader.data(&frame), self.key);
+                    write.lock().await.write_all(&pong).await?;
+                    continue;
+                }
+                _ => continue,
+            }
+            let data = self.reader.data(&frame);
+            match classify(self.proto, data) {
+                Incoming::App => {}
+                Incoming::Control => continue,
+                Incoming::Ping => {
+                    let pong = masked(OP_TEXT, SIO_PONG, self.key);
+                    write.lock().await.write_all(&pong).await?;
+                    continue;
+                }
+                Incoming::Refused => {
+                    return Err(io::Error::other(String::from_utf8_lossy(data).into_owned()))
+                }
+            }
+            let stamp = stamp_of(self.proto, data, self.pad);
+            shared.delivered(stamp.map(|(ts, _)| ts));
+            if let Some((_, sender)) = stamp {
+                seen(sender);
+            }
+            if self.proto == Proto::Wsrelay {
+                reliable += 1;
+                if let Some(ack) = wire::ack_due(reliable, self.key) {
+                    write.lock().await.write_all(&ack).await?;
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn sender_loop(
+    proto: Proto,
     index: usize,
     key: [u8; 4],
     pad: usize,
@@ -408,7 +595,7 @@ async fn sender_loop(
     wake: &[Notify],
     write: &tokio::sync::Mutex<OwnedWriteHalf>,
 ) -> io::Result<()> {
-    let mut message = Message::new("bc", None, index as u64, pad, key);
+    let mut message = Message::of(proto, "bc", None, index as u64, pad, key);
     let mut id = FIRST_ID;
     let mut sent = 0u64;
     loop {
@@ -430,8 +617,71 @@ async fn sender_loop(
     }
 }
 
+/// Scenario 2b, open loop: in each pair one client sends directed messages to its partner on
+/// a fixed schedule, `rate` messages per second in all, whatever the answers (pairs alternate
+/// direction, so that with two servers half the traffic goes each way). Latency runs from the
+/// write of each message (not from the tick that was due: tokio's timer fires up to a
+/// millisecond late, which is not the server's doing); a server that falls behind still shows,
+/// since its backlog delays the deliveries, and a load generator that falls behind shows as
+/// fewer deliveries per second than the rate.
+pub async fn send_to_open(
+    target: &Target,
+    proto: Proto,
+    pairs: usize,
+    rate: f64,
+    timing: Timing,
+) -> Result<Sample, String> {
+    if pairs == 0 || !rate.is_finite() || rate <= 0.0 {
+        return Err(format!(
+            "an open loop needs pairs and a rate ({pairs}, {rate})"
+        ));
+    }
+    let clients = connect_all(&target.addrs, proto, pairs * 2, 4096).await?;
+    tokio::time::sleep(target.settle).await;
+    let shared = Shared::new();
+    let pad = pad_for(20);
+    let period = Duration::from_secs_f64(pairs as f64 / rate);
+    let start = tokio::time::Instant::now() + Duration::from_millis(10);
+    let mut handles = Vec::new();
+    for conn in clients {
+        let (index, key) = (conn.index, conn.key);
+        let pair = index / 2;
+        let (receiver, write) = Receiver::split(conn, pad);
+        if index % 2 == pair % 2 {
+            let (shared, write) = (Rc::clone(&shared), Rc::clone(&write));
+            // Senders take turns over the period instead of all writing at once.
+            let first = start + period.mul_f64(pair as f64 / pairs as f64);
+            handles.push(tokio::task::spawn_local(async move {
+                let partner = format!("c{}", index ^ 1);
+                let mut message = Message::of(proto, "dm", Some(&partner), index as u64, pad, key);
+                let mut ticks = tokio::time::interval_at(first, period);
+                let mut id = FIRST_ID;
+                loop {
+                    ticks.tick().await;
+                    id += 1;
+                    let frame = message.stamp(id, shared.now_us());
+                    if let Err(error) = write.lock().await.write_all(frame).await {
+                        shared.fail(error);
+                        return;
+                    }
+                }
+            }));
+        }
+        let shared = Rc::clone(&shared);
+        handles.push(tokio::task::spawn_local(async move {
+            if let Err(error) = receiver.run(&shared, &write, |_| {}).await {
+                shared.fail(error);
+            }
+        }));
+    }
+    let tasks = Tasks(handles);
+    let sample = measure(&shared, timing, target, pairs * 2).await;
+    drop(tasks);
+    sample
+}
+
 /// Keeps a connection open and idle: answers pings; a wsrelay client also sends its `~ping`
-/// every `app_ping` (15 s by default, as the client core does).
+/// every `app_ping` (the client core's `heartbeat_interval`).
 async fn idle_loop(mut conn: Conn, app_ping: Option<Duration>) -> io::Result<()> {
     let ping = wire::masked(OP_TEXT, b"{\"type\":\"~ping\"}", conn.key);
     let period = app_ping.unwrap_or(Duration::from_secs(3600));
@@ -475,7 +725,7 @@ pub async fn idle(
     let pid_text = pid.to_string();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = rss_bytes(&pid_text).ok_or("cannot read the server's RSS")?;
-    let clients = connect_all(addr, proto, n, 256).await?;
+    let clients = connect_all(&[addr], proto, n, 256).await?;
     let failed: Rc<RefCell<Option<String>>> = Rc::default();
     let tasks = Tasks(
         clients
@@ -546,7 +796,7 @@ pub async fn client_wsrelay(
         })
     };
     let tasks = Tasks(vec![driver]);
-    let sample = measure(&shared, timing, pid).await;
+    let sample = measure(&shared, timing, &Target::single(addr, pid), 1).await;
     drop(tasks);
     let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
     sample
@@ -631,7 +881,7 @@ pub async fn client_tungstenite(
         })
     };
     let tasks = Tasks(vec![reader, writer]);
-    let sample = measure(&shared, timing, pid).await;
+    let sample = measure(&shared, timing, &Target::single(addr, pid), 1).await;
     drop(tasks);
     sample
 }

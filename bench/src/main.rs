@@ -1,15 +1,19 @@
 //! `wsrelay-bench`: wsrelay-server side by side with its peers, in one command.
 //!
-//! - `wsrelay-bench run [--quick | --smoke] [--md PATH] [--json PATH] [--note TEXT]`: runs
-//!   every scenario (full mode by default), prints the table of ratios and writes
-//!   `BENCHMARKS.md` and `bench/results.json` (`--smoke`: tiny sizes, about a second per
-//!   scenario, checks the harness, writes nothing unless asked to).
+//! - `wsrelay-bench run [--quick | --smoke] [--only GROUPS] [--md PATH] [--json PATH]
+//!   [--note TEXT]`: runs every scenario (full mode by default), prints the table of ratios
+//!   and writes `BENCHMARKS.md` and `bench/results.json` (`--smoke`: tiny sizes, about a second
+//!   per scenario, checks the harness, writes nothing unless asked to). `--only` runs some
+//!   groups of rows (comma-separated: echo, send_to, broadcast, idle, client, cluster) and, like
+//!   `--smoke`, writes nothing unless asked to.
 //! - `wsrelay-bench serve KIND ...`: one server under test (started by `run`).
-//! - `wsrelay-bench drive echo|broadcast|idle ADDR PID N SECS [plain] [PAYLOAD_BYTES]`: loads a
-//!   server started by hand (for profiling it: perf, valgrind).
+//! - `wsrelay-bench drive echo|broadcast|pairs|open|idle ADDRS PIDS N SECS [plain|socketio]
+//!   [NUMBER]`: loads servers started by hand (for profiling them: perf, valgrind, node
+//!   --cpu-prof); several comma-separated addresses split the clients between them.
 //!
 //! `cargo xtask bench` builds this in release and runs it.
 
+mod cluster;
 mod load;
 mod procs;
 mod report;
@@ -32,7 +36,7 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("drive") => drive(&args[1..]),
         _ => Err(
-            "usage: wsrelay-bench run [--quick | --smoke] [--md PATH] [--json PATH] [--note TEXT]\n       wsrelay-bench serve KIND"
+            "usage: wsrelay-bench run [--quick | --smoke] [--only GROUPS] [--md PATH] [--json PATH] [--note TEXT]\n       wsrelay-bench serve KIND"
                 .into(),
         ),
     };
@@ -49,6 +53,8 @@ fn main() -> ExitCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Peer {
     Wsrelay,
+    /// wsrelay on a multi-thread runtime with two workers (the multi-core rows).
+    Wsrelay2,
     Raw,
     Tt,
     Tt4k,
@@ -61,6 +67,7 @@ impl Peer {
     fn code(self) -> &'static str {
         match self {
             Peer::Wsrelay => OURS,
+            Peer::Wsrelay2 => "W2",
             Peer::Raw => "R",
             Peer::Tt => "T",
             Peer::Tt4k => "T4k",
@@ -70,20 +77,24 @@ impl Peer {
 
     fn proto(self) -> Proto {
         match self {
-            Peer::Wsrelay => Proto::Wsrelay,
+            Peer::Wsrelay | Peer::Wsrelay2 => Proto::Wsrelay,
             Peer::Raw => Proto::Raw,
             _ => Proto::Plain,
         }
     }
 }
 
-const LABELS: [(&str, &str); 6] = [
+const LABELS: [(&str, &str); 10] = [
     (OURS, "wsrelay-server (this repository), default `ServerConfig`, current-thread runtime"),
     ("R", "raw TCP (the ceiling): echo = one read, one write; fan-out = frames copied verbatim to each recipient's buffer, one write per recipient per wake-up; no WebSocket processing"),
     ("T", "minimal tokio-tungstenite 0.29, defaults (128 KiB read buffer): echo = `send` per message; hub = unbounded queue per connection, feed every queued frame then one flush"),
     ("T4k", "the same tokio-tungstenite echo server / hub with a 4 KiB read buffer (tuned)"),
     ("N", "Node's `ws` 8 (npm), written as its README does: echo, broadcast loop over `wss.clients`, heartbeat idiom"),
+    ("W2", "the same wsrelay-server on a multi-thread runtime with 2 workers, not pinned: on this 2-core machine it shares core 1 with the load generator (multi-core rows)"),
     ("T client", "a tokio-tungstenite client sending the same wsrelay frames by hand (scenario 6)"),
+    ("M", "cluster rows: one wsrelay-server in memory (no Redis), every client on it: what the cluster costs (ours there: two wsrelay-server processes on one Redis)"),
+    ("SIO", "cluster rows: Socket.IO 4.8 with `@socket.io/redis-adapter` 8.3 (Redis pub/sub, no connection state recovery), two Node processes on the same Redis, `redis` 6 client"),
+    ("SIOs", "cluster rows: Socket.IO 4.8 with `@socket.io/redis-streams-adapter` 0.3 and connection state recovery on, two Node processes on the same Redis, `redis` 6 client"),
 ];
 
 /// What a server is started for.
@@ -108,6 +119,47 @@ struct Plan {
     idle_reps: usize,
     heartbeat_window: Duration,
     heartbeat_fast_window: Duration,
+    cluster: ClusterPlan,
+}
+
+/// Sizes of the cluster rows (two relays on one Redis, and their peers).
+#[derive(Debug, Clone)]
+struct ClusterPlan {
+    /// Broadcast: clients, senders.
+    broadcast: (usize, usize),
+    /// send_to pairs, closed and open loop.
+    pairs: usize,
+    /// The open loop's directed messages per second, in all.
+    rate: f64,
+    /// Run the Socket.IO peers (npm packages: the smoke run leaves them out).
+    socketio: bool,
+}
+
+impl ClusterPlan {
+    fn full() -> ClusterPlan {
+        ClusterPlan {
+            broadcast: (1000, 4),
+            pairs: 500,
+            rate: 10_000.0,
+            socketio: true,
+        }
+    }
+
+    fn broadcast_name(&self) -> String {
+        let (conns, senders) = self.broadcast;
+        format!("cluster broadcast {conns}x{senders}")
+    }
+
+    fn pairs_name(&self) -> String {
+        format!("cluster send_to {} pairs", self.pairs)
+    }
+
+    fn open_name(&self) -> String {
+        format!(
+            "cluster send_to {} pairs, {:.0} msg/s",
+            self.pairs, self.rate
+        )
+    }
 }
 
 impl Plan {
@@ -133,6 +185,7 @@ impl Plan {
             idle_reps: 3,
             heartbeat_window: Duration::from_secs(31),
             heartbeat_fast_window: Duration::from_secs(10),
+            cluster: ClusterPlan::full(),
         }
     }
 
@@ -151,6 +204,7 @@ impl Plan {
             idle_reps: 1,
             heartbeat_window: Duration::from_secs(10),
             heartbeat_fast_window: Duration::from_secs(5),
+            cluster: ClusterPlan::full(),
         }
     }
 
@@ -169,6 +223,12 @@ impl Plan {
             idle_reps: 1,
             heartbeat_window: Duration::from_millis(500),
             heartbeat_fast_window: Duration::from_millis(1200),
+            cluster: ClusterPlan {
+                broadcast: (20, 2),
+                pairs: 5,
+                rate: 200.0,
+                socketio: false,
+            },
         }
     }
 }
@@ -180,6 +240,25 @@ struct Options {
     json: Option<PathBuf>,
     note: Option<String>,
     pin: bool,
+    /// The groups of rows to run (`--only`); empty: all.
+    only: Vec<String>,
+}
+
+/// The groups of rows `--only` selects from.
+const GROUPS: [&str; 7] = [
+    "echo",
+    "send_to",
+    "broadcast",
+    "idle",
+    "client",
+    "multicore",
+    "cluster",
+];
+
+impl Options {
+    fn wants(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
+    }
 }
 
 fn parse_run_args(args: &[String]) -> Result<Options, String> {
@@ -190,6 +269,7 @@ fn parse_run_args(args: &[String]) -> Result<Options, String> {
     let mut note = None;
     let mut pin = true;
     let mut smoke = false;
+    let mut only: Vec<String> = Vec::new();
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         match flag.as_str() {
@@ -200,6 +280,18 @@ fn parse_run_args(args: &[String]) -> Result<Options, String> {
                 smoke = true;
             }
             "--no-pin" => pin = false,
+            "--only" => {
+                let value = rest.next().ok_or("--only needs a value")?;
+                for group in value.split(',').map(str::trim).filter(|g| !g.is_empty()) {
+                    if !GROUPS.contains(&group) {
+                        return Err(format!(
+                            "--only: unknown group {group} (groups: {})",
+                            GROUPS.join(", ")
+                        ));
+                    }
+                    only.push(group.to_owned());
+                }
+            }
             "--md" | "--json" | "--note" => {
                 let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
                 match flag.as_str() {
@@ -211,8 +303,9 @@ fn parse_run_args(args: &[String]) -> Result<Options, String> {
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    if smoke {
-        // A smoke run checks the harness; it never overwrites the committed results.
+    if smoke || !only.is_empty() {
+        // A smoke run checks the harness and a partial run has only some rows: neither
+        // overwrites the committed results.
         let explicit = |p: &Option<PathBuf>, default: PathBuf| p.clone().filter(|p| *p != default);
         md = explicit(&md, root.join("BENCHMARKS.md"));
         json = explicit(&json, root.join("bench").join("results.json"));
@@ -223,6 +316,7 @@ fn parse_run_args(args: &[String]) -> Result<Options, String> {
         json,
         note,
         pin,
+        only,
     })
 }
 
@@ -273,7 +367,26 @@ fn run(args: &[String]) -> Result<(), String> {
 
 /// Finds (or installs) the Node peer; `None` with the reason when it cannot run.
 fn node_peer(root: &Path) -> Result<ServerCmd, String> {
-    let dir = root.join("bench").join("node");
+    node_server(&root.join("bench").join("node"), &["ws"], "the Node peer")
+}
+
+/// Finds (or installs) the Socket.IO peers of the cluster rows.
+fn socketio_peer(root: &Path) -> Result<ServerCmd, String> {
+    node_server(
+        &root.join("bench").join("node").join("socketio"),
+        &[
+            "socket.io",
+            "redis",
+            "@socket.io/redis-adapter",
+            "@socket.io/redis-streams-adapter",
+        ],
+        "the Socket.IO peers",
+    )
+}
+
+/// `node DIR/server.js`, once Node answers and the npm `modules` are in `DIR/node_modules`
+/// (installed from the committed lockfile when one is missing).
+fn node_server(dir: &Path, modules: &[&str], what: &str) -> Result<ServerCmd, String> {
     let node = Command::new("node")
         .arg("--version")
         .output()
@@ -281,11 +394,18 @@ fn node_peer(root: &Path) -> Result<ServerCmd, String> {
     if !node.status.success() {
         return Err("node --version failed".into());
     }
-    if !dir.join("node_modules").join("ws").is_dir() {
-        println!("installing the Node peer (npm install ws)...");
+    let installed = modules
+        .iter()
+        .all(|m| dir.join("node_modules").join(m).is_dir());
+    if !installed {
+        println!(
+            "installing {what} (npm install {} in {})...",
+            modules.join(" "),
+            dir.display()
+        );
         let status = Command::new("npm")
             .args(["install", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
+            .current_dir(dir)
             .status()
             .map_err(|e| format!("npm: {e}"))?;
         if !status.success() {
@@ -301,7 +421,54 @@ fn node_peer(root: &Path) -> Result<ServerCmd, String> {
 struct Harness {
     exe: PathBuf,
     node: Option<ServerCmd>,
+    socketio: Option<ServerCmd>,
     core: Option<usize>,
+}
+
+/// What the cluster rows compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClusterPeer {
+    /// Ours: two wsrelay relays on one Redis.
+    Relays,
+    /// One wsrelay relay, sessions in memory.
+    Memory,
+    /// Socket.IO, two Node processes, `@socket.io/redis-adapter`.
+    SioRedis,
+    /// Socket.IO, two Node processes, `@socket.io/redis-streams-adapter`.
+    SioStreams,
+}
+
+impl ClusterPeer {
+    fn code(self) -> &'static str {
+        match self {
+            ClusterPeer::Relays => OURS,
+            ClusterPeer::Memory => "M",
+            ClusterPeer::SioRedis => "SIO",
+            ClusterPeer::SioStreams => "SIOs",
+        }
+    }
+
+    fn proto(self) -> Proto {
+        match self {
+            ClusterPeer::Relays | ClusterPeer::Memory => Proto::Wsrelay,
+            ClusterPeer::SioRedis | ClusterPeer::SioStreams => Proto::SocketIo,
+        }
+    }
+}
+
+/// The load of a cluster row.
+#[derive(Debug, Clone, Copy)]
+enum ClusterLoad {
+    Broadcast { conns: usize, senders: usize },
+    Pairs { pairs: usize },
+    Open { pairs: usize, rate: f64 },
+}
+
+/// The processes of one cluster run, stopped when dropped (the servers before Redis).
+struct Topology {
+    target: load::Target,
+    _servers: Vec<procs::Server>,
+    _redis: Option<cluster::Redis>,
 }
 
 impl Harness {
@@ -320,6 +487,8 @@ impl Harness {
                 ours(&["wsrelay", "--ping-ms", &ping_ms.to_string()])
             }
             (Peer::Wsrelay, _) => ours(&["wsrelay"]),
+            (Peer::Wsrelay2, Role::Idle { .. }) => None,
+            (Peer::Wsrelay2, _) => ours(&["wsrelay", "--workers", "2"]),
             (Peer::Raw, Role::Echo) => ours(&["raw-echo"]),
             (Peer::Raw, Role::Broadcast) => ours(&["raw-hub", "--mode", "broadcast"]),
             (Peer::Raw, Role::Pairs) => ours(&["raw-hub", "--mode", "pairs"]),
@@ -349,8 +518,151 @@ impl Harness {
         let cmd = self
             .command(peer, role)
             .ok_or_else(|| format!("{} has no server for {role:?}", peer.code()))?;
-        procs::start(&cmd, self.core)
+        // Two workers need two cores: not pinned.
+        let core = self.core.filter(|_| peer != Peer::Wsrelay2);
+        procs::start(&cmd, core)
     }
+
+    /// Starts a cluster peer: a fresh Redis (pinned with the servers) and two servers on it,
+    /// or the one relay in memory.
+    async fn cluster(&self, peer: ClusterPeer) -> Result<Topology, String> {
+        if peer == ClusterPeer::Memory {
+            let server = self.start(Peer::Wsrelay, Role::Broadcast)?;
+            let mut target = load::Target::single(server.addr, server.pid);
+            target.procs[0].0 = "relay".into();
+            return Ok(Topology {
+                target,
+                _servers: vec![server],
+                _redis: None,
+            });
+        }
+        let redis = cluster::Redis::start(self.core)?;
+        let url = redis.url();
+        let mut servers = Vec::new();
+        for node in ["a", "b"] {
+            let cmd = match peer {
+                ClusterPeer::Relays => ServerCmd {
+                    program: self.exe.clone(),
+                    args: [
+                        "serve",
+                        "wsrelay",
+                        "--redis",
+                        &url,
+                        "--node-id",
+                        &format!("relay-{node}"),
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
+                },
+                _ => {
+                    let mut cmd = self
+                        .socketio
+                        .clone()
+                        .ok_or("the Socket.IO peers are not installed")?;
+                    let mode = if peer == ClusterPeer::SioRedis {
+                        "redis"
+                    } else {
+                        "streams"
+                    };
+                    cmd.args.push(mode.into());
+                    cmd.args.push(url.clone());
+                    cmd
+                }
+            };
+            servers.push(procs::start(&cmd, self.core)?);
+        }
+        let keys = (peer == ClusterPeer::Relays).then_some("wsr:*");
+        let probe = cluster::Probe::connect(&url, keys).await?;
+        if peer == ClusterPeer::Relays {
+            // Every relay listens on `wsr:all` once it can take clients (PROTOCOL.md section 12).
+            probe
+                .wait_subscribers("wsr:all", 2, Duration::from_secs(10))
+                .await?;
+        }
+        let mut procs: Vec<(String, u32)> = servers
+            .iter()
+            .zip(["relay a", "relay b"])
+            .map(|(server, name)| (name.to_owned(), server.pid))
+            .collect();
+        procs.push(("redis".into(), redis.pid));
+        Ok(Topology {
+            target: load::Target {
+                addrs: servers.iter().map(|s| s.addr).collect(),
+                procs,
+                redis: Some(probe),
+                // Room subscriptions and session claims complete after the connect is answered.
+                settle: Duration::from_millis(200),
+            },
+            _servers: servers,
+            _redis: Some(redis),
+        })
+    }
+
+    async fn cluster_run(
+        &self,
+        peer: ClusterPeer,
+        load: ClusterLoad,
+        timing: Timing,
+    ) -> Result<Sample, String> {
+        let topology = self.cluster(peer).await?;
+        let target = &topology.target;
+        let proto = peer.proto();
+        match load {
+            ClusterLoad::Broadcast { conns, senders } => {
+                load::broadcast(target, proto, conns, senders, timing).await
+            }
+            ClusterLoad::Pairs { pairs } => load::send_to(target, proto, pairs, timing).await,
+            ClusterLoad::Open { pairs, rate } => {
+                load::send_to_open(target, proto, pairs, rate, timing).await
+            }
+        }
+    }
+}
+
+/// Echo 20 B x100 and broadcast 1000x4 with one worker (wsrelay) and two (W2).
+async fn multicore_rows(harness: &Harness, plan: &Plan) -> Vec<Cell> {
+    let peers = [Peer::Wsrelay, Peer::Wsrelay2];
+    let mut cells = Vec::new();
+    let name = "multi-core echo 20 B x100".to_owned();
+    println!("{name}");
+    let mut echo = Cell {
+        metric: metric(name.clone(), "msgs/s", "msg/s", true, true),
+        runs: Vec::new(),
+    };
+    for rep in 0..plan.reps {
+        for &peer in &peers {
+            let result = match harness.start(peer, Role::Echo) {
+                Ok(server) => {
+                    load::echo(server.addr, server.pid, peer.proto(), 100, 20, plan.timing).await
+                }
+                Err(e) => Err(e),
+            };
+            progress(&name, peer.code(), rep, &result);
+            echo.runs.push(run_of(peer.code(), result));
+        }
+    }
+    cells.push(echo);
+    let name = "multi-core broadcast 1000x4".to_owned();
+    println!("{name}");
+    let mut broadcast = Cell {
+        metric: metric(name.clone(), "deliveries/s", "msg/s", true, true),
+        runs: Vec::new(),
+    };
+    for rep in 0..plan.reps {
+        for &peer in &peers {
+            let result = match harness.start(peer, Role::Broadcast) {
+                Ok(server) => {
+                    let target = load::Target::single(server.addr, server.pid);
+                    load::broadcast(&target, peer.proto(), 1000, 4, plan.timing).await
+                }
+                Err(e) => Err(e),
+            };
+            progress(&name, peer.code(), rep, &result);
+            broadcast.runs.push(run_of(peer.code(), result));
+        }
+    }
+    cells.push(broadcast);
+    cells
 }
 
 fn run_of(peer: &'static str, sample: Result<Sample, String>) -> Run {
@@ -394,21 +706,50 @@ fn size_name(size: usize) -> String {
     }
 }
 
-fn progress(cell: &str, peer: Peer, rep: usize, result: &Result<Sample, String>) {
+fn progress(cell: &str, peer: &str, rep: usize, result: &Result<Sample, String>) {
     match result {
         Ok(s) => println!(
-            "  {cell} [{}] rep {}: {} (server {:.0}%, load {:.0}%){}",
-            peer.code(),
+            "  {cell} [{peer}] rep {}: {} (server {:.0}%, load {:.0}%){}{}",
             rep + 1,
             report::fmt_value(s.value),
             s.server_cpu * 100.0,
             s.gen_cpu * 100.0,
             s.latency
                 .map(|l| format!(", p50 {:.0} µs, p95 {:.0} µs", l[0], l[1]))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            cluster_detail(s)
         ),
-        Err(e) => println!("  {cell} [{}] rep {}: FAILED: {e}", peer.code(), rep + 1),
+        Err(e) => println!("  {cell} [{peer}] rep {}: FAILED: {e}", rep + 1),
     }
+}
+
+/// The cluster part of a progress line: CPU per process and Redis's work per delivery.
+fn cluster_detail(s: &Sample) -> String {
+    if s.procs.len() < 2 && s.redis.is_none() {
+        return String::new();
+    }
+    let mut out = format!("\n      CPU: {}", cpu_breakdown(&s.procs));
+    if let Some(r) = &s.redis {
+        let per = |n: u64| n as f64 / r.delivered.max(1) as f64;
+        out.push_str(&format!(
+            "; Redis per delivery: {:.3} commands, {:.4} round trips; Redis memory {:.0} B/client{}",
+            per(r.commands),
+            per(r.round_trips),
+            r.memory_per_client,
+            r.key_bytes_per_session
+                .map(|b| format!(", keys {b:.0} B/session"))
+                .unwrap_or_default()
+        ));
+    }
+    out
+}
+
+fn cpu_breakdown(procs: &[(String, f64)]) -> String {
+    procs
+        .iter()
+        .map(|(name, cpu)| format!("{name} {:.0}%", cpu * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
@@ -416,16 +757,30 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
     let root = repo_root();
     let plan = options.plan.clone();
     let load_before = loadavg();
-    let node = match node_peer(&root) {
-        Ok(cmd) => Some(cmd),
-        Err(reason) => {
+    let uses_node = ["echo", "send_to", "broadcast", "idle"]
+        .iter()
+        .any(|g| options.wants(g));
+    let node = match uses_node.then(|| node_peer(&root)) {
+        Some(Ok(cmd)) => Some(cmd),
+        Some(Err(reason)) => {
             println!("note: Node peer unavailable ({reason}); its rows are skipped");
             None
         }
+        None => None,
     };
+    let socketio =
+        match (options.wants("cluster") && plan.cluster.socketio).then(|| socketio_peer(&root)) {
+            Some(Ok(cmd)) => Some(cmd),
+            Some(Err(reason)) => {
+                println!("note: Socket.IO peers unavailable ({reason}); their rows are skipped");
+                None
+            }
+            None => None,
+        };
     let harness = Harness {
         exe: std::env::current_exe().map_err(|e| e.to_string())?,
         node,
+        socketio,
         core: pinned.then_some(0),
     };
     let mut peers = vec![Peer::Wsrelay, Peer::Raw, Peer::Tt, Peer::Tt4k];
@@ -446,7 +801,7 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
     );
 
     // 1. Echo.
-    for &(size, conns) in &plan.echo {
+    for &(size, conns) in plan.echo.iter().filter(|_| options.wants("echo")) {
         let name = format!("echo {} x{conns}", size_name(size));
         println!("{name}");
         let mut cell = Cell {
@@ -461,7 +816,7 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
                     }
                     Err(e) => Err(e),
                 };
-                progress(&name, peer, rep, &result);
+                progress(&name, peer.code(), rep, &result);
                 cell.runs.push(run_of(peer.code(), result));
             }
         }
@@ -469,7 +824,7 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
     }
 
     // 2. send_to between pairs.
-    {
+    if options.wants("send_to") {
         let name = format!("send_to {} pairs", plan.pairs);
         println!("{name}");
         let mut cell = Cell {
@@ -480,12 +835,12 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
             for &peer in &peers {
                 let result = match harness.start(peer, Role::Pairs) {
                     Ok(server) => {
-                        load::send_to(server.addr, server.pid, peer.proto(), plan.pairs, timing)
-                            .await
+                        let target = load::Target::single(server.addr, server.pid);
+                        load::send_to(&target, peer.proto(), plan.pairs, timing).await
                     }
                     Err(e) => Err(e),
                 };
-                progress(&name, peer, rep, &result);
+                progress(&name, peer.code(), rep, &result);
                 cell.runs.push(run_of(peer.code(), result));
             }
         }
@@ -493,7 +848,7 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
     }
 
     // 3. Broadcast excluding the sender.
-    for &(conns, senders) in &plan.broadcast {
+    for &(conns, senders) in plan.broadcast.iter().filter(|_| options.wants("broadcast")) {
         let name = format!("broadcast {conns}x{senders}");
         println!("{name}");
         let mut cell = Cell {
@@ -508,19 +863,12 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
             for &peer in &peers {
                 let result = match harness.start(peer, Role::Broadcast) {
                     Ok(server) => {
-                        load::broadcast(
-                            server.addr,
-                            server.pid,
-                            peer.proto(),
-                            conns,
-                            senders,
-                            timing,
-                        )
-                        .await
+                        let target = load::Target::single(server.addr, server.pid);
+                        load::broadcast(&target, peer.proto(), conns, senders, timing).await
                     }
                     Err(e) => Err(e),
                 };
-                progress(&name, peer, rep, &result);
+                progress(&name, peer.code(), rep, &result);
                 let latency = result.as_ref().map_err(Clone::clone).and_then(|s| {
                     s.latency
                         .map(|l| l[1] / 1000.0)
@@ -545,8 +893,9 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
     let idle_peers: Vec<Peer> = peers.iter().copied().filter(|p| *p != Peer::Raw).collect();
     let default_ping = wsrelay_server::ServerConfig::default().ping_interval;
     let default_ping_ms = u64::try_from(default_ping.as_millis()).unwrap_or(30_000);
-    let app_ping = Some(Duration::from_secs(15));
-    {
+    // The client core's own heartbeat, as a wsrelay client sends it.
+    let app_ping = Some(wsrelay::client::Options::default().heartbeat_interval);
+    if options.wants("idle") {
         let n = plan.idle_conns;
         let name = format!("idle {n} conns");
         let hb_name = format!("heartbeat {n} idle, ping {} s", default_ping.as_secs());
@@ -666,7 +1015,7 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
     }
 
     // 6. Native client throughput, and the wasm package's size.
-    {
+    if options.wants("client") {
         let name = "native client, 1 conn".to_owned();
         println!("{name}");
         let mut cell = Cell {
@@ -703,6 +1052,19 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
         cells.push(wasm_size(&root));
     }
 
+    // 7. Multi-core: the relay with two workers against one, same load.
+    if options.wants("multicore") {
+        cells.extend(multicore_rows(&harness, &plan).await);
+    }
+
+    // 8. Cluster: two relays on one Redis, against one relay in memory and Socket.IO on Redis.
+    let mut sections = Vec::new();
+    if options.wants("cluster") {
+        let (cluster_cells, section) = cluster_rows(&harness, &plan).await;
+        cells.extend(cluster_cells);
+        sections.push(section);
+    }
+
     // Work per server CPU-second, next to each throughput cell.
     let cells: Vec<Cell> = cells
         .into_iter()
@@ -724,6 +1086,7 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
         pinned,
         note: options.note.clone(),
         labels: LABELS.to_vec(),
+        sections,
     };
     let table = report::table(&cells, OURS);
     println!("\n{table}");
@@ -756,16 +1119,260 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     // The harness is checked by the smoke run: every scenario must have produced a value.
-    let missing: Vec<String> = cells
+    let failed: Vec<&Cell> = cells
         .iter()
         .filter(|c| !c.metric.scenario.starts_with("wasm package") && c.summary(OURS).is_none())
+        .collect();
+    let mut reasons: Vec<String> = Vec::new();
+    for error in failed.iter().flat_map(|c| c.errors(OURS)) {
+        if !reasons.contains(&error) {
+            reasons.push(error);
+        }
+    }
+    let missing: Vec<String> = failed
+        .iter()
         .map(|c| format!("{} ({})", c.metric.scenario, c.metric.metric))
         .collect();
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(format!("no result for: {}", missing.join(", ")))
+        Err(format!(
+            "no result for: {}\nbecause: {}",
+            missing.join(", "),
+            reasons.join("; ")
+        ))
     }
+}
+
+/// The cluster rows: in every repetition each peer takes its turn (interleaved), each run on
+/// fresh processes and a fresh Redis. Returns the cells and the report's section on them (CPU
+/// per process, Redis's settings).
+async fn cluster_rows(harness: &Harness, plan: &Plan) -> (Vec<Cell>, String) {
+    let cp = &plan.cluster;
+    let mut peers = vec![ClusterPeer::Relays, ClusterPeer::Memory];
+    if harness.socketio.is_some() {
+        peers.extend([ClusterPeer::SioRedis, ClusterPeer::SioStreams]);
+    }
+    let (conns, senders) = cp.broadcast;
+    let scenarios = [
+        (
+            cp.broadcast_name(),
+            ClusterLoad::Broadcast { conns, senders },
+        ),
+        (cp.pairs_name(), ClusterLoad::Pairs { pairs: cp.pairs }),
+        (
+            cp.open_name(),
+            ClusterLoad::Open {
+                pairs: cp.pairs,
+                rate: cp.rate,
+            },
+        ),
+    ];
+    let mut cells = Vec::new();
+    let mut cpu_rows: Vec<CpuRow> = Vec::new();
+    for (name, load) in scenarios {
+        println!("{name}");
+        let mut runs: Vec<(ClusterPeer, Result<Sample, String>)> = Vec::new();
+        for rep in 0..plan.reps {
+            for &peer in &peers {
+                let result = harness.cluster_run(peer, load, plan.timing).await;
+                progress(&name, peer.code(), rep, &result);
+                runs.push((peer, result));
+            }
+        }
+        cells.extend(cluster_cells(&name, load, &runs));
+        for &peer in &peers {
+            let samples: Vec<&Sample> = runs
+                .iter()
+                .filter(|(p, _)| *p == peer)
+                .filter_map(|(_, r)| r.as_ref().ok())
+                .collect();
+            let Some(first) = samples.first() else {
+                continue;
+            };
+            let medians: Vec<(String, f64)> = first
+                .procs
+                .iter()
+                .map(|(process, _)| {
+                    let values = samples
+                        .iter()
+                        .filter_map(|s| s.procs.iter().find(|(n, _)| n == process))
+                        .map(|(_, cpu)| *cpu)
+                        .collect();
+                    (process.clone(), report::median(values).unwrap_or(0.0))
+                })
+                .collect();
+            cpu_rows.push((name.clone(), peer, medians));
+        }
+    }
+    (cells, cluster_section(&cpu_rows))
+}
+
+/// The cells of one cluster scenario. Redis's cells leave out the peer without Redis.
+fn cluster_cells(
+    name: &str,
+    load: ClusterLoad,
+    runs: &[(ClusterPeer, Result<Sample, String>)],
+) -> Vec<Cell> {
+    let open = matches!(load, ClusterLoad::Open { .. });
+    let cell = |what: &str,
+                unit: &str,
+                higher_better: bool,
+                saturate: bool,
+                which: &dyn Fn(ClusterPeer) -> bool,
+                value: &dyn Fn(&Sample) -> Option<f64>| Cell {
+        metric: metric(name.to_owned(), what, unit, higher_better, saturate),
+        runs: runs
+            .iter()
+            .filter(|(peer, _)| which(*peer))
+            .map(|(peer, result)| Run {
+                peer: peer.code(),
+                value: result
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|s| value(s).ok_or_else(|| format!("no {what} measured"))),
+                server_cpu: result.as_ref().ok().map(|s| s.server_cpu),
+                gen_cpu: result.as_ref().ok().map(|s| s.gen_cpu),
+            })
+            .collect(),
+    };
+    let all = |_: ClusterPeer| true;
+    let with_redis = |peer: ClusterPeer| peer != ClusterPeer::Memory;
+    let per_delivery = |s: &Sample, of: fn(&load::RedisUse) -> u64| {
+        s.redis
+            .as_ref()
+            .filter(|r| r.delivered > 0)
+            .map(|r| of(r) as f64 / r.delivered as f64)
+    };
+    let mut cells = vec![cell("deliveries/s", "msg/s", true, !open, &all, &|s| {
+        Some(s.value)
+    })];
+    if open {
+        cells.push(cell(
+            "server CPU at that rate (every server process and Redis)",
+            "% of a core",
+            false,
+            false,
+            &all,
+            &|s| Some(s.server_cpu * 100.0),
+        ));
+    }
+    cells.push(cell("p50 latency", "ms", false, false, &all, &|s| {
+        s.latency.map(|l| l[0] / 1000.0)
+    }));
+    cells.push(cell("p95 latency", "ms", false, false, &all, &|s| {
+        s.latency.map(|l| l[1] / 1000.0)
+    }));
+    cells.push(cell(
+        "Redis CPU",
+        "% of a core",
+        false,
+        false,
+        &with_redis,
+        &|s| {
+            s.procs
+                .iter()
+                .find(|(n, _)| n == "redis")
+                .map(|(_, cpu)| cpu * 100.0)
+        },
+    ));
+    cells.push(cell(
+        "Redis round trips per delivery",
+        "calls",
+        false,
+        false,
+        &with_redis,
+        &|s| per_delivery(s, |r| r.round_trips),
+    ));
+    cells.push(cell(
+        "Redis commands per delivery (inside Lua scripts included)",
+        "commands",
+        false,
+        false,
+        &with_redis,
+        &|s| per_delivery(s, |r| r.commands),
+    ));
+    if !open {
+        cells.push(cell(
+            "Redis memory growth per client",
+            "B",
+            false,
+            false,
+            &with_redis,
+            &|s| s.redis.as_ref().map(|r| r.memory_per_client),
+        ));
+    }
+    if matches!(load, ClusterLoad::Broadcast { .. }) {
+        cells.push(cell(
+            "bytes in Redis per session (MEMORY USAGE of its keys)",
+            "B",
+            false,
+            false,
+            &|peer| peer == ClusterPeer::Relays,
+            &|s| s.redis.as_ref().and_then(|r| r.key_bytes_per_session),
+        ));
+    }
+    cells
+}
+
+/// The report's section on the cluster rows: Redis's settings, the limits of the machine,
+/// and the median CPU of every process.
+/// A scenario, a peer, and the median CPU of each of its processes.
+type CpuRow = (String, ClusterPeer, Vec<(String, f64)>);
+
+fn cluster_section(rows: &[CpuRow]) -> String {
+    let version = |program: &str| {
+        Command::new(program)
+            .arg("--version")
+            .output()
+            .ok()
+            .map(|o| {
+                // `Redis server v=7.0.15 sha=...`, `v20.20.2`.
+                let text = String::from_utf8_lossy(&o.stdout);
+                let token = text
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("v="))
+                    .unwrap_or(text.trim());
+                token.to_owned()
+            })
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "?".into())
+    };
+    let mut out = String::from("## Cluster rows: Redis and CPU per process\n\n");
+    out.push_str(&format!(
+        "- Redis: `redis-server` {}, a fresh one per run on a free loopback port, \
+         started with `{}`: no snapshots and **no AOF**, so nothing a relay writes reaches a \
+         disk; with `--appendonly yes` (`appendfsync everysec`) every write also goes to the AOF \
+         and Redis's CPU per command grows. Node {} for the Socket.IO peers.\n",
+        version("redis-server"),
+        cluster::REDIS_PERSISTENCE
+            .iter()
+            .map(|a| if a.is_empty() { "''" } else { a })
+            .collect::<Vec<_>>()
+            .join(" "),
+        version("node"),
+    ));
+    out.push_str(
+        "- Every server-side process of a row (both relays or both Node servers, and Redis) is \
+         pinned to core 0 and the load generator to core 1. On this 2-core machine a cluster \
+         row measures the work of the whole cluster per core, not what two relays and Redis on \
+         cores of their own would deliver; latency includes the hand-offs between three \
+         processes sharing one core. The server CPU column of these rows is the sum over the \
+         processes.\n\n",
+    );
+    out.push_str(
+        "| scenario | peer | CPU per process (median, % of a core) | sum |\n|---|---|---|---|\n",
+    );
+    for (scenario, peer, procs) in rows {
+        let sum: f64 = procs.iter().map(|(_, cpu)| cpu).sum();
+        out.push_str(&format!(
+            "| {scenario} | {} | {} | {:.0}% |\n",
+            peer.code(),
+            cpu_breakdown(procs),
+            sum * 100.0
+        ));
+    }
+    out
 }
 
 /// The wasm package's gzipped size (wasm + JS glue), from `pkg/` when it was built.
@@ -951,6 +1558,31 @@ fn verdicts(cells: &[Cell], plan: &Plan) -> Vec<Verdict> {
         measured: cpu.map_or("-".into(), |c| format!("{c:.2}%")),
         met: cpu.map(|c| c < 1.0),
     });
+    let cp = &plan.cluster;
+    for (scenario, what) in [
+        (cp.broadcast_name(), "broadcast"),
+        (cp.pairs_name(), "send_to"),
+    ] {
+        for (peer, adapter) in [("SIO", "redis-adapter"), ("SIOs", "redis-streams-adapter")] {
+            out.push(ratio_verdict(
+                cells,
+                &scenario,
+                "deliveries/s",
+                peer,
+                5.0,
+                format!("{scenario}: cross-relay {what} >= 5x Socket.IO with {adapter}"),
+            ));
+        }
+    }
+    let open = cp.open_name();
+    let p95 = find(cells, &open, "p95 latency")
+        .and_then(|c| c.summary(OURS))
+        .map(|s| s.value);
+    out.push(Verdict {
+        target: format!("{open}: cross-relay send_to p95 < 5 ms"),
+        measured: p95.map_or("-".into(), |v| format!("{v:.2} ms")),
+        met: p95.map(|v| v < 5.0),
+    });
     out
 }
 
@@ -990,26 +1622,50 @@ fn now_utc() -> String {
         .unwrap_or_else(|| "unknown date".into())
 }
 
-/// `drive echo|broadcast|idle ADDR PID N SECS [plain]`: one load against a running server.
+/// `drive echo|broadcast|pairs|open|idle ADDRS PIDS N SECS [plain|socketio] [NUMBER]`: one
+/// load against servers started by hand. `ADDRS` and `PIDS` are comma-separated (client `i`
+/// goes to the `i mod k`-th address; the CPU of every pid is measured); `N` is clients
+/// (echo, broadcast, idle) or pairs (pairs, open); `NUMBER` is the echo payload size (default
+/// 20 bytes) or the open loop's messages per second (default 10 000).
 fn drive(args: &[String]) -> Result<(), String> {
-    let [what, addr, pid, n, secs, rest @ ..] = args else {
+    let [what, addrs, pids, n, secs, rest @ ..] = args else {
         return Err(
-            "usage: drive echo|broadcast|idle ADDR PID N SECS [plain] [PAYLOAD_BYTES]".into(),
+            "usage: drive echo|broadcast|pairs|open|idle ADDRS PIDS N SECS [plain|socketio] [NUMBER]"
+                .into(),
         );
     };
-    let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let pid: u32 = pid.parse().map_err(|e| format!("{pid}: {e}"))?;
+    let addrs = addrs
+        .split(',')
+        .map(|a| a.parse().map_err(|e| format!("{a}: {e}")))
+        .collect::<Result<Vec<std::net::SocketAddr>, String>>()?;
+    let pids = pids
+        .split(',')
+        .map(|p| p.parse().map_err(|e| format!("{p}: {e}")))
+        .collect::<Result<Vec<u32>, String>>()?;
+    let (Some(&addr), Some(&pid)) = (addrs.first(), pids.first()) else {
+        return Err("drive: no address or no pid".into());
+    };
     let n: usize = n.parse().map_err(|e| format!("{n}: {e}"))?;
     let secs: f64 = secs.parse().map_err(|e| format!("{secs}: {e}"))?;
     let proto = if rest.iter().any(|p| p == "plain") {
         Proto::Plain
+    } else if rest.iter().any(|p| p == "socketio") {
+        Proto::SocketIo
     } else {
         Proto::Wsrelay
     };
-    // The echo payload size (default 20 bytes), to compare read buffer sizes on larger frames.
-    let size: usize = match rest.iter().find(|p| *p != "plain") {
-        Some(size) => size.parse().map_err(|e| format!("{size}: {e}"))?,
-        None => 20,
+    let number: Option<f64> = match rest.iter().find(|p| *p != "plain" && *p != "socketio") {
+        Some(number) => Some(number.parse().map_err(|e| format!("{number}: {e}"))?),
+        None => None,
+    };
+    let target = load::Target {
+        addrs,
+        procs: pids
+            .iter()
+            .map(|pid| (format!("pid {pid}"), *pid))
+            .collect(),
+        redis: None,
+        settle: Duration::from_millis(200),
     };
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let timing = Timing {
@@ -1022,14 +1678,17 @@ fn drive(args: &[String]) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        match what.as_str() {
+        let sample = match what.as_str() {
             "echo" => {
-                let s = load::echo(addr, pid, proto, n, size, timing).await?;
-                println!("{s:?}");
+                // The echo payload size, to compare read buffer sizes on larger frames.
+                let size = number.map_or(20, |n| n as usize);
+                load::echo(addr, pid, proto, n, size, timing).await?
             }
-            "broadcast" => {
-                let s = load::broadcast(addr, pid, proto, n, 4, timing).await?;
-                println!("{s:?}");
+            "broadcast" => load::broadcast(&target, proto, n, 4, timing).await?,
+            "pairs" => load::send_to(&target, proto, n, timing).await?,
+            "open" => {
+                let rate = number.unwrap_or(10_000.0);
+                load::send_to_open(&target, proto, n, rate, timing).await?
             }
             "idle" => {
                 let s = load::idle(
@@ -1037,14 +1696,26 @@ fn drive(args: &[String]) -> Result<(), String> {
                     pid,
                     proto,
                     n,
-                    Some(Duration::from_secs(15)),
+                    Some(wsrelay::client::Options::default().heartbeat_interval),
                     Some(timing.window),
                 )
                 .await?;
                 println!("{:.2} KiB/conn, cpu {:?}", s.rss_per_conn / 1024.0, s.cpu);
+                return Ok(());
             }
             other => return Err(format!("unknown load {other}")),
-        }
+        };
+        println!(
+            "{} per s (server {:.0}%, load {:.0}%){}{}",
+            report::fmt_value(sample.value),
+            sample.server_cpu * 100.0,
+            sample.gen_cpu * 100.0,
+            sample
+                .latency
+                .map(|l| format!(", p50 {:.0} µs, p95 {:.0} µs", l[0], l[1]))
+                .unwrap_or_default(),
+            cluster_detail(&sample)
+        );
         Ok(())
     })
 }

@@ -49,7 +49,7 @@ pub struct Summary {
     pub gen_cpu: Option<f64>,
 }
 
-fn median(mut values: Vec<f64>) -> Option<f64> {
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
@@ -177,6 +177,8 @@ pub struct Context {
     pub pinned: bool,
     pub note: Option<String>,
     pub labels: Vec<(&'static str, &'static str)>,
+    /// Markdown sections printed after the results table (the cluster rows' details).
+    pub sections: Vec<String>,
 }
 
 pub fn fmt_value(value: f64) -> String {
@@ -344,6 +346,11 @@ pub fn markdown(
          generator, not the server. `runs` = runs used for the median / runs attempted.\n\n",
     );
     out.push_str(&table(cells, ours));
+    for section in &ctx.sections {
+        out.push('\n');
+        out.push_str(section.trim_end());
+        out.push('\n');
+    }
     let _ = writeln!(out, "\n## Targets\n");
     out.push_str("| target | measured | met |\n|---|---|---|\n");
     for v in verdicts {
@@ -358,21 +365,36 @@ pub fn markdown(
     for (code, label) in &ctx.labels {
         let _ = writeln!(out, "- **{code}**: {label}");
     }
-    let errors: Vec<String> = cells
-        .iter()
-        .flat_map(|cell| {
-            cell.runs.iter().filter_map(move |r| {
-                r.value
-                    .as_ref()
-                    .err()
-                    .map(|e| format!("{} / {}: {e}", cell.metric.scenario, r.peer))
-            })
-        })
-        .collect();
+    // A failed run leaves an error in every cell of its scenario: list each failure once,
+    // with how many runs of that server it ended.
+    let mut errors: Vec<(String, usize)> = Vec::new();
+    for cell in cells {
+        let mut in_cell: Vec<(String, usize)> = Vec::new();
+        for run in &cell.runs {
+            if let Err(e) = &run.value {
+                let line = format!("{} / {}: {e}", cell.metric.scenario, run.peer);
+                match in_cell.iter_mut().find(|(l, _)| *l == line) {
+                    Some((_, n)) => *n += 1,
+                    None => in_cell.push((line, 1)),
+                }
+            }
+        }
+        for (line, n) in in_cell {
+            match errors.iter_mut().find(|(l, _)| *l == line) {
+                Some((_, most)) => *most = (*most).max(n),
+                None => errors.push((line, n)),
+            }
+        }
+    }
     if !errors.is_empty() {
         let _ = writeln!(out, "\n## Failed runs\n");
-        for e in errors {
-            let _ = writeln!(out, "- {e}");
+        for (e, n) in errors {
+            let runs = if n > 1 {
+                format!(" ({n} runs)")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "- {e}{runs}");
         }
     }
     if let Some(analysis) = analysis {
@@ -410,4 +432,36 @@ const METHOD: &str = "## Method
 - Native client: acknowledged messages per second with 256 sends in flight, the wsrelay
   client vs a tokio-tungstenite client sending the same frames by hand, both against
   wsrelay-server.
+- Cluster rows (`cluster ...`): ours is two wsrelay-server processes (`ServerConfig::redis`,
+  node ids `relay-a`, `relay-b`) on one `redis-server` that the harness starts for the run on
+  a free port (`--save '' --appendonly no`). Client `i` connects to relay `i mod 2`: the
+  clients are split evenly, and the two members of a pair are always on different relays,
+  so every directed message crosses from one relay to the other through Redis. Peers, with
+  the same clients, pacing and payloads: **M**, one wsrelay-server in memory holding every
+  client (what the cluster costs), and Socket.IO 4 in two Node processes on the same kind of
+  Redis, with `@socket.io/redis-adapter` (**SIO**) and with
+  `@socket.io/redis-streams-adapter` and connection state recovery (**SIOs**)
+  (`bench/node/socketio/server.js`: `socket.broadcast.emit` and `io.to(room).emit`, each
+  client in a room named after its `source`). The load generator speaks Socket.IO's wire
+  format itself (engine.io v4 over a plain WebSocket: `/socket.io/?EIO=4&transport=websocket`,
+  open `0{...}`, `40`, events `42[\"bc\",payload]` / `42[\"dm\",to,payload]`, pings `2`
+  answered with `3`) with the same 20-byte payload string.
+- Cluster broadcast: as above, except that each sender's probe client is on the other relay
+  (or Node server), so that the window of 32 bounds what crosses between them. Latency
+  mostly follows from that window (Little's law: messages in flight / deliveries per
+  second). Cluster send_to, closed loop: every pair bounces one message. Open loop: in
+  each pair one client sends to the other on a fixed schedule, the pairs
+  alternating direction, the stated rate in all, whatever comes back; latency counts from the
+  write of each message (a server that falls behind delays the deliveries; a load generator
+  that falls behind delivers fewer per second than the rate, shown in the row).
+- Server CPU in the cluster rows is the sum over every server-side process (relays, Redis),
+  all on core 0; saturation (†) is judged on that sum. Redis's work is read from
+  `INFO commandstats` before and after the window: *round trips* are the commands the servers
+  sent (a Lua script call counts once), *commands* what Redis executed (those a script ran
+  included), both divided by the deliveries in the window. *Memory growth per client* is
+  `used_memory` less the client buffers (`mem_clients_normal`) after the window, minus the
+  same once the servers were up, per client; *bytes per session* sums `MEMORY USAGE` over
+  the relays' keys (`wsr:*`: session hashes, mailboxes holding up to the 31 frames a client
+  has not acknowledged yet, de-duplication hashes, shard sets, presence) divided by the
+  sessions.
 ";

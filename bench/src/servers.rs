@@ -20,12 +20,16 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use wsrelay_server::{Incoming, ServerConfig, WebSocketServer};
 
-/// `serve KIND [--ping-ms N] [--read-buf N] [--mode broadcast|pairs]`.
+/// `serve KIND [--ping-ms N] [--read-buf N] [--mode broadcast|pairs] [--redis URL]
+/// [--node-id NAME] [--workers N]` (the last three: wsrelay only; `--workers` above 1 runs it
+/// on a multi-thread runtime).
 pub fn serve(args: &[String]) -> Result<(), String> {
     let kind = args.first().ok_or("serve: which server?")?.clone();
     let mut ping_ms: Option<u64> = None;
     let mut read_buf: Option<usize> = None;
     let mut pairs = false;
+    let mut cluster = Cluster::default();
+    let mut workers = 1;
     let mut rest = args[1..].iter();
     while let Some(flag) = rest.next() {
         let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -33,6 +37,9 @@ pub fn serve(args: &[String]) -> Result<(), String> {
             "--ping-ms" => ping_ms = Some(value.parse().map_err(|e| format!("{flag}: {e}"))?),
             "--read-buf" => read_buf = Some(value.parse().map_err(|e| format!("{flag}: {e}"))?),
             "--mode" => pairs = value == "pairs",
+            "--redis" => cluster.redis = Some(value.clone()),
+            "--node-id" => cluster.node_id = Some(value.clone()),
+            "--workers" => workers = value.parse().map_err(|e| format!("{flag}: {e}"))?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -46,6 +53,14 @@ pub fn serve(args: &[String]) -> Result<(), String> {
         }
         std::process::exit(0);
     });
+    if kind == "wsrelay" && workers > 1 {
+        return tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?
+            .block_on(wsrelay(ping_ms, read_buf, cluster));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -53,7 +68,7 @@ pub fn serve(args: &[String]) -> Result<(), String> {
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         match kind.as_str() {
-            "wsrelay" => wsrelay(ping_ms, read_buf).await,
+            "wsrelay" => wsrelay(ping_ms, read_buf, cluster).await,
             "raw-echo" => raw_echo().await,
             "raw-hub" => raw_hub(pairs).await,
             "tt-echo" => tt_echo(read_buf).await,
@@ -75,12 +90,25 @@ async fn bind() -> Result<TcpListener, String> {
         .map_err(|e| format!("bind: {e}"))
 }
 
+/// The Redis engine's settings of a wsrelay relay (none: sessions in memory).
+#[derive(Debug, Default)]
+struct Cluster {
+    redis: Option<String>,
+    node_id: Option<String>,
+}
+
 /// wsrelay-server with its defaults, an `echo` handler answering with the payload and a `sink`
 /// handler answering nothing; every other type is relayed. Only the connection limit is raised
-/// (the idle scenarios open 10 000 connections).
-async fn wsrelay(ping_ms: Option<u64>, read_buf: Option<usize>) -> Result<(), String> {
+/// (the idle scenarios open 10 000 connections), and the cluster rows name a Redis.
+async fn wsrelay(
+    ping_ms: Option<u64>,
+    read_buf: Option<usize>,
+    cluster: Cluster,
+) -> Result<(), String> {
     let mut config = ServerConfig {
         max_connections: 50_000,
+        redis: cluster.redis,
+        node_id: cluster.node_id,
         ..ServerConfig::default()
     };
     if let Some(ms) = ping_ms {

@@ -1,6 +1,7 @@
 //! The load generator's side of the wire: a WebSocket client codec with precomputed masked
 //! frames (only the digits that change are patched and masked per message), the upgrade
-//! handshake, the wsrelay hello and the raw peer's preamble.
+//! handshake, the wsrelay hello, Socket.IO's open / connect packets and the raw peer's
+//! preamble.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -18,6 +19,42 @@ pub enum Proto {
     Plain,
     /// No upgrade: a 4-byte connection index, then the same frame bytes (raw TCP peer).
     Raw,
+    /// Socket.IO 4 over a plain WebSocket (engine.io v4, `transport=websocket`): the server's
+    /// open packet `0{...}`, the client's `40`, the server's `40{...}`; events are
+    /// `42["event",...]`; the server's engine.io ping `2` is answered with `3`.
+    SocketIo,
+}
+
+/// What a text frame received is, for the client loops.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// An application message (a relayed or echoed frame, a Socket.IO event).
+    App,
+    /// A frame to ignore (wsrelay `~ack`, `~welcome`, `~pong`; other Socket.IO packets).
+    Control,
+    /// Socket.IO's engine.io ping: answer with [`SIO_PONG`].
+    Ping,
+    /// The server refused or ended the session (wsrelay `~error`, Socket.IO disconnect or
+    /// connect error).
+    Refused,
+}
+
+/// The engine.io pong, unmasked.
+pub const SIO_PONG: &[u8] = b"3";
+
+/// Classifies a text frame's payload.
+pub fn classify(proto: Proto, data: &[u8]) -> Incoming {
+    match proto {
+        Proto::Wsrelay if is_error(data) => Incoming::Refused,
+        Proto::Wsrelay if is_control(data) => Incoming::Control,
+        Proto::SocketIo => match data {
+            b"2" => Incoming::Ping,
+            [b'4', b'2', ..] => Incoming::App,
+            [b'4', b'1' | b'4', ..] | [b'1', ..] => Incoming::Refused,
+            _ => Incoming::Control,
+        },
+        _ => Incoming::App,
+    }
 }
 
 /// Opcodes the load generator cares about.
@@ -226,7 +263,8 @@ pub const SENDER_WIDTH: usize = 4;
 /// digits at a fixed distance from the end of whatever frame a server relays.
 pub struct Message {
     pub template: Template,
-    pub id_pos: usize,
+    /// Where the id digits are (Socket.IO events carry no id).
+    pub id_pos: Option<usize>,
     pub ts_pos: usize,
 }
 
@@ -251,14 +289,61 @@ impl Message {
         text.push_str("\"}");
         Message {
             template: Template::new(text.as_bytes(), key),
-            id_pos,
+            id_pos: Some(id_pos),
             ts_pos,
         }
     }
 
-    /// Patches the id and the timestamp; returns the frame bytes.
+    /// The same message as a Socket.IO event: `42["KIND",["TO",]"<ts><sender><pad>"]` (the
+    /// payload string is the same bytes as in [`new`](Self::new)).
+    pub fn socketio(
+        kind: &str,
+        to: Option<&str>,
+        sender: u64,
+        pad: usize,
+        key: [u8; 4],
+    ) -> Message {
+        let mut text = format!("42[\"{kind}\",");
+        if let Some(to) = to {
+            text.push_str(&format!("\"{to}\","));
+        }
+        text.push('"');
+        let ts_pos = text.len();
+        text.push_str(&"0".repeat(TS_WIDTH));
+        text.push_str(&format!(
+            "{:0width$}",
+            sender % 10_000,
+            width = SENDER_WIDTH
+        ));
+        text.push_str(&"x".repeat(pad));
+        text.push_str("\"]");
+        Message {
+            template: Template::new(text.as_bytes(), key),
+            id_pos: None,
+            ts_pos,
+        }
+    }
+
+    /// The message in the wire format of `proto`.
+    pub fn of(
+        proto: Proto,
+        kind: &str,
+        to: Option<&str>,
+        sender: u64,
+        pad: usize,
+        key: [u8; 4],
+    ) -> Message {
+        match proto {
+            Proto::SocketIo => Message::socketio(kind, to, sender, pad, key),
+            _ => Message::new(kind, to, sender, pad, key),
+        }
+    }
+
+    /// Patches the id (when the format has one) and the timestamp; returns the frame bytes.
     pub fn stamp(&mut self, id: u64, ts_us: u64) -> &[u8] {
-        self.template.set_digits(self.id_pos, ID_WIDTH, id);
+        if let Some(id_pos) = self.id_pos {
+            self.template.set_digits(id_pos, ID_WIDTH, id);
+        }
         self.template.set_digits(self.ts_pos, TS_WIDTH, ts_us);
         &self.template.bytes
     }
@@ -270,7 +355,20 @@ pub fn read_stamp(data: &[u8], pad: usize) -> Option<(u64, u64)> {
     let tail = pad + 2; // `"}`
     let end = data.len().checked_sub(tail)?;
     let start = end.checked_sub(TS_WIDTH + SENDER_WIDTH)?;
-    let digits = &data[start..end];
+    digits_at(data, start)
+}
+
+/// [`read_stamp`] for `proto`: a Socket.IO event `42["KIND","<ts><sender>..."...]` carries
+/// the digits right after its first `","` (the server may append an offset after them).
+pub fn stamp_of(proto: Proto, data: &[u8], pad: usize) -> Option<(u64, u64)> {
+    match proto {
+        Proto::SocketIo => digits_at(data, find(data, b"\",\"")? + 3),
+        _ => read_stamp(data, pad),
+    }
+}
+
+fn digits_at(data: &[u8], start: usize) -> Option<(u64, u64)> {
+    let digits = data.get(start..start + TS_WIDTH + SENDER_WIDTH)?;
     let mut ts = 0u64;
     for &d in &digits[..TS_WIDTH] {
         if !d.is_ascii_digit() {
@@ -372,11 +470,20 @@ async fn connect_inner(spec: &ConnectSpec<'_>) -> io::Result<Conn> {
             let index = u32::try_from(spec.index).unwrap_or(u32::MAX);
             conn.stream.write_all(&index.to_le_bytes()).await?;
         }
-        Proto::Plain | Proto::Wsrelay => {
+        Proto::Plain | Proto::Wsrelay | Proto::SocketIo => {
+            let path = match spec.proto {
+                // What a wsrelay client asks for (PROTOCOL.md section 1).
+                Proto::Wsrelay => format!("/?source={}&v=1", spec.source),
+                Proto::SocketIo => format!(
+                    "/socket.io/?EIO=4&transport=websocket&source={}",
+                    spec.source
+                ),
+                _ => format!("/?source={}", spec.source),
+            };
             let request = format!(
-                "GET /?source={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                spec.source, spec.addr
+                spec.addr
             );
             conn.stream.write_all(request.as_bytes()).await?;
             if !conn.reader.read_head(&mut conn.stream).await? {
@@ -401,6 +508,26 @@ async fn connect_inner(spec: &ConnectSpec<'_>) -> io::Result<Conn> {
                     .starts_with(b"{\"type\":\"~welcome\"")
             {
                 break;
+            }
+        }
+    }
+    if spec.proto == Proto::SocketIo {
+        // engine.io open `0{...}`, then the Socket.IO connect to the main namespace.
+        loop {
+            let frame = conn.next().await?;
+            let data = conn.reader.data(&frame);
+            if frame.op != OP_TEXT {
+                continue;
+            }
+            if data.starts_with(b"0{") {
+                conn.stream.write_all(&masked(OP_TEXT, b"40", key)).await?;
+            } else if data.starts_with(b"40") {
+                break;
+            } else if classify(Proto::SocketIo, data) == Incoming::Refused {
+                return Err(io::Error::other(format!(
+                    "Socket.IO refused the connection: {}",
+                    String::from_utf8_lossy(data)
+                )));
             }
         }
     }
@@ -486,6 +613,25 @@ mod tests {
             "{\"type\":\"bc\",\"id\":1000000042,\"to\":\"c7\",\"payload\":\"0000001234560003xx\"}"
         );
         assert_eq!(read_stamp(text.as_bytes(), 2), Some((123_456, 3)));
+    }
+
+    #[test]
+    fn socketio_events_carry_the_same_payload() {
+        let mut message = Message::of(Proto::SocketIo, "dm", Some("c7"), 3, 2, mask_key(5));
+        let mut bytes = message.stamp(FIRST_ID + 42, 123_456).to_vec();
+        let (_, start, end) = parse(&mut bytes).expect("complete frame");
+        let text = std::str::from_utf8(&bytes[start..end]).expect("utf8");
+        assert_eq!(text, "42[\"dm\",\"c7\",\"0000001234560003xx\"]");
+        // Relayed by the server without `to`, with a recovery offset appended.
+        let relayed = b"42[\"dm\",\"0000001234560003xx\",\"1795705766573-1\"]";
+        assert_eq!(stamp_of(Proto::SocketIo, relayed, 2), Some((123_456, 3)));
+        assert_eq!(classify(Proto::SocketIo, relayed), Incoming::App);
+        assert_eq!(classify(Proto::SocketIo, b"2"), Incoming::Ping);
+        assert_eq!(classify(Proto::SocketIo, b"41"), Incoming::Refused);
+        assert_eq!(
+            classify(Proto::SocketIo, b"40{\"sid\":\"x\"}"),
+            Incoming::Control
+        );
     }
 
     #[test]

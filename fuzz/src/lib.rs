@@ -209,6 +209,7 @@ pub fn connection(data: &[u8]) {
                 Signal::Wake => conn.handle_wake(now),
                 Signal::Replaced => conn.handle_replaced(),
                 Signal::Overflowed => conn.handle_overflowed(),
+                Signal::Gone => conn.handle_gone(),
             }
         }
         ended |= drive(&mut conn, &mut engine, &claim, now);

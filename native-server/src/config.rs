@@ -124,6 +124,12 @@ pub struct ServerConfig {
     /// How long presence changes gather before one announcement carries them (default
     /// 100 ms): a flood of connections costs each client a few frames, not one per arrival.
     pub presence_interval: Duration,
+    /// Keep sessions and mailboxes in the Redis at this URL (`redis://HOST:PORT[/DB]`), shared
+    /// by every relay on it: they behave as one server, and a relay's death loses nothing it
+    /// acknowledged. `None` (the default): in this process's memory.
+    pub redis: Option<String>,
+    /// This relay's name among relays sharing Redis, in logs (default: generated).
+    pub node_id: Option<String>,
     /// Serve the files of this directory over HTTP on the same port (requests that are not
     /// WebSocket upgrades). `None` (default) answers them with 426 Upgrade Required.
     pub static_dir: Option<PathBuf>,
@@ -161,6 +167,8 @@ impl Default for ServerConfig {
             tls: None,
             read_buffer_size: 1024,
             write_buffer_size: 8 * 1024,
+            redis: None,
+            node_id: None,
             presence: false,
             presence_interval: Duration::from_millis(100),
             static_dir: None,
@@ -194,6 +202,16 @@ impl ServerConfig {
             retry_interval: Duration::from_millis(100),
             rate_limit: self.rate_limit,
             answerable: 1024,
+            // Settling in memory is a few instructions and wakes blocked senders: at every
+            // acknowledgement. On Redis it is a round trip per connection: a quarter of a
+            // second's acknowledgements, or 64 KiB of them, settle at once. The mailbox then
+            // holds at most that much already delivered, far below `backlog_window`.
+            settle_delay: if self.redis.is_some() {
+                Duration::from_millis(250)
+            } else {
+                Duration::ZERO
+            },
+            settle_bytes: (64 << 10).min(self.backlog_window / 4),
         }
     }
 

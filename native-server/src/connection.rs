@@ -5,6 +5,7 @@
 //! machine's.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,8 +27,8 @@ use crate::engine::{Claim, ClaimError, Doorbell, Effect, Router, SessionStore, S
 use crate::handlers::{first_call, handler_call, HandlerCall};
 use crate::hub::{Hub, SharedHandlers, Stats};
 use crate::socket::{
-    drain_and_close, renew, text_frame, transport_error, write_some, Sink, Stream, Transport,
-    LARGE_FRAME,
+    drain_and_close, poll_io, poll_write, renew, text_frame, transport_error, Io, Socket,
+    Transport, LARGE_FRAME,
 };
 use crate::ClientInfo;
 
@@ -35,6 +36,8 @@ use crate::ClientInfo;
 const READ_BATCH: usize = 64;
 /// Frames fetched from the mailbox at a time.
 const FETCH_BATCH: usize = 256;
+/// A fetch that failed is tried again after this long.
+const REFETCH: Duration = Duration::from_millis(200);
 
 type Machine = ServerConnection<Utf8Bytes, SharedHandlers>;
 
@@ -77,6 +80,7 @@ pub(crate) async fn serve(
             return;
         }
     };
+    let bell = hub.bells.add(&doorbell);
     let info = ClientInfo { source, addr };
     let peer = addr.map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
     tracing::info!(
@@ -104,8 +108,9 @@ pub(crate) async fn serve(
             .unwrap_or(Duration::ZERO);
         machine.set_expiry(now + left);
     }
-    let (sink, stream) = socket.split();
-    let mut conn = Conn {
+    // Boxed: the task's future then holds a pointer to it across the loop and the finish,
+    // not the connection's state twice (a task's future is what an idle connection costs).
+    let mut conn = Box::new(Conn {
         hub: Arc::clone(&hub),
         claim,
         doorbell,
@@ -115,6 +120,7 @@ pub(crate) async fn serve(
         calls: VecDeque::new(),
         fetched: Vec::new(),
         mail: true,
+        refetch: None,
         closing: None,
         released: false,
         large: false,
@@ -123,8 +129,8 @@ pub(crate) async fn serve(
         counted: Counters::default(),
         close_code: None,
         had_session: false,
-    };
-    conn.run(sink, stream).await;
+    });
+    conn.run(socket).await;
     let reason = conn
         .machine
         .ending()
@@ -139,6 +145,7 @@ pub(crate) async fn serve(
         hub.metrics.sessions_active.dec();
     }
     conn.finish().await;
+    hub.bells.remove(bell);
     tracing::info!(
         source = info.source,
         addr = peer,
@@ -164,6 +171,8 @@ struct Conn {
     fetched: Vec<Utf8Bytes>,
     /// The mailbox may hold frames not fetched yet.
     mail: bool,
+    /// A fetch failed (the engine's store was unreachable): try again at this time.
+    refetch: Option<tokio::time::Instant>,
     closing: Option<Option<CloseFrame>>,
     released: bool,
     /// A large text frame was read: renew the WebSocket to let its buffer go (see
@@ -197,82 +206,120 @@ impl Conn {
         self.counted = now;
     }
 
-    async fn run(&mut self, mut sink: Sink, mut stream: Stream) {
+    async fn run(&mut self, mut socket: Socket) {
         let hub = Arc::clone(&self.hub);
-        let shutdown = hub.shutdown.cancelled();
-        let abort = hub.abort.cancelled();
         let sleep = sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
-        tokio::pin!(shutdown, abort, sleep);
-        let mut shutting_down = false;
+        tokio::pin!(sleep);
+        let mut armed = None;
+        // The shutdown reaches a connection through its doorbell; one that registered after
+        // the bells rang sees it here.
+        if hub.shutdown.is_cancelled() {
+            self.machine
+                .handle_shutdown(hub.shutdown_code.load(Ordering::Relaxed));
+        }
         loop {
             self.carry_out().await;
             self.publish_counters();
             if let Some(close) = self.closing.take() {
-                return self.farewell(sink, stream, close).await;
+                return self.farewell(socket, close).await;
             }
-            let deadline = self.machine.poll_timeout();
-            if let Some(at) = deadline {
-                sleep.as_mut().reset(hub.clock.deadline(at));
+            // What the batch produced goes out now when the socket has room (the common case),
+            // rather than after another turn of the select.
+            if self.wants_write() {
+                let (outq, unflushed) = (&mut self.outq, &mut self.unflushed);
+                let write = poll_fn(|cx| poll_write(&mut socket, cx, outq, unflushed));
+                if let Some(written) = write.now_or_never() {
+                    self.written(written);
+                    continue;
+                }
+            }
+            // The state machine's next deadline, or an earlier retry of a failed fetch.
+            let deadline = self.machine.poll_timeout().map(|at| hub.clock.deadline(at));
+            let deadline = match (deadline, self.refetch) {
+                (Some(at), Some(retry)) => Some(at.min(retry)),
+                (at, retry) => at.or(retry),
+            };
+            if let Some(at) = deadline.filter(|at| armed != Some(*at)) {
+                sleep.as_mut().reset(at);
+                armed = Some(at);
             }
             tokio::select! {
                 biased;
-                () = &mut abort => {
-                    self.machine.handle_shutdown(1001);
-                    self.outq.clear();
-                    return;
-                }
-                () = &mut shutdown, if !shutting_down => {
-                    shutting_down = true;
-                    let code = hub.shutdown_code.load(Ordering::Relaxed);
-                    self.machine.handle_shutdown(code);
-                }
                 rung = self.doorbell.wait() => {
+                    if rung.abort() {
+                        self.machine.handle_shutdown(1001);
+                        self.outq.clear();
+                        return;
+                    }
+                    if rung.shutdown() {
+                        let code = hub.shutdown_code.load(Ordering::Relaxed);
+                        self.machine.handle_shutdown(code);
+                    }
                     if rung.has(Signal::Replaced) {
                         self.machine.handle_replaced();
                     }
                     if rung.has(Signal::Overflowed) {
                         self.machine.handle_overflowed();
                     }
+                    if rung.has(Signal::Gone) {
+                        self.machine.handle_gone();
+                    }
                     if rung.has(Signal::Wake) {
                         self.machine.handle_wake(hub.clock.now());
                     }
                     self.mail |= rung.has(Signal::Mail);
                 }
-                frame = stream.next(), if self.machine.wants_read() => {
-                    self.read(frame);
-                    for _ in 1..READ_BATCH {
-                        // After a large frame, nothing more is read before the renewal.
-                        if !self.machine.wants_read() || self.large {
-                            break;
-                        }
-                        match stream.next().now_or_never() {
-                            Some(frame) => self.read(frame),
-                            None => break,
+                io = poll_fn(|cx| {
+                    let read = self.machine.wants_read();
+                    poll_io(&mut socket, cx, &mut self.outq, &mut self.unflushed, read)
+                }), if self.machine.wants_read() || self.wants_write() => match io {
+                    Io::Written(written) => self.written(written),
+                    Io::Read(frame) => {
+                        self.read(frame);
+                        for _ in 1..READ_BATCH {
+                            // After a large frame, nothing more is read before the renewal.
+                            if !self.machine.wants_read() || self.large {
+                                break;
+                            }
+                            match socket.next().now_or_never() {
+                                Some(frame) => self.read(frame),
+                                None => break,
+                            }
                         }
                     }
-                }
+                },
                 reply = first_call(&mut self.calls), if !self.calls.is_empty() => {
                     self.calls.pop_front();
                     self.machine.handle_reply(reply);
                 }
-                written = write_some(&mut sink, &mut self.outq, &mut self.unflushed),
-                    if !self.outq.is_empty() || self.unflushed => {
-                    match written {
-                        Ok(delivered) => self.machine.handle_written(delivered),
-                        Err(error) => self
-                            .machine
-                            .handle_transport_error(TransportError::Io(error.to_string())),
-                    }
-                }
                 () = &mut sleep, if deadline.is_some() => {
+                    armed = None;
+                    if self.refetch.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                        self.refetch = None;
+                        self.mail = true;
+                    }
                     self.machine.handle_timeout(hub.clock.now());
                 }
             }
             if std::mem::take(&mut self.large) {
                 // Boxed: a WebSocket being built would otherwise be part of every
                 // connection's future, large frames or not.
-                (sink, stream) = Box::pin(renew(sink, stream, &self.clean, self.config)).await;
+                socket = Box::pin(renew(socket, &self.clean, self.config)).await;
             }
+        }
+    }
+
+    fn wants_write(&self) -> bool {
+        !self.outq.is_empty() || self.unflushed
+    }
+
+    /// Tells the state machine how a write went.
+    fn written(&mut self, written: Result<usize, tungstenite::Error>) {
+        match written {
+            Ok(delivered) => self.machine.handle_written(delivered),
+            Err(error) => self
+                .machine
+                .handle_transport_error(TransportError::Io(error.to_string())),
         }
     }
 
@@ -333,6 +380,7 @@ impl Conn {
             Ok(count) => count,
             Err(error) => {
                 tracing::warn!(source = self.claim.source, %error, "cannot fetch frames");
+                self.refetch = Some(tokio::time::Instant::now() + REFETCH);
                 0
             }
         };
@@ -382,11 +430,6 @@ impl Conn {
                     .engine
                     .route(&self.claim, id, &effect, &self.doorbell)
                     .await;
-                if let (Effect::Resolve { kind, re, result }, crate::engine::Routed::Done) =
-                    (effect, &routed)
-                {
-                    hub.requests.resolve(&self.claim.source, &kind, re, result);
-                }
                 self.machine.handle_routed(hub.clock.now(), routed);
             }
             Output::Append(frame) => {
@@ -446,7 +489,7 @@ impl Conn {
     }
 
     /// Writes what is left and the close frame, then waits a moment for the client's answer.
-    async fn farewell(&mut self, mut sink: Sink, mut stream: Stream, close: Option<CloseFrame>) {
+    async fn farewell(&mut self, mut socket: Socket, close: Option<CloseFrame>) {
         let close_timeout = self.hub.config.close_timeout;
         let Some(close) = close else {
             return; // the transport is gone
@@ -470,11 +513,11 @@ impl Conn {
         let abort = self.hub.abort.cancelled();
         let goodbye = async {
             for (message, _) in self.outq.drain(..) {
-                sink.feed(message).await?;
+                socket.feed(message).await?;
             }
-            sink.send(close_message(close.code, close.reason)).await?;
+            socket.send(close_message(close.code, close.reason)).await?;
             // The client answers the close; anything else it sends now is not consumed.
-            while let Some(Ok(message)) = stream.next().await.filter(|_| !unreadable) {
+            while let Some(Ok(message)) = socket.next().await.filter(|_| !unreadable) {
                 if matches!(message, WsMessage::Close(_)) {
                     break;
                 }
@@ -486,15 +529,16 @@ impl Conn {
             () = abort => {}
         }
         if unreadable {
-            Box::pin(drain_and_close(sink, stream, close_timeout)).await;
+            Box::pin(drain_and_close(socket, close_timeout)).await;
         } else {
-            let _ = timeout(close_timeout, sink.close()).await;
+            // The sink's close: flushes and ends our side (the close frame is already sent).
+            let _ = timeout(close_timeout, SinkExt::close(&mut socket)).await;
         }
     }
 
     /// After the loop: the source released (if the loop could not), the counters, and handler
     /// calls still running finished on their own, their responses sent to the source.
-    async fn finish(mut self) {
+    async fn finish(mut self: Box<Self>) {
         let hub = Arc::clone(&self.hub);
         if !self.released {
             hub.engine.release(&self.claim).await;

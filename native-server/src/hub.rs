@@ -13,7 +13,7 @@ use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::ServerConfig;
-use crate::engine::MemoryEngine;
+use crate::engine::{Doorbell, Engine};
 use crate::handlers::ErasedHandler;
 use crate::logs::LogLimit;
 use crate::metrics::Metrics;
@@ -85,11 +85,46 @@ impl HandlerSet for SharedHandlers {
     }
 }
 
+/// Every live connection's doorbell, so that the server can tell them all to close.
+#[derive(Default)]
+pub(crate) struct Bells {
+    next: AtomicU64,
+    live: std::sync::Mutex<HashMap<u64, Doorbell>>,
+}
+
+impl Bells {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Doorbell>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a connection's doorbell; returns its key for [`remove`](Self::remove).
+    pub(crate) fn add(&self, doorbell: &Doorbell) -> u64 {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        self.live().insert(key, doorbell.clone());
+        key
+    }
+
+    pub(crate) fn remove(&self, key: u64) {
+        self.live().remove(&key);
+    }
+
+    /// Tells every connection the server shuts down (gracefully, or at once with `abort`).
+    pub(crate) fn ring_all(&self, abort: bool) {
+        for doorbell in self.live().values() {
+            if abort {
+                doorbell.ring_abort();
+            } else {
+                doorbell.ring_shutdown();
+            }
+        }
+    }
+}
+
 /// Everything the connections and the public handle share.
 pub(crate) struct Hub {
     pub(crate) config: ServerConfig,
     pub(crate) auth: Box<Authenticator>,
-    pub(crate) engine: MemoryEngine,
+    pub(crate) engine: Engine,
     pub(crate) handlers: Handlers,
     pub(crate) requests: Arc<Requests>,
     pub(crate) on_connect: Vec<ConnectHook>,
@@ -107,6 +142,8 @@ pub(crate) struct Hub {
     pub(crate) tracker: TaskTracker,
     /// Tells the presence announcer that somebody came or went.
     pub(crate) presence: Arc<PresenceSignal>,
+    /// Every connection's doorbell, for the shutdown.
+    pub(crate) bells: Bells,
 }
 
 /// Invalid input is logged at debug level, and at most a few lines a second.

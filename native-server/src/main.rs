@@ -86,6 +86,14 @@ struct Args {
     /// warnings and errors only. RUST_LOG, when set, replaces both.
     #[arg(long, env = "WSRELAY_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Keep sessions in the Redis at this URL (redis://HOST:PORT[/DB]), shared with every
+    /// relay on it: they behave as one server, and a relay's death loses nothing it
+    /// acknowledged. Without it, sessions live in this process.
+    #[arg(long, env = "WSRELAY_REDIS")]
+    redis: Option<String>,
+    /// This relay's name among relays sharing Redis (default: generated).
+    #[arg(long, env = "WSRELAY_NODE_ID")]
+    node_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -210,6 +218,8 @@ async fn main() -> std::process::ExitCode {
         own_origin,
         tls,
         presence: true,
+        redis: args.redis,
+        node_id: args.node_id,
         ..ServerConfig::default()
     };
     let mut builder = WebSocketServer::builder(config);

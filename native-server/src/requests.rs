@@ -28,6 +28,9 @@ type Reply = oneshot::Sender<Result<Option<String>, RemoteError>>;
 
 /// Ids for the server's own messages, and the requests among them that wait.
 pub(crate) struct Requests {
+    /// This relay's number among relays sharing an engine (0 alone): the high bits of every id,
+    /// so that an answer finds its way back to the relay that sent the message.
+    node: AtomicU64,
     next_id: AtomicU64,
     pending: Mutex<HashMap<u64, (String, Reply)>>,
     hooks: Vec<AnswerHook>,
@@ -36,15 +39,24 @@ pub(crate) struct Requests {
 impl Requests {
     pub(crate) fn new(hooks: Vec<AnswerHook>) -> Self {
         Requests {
+            node: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             pending: Mutex::default(),
             hooks,
         }
     }
 
-    /// The id of the server's next message (every one carries one, so clients can answer).
+    /// The id of the server's next message (every one carries one, so clients can answer):
+    /// the relay's number in the high bits, a counter in the low 32.
     pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        let counter = self.next_id.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
+        (self.node.load(Ordering::Relaxed) << 32) | counter
+    }
+
+    /// Sets this relay's number (from the engine), at most 2^21 - 1 so that ids stay exact in
+    /// JavaScript.
+    pub(crate) fn set_node(&self, node: u64) {
+        self.node.store(node & 0x1f_ffff, Ordering::Relaxed);
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, Reply)>> {

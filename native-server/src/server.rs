@@ -19,9 +19,9 @@ use wsrelay_core::protocol::{Message, RemoteError};
 use crate::auth::{source_from_query, Authenticator, Identity, Rejection, UpgradeRequest};
 use crate::clock::Clock;
 use crate::config::ServerConfig;
-use crate::engine::{EngineError, MemoryEngine, Router, SendRefused};
+use crate::engine::{Engine, EngineError, MemoryEngine, RedisEngine, Router, SendRefused};
 use crate::handlers::{erase, ErasedHandler, Incoming, IntoReply};
-use crate::hub::{ConnectHook, DisconnectHook, Handlers, Hub, Stats};
+use crate::hub::{Bells, ConnectHook, DisconnectHook, Handlers, Hub, Stats};
 use crate::requests::{Answer, AnswerHook, Requests};
 
 /// Why a connection ended (from the server's state machine in `wsrelay-core`).
@@ -69,6 +69,9 @@ pub struct ServerStats {
     pub slow_consumers: u64,
     /// Times a client's message waited for a recipient that was behind (flow control).
     pub blocked: u64,
+    /// Whether the engine's store answers (always with the memory engine; Redis may be
+    /// unreachable, and then nothing is acknowledged until it is back).
+    pub engine_reachable: bool,
     /// Connections dropped for not answering pings.
     pub stale: u64,
     /// Connections replaced by a newer one with the same source.
@@ -227,23 +230,42 @@ impl ServerBuilder {
         let local_addr = listener.local_addr()?;
         let clock = Clock::start();
         let admission = crate::admission::Admission::new(&self.config);
+        let requests = Arc::new(Requests::new(self.on_answer));
+        let shutdown = CancellationToken::new();
+        let limits = self.config.memory_limits();
+        let engine = match &self.config.redis {
+            Some(url) => {
+                let node_id = self.config.node_id.clone();
+                let redis = RedisEngine::start(
+                    url,
+                    node_id,
+                    limits,
+                    Arc::clone(&requests),
+                    shutdown.clone(),
+                )
+                .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+                Engine::Redis(redis)
+            }
+            None => Engine::Memory(MemoryEngine::new(limits, clock, Arc::clone(&requests))),
+        };
         let hub = Arc::new(Hub {
-            engine: MemoryEngine::new(self.config.memory_limits(), clock),
+            engine,
             config: self.config,
             auth: self.auth,
             handlers: Handlers::new(self.handlers),
-            requests: Arc::new(Requests::new(self.on_answer)),
+            requests,
             on_connect: self.on_connect,
             on_disconnect: self.on_disconnect,
             stats: Stats::default(),
             clock,
             admission,
             metrics: crate::metrics::Metrics::new(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             shutdown_code: AtomicU16::new(1001),
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
             presence: Arc::default(),
+            bells: Bells::default(),
         });
         if hub.config.presence {
             crate::presence::install_clients_handler(&hub);
@@ -304,6 +326,7 @@ impl Drop for StopOnDrop {
             self.accept.cancel();
             self.hub.shutdown.cancel();
             self.hub.abort.cancel();
+            self.hub.bells.ring_all(true);
         }
     }
 }
@@ -479,6 +502,7 @@ impl WebSocketServer {
             rejected: stats.rejected.load(Ordering::Relaxed),
             slow_consumers: stats.slow_consumers.load(Ordering::Relaxed),
             blocked: stats.blocked.load(Ordering::Relaxed),
+            engine_reachable: self.hub.engine.healthy(),
             stale: stats.stale.load(Ordering::Relaxed),
             replaced: stats.replaced.load(Ordering::Relaxed),
             invalid_frames: stats.invalid_frames.load(Ordering::Relaxed),
@@ -501,6 +525,7 @@ impl WebSocketServer {
         // While the connections drain, the listener stays open: `/readyz` answers 503 and
         // upgrades are refused with 503, so a load balancer learns to send clients elsewhere.
         hub.shutdown.cancel();
+        hub.bells.ring_all(false);
         hub.tracker.close();
         let deadline = hub.config.shutdown_timeout;
         if tokio::time::timeout(deadline, hub.tracker.wait())
@@ -512,6 +537,7 @@ impl WebSocketServer {
                 "shutdown deadline passed: dropping"
             );
             hub.abort.cancel();
+            hub.bells.ring_all(true);
             let _ = tokio::time::timeout(hub.config.close_timeout, hub.tracker.wait()).await;
         }
         self.stop.accept.cancel();

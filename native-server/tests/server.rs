@@ -692,3 +692,37 @@ async fn messages_much_larger_than_the_read_buffer_arrive_whole() {
     assert_eq!(relayed["source"], "alice");
     assert_eq!(relayed["payload"].as_str(), Some(big.as_str()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_parked_session_expires_after_its_grace_period_on_the_paused_clock() {
+    let config = ServerConfig {
+        session_grace: Duration::from_secs(60),
+        ..config()
+    };
+    let (builder, mut gone) = watch_disconnects(WebSocketServer::builder(config));
+    let server = builder.bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr();
+    let token = "alice-session-1";
+    let (mut alice, first) = Client::session(addr, "alice", token, 0).await;
+    server.send_to("alice", "n", &1).await.unwrap();
+    assert_eq!(alice.recv_app().await["payload"], 1);
+    drop(alice);
+    disconnected(&mut gone, "alice").await;
+    server.send_to("alice", "n", &2).await.unwrap();
+
+    // Within the grace period the session waits for her...
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    assert_eq!(server.stats().parked_sessions, 1);
+    // ...after it, it is gone, and so is what was kept for her.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(server.stats().parked_sessions, 0);
+    assert!(matches!(
+        server.send_to("alice", "n", &3).await,
+        Err(wsrelay_server::SendError::UnknownTarget)
+    ));
+    let (mut alice, welcome) = Client::resume(addr, "alice", token, 1, Some(&first["sid"])).await;
+    assert_eq!(welcome["resumed"], false, "{welcome}");
+    assert_ne!(welcome["sid"], first["sid"], "a new instance");
+    server.send_to("alice", "n", &4).await.unwrap();
+    assert_eq!(alice.recv_app().await["payload"], 4);
+}

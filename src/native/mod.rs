@@ -173,9 +173,9 @@ impl ClientBuilder {
         max_enqueued_bytes: usize,
         /// Largest frame the client sends (default 1 MiB).
         max_message_size: usize,
-        /// Application ping interval while open (default 15 s).
+        /// Application ping interval while open (default 25 s).
         heartbeat_interval: Duration,
-        /// Silence after which the connection is declared dead (default 30 s).
+        /// Silence after which the connection is declared dead (default 45 s).
         heartbeat_timeout: Duration,
         /// Timeout of requests that name none (default 30 s).
         request_timeout: Duration,

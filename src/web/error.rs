@@ -41,6 +41,9 @@ pub(crate) fn core_error(error: &Error) -> JsValue {
         Error::Unanswerable { .. } => {
             "the handler returned a value, but the message has no id to answer: it was not sent"
         }
+        Error::SessionLost => {
+            "the server lost the session before acknowledging this message: it may have been delivered"
+        }
     };
     let value = error_value(error.code(), message);
     match error {

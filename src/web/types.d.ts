@@ -26,9 +26,9 @@ export interface WebSocketClientOptions {
   maxEnqueuedBytes?: number;
   /** Largest encoded message. Default 1 MiB (the server's default limit). */
   maxMessageSize?: number;
-  /** An application ping is sent this often while open. Default 15000. */
+  /** An application ping is sent this often while open. Default 25000. */
   heartbeatInterval?: number;
-  /** The connection is declared dead after this long without any frame. Default 30000. */
+  /** The connection is declared dead after this long without any frame. Default 45000. */
   heartbeatTimeout?: number;
   /** Timeout of a `request()` that names none. Default 30000. */
   requestTimeout?: number;
@@ -78,7 +78,7 @@ export type WsRelayErrorCode =
   | "queue_full" | "queue_bytes_full" | "too_large" | "invalid_payload" | "invalid_type"
   | "expired" | "timeout" | "closed" | "rejected" | "retries_exhausted" | "transport"
   | "protocol" | "handler_error" | "unanswerable" | "unknown_target" | "invalid_option"
-  | "no_websocket"
+  | "no_websocket" | "session_lost" | "overflow"
   | (string & {});
 
 /** Every Promise of the client rejects with this; branch on `code`. */

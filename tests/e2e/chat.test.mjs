@@ -7,6 +7,8 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createServer, connect } from "node:net";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -97,5 +99,107 @@ test("two people chat, the relay restarts, queued messages arrive once and are m
   } finally {
     await browser.close();
     await stopRelay(relay);
+  }
+});
+
+/** A port nobody listens on now. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A redis-server of the test's own (no persistence); resolves once it answers PING. */
+async function startRedis() {
+  const port = await freePort();
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    const answered = await new Promise((resolve) => {
+      const socket = connect(port, "127.0.0.1", () => socket.write("PING\r\n"));
+      socket.once("data", (data) => { socket.destroy(); resolve(data.toString().startsWith("+PONG")); });
+      socket.once("error", () => resolve(false));
+    });
+    if (answered) return { child, url: `redis://127.0.0.1:${port}` };
+    if (Date.now() > deadline) throw new Error("redis-server did not start");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test("on Redis, a relay killed and restarted loses nothing, whoever reconnects first", { timeout: 120_000 }, async () => {
+  assert.ok(binary, "WSRELAY_SERVER_BIN must name the relay binary (cargo xtask test sets it)");
+  mkdirSync(output, { recursive: true });
+  const redis = await startRedis();
+  const extra = ["--redis", redis.url, "--node-id", "e2e"];
+  let relay = await startRelay(0, extra);
+  const base = `http://127.0.0.1:${relay.port}/`;
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: BROWSER_ARGS,
+  });
+  try {
+    const alice = await browser.newPage({ viewport: { width: 1000, height: 700 } });
+    const bob = await browser.newPage({ viewport: { width: 1000, height: 700 } });
+    for (const page of [alice, bob]) page.on("pageerror", (error) => assert.fail(`page error: ${error}`));
+    // This time the gate holds Bob back: Alice comes back first and sends to him while he is
+    // away, which the in-memory relay could not survive.
+    let bobMayConnect = true;
+    await bob.routeWebSocket(/.*/, (ws) => {
+      if (bobMayConnect) ws.connectToServer();
+      else ws.close({ code: 1011, reason: "test gate closed" });
+    });
+    await joinChat(alice, base, "alice");
+    await joinChat(bob, base, "bob");
+    await say(alice, "hello bob");
+    await bob.waitForFunction(() => document.body.innerText.includes("hello bob"), null, { timeout: WAIT });
+    // Bob's receipt reaches Alice before the kill: the count of "sent" below leaves this one
+    // out (Bob shows the text before his receipt is even written, so it could still be on
+    // its way when the relay dies, and then only comes with Bob, after that count).
+    await alice.waitForSelector('.msg.mine[data-status="delivered"]', { timeout: WAIT });
+
+    // The relay is killed outright; Alice types while it is gone.
+    bobMayConnect = false;
+    relay.child.kill("SIGKILL");
+    await new Promise((resolve) => relay.child.once("exit", resolve));
+    await alice.waitForSelector('#state:not([data-state="open"])', { timeout: WAIT });
+    const offline = ["while killed 1", "while killed 2", "while killed 3"];
+    for (const text of offline) await say(alice, text);
+
+    // It restarts; Alice is back first and her queue goes out, to Bob's session in Redis.
+    relay = await startRelayAgain(relay.port, extra);
+    await alice.waitForSelector('#state[data-state="open"]', { timeout: WAIT });
+    // Acknowledged by the relay (sent), not yet answered by Bob (delivered): he is away.
+    await alice.waitForFunction(
+      () => document.querySelectorAll('.msg.mine[data-status="sent"]').length === 3,
+      null,
+      { timeout: WAIT },
+    );
+    bobMayConnect = true;
+    await bob.waitForSelector('#state[data-state="open"]', { timeout: WAIT });
+    await alice.waitForFunction(
+      () => document.querySelectorAll('.msg.mine[data-status="delivered"]').length === 4,
+      null,
+      { timeout: WAIT },
+    );
+    const seen = await texts(bob);
+    for (const text of offline) {
+      assert.equal(seen.filter((t) => t === text).length, 1, `${text} arrives exactly once: ${JSON.stringify(seen)}`);
+    }
+    assert.deepEqual(seen.filter((t) => t.startsWith("while killed")), offline, "in the order typed");
+    for (const page of [alice, bob]) {
+      assert.ok(!(await page.textContent("#log")).includes("lost our session"), "no session was lost");
+    }
+    await bob.screenshot({ path: join(output, "bob-after-kill.png") });
+  } finally {
+    await browser.close();
+    await stopRelay(relay);
+    redis.child.kill("SIGTERM");
   }
 });

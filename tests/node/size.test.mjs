@@ -7,14 +7,17 @@
 // the `token` option, a string or a function whose Promise is awaited before every attempt
 // (about 730 B); pacing to the relay's rate limit, a token bucket and its timer (about 500 B);
 // settling a request sent to one client only with that client's answer (about 420 B); the
-// welcome's `rate` and `burst` in the shared codec (about 270 B). A change that grows the
-// package past it fails here and must say why.
+// welcome's `rate` and `burst` in the shared codec (about 270 B); plus 560 B for what main
+// added meanwhile, measured on main alone against the merge base (gzip -9 of the .wasm):
+// failing what a lost session had in flight instead of sending it twice (about 310 B), and
+// the shared codec's eight-bytes-at-a-time string scan, the server's hot path (about 250 B).
+// A change that grows the package past it fails here and must say why.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 
-const CEILING = 42404 + 1024 + 448 + 2000; // reached: 45789 B here
+const CEILING = 42404 + 1024 + 448 + 2000 + 560; // reached: 46253 B here
 
 test("web build stays under its size ceiling (gzip -9)", () => {
   const dir = new URL("../../pkg/web/", import.meta.url);

@@ -675,6 +675,7 @@ impl Sim {
                         Signal::Wake => c.machine.handle_wake(now),
                         Signal::Replaced => c.machine.handle_replaced(),
                         Signal::Overflowed => c.machine.handle_overflowed(),
+                        Signal::Gone => c.machine.handle_gone(),
                     }
                     self.dirty.insert(conn);
                 }

@@ -7,9 +7,12 @@
 //! - `cargo xtask pkg`: builds the npm package into `pkg/` (`npm install ./pkg` takes it).
 //! - `cargo xtask testbed`: runs the relay under the test supervisor the browser and Node tests
 //!   use, and prints its control URL (for running those tests by hand).
-//! - `cargo xtask bench [--quick] [--note TEXT]`: builds the benchmarks (`bench/`) in release
-//!   and runs them: wsrelay-server side by side with its peers; prints a table of ratios and
-//!   writes `BENCHMARKS.md` and `bench/results.json`. `--quick` takes under 5 minutes.
+//! - `cargo xtask bench [--quick] [--only GROUPS] [--note TEXT]`: builds the benchmarks
+//!   (`bench/`) in release and runs them: wsrelay-server side by side with its peers; prints a
+//!   table of ratios and writes `BENCHMARKS.md` and `bench/results.json`. `--quick` takes under
+//!   5 minutes. `--only cluster` runs only the cluster rows (two relays on Redis against
+//!   Socket.IO) and writes nothing unless `--md`/`--json` say where. Installs `redis-server`
+//!   when missing.
 //! - `cargo xtask fuzz [CASES] [SEED]`: builds the fuzz targets (`fuzz/`) in release and runs
 //!   CASES cases (default 12 million, about a minute): the frame decoder, a server
 //!   connection's programs, the HTTP upgrade's parsing; no panic, allocations bounded.
@@ -43,7 +46,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask test | cargo xtask run [--port N] [--host H] | \
-                 cargo xtask pkg | cargo xtask testbed | cargo xtask bench [--quick] | \
+                 cargo xtask pkg | cargo xtask testbed | cargo xtask bench [--quick] [--only GROUPS] | \
                  cargo xtask fuzz [CASES] [SEED]"
             );
             return ExitCode::from(2);
@@ -168,6 +171,46 @@ fn cargo() -> Command {
     Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// Whether `program` is on the PATH.
+fn on_path(program: &str) -> bool {
+    env::split_paths(&env::var_os("PATH").unwrap_or_default())
+        .any(|dir| dir.join(program).is_file())
+}
+
+/// Installs Debian `packages` through apt (as root), or fails with `how` (what to run).
+fn apt_install(root: &Path, tally: &mut Tally, packages: &str, how: &str) -> Result<(), String> {
+    let root_user = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
+    if !root_user {
+        return Err(how.to_owned());
+    }
+    let script = format!(
+        "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q {packages}"
+    );
+    step(
+        &format!("install {packages} (apt, once)"),
+        root,
+        Command::new("sh").args(["-c", &script]),
+        tally,
+    )
+}
+
+/// Installs `redis-server` (the cluster tests and benchmark rows start their own) when
+/// missing.
+fn ensure_redis(root: &Path, tally: &mut Tally) -> Result<(), String> {
+    if on_path("redis-server") {
+        return Ok(());
+    }
+    apt_install(
+        root,
+        tally,
+        "redis-server",
+        "the cluster tests need redis-server: run `sudo apt-get install -y redis-server`",
+    )
+}
+
 /// Adds the wasm32 target through rustup when it is missing.
 fn ensure_wasm_target(root: &Path, tally: &mut Tally) -> Result<(), String> {
     let installed = Command::new("rustup")
@@ -245,6 +288,7 @@ fn run_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
             .env("CLIPPY_CONF_DIR", root.join("scripts/clippy_wasm")),
         tally,
     )?;
+    ensure_redis(root, tally)?;
     // The native client's `tls` feature on: its wss:// tests (tests/tls.rs) run too.
     step(
         "native tests (native client with TLS)",
@@ -328,6 +372,8 @@ fn fuzz(root: &Path, args: &[String]) -> Result<(), String> {
 /// `--note TEXT`, `--md PATH`, `--json PATH`).
 fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     let mut tally = Tally::default();
+    // The cluster rows start their own redis-server.
+    ensure_redis(root, &mut tally)?;
     step(
         "build the benchmarks (release)",
         root,

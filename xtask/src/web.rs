@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
-use crate::{cargo, step, Tally, WASM_TARGET};
+use crate::{apt_install, cargo, on_path, step, Tally, WASM_TARGET};
 
 /// Where `wasm-bindgen` and the test runner are installed by `cargo install`.
 fn cargo_bin() -> PathBuf {
@@ -73,35 +73,19 @@ pub fn ensure_bindgen_cli(root: &Path, tally: &mut Tally) -> Result<(), String> 
     )
 }
 
-fn on_path(program: &str) -> bool {
-    env::split_paths(&env::var_os("PATH").unwrap_or_default())
-        .any(|dir| dir.join(program).is_file())
-}
-
 /// Installs Chromium and its driver through apt when missing (as root), or says how to.
 pub fn ensure_chromium(root: &Path, tally: &mut Tally) -> Result<(), String> {
     let has_driver = env::var_os("CHROMEDRIVER").is_some() || on_path("chromedriver");
     if has_driver && (on_path("chromium") || on_path("google-chrome")) {
         return Ok(());
     }
-    let root_user = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
-    if !root_user {
-        return Err("the browser tests need Chromium and chromedriver: run \
-             `sudo apt-get install -y chromium chromium-driver` (Debian/Ubuntu) or set \
-             CHROMEDRIVER to a chromedriver matching your Chrome"
-            .into());
-    }
-    step(
-        "install chromium and chromium-driver (apt, about 35 s, once)",
+    apt_install(
         root,
-        Command::new("sh").args([
-            "-c",
-            "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver",
-        ]),
         tally,
+        "chromium chromium-driver",
+        "the browser tests need Chromium and chromedriver: run `sudo apt-get install -y \
+         chromium chromium-driver` (Debian/Ubuntu) or set CHROMEDRIVER to a chromedriver \
+         matching your Chrome",
     )
 }
 

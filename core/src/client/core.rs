@@ -809,10 +809,11 @@ impl ClientCore {
             self.connection_lost(now, 1002, reason);
             return;
         }
+        let lost_session = !resumed && self.had_session;
         if !resumed {
             self.received = 0;
             self.acknowledged = 0;
-            if self.had_session {
+            if lost_session {
                 self.event(Event::SessionLost { lost });
             }
         }
@@ -834,7 +835,30 @@ impl ClientCore {
         };
         self.event(Event::Open { resumed });
         self.outbox.restart();
+        if lost_session {
+            // What the lost session had been sent and had not acknowledged may have been
+            // consumed: sending it again could deliver it twice, and not sending it would leave
+            // its sender guessing. It fails, saying so.
+            self.settle_acked(ack);
+            for entry in self.outbox.take_transmitted() {
+                // A request that already timed out had its outcome: never a second one.
+                let waiting = self.requests.remove(entry.id) || entry.settles == Settles::OnAck;
+                if waiting {
+                    self.fail(entry.id, Error::SessionLost);
+                }
+            }
+        }
         self.handle_ack(ack);
+    }
+
+    /// Settles every message up to `ack`: sends and responses are delivered.
+    fn settle_acked(&mut self, ack: u64) {
+        for (id, settles) in self.outbox.settle_through(ack) {
+            self.acknowledged_messages += 1;
+            if settles == Settles::OnAck {
+                self.event(Event::Delivered { id });
+            }
+        }
     }
 
     /// Transmits queued messages while open, as far as the server's window and rate limit
@@ -943,12 +967,7 @@ impl ClientCore {
     }
 
     fn handle_ack(&mut self, ack: u64) {
-        for (id, settles) in self.outbox.settle_through(ack) {
-            self.acknowledged_messages += 1;
-            if settles == Settles::OnAck {
-                self.event(Event::Delivered { id });
-            }
-        }
+        self.settle_acked(ack);
         self.send_more();
         self.check_closing_done();
     }

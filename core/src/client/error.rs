@@ -74,6 +74,11 @@ pub enum Error {
         /// The message type the handler is registered for.
         kind: String,
     },
+    /// The message was sent, but the server lost the client's session before acknowledging
+    /// it (its grace period ended, or it restarted): it may or may not have been delivered.
+    /// Sending it again could deliver it twice, so the client does not; the application
+    /// decides.
+    SessionLost,
 }
 
 impl Error {
@@ -97,6 +102,7 @@ impl Error {
             Error::InvalidOption(_) => "invalid_option",
             Error::Handler { error, .. } => &error.code,
             Error::Unanswerable { .. } => "unanswerable",
+            Error::SessionLost => "session_lost",
         }
     }
 }
@@ -142,6 +148,10 @@ impl fmt::Display for Error {
             Error::Unanswerable { kind } => write!(
                 f,
                 "the handler of \"{kind}\" returned a value, but the message has no id to answer"
+            ),
+            Error::SessionLost => f.write_str(
+                "the server lost the session before acknowledging this message: it may have been \
+                 delivered",
             ),
         }
     }

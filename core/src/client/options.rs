@@ -34,9 +34,11 @@ pub struct Options {
     pub max_enqueued_bytes: usize,
     /// Largest encoded frame the client sends (the server's default limit). Default 1 MiB.
     pub max_message_size: usize,
-    /// An application ping is sent this often while open. Default 15 s.
+    /// An application ping is sent this often while open. Default 25 s (Socket.IO's
+    /// `pingInterval`): within the server's 30 s check, so a client that pings is never pinged.
     pub heartbeat_interval: Duration,
-    /// The connection is declared dead after this long without any frame. Default 30 s.
+    /// The connection is declared dead after this long without any frame. Default 45 s
+    /// (Socket.IO's `pingInterval` + `pingTimeout`).
     pub heartbeat_timeout: Duration,
     /// Timeout of a request that names none. Default 30 s.
     pub request_timeout: Duration,
@@ -65,8 +67,8 @@ impl Default for Options {
             max_enqueued_messages: 10_000,
             max_enqueued_bytes: 16 << 20,
             max_message_size: 1 << 20,
-            heartbeat_interval: Duration::from_secs(15),
-            heartbeat_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(25),
+            heartbeat_timeout: Duration::from_secs(45),
             request_timeout: Duration::from_secs(30),
             ack_delay: Duration::from_millis(20),
             ack_every: 32,

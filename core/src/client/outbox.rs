@@ -258,6 +258,27 @@ impl Outbox {
         (count, false)
     }
 
+    /// Removes and returns every entry that was ever transmitted, oldest first (right after
+    /// [`restart`](Self::restart): nothing is in flight on the new connection).
+    pub(crate) fn take_transmitted(&mut self) -> Vec<Entry> {
+        debug_assert!(
+            self.sent == self.settled && self.in_flight == 0,
+            "after a restart"
+        );
+        let mut taken = Vec::new();
+        let mut index = self.settled;
+        while let Some(entry) = self.entries.get(index) {
+            if entry.transmitted {
+                let entry = self.entries.remove(index);
+                self.forget(entry.id, entry.frame.len(), entry.transmitted);
+                taken.push(entry);
+            } else {
+                index += 1;
+            }
+        }
+        taken
+    }
+
     /// Removes every entry with id ≤ `ack`, oldest first, and says how each settles.
     pub(crate) fn settle_through(&mut self, ack: u64) -> Vec<(u64, Settles)> {
         let mut settled = Vec::new();

@@ -215,6 +215,34 @@ pub fn write_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
+/// The position of the first byte at or after `from` that ends a run of plain string bytes
+/// (a quote, a backslash or a control character), or the end. Eight bytes at a time (SWAR: a
+/// byte of `word ^ pattern` is zero exactly where `word` has `pattern`'s byte; the lowest
+/// flagged byte is exact, as a borrow only carries upwards), then the last few one by one.
+fn skip_plain(bytes: &[u8], mut from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    while let Some(chunk) = bytes.get(from..from + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let special = zero_byte(word ^ (ONES * u64::from(b'"')))
+            | zero_byte(word ^ (ONES * u64::from(b'\\')))
+            // Bytes below 0x20 (a byte with its high bit set is never one of them).
+            | (word.wrapping_sub(ONES * 0x20) & !word & HIGH);
+        if special != 0 {
+            return from + (special.trailing_zeros() / 8) as usize;
+        }
+        from += 8;
+    }
+    let tail = bytes.get(from..).unwrap_or_default();
+    from + tail
+        .iter()
+        .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)
+        .unwrap_or(tail.len())
+}
+
 /// A cursor over the input. Offsets in errors are byte offsets into it.
 struct Reader<'a> {
     text: &'a str,
@@ -423,6 +451,7 @@ impl<'a> Reader<'a> {
         let mut decoded: Option<String> = None;
         let mut plain_from = start;
         loop {
+            self.pos = skip_plain(bytes, self.pos);
             let Some(&byte) = bytes.get(self.pos) else {
                 return Err(self.error(JsonErrorKind::UnexpectedEnd));
             };
@@ -450,8 +479,8 @@ impl<'a> Reader<'a> {
                         plain_from = self.pos;
                     }
                 }
-                0x00..=0x1f => return Err(self.error(JsonErrorKind::InvalidString)),
-                _ => self.pos += 1,
+                // skip_plain stops at nothing else: a control character.
+                _ => return Err(self.error(JsonErrorKind::InvalidString)),
             }
         }
     }
@@ -528,6 +557,30 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_runs_end_at_every_special_byte_wherever_it_is() {
+        for special in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+            for at in 0..24 {
+                let mut text = vec![b'a'; 24];
+                text[at] = special;
+                for from in 0..=at {
+                    assert_eq!(skip_plain(&text, from), at, "{special:#x} at {at}");
+                }
+                // A later special byte does not hide an earlier one.
+                text[23] = b'"';
+                assert_eq!(
+                    skip_plain(&text, 0),
+                    at,
+                    "{special:#x} at {at}, then a quote"
+                );
+            }
+        }
+        // Bytes above the ASCII range (UTF-8) and 0x20..0x7f other than the two are plain.
+        let plain = "é€ !#[]{}~abc😀xyzéé".as_bytes();
+        assert_eq!(skip_plain(plain, 0), plain.len());
+        assert_eq!(skip_plain(b"", 0), 0);
+    }
 
     #[test]
     fn reads_members_with_raw_values() {

@@ -556,7 +556,8 @@ fn json_error_message(error: &JsonError) -> String {
     message
 }
 
-/// Writes a decimal integer without the formatting machinery (which the wasm build avoids).
+/// Writes a decimal integer without the formatting machinery (which the wasm build avoids)
+/// and without validating the digits as UTF-8 (which `push_str` of them would need).
 fn push_u64(out: &mut String, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
@@ -568,7 +569,9 @@ fn push_u64(out: &mut String, mut value: u64) {
             break;
         }
     }
-    for &digit in &digits[at..] {
+    let digits = digits.get(at..).unwrap_or_default();
+    out.reserve(digits.len());
+    for &digit in digits {
         out.push(char::from(digit));
     }
 }

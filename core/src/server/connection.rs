@@ -78,6 +78,12 @@ pub struct ConnectionSettings {
     /// How many of the messages with an id most recently relayed to the client it may answer:
     /// a response (`re` with `to`) to any other is refused with `unexpected_response`.
     pub answerable: usize,
+    /// How long frames the client acknowledged may stay in the engine before they are settled
+    /// (zero: at every acknowledgement). A remote engine pays a round trip per settle; it
+    /// settles after this long, or sooner once `settle_bytes` are owed.
+    pub settle_delay: Duration,
+    /// Bytes of acknowledged frames after which a deferred settle is made at once.
+    pub settle_bytes: usize,
 }
 
 impl Default for ConnectionSettings {
@@ -96,6 +102,8 @@ impl Default for ConnectionSettings {
             retry_interval: Duration::from_millis(100),
             rate_limit: None,
             answerable: 1024,
+            settle_delay: Duration::ZERO,
+            settle_bytes: 0,
         }
     }
 }
@@ -347,6 +355,12 @@ pub struct ServerConnection<F, H> {
     /// Sizes of the frames transmitted and not settled, oldest first.
     in_flight: VecDeque<usize>,
     backlog_bytes: usize,
+    /// Bytes acknowledged by the client and not settled with the engine yet, and when they
+    /// will be (`settle_delay`).
+    settle_owed: usize,
+    settle_due: Option<Instant>,
+    /// The latest time an input brought: a deferred settle is due `settle_delay` after it.
+    latest: Instant,
     over_since: Option<Instant>,
     // ---- liveness ----
     heard: bool,
@@ -405,6 +419,9 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             settled: next.saturating_sub(1),
             in_flight: VecDeque::new(),
             backlog_bytes: 0,
+            settle_owed: 0,
+            settle_due: None,
+            latest: now,
             over_since: None,
             heard: false,
             awaiting_pong: false,
@@ -477,10 +494,17 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             .over_since
             .map(|since| since + self.settings.slow_consumer_timeout);
         let retry = self.held.as_ref().and_then(|held| held.retry_at);
-        [Some(self.next_check), hello, slow, retry, self.expires]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            Some(self.next_check),
+            hello,
+            slow,
+            retry,
+            self.expires,
+            self.settle_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- transport input ----
@@ -490,6 +514,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         if self.ending.is_some() {
             return;
         }
+        self.latest = self.latest.max(now);
         self.heard = true;
         if text.len() > self.settings.max_message_size {
             self.not_a_hello();
@@ -632,6 +657,8 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         if opened.resumed {
             self.counters.resent += self.claimed_next.saturating_sub(opened.next);
         }
+        self.settle_owed = 0;
+        self.settle_due = None;
         if let Some(token) = token {
             self.consumed = opened.consumed;
             self.acked_to_client = opened.consumed;
@@ -665,6 +692,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
 
     /// The engine's answer to the last `Output::Route`.
     pub fn handle_routed(&mut self, now: Instant, routed: Routed) {
+        self.latest = self.latest.max(now);
         let Some(held) = self.held.take_if(|held| held.retry_at.is_none()) else {
             return;
         };
@@ -712,6 +740,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                 });
             }
             Routed::Fenced => self.handle_replaced(),
+            Routed::Gone => self.handle_gone(),
         }
     }
 
@@ -731,6 +760,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         if self.fetch_from().is_none() {
             return;
         }
+        self.latest = self.latest.max(now);
         let len = frame.len();
         if matches!(self.mode, Mode::Session { .. } | Mode::Bare) {
             self.answerable.note(&frame, self.settings.answerable);
@@ -794,6 +824,16 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         );
     }
 
+    /// The engine lost this source's state: the client reconnects (1012) and gets a fresh
+    /// session, which tells it what it lost.
+    pub fn handle_gone(&mut self) {
+        self.end(
+            DisconnectReason::Failed("the engine lost the session".into()),
+            None,
+            Some(close(1012, "session state lost")),
+        );
+    }
+
     /// The engine cannot be reached to open the session: the client is asked to come back
     /// later (1013), as a server under load would.
     pub fn handle_engine_down(&mut self, message: String) {
@@ -818,6 +858,10 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.ending.is_some() {
             return;
+        }
+        self.latest = self.latest.max(now);
+        if self.settle_due.is_some_and(|due| due <= now) {
+            self.settle_now();
         }
         if self.expires.is_some_and(|at| at <= now) {
             self.end(
@@ -1249,13 +1293,32 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         for _ in self.settled..through {
             let len = self.in_flight.pop_front();
             debug_assert!(len.is_some(), "settled past what was transmitted");
-            self.backlog_bytes -= len.unwrap_or(0);
+            let len = len.unwrap_or(0);
+            self.backlog_bytes -= len;
+            self.settle_owed += len;
         }
         self.settled = through;
         if self.backlog_bytes <= self.settings.backlog_window {
             self.over_since = None;
         }
-        self.outputs.push_back(Output::Settle { through });
+        if self.settings.settle_delay.is_zero() || self.settle_owed >= self.settings.settle_bytes {
+            self.settle_now();
+        } else if self.settle_due.is_none() {
+            self.settle_due = Some(self.latest + self.settings.settle_delay);
+        }
+    }
+
+    /// Settles with the engine what the client has.
+    fn settle_now(&mut self) {
+        self.settle_owed = 0;
+        self.settle_due = None;
+        let through = self.settled;
+        // Acknowledgements read in one batch settle once: for a remote store each settle is
+        // a round trip the connection waits for.
+        match self.outputs.back_mut() {
+            Some(Output::Settle { through: queued }) => *queued = through,
+            _ => self.outputs.push_back(Output::Settle { through }),
+        }
     }
 
     /// Ends the connection: last words and a close frame, if any, and the source released
@@ -1308,5 +1371,97 @@ fn clip(text: &str) -> Cow<'_, str> {
             clipped.push('…');
             Cow::Owned(clipped)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoHandlers;
+
+    impl HandlerSet for NoHandlers {
+        fn handles(&self, _kind: &str) -> bool {
+            false
+        }
+    }
+
+    fn outputs(machine: &mut ServerConnection<String, NoHandlers>) -> Vec<Output<String>> {
+        std::iter::from_fn(|| machine.poll_output()).collect()
+    }
+
+    /// A connection with a fresh session, at position 1.
+    fn opened(settings: ConnectionSettings, now: Instant) -> ServerConnection<String, NoHandlers> {
+        let mut machine = ServerConnection::new("a".into(), 1, true, settings, NoHandlers, now);
+        machine.handle_text(
+            now,
+            r#"{"type":"~hello","v":1,"session":"session-1","ack":0}"#,
+        );
+        let opening = outputs(&mut machine);
+        assert!(
+            opening.iter().any(|o| matches!(o, Output::Open { .. })),
+            "{opening:?}"
+        );
+        machine.handle_opened(Opened {
+            resumed: false,
+            consumed: 0,
+            base: 0,
+            next: 1,
+            lost: None,
+            sid: Some("i".into()),
+        });
+        machine
+    }
+
+    #[test]
+    fn acknowledgements_read_together_settle_once() {
+        let now = Instant::from_millis(0);
+        let settings = ConnectionSettings::default();
+        let mut machine = opened(settings, now);
+        for n in 0..3 {
+            machine.handle_delivery(now, format!(r#"{{"type":"n","payload":{n}}}"#));
+        }
+        outputs(&mut machine);
+        machine.handle_text(now, r#"{"type":"~ack","ack":1}"#);
+        machine.handle_text(now, r#"{"type":"~ack","ack":3}"#);
+        assert_eq!(settles(&mut machine), [3]);
+        assert_eq!(machine.backlog_bytes(), 0);
+    }
+
+    fn settles(machine: &mut ServerConnection<String, NoHandlers>) -> Vec<u64> {
+        outputs(machine)
+            .into_iter()
+            .filter_map(|output| match output {
+                Output::Settle { through } => Some(through),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn deferred_settles_come_after_the_delay_or_past_the_bytes() {
+        let now = Instant::from_millis(0);
+        let settings = ConnectionSettings {
+            settle_delay: Duration::from_millis(250),
+            settle_bytes: 100,
+            ..ConnectionSettings::default()
+        };
+        let mut machine = opened(settings, now);
+        for n in 0..4 {
+            machine.handle_delivery(now, format!("{{\"type\":\"n\",\"payload\":\"{n:>30}\"}}"));
+        }
+        outputs(&mut machine);
+        machine.handle_text(now, r#"{"type":"~ack","ack":1}"#);
+        assert_eq!(settles(&mut machine), [0u64; 0], "owed, not settled yet");
+        assert_eq!(machine.poll_timeout(), Some(Instant::from_millis(250)));
+        let later = Instant::from_millis(250);
+        machine.handle_timeout(later);
+        assert_eq!(settles(&mut machine), [1]);
+        // Past the bytes (each frame is about 50): at once.
+        machine.handle_text(later, r#"{"type":"~ack","ack":2}"#);
+        assert_eq!(settles(&mut machine), [0u64; 0]);
+        machine.handle_text(later, r#"{"type":"~ack","ack":4}"#);
+        assert_eq!(settles(&mut machine), [4]);
+        assert!(machine.poll_timeout() > Some(Instant::from_millis(250)));
     }
 }

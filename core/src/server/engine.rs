@@ -21,6 +21,9 @@ use crate::protocol::RemoteError;
 pub struct Claim {
     /// The source claimed.
     pub source: String,
+    /// The engine's own handle of the source's state (the in-memory engine's slot), so that
+    /// the connection's operations find it without a lookup by name.
+    pub key: u64,
     /// Increases with every claim of the source; operations with an older one are refused.
     pub epoch: u64,
     /// The position the source's next frame will get: frames from here on are the new
@@ -113,6 +116,10 @@ pub enum Routed {
     },
     /// The claim is stale: another connection owns the source now. Nothing was done.
     Fenced,
+    /// The engine no longer has the source's state at all (a remote store lost its data, or
+    /// the state expired while its owner could not renew it). Nothing was done; the client
+    /// must reconnect, and will learn its session was lost.
+    Gone,
     /// The engine cannot be reached (a remote store is down): nothing was consumed. Retry
     /// after a short timer.
     Unavailable,
@@ -127,6 +134,9 @@ pub enum Signal {
     Wake,
     /// Another connection claimed the source.
     Replaced,
+    /// The engine lost the source's state: the connection must end so that its client comes
+    /// back to a fresh session (and is told).
+    Gone,
     /// The mailbox reached its hard bound and the session lost frames: the client must be
     /// told, which takes a new connection (`resumed: false`, with the count).
     Overflowed,

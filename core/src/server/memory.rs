@@ -100,6 +100,7 @@ impl<F: FrameText> Mailbox<F> {
 
 #[derive(Debug)]
 struct Slot<F, O> {
+    source: String,
     epoch: u64,
     owner: Option<O>,
     session: Option<Session>,
@@ -124,13 +125,20 @@ impl<F: FrameText, O> Slot<F, O> {
 }
 
 /// Every source's state in one process. See the module documentation.
+///
+/// Slots live in a slab; a [`Claim`]'s `key` is its slot's index, so a connection's own
+/// operations (routing its messages, fetching, settling) find it without hashing. Epochs are
+/// unique in the process, so a slot reused for another claim never matches an old one.
 #[derive(Debug)]
 pub struct MemoryState<F, O> {
-    slots: HashMap<String, Slot<F, O>>,
+    slots: Vec<Option<Slot<F, O>>>,
+    free: Vec<usize>,
+    index: HashMap<String, usize>,
     limits: MemoryLimits,
     /// Connected sources whose backlog is over the window: while none is, a broadcast needs
     /// no scan for flow control.
     over_window: usize,
+    last_epoch: u64,
     /// Names this process's session instances apart from any other's.
     instance: u64,
     sessions_opened: u64,
@@ -149,9 +157,12 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
     /// instance of another process.
     pub fn new(limits: MemoryLimits, instance: u64) -> Self {
         MemoryState {
-            slots: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
             limits,
             over_window: 0,
+            last_epoch: 0,
             instance,
             sessions_opened: 0,
         }
@@ -171,36 +182,29 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         exclusive: bool,
         notify: &mut impl FnMut(&O, Signal),
     ) -> Result<Claim, Occupied> {
-        let slot = self.slots.entry(source.to_owned()).or_insert_with(|| Slot {
-            epoch: 0,
-            owner: None,
-            session: None,
-            mailbox: Mailbox {
-                first: 1,
-                frames: VecDeque::new(),
-                bytes: 0,
-            },
-            parked_until: None,
-            waiters: Vec::new(),
-            over_window: false,
-            lost: 0,
-            broken: false,
-        });
+        let key = match self.index.get(source) {
+            Some(&key) => key,
+            None => self.insert(source),
+        };
+        let epoch = self.last_epoch + 1;
+        let slot = self.slot_mut(key).ok_or(Occupied)?;
         if exclusive && slot.owner.is_some() {
             return Err(Occupied);
         }
         if let Some(previous) = slot.owner.replace(owner) {
             notify(&previous, Signal::Replaced);
         }
-        slot.epoch += 1;
+        slot.epoch = epoch;
         slot.parked_until = None;
-        let claim = Claim {
+        let next = slot.mailbox.end();
+        self.last_epoch = epoch;
+        self.update_window(key);
+        Ok(Claim {
             source: source.to_owned(),
-            epoch: slot.epoch,
-            next: slot.mailbox.end(),
-        };
-        self.update_window(source);
-        Ok(claim)
+            key: key as u64,
+            epoch,
+            next,
+        })
     }
 
     /// Opens the session a hello names, or a fresh one starting at `fresh_next`; `hello` is
@@ -211,77 +215,13 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         hello: Option<&Hello>,
         fresh_next: u64,
     ) -> Result<Opened, Occupied> {
-        let slot = self
-            .slots
-            .get_mut(&claim.source)
-            .filter(|slot| slot.epoch == claim.epoch)
-            .ok_or(Occupied)?;
-        if let (Some(hello), Some(session)) = (hello, &slot.session) {
-            if session.token == hello.token && !slot.broken {
-                if hello.sid.as_deref() == Some(session.sid.as_str()) {
-                    let through = session.base.saturating_add(hello.ack);
-                    if through + 1 >= slot.mailbox.first && through < slot.mailbox.end() {
-                        slot.mailbox.trim(through);
-                        let opened = Opened {
-                            resumed: true,
-                            consumed: session.consumed,
-                            base: session.base,
-                            next: through + 1,
-                            lost: None,
-                            sid: Some(session.sid.clone()),
-                        };
-                        self.update_window(&claim.source);
-                        return Ok(opened);
-                    }
-                } else {
-                    // The client never heard of this instance (its welcome was lost): none of
-                    // its frames reached the client, which counts from its beginning. What
-                    // the client lost is the instance it knew, which is gone.
-                    let opened = Opened {
-                        resumed: false,
-                        consumed: session.consumed,
-                        base: session.base,
-                        next: slot.mailbox.first.max(session.base + 1),
-                        lost: None,
-                        sid: Some(session.sid.clone()),
-                    };
-                    self.update_window(&claim.source);
-                    return Ok(opened);
-                }
-            }
-        }
-        // Not resumable: frames before `fresh_next` were the previous session's, and lost to
-        // its client; frames from there on belong to this connection.
-        let previous = slot.session.take();
-        let kept = match (hello, &previous) {
-            (Some(hello), Some(previous)) if previous.token == hello.token => previous.consumed,
-            _ => 0,
-        };
-        let dropped = slot.mailbox.trim(fresh_next - 1);
-        let lost = (previous.is_some() || slot.broken).then_some(dropped + slot.lost);
-        slot.lost = 0;
-        slot.broken = false;
-        let base = fresh_next - 1;
-        let sid = hello.map(|hello| {
-            self.sessions_opened += 1;
-            let sid = format!("{:x}.{}", self.instance, self.sessions_opened);
-            slot.session = Some(Session {
-                token: hello.token.clone(),
-                sid: sid.clone(),
-                consumed: kept,
-                base,
-            });
-            sid
-        });
-        let opened = Opened {
-            resumed: false,
-            consumed: kept,
-            base,
-            next: fresh_next,
-            lost: hello.and(lost),
-            sid,
-        };
-        self.update_window(&claim.source);
+        let key = usize::try_from(claim.key).unwrap_or(usize::MAX);
+        // A name for the instance, should a fresh one be opened (numbers may go unused).
+        self.sessions_opened += 1;
+        let new_sid = format!("{:x}.{}", self.instance, self.sessions_opened);
+        let slot = self.owned(claim).ok_or(Occupied)?;
+        let opened = open_slot(slot, hello, fresh_next, new_sid);
+        self.update_window(key);
         Ok(opened)
     }
 
@@ -295,6 +235,7 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         waiter: &O,
         notify: &mut impl FnMut(&O, Signal),
     ) -> Routed {
+        let own = usize::try_from(claim.key).unwrap_or(usize::MAX);
         let Some(sender) = self.owned(claim) else {
             return Routed::Fenced;
         };
@@ -305,41 +246,45 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         }
         match effect {
             Effect::Consume | Effect::Resolve { .. } => {}
-            Effect::Reply { frame } => self.deliver(&claim.source, frame.clone(), notify),
+            Effect::Reply { frame } => self.deliver(own, frame.clone(), notify),
+            Effect::To { target, frame } if *target == claim.source => {
+                self.deliver(own, frame.clone(), notify);
+            }
             Effect::To { target, frame } => {
-                if *target == claim.source {
-                    self.deliver(target, frame.clone(), notify);
-                } else {
-                    let window = self.limits.backlog_window;
-                    let max = self.limits.max_backlog;
-                    let Some(slot) = self.slots.get_mut(target).filter(|s| s.reachable()) else {
-                        return Routed::UnknownTarget;
-                    };
-                    if slot.owner.is_some() && slot.mailbox.bytes > window {
-                        wait_for(slot, waiter);
-                        return Routed::Blocked { on: target.clone() };
-                    }
-                    if slot.mailbox.bytes + frame.len() > max {
-                        return Routed::Overflow;
-                    }
-                    self.deliver(target, frame.clone(), notify);
+                let (window, max) = (self.limits.backlog_window, self.limits.max_backlog);
+                let Some(key) = self.reachable(target) else {
+                    return Routed::UnknownTarget;
+                };
+                let Some(slot) = self.slot_mut(key) else {
+                    return Routed::UnknownTarget;
+                };
+                if slot.owner.is_some() && slot.mailbox.bytes > window {
+                    wait_for(slot, waiter);
+                    return Routed::Blocked { on: target.clone() };
                 }
+                if slot.mailbox.bytes + frame.len() > max {
+                    return Routed::Overflow;
+                }
+                self.deliver(key, frame.clone(), notify);
             }
             Effect::Broadcast { frame } => {
                 if self.over_window > 0 {
                     let behind = self
                         .slots
                         .iter_mut()
-                        .find(|(source, slot)| slot.over_window && **source != claim.source);
-                    if let Some((source, slot)) = behind {
+                        .flatten()
+                        .find(|slot| slot.over_window && slot.source != claim.source);
+                    if let Some(slot) = behind {
                         wait_for(slot, waiter);
-                        return Routed::Blocked { on: source.clone() };
+                        return Routed::Blocked {
+                            on: slot.source.clone(),
+                        };
                     }
                 }
                 self.broadcast(frame, Some(&claim.source), notify);
             }
         }
-        if let (Some(id), Some(slot)) = (id, self.slots.get_mut(&claim.source)) {
+        if let (Some(id), Some(slot)) = (id, self.slot_mut(own)) {
             if let Some(session) = slot.session.as_mut() {
                 session.consumed = session.consumed.max(id);
             }
@@ -351,16 +296,20 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
     /// id). Ignored for a stale claim.
     pub fn append(&mut self, claim: &Claim, frame: F, notify: &mut impl FnMut(&O, Signal)) {
         if self.owned(claim).is_some() {
-            self.deliver(&claim.source, frame, notify);
+            self.deliver(
+                usize::try_from(claim.key).unwrap_or(usize::MAX),
+                frame,
+                notify,
+            );
         }
     }
 
     /// Appends up to `max` frames from position `from` of the claim's mailbox to `out`;
     /// returns how many.
     pub fn fetch(&self, claim: &Claim, from: u64, out: &mut Vec<F>, max: usize) -> usize {
-        let Some(slot) = self
-            .slots
-            .get(&claim.source)
+        let Some(slot) = usize::try_from(claim.key)
+            .ok()
+            .and_then(|key| self.slots.get(key)?.as_ref())
             .filter(|slot| slot.epoch == claim.epoch)
         else {
             return 0;
@@ -377,8 +326,15 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
     pub fn settle(&mut self, claim: &Claim, through: u64, notify: &mut impl FnMut(&O, Signal)) {
         if let Some(slot) = self.owned(claim) {
             slot.mailbox.trim(through);
-            self.update_window(&claim.source);
-            self.wake_if_room(&claim.source, notify);
+            let key = usize::try_from(claim.key).unwrap_or(usize::MAX);
+            self.update_window(key);
+            if let Some(slot) = self.slot_mut(key) {
+                if !slot.over_window {
+                    for waiter in slot.waiters.drain(..) {
+                        notify(&waiter, Signal::Wake);
+                    }
+                }
+            }
         }
     }
 
@@ -386,6 +342,7 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
     /// ends; a source without one is forgotten. Ignored for a stale claim.
     pub fn release(&mut self, claim: &Claim, now: Instant, notify: &mut impl FnMut(&O, Signal)) {
         let grace = self.limits.session_grace;
+        let key = usize::try_from(claim.key).unwrap_or(usize::MAX);
         let Some(slot) = self.owned(claim) else {
             return;
         };
@@ -395,9 +352,9 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         if parked {
             slot.parked_until = Some(now + grace);
         }
-        self.update_window(&claim.source);
+        self.update_window(key);
         if !parked {
-            self.slots.remove(&claim.source);
+            self.remove(key);
         }
         // Nobody waits for a source that is not connected.
         for waiter in &waiters {
@@ -413,15 +370,12 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         notify: &mut impl FnMut(&O, Signal),
     ) -> Result<(), Refused> {
         let max = self.limits.max_backlog;
-        let slot = self
-            .slots
-            .get(target)
-            .filter(|slot| slot.reachable())
-            .ok_or(Refused::UnknownTarget)?;
-        if slot.mailbox.bytes + frame.len() > max {
+        let key = self.reachable(target).ok_or(Refused::UnknownTarget)?;
+        let bytes = self.slot_mut(key).map_or(0, |slot| slot.mailbox.bytes);
+        if bytes + frame.len() > max {
             return Err(Refused::Overflow);
         }
-        self.deliver(target, frame, notify);
+        self.deliver(key, frame, notify);
         Ok(())
     }
 
@@ -438,8 +392,8 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         let len = frame.len();
         let mut delivered = 0;
         let over_window = &mut self.over_window;
-        for (source, slot) in &mut self.slots {
-            if Some(source.as_str()) == exclude || !slot.reachable() {
+        for slot in self.slots.iter_mut().flatten() {
+            if Some(slot.source.as_str()) == exclude || !slot.reachable() {
                 continue;
             }
             if slot.mailbox.bytes + len > max {
@@ -467,89 +421,217 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
 
     /// Forgets the parked sessions whose grace period ended by `now`; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let before = self.slots.len();
-        self.slots.retain(|_, slot| {
-            slot.owner.is_some() || slot.parked_until.is_none_or(|until| until > now)
-        });
-        before - self.slots.len()
+        let expired: Vec<usize> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(key, slot)| {
+                let slot = slot.as_ref()?;
+                let over =
+                    slot.owner.is_none() && slot.parked_until.is_some_and(|until| until <= now);
+                over.then_some(key)
+            })
+            .collect();
+        for &key in &expired {
+            self.remove(key);
+        }
+        expired.len()
     }
 
     /// The sources connected now, in no particular order.
     pub fn connected(&self) -> impl Iterator<Item = &str> {
         self.slots
             .iter()
-            .filter(|(_, slot)| slot.owner.is_some())
-            .map(|(source, _)| source.as_str())
+            .flatten()
+            .filter(|slot| slot.owner.is_some())
+            .map(|slot| slot.source.as_str())
     }
 
     /// Whether a connection holds `source`.
     pub fn is_connected(&self, source: &str) -> bool {
-        self.slots
-            .get(source)
-            .is_some_and(|slot| slot.owner.is_some())
+        self.get(source).is_some_and(|slot| slot.owner.is_some())
     }
 
     /// Sessions kept for a resume, their clients disconnected.
     pub fn parked(&self) -> usize {
         self.slots
-            .values()
+            .iter()
+            .flatten()
             .filter(|slot| slot.owner.is_none())
             .count()
     }
 
     /// Bytes waiting in `source`'s mailbox.
     pub fn backlog(&self, source: &str) -> usize {
-        self.slots.get(source).map_or(0, |slot| slot.mailbox.bytes)
+        self.get(source).map_or(0, |slot| slot.mailbox.bytes)
     }
 
     /// Forgets everything (the server closed).
     pub fn clear(&mut self) {
         self.slots.clear();
+        self.free.clear();
+        self.index.clear();
         self.over_window = 0;
     }
 
     // ---- internals ----
 
-    /// The claim's slot, if the claim is current.
-    fn owned(&mut self, claim: &Claim) -> Option<&mut Slot<F, O>> {
-        self.slots
-            .get_mut(&claim.source)
-            .filter(|slot| slot.epoch == claim.epoch)
+    fn get(&self, source: &str) -> Option<&Slot<F, O>> {
+        let key = *self.index.get(source)?;
+        self.slots.get(key)?.as_ref()
     }
 
-    fn deliver(&mut self, target: &str, frame: F, notify: &mut impl FnMut(&O, Signal)) {
-        if let Some(slot) = self.slots.get_mut(target) {
+    fn slot_mut(&mut self, key: usize) -> Option<&mut Slot<F, O>> {
+        self.slots.get_mut(key)?.as_mut()
+    }
+
+    /// The claim's slot, if the claim is current.
+    fn owned(&mut self, claim: &Claim) -> Option<&mut Slot<F, O>> {
+        let key = usize::try_from(claim.key).ok()?;
+        self.slot_mut(key).filter(|slot| slot.epoch == claim.epoch)
+    }
+
+    /// The slot of `target` if frames addressed to it are taken.
+    fn reachable(&self, target: &str) -> Option<usize> {
+        let key = *self.index.get(target)?;
+        self.slots.get(key)?.as_ref()?.reachable().then_some(key)
+    }
+
+    fn insert(&mut self, source: &str) -> usize {
+        let slot = Slot {
+            source: source.to_owned(),
+            epoch: 0,
+            owner: None,
+            session: None,
+            mailbox: Mailbox {
+                first: 1,
+                frames: VecDeque::new(),
+                bytes: 0,
+            },
+            parked_until: None,
+            waiters: Vec::new(),
+            over_window: false,
+            lost: 0,
+            broken: false,
+        };
+        let key = match self.free.pop() {
+            Some(key) => {
+                self.slots[key] = Some(slot);
+                key
+            }
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
+            }
+        };
+        self.index.insert(source.to_owned(), key);
+        key
+    }
+
+    fn remove(&mut self, key: usize) {
+        if let Some(slot) = self.slots.get_mut(key).and_then(Option::take) {
+            debug_assert!(
+                !slot.over_window,
+                "only connected slots are over the window"
+            );
+            self.index.remove(&slot.source);
+            self.free.push(key);
+        }
+    }
+
+    fn deliver(&mut self, key: usize, frame: F, notify: &mut impl FnMut(&O, Signal)) {
+        if let Some(slot) = self.slot_mut(key) {
             slot.mailbox.push(frame);
             if let Some(owner) = &slot.owner {
                 notify(owner, Signal::Mail);
             }
         }
-        self.update_window(target);
+        self.update_window(key);
     }
 
-    /// Keeps `source`'s `over_window` flag and the count of such sources right.
-    fn update_window(&mut self, source: &str) {
+    /// Keeps the slot's `over_window` flag and the count of such sources right.
+    fn update_window(&mut self, key: usize) {
         let window = self.limits.backlog_window;
-        if let Some(slot) = self.slots.get_mut(source) {
-            let over = slot.owner.is_some() && slot.mailbox.bytes > window;
-            if over != slot.over_window {
-                slot.over_window = over;
-                if over {
-                    self.over_window += 1;
-                } else {
-                    self.over_window -= 1;
-                }
+        let Some(slot) = self.slots.get_mut(key).and_then(Option::as_mut) else {
+            return;
+        };
+        let over = slot.owner.is_some() && slot.mailbox.bytes > window;
+        if over != slot.over_window {
+            slot.over_window = over;
+            if over {
+                self.over_window += 1;
+            } else {
+                self.over_window -= 1;
             }
         }
     }
+}
 
-    fn wake_if_room(&mut self, source: &str, notify: &mut impl FnMut(&O, Signal)) {
-        if let Some(slot) = self.slots.get_mut(source) {
-            if !slot.over_window {
-                for waiter in slot.waiters.drain(..) {
-                    notify(&waiter, Signal::Wake);
+/// Opens a hello's session in `slot` (see [`MemoryState::open`]); `new_sid` names a fresh
+/// instance.
+fn open_slot<F: FrameText, O>(
+    slot: &mut Slot<F, O>,
+    hello: Option<&Hello>,
+    fresh_next: u64,
+    new_sid: String,
+) -> Opened {
+    if let (Some(hello), Some(session)) = (hello, &slot.session) {
+        if session.token == hello.token && !slot.broken {
+            if hello.sid.as_deref() == Some(session.sid.as_str()) {
+                let through = session.base.saturating_add(hello.ack);
+                if through + 1 >= slot.mailbox.first && through < slot.mailbox.end() {
+                    slot.mailbox.trim(through);
+                    return Opened {
+                        resumed: true,
+                        consumed: session.consumed,
+                        base: session.base,
+                        next: through + 1,
+                        lost: None,
+                        sid: Some(session.sid.clone()),
+                    };
                 }
+            } else {
+                // The client never heard of this instance (its welcome was lost): none of its
+                // frames reached the client, which counts from its beginning. What the client
+                // lost is the instance it knew, which is gone.
+                return Opened {
+                    resumed: false,
+                    consumed: session.consumed,
+                    base: session.base,
+                    next: slot.mailbox.first.max(session.base + 1),
+                    lost: None,
+                    sid: Some(session.sid.clone()),
+                };
             }
         }
+    }
+    // Not resumable: frames before `fresh_next` were the previous session's, and lost to its
+    // client; frames from there on belong to this connection.
+    let previous = slot.session.take();
+    let kept = match (hello, &previous) {
+        (Some(hello), Some(previous)) if previous.token == hello.token => previous.consumed,
+        _ => 0,
+    };
+    let dropped = slot.mailbox.trim(fresh_next - 1);
+    let lost = (previous.is_some() || slot.broken).then_some(dropped + slot.lost);
+    slot.lost = 0;
+    slot.broken = false;
+    let base = fresh_next - 1;
+    let sid = hello.map(|hello| {
+        slot.session = Some(Session {
+            token: hello.token.clone(),
+            sid: new_sid.clone(),
+            consumed: kept,
+            base,
+        });
+        new_sid
+    });
+    Opened {
+        resumed: false,
+        consumed: kept,
+        base,
+        next: fresh_next,
+        lost: hello.and(lost),
+        sid,
     }
 }

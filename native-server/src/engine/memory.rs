@@ -4,7 +4,7 @@
 //! the lock, the clock, the doorbells and the resolution of the server's own requests. The
 //! lock is held for map operations and queue pushes only, never across an `.await`.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::extract::ws::Utf8Bytes;
 use wsrelay_core::server::memory::{MemoryLimits, MemoryState, Occupied, Refused};
@@ -14,11 +14,13 @@ use super::{
     SessionStore, Signal,
 };
 use crate::clock::Clock;
+use crate::requests::Requests;
 
 /// Sessions and mailboxes in memory: they live as long as the process.
 pub(crate) struct MemoryEngine {
     state: Mutex<MemoryState<Utf8Bytes, Doorbell>>,
     clock: Clock,
+    requests: Arc<Requests>,
 }
 
 fn ring(doorbell: &Doorbell, signal: Signal) {
@@ -26,7 +28,7 @@ fn ring(doorbell: &Doorbell, signal: Signal) {
 }
 
 impl MemoryEngine {
-    pub(crate) fn new(limits: MemoryLimits, clock: Clock) -> Self {
+    pub(crate) fn new(limits: MemoryLimits, clock: Clock, requests: Arc<Requests>) -> Self {
         // Session instances are named after this process: a random number, so that a client
         // resuming after a restart is never taken for one of the new process's sessions.
         let instance = std::hash::BuildHasher::hash_one(
@@ -36,6 +38,7 @@ impl MemoryEngine {
         MemoryEngine {
             state: Mutex::new(MemoryState::new(limits, instance)),
             clock,
+            requests,
         }
     }
 
@@ -115,7 +118,12 @@ impl Router for MemoryEngine {
         effect: &Effect<Utf8Bytes>,
         waiter: &Doorbell,
     ) -> Routed {
-        self.state().route(claim, id, effect, waiter, &mut ring)
+        let routed = self.state().route(claim, id, effect, waiter, &mut ring);
+        if let (Routed::Done, Effect::Resolve { kind, re, result }) = (&routed, effect) {
+            self.requests
+                .resolve(&claim.source, kind, *re, result.clone());
+        }
+        routed
     }
 
     async fn append(&self, claim: &Claim, frame: Utf8Bytes) -> Result<(), EngineError> {

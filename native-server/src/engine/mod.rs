@@ -40,14 +40,17 @@
 //!   acknowledged and sends again.
 
 mod memory;
+mod redis;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 pub use wsrelay_core::server::engine::{Claim, Effect, Hello, Opened, Routed, Signal};
 
+pub(crate) use self::redis::RedisEngine;
 pub(crate) use memory::MemoryEngine;
 
 /// The engine's store cannot be reached; nothing was done.
@@ -170,26 +173,43 @@ pub trait Router: Send + Sync {
     fn is_connected(&self, source: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
 }
 
-/// How an engine reaches a connection's task: it sets a signal's bit and wakes the task, which
-/// reads every bit set since it last looked. Signals of a kind coalesce; none is lost (a
-/// wake-up before the task waits is kept as a permit).
+/// How an engine (and the server) reaches a connection's task: it sets a signal's bit and
+/// wakes the task, which reads every bit set since it last looked. Signals of a kind coalesce;
+/// none is lost (a bit set before the task waits is seen when it does). One atomic and a
+/// waker, so that waiting, which a connection does at every turn of its loop, costs nothing
+/// measurable.
 #[derive(Debug, Default, Clone)]
 pub struct Doorbell(std::sync::Arc<Bell>);
 
 #[derive(Debug, Default)]
 struct Bell {
     signals: AtomicU8,
-    wake: Notify,
+    waker: AtomicWaker,
 }
 
 /// Signals received together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Rung(u8);
 
+/// The server shuts down gracefully.
+const SHUTDOWN: u8 = 32;
+/// The shutdown deadline passed: end at once.
+const ABORT: u8 = 64;
+
 impl Rung {
     /// Whether `signal` is among them.
     pub fn has(self, signal: Signal) -> bool {
         self.0 & bit(signal) != 0
+    }
+
+    /// Whether the server asked the connection to close gracefully.
+    pub fn shutdown(self) -> bool {
+        self.0 & SHUTDOWN != 0
+    }
+
+    /// Whether the server asked the connection to end at once.
+    pub fn abort(self) -> bool {
+        self.0 & ABORT != 0
     }
 }
 
@@ -199,6 +219,7 @@ fn bit(signal: Signal) -> u8 {
         Signal::Wake => 2,
         Signal::Replaced => 4,
         Signal::Overflowed => 8,
+        Signal::Gone => 16,
     }
 }
 
@@ -211,18 +232,167 @@ impl PartialEq for Doorbell {
 impl Doorbell {
     /// Tells the connection `signal`.
     pub fn ring(&self, signal: Signal) {
-        self.0.signals.fetch_or(bit(signal), Ordering::AcqRel);
-        self.0.wake.notify_one();
+        self.set(bit(signal));
+    }
+
+    /// Tells the connection the server shuts down.
+    pub fn ring_shutdown(&self) {
+        self.set(SHUTDOWN);
+    }
+
+    /// Tells the connection to end at once.
+    pub fn ring_abort(&self) {
+        self.set(ABORT);
+    }
+
+    fn set(&self, bits: u8) {
+        self.0.signals.fetch_or(bits, Ordering::AcqRel);
+        self.0.waker.wake();
     }
 
     /// Waits until something was rung, and takes every signal rung so far.
     pub async fn wait(&self) -> Rung {
-        loop {
+        std::future::poll_fn(|cx| {
             let rung = self.0.signals.swap(0, Ordering::AcqRel);
             if rung != 0 {
-                return Rung(rung);
+                return std::task::Poll::Ready(Rung(rung));
             }
-            self.0.wake.notified().await;
+            self.0.waker.register(cx.waker());
+            // Rung between the first look and the registration: seen now.
+            match self.0.signals.swap(0, Ordering::AcqRel) {
+                0 => std::task::Poll::Pending,
+                rung => std::task::Poll::Ready(Rung(rung)),
+            }
+        })
+        .await
+    }
+}
+
+/// The engine a server runs on: in memory (the embedded default), or Redis shared by several
+/// relays.
+pub(crate) enum Engine {
+    /// Sessions in this process.
+    Memory(MemoryEngine),
+    /// Sessions in Redis.
+    Redis(Arc<RedisEngine>),
+}
+
+impl Engine {
+    /// Forgets sessions whose grace period is over (Redis expires its keys by itself).
+    pub(crate) fn expire(&self) -> usize {
+        match self {
+            Engine::Memory(engine) => engine.expire(),
+            Engine::Redis(_) => 0,
         }
+    }
+
+    /// Sessions parked in this process, and sources connected to it.
+    pub(crate) fn local_counts(&self) -> (usize, usize) {
+        match self {
+            Engine::Memory(engine) => engine.local_counts(),
+            Engine::Redis(engine) => (0, engine.local_count()),
+        }
+    }
+
+    /// The server closed: the memory engine's sessions go with it; Redis keeps them for the
+    /// clients to resume elsewhere.
+    pub(crate) fn clear(&self) {
+        if let Engine::Memory(engine) = self {
+            engine.clear();
+        }
+    }
+
+    /// Whether the engine's store answers (always, in memory).
+    pub(crate) fn healthy(&self) -> bool {
+        match self {
+            Engine::Memory(_) => true,
+            Engine::Redis(engine) => engine.healthy(),
+        }
+    }
+}
+
+/// Calls the same method on whichever engine runs. Redis's futures (a round trip, its
+/// deadline, the scripts' arguments) are boxed: inline they would make every connection's task
+/// that large with the memory engine too, and one allocation is nothing next to a round trip.
+macro_rules! delegate {
+    ($self:ident, $engine:ident => $call:expr) => {
+        match $self {
+            Engine::Memory($engine) => $call.await,
+            Engine::Redis($engine) => Box::pin($call).await,
+        }
+    };
+}
+
+impl SessionStore for Engine {
+    async fn claim(
+        &self,
+        source: &str,
+        doorbell: &Doorbell,
+        exclusive: bool,
+    ) -> Result<Claim, ClaimError> {
+        delegate!(self, e => e.claim(source, doorbell, exclusive))
+    }
+
+    async fn open(
+        &self,
+        claim: &Claim,
+        hello: Option<&Hello>,
+        fresh_next: u64,
+    ) -> Result<Opened, EngineError> {
+        delegate!(self, e => e.open(claim, hello, fresh_next))
+    }
+
+    async fn fetch(
+        &self,
+        claim: &Claim,
+        from: u64,
+        out: &mut Vec<Utf8Bytes>,
+        max: usize,
+    ) -> Result<usize, EngineError> {
+        delegate!(self, e => e.fetch(claim, from, out, max))
+    }
+
+    async fn settle(&self, claim: &Claim, through: u64) -> Result<(), EngineError> {
+        delegate!(self, e => e.settle(claim, through))
+    }
+
+    async fn release(&self, claim: &Claim) {
+        delegate!(self, e => e.release(claim))
+    }
+}
+
+impl Router for Engine {
+    async fn route(
+        &self,
+        claim: &Claim,
+        id: Option<u64>,
+        effect: &Effect<Utf8Bytes>,
+        waiter: &Doorbell,
+    ) -> Routed {
+        delegate!(self, e => e.route(claim, id, effect, waiter))
+    }
+
+    async fn append(&self, claim: &Claim, frame: Utf8Bytes) -> Result<(), EngineError> {
+        delegate!(self, e => e.append(claim, frame))
+    }
+
+    async fn send_to(&self, target: &str, frame: Utf8Bytes) -> Result<(), SendRefused> {
+        delegate!(self, e => e.send_to(target, frame))
+    }
+
+    async fn broadcast(
+        &self,
+        frame: Utf8Bytes,
+        exclude: Option<&str>,
+    ) -> Result<usize, EngineError> {
+        delegate!(self, e => e.broadcast(frame, exclude))
+    }
+
+    async fn clients(&self) -> Result<Vec<String>, EngineError> {
+        delegate!(self, e => e.clients())
+    }
+
+    async fn is_connected(&self, source: &str) -> Result<bool, EngineError> {
+        delegate!(self, e => e.is_connected(source))
     }
 }

@@ -1,0 +1,67 @@
+// Socket.IO peers of the wsrelay cluster benchmarks: socket.io 4 with a Redis adapter, written
+// the way the adapters' READMEs do.
+//
+//   node server.js redis|streams REDIS_URL
+//
+// redis:   `@socket.io/redis-adapter` (pub/sub; no connection state recovery), `redis` client.
+// streams: `@socket.io/redis-streams-adapter` (one Redis stream), with connection state
+//          recovery on (its reason to exist; 2-minute window, the default).
+//
+// Each client joins a room named after its `?source=ID` query parameter. Events:
+//   42["bc",payload]      -> socket.broadcast.emit("bc", payload)  (everybody else, every node)
+//   42["dm",to,payload]   -> io.to(to).emit("dm", payload)          (the room `to`, any node)
+// Prints `listening on http://HOST:PORT` once bound; exits when stdin closes (the harness died).
+'use strict';
+const http = require('http');
+const { Server } = require('socket.io');
+const { createClient } = require('redis');
+
+const mode = process.argv[2];
+const url = process.argv[3];
+
+function fail(message) {
+  process.stderr.write(`socket.io peer: ${message}\n`);
+  process.exit(1);
+}
+
+async function main() {
+  if (!url || (mode !== 'redis' && mode !== 'streams')) {
+    fail('usage: node server.js redis|streams REDIS_URL');
+  }
+  const pub = createClient({ url });
+  pub.on('error', (error) => process.stderr.write(`socket.io peer: redis: ${error.message}\n`));
+  await pub.connect();
+  const options = { transports: ['websocket'], serveClient: false };
+  if (mode === 'redis') {
+    const sub = pub.duplicate();
+    sub.on('error', (error) => process.stderr.write(`socket.io peer: redis: ${error.message}\n`));
+    await sub.connect();
+    options.adapter = require('@socket.io/redis-adapter').createAdapter(pub, sub);
+  } else {
+    options.adapter = require('@socket.io/redis-streams-adapter').createAdapter(pub);
+    options.connectionStateRecovery = {};
+  }
+  const httpServer = http.createServer();
+  const io = new Server(httpServer, options);
+  io.on('connection', (socket) => {
+    const source = socket.handshake.query.source;
+    if (typeof source === 'string' && source !== '') {
+      socket.join(source);
+    }
+    socket.on('bc', (payload) => {
+      socket.broadcast.emit('bc', payload);
+    });
+    socket.on('dm', (to, payload) => {
+      if (typeof to === 'string') {
+        io.to(to).emit('dm', payload);
+      }
+    });
+  });
+  httpServer.listen(0, '127.0.0.1', () => {
+    process.stdout.write(`listening on http://127.0.0.1:${httpServer.address().port}\n`);
+  });
+}
+
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
+main().catch((error) => fail(error.stack || String(error)));
