@@ -178,7 +178,7 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
         remote_addr: peer.map(|peer| peer.addr),
         secure: peer.is_some_and(|peer| peer.secure),
     };
-    if let Err(why) = hub.ready() {
+    if let Err(why) = hub.accepting() {
         return refuse(&hub, StatusCode::SERVICE_UNAVAILABLE, &why);
     }
     if !origin_allowed(&hub.config, &request) {

@@ -151,10 +151,25 @@ static INVALID_INPUT: LogLimit = LogLimit::new();
 
 impl Hub {
     /// Whether the server accepts connections: `Err` says why not (it is shutting down). The
-    /// one place `GET /readyz` asks.
-    pub(crate) fn ready(&self) -> Result<(), String> {
+    /// upgrade asks this.
+    pub(crate) fn accepting(&self) -> Result<(), String> {
         if self.shutdown.is_cancelled() {
             return Err("shutting down".into());
+        }
+        Ok(())
+    }
+
+    /// Whether the server is ready for clients, as `GET /readyz` answers: it accepts
+    /// connections, and its engine's store answers (Redis may not; memory always does).
+    /// `Err` says why not.
+    ///
+    /// An unreachable Redis makes the relay not ready but does not refuse upgrades: a
+    /// connection made meanwhile is closed with 1013 when its claim fails, and the health
+    /// flag may lag Redis's return by a second, which should not turn clients away.
+    pub(crate) fn ready(&self) -> Result<(), String> {
+        self.accepting()?;
+        if !self.engine.healthy() {
+            return Err("Redis does not answer".into());
         }
         Ok(())
     }

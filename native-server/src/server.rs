@@ -485,8 +485,9 @@ impl WebSocketServer {
         self.hub.engine.is_connected(source).await
     }
 
-    /// Whether the server accepts connections, as `GET /readyz` answers: `Err` says why not
-    /// (it is shutting down).
+    /// Whether the server is ready for clients, as `GET /readyz` answers: `Err` says why not
+    /// (it is shutting down, or Redis does not answer; with the memory engine only the
+    /// former).
     pub fn ready(&self) -> Result<(), String> {
         self.hub.ready()
     }
