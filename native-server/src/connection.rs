@@ -93,21 +93,9 @@ pub(crate) async fn serve(
     for hook in &hub.on_connect {
         hook(&info);
     }
-    let now = hub.clock.now();
-    let mut machine = ServerConnection::new(
-        info.source.clone(),
-        claim.next,
-        announced,
-        hub.config.connection_settings(),
-        SharedHandlers(Arc::clone(&hub)),
-        now,
-    );
-    if let Some(expires) = expires {
-        let left = expires
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        machine.set_expiry(now + left);
-    }
+    // Made by a plain function: a local borrowed across this body would keep its place
+    // in the task's future for the connection's life.
+    let machine = new_machine(&hub, &info.source, claim.next, announced, expires);
     // Boxed: the task's future then holds a pointer to it across the loop and the finish,
     // not the connection's state twice (a task's future is what an idle connection costs).
     let mut conn = Box::new(Conn {
@@ -157,6 +145,32 @@ pub(crate) async fn serve(
     for hook in &hub.on_disconnect {
         hook(&info, &reason);
     }
+}
+
+/// The connection's state machine, with the expiry of its verified identity if it has one.
+fn new_machine(
+    hub: &Arc<Hub>,
+    source: &str,
+    next: u64,
+    announced: bool,
+    expires: Option<SystemTime>,
+) -> Machine {
+    let now = hub.clock.now();
+    let mut machine = ServerConnection::new(
+        source.to_owned(),
+        next,
+        announced,
+        hub.config.connection_settings(),
+        SharedHandlers(Arc::clone(hub)),
+        now,
+    );
+    if let Some(expires) = expires {
+        let left = expires
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        machine.set_expiry(now + left);
+    }
+    machine
 }
 
 struct Conn {
@@ -221,7 +235,9 @@ impl Conn {
             self.carry_out().await;
             self.publish_counters();
             if let Some(close) = self.closing.take() {
-                return self.farewell(socket, close).await;
+                // Boxed: the farewell's future is larger than the loop's, and inline it would
+                // be part of every idle connection's task.
+                return Box::pin(self.farewell(socket, close)).await;
             }
             // What the batch produced goes out now when the socket has room (the common case),
             // rather than after another turn of the select.
