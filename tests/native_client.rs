@@ -599,7 +599,7 @@ async fn refused_upgrade_maps_to_a_stop_code() {
 
 async fn refused_upgrade_maps_to_a_stop_code_body() {
     let server = WebSocketServer::builder(ServerConfig::default())
-        .authenticate(|_| Err(Rejection::new(StatusCode::UNAUTHORIZED, "bad token")))
+        .authenticate(|_| Err::<String, _>(Rejection::new(StatusCode::UNAUTHORIZED, "bad token")))
         .bind("127.0.0.1:0")
         .await
         .expect("bind");

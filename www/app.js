@@ -172,7 +172,7 @@ function connect(name) {
   });
   client.addEventListener("close", (event) => {
     const { code, reason, reconnecting: again } = event.detail;
-    if (!again) system(`disconnected for good (${code}${reason ? ` ${reason}` : ""})`);
+    if (!again) ended(code, reason);
     refreshState();
   });
   client.addEventListener("reconnecting", (event) => reconnecting(event.detail));
@@ -216,6 +216,34 @@ function connect(name) {
   $("text").focus();
 }
 
+/** Why the relay stopped this client, by close code (the client will not retry by itself). */
+const ENDINGS = {
+  4409: "You joined from another tab or device: this one was disconnected.",
+  4401: "The relay did not accept your credentials.",
+  4403: "The relay refused this connection.",
+  1008: "Too many messages: the relay disconnected this tab.",
+  1002: "The relay does not speak this client's protocol.",
+};
+
+/** The client stopped for good: say why, and offer to rejoin instead of a dead composer. */
+function ended(code, reason) {
+  system(`disconnected (${code}${reason ? ` ${reason}` : ""})`);
+  $("ended-text").textContent = ENDINGS[code] ?? `Disconnected (${code}${reason ? `: ${reason}` : ""}).`;
+  $("ended").hidden = false;
+  $("text").disabled = true;
+  $("send").disabled = true;
+  $("rejoin").focus();
+}
+
+function rejoin() {
+  $("ended").hidden = true;
+  $("text").disabled = false;
+  $("send").disabled = false;
+  client.reconnect();
+  refreshState();
+  $("text").focus();
+}
+
 function send(text) {
   const cid = crypto.randomUUID();
   const li = addMessage({ from: me, to: target, text, at: Date.now(), own: true, cid });
@@ -253,6 +281,7 @@ $("people-list").addEventListener("click", (event) => {
   if (button) chooseTarget(button.dataset.to);
 });
 $("toggle-people").addEventListener("click", () => $("people").classList.toggle("open"));
+$("rejoin").addEventListener("click", rejoin);
 setInterval(refreshState, 1000);
 
 const remembered = decodeURIComponent(location.hash.slice(1));

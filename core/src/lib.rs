@@ -16,6 +16,7 @@
 
 extern crate alloc;
 
+mod bucket;
 pub mod client;
 pub mod protocol;
 mod reply;

@@ -1,7 +1,10 @@
 //! Server settings: limits, timers and policies, with production defaults.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+pub use wsrelay_core::server::RateLimit;
 
 /// What to do when a connection claims a `source` that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,13 +34,28 @@ pub struct ServerConfig {
     /// any other is broadcast to every other client. Default `true`. When `false`, such
     /// messages are consumed and dropped (logged at debug level).
     pub relay: bool,
-    /// Largest text frame accepted, in bytes (default 1 MiB). A larger frame that could still
-    /// be read is answered with `~error too_large`; one more than twice this size is not read
-    /// at all and closes the connection with 1009.
+    /// Largest message accepted, in bytes (default 1 MiB). A larger frame is refused from its
+    /// header, before its payload is read: the client gets `~error too_large` and the
+    /// connection is closed with 1009 (its client reconnects).
     pub max_message_size: usize,
     /// Most WebSocket clients connected at once (default 10 000); beyond it upgrades are
-    /// refused with 503.
+    /// refused with 503 and a `Retry-After`.
     pub max_connections: usize,
+    /// Most WebSocket clients connected at once from one IP address (default `None`: no
+    /// limit); beyond it upgrades are refused with 429 and a `Retry-After`. Mind NAT: a whole
+    /// office may share one address.
+    pub max_connections_per_ip: Option<usize>,
+    /// Most TCP connections that have not become WebSocket connections (HTTP requests in
+    /// progress, idle keep-alive, TLS handshakes) at once (default 1024). At the bound the
+    /// server accepts nothing more until one ends (they wait in the kernel's listen queue);
+    /// `handshake_timeout` bounds how long that takes.
+    pub max_pending_connections: usize,
+    /// Most such connections from one IP address (default `None`: no limit); one beyond it
+    /// is closed at once. Behind a reverse proxy every connection comes from the proxy.
+    pub max_pending_per_ip: Option<usize>,
+    /// How long a connection may take to complete its TLS handshake, and each HTTP request
+    /// its headers, idle keep-alive included (default 10 s); then it is closed.
+    pub handshake_timeout: Duration,
     /// Flow control (`PROTOCOL.md` section 4): bytes of frames waiting for a client's
     /// acknowledgement (written or not) beyond which other clients' messages to it wait,
     /// unacknowledged, instead of piling up (default 1 MiB). The server's own `send_to` and
@@ -77,9 +95,18 @@ pub struct ServerConfig {
     /// Replace or reject a second connection for a connected `source`.
     pub on_duplicate: OnDuplicate,
     /// Browser origins allowed to connect (exact `Origin` header values, e.g.
-    /// `https://app.example.com`). Empty (the default) allows any. A request without an
-    /// `Origin` header (not a browser) is not affected.
+    /// `https://app.example.com`). Empty (the default) allows any, unless `own_origin` is set.
+    /// A request without an `Origin` header (not a browser) is not affected; one from an
+    /// origin not allowed is refused with 403.
     pub allowed_origins: Vec<String>,
+    /// Also allow the server's own origin: an `Origin` whose host and port are the request's
+    /// `Host` and whose scheme is this server's (`https` with TLS). With an empty
+    /// `allowed_origins` this allows the own origin only: what pages served by `static_dir`
+    /// need, and nothing more. Default `false`.
+    pub own_origin: bool,
+    /// Serve `wss://` (and the static files over `https://`) with this TLS configuration
+    /// (see [`tls_config`](crate::tls_config) to load PEM files). `None` (default): plain.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// WebSocket read buffer per connection (default 1 KiB; tungstenite's own default of
     /// 128 KiB costs about 139 KB per idle connection). It is allocated for every connection,
     /// idle or not, and bounds each read: 1 KiB instead of 4 KiB saves 3 KiB per connection
@@ -106,6 +133,13 @@ pub struct ServerConfig {
     /// Serve the files of this directory over HTTP on the same port (requests that are not
     /// WebSocket upgrades). `None` (default) answers them with 426 Upgrade Required.
     pub static_dir: Option<PathBuf>,
+    /// Each connection's message rate limit (`PROTOCOL.md` section 4): a token bucket of
+    /// `burst` messages refilled at `per_second`. A message over it is answered with a
+    /// reliable `~error` `rate_limited` naming it (it is not consumed: its sender may send it
+    /// again later), any other frame over it is dropped, and a client that keeps sending
+    /// faster than twice the rate is closed with 1008. The welcome announces the limit, and
+    /// wsrelay clients pace themselves to it. `None` (the default): no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +148,10 @@ impl Default for ServerConfig {
             relay: true,
             max_message_size: 1024 * 1024,
             max_connections: 10_000,
+            max_connections_per_ip: None,
+            max_pending_connections: 1024,
+            max_pending_per_ip: None,
+            handshake_timeout: Duration::from_secs(10),
             backlog_window: 1 << 20,
             max_backlog: 8 << 20,
             slow_consumer_timeout: Duration::from_secs(15),
@@ -125,6 +163,8 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(5),
             on_duplicate: OnDuplicate::Replace,
             allowed_origins: Vec::new(),
+            own_origin: false,
+            tls: None,
             read_buffer_size: 1024,
             write_buffer_size: 8 * 1024,
             redis: None,
@@ -132,17 +172,16 @@ impl Default for ServerConfig {
             presence: false,
             presence_interval: Duration::from_millis(100),
             static_dir: None,
+            rate_limit: None,
         }
     }
 }
 
 impl ServerConfig {
-    /// The transport's hard limit: frames up to this size are read (and answered with
-    /// `too_large` when over `max_message_size`); larger ones close the connection.
+    /// The transport's limit: a frame or message larger than `max_message_size` is refused
+    /// from its header, before its payload is read.
     pub(crate) fn hard_message_limit(&self) -> usize {
         self.max_message_size
-            .saturating_mul(2)
-            .max(self.max_message_size + 1)
     }
 
     /// What each connection's state machine needs of these settings.
@@ -161,6 +200,8 @@ impl ServerConfig {
             stash_limit: self.send_window + self.hard_message_limit(),
             max_pending_calls: 256,
             retry_interval: Duration::from_millis(100),
+            rate_limit: self.rate_limit,
+            answerable: 1024,
             // Settling in memory is a few instructions and wakes blocked senders: at every
             // acknowledgement. On Redis it is a round trip per connection: a quarter of a
             // second's acknowledgements, or 64 KiB of them, settle at once. The mailbox then

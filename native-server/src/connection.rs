@@ -9,20 +9,27 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use axum::extract::ws::{CloseFrame as WsClose, Message as WsMessage, Utf8Bytes, WebSocket};
+use axum::extract::ws::Utf8Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::time::{sleep_until, timeout};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsClose;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use wsrelay_core::server::{
-    CloseFrame, DisconnectReason, Output, ServerConnection, TransportError,
+    CloseFrame, Counters, DisconnectReason, Output, ServerConnection, TransportError,
 };
 
+use crate::auth::Identity;
 use crate::config::OnDuplicate;
 use crate::engine::{Claim, ClaimError, Doorbell, Effect, Router, SessionStore, Signal};
 use crate::handlers::{first_call, handler_call, HandlerCall};
 use crate::hub::{Hub, SharedHandlers, Stats};
-use crate::socket::{poll_io, poll_write, transport_error, Io};
+use crate::socket::{
+    drain_and_close, poll_io, poll_write, renew, text_frame, transport_error, Io, Socket,
+    Transport, LARGE_FRAME,
+};
 use crate::ClientInfo;
 
 /// Frames read back to back before the state machine's outputs are carried out.
@@ -34,15 +41,28 @@ const REFETCH: Duration = Duration::from_millis(200);
 
 type Machine = ServerConnection<Utf8Bytes, SharedHandlers>;
 
+fn close_message(code: u16, reason: &str) -> WsMessage {
+    WsMessage::Close(Some(WsClose {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    }))
+}
+
 /// Serves one upgraded connection for `source` until it ends. `announced`: the URL said the
 /// client speaks the protocol (`v=1`).
 pub(crate) async fn serve(
-    mut socket: WebSocket,
+    transport: Transport,
     hub: Arc<Hub>,
-    source: String,
+    identity: Identity,
     announced: bool,
     addr: Option<SocketAddr>,
 ) {
+    let Identity { source, expires } = identity;
+    let Transport {
+        mut socket,
+        clean,
+        config,
+    } = transport;
     let doorbell = Doorbell::default();
     let exclusive = hub.config.on_duplicate == OnDuplicate::Reject;
     let claim = match hub.engine.claim(&source, &doorbell, exclusive).await {
@@ -54,34 +74,28 @@ pub(crate) async fn serve(
                 ClaimError::Unavailable(_) => (1013, "try again later"),
             };
             tracing::info!(source, ?error, "refused after the upgrade");
-            let close = WsMessage::Close(Some(WsClose {
-                code,
-                reason: reason.into(),
-            }));
+            hub.metrics.count_closed(Some(code));
+            let close = close_message(code, reason);
             let _ = timeout(hub.config.close_timeout, socket.send(close)).await;
             return;
         }
     };
     let bell = hub.bells.add(&doorbell);
     let info = ClientInfo { source, addr };
-    tracing::debug!(
+    let peer = addr.map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
+    tracing::info!(
         source = info.source,
+        addr = peer,
         epoch = claim.epoch,
-        ?addr,
         "connected"
     );
     hub.presence.changed();
     for hook in &hub.on_connect {
         hook(&info);
     }
-    let machine = ServerConnection::new(
-        info.source.clone(),
-        claim.next,
-        announced,
-        hub.config.connection_settings(),
-        SharedHandlers(Arc::clone(&hub)),
-        hub.clock.now(),
-    );
+    // Made by a plain function: a local borrowed across this body would keep its place
+    // in the task's future for the connection's life.
+    let machine = new_machine(&hub, &info.source, claim.next, announced, expires);
     // Boxed: the task's future then holds a pointer to it across the loop and the finish,
     // not the connection's state twice (a task's future is what an idle connection costs).
     let mut conn = Box::new(Conn {
@@ -97,6 +111,12 @@ pub(crate) async fn serve(
         refetch: None,
         closing: None,
         released: false,
+        large: false,
+        clean,
+        config,
+        counted: Counters::default(),
+        close_code: None,
+        had_session: false,
     });
     conn.run(socket).await;
     let reason = conn
@@ -104,13 +124,53 @@ pub(crate) async fn serve(
         .ending()
         .cloned()
         .unwrap_or(DisconnectReason::Shutdown);
+    let code = conn.close_code.or(match reason {
+        DisconnectReason::Closed(code) => code,
+        _ => None,
+    });
+    hub.metrics.count_closed(code);
+    if conn.had_session {
+        hub.metrics.sessions_active.dec();
+    }
     conn.finish().await;
     hub.bells.remove(bell);
-    tracing::debug!(source = info.source, ?reason, "disconnected");
+    tracing::info!(
+        source = info.source,
+        addr = peer,
+        code,
+        ?reason,
+        "disconnected"
+    );
     hub.presence.changed();
     for hook in &hub.on_disconnect {
         hook(&info, &reason);
     }
+}
+
+/// The connection's state machine, with the expiry of its verified identity if it has one.
+fn new_machine(
+    hub: &Arc<Hub>,
+    source: &str,
+    next: u64,
+    announced: bool,
+    expires: Option<SystemTime>,
+) -> Machine {
+    let now = hub.clock.now();
+    let mut machine = ServerConnection::new(
+        source.to_owned(),
+        next,
+        announced,
+        hub.config.connection_settings(),
+        SharedHandlers(Arc::clone(hub)),
+        now,
+    );
+    if let Some(expires) = expires {
+        let left = expires
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        machine.set_expiry(now + left);
+    }
+    machine
 }
 
 struct Conn {
@@ -129,10 +189,38 @@ struct Conn {
     refetch: Option<tokio::time::Instant>,
     closing: Option<Option<CloseFrame>>,
     released: bool,
+    /// A large text frame was read: renew the WebSocket to let its buffer go (see
+    /// [`Raw`](crate::socket::Raw)).
+    large: bool,
+    clean: Arc<std::sync::atomic::AtomicBool>,
+    config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
+    /// The state machine's counters as last added to the metrics.
+    counted: Counters,
+    /// The close code written to the client, if any.
+    close_code: Option<u16>,
+    /// A session was opened on this connection (counted in the active sessions).
+    had_session: bool,
 }
 
 impl Conn {
-    async fn run(&mut self, mut socket: WebSocket) {
+    /// Adds what the state machine counted since the last time to the metrics.
+    fn publish_counters(&mut self) {
+        let now = self.machine.counters();
+        let metrics = &self.hub.metrics;
+        metrics
+            .messages_in
+            .inc_by(now.messages - self.counted.messages);
+        metrics
+            .acks_in
+            .inc_by(now.acks_received - self.counted.acks_received);
+        metrics
+            .acks_out
+            .inc_by(now.acks_sent - self.counted.acks_sent);
+        metrics.resent.inc_by(now.resent - self.counted.resent);
+        self.counted = now;
+    }
+
+    async fn run(&mut self, mut socket: Socket) {
         let hub = Arc::clone(&self.hub);
         let sleep = sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::pin!(sleep);
@@ -145,8 +233,11 @@ impl Conn {
         }
         loop {
             self.carry_out().await;
+            self.publish_counters();
             if let Some(close) = self.closing.take() {
-                return self.farewell(socket, close).await;
+                // Boxed: the farewell's future is larger than the loop's, and inline it would
+                // be part of every idle connection's task.
+                return Box::pin(self.farewell(socket, close)).await;
             }
             // What the batch produced goes out now when the socket has room (the common case),
             // rather than after another turn of the select.
@@ -202,7 +293,8 @@ impl Conn {
                     Io::Read(frame) => {
                         self.read(frame);
                         for _ in 1..READ_BATCH {
-                            if !self.machine.wants_read() {
+                            // After a large frame, nothing more is read before the renewal.
+                            if !self.machine.wants_read() || self.large {
                                 break;
                             }
                             match socket.next().now_or_never() {
@@ -225,6 +317,11 @@ impl Conn {
                     self.machine.handle_timeout(hub.clock.now());
                 }
             }
+            if std::mem::take(&mut self.large) {
+                // Boxed: a WebSocket being built would otherwise be part of every
+                // connection's future, large frames or not.
+                socket = Box::pin(renew(socket, &self.clean, self.config)).await;
+            }
         }
     }
 
@@ -233,7 +330,7 @@ impl Conn {
     }
 
     /// Tells the state machine how a write went.
-    fn written(&mut self, written: Result<usize, axum::Error>) {
+    fn written(&mut self, written: Result<usize, tungstenite::Error>) {
         match written {
             Ok(delivered) => self.machine.handle_written(delivered),
             Err(error) => self
@@ -243,13 +340,21 @@ impl Conn {
     }
 
     /// Hands a frame (or the end of the stream) to the state machine.
-    fn read(&mut self, frame: Option<Result<WsMessage, axum::Error>>) {
+    fn read(&mut self, frame: Option<Result<WsMessage, tungstenite::Error>>) {
+        let now = self.hub.clock.now();
         match frame {
-            Some(Ok(WsMessage::Text(text))) => self.machine.handle_text(text.as_str()),
-            Some(Ok(WsMessage::Binary(_))) => self.machine.handle_binary(),
-            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => self.machine.handle_heard(),
+            Some(Ok(WsMessage::Text(text))) => {
+                self.hub.metrics.bytes_in.inc_by(text.len() as u64);
+                self.machine.handle_text(now, text.as_str());
+                self.large |= text.len() as u64 >= LARGE_FRAME;
+            }
+            Some(Ok(WsMessage::Binary(_))) => self.machine.handle_binary(now),
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {
+                self.machine.handle_heard();
+            }
             Some(Ok(WsMessage::Close(frame))) => {
-                self.machine.handle_closed(frame.map(|frame| frame.code));
+                self.machine
+                    .handle_closed(frame.map(|frame| u16::from(frame.code)));
             }
             None => self.machine.handle_closed(None),
             Some(Err(error)) => match transport_error(error) {
@@ -305,8 +410,15 @@ impl Conn {
     async fn apply(&mut self, output: Output<Utf8Bytes>) {
         let hub = &self.hub;
         match output {
-            Output::Transmit(frame) => self.outq.push_back((WsMessage::Text(frame), false)),
-            Output::Deliver(frame) => self.outq.push_back((WsMessage::Text(frame), true)),
+            Output::Transmit(frame) => {
+                hub.metrics.bytes_out.inc_by(frame.len() as u64);
+                self.outq.push_back((text_frame(frame.into()), false));
+            }
+            Output::Deliver(frame) => {
+                hub.metrics.bytes_out.inc_by(frame.len() as u64);
+                hub.metrics.messages_out.inc();
+                self.outq.push_back((text_frame(frame.into()), true));
+            }
             Output::Ping => self
                 .outq
                 .push_back((WsMessage::Ping(bytes::Bytes::new()), false)),
@@ -372,18 +484,28 @@ impl Conn {
                 // Counted when decided: the farewell may take a while on a stuck socket.
                 match self.machine.ending() {
                     Some(DisconnectReason::Stale) => Stats::count(&hub.stats.stale),
-                    Some(DisconnectReason::SlowConsumer) => Stats::count(&hub.stats.slow_consumers),
+                    Some(DisconnectReason::SlowConsumer) => {
+                        Stats::count(&hub.stats.slow_consumers);
+                        hub.metrics.slow_consumers.inc();
+                    }
                     Some(DisconnectReason::Replaced) => Stats::count(&hub.stats.replaced),
                     _ => {}
                 }
+                self.close_code = close.as_ref().map(|close| close.code);
                 self.closing = Some(close);
             }
-            Output::Event(event) => hub.record(&self.claim.source, event),
+            Output::Event(event) => {
+                if let wsrelay_core::server::ServerEvent::Opened { .. } = event {
+                    self.had_session = true;
+                    hub.metrics.sessions_active.inc();
+                }
+                hub.record(&self.claim.source, event);
+            }
         }
     }
 
     /// Writes what is left and the close frame, then waits a moment for the client's answer.
-    async fn farewell(&mut self, mut socket: WebSocket, close: Option<CloseFrame>) {
+    async fn farewell(&mut self, mut socket: Socket, close: Option<CloseFrame>) {
         let close_timeout = self.hub.config.close_timeout;
         let Some(close) = close else {
             return; // the transport is gone
@@ -397,34 +519,37 @@ impl Conn {
         while let Some(output) = self.machine.poll_output() {
             match output {
                 Output::Transmit(frame) | Output::Deliver(frame) => {
-                    self.outq.push_back((WsMessage::Text(frame), false));
+                    self.outq.push_back((text_frame(frame.into()), false));
                 }
                 other => self.apply(other).await,
             }
         }
+        // A frame refused from its header is still arriving: the WebSocket cannot be read.
+        let unreadable = self.machine.ending() == Some(&DisconnectReason::TooLarge);
         let abort = self.hub.abort.cancelled();
         let goodbye = async {
             for (message, _) in self.outq.drain(..) {
                 socket.feed(message).await?;
             }
-            let frame = WsClose {
-                code: close.code,
-                reason: close.reason.into(),
-            };
-            socket.send(WsMessage::Close(Some(frame))).await?;
+            socket.send(close_message(close.code, close.reason)).await?;
             // The client answers the close; anything else it sends now is not consumed.
-            while let Some(Ok(message)) = socket.next().await {
+            while let Some(Ok(message)) = socket.next().await.filter(|_| !unreadable) {
                 if matches!(message, WsMessage::Close(_)) {
                     break;
                 }
             }
-            Ok::<(), axum::Error>(())
+            Ok::<(), tungstenite::Error>(())
         };
         tokio::select! {
             _ = timeout(close_timeout, goodbye) => {}
             () = abort => {}
         }
-        let _ = timeout(close_timeout, socket.close()).await;
+        if unreadable {
+            Box::pin(drain_and_close(socket, close_timeout)).await;
+        } else {
+            // The sink's close: flushes and ends our side (the close frame is already sent).
+            let _ = timeout(close_timeout, SinkExt::close(&mut socket)).await;
+        }
     }
 
     /// After the loop: the source released (if the loop could not), the counters, and handler

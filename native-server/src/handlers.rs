@@ -73,17 +73,21 @@ pub(crate) fn handler_call(
             message,
         )));
     };
+    let started = std::time::Instant::now();
+    let histogram = hub.metrics.handler_seconds.clone();
     let call = handler(source.clone(), payload);
     Box::pin(async move {
         // A panicking handler must not take the connection with it, and its sender deserves
         // an answer rather than a timeout.
-        match std::panic::AssertUnwindSafe(call).catch_unwind().await {
+        let reply = match std::panic::AssertUnwindSafe(call).catch_unwind().await {
             Ok(reply) => reply,
             Err(_) => {
                 tracing::error!(source, kind, "handler panicked");
                 Reply::error(ErrorCode::HandlerError.as_str(), "the handler panicked")
             }
-        }
+        };
+        histogram.observe(started.elapsed().as_secs_f64());
+        reply
     })
 }
 

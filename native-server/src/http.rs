@@ -1,30 +1,38 @@
-//! The HTTP side: WebSocket upgrades on any path (after origin and authentication checks),
-//! static files for everything else.
+//! The HTTP side: WebSocket upgrades on any path (after the origin, authentication and
+//! capacity checks), the health and metrics endpoints, static files for everything else.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
-use crate::auth::UpgradeRequest;
-use crate::config::OnDuplicate;
+use crate::admission::Full;
+use crate::auth::{check_source, UpgradeRequest};
+use crate::config::{OnDuplicate, ServerConfig};
 use crate::connection;
 use crate::engine::Router as _;
 use crate::hub::Hub;
+use crate::listener::Peer;
+use crate::logs::{clip, LogLimit};
+use crate::socket::Transport;
 
 #[derive(Clone)]
 struct App {
     hub: Arc<Hub>,
     files: Option<ServeDir>,
 }
+
+/// Seconds a client refused for capacity is asked to wait (`Retry-After`).
+const RETRY_AFTER: &str = "5";
 
 /// The router: one fallback handler sees every request.
 pub(crate) fn router(hub: Arc<Hub>) -> Router {
@@ -43,116 +51,221 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
 }
 
-/// Holds one of the `max_connections` places until the connection ends (or never upgrades).
-struct Slot(Arc<Hub>);
-
-impl Slot {
-    fn reserve(hub: &Arc<Hub>) -> Option<Slot> {
-        let max = hub.config.max_connections;
-        hub.live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot(Arc::clone(hub)))
-    }
+/// The `Sec-WebSocket-Key` of a valid RFC 6455 handshake (GET, `Connection: upgrade`,
+/// version 13), or `None`.
+fn handshake_key<'a>(method: &Method, headers: &'a HeaderMap) -> Option<&'a HeaderValue> {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let version = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|value| value == "13");
+    (method == Method::GET && connection_upgrade && version)
+        .then(|| headers.get(header::SEC_WEBSOCKET_KEY))
+        .flatten()
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.live.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+/// Refused upgrades are logged at info level, at most a few lines a second (a client can
+/// provoke them at will).
+static REFUSALS: LogLimit = LogLimit::new();
 
-fn refuse(hub: &Hub, status: StatusCode, reason: String) -> Response {
+fn refuse(hub: &Hub, status: StatusCode, reason: &str) -> Response {
     hub.stats.rejected.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(%status, reason, "upgrade refused");
-    (status, reason).into_response()
+    hub.metrics.count_refused(status.as_u16());
+    if let Some(suppressed) = REFUSALS.allow() {
+        tracing::info!(%status, reason, suppressed, "upgrade refused");
+    }
+    let mut response = (status, format!("{reason}\n")).into_response();
+    // The client wanted another protocol on this connection: it ends here.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if matches!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+    ) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
+    }
+    response
 }
 
 async fn entry(State(app): State<App>, request: Request) -> Response {
     let hub = app.hub;
-    if !is_upgrade(request.headers()) {
-        return match app.files {
-            Some(files) => match files.oneshot(request).await {
-                Ok(response) => response.map(Body::new),
-                Err(never) => match never {},
-            },
-            None => (
-                StatusCode::UPGRADE_REQUIRED,
-                "wsrelay: connect with a WebSocket\n",
-            )
-                .into_response(),
-        };
+    if is_upgrade(request.headers()) {
+        return upgrade(hub, request).await;
     }
-    let addr = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0);
-    let (mut parts, _body) = request.into_parts();
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+    let readable = matches!(*request.method(), Method::GET | Method::HEAD);
+    match request.uri().path() {
+        "/healthz" if readable => return (StatusCode::OK, "ok\n").into_response(),
+        "/readyz" if readable => {
+            return match hub.ready() {
+                Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+                Err(why) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                )
+                    .into_response(),
+            };
+        }
+        "/metrics" if readable => {
+            hub.refresh_gauges();
+            let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+            return ([(header::CONTENT_TYPE, kind)], hub.metrics.render()).into_response();
+        }
+        _ => {}
+    }
+    match app.files {
+        Some(files) => match files.oneshot(request).await {
+            Ok(response) => response.map(Body::new),
+            Err(never) => match never {},
+        },
+        None => (
+            StatusCode::UPGRADE_REQUIRED,
+            "wsrelay: connect with a WebSocket\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Whether a request from `origin` may connect: no `Origin` (not a browser), an allowed one,
+/// or (with `own_origin`) the server's own: the request's `Host` behind `http://` or
+/// `https://` (either: a proxy in front may terminate TLS).
+fn origin_allowed(config: &ServerConfig, request: &UpgradeRequest) -> bool {
+    let Some(origin) = request.origin() else {
+        return true;
     };
+    if config
+        .allowed_origins
+        .iter()
+        .any(|allowed| allowed == origin)
+    {
+        return true;
+    }
+    if config.own_origin {
+        let host = request
+            .headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok());
+        let site = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        if let (Some(site), Some(host)) = (site, host) {
+            if site.eq_ignore_ascii_case(host) {
+                return true;
+            }
+        }
+    }
+    config.allowed_origins.is_empty() && !config.own_origin
+}
+
+async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
+    let peer = request.extensions().get::<Peer>().copied();
+    let (mut parts, _body) = request.into_parts();
+    let Some(key) = handshake_key(&parts.method, &parts.headers) else {
+        return refuse(&hub, StatusCode::BAD_REQUEST, "not a WebSocket handshake");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let request = UpgradeRequest {
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers,
-        remote_addr: addr,
+        remote_addr: peer.map(|peer| peer.addr),
+        secure: peer.is_some_and(|peer| peer.secure),
     };
-    if hub.shutdown.is_cancelled() {
+    if let Err(why) = hub.accepting() {
+        return refuse(&hub, StatusCode::SERVICE_UNAVAILABLE, &why);
+    }
+    if !origin_allowed(&hub.config, &request) {
+        // The peer's header, echoed in the answer and the log: at most 64 characters of it.
+        let origin = clip(request.origin().unwrap_or_default());
         return refuse(
             &hub,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down".into(),
+            StatusCode::FORBIDDEN,
+            &format!("origin {origin} not allowed"),
         );
-    }
-    let allowed = &hub.config.allowed_origins;
-    if let Some(origin) = request.origin() {
-        if !allowed.is_empty() && !allowed.iter().any(|o| o == origin) {
-            return refuse(
-                &hub,
-                StatusCode::FORBIDDEN,
-                format!("origin {origin} not allowed"),
-            );
-        }
     }
     // A wsrelay client says so in its URL: it is then never taken for a bare client.
-    let announced = request.query_param("v").is_some();
-    let source = match (hub.auth)(&request) {
-        Ok(source) => source,
-        Err(rejection) => return refuse(&hub, rejection.status, rejection.reason),
+    let announced = matches!(request.query_param("v"), Ok(Some(_)));
+    let identity = match (hub.auth)(&request) {
+        Ok(identity) => identity,
+        Err(rejection) => return refuse(&hub, rejection.status, &rejection.reason),
     };
-    if hub.config.on_duplicate == OnDuplicate::Reject
-        && hub.engine.is_connected(&source).await.unwrap_or(false)
-    {
-        return refuse(
-            &hub,
-            StatusCode::CONFLICT,
-            format!("source {source:?} already connected"),
-        );
+    if let Err(rejection) = check_source(&identity.source) {
+        return refuse(&hub, rejection.status, &rejection.reason);
     }
-    let Some(slot) = Slot::reserve(&hub) else {
+    if hub.config.on_duplicate == OnDuplicate::Reject
+        && hub
+            .engine
+            .is_connected(&identity.source)
+            .await
+            .unwrap_or(false)
+    {
+        let reason = format!("source {:?} already connected", identity.source);
+        return refuse(&hub, StatusCode::CONFLICT, &reason);
+    }
+    let ip = request
+        .remote_addr
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
+    let place = match hub.admission.live(ip) {
+        Ok(place) => place,
+        Err(Full::Total) => {
+            return refuse(
+                &hub,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections",
+            )
+        }
+        Err(Full::PerIp) => {
+            let reason = "too many connections from this address";
+            return refuse(&hub, StatusCode::TOO_MANY_REQUESTS, reason);
+        }
+    };
+    let Some(on_upgrade) = on_upgrade else {
         return refuse(
             &hub,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many connections".into(),
+            StatusCode::BAD_REQUEST,
+            "this connection cannot be upgraded",
         );
     };
     hub.stats.accepted.fetch_add(1, Ordering::Relaxed);
+    hub.metrics.opened.inc();
     let config = &hub.config;
-    let hard_limit = config.hard_message_limit();
-    // The shutdown waits for this connection: the token lives as long as the upgrade task.
-    let tracked = hub.tracker.token();
-    upgrade
+    let limit = config.hard_message_limit();
+    let socket_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer_size)
         .write_buffer_size(config.write_buffer_size)
-        .max_write_buffer_size(config.write_buffer_size + hard_limit + 64 * 1024)
-        .max_message_size(hard_limit)
-        .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| async move {
-            let _tracked = tracked;
-            let _slot = slot;
-            connection::serve(socket, hub, source, announced, addr).await;
-        })
+        .max_write_buffer_size(config.write_buffer_size + limit + 64 * 1024)
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    // The shutdown waits for this connection: the token lives as long as its task.
+    let tracked = hub.tracker.token();
+    let addr = request.remote_addr;
+    tokio::spawn(async move {
+        let _tracked = tracked;
+        let _place = place;
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "upgrade failed");
+                return;
+            }
+        };
+        let transport = Transport::new(upgraded, socket_config).await;
+        connection::serve(transport, hub, identity, announced, addr).await;
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
 }

@@ -2,18 +2,21 @@
 //! handlers and hooks, the server's requests, counters and the shutdown signals.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wsrelay_core::server::{DisconnectReason, HandlerSet, ServerEvent};
 
+use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::engine::{Doorbell, Engine};
 use crate::handlers::ErasedHandler;
+use crate::logs::LogLimit;
+use crate::metrics::Metrics;
 use crate::presence::PresenceSignal;
 use crate::requests::Requests;
 
@@ -27,6 +30,7 @@ pub(crate) struct Stats {
     pub(crate) replaced: AtomicU64,
     pub(crate) invalid_frames: AtomicU64,
     pub(crate) blocked: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
 }
 
 impl Stats {
@@ -127,8 +131,9 @@ pub(crate) struct Hub {
     pub(crate) on_disconnect: Vec<DisconnectHook>,
     pub(crate) stats: Stats,
     pub(crate) clock: Clock,
-    /// WebSocket connections upgraded or being upgraded (for `max_connections`).
-    pub(crate) live: AtomicUsize,
+    /// Places of pending and WebSocket connections, in total and per address.
+    pub(crate) admission: Arc<Admission>,
+    pub(crate) metrics: Metrics,
     /// Cancelled by `close()`: connections flush, send `shutdown_code` and end.
     pub(crate) shutdown: CancellationToken,
     pub(crate) shutdown_code: AtomicU16,
@@ -141,35 +146,95 @@ pub(crate) struct Hub {
     pub(crate) bells: Bells,
 }
 
+/// Invalid input is logged at debug level, and at most a few lines a second.
+static INVALID_INPUT: LogLimit = LogLimit::new();
+
 impl Hub {
+    /// Whether the server accepts connections: `Err` says why not (it is shutting down). The
+    /// upgrade asks this.
+    pub(crate) fn accepting(&self) -> Result<(), String> {
+        if self.shutdown.is_cancelled() {
+            return Err("shutting down".into());
+        }
+        Ok(())
+    }
+
+    /// Whether the server is ready for clients, as `GET /readyz` answers: it accepts
+    /// connections, and its engine's store answers (Redis may not; memory always does).
+    /// `Err` says why not.
+    ///
+    /// An unreachable Redis makes the relay not ready but does not refuse upgrades: a
+    /// connection made meanwhile is closed with 1013 when its claim fails, and the health
+    /// flag may lag Redis's return by a second, which should not turn clients away.
+    pub(crate) fn ready(&self) -> Result<(), String> {
+        self.accepting()?;
+        if !self.engine.healthy() {
+            return Err("Redis does not answer".into());
+        }
+        Ok(())
+    }
+
+    /// Reads the gauges of `GET /metrics` (what is counted, rather than bumped).
+    pub(crate) fn refresh_gauges(&self) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let (pending, live) = self.admission.counts();
+        self.metrics.pending.set(gauge(pending));
+        self.metrics.connections.set(gauge(live));
+        let (parked, _) = self.engine.local_counts();
+        self.metrics.sessions_parked.set(gauge(parked));
+    }
+
     /// Logs what a connection's state machine reports, and counts it.
     pub(crate) fn record(&self, source: &str, event: ServerEvent) {
         let stats = &self.stats;
+        let metrics = &self.metrics;
         match event {
             ServerEvent::Rejected { code, message, re } => {
                 Stats::count(&stats.invalid_frames);
-                tracing::debug!(source, %code, re, message, "invalid input");
+                metrics.count_error(code.as_str());
+                if let Some(suppressed) = INVALID_INPUT.allow() {
+                    tracing::debug!(source, %code, re, detail = message, suppressed, "invalid input");
+                }
             }
-            ServerEvent::Duplicate { id } => tracing::trace!(source, id, "duplicate dropped"),
+            ServerEvent::Duplicate { id } => {
+                metrics.duplicates.inc();
+                tracing::trace!(source, id, "duplicate dropped");
+            }
             ServerEvent::Opened {
                 resumed,
                 lost,
                 late,
-            } => match lost {
-                Some(lost) => tracing::info!(source, lost, late, "session not resumed"),
-                None => tracing::debug!(source, resumed, late, "session opened"),
-            },
+            } => {
+                metrics.sessions_opened.inc();
+                if resumed {
+                    metrics.sessions_resumed.inc();
+                }
+                match lost {
+                    Some(lost) => tracing::info!(source, lost, late, "session not resumed"),
+                    None => tracing::debug!(source, resumed, late, "session opened"),
+                }
+            }
             ServerEvent::Blocked { on } => {
                 Stats::count(&stats.blocked);
                 tracing::trace!(source, on, "waiting for a recipient that is behind");
             }
             ServerEvent::ClientError { code, message } => {
-                tracing::debug!(source, code, message, "client reported an error");
+                tracing::debug!(source, code, detail = message, "client reported an error");
             }
             ServerEvent::Unanswerable { kind } => {
                 tracing::debug!(source, kind, "handler answered a message without id");
             }
             ServerEvent::Dropped { kind } => tracing::debug!(source, kind, "dropped"),
+            ServerEvent::RateLimited { re } => {
+                Stats::count(&stats.rate_limited);
+                metrics.rate_limited.inc();
+                if re.is_some() {
+                    metrics.count_error("rate_limited");
+                }
+                if let Some(suppressed) = INVALID_INPUT.allow() {
+                    tracing::debug!(source, re, suppressed, "over the rate limit");
+                }
+            }
         }
     }
 }

@@ -42,6 +42,7 @@
 //! (typed handlers and replies), `clock` (tokio's clock as the core counts), `server` (the
 //! public handle).
 
+mod admission;
 mod auth;
 mod clock;
 mod config;
@@ -50,23 +51,32 @@ mod engine;
 mod handlers;
 mod http;
 mod hub;
+mod jwt;
+mod listener;
+mod logs;
+mod metrics;
 mod presence;
 mod requests;
 mod server;
 mod socket;
+mod tls;
 
-pub use auth::{source_from_query, Authenticator, Rejection, UpgradeRequest};
+pub use auth::{source_from_query, Authenticator, Identity, Rejection, UpgradeRequest};
 /// Re-exported so that hooks can build [`Rejection`]s and read headers without a direct `http`
 /// dependency.
 pub use axum::http::StatusCode;
-pub use config::{OnDuplicate, ServerConfig};
+pub use config::{OnDuplicate, RateLimit, ServerConfig};
 pub use engine::EngineError;
 pub use handlers::{Incoming, IntoReply, Reply};
-pub use presence::{CLIENTS, PRESENCE};
+pub use jwt::JwtAuth;
+pub use presence::{CLIENTS, CLIENTS_PAGE, PRESENCE};
 pub use requests::Answer;
+/// The TLS library of [`ServerConfig::tls`] (rustls, with the `ring` crypto provider).
+pub use rustls;
 pub use server::{
     ClientInfo, DisconnectReason, RequestError, SendError, ServerBuilder, ServerStats,
     ShutdownCode, WebSocketServer,
 };
+pub use tls::{tls_config, tls_config_from_der};
 /// The error object of responses (`PROTOCOL.md` section 6), from the shared protocol crate.
 pub use wsrelay_core::protocol::RemoteError;

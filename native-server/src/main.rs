@@ -1,37 +1,91 @@
 //! `wsrelay-server`: a ready relay, optionally serving static files on the same port.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
-use wsrelay_server::{ServerConfig, WebSocketServer};
+use wsrelay_server::{JwtAuth, OnDuplicate, RateLimit, ServerConfig, WebSocketServer};
 
 /// The wsrelay relay server.
 ///
-/// Clients connect to ws://HOST:PORT/ANY/PATH?source=ID. A message with `to` goes to that
-/// client only; any other is broadcast to every other client, with `source` set by the server.
-/// Joins and leaves are announced as `relay:presence` messages; a `relay:clients` request is
-/// answered with the sources online.
+/// Clients connect to ws://HOST:PORT/ANY/PATH?source=ID (wss:// with --tls-cert). A message
+/// with `to` goes to that client only; any other is broadcast to every other client, with
+/// `source` set by the server. Joins and leaves are announced as `relay:presence` messages; a
+/// `relay:clients` request is answered with the sources online. GET /healthz, /readyz and
+/// /metrics (Prometheus) answer on the same port. Every option can also be set from the
+/// environment variable shown with it.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
     /// Port to listen on (0 picks a free one).
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, env = "WSRELAY_PORT", default_value_t = 8080)]
     port: u16,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Address to listen on (0.0.0.0 for every interface).
+    #[arg(long, env = "WSRELAY_HOST", default_value = "127.0.0.1")]
     host: String,
     /// Serve the files of this directory over HTTP on the same port.
-    #[arg(long)]
+    #[arg(long, env = "WSRELAY_WWW")]
     www: Option<PathBuf>,
     /// Seconds between WebSocket pings (a client silent until the next one is dropped).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "WSRELAY_PING_INTERVAL", default_value_t = 30)]
     ping_interval: u64,
-    /// Most clients connected at once.
-    #[arg(long, default_value_t = 10_000)]
+    /// Most clients connected at once; beyond it upgrades get 503 with Retry-After.
+    #[arg(long, env = "WSRELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
+    /// Most clients connected at once from one IP address; beyond it upgrades get 429 (behind
+    /// a reverse proxy every client has the proxy's address).
+    #[arg(long, env = "WSRELAY_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Most connections not upgraded yet (HTTP requests, TLS handshakes); at the bound the
+    /// relay accepts nothing more until one ends.
+    #[arg(long, env = "WSRELAY_MAX_PENDING_CONNECTIONS", default_value_t = 1024)]
+    max_pending_connections: usize,
+    /// Most connections not upgraded yet from one IP address; one more is closed at once.
+    #[arg(long, env = "WSRELAY_MAX_PENDING_PER_IP")]
+    max_pending_per_ip: Option<usize>,
+    /// Seconds a connection may take for its TLS handshake and each HTTP request's headers.
+    #[arg(long, env = "WSRELAY_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    handshake_timeout: u64,
+    /// Messages per second each client may send (0: no limit). wsrelay clients pace
+    /// themselves to it; others are refused with `rate_limited`, then closed with 1008.
+    #[arg(long, env = "WSRELAY_RATE_LIMIT", default_value_t = 100)]
+    rate_limit: u32,
+    /// Messages a client may send at once after a quiet spell (default: twice the rate).
+    #[arg(long, env = "WSRELAY_RATE_BURST")]
+    rate_burst: Option<u32>,
+    /// Verify identities: HS256 JSON Web Tokens signed with this secret (`sub` is the source,
+    /// `exp` required), from `?token=` or `Authorization: Bearer`. Prefer the environment
+    /// variable or --auth-secret-file: a command line is visible to every local user.
+    #[arg(long, env = "WSRELAY_AUTH_SECRET", hide_env_values = true)]
+    auth_secret: Option<String>,
+    /// Read the token secret from this file (trailing newline ignored).
+    #[arg(long, env = "WSRELAY_AUTH_SECRET_FILE", conflicts_with = "auth_secret")]
+    auth_secret_file: Option<PathBuf>,
+    /// What a second connection with a connected source does: replace the first (which is
+    /// told, with 4409) or be refused with 409.
+    #[arg(long, env = "WSRELAY_ON_DUPLICATE", value_enum, default_value_t = Duplicate::Replace)]
+    on_duplicate: Duplicate,
+    /// A browser origin allowed to connect, e.g. https://app.example.com (repeatable; the
+    /// environment variable takes a comma-separated list). Without it, any origin may
+    /// connect, or with --www only the relay's own.
+    #[arg(long, env = "WSRELAY_ALLOWED_ORIGIN", value_delimiter = ',')]
+    allowed_origin: Vec<String>,
+    /// PEM certificate chain: serve wss:// (and --www over https://) on the same port.
+    #[arg(long, env = "WSRELAY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WSRELAY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Log lines as text or as JSON objects, one per line.
+    #[arg(long, env = "WSRELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Level of the relay's own log lines (error, warn, info, debug, trace); other crates log
+    /// warnings and errors only. RUST_LOG, when set, replaces both.
+    #[arg(long, env = "WSRELAY_LOG_LEVEL", default_value = "info")]
+    log_level: String,
     /// Keep sessions in the Redis at this URL (redis://HOST:PORT[/DB]), shared with every
     /// relay on it: they behave as one server, and a relay's death loses nothing it
     /// acknowledged. Without it, sessions live in this process.
@@ -42,44 +96,169 @@ struct Args {
     node_id: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Duplicate {
+    Replace,
+    Reject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Open files the relay needs besides its connections: the listener, static files, logs.
+const SPARE_FILES: u64 = 64;
+
+fn init_logs(args: &Args) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let level = &args.log_level;
+        EnvFilter::try_new(format!(
+            "warn,wsrelay_server={level},wsrelay_core={level},wsrelay={level}"
+        ))
+        .unwrap_or_else(|_| EnvFilter::new("warn,wsrelay_server=info"))
+    });
+    // Colours for a person at a terminal only, never into files or container logs.
+    let ansi = std::io::stderr().is_terminal();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> std::process::ExitCode {
+    tracing::error!("{message}");
+    eprintln!("wsrelay-server: {message}");
+    std::process::ExitCode::from(2)
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    init_logs(&args);
     if let Some(dir) = &args.www {
         if !dir.is_dir() {
-            eprintln!("wsrelay-server: --www {} is not a directory", dir.display());
-            return std::process::ExitCode::from(2);
+            return fail(format_args!("--www {} is not a directory", dir.display()));
         }
     }
+    // Every connection is a file: the limit must cover what the bounds allow.
+    let needed = (args.max_connections as u64)
+        .saturating_add(args.max_pending_connections as u64)
+        .saturating_add(SPARE_FILES);
+    match rlimit::increase_nofile_limit(needed) {
+        Ok(limit) if limit >= needed => {}
+        Ok(limit) => {
+            return fail(format_args!(
+                "--max-connections {} and --max-pending-connections {} need {needed} open \
+                 files, but the hard limit is {limit}: raise it (ulimit -Hn, LimitNOFILE=) or \
+                 lower them",
+                args.max_connections, args.max_pending_connections
+            ))
+        }
+        Err(error) => tracing::warn!(%error, needed, "cannot raise the open-file limit"),
+    }
+    let secret = match (&args.auth_secret, &args.auth_secret_file) {
+        (Some(secret), _) => Some(secret.clone().into_bytes()),
+        (None, Some(path)) => match std::fs::read(path) {
+            Ok(mut secret) => {
+                while secret.last().is_some_and(u8::is_ascii_whitespace) {
+                    secret.pop();
+                }
+                Some(secret)
+            }
+            Err(error) => {
+                return fail(format_args!(
+                    "--auth-secret-file {}: {error}",
+                    path.display()
+                ))
+            }
+        },
+        (None, None) => None,
+    };
+    if secret.as_ref().is_some_and(Vec::is_empty) {
+        return fail("the token secret is empty");
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match wsrelay_server::tls_config(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(error) => return fail(format_args!("TLS: {error}")),
+        },
+        _ => None,
+    };
+    let rate_limit = (args.rate_limit > 0).then(|| RateLimit {
+        per_second: args.rate_limit,
+        burst: args
+            .rate_burst
+            .unwrap_or(args.rate_limit.saturating_mul(2))
+            .max(1),
+    });
+    // The relay's own pages are its only expected browser clients: with --www and no
+    // --allowed-origin, other origins are refused (a page elsewhere cannot borrow a visitor's
+    // connection). Without --www, the relay serves apps hosted elsewhere: any origin.
+    let own_origin = args.www.is_some() && args.allowed_origin.is_empty();
     let config = ServerConfig {
-        static_dir: args.www,
-        ping_interval: std::time::Duration::from_secs(args.ping_interval.max(1)),
+        static_dir: args.www.clone(),
+        ping_interval: Duration::from_secs(args.ping_interval.max(1)),
         max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        max_pending_connections: args.max_pending_connections,
+        max_pending_per_ip: args.max_pending_per_ip,
+        handshake_timeout: Duration::from_secs(args.handshake_timeout.max(1)),
+        rate_limit,
+        on_duplicate: match args.on_duplicate {
+            Duplicate::Replace => OnDuplicate::Replace,
+            Duplicate::Reject => OnDuplicate::Reject,
+        },
+        allowed_origins: args.allowed_origin.clone(),
+        own_origin,
+        tls,
         presence: true,
         redis: args.redis,
         node_id: args.node_id,
         ..ServerConfig::default()
     };
-    let server = match WebSocketServer::bind((args.host.as_str(), args.port), config).await {
+    let mut builder = WebSocketServer::builder(config);
+    match secret {
+        Some(secret) => {
+            let auth = JwtAuth::hs256(secret);
+            builder = builder.authenticate(move |request| auth.verify(request));
+        }
+        None => tracing::warn!(
+            "identities are not verified: any client can connect as any source \
+             (--auth-secret turns on tokens)"
+        ),
+    }
+    if own_origin {
+        tracing::warn!(
+            "browsers may connect from this relay's own pages only; other origins are refused \
+             (--allowed-origin allows them)"
+        );
+    } else if args.allowed_origin.is_empty() {
+        tracing::warn!("browsers may connect from any origin (--allowed-origin restricts them)");
+    }
+    let server = match builder.bind((args.host.as_str(), args.port)).await {
         Ok(server) => server,
         Err(error) => {
-            eprintln!(
-                "wsrelay-server: cannot listen on {}:{}: {error}",
+            return fail(format_args!(
+                "cannot listen on {}:{}: {error}",
                 args.host, args.port
-            );
-            return std::process::ExitCode::FAILURE;
+            ))
         }
     };
     let addr: SocketAddr = server.local_addr();
+    let scheme = if server.config().tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     // Test harnesses read this one line for the port: print it once, flushed.
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "listening on http://{addr}");
+    let _ = writeln!(stdout, "listening on {scheme}://{addr}");
     let _ = stdout.flush();
     drop(stdout);
     shutdown_signal().await;

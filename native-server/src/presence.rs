@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::engine::Router;
@@ -21,8 +21,23 @@ use crate::server::server_message;
 
 /// Message type of the announcements.
 pub const PRESENCE: &str = "relay:presence";
-/// Request type answered with the sorted list of online sources.
+/// Request type answered with the sorted list of online sources, a page at a time: at most
+/// `limit` (default and at most [`CLIENTS_PAGE`]) sources after `after`, both optional fields
+/// of the request's payload. A page shorter than asked is the last one.
 pub const CLIENTS: &str = "relay:clients";
+
+/// The most sources one `relay:clients` answer lists (up to 128 KiB of names).
+pub const CLIENTS_PAGE: usize = 1000;
+
+/// The payload of a `relay:clients` request (`null` is the first page).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Page {
+    /// List the sources after this one.
+    after: Option<String>,
+    /// At most this many.
+    limit: Option<usize>,
+}
 
 /// One announcement's payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,11 +61,18 @@ impl PresenceSignal {
 /// Announces changes until the server shuts down.
 pub(crate) async fn announce(hub: Weak<Hub>, signal: Arc<PresenceSignal>) {
     let mut announced: BTreeSet<String> = BTreeSet::new();
+    let Some(shutdown) = hub.upgrade().map(|hub| hub.shutdown.clone()) else {
+        return;
+    };
     loop {
         let Some(interval) = hub.upgrade().map(|hub| hub.config.presence_interval) else {
             return;
         };
-        signal.0.notified().await;
+        // The shutdown ends the wait too: the server's close waits for this task.
+        tokio::select! {
+            () = signal.0.notified() => {}
+            () = shutdown.cancelled() => return,
+        }
         // Let changes gather for one interval: one announcement covers them all.
         tokio::time::sleep(interval).await;
         let Some(hub) = hub.upgrade() else {
@@ -89,16 +111,25 @@ pub(crate) async fn announce(hub: Weak<Hub>, signal: Arc<PresenceSignal>) {
     }
 }
 
-/// Answers `relay:clients` with the sorted list of online sources.
+/// Answers `relay:clients` with a page of the sorted list of online sources.
 pub(crate) fn install_clients_handler(hub: &Arc<Hub>) {
     let weak = Arc::downgrade(hub);
-    let handler = erase(move |_: Incoming<serde_json::Value>| {
+    let handler = erase(move |request: Incoming<Option<Page>>| {
         let hub = weak.upgrade();
+        let page = request.payload.unwrap_or_default();
         async move {
-            match hub {
-                Some(hub) => hub.engine.clients().await.map(Some),
-                None => Ok(None),
-            }
+            let Some(hub) = hub else {
+                return Ok::<_, crate::EngineError>(None);
+            };
+            let mut clients = hub.engine.clients().await?;
+            let start = match &page.after {
+                Some(after) => clients.partition_point(|source| source <= after),
+                None => 0,
+            };
+            let limit = page.limit.unwrap_or(CLIENTS_PAGE).min(CLIENTS_PAGE);
+            clients.truncate(start.saturating_add(limit));
+            clients.drain(..start.min(clients.len()));
+            Ok(Some(clients))
         }
     });
     hub.handlers.insert(CLIENTS, handler);

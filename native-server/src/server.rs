@@ -4,12 +4,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use axum::serve::ListenerExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::{TcpListener, ToSocketAddrs};
@@ -17,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wsrelay_core::protocol::{Message, RemoteError};
 
-use crate::auth::{source_from_query, Authenticator, Rejection, UpgradeRequest};
+use crate::auth::{source_from_query, Authenticator, Identity, Rejection, UpgradeRequest};
 use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::engine::{Engine, EngineError, MemoryEngine, RedisEngine, Router, SendRefused};
@@ -169,14 +168,17 @@ impl fmt::Debug for ServerBuilder {
 
 impl ServerBuilder {
     /// Replaces the authentication hook. It sees the upgrade request (path, query, headers
-    /// including `Origin`, peer address) and returns the `source` to register, or a
-    /// [`Rejection`] with the HTTP status to refuse with. The default is
-    /// [`source_from_query`](crate::source_from_query): the client is who `?source=` says.
-    pub fn authenticate<F>(mut self, hook: F) -> Self
+    /// including `Origin`, peer address) and returns the `source` to register (a `String`,
+    /// or an [`Identity`] that also says when its credentials expire), or a [`Rejection`]
+    /// with the HTTP status to refuse with. The default is
+    /// [`source_from_query`](crate::source_from_query): the client is who `?source=` says;
+    /// [`JwtAuth`](crate::JwtAuth) verifies a token instead.
+    pub fn authenticate<F, I>(mut self, hook: F) -> Self
     where
-        F: Fn(&UpgradeRequest) -> Result<String, Rejection> + Send + Sync + 'static,
+        F: Fn(&UpgradeRequest) -> Result<I, Rejection> + Send + Sync + 'static,
+        I: Into<Identity>,
     {
-        self.auth = Box::new(hook);
+        self.auth = Box::new(move |request| hook(request).map(Into::into));
         self
     }
 
@@ -227,6 +229,7 @@ impl ServerBuilder {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let clock = Clock::start();
+        let admission = crate::admission::Admission::new(&self.config);
         let requests = Arc::new(Requests::new(self.on_answer));
         let shutdown = CancellationToken::new();
         let limits = self.config.memory_limits();
@@ -255,7 +258,8 @@ impl ServerBuilder {
             on_disconnect: self.on_disconnect,
             stats: Stats::default(),
             clock,
-            live: AtomicUsize::new(0),
+            admission,
+            metrics: crate::metrics::Metrics::new(),
             shutdown,
             shutdown_code: AtomicU16::new(1001),
             abort: CancellationToken::new(),
@@ -270,21 +274,10 @@ impl ServerBuilder {
             hub.tracker.spawn(announcer);
         }
         let accept = CancellationToken::new();
-        let listener = listener.tap_io(|tcp| {
-            // Frames are small and latency matters; batching is done by the writer's flush.
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "TCP_NODELAY not set");
-            }
-        });
-        let app = crate::http::router(Arc::clone(&hub))
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let serve =
-            axum::serve(listener, app).with_graceful_shutdown(accept.clone().cancelled_owned());
-        hub.tracker.spawn(async move {
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "accept loop failed");
-            }
-        });
+        let app = crate::http::router(Arc::clone(&hub));
+        // Not tracked: the listener outlives the connections' drain (see `close_with`).
+        let serve = crate::listener::accept(listener, Arc::clone(&hub), app, accept.clone());
+        let listening = tokio::spawn(serve);
         let sweeper = Arc::clone(&hub);
         hub.tracker.spawn(async move {
             let period = (sweeper.config.session_grace / 4)
@@ -295,6 +288,7 @@ impl ServerBuilder {
                     () = sweeper.shutdown.cancelled() => return,
                     _ = tick.tick() => {
                         let expired = sweeper.engine.expire();
+                        sweeper.metrics.sessions_expired.inc_by(expired as u64);
                         if expired > 0 {
                             tracing::debug!(expired, "sessions expired");
                         }
@@ -306,6 +300,7 @@ impl ServerBuilder {
         let stop = Arc::new(StopOnDrop {
             hub: Arc::clone(&hub),
             accept,
+            listening: std::sync::Mutex::new(Some(listening)),
             closed: AtomicBool::new(false),
         });
         Ok(WebSocketServer {
@@ -320,6 +315,8 @@ impl ServerBuilder {
 struct StopOnDrop {
     hub: Arc<Hub>,
     accept: CancellationToken,
+    /// The accept loop, awaited by `close` so that the port is free when it returns.
+    listening: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     closed: AtomicBool,
 }
 
@@ -488,6 +485,13 @@ impl WebSocketServer {
         self.hub.engine.is_connected(source).await
     }
 
+    /// Whether the server is ready for clients, as `GET /readyz` answers: `Err` says why not
+    /// (it is shutting down, or Redis does not answer; with the memory engine only the
+    /// former).
+    pub fn ready(&self) -> Result<(), String> {
+        self.hub.ready()
+    }
+
     /// The server's counters.
     pub fn stats(&self) -> ServerStats {
         let stats = &self.hub.stats;
@@ -519,7 +523,8 @@ impl WebSocketServer {
         let hub = &self.hub;
         self.stop.closed.store(true, Ordering::Relaxed);
         hub.shutdown_code.store(code.code(), Ordering::Relaxed);
-        self.stop.accept.cancel();
+        // While the connections drain, the listener stays open: `/readyz` answers 503 and
+        // upgrades are refused with 503, so a load balancer learns to send clients elsewhere.
         hub.shutdown.cancel();
         hub.bells.ring_all(false);
         hub.tracker.close();
@@ -535,6 +540,16 @@ impl WebSocketServer {
             hub.abort.cancel();
             hub.bells.ring_all(true);
             let _ = tokio::time::timeout(hub.config.close_timeout, hub.tracker.wait()).await;
+        }
+        self.stop.accept.cancel();
+        let listening = self
+            .stop
+            .listening
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(listening) = listening {
+            let _ = listening.await;
         }
         hub.requests.clear();
         hub.engine.clear();

@@ -763,3 +763,80 @@ async fn an_unreachable_redis_holds_everything_back_and_nothing_is_lost() {
     assert_eq!(alice.lost.load(Ordering::SeqCst), 0);
     server.close().await;
 }
+
+/// `GET path` on the relay: the status and the body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+/// Asks `GET /readyz` until it answers `status`; returns the body and how long that took.
+async fn readiness(addr: SocketAddr, status: u16) -> (String, Duration) {
+    let start = tokio::time::Instant::now();
+    loop {
+        let (answered, body) = get(addr, "/readyz").await;
+        if answered == status {
+            return (body, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "/readyz still answers {answered} ({body:?}), not {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_redis_frozen_killed_and_back() {
+    let mut redis = Redis::start(false).await;
+    let config = ServerConfig {
+        redis: Some(redis.url()),
+        ..ServerConfig::default()
+    };
+    let server = WebSocketServer::bind("127.0.0.1:0", config).await.unwrap();
+    let addr = server.local_addr();
+    // Ready once registered with Redis, with no client: the relay asks Redis by itself.
+    readiness(addr, 200).await;
+    assert_eq!(server.ready(), Ok(()));
+    // Within a ping's period and deadline (1 s + 2 s) of each change, with room for a busy
+    // machine; the relay keeps serving throughout.
+    let prompt = Duration::from_secs(10);
+
+    // Frozen: connections stay open, answers stop.
+    let child = redis.child.as_ref().unwrap();
+    signal(child, "STOP").await;
+    let (body, took) = readiness(addr, 503).await;
+    assert!(body.contains("Redis does not answer"), "{body:?}");
+    assert!(took < prompt, "not ready after {took:?}");
+    assert_eq!(server.ready(), Err("Redis does not answer".to_owned()));
+    assert!(!server.stats().engine_reachable);
+    assert_eq!(get(addr, "/healthz").await.0, 200, "alive all the same");
+    signal(child, "CONT").await;
+    let (_, took) = readiness(addr, 200).await;
+    assert!(took < prompt, "ready again after {took:?}");
+
+    // Killed: connections refused until it is started again on the same port.
+    let mut child = redis.child.take().unwrap();
+    signal(&child, "KILL").await;
+    let _ = tokio::time::timeout(PATIENCE, child.wait()).await;
+    let (_, took) = readiness(addr, 503).await;
+    assert!(took < prompt, "not ready after {took:?}");
+    redis.launch().await;
+    readiness(addr, 200).await;
+    assert!(server.stats().engine_reachable);
+    server.close().await;
+}

@@ -18,13 +18,12 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{HandlerFuture, Shared, State};
+use super::{Dial, HandlerFuture, Shared, State, Token};
 use crate::client::{Event, InboundMessage, Output, ReadyState, TransportId};
 use crate::{Instant, Reply};
 
@@ -43,6 +42,46 @@ const READ_BUFFER: usize = 8 * 1024;
 /// The upgrade request for `url` (validated once, at construction).
 pub(super) fn request(url: &str) -> Result<Request, WsError> {
     url.into_client_request()
+}
+
+pub(crate) type Request = tokio_tungstenite::tungstenite::handshake::client::Request;
+
+/// One connection attempt: the token first (if the client has one), then TCP, TLS and the
+/// upgrade.
+async fn dial(dial: Dial) -> Result<Ws, WsError> {
+    let mut request = dial.request;
+    let token = match dial.token {
+        None => None,
+        Some(Token::Fixed(token)) => Some(token),
+        Some(Token::Fetch(fetch)) => {
+            let token = fetch().await.map_err(|error| {
+                WsError::Io(std::io::Error::other(format!(
+                    "token not available: {error}"
+                )))
+            })?;
+            Some(token)
+        }
+    };
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            WsError::Io(std::io::Error::other(
+                "token not usable: not a valid header value",
+            ))
+        })?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let config = Some(WebSocketConfig::default().read_buffer_size(READ_BUFFER));
+    #[cfg(feature = "tls")]
+    let connected = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        config,
+        true,
+        dial.tls.map(tokio_tungstenite::Connector::Rustls),
+    )
+    .await;
+    #[cfg(not(feature = "tls"))]
+    let connected = tokio_tungstenite::connect_async_with_config(request, config, true).await;
+    connected.map(|(ws, _)| ws)
 }
 
 /// The open transport: the read half is polled by the driver loop, the write half belongs to a
@@ -101,7 +140,7 @@ enum Io {
 
 struct Driver {
     shared: Arc<Shared>,
-    request: Request,
+    dial: Dial,
     connecting: Option<(TransportId, JoinHandle<()>)>,
     socket: Option<Socket>,
     connected_tx: mpsc::UnboundedSender<(TransportId, Result<Ws, WsError>)>,
@@ -114,13 +153,13 @@ struct Driver {
 ///
 /// The driver is built here, outside the returned future, so that dropping the task even
 /// before its first poll (a runtime shut down at once) still runs `Driver`'s `Drop`.
-pub(super) fn run(shared: Arc<Shared>, request: Request) -> impl Future<Output = ()> + Send {
+pub(super) fn run(shared: Arc<Shared>, dial: Dial) -> impl Future<Output = ()> + Send {
     let (connected_tx, mut connected_rx) = mpsc::unbounded_channel();
     let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
     let dispatcher = dispatch(Arc::clone(&shared), dispatch_rx);
     let mut driver = Driver {
         shared,
-        request,
+        dial,
         connecting: None,
         socket: None,
         connected_tx,
@@ -293,16 +332,13 @@ impl Driver {
                 if let Some((_, task)) = self.connecting.take() {
                     task.abort();
                 }
-                let request = self.request.clone();
+                let attempt = self.dial.clone();
                 let tx = self.connected_tx.clone();
-                // The core's connection_timeout bounds the whole attempt (TCP, TLS, upgrade):
-                // when it fires, the core abandons this transport and the task is aborted.
+                // The core's connection_timeout bounds the whole attempt (token, TCP, TLS,
+                // upgrade): when it fires, the core abandons this transport and the task is
+                // aborted.
                 let task = tokio::spawn(async move {
-                    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-                    let result =
-                        tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-                            .await;
-                    let _ = tx.send((transport, result.map(|(ws, _)| ws)));
+                    let _ = tx.send((transport, dial(attempt).await));
                 });
                 self.connecting = Some((transport, task));
             }

@@ -90,6 +90,37 @@ impl SendOptions {
     }
 }
 
+/// A future of a token, from [`ClientBuilder::token_fn`].
+pub type TokenFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+
+/// Where the token of each connection attempt comes from.
+#[derive(Clone)]
+pub(crate) enum Token {
+    /// The same token every time.
+    Fixed(String),
+    /// Asked for before every attempt.
+    Fetch(Arc<dyn Fn() -> TokenFuture + Send + Sync>),
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the token itself.
+        f.write_str(match self {
+            Token::Fixed(_) => "Token::Fixed(..)",
+            Token::Fetch(_) => "Token::Fetch(..)",
+        })
+    }
+}
+
+/// How a connection attempt is made: the upgrade request, the credentials, the TLS settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Dial {
+    pub(crate) request: driver::Request,
+    pub(crate) token: Option<Token>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+}
+
 /// Configures a [`WebSocketClient`]: one setter per core option ([`Options`]).
 #[derive(Debug, Clone)]
 #[must_use]
@@ -99,6 +130,9 @@ pub struct ClientBuilder {
     options: Options,
     seed: Option<u64>,
     events: broadcast::Sender<Event>,
+    token: Option<Token>,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// How many events a slow [`subscribe`](WebSocketClient::subscribe) receiver may fall behind
@@ -165,6 +199,49 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends `token` with every connection attempt (`Authorization: Bearer`), for a relay
+    /// that verifies identities. A token that expires needs [`token_fn`](Self::token_fn).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Token::Fixed(token.into()));
+        self
+    }
+
+    /// Calls `fetch` before every connection attempt for the token to send (`Authorization:
+    /// Bearer`): an expiring token is renewed on each reconnect, and a relay that closes a
+    /// connection whose token expired (4001) gets a fresh one. A fetch that fails is a failed
+    /// attempt, retried with the usual backoff; it counts in the attempt's
+    /// `connection_timeout`.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), wsrelay::Error> {
+    /// let client = wsrelay::WebSocketClient::builder("wss://relay.example", "alice")
+    ///     .token_fn(|| async { Ok::<_, std::io::Error>("a fresh token".to_owned()) })
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn token_fn<F, Fut, E>(mut self, fetch: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, E>> + Send + 'static,
+        E: fmt::Display,
+    {
+        let fetch = move || -> TokenFuture {
+            let token = fetch();
+            Box::pin(async move { token.await.map_err(|error| error.to_string()) })
+        };
+        self.token = Some(Token::Fetch(Arc::new(fetch)));
+        self
+    }
+
+    /// The TLS settings of `wss://` connections, e.g. with a root certificate of your own
+    /// (default: the webpki roots). rustls is re-exported as [`crate::rustls`].
+    #[cfg(feature = "tls")]
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Seeds the jitter and the session token (default: random), for reproducible tests.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
@@ -217,7 +294,13 @@ impl ClientBuilder {
             start,
             dropped: AtomicBool::new(false),
         });
-        runtime.spawn(driver::run(Arc::clone(&shared), request));
+        let dial = Dial {
+            request,
+            token: self.token,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
+        };
+        runtime.spawn(driver::run(Arc::clone(&shared), dial));
         Ok(WebSocketClient {
             handle: Arc::new(Handle { shared }),
         })
@@ -358,6 +441,9 @@ impl WebSocketClient {
             options: Options::default(),
             seed: None,
             events: broadcast::channel(EVENT_CAPACITY).0,
+            token: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 

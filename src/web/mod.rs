@@ -29,8 +29,8 @@ use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, CustomEvent, CustomEventInit, ErrorEvent, EventTarget, MessageEvent};
 
 use crate::client::{
-    connect_url, ClientCore, Event, InboundMessage, Outgoing, Output, ReadyState, ReplyTarget,
-    TransportId,
+    connect_url, token_url, ClientCore, Event, InboundMessage, Outgoing, Output, ReadyState,
+    ReplyTarget, TransportId,
 };
 use crate::{Instant, Reply};
 use error::{core_error, error_value, thrown_message};
@@ -65,6 +65,8 @@ struct Inner {
     on_settled: Function,
     /// A do-nothing listener, left on replaced sockets (see [`Connection::detach`]).
     noop: JsValue,
+    /// `options.token`: a string, or a function called before every attempt.
+    token: JsValue,
 }
 
 /// The mutable part of [`Inner`]: the core and what this driver tracks around it.
@@ -80,11 +82,13 @@ struct State {
     handlers: Vec<(String, Function)>,
     /// Resolvers of `close()` promises, settled once the core is closed.
     closing: Vec<Function>,
+    /// The attempt whose token is being fetched (the token function's Promise is pending).
+    fetching: Option<TransportId>,
     /// While the client is not closed it keeps itself alive, as an open `WebSocket` does, even
     /// if the application dropped its reference; cleared (breaking the cycle) once closed.
     keep_alive: Option<Rc<Inner>>,
-    /// Messages whose handler results are being awaited, by token, and the last token given.
-    answers: Vec<(u32, Answer)>,
+    /// Promises being awaited (handler results, tokens), by key, and the last key given.
+    answers: Vec<(u32, Awaited)>,
     last_token: u32,
 }
 
@@ -242,6 +246,7 @@ impl WebSocketClient {
                     pending: Vec::new(),
                     handlers: Vec::new(),
                     closing: Vec::new(),
+                    fetching: None,
                     keep_alive: None,
                     answers: Vec::new(),
                     last_token: 0,
@@ -254,6 +259,7 @@ impl WebSocketClient {
                 on_timer: on_timer.into_js_value(),
                 on_settled: on_settled.into_js_value().unchecked_into(),
                 noop: Closure::<dyn FnMut()>::new(|| {}).into_js_value(),
+                token: options.token,
             }
         });
         inner.drain();
@@ -439,6 +445,10 @@ impl Inner {
                 }) => {
                     let connection = {
                         let mut state = self.state.borrow_mut();
+                        // An attempt given up while its token is fetched: it never opens.
+                        if state.fetching == Some(transport) {
+                            state.fetching = None;
+                        }
                         match &state.socket {
                             Some(c) if c.id == transport => state.socket.take(),
                             _ => None,
@@ -496,12 +506,59 @@ impl Inner {
         }
     }
 
-    /// Opens the socket for transport `id`, replacing (and dropping) the previous one.
+    /// Starts attempt `id`: drops the previous socket, then opens a new one, once the token
+    /// function (if the client has one) has given a token.
     fn connect(self: &Rc<Self>, id: TransportId) {
         self.trace("connect", &self.url);
         let previous = self.state.borrow_mut().socket.take();
         drop(previous);
-        let args = Array::of1(&self.url);
+        let Some(fetch) = self.token.dyn_ref::<Function>() else {
+            return self.open(id, self.token.as_string());
+        };
+        self.state.borrow_mut().fetching = Some(id);
+        let promise = match fetch.call0(&JsValue::UNDEFINED) {
+            Ok(value) => Promise::resolve(&value),
+            Err(thrown) => Promise::reject(&thrown),
+        };
+        self.await_settled(&promise, Awaited::Token(id));
+    }
+
+    /// The token function of attempt `id` settled with `value` (`fulfilled`, or rejected).
+    fn token_settled(self: &Rc<Self>, id: TransportId, fulfilled: bool, value: &JsValue) {
+        let current = {
+            let mut state = self.state.borrow_mut();
+            let current = state.fetching == Some(id);
+            if current {
+                state.fetching = None;
+            }
+            current
+        };
+        if !current {
+            return; // the attempt was given up meanwhile
+        }
+        match value.as_string().filter(|_| fulfilled) {
+            Some(token) => self.open(id, Some(token)),
+            None => {
+                let mut message = String::from("token not available: ");
+                if fulfilled {
+                    message.push_str("the token function must give a string");
+                } else {
+                    message.push_str(&thrown_message(value));
+                }
+                let mut state = self.state.borrow_mut();
+                state.core.handle_error(now(), id, &message);
+            }
+        }
+        self.drain();
+    }
+
+    /// Opens the socket of attempt `id`, with `token` in the URL when there is one.
+    fn open(self: &Rc<Self>, id: TransportId, token: Option<String>) {
+        let url = match (&token, self.url.as_string()) {
+            (Some(token), Some(url)) => JsValue::from_str(&token_url(&url, token)),
+            _ => self.url.clone(),
+        };
+        let args = Array::of1(&url);
         let socket: web_sys::WebSocket = match Reflect::construct(&self.socket_class, &args) {
             Ok(socket) => socket.unchecked_into(),
             Err(thrown) => {
@@ -742,11 +799,16 @@ impl Inner {
             target: message.reply_target(),
             kind: message.kind,
         };
+        self.await_settled(&promise, Awaited::Answer(answer));
+    }
+
+    /// Awaits `promise` with the client's one `on_settled` callback, for `awaited`.
+    fn await_settled(&self, promise: &Promise, awaited: Awaited) {
         let token = {
             let mut state = self.state.borrow_mut();
             state.last_token = state.last_token.wrapping_add(1);
             let token = state.last_token;
-            state.answers.push((token, answer));
+            state.answers.push((token, awaited));
             token
         };
         let token = JsValue::from(token);
@@ -759,15 +821,21 @@ impl Inner {
             .then(&on(true), &on(false));
     }
 
-    /// The handler result of the [`Answer`] with `token` settled: its value (or failure)
-    /// becomes a [`Reply`], and the core decides what becomes of it.
+    /// The Promise awaited under `token` settled. A handler's result (or failure) becomes a
+    /// [`Reply`], and the core decides what becomes of it; a token opens its attempt's socket.
     fn settled(self: &Rc<Self>, token: u32, fulfilled: bool, value: &JsValue) {
-        let answer = {
+        let awaited = {
             let mut state = self.state.borrow_mut();
             let index = state.answers.iter().position(|(t, _)| *t == token);
             index.map(|index| state.answers.swap_remove(index).1)
         };
-        let Some(answer) = answer else { return };
+        let answer = match awaited {
+            Some(Awaited::Answer(answer)) => answer,
+            Some(Awaited::Token(transport)) => {
+                return self.token_settled(transport, fulfilled, value);
+            }
+            None => return,
+        };
         let reply = if !fulfilled {
             Reply::error("handler_error", thrown_message(value))
         } else {
@@ -786,6 +854,14 @@ impl Inner {
             .answer(&answer.kind, answer.target.as_ref(), reply);
         self.drain();
     }
+}
+
+/// What a settled Promise was for.
+enum Awaited {
+    /// A handler's result.
+    Answer(Answer),
+    /// The token of connection attempt `0`.
+    Token(TransportId),
 }
 
 /// A message whose handler's result is awaited.

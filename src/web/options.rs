@@ -15,6 +15,8 @@ pub(crate) struct DriverOptions {
     /// `options.WebSocket`, else `globalThis.WebSocket`.
     pub(crate) socket_class: Function,
     pub(crate) debug: bool,
+    /// `options.token`: a string, a function called before every attempt, or undefined.
+    pub(crate) token: JsValue,
 }
 
 fn get(object: &JsValue, key: &str) -> JsValue {
@@ -68,9 +70,21 @@ pub(crate) fn read(options: &JsValue) -> Result<DriverOptions, JsValue> {
             "no WebSocket class: pass options.WebSocket (e.g. require('ws') on Node 20)",
         ));
     };
+    let token = if given {
+        get(options, "token")
+    } else {
+        JsValue::UNDEFINED
+    };
+    if !(token.is_undefined() || token.is_null() || token.is_string() || token.is_function()) {
+        return Err(error_value(
+            "invalid_option",
+            "token must be a string or a function",
+        ));
+    }
     Ok(DriverOptions {
         core,
         socket_class,
         debug: given && get(options, "debug").is_truthy(),
+        token,
     })
 }

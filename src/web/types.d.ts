@@ -43,6 +43,14 @@ export interface WebSocketClientOptions {
   /** Log every frame and connection attempt to the console. Default false. */
   debug?: boolean;
   /**
+   * A credential for a relay that verifies identities, sent as the `token` query parameter:
+   * a string, or a function called before every connection attempt (so an expiring token is
+   * renewed on reconnect, and after the relay closes with 4001 when one expires) that returns
+   * the token or a Promise of it. A function that throws or rejects fails that attempt, which
+   * is retried with the usual backoff.
+   */
+  token?: string | (() => string | PromiseLike<string>);
+  /**
    * The WebSocket class to use where the runtime has none (Node 20: `require("ws")`).
    * Default: `globalThis.WebSocket`.
    */

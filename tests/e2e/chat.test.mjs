@@ -8,70 +8,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { createInterface } from "node:readline";
 import { createServer, connect } from "node:net";
 import { mkdirSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
-
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const output = join(root, "test-output", "e2e");
-const binary = process.env.WSRELAY_SERVER_BIN;
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const WAIT = 15_000;
-
-/** Starts the relay serving www/ on `port` (0: a free one); resolves once it listens. */
-function startRelay(port = 0, extra = []) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(binary, ["--host", "127.0.0.1", "--port", String(port), "--www", join(root, "www"), ...extra], {
-      stdio: ["ignore", "pipe", "inherit"],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
-    });
-    const timer = setTimeout(() => reject(new Error("relay did not announce its port")), WAIT);
-    child.once("error", reject);
-    child.once("exit", (code) => reject(new Error(`relay exited early with ${code}`)));
-    createInterface({ input: child.stdout }).once("line", (line) => {
-      clearTimeout(timer);
-      const match = /^listening on http:\/\/(.+):(\d+)$/.exec(line);
-      if (!match) return reject(new Error(`unexpected relay output ${line}`));
-      child.removeAllListeners("exit");
-      resolve({ child, port: Number(match[2]) });
-    });
-  });
-}
-
-/** SIGTERM: the relay closes every connection with 1001 and exits. */
-function stopRelay({ child }) {
-  return new Promise((resolve) => {
-    child.once("exit", resolve);
-    child.kill("SIGTERM");
-  });
-}
-
-async function startRelayAgain(port, extra = []) {
-  // The port was just released; a few quick retries cover the kernel catching up.
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await startRelay(port, extra);
-    } catch (error) {
-      if (attempt >= 20) throw error;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
-
-async function joinChat(page, base, name) {
-  await page.goto(base);
-  await page.fill("#name", name);
-  await page.click("#join");
-  await page.waitForSelector('#state[data-state="open"]', { timeout: WAIT });
-}
-
-async function say(page, text) {
-  await page.fill("#text", text);
-  await page.press("#text", "Enter");
-}
+import { binary, BROWSER_ARGS, CHROMIUM, joinChat, output, say, startRelay, startRelayAgain, stopRelay, WAIT } from "./relay.mjs";
 
 /** Texts of the chat messages on `page` (system lines excluded). */
 function texts(page) {
@@ -85,8 +26,7 @@ test("two people chat, the relay restarts, queued messages arrive once and are m
   const base = `http://127.0.0.1:${relay.port}/`;
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-      "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"],
+    args: BROWSER_ARGS,
   });
   try {
     const alice = await browser.newPage({ viewport: { width: 1000, height: 700 } });
@@ -202,8 +142,7 @@ test("on Redis, a relay killed and restarted loses nothing, whoever reconnects f
   const base = `http://127.0.0.1:${relay.port}/`;
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-      "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"],
+    args: BROWSER_ARGS,
   });
   try {
     const alice = await browser.newPage({ viewport: { width: 1000, height: 700 } });

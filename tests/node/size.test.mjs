@@ -1,13 +1,16 @@
 // Size regression guard of the web build (wasm + JS glue, gzip -9). The targets (25 KB, stretch
 // 13 KB) are tracked in BENCHMARKS.md. The ceiling is the size after the package lost std, dlmalloc
-// and gloo (issue 14: 44381 B -> 33485 B as `cargo xtask pkg` reports it) plus 512 B of slack for
-// small fixes: a change that grows the package past it fails here and must say why.
+// and gloo (issue 14: 44381 B -> 33485 B as `cargo xtask pkg` reports it), plus 1772 B for what
+// issue 12 asks of the client (the `token` option, a string or a function awaited before every
+// attempt; pacing to the relay's rate limit; a request to one client settled only by its answer;
+// the welcome's `rate` and `burst`: 35257 B), plus 512 B of slack for small fixes. A change that
+// grows the package past it fails here and must say why.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 
-const CEILING = 33485 + 512;
+const CEILING = 33485 + 1772 + 512;
 
 test("web build stays under its size ceiling (gzip -9)", () => {
   const dir = new URL("../../pkg/web/", import.meta.url);

@@ -523,7 +523,7 @@ impl Sim {
             }
             Delivery::ServerFrame { conn, text } => {
                 if let Some(c) = self.server.conns.get_mut(&conn) {
-                    c.machine.handle_text(&text);
+                    c.machine.handle_text(now, &text);
                     self.dirty.insert(conn);
                     self.run_server();
                 }

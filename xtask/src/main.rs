@@ -14,6 +14,9 @@
 //!   5 minutes. `--only cluster` runs only the cluster rows (two relays on Redis against
 //!   Socket.IO) and writes nothing unless `--md`/`--json` say where. Installs `redis-server`
 //!   when missing.
+//! - `cargo xtask fuzz [CASES] [SEED]`: builds the fuzz targets (`fuzz/`) in release and runs
+//!   CASES cases (default 12 million, about a minute): the frame decoder, a server
+//!   connection's programs, the HTTP upgrade's parsing; no panic, allocations bounded.
 //!
 //! Each step streams its output; test counts reported by cargo are added up and printed as the
 //! last line, `tests: N passed, M failed`.
@@ -41,10 +44,12 @@ fn main() -> ExitCode {
         Some("pkg") => web::build_pkg(&root, &mut Tally::default()).map(drop),
         Some("testbed") => testbed(&root),
         Some("bench") => bench(&root, &args[1..]),
+        Some("fuzz") => fuzz(&root, &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask test | cargo xtask run [--port N] [--host H] | \
-                 cargo xtask pkg | cargo xtask testbed | cargo xtask bench [--quick] [--only GROUPS]"
+                 cargo xtask pkg | cargo xtask testbed | cargo xtask bench [--quick] [--only GROUPS] | \
+                 cargo xtask fuzz [CASES] [SEED]"
             );
             return ExitCode::from(2);
         }
@@ -252,10 +257,13 @@ fn run_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
     step(
         "clippy (native)",
         root,
+        // With the native client's `tls` feature, so that its code is linted too.
         cargo().args([
             "clippy",
             "--workspace",
             "--all-targets",
+            "--features",
+            "wsrelay/tls",
             "--",
             "-D",
             "warnings",
@@ -306,10 +314,11 @@ fn run_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
         tally,
     )?;
     ensure_redis(root, tally)?;
+    // The native client's `tls` feature on: its wss:// tests (tests/tls.rs) run too.
     step(
-        "native tests",
+        "native tests (native client with TLS)",
         root,
-        cargo().args(["test", "--workspace"]),
+        cargo().args(["test", "--workspace", "--features", "wsrelay/tls"]),
         tally,
     )?;
     web::run_client_tests(root, tally)
@@ -364,6 +373,24 @@ fn run(root: &Path, args: &[String]) -> Result<(), String> {
     } else {
         Err(format!("the relay server exited with {status}"))
     }
+}
+
+/// Builds the fuzz targets in release and runs them (`fuzz/src/main.rs`).
+fn fuzz(root: &Path, args: &[String]) -> Result<(), String> {
+    let mut tally = Tally::default();
+    step(
+        "build the fuzz targets (release)",
+        root,
+        cargo().args(["build", "--release", "-p", "wsrelay-fuzz"]),
+        &mut tally,
+    )?;
+    let exe = web::target_dir(root).join("release").join("wsrelay-fuzz");
+    step(
+        "fuzz: decoder, server connection, HTTP upgrade",
+        root,
+        Command::new(&exe).args(args),
+        &mut tally,
+    )
 }
 
 /// Builds the benchmark harness in release and runs it with `args` (`--quick`, `--smoke`,

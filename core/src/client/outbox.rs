@@ -53,6 +53,10 @@ impl Deadlines {
         self.by_id.len()
     }
 
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.by_id.binary_search_by_key(&id, |&(id, _)| id).is_ok()
+    }
+
     /// The position and time of the earliest deadline (the lowest id among equal times).
     fn first_due(&self) -> Option<(usize, Instant)> {
         let mut first: Option<(usize, Instant)> = None;
@@ -223,14 +227,25 @@ impl Outbox {
     }
 
     /// Sends the next entries, oldest first, while the bytes in flight stay within `window`
-    /// (one entry is always sent when nothing is in flight, whatever its size). Each frame
-    /// sent is handed to `transmit`.
-    pub(crate) fn send_more(&mut self, window: Option<usize>, mut transmit: impl FnMut(String)) {
+    /// (one entry is always sent when nothing is in flight, whatever its size), at most
+    /// `budget` of them. Each frame sent is handed to `transmit`. Returns how many were sent,
+    /// and whether the budget alone stopped it (more would have gone).
+    pub(crate) fn send_more(
+        &mut self,
+        window: Option<usize>,
+        budget: usize,
+        mut transmit: impl FnMut(String),
+    ) -> (usize, bool) {
+        let mut count = 0;
         while let Some(entry) = self.entries.get_mut(self.sent) {
             let len = entry.frame.len();
             if self.in_flight > 0 && window.is_some_and(|w| self.in_flight + len > w) {
                 break;
             }
+            if count == budget {
+                return (count, true);
+            }
+            count += 1;
             // Sent again on a new connection: a retransmission.
             self.retransmitted += u64::from(entry.transmitted);
             entry.transmitted = true;
@@ -240,6 +255,7 @@ impl Outbox {
             self.in_flight += len;
             self.sent += 1;
         }
+        (count, false)
     }
 
     /// Removes and returns every entry that was ever transmitted, oldest first (right after
@@ -415,7 +431,7 @@ mod tests {
         }
         outbox.restart();
         let mut sent = Vec::new();
-        outbox.send_more(None, |frame| sent.push(frame));
+        outbox.send_more(None, usize::MAX, |frame| sent.push(frame));
         assert_eq!(sent.len(), 10);
         let settled = outbox.settle_through(3);
         assert_eq!(
@@ -459,10 +475,10 @@ mod tests {
         }
         let mut sent = Vec::new();
         outbox.restart();
-        outbox.send_more(Some(25), |frame| sent.push(frame.len()));
+        outbox.send_more(Some(25), usize::MAX, |frame| sent.push(frame.len()));
         assert_eq!(sent, [11, 12], "23 bytes fit in 25, 36 would not");
         assert_eq!(outbox.settle_through(1).len(), 1);
-        outbox.send_more(Some(25), |frame| sent.push(frame.len()));
+        outbox.send_more(Some(25), usize::MAX, |frame| sent.push(frame.len()));
         assert_eq!(sent, [11, 12, 13], "12 + 13 = 25 fits");
         assert_eq!(
             outbox.remove(3).map(|e| e.id),
@@ -471,11 +487,11 @@ mod tests {
         );
         outbox.settle_through(2);
         // One entry goes out when nothing is in flight, however large.
-        outbox.send_more(Some(5), |frame| sent.push(frame.len()));
+        outbox.send_more(Some(5), usize::MAX, |frame| sent.push(frame.len()));
         assert_eq!(sent, [11, 12, 13, 14]);
         // A new connection sends everything unacknowledged again.
         outbox.restart();
-        outbox.send_more(None, |frame| sent.push(frame.len()));
+        outbox.send_more(None, usize::MAX, |frame| sent.push(frame.len()));
         assert_eq!(sent, [11, 12, 13, 14, 14, 15]);
     }
 }

@@ -64,8 +64,26 @@ pub fn connect_url(url: &str, source: &str) -> Result<String, Error> {
     out.push_str(rest);
     out.push(if has_query { '&' } else { '?' });
     out.push_str("source=");
+    push_encoded(&mut out, source);
+    out.push_str("&v=1");
+    Ok(out)
+}
+
+/// `url` (from [`connect_url`], which has a query) with a credential added as the `token`
+/// query parameter, for a relay that verifies identities: browsers cannot set headers on a
+/// WebSocket, so the query is the one place a browser's token can go.
+pub fn token_url(url: &str, token: &str) -> String {
+    let mut out = String::with_capacity(url.len() + 7 + token.len() * 3);
+    out.push_str(url);
+    out.push_str("&token=");
+    push_encoded(&mut out, token);
+    out
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn push_encoded(out: &mut String, value: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for byte in source.bytes() {
+    for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
             out.push(char::from(byte));
         } else {
@@ -75,8 +93,6 @@ pub fn connect_url(url: &str, source: &str) -> Result<String, Error> {
             out.push(char::from(HEX[usize::from(byte & 15)]));
         }
     }
-    out.push_str("&v=1");
-    Ok(out)
 }
 
 fn not_websocket(url: &str) -> Error {
@@ -105,6 +121,15 @@ mod tests {
         assert_eq!(
             url("ws://h:8#f", "a!*'()"),
             "ws://h:8/?source=a%21%2A%27%28%29&v=1"
+        );
+    }
+
+    #[test]
+    fn tokens_are_added_encoded() {
+        let url = connect_url("ws://h/", "a").expect("valid");
+        assert_eq!(
+            token_url(&url, "eyJ.x-y_z+/="),
+            "ws://h/?source=a&v=1&token=eyJ.x-y_z%2B%2F%3D"
         );
     }
 

@@ -144,6 +144,48 @@ pub fn object_members(text: &str) -> Result<Option<Members<'_>>, JsonError> {
     Ok(members)
 }
 
+/// Reads the members of the object `text` in order, handing each name and value to `visit`,
+/// until the member named `until`, whose value and everything after it are left unread (or to
+/// the end of the object). Members read are validated; nothing is checked past where it
+/// stopped. For a frame the server encoded itself, whose envelope fields come before the
+/// payload, this finds `id` and `source` without reading the payload.
+pub fn leading_members<'a>(
+    text: &'a str,
+    until: &str,
+    mut visit: impl FnMut(&str, RawValue<'a>),
+) -> Result<(), JsonError> {
+    let mut reader = Reader::new(text);
+    reader.whitespace();
+    reader.expect(b'{')?;
+    reader.whitespace();
+    if reader.peek() == Some(b'}') {
+        return Ok(());
+    }
+    loop {
+        if reader.peek() != Some(b'"') {
+            return Err(reader.unexpected());
+        }
+        let name = reader.string(true)?;
+        if name == until {
+            return Ok(());
+        }
+        reader.whitespace();
+        reader.expect(b':')?;
+        reader.whitespace();
+        let value = reader.value(1)?;
+        visit(&name, value);
+        reader.whitespace();
+        match reader.peek() {
+            Some(b',') => {
+                reader.pos += 1;
+                reader.whitespace();
+            }
+            Some(b'}') => return Ok(()),
+            _ => return Err(reader.unexpected()),
+        }
+    }
+}
+
 /// Appends `text` to `out` as a JSON string literal, quotes included.
 // It cuts `text` next to ASCII bytes only; `get` instead of indexing keeps the slicing panic
 // path out of the wasm build.

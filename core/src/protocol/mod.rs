@@ -18,6 +18,24 @@ pub const VERSION: u64 = 1;
 /// Application message types may not start with this; control frames do.
 pub const RESERVED_PREFIX: char = '~';
 
+/// Message types starting with this are the relay's own (`relay:presence`, `relay:clients`):
+/// a client may send one only to the relay itself (a request its handler answers), never to
+/// other clients.
+pub const RELAY_PREFIX: &str = "relay:";
+
+/// Why a `source` (a client's identity) is not acceptable, or `None` when it is: 1 to 128
+/// bytes of UTF-8 without control characters (no NUL, no C0 or C1 controls, no DEL), so that
+/// an identity prints and logs as what it is (`PROTOCOL.md` section 1).
+pub fn source_problem(source: &str) -> Option<&'static str> {
+    if source.is_empty() || source.len() > 128 {
+        return Some("source must be 1 to 128 bytes");
+    }
+    if source.chars().any(char::is_control) {
+        return Some("source must not contain control characters");
+    }
+    None
+}
+
 /// A frame of protocol v1, decoded from (and borrowing) its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
@@ -71,6 +89,12 @@ pub struct Welcome<'a> {
     /// The server's name for this instance of the session, unique across its restarts; the
     /// client sends it back in its next hello.
     pub sid: Option<Cow<'a, str>>,
+    /// The server's rate limit (`PROTOCOL.md` section 4): messages per second a client may
+    /// send on average. Absent: no limit.
+    pub rate: Option<u64>,
+    /// The most messages the server lets a client send at once, above the rate, when it has
+    /// been quiet (the token bucket's size). Present with `rate`.
+    pub burst: Option<u64>,
 }
 
 /// An application message, or a response to one when `re` is set.
@@ -131,6 +155,10 @@ pub enum ErrorCode {
     Overflow,
     /// A handler failed.
     HandlerError,
+    /// Over the server's rate limit: the message was not consumed; send it again later.
+    RateLimited,
+    /// A response (`re` with `to`) to a message the server did not relay to the responder.
+    UnexpectedResponse,
 }
 
 impl ErrorCode {
@@ -146,6 +174,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedVersion => "unsupported_version",
             ErrorCode::Overflow => "overflow",
             ErrorCode::HandlerError => "handler_error",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::UnexpectedResponse => "unexpected_response",
         }
     }
 }
@@ -205,6 +235,8 @@ struct Fields<'a> {
     lost: Option<u64>,
     window: Option<u64>,
     sid: Option<RawValue<'a>>,
+    rate: Option<u64>,
+    burst: Option<u64>,
     code: Option<RawValue<'a>>,
     message: Option<RawValue<'a>>,
 }
@@ -310,6 +342,16 @@ impl<'a> Frame<'a> {
                     "\"window\" must be an integer",
                 )?,
                 "sid" => set(&mut f.sid, string(value), "\"sid\" must be a string")?,
+                "rate" => set(
+                    &mut f.rate,
+                    value.as_safe_integer(),
+                    "\"rate\" must be an integer",
+                )?,
+                "burst" => set(
+                    &mut f.burst,
+                    value.as_safe_integer(),
+                    "\"burst\" must be an integer",
+                )?,
                 "code" => set(&mut f.code, string(value), "\"code\" must be a string")?,
                 "message" => set(
                     &mut f.message,
@@ -370,6 +412,8 @@ impl<'a> Frame<'a> {
                         lost: f.lost,
                         window: f.window,
                         sid: text(f.sid),
+                        rate: f.rate,
+                        burst: f.burst,
                     })
                 }
             }
@@ -443,6 +487,14 @@ impl<'a> Frame<'a> {
                 if let Some(sid) = &welcome.sid {
                     out.push_str(",\"sid\":");
                     json::write_string(&mut out, sid);
+                }
+                if let Some(rate) = welcome.rate {
+                    out.push_str(",\"rate\":");
+                    push_u64(&mut out, rate);
+                }
+                if let Some(burst) = welcome.burst {
+                    out.push_str(",\"burst\":");
+                    push_u64(&mut out, burst);
                 }
                 out.push('}');
             }
@@ -610,6 +662,8 @@ mod tests {
                 lost: None,
                 window: None,
                 sid: None,
+                rate: None,
+                burst: None,
             }),
             Frame::Welcome(Welcome {
                 version: 1,
@@ -619,6 +673,8 @@ mod tests {
                 lost: Some(17),
                 window: Some(262_144),
                 sid: Some("7f3a-3".into()),
+                rate: Some(100),
+                burst: Some(200),
             }),
             Frame::Ack { ack: 0 },
             Frame::Ping,

@@ -22,8 +22,10 @@ use std::ops::Deref;
 use std::time::Duration;
 
 use super::engine::{Effect, Hello, Opened, Routed};
+use super::limit::{Answerable, Limiter, RateLimit, Verdict};
 use crate::protocol::{
-    DecodeError, ErrorCode, ErrorReport, Frame, Message, RemoteError, Welcome, VERSION,
+    DecodeError, ErrorCode, ErrorReport, Frame, Message, RemoteError, Welcome, RELAY_PREFIX,
+    VERSION,
 };
 use crate::{Instant, Reply};
 
@@ -70,6 +72,12 @@ pub struct ConnectionSettings {
     pub max_pending_calls: usize,
     /// A blocked message is retried after this long even without a wake-up.
     pub retry_interval: Duration,
+    /// The client's message rate limit, if any (`PROTOCOL.md` section 4); announced in the
+    /// welcome, so that a wsrelay client keeps to it.
+    pub rate_limit: Option<RateLimit>,
+    /// How many of the messages with an id most recently relayed to the client it may answer:
+    /// a response (`re` with `to`) to any other is refused with `unexpected_response`.
+    pub answerable: usize,
     /// How long frames the client acknowledged may stay in the engine before they are settled
     /// (zero: at every acknowledgement). A remote engine pays a round trip per settle; it
     /// settles after this long, or sooner once `settle_bytes` are owed.
@@ -92,6 +100,8 @@ impl Default for ConnectionSettings {
             stash_limit: (256 << 10) + (2 << 20),
             max_pending_calls: 256,
             retry_interval: Duration::from_millis(100),
+            rate_limit: None,
+            answerable: 1024,
             settle_delay: Duration::ZERO,
             settle_bytes: 0,
         }
@@ -121,7 +131,16 @@ pub enum DisconnectReason {
     InvalidUtf8,
     /// A protocol violation, e.g. an unsupported version (closed with 1002).
     ProtocolError(String),
+    /// The client kept sending over its rate limit (closed with 1008).
+    Flooding,
+    /// The client's credentials expired while it was connected (closed with 4001; it
+    /// reconnects with fresh ones).
+    Expired,
 }
+
+/// Close code of a connection whose credentials (a token's `exp`) passed while it was open:
+/// not a stop code, so the client fetches a new token and reconnects.
+pub const CLOSE_EXPIRED: u16 = 4001;
 
 /// A problem the transport reports instead of a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +153,19 @@ pub enum TransportError {
     Protocol(String),
     /// Anything else (I/O).
     Io(String),
+}
+
+/// What a connection has counted so far, for metrics (cumulative).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// Application messages received (valid envelopes, whatever became of them).
+    pub messages: u64,
+    /// Acknowledgements received from the client.
+    pub acks_received: u64,
+    /// Acknowledgements sent to the client.
+    pub acks_sent: u64,
+    /// Frames the client had missed, sent again because it resumed its session.
+    pub resent: u64,
 }
 
 /// A close frame to send.
@@ -193,6 +225,12 @@ pub enum ServerEvent {
     Dropped {
         /// The message type.
         kind: String,
+    },
+    /// A frame over the rate limit was refused (a message, with `re` its id) or dropped (any
+    /// other frame: a ping, an invalid or binary frame).
+    RateLimited {
+        /// The refused message's id, if it was a message with one.
+        re: Option<u64>,
     },
 }
 
@@ -283,6 +321,8 @@ enum Work {
     Text(String),
     TooLarge(usize),
     Binary,
+    /// A message over the rate limit, to be answered `rate_limited` in its turn.
+    RateLimited(u64),
 }
 
 /// Longest piece of client input echoed in an error message or event.
@@ -319,7 +359,7 @@ pub struct ServerConnection<F, H> {
     /// will be (`settle_delay`).
     settle_owed: usize,
     settle_due: Option<Instant>,
-    /// The latest time an input brought: acknowledgements come without one.
+    /// The latest time an input brought: a deferred settle is due `settle_delay` after it.
     latest: Instant,
     over_since: Option<Instant>,
     // ---- liveness ----
@@ -327,6 +367,14 @@ pub struct ServerConnection<F, H> {
     awaiting_pong: bool,
     next_check: Instant,
     hello_deadline: Instant,
+    /// When the client's credentials expire, if they do.
+    expires: Option<Instant>,
+    limiter: Option<Limiter>,
+    answerable: Answerable,
+    counters: Counters,
+    /// The position the claim gave for the source's next frame: frames before it existed
+    /// before this connection.
+    claimed_next: u64,
     ending: Option<DisconnectReason>,
     outputs: VecDeque<Output<F>>,
 }
@@ -352,6 +400,11 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             source,
             hello_deadline: now + hello_timeout,
             next_check: now + settings.ping_interval,
+            limiter: settings.rate_limit.map(|limit| Limiter::new(limit, now)),
+            answerable: Answerable::default(),
+            counters: Counters::default(),
+            claimed_next: next,
+            expires: None,
             settings,
             handlers,
             mode: Mode::Pending { announced },
@@ -375,6 +428,12 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             ending: None,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// The client's credentials expire at `at`: the connection is closed then with
+    /// [`CLOSE_EXPIRED`], and its client reconnects with fresh ones.
+    pub fn set_expiry(&mut self, at: Instant) {
+        self.expires = Some(at);
     }
 
     // ---- getters ----
@@ -408,6 +467,11 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         }
     }
 
+    /// What the connection has counted so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
     /// Bytes transmitted and not yet acknowledged (written, for a bare client).
     pub fn backlog_bytes(&self) -> usize {
         self.backlog_bytes
@@ -430,26 +494,57 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             .over_since
             .map(|since| since + self.settings.slow_consumer_timeout);
         let retry = self.held.as_ref().and_then(|held| held.retry_at);
-        [Some(self.next_check), hello, slow, retry, self.settle_due]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            Some(self.next_check),
+            hello,
+            slow,
+            retry,
+            self.expires,
+            self.settle_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- transport input ----
 
-    /// A text frame arrived.
-    pub fn handle_text(&mut self, text: &str) {
+    /// A text frame arrived at `now`.
+    pub fn handle_text(&mut self, now: Instant, text: &str) {
         if self.ending.is_some() {
             return;
         }
+        self.latest = self.latest.max(now);
         self.heard = true;
         if text.len() > self.settings.max_message_size {
             self.not_a_hello();
-            self.work(Work::TooLarge(text.len()));
+            if self.within_limit(now, None) {
+                self.work(Work::TooLarge(text.len()));
+            }
             return;
         }
         let frame = Frame::decode(text);
+        // Acknowledgements and the first hello are never limited: they only ever make the
+        // connection lighter. Everything else counts.
+        let exempt = match &frame {
+            Ok(Frame::Ack { .. }) => true,
+            Ok(Frame::Hello { .. }) => matches!(self.mode, Mode::Pending { .. } | Mode::Bare),
+            _ => false,
+        };
+        match &frame {
+            Ok(Frame::Message(_)) => self.counters.messages += 1,
+            Ok(Frame::Ack { .. }) => self.counters.acks_received += 1,
+            _ => {}
+        }
+        if !exempt {
+            let id = match &frame {
+                Ok(Frame::Message(message)) => message.id,
+                _ => None,
+            };
+            if !self.within_limit(now, id) {
+                return;
+            }
+        }
         match frame {
             Ok(Frame::Hello {
                 version,
@@ -484,12 +579,14 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         }
     }
 
-    /// A binary frame arrived: refused.
-    pub fn handle_binary(&mut self) {
+    /// A binary frame arrived at `now`: refused.
+    pub fn handle_binary(&mut self, now: Instant) {
         if self.ending.is_none() {
             self.heard = true;
             self.not_a_hello();
-            self.work(Work::Binary);
+            if self.within_limit(now, None) {
+                self.work(Work::Binary);
+            }
         }
     }
 
@@ -507,7 +604,9 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     pub fn handle_transport_error(&mut self, error: TransportError) {
         match error {
             TransportError::TooLarge => {
-                let words = error_frame(ErrorCode::TooLarge, "frame too large to read", None);
+                let limit = self.settings.max_message_size;
+                let message = format!("messages are limited to {limit} bytes");
+                let words = error_frame(ErrorCode::TooLarge, &message, None);
                 self.end(
                     DisconnectReason::TooLarge,
                     Some(words),
@@ -555,6 +654,9 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         self.in_flight.clear();
         self.backlog_bytes = 0;
         self.over_since = None;
+        if opened.resumed {
+            self.counters.resent += self.claimed_next.saturating_sub(opened.next);
+        }
         self.settle_owed = 0;
         self.settle_due = None;
         if let Some(token) = token {
@@ -568,6 +670,14 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                 lost: opened.lost,
                 window: Some(self.settings.send_window as u64),
                 sid: opened.sid.as_deref().map(Cow::Borrowed),
+                rate: self
+                    .limiter
+                    .as_ref()
+                    .map(|limiter| u64::from(limiter.limit().per_second)),
+                burst: self
+                    .limiter
+                    .as_ref()
+                    .map(|limiter| u64::from(limiter.limit().burst)),
             });
             self.transmit(welcome.encode());
             self.event(ServerEvent::Opened {
@@ -652,6 +762,9 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         }
         self.latest = self.latest.max(now);
         let len = frame.len();
+        if matches!(self.mode, Mode::Session { .. } | Mode::Bare) {
+            self.answerable.note(&frame, self.settings.answerable);
+        }
         self.next += 1;
         self.in_flight.push_back(len);
         self.backlog_bytes += len;
@@ -750,6 +863,14 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         if self.settle_due.is_some_and(|due| due <= now) {
             self.settle_now();
         }
+        if self.expires.is_some_and(|at| at <= now) {
+            self.end(
+                DisconnectReason::Expired,
+                None,
+                Some(close(CLOSE_EXPIRED, "token expired")),
+            );
+            return;
+        }
         if let Mode::Pending { announced } = self.mode {
             if self.hello_deadline <= now {
                 if announced {
@@ -805,6 +926,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             && self.consumed > self.acked_to_client
         {
             self.acked_to_client = self.consumed;
+            self.counters.acks_sent += 1;
             self.transmit(Frame::Ack { ack: self.consumed }.encode());
         }
     }
@@ -827,6 +949,38 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             && self.stash.is_empty()
             && self.backlog_bytes <= self.settings.backlog_window
             && self.calls.len() < self.settings.max_pending_calls
+    }
+
+    /// Counts one frame against the rate limit; false when it is over. A message with an id
+    /// (not a retransmit) is then answered `rate_limited` in its turn, anything else dropped;
+    /// a client that keeps going over is closed with 1008.
+    fn within_limit(&mut self, now: Instant, id: Option<u64>) -> bool {
+        let Some(limiter) = self.limiter.as_mut() else {
+            return true;
+        };
+        match limiter.take(now) {
+            Verdict::Allow => true,
+            Verdict::Refuse => {
+                let retransmit = matches!(self.mode, Mode::Session { .. })
+                    && id.is_some_and(|id| id <= self.consumed);
+                let re = id.filter(|_| !retransmit);
+                self.event(ServerEvent::RateLimited { re });
+                if let Some(id) = re {
+                    self.not_a_hello();
+                    self.work(Work::RateLimited(id));
+                }
+                false
+            }
+            Verdict::Flood => {
+                self.event(ServerEvent::RateLimited { re: None });
+                self.end(
+                    DisconnectReason::Flooding,
+                    None,
+                    Some(close(1008, "rate limit exceeded")),
+                );
+                false
+            }
+        }
     }
 
     fn stash(&mut self, work: Work) {
@@ -877,6 +1031,13 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                 ErrorCode::BinaryFrame,
                 "binary frames are not accepted".into(),
             ),
+            Work::RateLimited(id) => {
+                // Not consumed: the watermark stays, and the client may send it again later.
+                let limit = self.settings.rate_limit.map_or(0, |limit| limit.per_second);
+                let message = format!("over the rate limit of {limit} messages per second");
+                let frame = F::from(error_frame(ErrorCode::RateLimited, &message, Some(id)));
+                self.outputs.push_back(Output::Append(frame));
+            }
             Work::Text(_) => debug_assert!(false, "texts are consumed, not worked"),
         }
     }
@@ -975,6 +1136,25 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         }
         let relay = self.settings.relay;
         let id = message.id;
+        // The relay's own types reach the relay only: a client may ask it (`relay:clients`)
+        // but never speak in its name to others (a forged `relay:presence`).
+        if message.kind.starts_with(RELAY_PREFIX)
+            && (message.to.is_some()
+                || (message.re.is_none() && !self.handlers.handles(&message.kind)))
+        {
+            let text = format!("types starting with \"{RELAY_PREFIX}\" are the relay's own");
+            let frame = self.rejection(ErrorCode::ReservedType, text, id);
+            return self.answer(id, frame);
+        }
+        if let (Some(re), Some(to), true) = (message.re, message.to.as_deref(), relay) {
+            // A response goes only to a client whose message (with that id) was relayed to
+            // this one: nobody answers a request that was not put to them.
+            if !self.answerable.contains(to, re) {
+                let text = format!("no message {re} from \"{}\" was relayed to you", clip(to));
+                let frame = self.rejection(ErrorCode::UnexpectedResponse, text, id);
+                return self.answer(id, frame);
+            }
+        }
         if let Some(re) = message.re {
             let effect = match message.to.as_deref() {
                 Some(to) if relay => Effect::To {
@@ -1213,7 +1393,10 @@ mod tests {
     /// A connection with a fresh session, at position 1.
     fn opened(settings: ConnectionSettings, now: Instant) -> ServerConnection<String, NoHandlers> {
         let mut machine = ServerConnection::new("a".into(), 1, true, settings, NoHandlers, now);
-        machine.handle_text(r#"{"type":"~hello","v":1,"session":"session-1","ack":0}"#);
+        machine.handle_text(
+            now,
+            r#"{"type":"~hello","v":1,"session":"session-1","ack":0}"#,
+        );
         let opening = outputs(&mut machine);
         assert!(
             opening.iter().any(|o| matches!(o, Output::Open { .. })),
@@ -1239,8 +1422,8 @@ mod tests {
             machine.handle_delivery(now, format!(r#"{{"type":"n","payload":{n}}}"#));
         }
         outputs(&mut machine);
-        machine.handle_text(r#"{"type":"~ack","ack":1}"#);
-        machine.handle_text(r#"{"type":"~ack","ack":3}"#);
+        machine.handle_text(now, r#"{"type":"~ack","ack":1}"#);
+        machine.handle_text(now, r#"{"type":"~ack","ack":3}"#);
         assert_eq!(settles(&mut machine), [3]);
         assert_eq!(machine.backlog_bytes(), 0);
     }
@@ -1268,15 +1451,16 @@ mod tests {
             machine.handle_delivery(now, format!("{{\"type\":\"n\",\"payload\":\"{n:>30}\"}}"));
         }
         outputs(&mut machine);
-        machine.handle_text(r#"{"type":"~ack","ack":1}"#);
+        machine.handle_text(now, r#"{"type":"~ack","ack":1}"#);
         assert_eq!(settles(&mut machine), [0u64; 0], "owed, not settled yet");
         assert_eq!(machine.poll_timeout(), Some(Instant::from_millis(250)));
-        machine.handle_timeout(Instant::from_millis(250));
+        let later = Instant::from_millis(250);
+        machine.handle_timeout(later);
         assert_eq!(settles(&mut machine), [1]);
         // Past the bytes (each frame is about 50): at once.
-        machine.handle_text(r#"{"type":"~ack","ack":2}"#);
+        machine.handle_text(later, r#"{"type":"~ack","ack":2}"#);
         assert_eq!(settles(&mut machine), [0u64; 0]);
-        machine.handle_text(r#"{"type":"~ack","ack":4}"#);
+        machine.handle_text(later, r#"{"type":"~ack","ack":4}"#);
         assert_eq!(settles(&mut machine), [4]);
         assert!(machine.poll_timeout() > Some(Instant::from_millis(250)));
     }

@@ -9,9 +9,11 @@
 
 mod connection;
 pub mod engine;
+mod limit;
 pub mod memory;
 
 pub use connection::{
-    error_frame, CloseFrame, ConnectionSettings, DisconnectReason, FrameText, HandlerSet, Output,
-    ServerConnection, ServerEvent, TransportError,
+    error_frame, CloseFrame, ConnectionSettings, Counters, DisconnectReason, FrameText, HandlerSet,
+    Output, ServerConnection, ServerEvent, TransportError, CLOSE_EXPIRED,
 };
+pub use limit::RateLimit;

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod certs;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -68,6 +68,10 @@ pub(crate) const SHARDS: u32 = 16;
 const LEASE: Duration = Duration::from_secs(30);
 /// Deadline of every Redis call.
 const DEADLINE: Duration = Duration::from_secs(2);
+/// How often Redis is asked whether it answers (`PING`), so that the health flag
+/// readiness reads is current on an idle relay too: otherwise only calls made for clients
+/// refresh it, and a relay without clients would never notice Redis going or coming back.
+const PROBE: Duration = Duration::from_secs(1);
 /// The channel every relay listens to, besides its own.
 const ALL: &str = "wsr:all";
 
@@ -250,12 +254,14 @@ impl RedisEngine {
         });
         tokio::spawn(Arc::clone(&engine).listen(stop.clone()));
         tokio::spawn(Arc::clone(&engine).renew_leases(stop.clone()));
+        tokio::spawn(Arc::clone(&engine).probe(stop.clone()));
         tokio::spawn(Arc::clone(&engine).announce_recovery(stop));
         tracing::info!(node = engine.node_id, "sessions in Redis");
         Ok(engine)
     }
 
-    /// Whether Redis answers.
+    /// Whether Redis answers: the last call's outcome (one is made at least every [`PROBE`]),
+    /// and this relay registered with it. One atomic load: `GET /readyz` asks on every probe.
     pub(crate) fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -817,6 +823,29 @@ impl RedisEngine {
                     }
                     Err(_) => {}
                 }
+            }
+        }
+    }
+
+    /// Pings Redis every [`PROBE`] through the shared connection, for the health flag
+    /// ([`call`](Self::call) keeps it): readiness turns to 503 within about `PROBE` +
+    /// `DEADLINE` of Redis going away, and back once it answers. A round trip a second is
+    /// nothing beside what clients cost, and `GET /readyz` itself only reads the flag, so
+    /// probing the endpoint never reaches Redis.
+    async fn probe(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(PROBE);
+        // A ping that waited out its deadline is not followed by a burst of them.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let mut conn = self.conn.clone();
+            let pong: Result<String, _> =
+                self.call(redis::cmd("PING").query_async(&mut conn)).await;
+            if let Err(error) = pong {
+                tracing::trace!(node = self.node_id, %error, "Redis did not answer a ping");
             }
         }
     }

@@ -1,0 +1,330 @@
+//! Fuzz targets of wsrelay's input paths, each a function of raw bytes, so that the same
+//! target serves the property tests of the suite (`tests/properties.rs`), the long run of
+//! `cargo xtask fuzz` (`src/main.rs`) and, where a nightly toolchain exists, cargo-fuzz.
+//!
+//! - [`decode`]: the frame decoder (and the JSON reader under it), with the round trip
+//!   decode → encode → decode as its property.
+//! - [`connection`]: a server connection (`ServerConnection` over the in-memory engine),
+//!   driven by a program the bytes spell: frames (valid ones from [`CORPUS`], mutated, or
+//!   random), binary frames, time, deliveries, acknowledgements, replacement, errors, the
+//!   end. Hello and resume paths included; a drain that does not settle is a livelock.
+//! - [`upgrade`]: an HTTP upgrade request parsed as hyper does (`httparse`), then read by the
+//!   relay's own code: the query (`source`, `v`, `token`), the `Authorization` header, the
+//!   token's verification.
+//!
+//! Every target must return normally: a panic is a bug.
+
+use std::time::Duration;
+
+use wsrelay_core::protocol::{json, Frame};
+use wsrelay_core::server::engine::{Claim, Signal};
+use wsrelay_core::server::memory::{MemoryLimits, MemoryState};
+use wsrelay_core::server::{
+    ConnectionSettings, HandlerSet, Output, RateLimit, ServerConnection, TransportError,
+};
+use wsrelay_core::{Instant, Reply};
+
+/// Valid frames (and near misses) the mutations start from.
+pub const CORPUS: &[&str] = &[
+    r#"{"type":"~hello","v":1,"session":"abcdefgh12345678","ack":0}"#,
+    r#"{"type":"~hello","v":1,"session":"abcdefgh12345678","ack":3,"sid":"1.7"}"#,
+    r#"{"type":"~hello","v":2,"session":"abcdefgh12345678","ack":0}"#,
+    r#"{"type":"~ack","ack":2}"#,
+    r#"{"type":"~ping"}"#,
+    r#"{"type":"~pong"}"#,
+    r#"{"type":"chat","id":1,"payload":{"message":"Hello","n":[1,2.5e3,null,true]}}"#,
+    r#"{"type":"chat","id":2,"to":"peer","payload":"x"}"#,
+    r#"{"type":"ask","id":3,"re":1,"to":"peer","payload":{"a":1}}"#,
+    r#"{"type":"ask","id":4,"re":9,"error":{"code":"handler_error","message":"boom"}}"#,
+    r#"{"type":"h","id":5,"payload":[1]}"#,
+    r#"{"type":"relay:clients","id":6,"payload":{"after":"a","limit":2}}"#,
+    r#"{"type":"relay:presence","id":7,"payload":{"joined":["x"]}}"#,
+    r#"{"type":"~error","code":"x","message":"y","re":1}"#,
+    r#"{"type":"~welcome","v":1,"session":"s","ack":0,"resumed":true,"window":10,"rate":1,"burst":2}"#,
+    r#"{"type":"chat","payload":"bare \u00e9 \ud83d\ude00"}"#,
+    r#"{"type":"x","id":9007199254740991,"source":"forged"}"#,
+];
+
+/// Decodes `data` as a frame; a frame that decodes must survive encode → decode unchanged.
+pub fn decode(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = json::validate(&text);
+    if let Ok(frame) = Frame::decode(&text) {
+        let encoded = frame.encode();
+        match Frame::decode(&encoded) {
+            Ok(again) => assert_eq!(again, frame, "round trip of {text:?} via {encoded:?}"),
+            Err(error) => panic!("{encoded:?}, encoded from {text:?}, does not decode: {error}"),
+        }
+    }
+}
+
+/// Reads the bytes of a fuzz input, yielding zeros once they run out.
+struct Bytes<'a> {
+    data: &'a [u8],
+}
+
+impl Bytes<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.data.split_first() {
+            Some((&first, rest)) => {
+                self.data = rest;
+                first
+            }
+            None => 0,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> &[u8] {
+        let (taken, rest) = self.data.split_at(n.min(self.data.len()));
+        self.data = rest;
+        taken
+    }
+
+    fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// A frame of the corpus, mutated as the bytes say.
+fn mutated(bytes: &mut Bytes<'_>) -> String {
+    let base = CORPUS[usize::from(bytes.byte()) % CORPUS.len()];
+    let mut text = base.as_bytes().to_vec();
+    for _ in 0..bytes.byte() % 4 {
+        let at = usize::from(bytes.byte()) % (text.len() + 1);
+        match bytes.byte() % 5 {
+            0 if at < text.len() => text[at] = bytes.byte(),
+            1 => text.insert(at, bytes.byte()),
+            2 if at < text.len() => {
+                text.remove(at);
+            }
+            3 => {
+                let piece = text.get(at..).unwrap_or_default().to_vec();
+                text.extend_from_slice(&piece[..piece.len().min(64)]);
+            }
+            _ => text.truncate(at),
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+struct Handles;
+
+impl HandlerSet for Handles {
+    fn handles(&self, kind: &str) -> bool {
+        kind == "h" || kind == "relay:clients"
+    }
+}
+
+/// Most outputs and engine round trips one input may cause before it counts as a livelock.
+const MAX_STEPS: usize = 100_000;
+
+/// One server connection of source `fuzz` (and a peer, so that messages have somewhere to go)
+/// over the in-memory engine, driven by the program `data` spells.
+pub fn connection(data: &[u8]) {
+    let mut bytes = Bytes { data };
+    let settings = ConnectionSettings {
+        max_message_size: 512,
+        send_window: 1024,
+        backlog_window: 2048,
+        stash_limit: 4096,
+        max_pending_calls: 4,
+        answerable: 8,
+        rate_limit: (bytes.byte() % 2 == 0).then_some(RateLimit {
+            per_second: 20,
+            burst: 5,
+        }),
+        ..ConnectionSettings::default()
+    };
+    let limits = MemoryLimits {
+        backlog_window: 2048,
+        max_backlog: 8192,
+        session_grace: Duration::from_secs(60),
+    };
+    let mut engine: MemoryState<String, u8> = MemoryState::new(limits, 7);
+    let mut signals: Vec<(u8, Signal)> = Vec::new();
+    let mut now = Instant::from_millis(0);
+    // Claims that are not exclusive always succeed.
+    let Ok(peer) = engine.claim("peer", 2, false, &mut |owner: &u8, signal| {
+        signals.push((*owner, signal))
+    }) else {
+        return;
+    };
+    let _ = engine.open(&peer, None, peer.next);
+    let Ok(claim) = engine.claim("fuzz", 1, false, &mut |owner: &u8, signal| {
+        signals.push((*owner, signal))
+    }) else {
+        return;
+    };
+    let announced = bytes.byte() % 2 == 0;
+    let mut conn: ServerConnection<String, Handles> =
+        ServerConnection::new("fuzz".into(), claim.next, announced, settings, Handles, now);
+    let mut ended = false;
+    while !bytes.is_empty() && !ended {
+        match bytes.byte() % 12 {
+            0..=2 => conn.handle_text(now, &mutated(&mut bytes)),
+            3 => {
+                let len = usize::from(bytes.byte()) * 3;
+                let text = String::from_utf8_lossy(bytes.take(len)).into_owned();
+                conn.handle_text(now, &text);
+            }
+            4 => conn.handle_binary(now),
+            5 => {
+                now = now + Duration::from_millis(u64::from(bytes.byte()) * 37);
+                conn.handle_timeout(now);
+            }
+            6 => {
+                let frame = mutated(&mut bytes);
+                let _ = engine.send("fuzz", frame, &mut |owner: &u8, signal| {
+                    signals.push((*owner, signal))
+                });
+            }
+            7 => conn.handle_written(usize::from(bytes.byte() % 8)),
+            8 => conn.handle_heard(),
+            9 => match bytes.byte() % 4 {
+                0 => conn.handle_closed(Some(1000)),
+                1 => conn.handle_transport_error(TransportError::TooLarge),
+                2 => conn.handle_transport_error(TransportError::InvalidUtf8),
+                _ => conn.handle_shutdown(1001),
+            },
+            10 => {
+                // Another connection claims the source: this one is replaced, and the engine
+                // fences off what it still tries.
+                let _ = engine.claim("fuzz", 3, false, &mut |owner: &u8, signal| {
+                    signals.push((*owner, signal))
+                });
+            }
+            _ => {
+                let frame = mutated(&mut bytes);
+                let _ = engine.broadcast(&frame, Some("peer"), &mut |owner: &u8, signal| {
+                    signals.push((*owner, signal))
+                });
+            }
+        }
+        for (owner, signal) in signals.drain(..) {
+            if owner != 1 {
+                continue;
+            }
+            match signal {
+                Signal::Mail => {}
+                Signal::Wake => conn.handle_wake(now),
+                Signal::Replaced => conn.handle_replaced(),
+                Signal::Overflowed => conn.handle_overflowed(),
+                Signal::Gone => conn.handle_gone(),
+            }
+        }
+        ended |= drive(&mut conn, &mut engine, &claim, now);
+        if !ended {
+            assert!(
+                conn.poll_timeout().is_some(),
+                "a live connection always has a deadline (the liveness check)"
+            );
+        }
+    }
+    engine.release(&claim, now, &mut |_: &u8, _| {});
+}
+
+/// The drain loop of the server's connection task; returns whether the connection ended.
+fn drive(
+    conn: &mut ServerConnection<String, Handles>,
+    engine: &mut MemoryState<String, u8>,
+    claim: &Claim,
+    now: Instant,
+) -> bool {
+    let mut ended = false;
+    let mut quiet = |_: &u8, _: Signal| {};
+    for _ in 0..MAX_STEPS {
+        if let Some(output) = conn.poll_output() {
+            match output {
+                Output::Open { hello, fresh_next } => {
+                    match engine.open(claim, hello.as_ref(), fresh_next) {
+                        Ok(opened) => conn.handle_opened(opened),
+                        Err(_) => conn.handle_engine_down("claimed again".into()),
+                    }
+                }
+                Output::Route { id, effect } => {
+                    let routed = engine.route(claim, id, &effect, &1, &mut quiet);
+                    conn.handle_routed(now, routed);
+                }
+                Output::Append(frame) => engine.append(claim, frame, &mut quiet),
+                Output::Call { payload, .. } => conn.handle_reply(match payload.as_deref() {
+                    Some("[1]") => Reply::None,
+                    Some(payload) => Reply::Payload(payload.to_owned()),
+                    None => Reply::error("handler_error", "no payload"),
+                }),
+                Output::Settle { through } => engine.settle(claim, through, &mut quiet),
+                Output::Release => engine.release(claim, now, &mut quiet),
+                Output::Close(_) => ended = true,
+                Output::Transmit(_) | Output::Deliver(_) | Output::Ping | Output::Event(_) => {}
+            }
+            continue;
+        }
+        if let Some(from) = conn.fetch_from() {
+            let mut frames = Vec::new();
+            if engine.fetch(claim, from, &mut frames, 256) > 0 {
+                for frame in frames {
+                    conn.handle_delivery(now, frame);
+                }
+                continue;
+            }
+        }
+        conn.flush();
+        // The acknowledgement, if any: a transmission, nothing for the engine. Blocked routes
+        // wait for their retry timer, which the program advances.
+        while conn.poll_output().is_some() {}
+        return ended;
+    }
+    panic!("the drain did not settle in {MAX_STEPS} steps: a livelock");
+}
+
+/// The requests the upgrade target starts from.
+pub const REQUESTS: &[&str] = &[
+    "GET /?source=alice&v=1 HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    "GET /ws?token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5fQ.c2ln&source=a%20b HTTP/1.1\r\nHost: h\r\nOrigin: https://app.example\r\n\r\n",
+    "GET /?source=%FF%FE%00&v HTTP/1.1\r\nAuthorization: Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.\r\n\r\n",
+];
+
+/// Parses `data` as a request head as hyper would, then reads it as the relay's upgrade does.
+pub fn upgrade(data: &[u8]) {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    let Ok(httparse::Status::Complete(_)) = request.parse(data) else {
+        return;
+    };
+    let target = request.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query.to_owned())),
+        None => (target, None),
+    };
+    let mut map = http::HeaderMap::new();
+    for header in request.headers.iter() {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(header.name.as_bytes()),
+            http::HeaderValue::from_bytes(header.value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    let upgrade = wsrelay_server::UpgradeRequest {
+        path: path.to_owned(),
+        query,
+        headers: map,
+        remote_addr: None,
+        secure: false,
+    };
+    for name in ["source", "v", "token"] {
+        let _ = upgrade.query_param(name);
+    }
+    let _ = upgrade.bearer_token();
+    let _ = upgrade.origin();
+    if let Ok(identity) = wsrelay_server::source_from_query(&upgrade) {
+        assert!(
+            wsrelay_core::protocol::source_problem(&identity.source).is_none(),
+            "an accepted source is acceptable: {:?}",
+            identity.source
+        );
+    }
+    let auth = wsrelay_server::JwtAuth::hs256(b"the fuzz target's secret, 32+ bytes");
+    if let Ok(identity) = auth.verify(&upgrade) {
+        panic!("a token nobody signed was accepted: {identity:?}");
+    }
+}
