@@ -829,3 +829,94 @@ async fn reconnect_after_close_opens_again_body() {
     alice.close().await;
     server.close().await;
 }
+
+#[tokio::test]
+async fn dropped_send_and_request_futures_leave_their_messages_and_report_nothing() {
+    bounded(dropped_send_and_request_futures_leave_their_messages_and_report_nothing_body()).await
+}
+
+async fn dropped_send_and_request_futures_leave_their_messages_and_report_nothing_body() {
+    let server = server().await;
+    let notes = record_notes(&server);
+    let addr = server.local_addr();
+    let (alice, mut events) = connect(fast(addr, "alice")).await;
+    let (_bob, _) = connect(fast(addr, "bob")).await;
+    // Ids are consecutive: the dropped send is `posted + 1`.
+    let posted = alice.post("note", 1).expect("queued");
+    drop(alice.send("note", 2));
+    // Dropped after being polled once (its waker registered), before its outcome.
+    let mut polled = Box::pin(alice.send("note", 3));
+    std::future::poll_fn(|cx| {
+        assert!(
+            polled.as_mut().poll(cx).is_pending(),
+            "no acknowledgement yet"
+        );
+        std::task::Poll::Ready(())
+    })
+    .await;
+    drop(polled);
+    // Relayed to bob, who has no handler: it fails with a timeout that nobody hears of.
+    drop(alice.request::<Value>("nobody-answers", 4, Duration::from_millis(50)));
+    alice.send("note", 5).await.expect("acked");
+    assert_eq!(
+        *notes.lock().expect("lock"),
+        [1, 2, 3, 5],
+        "dropping does not cancel"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // A post's outcome is an event; a dropped future's is nobody's, as with a oneshot.
+    let marker = alice.post("note", 6).expect("queued");
+    let mut outcomes = Vec::new();
+    next_event(&mut events, "the marker's delivery", |e| match e {
+        Event::Delivered { id } if *id == marker => Some(()),
+        Event::Delivered { id } | Event::Failed { id, .. } => {
+            outcomes.push(*id);
+            None
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(outcomes, [posted]);
+    alice.close().await;
+    server.close().await;
+}
+
+#[test]
+fn futures_resolve_as_closed_when_the_driver_s_runtime_shuts_down() {
+    let build = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    };
+    for polled in [true, false] {
+        let runtime = build();
+        let (client, sent, asked) = runtime.block_on(async {
+            let client = WebSocketClient::builder("ws://127.0.0.1:9/", "alice")
+                .start_closed(true)
+                .build()
+                .expect("valid settings");
+            let sent = client.send("note", 1);
+            let asked = client.request::<Value>("question", 2, None);
+            if polled {
+                // The driver runs once (and so may the futures, elsewhere).
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (client, sent, asked)
+        });
+        // The driver's task is dropped with the runtime, run or not.
+        drop(runtime);
+        build().block_on(async {
+            bounded(async {
+                assert_eq!(within("send", sent).await, Err(Error::Closed));
+                assert_eq!(within("request", asked).await, Err(Error::Closed));
+                assert_eq!(
+                    within("later send", client.send("note", 3)).await,
+                    Err(Error::Closed)
+                );
+                within("close", client.close()).await;
+            })
+            .await;
+        });
+    }
+}

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("drive") => drive(&args[1..]),
         _ => Err(
-            "usage: wsrelay-bench run [--quick | --smoke] [--only GROUPS] [--md PATH] [--json PATH] [--note TEXT]\n       wsrelay-bench serve KIND"
+            "usage: wsrelay-bench run [--quick | --smoke] [--only GROUPS] [--md PATH] [--json PATH] [--note TEXT]\n       wsrelay-bench serve KIND\n       wsrelay-bench drive client ADDR ours|tt MESSAGES"
                 .into(),
         ),
     };
@@ -1627,7 +1627,15 @@ fn now_utc() -> String {
 /// goes to the `i mod k`-th address; the CPU of every pid is measured); `N` is clients
 /// (echo, broadcast, idle) or pairs (pairs, open); `NUMBER` is the echo payload size (default
 /// 20 bytes) or the open loop's messages per second (default 10 000).
+///
+/// `drive client ADDR ours|tt MESSAGES`: scenario 6's client sends exactly `MESSAGES` and
+/// waits for their acknowledgements (for callgrind: see `load::client_count`).
 fn drive(args: &[String]) -> Result<(), String> {
+    if let [what, addr, which, messages] = args {
+        if what == "client" {
+            return drive_client(addr, which, messages);
+        }
+    }
     let [what, addrs, pids, n, secs, rest @ ..] = args else {
         return Err(
             "usage: drive echo|broadcast|pairs|open|idle ADDRS PIDS N SECS [plain|socketio] [NUMBER]"
@@ -1718,4 +1726,25 @@ fn drive(args: &[String]) -> Result<(), String> {
         );
         Ok(())
     })
+}
+
+fn drive_client(addr: &str, which: &str, messages: &str) -> Result<(), String> {
+    let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let ours = match which {
+        "ours" => true,
+        "tt" => false,
+        other => return Err(format!("drive client: ours or tt, not {other}")),
+    };
+    let messages: u64 = messages.parse().map_err(|e| format!("{messages}: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let local = tokio::task::LocalSet::new();
+    let secs = local.block_on(&runtime, load::client_count(addr, ours, messages))?;
+    println!(
+        "{messages} acknowledged in {secs:.3} s: {}/s",
+        report::fmt_value(messages as f64 / secs)
+    );
+    Ok(())
 }

@@ -5,9 +5,11 @@
 //! `poll_timeout`. Nothing here decides anything: reconnecting, backoff, heartbeat and timeouts
 //! are the core's outputs and deadlines.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -17,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -30,6 +32,12 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// How long a socket the core abandoned gets to write what was queued and its close frame
 /// before it is dropped: a peer that stopped reading must not hold the task forever.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Bytes tungstenite reads per call. Its default, 128 KiB, is zero-filled before every read
+/// (`BytesMut::resize`): with small frames (acknowledgements, chat messages) that memset was a
+/// quarter of the client's instructions per message. 8 KiB still takes a few hundred small
+/// frames per read; a large frame just takes more reads.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// The upgrade request for `url` (validated once, at construction).
 pub(super) fn request(url: &str) -> Result<Request, WsError> {
@@ -62,37 +70,52 @@ async fn dial(dial: Dial) -> Result<Ws, WsError> {
         })?;
         request.headers_mut().insert("authorization", value);
     }
+    let config = Some(WebSocketConfig::default().read_buffer_size(READ_BUFFER));
     #[cfg(feature = "tls")]
     let connected = tokio_tungstenite::connect_async_tls_with_config(
         request,
-        None,
+        config,
         true,
         dial.tls.map(tokio_tungstenite::Connector::Rustls),
     )
     .await;
     #[cfg(not(feature = "tls"))]
-    let connected = tokio_tungstenite::connect_async_with_config(request, None, true).await;
+    let connected = tokio_tungstenite::connect_async_with_config(request, config, true).await;
     connected.map(|(ws, _)| ws)
 }
 
 /// The open transport: the read half is polled by the driver loop, the write half belongs to a
 /// writer task so that a slow or stalled peer never blocks the loop (the heartbeat timer must
 /// still fire when writes stall).
+///
+/// Frames go to the writer in batches, one per drain of the core (`pending`, sent by
+/// [`flush`](Self::flush)): one channel operation and one wake-up of the writer per batch
+/// rather than per frame.
 struct Socket {
     transport: TransportId,
     reader: SplitStream<Ws>,
-    writer: mpsc::UnboundedSender<Message>,
+    writer: mpsc::UnboundedSender<Vec<Message>>,
+    pending: Vec<Message>,
     task: JoinHandle<()>,
 }
 
 impl Socket {
+    /// Hands the frames queued since the last call to the writer.
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            // The writer may already be gone (write error): the read half then reports the
+            // connection's end, and the core sends the frames again on the next one.
+            let _ = self.writer.send(std::mem::take(&mut self.pending));
+        }
+    }
+
     /// Stops using the socket: the writer sends what it has, then `close` (a close frame when
     /// given, otherwise the close handshake's reply), within `CLOSE_GRACE`.
-    fn shut(self, close: Option<CloseFrame>) {
+    fn shut(mut self, close: Option<CloseFrame>) {
         if let Some(frame) = close {
-            // The writer may already be gone (write error): then the socket is dead anyway.
-            let _ = self.writer.send(Message::Close(Some(frame)));
+            self.pending.push(Message::Close(Some(frame)));
         }
+        self.flush();
         drop(self.writer);
         drop(self.reader);
         let mut task = self.task;
@@ -122,13 +145,18 @@ struct Driver {
     socket: Option<Socket>,
     connected_tx: mpsc::UnboundedSender<(TransportId, Result<Ws, WsError>)>,
     dispatch_tx: mpsc::UnboundedSender<InboundMessage>,
+    /// Wakers of settled futures, woken once the lock is released (kept for its capacity).
+    wakers: Vec<Waker>,
 }
 
 /// The driver task of one client. Ends when every handle is dropped and the core is closed.
-pub(super) async fn run(shared: Arc<Shared>, dial: Dial) {
+///
+/// The driver is built here, outside the returned future, so that dropping the task even
+/// before its first poll (a runtime shut down at once) still runs `Driver`'s `Drop`.
+pub(super) fn run(shared: Arc<Shared>, dial: Dial) -> impl Future<Output = ()> + Send {
     let (connected_tx, mut connected_rx) = mpsc::unbounded_channel();
     let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
-    tokio::spawn(dispatch(Arc::clone(&shared), dispatch_rx));
+    let dispatcher = dispatch(Arc::clone(&shared), dispatch_rx);
     let mut driver = Driver {
         shared,
         dial,
@@ -136,31 +164,38 @@ pub(super) async fn run(shared: Arc<Shared>, dial: Dial) {
         socket: None,
         connected_tx,
         dispatch_tx,
+        wakers: Vec::new(),
     };
-    loop {
-        let (io, deadline, finished) = driver.drain();
-        for io in io {
-            driver.carry_out(io);
-        }
-        if finished {
-            break;
-        }
-        let shared = Arc::clone(&driver.shared);
-        let deadline = deadline.map(|at| shared.start + Duration::from_millis(at.as_millis()));
-        tokio::select! {
-            () = shared.wake.notified() => {}
-            () = sleep_until(deadline) => {
-                let now = shared.now();
-                shared.lock().core.handle_timeout(now);
+    async move {
+        tokio::spawn(dispatcher);
+        loop {
+            let (io, deadline, finished) = driver.drain();
+            for io in io {
+                driver.carry_out(io);
             }
-            Some((transport, result)) = connected_rx.recv() => {
-                driver.connected(transport, result);
+            if let Some(socket) = &mut driver.socket {
+                socket.flush();
             }
-            frame = next_frame(&mut driver.socket) => driver.received(frame),
+            if finished {
+                break;
+            }
+            let shared = Arc::clone(&driver.shared);
+            let deadline = deadline.map(|at| shared.start + Duration::from_millis(at.as_millis()));
+            tokio::select! {
+                () = shared.wake.notified() => {}
+                () = sleep_until(deadline) => {
+                    let now = shared.now();
+                    shared.lock().core.handle_timeout(now);
+                }
+                Some((transport, result)) = connected_rx.recv() => {
+                    driver.connected(transport, result);
+                }
+                frame = next_frame(&mut driver.socket) => driver.received(frame),
+            }
         }
-    }
-    if let Some((_, task)) = driver.connecting.take() {
-        task.abort();
+        if let Some((_, task)) = driver.connecting.take() {
+            task.abort();
+        }
     }
 }
 
@@ -178,6 +213,29 @@ async fn next_frame(socket: &mut Option<Socket>) -> Option<Result<Message, WsErr
     }
 }
 
+/// However the driver ends (the loop is done, the runtime shut down, a bug panicked), the
+/// futures waiting on it resolve: `send` and `request` with [`Error::Closed`](crate::Error),
+/// `close` at once. With oneshot channels that came from dropping their senders; the waiters'
+/// slots live in `Shared`, which those futures keep alive, so it is done here.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let mut wakers = std::mem::take(&mut self.wakers);
+        let close_waiters = {
+            let mut state = self.shared.lock();
+            state.sends.close(|| Err(crate::Error::Closed), &mut wakers);
+            state
+                .requests
+                .close(|| Err(crate::Error::Closed), &mut wakers);
+            std::mem::take(&mut state.close_waiters)
+        };
+        // Dropped, not sent to: `close` resolves either way.
+        drop(close_waiters);
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
 impl Driver {
     /// Drains the core's outputs: events are handled under the lock (they only resolve
     /// waiters and queue notifications), socket work is returned to be done after it.
@@ -185,6 +243,7 @@ impl Driver {
         let shared = Arc::clone(&self.shared);
         let mut state = shared.lock();
         let mut io = Vec::new();
+        let mut wakers = std::mem::take(&mut self.wakers);
         while let Some(output) = state.core.poll_output() {
             match output {
                 Output::Connect(transport) => io.push(Io::Connect(transport)),
@@ -198,7 +257,7 @@ impl Driver {
                     code,
                     reason,
                 }),
-                Output::Event(event) => self.event(&mut state, event),
+                Output::Event(event) => self.event(&mut state, event, &mut wakers),
             }
         }
         let closed = state.core.ready_state() == ReadyState::Closed;
@@ -208,42 +267,63 @@ impl Driver {
             }
         }
         let finished = closed && shared.dropped.load(Ordering::SeqCst);
-        (io, state.core.poll_timeout(), finished)
+        let timeout = state.core.poll_timeout();
+        // Woken after the lock is released: on a multi-thread runtime a woken future may be
+        // polled at once, and its poll takes the lock.
+        drop(state);
+        for waker in wakers.drain(..) {
+            waker.wake();
+        }
+        self.wakers = wakers;
+        (io, timeout, finished)
     }
 
     /// Routes one core event: messages to the handlers, outcomes to whoever awaits them, and
     /// everything else (and outcomes nobody awaits) to the application's subscribers.
-    fn event(&self, state: &mut State, event: Event) {
-        // A waiter whose future was dropped is gone: `send` on it fails, which is fine.
-        match event {
+    /// The wakers of the futures whose outcome came are pushed to `wakers`.
+    fn event(&self, state: &mut State, event: Event, wakers: &mut Vec<Waker>) {
+        // A waiter whose future was dropped takes its outcome silently, as before.
+        let settled = match event {
             Event::Message(message) => {
                 // The dispatcher lives as long as this driver; a send error cannot happen.
                 let _ = self.dispatch_tx.send(message);
+                return;
             }
             Event::Reply {
                 request, result, ..
             } => {
-                if let Some(tx) = state.requests.remove(&request) {
-                    let _ = tx.send(result.map_err(crate::Error::Remote));
-                }
+                // A reply nobody awaits (the request future's slot is gone) goes nowhere.
+                state
+                    .requests
+                    .settle(request, result.map_err(crate::Error::Remote))
+                    .ok()
+                    .flatten()
             }
-            Event::Delivered { id } => match state.sends.remove(&id) {
-                Some(tx) => {
-                    let _ = tx.send(Ok(()));
+            Event::Delivered { id } => match state.sends.settle(id, Ok(())) {
+                Ok(waker) => waker,
+                Err(_) => {
+                    self.shared.emit(event);
+                    return;
                 }
-                None => self.shared.emit(event),
             },
-            Event::Failed { id, error } => {
-                if let Some(tx) = state.sends.remove(&id) {
-                    let _ = tx.send(Err(error));
-                } else if let Some(tx) = state.requests.remove(&id) {
-                    let _ = tx.send(Err(error));
-                } else {
-                    self.shared.emit(Event::Failed { id, error });
-                }
+            Event::Failed { id, error } => match state.sends.settle(id, Err(error)) {
+                Ok(waker) => waker,
+                Err(outcome) => match state.requests.settle(id, outcome.map(|()| None)) {
+                    Ok(waker) => waker,
+                    Err(outcome) => {
+                        if let Err(error) = outcome {
+                            self.shared.emit(Event::Failed { id, error });
+                        }
+                        return;
+                    }
+                },
+            },
+            event => {
+                self.shared.emit(event);
+                return;
             }
-            event => self.shared.emit(event),
-        }
+        };
+        wakers.extend(settled);
     }
 
     fn carry_out(&mut self, io: Io) {
@@ -265,8 +345,8 @@ impl Driver {
             Io::Transmit(text) => {
                 // Without a socket the frame is dropped: the core keeps everything reliable in
                 // its outbox and sends it again on the next connection.
-                if let Some(socket) = &self.socket {
-                    let _ = socket.writer.send(Message::text(text));
+                if let Some(socket) = &mut self.socket {
+                    socket.pending.push(Message::text(text));
                 }
             }
             Io::Close {
@@ -322,6 +402,7 @@ impl Driver {
                     transport,
                     reader,
                     writer,
+                    pending: Vec::new(),
                     task,
                 }) {
                     old.shut(None);
@@ -405,20 +486,28 @@ impl Driver {
     }
 }
 
-/// Writes queued frames, flushing once per batch; ends when the driver drops the sender
-/// (then closes the WebSocket: our close frame or the reply to the peer's) or on a write error
-/// (the read half then reports the connection's end).
-async fn write(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::UnboundedReceiver<Message>) {
-    while let Some(message) = rx.recv().await {
-        let mut closing = matches!(message, Message::Close(_));
-        if sink.feed(message).await.is_err() {
-            return;
-        }
-        while !closing {
-            let Ok(message) = rx.try_recv() else { break };
-            closing = matches!(message, Message::Close(_));
-            if sink.feed(message).await.is_err() {
-                return;
+/// Writes queued frames, flushing once for whatever batches are there; ends when the driver
+/// drops the sender (then closes the WebSocket: our close frame or the reply to the peer's) or
+/// on a write error (the read half then reports the connection's end).
+async fn write(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::UnboundedReceiver<Vec<Message>>) {
+    while let Some(mut batch) = rx.recv().await {
+        let mut closing = false;
+        loop {
+            for message in batch {
+                closing = matches!(message, Message::Close(_));
+                if sink.feed(message).await.is_err() {
+                    return;
+                }
+                if closing {
+                    break;
+                }
+            }
+            if closing {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(next) => batch = next,
+                Err(_) => break,
             }
         }
         if sink.flush().await.is_err() || closing {

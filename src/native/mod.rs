@@ -21,6 +21,7 @@
 //! ```
 
 mod driver;
+mod waiters;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -34,6 +35,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot, Notify};
+
+use waiters::{Outcome, Waiters};
 
 pub use crate::client::Error;
 use crate::client::{
@@ -281,8 +284,8 @@ impl ClientBuilder {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core,
-                sends: HashMap::new(),
-                requests: HashMap::new(),
+                sends: Waiters::default(),
+                requests: Waiters::default(),
                 close_waiters: Vec::new(),
             }),
             wake: Notify::new(),
@@ -351,11 +354,22 @@ pub(crate) struct Shared {
 pub(crate) struct State {
     core: ClientCore,
     /// `send` futures waiting for their message's acknowledgement, by id.
-    sends: HashMap<u64, oneshot::Sender<Result<(), Error>>>,
+    sends: Waiters<Result<(), Error>>,
     /// `request` futures waiting for their response, by id.
-    requests: HashMap<u64, oneshot::Sender<Result<Option<String>, Error>>>,
+    requests: Waiters<Result<Option<String>, Error>>,
     /// `close()` calls waiting for the core to reach `Closed`.
     close_waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// The waiters of each kind, as `fn` pointers for [`Outcome`].
+impl State {
+    fn sends(&mut self) -> &mut Waiters<Result<(), Error>> {
+        &mut self.sends
+    }
+
+    fn requests(&mut self) -> &mut Waiters<Result<Option<String>, Error>> {
+        &mut self.requests
+    }
 }
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
@@ -480,17 +494,15 @@ impl WebSocketClient {
         options: SendOptions,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let queued = encode(&payload).and_then(|payload| {
-            let (tx, rx) = oneshot::channel();
             self.command(|state, now| {
                 let id = state.core.send(now, options.outgoing(kind, &payload))?;
-                state.sends.insert(id, tx);
-                Ok(rx)
+                state.sends.register(id);
+                Ok(id)
             })
         });
-        async move {
-            // The driver only drops a waiter unresolved when it is gone: the client is closed.
-            queued?.await.unwrap_or(Err(Error::Closed))
-        }
+        let outcome =
+            queued.map(|id| Outcome::new(Arc::clone(&self.handle.shared), id, State::sends));
+        async move { outcome?.await }
     }
 
     /// Sends without waiting: returns the message id at once (or the reason it was refused).
@@ -553,16 +565,17 @@ impl WebSocketClient {
         options: SendOptions,
     ) -> impl Future<Output = Result<R, Error>> + Send + 'static {
         let queued = encode(&payload).and_then(|payload| {
-            let (tx, rx) = oneshot::channel();
             self.command(|state, now| {
                 let message = options.outgoing(kind, &payload);
                 let id = state.core.request(now, message, options.timeout)?;
-                state.requests.insert(id, tx);
-                Ok(rx)
+                state.requests.register(id);
+                Ok(id)
             })
         });
+        let outcome =
+            queued.map(|id| Outcome::new(Arc::clone(&self.handle.shared), id, State::requests));
         async move {
-            let payload = queued?.await.unwrap_or(Err(Error::Closed))?;
+            let payload = outcome?.await?;
             decode(payload.as_deref())
         }
     }
@@ -650,9 +663,12 @@ impl WebSocketClient {
         let (tx, rx) = oneshot::channel();
         self.command(|state, now| {
             state.core.close(now, code, reason);
-            state.close_waiters.push(tx);
+            // Once the driver is gone nobody would answer: dropping `tx` resolves `rx` now.
+            if !state.sends.is_closed() {
+                state.close_waiters.push(tx);
+            }
         });
-        // An error means the driver is gone, which only happens once closed.
+        // An error means the driver is gone: nothing can be open any more.
         let _ = rx.await;
     }
 
