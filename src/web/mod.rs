@@ -6,7 +6,8 @@
 //! - owns the current socket (web-sys `WebSocket`, constructed through the configured class so
 //!   that npm `ws` works too) and its event closure ([`Connection`]), replaced and dropped on
 //!   every reconnect, so nothing leaks;
-//! - owns one `setTimeout` timer armed for [`ClientCore::poll_timeout`];
+//! - owns the `setTimeout` timers armed for [`ClientCore::poll_timeout`] (at most two, see
+//!   [`State::timers`]);
 //! - turns core events into Promise settlements, handler calls and `EventTarget` events.
 //!
 //! Re-entrancy: JavaScript called from here (listeners, handlers, promise callbacks) may call
@@ -58,10 +59,8 @@ struct Inner {
     url: JsValue,
     socket_class: Function,
     debug: bool,
-    /// The callback of every timer of this client (`setTimeout`).
-    on_timer: JsValue,
-    /// The one callback of every handler result's `then`: bound per result to
-    /// `(token, fulfilled)`, it calls [`Inner::settled`] while the client lives.
+    /// The one callback of every handler result's `then` and of every timer: bound per result
+    /// or timer to `(token, fulfilled)`, it calls [`Inner::settled`] while the client lives.
     on_settled: Function,
     /// A do-nothing listener, left on replaced sockets (see [`Connection::detach`]).
     noop: JsValue,
@@ -73,8 +72,14 @@ struct Inner {
 struct State {
     core: ClientCore,
     socket: Option<Connection>,
-    /// The armed timer: the deadline it is for, and the timer (cancelled on drop).
-    timer: Option<(Instant, Timer)>,
+    /// The armed timers: the deadline each is for, and the timer (cancelled on drop). At most
+    /// two. Every received message moves the core's next deadline from a far one (the
+    /// heartbeat) to a near one (its acknowledgement) and back once acknowledged: a timer left
+    /// armed for the far deadline, next to one for the near deadline, spares clearing and
+    /// arming it again each time (a third of the CPU an acknowledgement cost in Node). A timer
+    /// that fires before the core's deadline finds nothing due (a spurious
+    /// [`ClientCore::handle_timeout`] is a no-op) and the next drain arms what remains.
+    timers: [Option<(Instant, Timer)>; 2],
     /// Promises of sends and requests: (message id, resolve, reject). A Vec, not a map: a
     /// map's generic code costs kilobytes of wasm, and few messages are unacknowledged at once.
     pending: Vec<(u64, Function, Function)>,
@@ -92,12 +97,18 @@ struct State {
     last_token: u32,
 }
 
-/// An armed `setTimeout`; dropping it clears it.
-struct Timer(JsValue);
+/// An armed `setTimeout`, which calls `on_settled` with its `token`; dropping it clears it,
+/// unless it has fired (`handle` taken).
+struct Timer {
+    handle: Option<JsValue>,
+    token: u32,
+}
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        js::clear_timeout(&self.0);
+        if let Some(handle) = &self.handle {
+            js::clear_timeout(handle);
+        }
     }
 }
 
@@ -222,14 +233,6 @@ impl WebSocketClient {
         // The client's callbacks, made once (never per timer, socket or message); they hold
         // it weakly, so they never keep it alive.
         let inner = Rc::new_cyclic(|weak: &alloc::rc::Weak<Inner>| {
-            let on_timer = {
-                let weak = weak.clone();
-                Closure::<dyn FnMut()>::new(move || {
-                    if let Some(inner) = weak.upgrade() {
-                        inner.timer_fired();
-                    }
-                })
-            };
             let on_settled = {
                 let weak = weak.clone();
                 Closure::<dyn FnMut(u32, bool, JsValue)>::new(move |token, fulfilled, value| {
@@ -242,7 +245,7 @@ impl WebSocketClient {
                 state: RefCell::new(State {
                     core,
                     socket: None,
-                    timer: None,
+                    timers: [None, None],
                     pending: Vec::new(),
                     handlers: Vec::new(),
                     closing: Vec::new(),
@@ -256,7 +259,6 @@ impl WebSocketClient {
                 url: url.into(),
                 socket_class: options.socket_class,
                 debug: options.debug,
-                on_timer: on_timer.into_js_value(),
                 on_settled: on_settled.into_js_value().unchecked_into(),
                 noop: Closure::<dyn FnMut()>::new(|| {}).into_js_value(),
                 token: options.token,
@@ -466,14 +468,35 @@ impl Inner {
         }
         let (stale, closed) = {
             let mut state = self.state.borrow_mut();
-            let next = state.core.poll_timeout();
-            if state.timer.as_ref().map(|(at, _)| *at) != next {
-                // Replacing the `Timer` clears the one armed before.
-                state.timer = next.map(|at| {
-                    let delay = at.as_millis().saturating_sub(now().as_millis());
+            match state.core.poll_timeout() {
+                // Nothing to wait for: no timer keeps Node running.
+                None => state.timers = [None, None],
+                // A timer armed for `next` or earlier will do (see `State::timers`).
+                Some(next) if state.timers.iter().flatten().any(|(at, _)| *at <= next) => {}
+                Some(next) => {
+                    let delay = next.as_millis().saturating_sub(now().as_millis());
                     let delay = delay.min(i32::MAX as u64) as i32;
-                    (at, Timer(js::set_timeout(&self.on_timer, delay)))
-                });
+                    state.last_token = state.last_token.wrapping_add(1);
+                    let token = state.last_token;
+                    let on_fired =
+                        self.on_settled
+                            .bind2(&JsValue::NULL, &token.into(), &true.into());
+                    let handle = Some(js::set_timeout(&on_fired, delay));
+                    // In a free slot, else in place of the later timer (cleared as it is dropped).
+                    let [first, second] = &mut state.timers;
+                    let slot = match (&first, &second) {
+                        (None, _) => first,
+                        (_, None) => second,
+                        (Some((a, _)), Some((b, _))) => {
+                            if a > b {
+                                first
+                            } else {
+                                second
+                            }
+                        }
+                    };
+                    *slot = Some((next, Timer { handle, token }));
+                }
             }
             if state.core.ready_state() == ReadyState::Closed {
                 (state.keep_alive.take(), core::mem::take(&mut state.closing))
@@ -486,18 +509,6 @@ impl Inner {
             let _ = resolve.call0(&JsValue::UNDEFINED);
         }
         drop(stale);
-    }
-
-    fn timer_fired(self: &Rc<Self>) {
-        let fired = {
-            let mut state = self.state.borrow_mut();
-            let fired = state.timer.take();
-            state.core.handle_timeout(now());
-            fired
-        };
-        // The `Timer` that called us, dropped outside the borrow.
-        drop(fired);
-        self.drain();
     }
 
     fn trace(&self, what: &str, detail: &JsValue) {
@@ -821,9 +832,24 @@ impl Inner {
             .then(&on(true), &on(false));
     }
 
-    /// The Promise awaited under `token` settled. A handler's result (or failure) becomes a
-    /// [`Reply`], and the core decides what becomes of it; a token opens its attempt's socket.
+    /// The timer of `token` fired, or the Promise awaited under `token` settled. A handler's
+    /// result (or failure) becomes a [`Reply`], and the core decides what becomes of it; a
+    /// token opens its attempt's socket.
     fn settled(self: &Rc<Self>, token: u32, fulfilled: bool, value: &JsValue) {
+        let fired = {
+            let mut state = self.state.borrow_mut();
+            let timers = &mut state.timers;
+            let slot = timers
+                .iter_mut()
+                .find(|slot| matches!(slot, Some((_, timer)) if timer.token == token));
+            slot.and_then(Option::take)
+        };
+        if let Some((_, mut timer)) = fired {
+            // A timer fired: nothing left to clear.
+            timer.handle = None;
+            self.state.borrow_mut().core.handle_timeout(now());
+            return self.drain();
+        }
         let awaited = {
             let mut state = self.state.borrow_mut();
             let index = state.answers.iter().position(|(t, _)| *t == token);
