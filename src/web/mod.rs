@@ -803,6 +803,9 @@ impl Inner {
         let result = handler.call2(&JsValue::UNDEFINED, &payload, &meta);
         // A throw is settled like a rejection: asynchronously, after what ran before it.
         let promise = match result {
+            // Nothing returned, at once: nothing to answer (`Reply::None`), so no Promise to
+            // await (the common case of a handler that only listens).
+            Ok(value) if value.is_undefined() => return,
             Ok(value) => Promise::resolve(&value),
             Err(thrown) => Promise::reject(&thrown),
         };
