@@ -66,6 +66,9 @@ struct Inner {
     noop: JsValue,
     /// `options.token`: a string, or a function called before every attempt.
     token: JsValue,
+    /// `"type"`, `"source"` and `"id"` as JavaScript strings, made once: the keys of every
+    /// message's `MessageInfo` (keys crossing as text cost a decoding per message).
+    info_keys: [JsValue; 3],
 }
 
 /// The mutable part of [`Inner`]: the core and what this driver tracks around it.
@@ -262,6 +265,11 @@ impl WebSocketClient {
                 on_settled: on_settled.into_js_value().unchecked_into(),
                 noop: Closure::<dyn FnMut()>::new(|| {}).into_js_value(),
                 token: options.token,
+                info_keys: [
+                    JsValue::from_str("type"),
+                    JsValue::from_str("source"),
+                    JsValue::from_str("id"),
+                ],
             }
         });
         inner.drain();
@@ -791,15 +799,17 @@ impl Inner {
         };
         let payload = parse(message.payload.as_deref());
         let meta = Object::new();
-        set(&meta, "type", &message.kind.as_str().into());
-        set(&meta, "source", &optional_string(message.source.as_deref()));
-        set(
+        let [type_key, source_key, id_key] = &self.info_keys;
+        js::set_key(&meta, type_key, &message.kind.as_str().into());
+        js::set_key(
             &meta,
-            "id",
-            &message
-                .id
-                .map_or(JsValue::UNDEFINED, |id| (id as f64).into()),
+            source_key,
+            &optional_string(message.source.as_deref()),
         );
+        let id = message
+            .id
+            .map_or(JsValue::UNDEFINED, |id| (id as f64).into());
+        js::set_key(&meta, id_key, &id);
         let result = handler.call2(&JsValue::UNDEFINED, &payload, &meta);
         // A throw is settled like a rejection: asynchronously, after what ran before it.
         let promise = match result {
