@@ -617,6 +617,68 @@ async fn sender_loop(
     }
 }
 
+/// One client broadcasting on a fixed schedule, whatever comes back (the npm rows' sender:
+/// the clients measured are elsewhere). What does come back is read, acknowledged every 32
+/// (wsrelay) and answered (pings), so that the server never waits on it.
+pub struct Broadcaster {
+    message: Message,
+    write: SharedWrite,
+    shared: Rc<Shared>,
+    _reader: Tasks,
+}
+
+impl Broadcaster {
+    /// Connects the sender (`c0`) to `addr`.
+    pub async fn connect(addr: SocketAddr, proto: Proto) -> Result<Broadcaster, String> {
+        let conn = connect_all(&[addr], proto, 1, 4096)
+            .await?
+            .pop()
+            .ok_or("no connection")?;
+        let pad = pad_for(20);
+        let message = Message::of(proto, "bc", None, 0, pad, conn.key);
+        let (receiver, write) = Receiver::split(conn, pad);
+        let shared = Shared::new();
+        let reader = {
+            let (shared, write) = (Rc::clone(&shared), Rc::clone(&write));
+            tokio::task::spawn_local(async move {
+                if let Err(error) = receiver.run(&shared, &write, |_| {}).await {
+                    shared.fail(error);
+                }
+            })
+        };
+        Ok(Broadcaster {
+            message,
+            write,
+            shared,
+            _reader: Tasks(vec![reader]),
+        })
+    }
+
+    /// Sends `count` broadcasts (20-byte payloads), `rate` per second, the first at once.
+    pub async fn send(&mut self, rate: f64, count: u64) -> Result<(), String> {
+        if !rate.is_finite() || rate <= 0.0 {
+            return Err(format!("a broadcast rate must be positive ({rate})"));
+        }
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        let mut id = FIRST_ID;
+        for _ in 0..count {
+            ticks.tick().await;
+            if let Some(error) = self.shared.error.borrow().clone() {
+                return Err(format!("the sender failed: {error}"));
+            }
+            id += 1;
+            let frame = self.message.stamp(id, self.shared.now_us());
+            self.write
+                .lock()
+                .await
+                .write_all(frame)
+                .await
+                .map_err(|e| format!("the sender failed: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
 /// Scenario 2b, open loop: in each pair one client sends directed messages to its partner on
 /// a fixed schedule, `rate` messages per second in all, whatever the answers (pairs alternate
 /// direction, so that with two servers half the traffic goes each way). Latency runs from the

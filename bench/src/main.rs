@@ -4,17 +4,20 @@
 //!   [--note TEXT]`: runs every scenario (full mode by default), prints the table of ratios
 //!   and writes `BENCHMARKS.md` and `bench/results.json` (`--smoke`: tiny sizes, about a second
 //!   per scenario, checks the harness, writes nothing unless asked to). `--only` runs some
-//!   groups of rows (comma-separated: echo, send_to, broadcast, idle, client, cluster) and, like
-//!   `--smoke`, writes nothing unless asked to.
+//!   groups of rows (comma-separated: echo, send_to, broadcast, idle, client, multicore,
+//!   cluster, npm) and, like `--smoke`, writes nothing unless asked to.
 //! - `wsrelay-bench serve KIND ...`: one server under test (started by `run`).
 //! - `wsrelay-bench drive echo|broadcast|pairs|open|idle ADDRS PIDS N SECS [plain|socketio]
 //!   [NUMBER]`: loads servers started by hand (for profiling them: perf, valgrind, node
 //!   --cpu-prof); several comma-separated addresses split the clients between them.
+//! - `WSRELAY_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"`: extra arguments of the Node
+//!   process hosting the npm rows' clients (to profile them in the very run measured).
 //!
 //! `cargo xtask bench` builds this in release and runs it.
 
 mod cluster;
 mod load;
+mod npm;
 mod procs;
 mod report;
 mod servers;
@@ -84,7 +87,7 @@ impl Peer {
     }
 }
 
-const LABELS: [(&str, &str); 10] = [
+const LABELS: [(&str, &str); 11] = [
     (OURS, "wsrelay-server (this repository), default `ServerConfig`, current-thread runtime"),
     ("R", "raw TCP (the ceiling): echo = one read, one write; fan-out = frames copied verbatim to each recipient's buffer, one write per recipient per wake-up; no WebSocket processing"),
     ("T", "minimal tokio-tungstenite 0.29, defaults (128 KiB read buffer): echo = `send` per message; hub = unbounded queue per connection, feed every queued frame then one flush"),
@@ -95,6 +98,7 @@ const LABELS: [(&str, &str); 10] = [
     ("M", "cluster rows: one wsrelay-server in memory (no Redis), every client on it: what the cluster costs (ours there: two wsrelay-server processes on one Redis)"),
     ("SIO", "cluster rows: Socket.IO 4.8 with `@socket.io/redis-adapter` 8.3 (Redis pub/sub, no connection state recovery), two Node processes on the same Redis, `redis` 6 client"),
     ("SIOs", "cluster rows: Socket.IO 4.8 with `@socket.io/redis-streams-adapter` 0.3 and connection state recovery on, two Node processes on the same Redis, `redis` 6 client"),
+    ("SIOc", "npm rows: socket.io-client 4.8 (npm, websocket transport, one connection per client) in one Node process against Socket.IO 4.8 in memory (ours there: wsrelay's npm package, its Node build, against wsrelay-server); both on npm `ws` 8.21"),
 ];
 
 /// What a server is started for.
@@ -120,6 +124,42 @@ struct Plan {
     heartbeat_window: Duration,
     heartbeat_fast_window: Duration,
     cluster: ClusterPlan,
+    npm: NpmPlan,
+}
+
+/// Sizes of the npm rows (JavaScript clients in one Node process).
+#[derive(Debug, Clone)]
+struct NpmPlan {
+    /// A few clients at a rate neither side saturates.
+    moderate: npm::NpmLoad,
+    /// Many clients, a few broadcasts per second.
+    fanout: npm::NpmLoad,
+    /// Run socket.io-client too (npm packages: the smoke run leaves it out).
+    socketio: bool,
+}
+
+impl NpmPlan {
+    fn scenarios(&self) -> [(String, npm::NpmLoad); 2] {
+        let m = self.moderate;
+        let f = self.fanout;
+        [
+            (
+                format!(
+                    "npm client, {} receivers, {:.0} deliveries/s",
+                    m.receivers,
+                    m.deliveries_per_s()
+                ),
+                m,
+            ),
+            (
+                format!(
+                    "npm client fan-out, {} receivers, {:.0} broadcasts/s",
+                    f.receivers, f.rate
+                ),
+                f,
+            ),
+        ]
+    }
 }
 
 /// Sizes of the cluster rows (two relays on one Redis, and their peers).
@@ -186,6 +226,21 @@ impl Plan {
             heartbeat_window: Duration::from_secs(31),
             heartbeat_fast_window: Duration::from_secs(10),
             cluster: ClusterPlan::full(),
+            npm: NpmPlan {
+                moderate: npm::NpmLoad {
+                    receivers: 10,
+                    rate: 200.0,
+                    warmup: 200,
+                    measured: 600,
+                },
+                fanout: npm::NpmLoad {
+                    receivers: 500,
+                    rate: 5.0,
+                    warmup: 5,
+                    measured: 20,
+                },
+                socketio: true,
+            },
         }
     }
 
@@ -205,6 +260,21 @@ impl Plan {
             heartbeat_window: Duration::from_secs(10),
             heartbeat_fast_window: Duration::from_secs(5),
             cluster: ClusterPlan::full(),
+            npm: NpmPlan {
+                moderate: npm::NpmLoad {
+                    receivers: 10,
+                    rate: 200.0,
+                    warmup: 100,
+                    measured: 400,
+                },
+                fanout: npm::NpmLoad {
+                    receivers: 500,
+                    rate: 5.0,
+                    warmup: 3,
+                    measured: 10,
+                },
+                socketio: true,
+            },
         }
     }
 
@@ -229,6 +299,21 @@ impl Plan {
                 rate: 200.0,
                 socketio: false,
             },
+            npm: NpmPlan {
+                moderate: npm::NpmLoad {
+                    receivers: 4,
+                    rate: 100.0,
+                    warmup: 5,
+                    measured: 25,
+                },
+                fanout: npm::NpmLoad {
+                    receivers: 20,
+                    rate: 20.0,
+                    warmup: 1,
+                    measured: 4,
+                },
+                socketio: false,
+            },
         }
     }
 }
@@ -245,7 +330,7 @@ struct Options {
 }
 
 /// The groups of rows `--only` selects from.
-const GROUPS: [&str; 7] = [
+const GROUPS: [&str; 8] = [
     "echo",
     "send_to",
     "broadcast",
@@ -253,6 +338,7 @@ const GROUPS: [&str; 7] = [
     "client",
     "multicore",
     "cluster",
+    "npm",
 ];
 
 impl Options {
@@ -387,6 +473,16 @@ fn socketio_peer(root: &Path) -> Result<ServerCmd, String> {
 /// `node DIR/server.js`, once Node answers and the npm `modules` are in `DIR/node_modules`
 /// (installed from the committed lockfile when one is missing).
 fn node_server(dir: &Path, modules: &[&str], what: &str) -> Result<ServerCmd, String> {
+    npm_install(dir, modules, what)?;
+    Ok(ServerCmd {
+        program: PathBuf::from("node"),
+        args: vec![dir.join("server.js").display().to_string()],
+    })
+}
+
+/// Checks that Node answers and that the npm `modules` are in `DIR/node_modules`, installing
+/// them from the committed lockfile when one is missing.
+fn npm_install(dir: &Path, modules: &[&str], what: &str) -> Result<(), String> {
     let node = Command::new("node")
         .arg("--version")
         .output()
@@ -412,16 +508,15 @@ fn node_server(dir: &Path, modules: &[&str], what: &str) -> Result<ServerCmd, St
             return Err(format!("npm install failed ({status})"));
         }
     }
-    Ok(ServerCmd {
-        program: PathBuf::from("node"),
-        args: vec![dir.join("server.js").display().to_string()],
-    })
+    Ok(())
 }
 
 struct Harness {
     exe: PathBuf,
     node: Option<ServerCmd>,
     socketio: Option<ServerCmd>,
+    /// bench/node/npm, ready (the npm rows' clients).
+    npm: Option<PathBuf>,
     core: Option<usize>,
 }
 
@@ -521,6 +616,16 @@ impl Harness {
         // Two workers need two cores: not pinned.
         let core = self.core.filter(|_| peer != Peer::Wsrelay2);
         procs::start(&cmd, core)
+    }
+
+    /// Starts the Socket.IO peer alone, in memory (the npm rows).
+    fn socketio_memory(&self) -> Result<procs::Server, String> {
+        let mut cmd = self
+            .socketio
+            .clone()
+            .ok_or("the Socket.IO peer is not installed")?;
+        cmd.args.push("memory".into());
+        procs::start(&cmd, self.core)
     }
 
     /// Starts a cluster peer: a fresh Redis (pinned with the servers) and two servers on it,
@@ -777,10 +882,32 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
             }
             None => None,
         };
+    let wants_npm = options.wants("npm");
+    let npm_dir = root.join("bench").join("node").join("npm");
+    let npm = match wants_npm.then(|| npm::prepare(&root, &npm_dir)) {
+        Some(Ok(())) => Some(npm_dir),
+        Some(Err(reason)) => {
+            println!("note: the npm rows cannot run ({reason}); they are skipped");
+            None
+        }
+        None => None,
+    };
+    // The npm rows' Socket.IO server is the cluster rows' program, in memory.
+    let socketio = match socketio {
+        None if npm.is_some() && plan.npm.socketio => match socketio_peer(&root) {
+            Ok(cmd) => Some(cmd),
+            Err(reason) => {
+                println!("note: Socket.IO peers unavailable ({reason}); their rows are skipped");
+                None
+            }
+        },
+        socketio => socketio,
+    };
     let harness = Harness {
         exe: std::env::current_exe().map_err(|e| e.to_string())?,
         node,
         socketio,
+        npm,
         core: pinned.then_some(0),
     };
     let mut peers = vec![Peer::Wsrelay, Peer::Raw, Peer::Tt, Peer::Tt4k];
@@ -1065,6 +1192,11 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
         sections.push(section);
     }
 
+    // 9. The npm client: CPU per delivery in Node, wsrelay's package against socket.io-client.
+    if harness.npm.is_some() {
+        cells.extend(npm_rows(&harness, &plan).await);
+    }
+
     // Work per server CPU-second, next to each throughput cell.
     let cells: Vec<Cell> = cells
         .into_iter()
@@ -1144,13 +1276,58 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
     }
 }
 
+/// The npm rows: in every repetition wsrelay's package and socket.io-client take turns, each
+/// run on a fresh server process and a fresh Node process of clients.
+async fn npm_rows(harness: &Harness, plan: &Plan) -> Vec<Cell> {
+    let Some(dir) = &harness.npm else {
+        return Vec::new();
+    };
+    let mut clients = vec![npm::Client::Wsrelay];
+    if harness.socketio.is_some() && plan.npm.socketio {
+        clients.push(npm::Client::SocketIo);
+    }
+    let mut cells = Vec::new();
+    for (name, load) in plan.npm.scenarios() {
+        println!("{name}");
+        let mut cell = Cell {
+            metric: metric(name.clone(), "client CPU per delivery", "µs", false, false),
+            runs: Vec::new(),
+        };
+        for rep in 0..plan.reps {
+            for &client in &clients {
+                let (code, server) = match client {
+                    npm::Client::Wsrelay => (OURS, harness.start(Peer::Wsrelay, Role::Broadcast)),
+                    npm::Client::SocketIo => ("SIOc", harness.socketio_memory()),
+                };
+                let result = match server {
+                    Ok(server) => npm::run(dir, client, &server, load).await,
+                    Err(e) => Err(e),
+                };
+                match &result {
+                    Ok(s) => println!(
+                        "  {name} [{code}] rep {}: {:.2} µs/delivery (client process {:.0}%, server {:.0}%)",
+                        rep + 1,
+                        s.value,
+                        s.gen_cpu * 100.0,
+                        s.server_cpu * 100.0
+                    ),
+                    Err(e) => println!("  {name} [{code}] rep {}: FAILED: {e}", rep + 1),
+                }
+                cell.runs.push(run_of(code, result));
+            }
+        }
+        cells.push(cell);
+    }
+    cells
+}
+
 /// The cluster rows: in every repetition each peer takes its turn (interleaved), each run on
 /// fresh processes and a fresh Redis. Returns the cells and the report's section on them (CPU
 /// per process, Redis's settings).
 async fn cluster_rows(harness: &Harness, plan: &Plan) -> (Vec<Cell>, String) {
     let cp = &plan.cluster;
     let mut peers = vec![ClusterPeer::Relays, ClusterPeer::Memory];
-    if harness.socketio.is_some() {
+    if harness.socketio.is_some() && plan.cluster.socketio {
         peers.extend([ClusterPeer::SioRedis, ClusterPeer::SioStreams]);
     }
     let (conns, senders) = cp.broadcast;
@@ -1583,6 +1760,16 @@ fn verdicts(cells: &[Cell], plan: &Plan) -> Vec<Verdict> {
         measured: p95.map_or("-".into(), |v| format!("{v:.2} ms")),
         met: p95.map(|v| v < 5.0),
     });
+    for (scenario, _) in plan.npm.scenarios() {
+        out.push(ratio_verdict(
+            cells,
+            &scenario,
+            "client CPU per delivery",
+            "SIOc",
+            1.0,
+            format!("{scenario}: CPU per delivery <= 1.0x socket.io-client's"),
+        ));
+    }
     out
 }
 

@@ -464,4 +464,16 @@ const METHOD: &str = "## Method
   the relays' keys (`wsr:*`: session hashes, mailboxes holding up to the 31 frames a client
   has not acknowledged yet, de-duplication hashes, shard sets, presence) divided by the
   sessions.
+- npm rows (`npm client ...`): the JavaScript clients' CPU per delivery, end to end. One Node
+  process (`bench/node/npm/clients.js`, on core 1) hosts the receiving clients: wsrelay's npm
+  package (its Node build, installed from `npm pack` of `pkg/`) against wsrelay-server, or
+  socket.io-client (**SIOc**) against Socket.IO 4 in memory (`server.js memory`), the server
+  on core 0; both clients on the same npm `ws`. One sender of the load generator broadcasts
+  20-byte payloads on a fixed schedule (open loop) that neither side saturates; each client
+  counts its `bc` messages in a handler (`client.on` / `socket.on`). The Node process reads
+  `process.cpuUsage()` (user + system, every thread) at the end of a warm-up (the JIT's) and at
+  the last delivery: µs per delivery is that CPU time over the deliveries measured; a run in
+  which any client missed a broadcast or got one twice failed. The load generator CPU column
+  is the client process's. `WSRELAY_BENCH_NODE_ARGS=\"--cpu-prof --cpu-prof-dir=DIR\"` profiles
+  the clients in the very run measured.
 ";

@@ -3,7 +3,9 @@
 //! harness works end to end (servers start, clients speak the protocol, results are written),
 //! not the timings. The cluster rows run for wsrelay only (two relays on a `redis-server` the
 //! harness starts, and one relay in memory): without `redis-server` this test fails and says
-//! so (`cargo xtask test` installs it); the Socket.IO peers are left to the real runs.
+//! so (`cargo xtask test` installs it); the Socket.IO peers are left to the real runs. The npm
+//! rows run wsrelay's npm package only, and only once it is built (`cargo xtask pkg`): without
+//! `pkg/` they are skipped.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -87,6 +89,25 @@ fn smoke_run_produces_a_result_for_every_scenario() {
             row["ours"].as_f64().is_some_and(|v| v > 0.0),
             "no value for {scenario} / {metric}: {row}"
         );
+    }
+    let pkg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pkg/node/wsrelay_bg.wasm");
+    if pkg.is_file() {
+        let npm: Vec<&serde_json::Value> = rows
+            .iter()
+            .filter(|r| {
+                r["scenario"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("npm client"))
+                    && r["metric"] == "client CPU per delivery (µs)"
+            })
+            .collect();
+        assert_eq!(npm.len(), 2, "the npm rows, with pkg/ built:\n{stdout}");
+        for row in npm {
+            assert!(
+                row["ours"].as_f64().is_some_and(|v| v > 0.0),
+                "no value for {row}"
+            );
+        }
     }
     let text = std::fs::read_to_string(&md).expect("BENCHMARKS.md written");
     assert!(text.contains("## Results") && text.contains("## Targets"));

@@ -54,6 +54,10 @@ extern "C" {
     #[wasm_bindgen(js_namespace = Reflect, js_name = set)]
     pub fn set(target: &JsValue, key: &str, value: &JsValue);
 
+    /// [`set`] with a key the driver keeps as a JavaScript string: nothing to decode.
+    #[wasm_bindgen(js_namespace = Reflect, js_name = set)]
+    pub fn set_key(target: &JsValue, key: &JsValue, value: &JsValue);
+
     /// [`set`] for a number, which then crosses as the number it is.
     #[wasm_bindgen(js_namespace = Reflect, js_name = set)]
     pub fn set_number(target: &JsValue, key: &str, value: f64);

@@ -6,7 +6,8 @@
 //! - owns the current socket (web-sys `WebSocket`, constructed through the configured class so
 //!   that npm `ws` works too) and its event closure ([`Connection`]), replaced and dropped on
 //!   every reconnect, so nothing leaks;
-//! - owns one `setTimeout` timer armed for [`ClientCore::poll_timeout`];
+//! - owns the `setTimeout` timers armed for [`ClientCore::poll_timeout`] (at most two, see
+//!   [`State::timers`]);
 //! - turns core events into Promise settlements, handler calls and `EventTarget` events.
 //!
 //! Re-entrancy: JavaScript called from here (listeners, handlers, promise callbacks) may call
@@ -58,23 +59,30 @@ struct Inner {
     url: JsValue,
     socket_class: Function,
     debug: bool,
-    /// The callback of every timer of this client (`setTimeout`).
-    on_timer: JsValue,
-    /// The one callback of every handler result's `then`: bound per result to
-    /// `(token, fulfilled)`, it calls [`Inner::settled`] while the client lives.
+    /// The one callback of every handler result's `then` and of every timer: bound per result
+    /// or timer to `(token, fulfilled)`, it calls [`Inner::settled`] while the client lives.
     on_settled: Function,
     /// A do-nothing listener, left on replaced sockets (see [`Connection::detach`]).
     noop: JsValue,
     /// `options.token`: a string, or a function called before every attempt.
     token: JsValue,
+    /// `"type"`, `"source"` and `"id"` as JavaScript strings, made once: the keys of every
+    /// message's `MessageInfo` (keys crossing as text cost a decoding per message).
+    info_keys: [JsValue; 3],
 }
 
 /// The mutable part of [`Inner`]: the core and what this driver tracks around it.
 struct State {
     core: ClientCore,
     socket: Option<Connection>,
-    /// The armed timer: the deadline it is for, and the timer (cancelled on drop).
-    timer: Option<(Instant, Timer)>,
+    /// The armed timers: the deadline each is for, and the timer (cancelled on drop). At most
+    /// two. Every received message moves the core's next deadline from a far one (the
+    /// heartbeat) to a near one (its acknowledgement) and back once acknowledged: a timer left
+    /// armed for the far deadline, next to one for the near deadline, spares clearing and
+    /// arming it again each time (a third of the CPU an acknowledgement cost in Node). A timer
+    /// that fires before the core's deadline finds nothing due (a spurious
+    /// [`ClientCore::handle_timeout`] is a no-op) and the next drain arms what remains.
+    timers: [Option<(Instant, Timer)>; 2],
     /// Promises of sends and requests: (message id, resolve, reject). A Vec, not a map: a
     /// map's generic code costs kilobytes of wasm, and few messages are unacknowledged at once.
     pending: Vec<(u64, Function, Function)>,
@@ -92,12 +100,18 @@ struct State {
     last_token: u32,
 }
 
-/// An armed `setTimeout`; dropping it clears it.
-struct Timer(JsValue);
+/// An armed `setTimeout`, which calls `on_settled` with its `token`; dropping it clears it,
+/// unless it has fired (`handle` taken).
+struct Timer {
+    handle: Option<JsValue>,
+    token: u32,
+}
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        js::clear_timeout(&self.0);
+        if let Some(handle) = &self.handle {
+            js::clear_timeout(handle);
+        }
     }
 }
 
@@ -222,14 +236,6 @@ impl WebSocketClient {
         // The client's callbacks, made once (never per timer, socket or message); they hold
         // it weakly, so they never keep it alive.
         let inner = Rc::new_cyclic(|weak: &alloc::rc::Weak<Inner>| {
-            let on_timer = {
-                let weak = weak.clone();
-                Closure::<dyn FnMut()>::new(move || {
-                    if let Some(inner) = weak.upgrade() {
-                        inner.timer_fired();
-                    }
-                })
-            };
             let on_settled = {
                 let weak = weak.clone();
                 Closure::<dyn FnMut(u32, bool, JsValue)>::new(move |token, fulfilled, value| {
@@ -242,7 +248,7 @@ impl WebSocketClient {
                 state: RefCell::new(State {
                     core,
                     socket: None,
-                    timer: None,
+                    timers: [None, None],
                     pending: Vec::new(),
                     handlers: Vec::new(),
                     closing: Vec::new(),
@@ -256,10 +262,14 @@ impl WebSocketClient {
                 url: url.into(),
                 socket_class: options.socket_class,
                 debug: options.debug,
-                on_timer: on_timer.into_js_value(),
                 on_settled: on_settled.into_js_value().unchecked_into(),
                 noop: Closure::<dyn FnMut()>::new(|| {}).into_js_value(),
                 token: options.token,
+                info_keys: [
+                    JsValue::from_str("type"),
+                    JsValue::from_str("source"),
+                    JsValue::from_str("id"),
+                ],
             }
         });
         inner.drain();
@@ -466,14 +476,35 @@ impl Inner {
         }
         let (stale, closed) = {
             let mut state = self.state.borrow_mut();
-            let next = state.core.poll_timeout();
-            if state.timer.as_ref().map(|(at, _)| *at) != next {
-                // Replacing the `Timer` clears the one armed before.
-                state.timer = next.map(|at| {
-                    let delay = at.as_millis().saturating_sub(now().as_millis());
+            match state.core.poll_timeout() {
+                // Nothing to wait for: no timer keeps Node running.
+                None => state.timers = [None, None],
+                // A timer armed for `next` or earlier will do (see `State::timers`).
+                Some(next) if state.timers.iter().flatten().any(|(at, _)| *at <= next) => {}
+                Some(next) => {
+                    let delay = next.as_millis().saturating_sub(now().as_millis());
                     let delay = delay.min(i32::MAX as u64) as i32;
-                    (at, Timer(js::set_timeout(&self.on_timer, delay)))
-                });
+                    state.last_token = state.last_token.wrapping_add(1);
+                    let token = state.last_token;
+                    let on_fired =
+                        self.on_settled
+                            .bind2(&JsValue::NULL, &token.into(), &true.into());
+                    let handle = Some(js::set_timeout(&on_fired, delay));
+                    // In a free slot, else in place of the later timer (cleared as it is dropped).
+                    let [first, second] = &mut state.timers;
+                    let slot = match (&first, &second) {
+                        (None, _) => first,
+                        (_, None) => second,
+                        (Some((a, _)), Some((b, _))) => {
+                            if a > b {
+                                first
+                            } else {
+                                second
+                            }
+                        }
+                    };
+                    *slot = Some((next, Timer { handle, token }));
+                }
             }
             if state.core.ready_state() == ReadyState::Closed {
                 (state.keep_alive.take(), core::mem::take(&mut state.closing))
@@ -486,18 +517,6 @@ impl Inner {
             let _ = resolve.call0(&JsValue::UNDEFINED);
         }
         drop(stale);
-    }
-
-    fn timer_fired(self: &Rc<Self>) {
-        let fired = {
-            let mut state = self.state.borrow_mut();
-            let fired = state.timer.take();
-            state.core.handle_timeout(now());
-            fired
-        };
-        // The `Timer` that called us, dropped outside the borrow.
-        drop(fired);
-        self.drain();
     }
 
     fn trace(&self, what: &str, detail: &JsValue) {
@@ -591,19 +610,22 @@ impl Inner {
     /// An `open`, `message`, `close` or `error` event of transport `id`'s socket.
     fn socket_event(self: &Rc<Self>, id: TransportId, event: &web_sys::Event) {
         let now = now();
-        // Events are read structurally: npm `ws` events are not the browser's classes.
+        // Events are read structurally: npm `ws` events are not the browser's classes. A
+        // message, by far the most frequent, is told by its `data` (the others have none),
+        // without copying its type into the module.
+        let data = event.unchecked_ref::<MessageEvent>().data();
+        if !data.is_undefined() {
+            match data.as_string() {
+                Some(text) => {
+                    self.trace("receive", &data);
+                    self.state.borrow_mut().core.handle_frame(now, id, &text);
+                }
+                None => self.state.borrow_mut().core.handle_binary(now, id),
+            }
+            return self.drain();
+        }
         match event.type_().as_str() {
             "open" => self.state.borrow_mut().core.handle_opened(now, id),
-            "message" => {
-                let data = event.unchecked_ref::<MessageEvent>().data();
-                match data.as_string() {
-                    Some(text) => {
-                        self.trace("receive", &data);
-                        self.state.borrow_mut().core.handle_frame(now, id, &text);
-                    }
-                    None => self.state.borrow_mut().core.handle_binary(now, id),
-                }
-            }
             "close" => {
                 let event = event.unchecked_ref::<CloseEvent>();
                 let reason = event.reason();
@@ -780,18 +802,23 @@ impl Inner {
         };
         let payload = parse(message.payload.as_deref());
         let meta = Object::new();
-        set(&meta, "type", &message.kind.as_str().into());
-        set(&meta, "source", &optional_string(message.source.as_deref()));
-        set(
+        let [type_key, source_key, id_key] = &self.info_keys;
+        js::set_key(&meta, type_key, &message.kind.as_str().into());
+        js::set_key(
             &meta,
-            "id",
-            &message
-                .id
-                .map_or(JsValue::UNDEFINED, |id| (id as f64).into()),
+            source_key,
+            &optional_string(message.source.as_deref()),
         );
+        let id = message
+            .id
+            .map_or(JsValue::UNDEFINED, |id| (id as f64).into());
+        js::set_key(&meta, id_key, &id);
         let result = handler.call2(&JsValue::UNDEFINED, &payload, &meta);
         // A throw is settled like a rejection: asynchronously, after what ran before it.
         let promise = match result {
+            // Nothing returned, at once: nothing to answer (`Reply::None`), so no Promise to
+            // await (the common case of a handler that only listens).
+            Ok(value) if value.is_undefined() => return,
             Ok(value) => Promise::resolve(&value),
             Err(thrown) => Promise::reject(&thrown),
         };
@@ -821,9 +848,24 @@ impl Inner {
             .then(&on(true), &on(false));
     }
 
-    /// The Promise awaited under `token` settled. A handler's result (or failure) becomes a
-    /// [`Reply`], and the core decides what becomes of it; a token opens its attempt's socket.
+    /// The timer of `token` fired, or the Promise awaited under `token` settled. A handler's
+    /// result (or failure) becomes a [`Reply`], and the core decides what becomes of it; a
+    /// token opens its attempt's socket.
     fn settled(self: &Rc<Self>, token: u32, fulfilled: bool, value: &JsValue) {
+        let fired = {
+            let mut state = self.state.borrow_mut();
+            let timers = &mut state.timers;
+            let slot = timers
+                .iter_mut()
+                .find(|slot| matches!(slot, Some((_, timer)) if timer.token == token));
+            slot.and_then(Option::take)
+        };
+        if let Some((_, mut timer)) = fired {
+            // A timer fired: nothing left to clear.
+            timer.handle = None;
+            self.state.borrow_mut().core.handle_timeout(now());
+            return self.drain();
+        }
         let awaited = {
             let mut state = self.state.borrow_mut();
             let index = state.answers.iter().position(|(t, _)| *t == token);

@@ -13,7 +13,8 @@
 //!   table of ratios and writes `BENCHMARKS.md` and `bench/results.json`. `--quick` takes under
 //!   5 minutes. `--only cluster` runs only the cluster rows (two relays on Redis against
 //!   Socket.IO) and writes nothing unless `--md`/`--json` say where. Installs `redis-server`
-//!   when missing.
+//!   when missing, and builds the npm package (`pkg/`) for the npm rows when it is older than
+//!   its sources.
 //! - `cargo xtask fuzz [CASES] [SEED]`: builds the fuzz targets (`fuzz/`) in release and runs
 //!   CASES cases (default 12 million, about a minute): the frame decoder, a server
 //!   connection's programs, the HTTP upgrade's parsing; no panic, allocations bounded.
@@ -399,6 +400,14 @@ fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     let mut tally = Tally::default();
     // The cluster rows start their own redis-server.
     ensure_redis(root, &mut tally)?;
+    // The npm rows run the package's Node build: built from the current sources.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1));
+    if only.is_none_or(|groups| groups.split(',').any(|g| g.trim() == "npm")) {
+        web::ensure_pkg(root, &mut tally)?;
+    }
     step(
         "build the benchmarks (release)",
         root,

@@ -268,19 +268,33 @@ pub fn web_size(pkg: &Path) -> Result<(u64, u64), String> {
     Ok((gzipped("wsrelay_bg.wasm")?, gzipped("wsrelay.js")?))
 }
 
-/// Builds the package into `www/pkg` for the demo when it is missing or older than the
-/// sources.
-pub fn ensure_www_pkg(root: &Path) -> Result<(), String> {
-    let built = modified(&root.join("www/pkg/wsrelay_bg.wasm"));
+/// Whether `built` is missing or older than the package's sources.
+fn stale(root: &Path, built: &Path) -> bool {
+    let built = modified(built);
     let sources = ["src", "core/src", "Cargo.toml", "pkg-template"]
         .iter()
         .filter_map(|p| newest(&root.join(p)))
         .max();
-    if built.is_some() && built >= sources {
+    built.is_none() || built < sources
+}
+
+/// Builds the package into `www/pkg` for the demo when it is missing or older than the
+/// sources.
+pub fn ensure_www_pkg(root: &Path) -> Result<(), String> {
+    if !stale(root, &root.join("www/pkg/wsrelay_bg.wasm")) {
         return Ok(());
     }
     let pkg = build_pkg(root, &mut Tally::default())?;
     copy_web_build(root, &pkg)
+}
+
+/// Builds the package into `pkg/` when its Node build is missing or older than the sources
+/// (the benchmarks' npm rows run it).
+pub fn ensure_pkg(root: &Path, tally: &mut Tally) -> Result<(), String> {
+    if stale(root, &root.join("pkg/node/wsrelay_bg.wasm")) {
+        build_pkg(root, tally)?;
+    }
+    Ok(())
 }
 
 /// Puts the package's web build where the demo imports it from (`www/pkg`).

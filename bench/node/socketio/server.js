@@ -1,11 +1,13 @@
-// Socket.IO peers of the wsrelay cluster benchmarks: socket.io 4 with a Redis adapter, written
-// the way the adapters' READMEs do.
+// Socket.IO peers of the wsrelay benchmarks: socket.io 4 with a Redis adapter (the cluster rows),
+// or alone in memory (the npm client rows), written the way the adapters' READMEs do.
 //
 //   node server.js redis|streams REDIS_URL
+//   node server.js memory
 //
 // redis:   `@socket.io/redis-adapter` (pub/sub; no connection state recovery), `redis` client.
 // streams: `@socket.io/redis-streams-adapter` (one Redis stream), with connection state
 //          recovery on (its reason to exist; 2-minute window, the default).
+// memory:  one process, Socket.IO's default in-memory adapter (the npm client rows).
 //
 // Each client joins a room named after its `?source=ID` query parameter. Events:
 //   42["bc",payload]      -> socket.broadcast.emit("bc", payload)  (everybody else, every node)
@@ -25,13 +27,16 @@ function fail(message) {
 }
 
 async function main() {
+  const options = { transports: ['websocket'], serveClient: false };
+  if (mode === 'memory') {
+    return listen(options);
+  }
   if (!url || (mode !== 'redis' && mode !== 'streams')) {
-    fail('usage: node server.js redis|streams REDIS_URL');
+    fail('usage: node server.js redis|streams REDIS_URL | node server.js memory');
   }
   const pub = createClient({ url });
   pub.on('error', (error) => process.stderr.write(`socket.io peer: redis: ${error.message}\n`));
   await pub.connect();
-  const options = { transports: ['websocket'], serveClient: false };
   if (mode === 'redis') {
     const sub = pub.duplicate();
     sub.on('error', (error) => process.stderr.write(`socket.io peer: redis: ${error.message}\n`));
@@ -41,6 +46,10 @@ async function main() {
     options.adapter = require('@socket.io/redis-streams-adapter').createAdapter(pub);
     options.connectionStateRecovery = {};
   }
+  listen(options);
+}
+
+function listen(options) {
   const httpServer = http.createServer();
   const io = new Server(httpServer, options);
   io.on('connection', (socket) => {
