@@ -51,10 +51,15 @@ async fn native_clients_talk_over_wss_with_a_trusted_root() {
     let relay = tls_relay(&certs).await;
     let url = format!("wss://localhost:{}", relay.local_addr().port());
     let tls = trusting(&certs.ca_der);
-    let alice = WebSocketClient::builder(&url, "alice")
-        .tls_config(Arc::clone(&tls))
-        .build()
-        .expect("client");
+    let alice = WebSocketClient::builder(&url, "alice").tls_config(Arc::clone(&tls));
+    // A broadcast reaches who is connected when it is relayed: Alice must be open first.
+    let mut alice_events = alice.subscribe();
+    let alice = alice.build().expect("client");
+    tokio::time::timeout(PATIENCE, async {
+        while !matches!(alice_events.recv().await, Ok(Event::Open { .. }) | Err(_)) {}
+    })
+    .await
+    .expect("alice connected over TLS");
     let bob = WebSocketClient::builder(&url, "bob")
         .tls_config(tls)
         .build()
