@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use common::{Client, WAIT};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// The relay binary on a free port; killed when dropped.
@@ -67,28 +66,6 @@ impl Relay {
     }
 }
 
-/// A plain HTTP/1.1 GET: (status, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 fn www_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("www-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -104,14 +81,14 @@ async fn serves_files_and_upgrades_on_any_path_then_stops_on_sigterm() {
     let addr = relay.addr;
 
     assert_eq!(
-        get(addr, "/").await,
+        common::http_get(addr, "/").await,
         (200, "<h1>hello wsrelay</h1>\n".to_owned())
     );
     assert_eq!(
-        get(addr, "/app.js").await,
+        common::http_get(addr, "/app.js").await,
         (200, "console.log('demo');\n".to_owned())
     );
-    assert_eq!(get(addr, "/missing.js").await.0, 404);
+    assert_eq!(common::http_get(addr, "/missing.js").await.0, 404);
 
     let mut alice = Client::bare(addr, "alice").await; // path `/`
     let mut bob = Client::open(addr, "/ws?source=bob").await;
@@ -137,7 +114,7 @@ async fn serves_files_and_upgrades_on_any_path_then_stops_on_sigterm() {
 #[tokio::test]
 async fn without_www_plain_http_is_told_to_upgrade() {
     let relay = Relay::start(&[]).await;
-    assert_eq!(get(relay.addr, "/").await.0, 426);
+    assert_eq!(common::http_get(relay.addr, "/").await.0, 426);
 }
 
 #[tokio::test]

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -764,31 +766,11 @@ async fn an_unreachable_redis_holds_everything_back_and_nothing_is_lost() {
     server.close().await;
 }
 
-/// `GET path` on the relay: the status and the body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    (status, body)
-}
-
 /// Asks `GET /readyz` until it answers `status`; returns the body and how long that took.
 async fn readiness(addr: SocketAddr, status: u16) -> (String, Duration) {
     let start = tokio::time::Instant::now();
     loop {
-        let (answered, body) = get(addr, "/readyz").await;
+        let (answered, body) = common::http_get(addr, "/readyz").await;
         if answered == status {
             return (body, start.elapsed());
         }
@@ -824,7 +806,11 @@ async fn readiness_follows_redis_frozen_killed_and_back() {
     assert!(took < prompt, "not ready after {took:?}");
     assert_eq!(server.ready(), Err("Redis does not answer".to_owned()));
     assert!(!server.stats().engine_reachable);
-    assert_eq!(get(addr, "/healthz").await.0, 200, "alive all the same");
+    assert_eq!(
+        common::http_get(addr, "/healthz").await.0,
+        200,
+        "alive all the same"
+    );
     signal(child, "CONT").await;
     let (_, took) = readiness(addr, 200).await;
     assert!(took < prompt, "ready again after {took:?}");

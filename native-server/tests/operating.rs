@@ -157,22 +157,6 @@ async fn upgrade(
     }
 }
 
-async fn get(addr: SocketAddr, path: &str) -> u16 {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap()
-}
-
 /// `node SCRIPT ARGS` in tests/node (npm `ws`, installed when missing): stdout and success.
 async fn node(script: &str, args: &[&str]) -> (String, bool) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
@@ -631,7 +615,7 @@ async fn what_a_client_sends_is_echoed_and_logged_cut_short() {
 async fn endpoints_and_a_prompt_shutdown() {
     let relay = Relay::start(&[], &[]).await;
     for path in ["/healthz", "/readyz", "/metrics"] {
-        assert_eq!(get(relay.addr, path).await, 200, "{path}");
+        assert_eq!(common::http_get(relay.addr, path).await.0, 200, "{path}");
     }
     let (took, ok) = relay.terminate().await;
     assert!(ok && took < Duration::from_secs(2), "exit took {took:?}");
