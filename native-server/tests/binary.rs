@@ -7,12 +7,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::{Client, WAIT};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// The relay binary on a free port; killed when dropped.
@@ -23,30 +21,8 @@ struct Relay {
 
 impl Relay {
     async fn start(args: &[&str]) -> Relay {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsrelay-server"))
-            .args(["--port", "0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start wsrelay-server");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(WAIT, lines.next_line())
-            .await
-            .expect("announced in time")
-            .expect("stdout readable")
-            .expect("one line");
-        let addr = line
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("HOST:PORT");
+        let args: Vec<&str> = ["--port", "0"].iter().chain(args).copied().collect();
+        let (child, addr) = common::spawn_relay(&args, WAIT).await;
         Relay { child, addr }
     }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::broadcast;
@@ -130,36 +130,12 @@ impl Relay {
     }
 
     async fn start_on(redis: &str, node: &str, port: u16) -> Relay {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsrelay-server"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--redis",
-                redis,
-                "--node-id",
-                node,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start wsrelay-server");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(PATIENCE, lines.next_line())
-            .await
-            .expect("announced in time")
-            .expect("stdout readable")
-            .expect("one line");
-        let addr = line
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("HOST:PORT");
+        let port = port.to_string();
+        let (child, addr) = common::spawn_relay(
+            &["--port", &port, "--redis", redis, "--node-id", node],
+            PATIENCE,
+        )
+        .await;
         Relay {
             child,
             addr,
