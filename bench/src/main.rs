@@ -734,18 +734,17 @@ async fn multicore_rows(harness: &Harness, plan: &Plan) -> Vec<Cell> {
         metric: metric(name.clone(), "msgs/s", "msg/s", true, true),
         runs: Vec::new(),
     };
-    for rep in 0..plan.reps {
-        for &peer in &peers {
-            let result = match harness.start(peer, Role::Echo) {
-                Ok(server) => {
-                    load::echo(server.addr, server.pid, peer.proto(), 100, 20, plan.timing).await
-                }
-                Err(e) => Err(e),
-            };
-            progress(&name, peer.code(), rep, &result);
-            echo.runs.push(run_of(peer.code(), result));
-        }
-    }
+    let timing = plan.timing;
+    interleaved(
+        harness,
+        &name,
+        plan.reps,
+        &peers,
+        Role::Echo,
+        |addr, pid, peer| load::echo(addr, pid, peer.proto(), 100, 20, timing),
+        |peer, result| echo.runs.push(run_of(peer.code(), result)),
+    )
+    .await;
     cells.push(echo);
     let name = "multi-core broadcast 1000x4".to_owned();
     println!("{name}");
@@ -753,21 +752,47 @@ async fn multicore_rows(harness: &Harness, plan: &Plan) -> Vec<Cell> {
         metric: metric(name.clone(), "deliveries/s", "msg/s", true, true),
         runs: Vec::new(),
     };
-    for rep in 0..plan.reps {
-        for &peer in &peers {
-            let result = match harness.start(peer, Role::Broadcast) {
-                Ok(server) => {
-                    let target = load::Target::single(server.addr, server.pid);
-                    load::broadcast(&target, peer.proto(), 1000, 4, plan.timing).await
-                }
-                Err(e) => Err(e),
-            };
-            progress(&name, peer.code(), rep, &result);
-            broadcast.runs.push(run_of(peer.code(), result));
-        }
-    }
+    interleaved(
+        harness,
+        &name,
+        plan.reps,
+        &peers,
+        Role::Broadcast,
+        |addr, pid, peer| async move {
+            let target = load::Target::single(addr, pid);
+            load::broadcast(&target, peer.proto(), 1000, 4, timing).await
+        },
+        |peer, result| broadcast.runs.push(run_of(peer.code(), result)),
+    )
+    .await;
     cells.push(broadcast);
     cells
+}
+
+/// Runs `load` against every peer started in `role`, `reps` times with the peers interleaved,
+/// prints each result and hands it to `record`.
+async fn interleaved<F, Fut>(
+    harness: &Harness,
+    name: &str,
+    reps: usize,
+    peers: &[Peer],
+    role: Role,
+    load: F,
+    mut record: impl FnMut(Peer, Result<Sample, String>),
+) where
+    F: Fn(std::net::SocketAddr, u32, Peer) -> Fut,
+    Fut: std::future::Future<Output = Result<Sample, String>>,
+{
+    for rep in 0..reps {
+        for &peer in peers {
+            let result = match harness.start(peer, role) {
+                Ok(server) => load(server.addr, server.pid, peer).await,
+                Err(e) => Err(e),
+            };
+            progress(name, peer.code(), rep, &result);
+            record(peer, result);
+        }
+    }
 }
 
 fn run_of(peer: &'static str, sample: Result<Sample, String>) -> Run {
@@ -935,18 +960,16 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
             metric: metric(name.clone(), "msgs/s", "msg/s", true, conns > 1),
             runs: Vec::new(),
         };
-        for rep in 0..plan.reps {
-            for &peer in &peers {
-                let result = match harness.start(peer, Role::Echo) {
-                    Ok(server) => {
-                        load::echo(server.addr, server.pid, peer.proto(), conns, size, timing).await
-                    }
-                    Err(e) => Err(e),
-                };
-                progress(&name, peer.code(), rep, &result);
-                cell.runs.push(run_of(peer.code(), result));
-            }
-        }
+        interleaved(
+            &harness,
+            &name,
+            plan.reps,
+            &peers,
+            Role::Echo,
+            |addr, pid, peer| load::echo(addr, pid, peer.proto(), conns, size, timing),
+            |peer, result| cell.runs.push(run_of(peer.code(), result)),
+        )
+        .await;
         cells.push(cell);
     }
 
@@ -958,19 +981,20 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
             metric: metric(name.clone(), "deliveries/s", "msg/s", true, true),
             runs: Vec::new(),
         };
-        for rep in 0..plan.reps {
-            for &peer in &peers {
-                let result = match harness.start(peer, Role::Pairs) {
-                    Ok(server) => {
-                        let target = load::Target::single(server.addr, server.pid);
-                        load::send_to(&target, peer.proto(), plan.pairs, timing).await
-                    }
-                    Err(e) => Err(e),
-                };
-                progress(&name, peer.code(), rep, &result);
-                cell.runs.push(run_of(peer.code(), result));
-            }
-        }
+        let pairs = plan.pairs;
+        interleaved(
+            &harness,
+            &name,
+            plan.reps,
+            &peers,
+            Role::Pairs,
+            |addr, pid, peer| async move {
+                let target = load::Target::single(addr, pid);
+                load::send_to(&target, peer.proto(), pairs, timing).await
+            },
+            |peer, result| cell.runs.push(run_of(peer.code(), result)),
+        )
+        .await;
         cells.push(cell);
     }
 
@@ -986,16 +1010,17 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
             metric: metric(name.clone(), "p95 latency", "ms", false, false),
             runs: Vec::new(),
         };
-        for rep in 0..plan.reps {
-            for &peer in &peers {
-                let result = match harness.start(peer, Role::Broadcast) {
-                    Ok(server) => {
-                        let target = load::Target::single(server.addr, server.pid);
-                        load::broadcast(&target, peer.proto(), conns, senders, timing).await
-                    }
-                    Err(e) => Err(e),
-                };
-                progress(&name, peer.code(), rep, &result);
+        interleaved(
+            &harness,
+            &name,
+            plan.reps,
+            &peers,
+            Role::Broadcast,
+            |addr, pid, peer| async move {
+                let target = load::Target::single(addr, pid);
+                load::broadcast(&target, peer.proto(), conns, senders, timing).await
+            },
+            |peer, result| {
                 let latency = result.as_ref().map_err(Clone::clone).and_then(|s| {
                     s.latency
                         .map(|l| l[1] / 1000.0)
@@ -1008,8 +1033,9 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
                     gen_cpu: result.as_ref().ok().map(|s| s.gen_cpu),
                 });
                 cell.runs.push(run_of(peer.code(), result));
-            }
-        }
+            },
+        )
+        .await;
         cells.push(cell);
         if conns >= 5000 || plan.broadcast.len() == 1 {
             cells.push(p95);
