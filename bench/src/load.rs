@@ -622,6 +622,8 @@ async fn sender_loop(
 /// (wsrelay) and answered (pings), so that the server never waits on it.
 pub struct Broadcaster {
     message: Message,
+    /// The last message id sent.
+    id: u64,
     write: SharedWrite,
     shared: Rc<Shared>,
     _reader: Tasks,
@@ -648,6 +650,7 @@ impl Broadcaster {
         };
         Ok(Broadcaster {
             message,
+            id: FIRST_ID,
             write,
             shared,
             _reader: Tasks(vec![reader]),
@@ -660,14 +663,13 @@ impl Broadcaster {
             return Err(format!("a broadcast rate must be positive ({rate})"));
         }
         let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-        let mut id = FIRST_ID;
         for _ in 0..count {
             ticks.tick().await;
             if let Some(error) = self.shared.error.borrow().clone() {
                 return Err(format!("the sender failed: {error}"));
             }
-            id += 1;
-            let frame = self.message.stamp(id, self.shared.now_us());
+            self.id += 1;
+            let frame = self.message.stamp(self.id, self.shared.now_us());
             self.write
                 .lock()
                 .await

@@ -26,12 +26,23 @@ pub const NODE_ARGS_ENV: &str = "WSRELAY_BENCH_NODE_ARGS";
 pub struct NpmLoad {
     /// Receiving clients in the Node process.
     pub receivers: usize,
-    /// Broadcasts per second.
+    /// Broadcasts per second while measured.
     pub rate: f64,
-    /// Broadcasts before the measurement starts (the JIT warms up), then measured.
+    /// Broadcasts before the measurement, sent `warmup_rate` per second, then a pause of
+    /// [`SETTLE`]. V8 runs a wasm function as Liftoff's baseline code until it has run enough
+    /// to be compiled again by TurboFan: measured after a warm-up of half a second, wsrelay's
+    /// client cost twice what it costs after several seconds of traffic (and as much as it
+    /// costs at once with `--no-liftoff`). The warm-up is long enough for the measurement to
+    /// see the steady state, as a long-running application does.
     pub warmup: u64,
+    pub warmup_rate: f64,
+    /// Broadcasts measured.
     pub measured: u64,
 }
+
+/// The pause between the warm-up and the measured broadcasts: the last acknowledgements of
+/// the warm-up fall before the measurement, which starts at the first measured delivery.
+const SETTLE: Duration = Duration::from_millis(200);
 
 impl NpmLoad {
     /// Deliveries per second, in all.
@@ -137,7 +148,7 @@ pub async fn run(
     };
     let mut sender = Broadcaster::connect(server.addr, proto).await?;
     let receivers = load.receivers as u64;
-    let seconds = (load.warmup + load.measured) as f64 / load.rate;
+    let seconds = load.warmup as f64 / load.warmup_rate + load.measured as f64 / load.rate;
     let timeout = Duration::from_secs_f64(seconds) + Duration::from_secs(10);
     let mut command = tokio::process::Command::new("node");
     if let Ok(args) = std::env::var(NODE_ARGS_ENV) {
@@ -165,13 +176,18 @@ pub async fn run(
     if ready.trim() != "ready" {
         return Err(format!("unexpected line from the clients: {ready:?}"));
     }
-    let meter = CpuMeter::start(server.pid);
-    let (sent, line) = tokio::join!(
-        sender.send(load.rate, load.warmup + load.measured),
+    let send = async {
+        sender.send(load.warmup_rate, load.warmup).await?;
+        tokio::time::sleep(SETTLE).await;
+        let meter = CpuMeter::start(server.pid);
+        sender.send(load.rate, load.measured).await?;
+        Ok::<_, String>(meter)
+    };
+    let (meter, line) = tokio::join!(
+        send,
         next_line(&mut lines, timeout + Duration::from_secs(5), "their report"),
     );
-    let server_cpu = meter.read();
-    sent?;
+    let server_cpu = meter?.read();
     let line = line?;
     drop(stdin);
     if tokio::time::timeout(Duration::from_secs(10), child.wait())
@@ -192,9 +208,8 @@ pub async fn run(
             load.warmup + load.measured
         ));
     }
-    let measured = (load.measured * receivers) as f64;
-    let (cpu_us, wall_us) = (number("cpu_us"), number("wall_us"));
-    if !(cpu_us > 0.0 && wall_us > 0.0) {
+    let (measured, cpu_us, wall_us) = (number("measured"), number("cpu_us"), number("wall_us"));
+    if !(measured > 0.0 && cpu_us > 0.0 && wall_us > 0.0) {
         return Err(format!("no CPU time measured: {line}"));
     }
     Ok(Sample {

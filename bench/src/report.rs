@@ -470,10 +470,14 @@ const METHOD: &str = "## Method
   socket.io-client (**SIOc**) against Socket.IO 4 in memory (`server.js memory`), the server
   on core 0; both clients on the same npm `ws`. One sender of the load generator broadcasts
   20-byte payloads on a fixed schedule (open loop) that neither side saturates; each client
-  counts its `bc` messages in a handler (`client.on` / `socket.on`). The Node process reads
-  `process.cpuUsage()` (user + system, every thread) at the end of a warm-up (the JIT's) and at
-  the last delivery: µs per delivery is that CPU time over the deliveries measured; a run in
-  which any client missed a broadcast or got one twice failed. The load generator CPU column
+  counts its `bc` messages in a handler (`client.on` / `socket.on`). First a warm-up of 3 s at
+  five (fan-out: four) times the rate, about 30 000 deliveries: V8 runs wasm as Liftoff's
+  baseline code until it has run enough to be compiled by TurboFan, and after half a second
+  of traffic wsrelay's client still costs twice its steady state. Then 200 ms of pause, and
+  the measured broadcasts at the stated rate: the Node process reads `process.cpuUsage()`
+  (user + system, every thread) at the first measured delivery and at the last; µs per
+  delivery is that CPU time over the deliveries between them. A run in which any client
+  missed a broadcast or got one twice failed. The load generator CPU column
   is the client process's. `WSRELAY_BENCH_NODE_ARGS=\"--cpu-prof --cpu-prof-dir=DIR\"` profiles
   the clients in the very run measured.
 ";

@@ -12,8 +12,9 @@
 //
 // Prints `ready` once every client is connected. The harness then broadcasts; the first WARMUP
 // deliveries (in all) warm up the JIT and are not measured; the CPU time is read at the
-// WARMUP-th delivery and at the (WARMUP + MEASURED)-th, then one JSON line is printed:
-// {"delivered", "expected", "short", "cpu_us", "wall_us"}, `short` being the clients that did
+// delivery after them and at the (WARMUP + MEASURED)-th, then one JSON line is printed:
+// {"delivered", "expected", "short", "measured", "cpu_us", "wall_us"}: `measured` deliveries
+// took `cpu_us` of CPU time (user + system) in `wall_us`; `short` counts the clients that did
 // not receive exactly their share (a run with short clients or fewer deliveries than expected
 // failed). After TIMEOUT_MS without completing, the same line says what arrived. Exits when
 // stdin closes (the harness is done or died).
@@ -53,6 +54,7 @@ function report(end) {
       delivered,
       expected,
       short,
+      measured: start ? delivered - start.delivered : 0,
       cpu_us: cpu.user + cpu.system,
       wall_us: Number(wall / 1000n),
     }) + '\n',
@@ -63,9 +65,10 @@ function report(end) {
 function deliver(index) {
   counts[index] += 1;
   delivered += 1;
-  if (delivered === warmup) {
-    start = { cpu: process.cpuUsage(), wall: process.hrtime.bigint() };
-  } else if (delivered === expected) {
+  if (delivered === warmup + 1) {
+    start = { cpu: process.cpuUsage(), wall: process.hrtime.bigint(), delivered };
+  }
+  if (delivered === expected) {
     const end = process.hrtime.bigint();
     report(end);
   }
