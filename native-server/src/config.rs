@@ -107,14 +107,12 @@ pub struct ServerConfig {
     /// Serve `wss://` (and the static files over `https://`) with this TLS configuration
     /// (see [`tls_config`](crate::tls_config) to load PEM files). `None` (default): plain.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// WebSocket read buffer per connection (default 1 KiB; tungstenite's own default of
-    /// 128 KiB costs about 139 KB per idle connection). It is allocated for every connection,
-    /// idle or not, and bounds each read: 1 KiB instead of 4 KiB saves 3 KiB per connection
-    /// and cost about 3% of server CPU per message echoing 1 KiB payloads (two reads per
-    /// frame); a frame of 1 MiB takes 1024 reads. Raise it for traffic of large messages.
+    /// The most one read from a connection's socket takes (default 8 KiB; more when a frame's
+    /// header announces a larger one). The read buffer exists only while bytes wait to be
+    /// decoded: an idle connection holds none, and a large message's goes with it.
     pub read_buffer_size: usize,
-    /// Bytes a connection buffers before writing to the socket (default 8 KiB); every batch
-    /// of frames is flushed once anyway.
+    /// Bytes of frames a connection encodes before writing them to the socket (default 8 KiB);
+    /// every batch of frames is written at once anyway, and the buffer goes once written.
     pub write_buffer_size: usize,
     /// Announce who comes and goes to every client as `relay:presence` messages (payload
     /// `{"joined": [...], "left": [...]}`, coalesced per `presence_interval`), and answer
@@ -165,7 +163,7 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             own_origin: false,
             tls: None,
-            read_buffer_size: 1024,
+            read_buffer_size: 8 * 1024,
             write_buffer_size: 8 * 1024,
             redis: None,
             node_id: None,

@@ -11,12 +11,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::ws::Utf8Bytes;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::FutureExt;
 use tokio::time::{sleep_until, timeout};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsClose;
-use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tungstenite::Utf8Bytes;
+use wsrelay_core::server::websocket::Inbound;
 use wsrelay_core::server::{
     CloseFrame, Counters, DisconnectReason, Output, ServerConnection, TransportError,
 };
@@ -26,10 +24,7 @@ use crate::config::OnDuplicate;
 use crate::engine::{Claim, ClaimError, Doorbell, Effect, Router, SessionStore, Signal};
 use crate::handlers::{first_call, handler_call, HandlerCall};
 use crate::hub::{Hub, SharedHandlers, Stats};
-use crate::socket::{
-    drain_and_close, poll_io, poll_write, renew, text_frame, transport_error, Io, Socket,
-    Transport, LARGE_FRAME,
-};
+use crate::websocket::{poll_io, Io, Outgoing, Received, WebSocket};
 use crate::ClientInfo;
 
 /// Frames read back to back before the state machine's outputs are carried out.
@@ -41,28 +36,16 @@ const REFETCH: Duration = Duration::from_millis(200);
 
 type Machine = ServerConnection<Utf8Bytes, SharedHandlers>;
 
-fn close_message(code: u16, reason: &str) -> WsMessage {
-    WsMessage::Close(Some(WsClose {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    }))
-}
-
 /// Serves one upgraded connection for `source` until it ends. `announced`: the URL said the
 /// client speaks the protocol (`v=1`).
 pub(crate) async fn serve(
-    transport: Transport,
+    mut socket: WebSocket,
     hub: Arc<Hub>,
     identity: Identity,
     announced: bool,
     addr: Option<SocketAddr>,
 ) {
     let Identity { source, expires } = identity;
-    let Transport {
-        mut socket,
-        clean,
-        config,
-    } = transport;
     let doorbell = Doorbell::default();
     let exclusive = hub.config.on_duplicate == OnDuplicate::Reject;
     let claim = match hub.engine.claim(&source, &doorbell, exclusive).await {
@@ -75,8 +58,8 @@ pub(crate) async fn serve(
             };
             tracing::info!(source, ?error, "refused after the upgrade");
             hub.metrics.count_closed(Some(code));
-            let close = close_message(code, reason);
-            let _ = timeout(hub.config.close_timeout, socket.send(close)).await;
+            socket.queue_close(code, reason);
+            let _ = timeout(hub.config.close_timeout, socket.finish()).await;
             return;
         }
     };
@@ -104,16 +87,12 @@ pub(crate) async fn serve(
         doorbell,
         machine,
         outq: VecDeque::new(),
-        unflushed: false,
         calls: VecDeque::new(),
         fetched: Vec::new(),
         mail: true,
         refetch: None,
         closing: None,
         released: false,
-        large: false,
-        clean,
-        config,
         counted: Counters::default(),
         close_code: None,
         had_session: false,
@@ -178,9 +157,8 @@ struct Conn {
     claim: Claim,
     doorbell: Doorbell,
     machine: Machine,
-    /// Frames to write, each marked when it is a mailbox frame.
-    outq: VecDeque<(WsMessage, bool)>,
-    unflushed: bool,
+    /// Frames to write.
+    outq: VecDeque<Outgoing>,
     calls: VecDeque<HandlerCall>,
     fetched: Vec<Utf8Bytes>,
     /// The mailbox may hold frames not fetched yet.
@@ -189,11 +167,6 @@ struct Conn {
     refetch: Option<tokio::time::Instant>,
     closing: Option<Option<CloseFrame>>,
     released: bool,
-    /// A large text frame was read: renew the WebSocket to let its buffer go (see
-    /// [`Raw`](crate::socket::Raw)).
-    large: bool,
-    clean: Arc<std::sync::atomic::AtomicBool>,
-    config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
     /// The state machine's counters as last added to the metrics.
     counted: Counters,
     /// The close code written to the client, if any.
@@ -220,7 +193,7 @@ impl Conn {
         self.counted = now;
     }
 
-    async fn run(&mut self, mut socket: Socket) {
+    async fn run(&mut self, mut socket: WebSocket) {
         let hub = Arc::clone(&self.hub);
         let sleep = sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::pin!(sleep);
@@ -241,9 +214,9 @@ impl Conn {
             }
             // What the batch produced goes out now when the socket has room (the common case),
             // rather than after another turn of the select.
-            if self.wants_write() {
-                let (outq, unflushed) = (&mut self.outq, &mut self.unflushed);
-                let write = poll_fn(|cx| poll_write(&mut socket, cx, outq, unflushed));
+            if !self.outq.is_empty() || socket.wants_write() {
+                let outq = &mut self.outq;
+                let write = poll_fn(|cx| socket.poll_write(cx, outq));
                 if let Some(written) = write.now_or_never() {
                     self.written(written);
                     continue;
@@ -287,23 +260,23 @@ impl Conn {
                 }
                 io = poll_fn(|cx| {
                     let read = self.machine.wants_read();
-                    poll_io(&mut socket, cx, &mut self.outq, &mut self.unflushed, read)
-                }), if self.machine.wants_read() || self.wants_write() => match io {
-                    Io::Written(written) => self.written(written),
-                    Io::Read(frame) => {
-                        self.read(frame);
-                        for _ in 1..READ_BATCH {
-                            // After a large frame, nothing more is read before the renewal.
-                            if !self.machine.wants_read() || self.large {
-                                break;
-                            }
-                            match socket.next().now_or_never() {
-                                Some(frame) => self.read(frame),
-                                None => break,
+                    poll_io(&mut socket, cx, &mut self.outq, read)
+                }), if self.machine.wants_read() || !self.outq.is_empty() || socket.wants_write() => {
+                    match io {
+                        Io::Written(written) => self.written(written),
+                        Io::Readable => {
+                            for _ in 0..READ_BATCH {
+                                if !self.machine.wants_read() {
+                                    break;
+                                }
+                                match socket.next() {
+                                    Some(received) => self.read(received),
+                                    None => break,
+                                }
                             }
                         }
                     }
-                },
+                }
                 reply = first_call(&mut self.calls), if !self.calls.is_empty() => {
                     self.calls.pop_front();
                     self.machine.handle_reply(reply);
@@ -317,20 +290,11 @@ impl Conn {
                     self.machine.handle_timeout(hub.clock.now());
                 }
             }
-            if std::mem::take(&mut self.large) {
-                // Boxed: a WebSocket being built would otherwise be part of every
-                // connection's future, large frames or not.
-                socket = Box::pin(renew(socket, &self.clean, self.config)).await;
-            }
         }
     }
 
-    fn wants_write(&self) -> bool {
-        !self.outq.is_empty() || self.unflushed
-    }
-
     /// Tells the state machine how a write went.
-    fn written(&mut self, written: Result<usize, tungstenite::Error>) {
+    fn written(&mut self, written: std::io::Result<usize>) {
         match written {
             Ok(delivered) => self.machine.handle_written(delivered),
             Err(error) => self
@@ -340,27 +304,18 @@ impl Conn {
     }
 
     /// Hands a frame (or the end of the stream) to the state machine.
-    fn read(&mut self, frame: Option<Result<WsMessage, tungstenite::Error>>) {
+    fn read(&mut self, received: Received<'_>) {
         let now = self.hub.clock.now();
-        match frame {
-            Some(Ok(WsMessage::Text(text))) => {
+        match received {
+            Received::Frame(Inbound::Text(text)) => {
                 self.hub.metrics.bytes_in.inc_by(text.len() as u64);
-                self.machine.handle_text(now, text.as_str());
-                self.large |= text.len() as u64 >= LARGE_FRAME;
+                self.machine.handle_text(now, text);
             }
-            Some(Ok(WsMessage::Binary(_))) => self.machine.handle_binary(now),
-            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {
-                self.machine.handle_heard();
-            }
-            Some(Ok(WsMessage::Close(frame))) => {
-                self.machine
-                    .handle_closed(frame.map(|frame| u16::from(frame.code)));
-            }
-            None => self.machine.handle_closed(None),
-            Some(Err(error)) => match transport_error(error) {
-                Some(error) => self.machine.handle_transport_error(error),
-                None => self.machine.handle_closed(None),
-            },
+            Received::Frame(Inbound::Binary(_)) => self.machine.handle_binary(now),
+            Received::Frame(Inbound::Ping(_) | Inbound::Pong(_)) => self.machine.handle_heard(),
+            Received::Frame(Inbound::Close(code)) => self.machine.handle_closed(code),
+            Received::Ended => self.machine.handle_closed(None),
+            Received::Failed(error) => self.machine.handle_transport_error(error),
         }
     }
 
@@ -412,16 +367,14 @@ impl Conn {
         match output {
             Output::Transmit(frame) => {
                 hub.metrics.bytes_out.inc_by(frame.len() as u64);
-                self.outq.push_back((text_frame(frame.into()), false));
+                self.outq.push_back(Outgoing::Text(frame.into()));
             }
             Output::Deliver(frame) => {
                 hub.metrics.bytes_out.inc_by(frame.len() as u64);
                 hub.metrics.messages_out.inc();
-                self.outq.push_back((text_frame(frame.into()), true));
+                self.outq.push_back(Outgoing::Delivery(frame.into()));
             }
-            Output::Ping => self
-                .outq
-                .push_back((WsMessage::Ping(bytes::Bytes::new()), false)),
+            Output::Ping => self.outq.push_back(Outgoing::Ping),
             Output::Open { hello, fresh_next } => {
                 match hub
                     .engine
@@ -505,10 +458,13 @@ impl Conn {
     }
 
     /// Writes what is left and the close frame, then waits a moment for the client's answer.
-    async fn farewell(&mut self, mut socket: Socket, close: Option<CloseFrame>) {
+    async fn farewell(&mut self, mut socket: WebSocket, close: Option<CloseFrame>) {
         let close_timeout = self.hub.config.close_timeout;
         let Some(close) = close else {
-            return; // the transport is gone
+            // The client closed (the echo of its close frame is queued), or the transport is
+            // gone.
+            let _ = timeout(close_timeout, socket.finish()).await;
+            return;
         };
         // What the mailbox still holds for the client goes out before the close.
         while let Some(from) = self.machine.fetch_from() {
@@ -519,7 +475,7 @@ impl Conn {
         while let Some(output) = self.machine.poll_output() {
             match output {
                 Output::Transmit(frame) | Output::Deliver(frame) => {
-                    self.outq.push_back((text_frame(frame.into()), false));
+                    self.outq.push_back(Outgoing::Text(frame.into()));
                 }
                 other => self.apply(other).await,
             }
@@ -527,28 +483,25 @@ impl Conn {
         // A frame refused from its header is still arriving: the WebSocket cannot be read.
         let unreadable = self.machine.ending() == Some(&DisconnectReason::TooLarge);
         let abort = self.hub.abort.cancelled();
+        let outq = &mut self.outq;
         let goodbye = async {
-            for (message, _) in self.outq.drain(..) {
-                socket.feed(message).await?;
-            }
-            socket.send(close_message(close.code, close.reason)).await?;
+            socket.write_all(outq).await?;
+            socket.queue_close(close.code, close.reason);
+            socket.write_all(outq).await?;
             // The client answers the close; anything else it sends now is not consumed.
-            while let Some(Ok(message)) = socket.next().await.filter(|_| !unreadable) {
-                if matches!(message, WsMessage::Close(_)) {
-                    break;
-                }
+            if !unreadable {
+                socket.read_until_close().await;
             }
-            Ok::<(), tungstenite::Error>(())
+            Ok::<(), std::io::Error>(())
         };
         tokio::select! {
             _ = timeout(close_timeout, goodbye) => {}
             () = abort => {}
         }
         if unreadable {
-            Box::pin(drain_and_close(socket, close_timeout)).await;
+            Box::pin(socket.drain_and_close(close_timeout)).await;
         } else {
-            // The sink's close: flushes and ends our side (the close frame is already sent).
-            let _ = timeout(close_timeout, SinkExt::close(&mut socket)).await;
+            let _ = timeout(close_timeout, socket.finish()).await;
         }
     }
 

@@ -10,10 +10,9 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
+use tungstenite::handshake::derive_accept_key;
 
 use crate::admission::Full;
 use crate::auth::{check_source, UpgradeRequest};
@@ -23,7 +22,7 @@ use crate::engine::Router as _;
 use crate::hub::Hub;
 use crate::listener::Peer;
 use crate::logs::{clip, LogLimit};
-use crate::socket::Transport;
+use crate::websocket::WebSocket;
 
 #[derive(Clone)]
 struct App {
@@ -237,12 +236,7 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
     hub.metrics.opened.inc();
     let config = &hub.config;
     let limit = config.hard_message_limit();
-    let socket_config = WebSocketConfig::default()
-        .read_buffer_size(config.read_buffer_size)
-        .write_buffer_size(config.write_buffer_size)
-        .max_write_buffer_size(config.write_buffer_size + limit + 64 * 1024)
-        .max_message_size(Some(limit))
-        .max_frame_size(Some(limit));
+    let (read_size, write_size) = (config.read_buffer_size, config.write_buffer_size);
     // The shutdown waits for this connection: the token lives as long as its task.
     let tracked = hub.tracker.token();
     let addr = request.remote_addr;
@@ -256,8 +250,8 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
                 return;
             }
         };
-        let transport = Transport::new(upgraded, socket_config).await;
-        connection::serve(transport, hub, identity, announced, addr).await;
+        let socket = WebSocket::new(upgraded, limit, read_size, write_size);
+        connection::serve(socket, hub, identity, announced, addr).await;
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -58,8 +58,8 @@ mod metrics;
 mod presence;
 mod requests;
 mod server;
-mod socket;
 mod tls;
+mod websocket;
 
 pub use auth::{source_from_query, Authenticator, Identity, Rejection, UpgradeRequest};
 /// Re-exported so that hooks can build [`Rejection`]s and read headers without a direct `http`

@@ -1,7 +1,8 @@
 //! What a hostile trial of the relay found, each pinned on the real server over loopback:
 //! connections that never upgrade, oversized frames, identities that are not text, clients
 //! speaking for the relay or answering what was not asked of them, unbounded lists, limits
-//! per address and in total, the rate limit with a bystander, and the HTTP endpoints.
+//! per address and in total, the rate limit with a bystander, the HTTP endpoints, and the
+//! WebSocket layer's pings, fragments and close frames.
 
 #![allow(clippy::unwrap_used)]
 
@@ -190,6 +191,103 @@ async fn an_oversized_frame_is_refused_with_1009_and_too_large_not_a_reset() {
     assert_eq!(code, Some(1009));
     assert_eq!(words.map(|w| w["code"].clone()), Some(json!("too_large")));
     drop(writer);
+    server.broadcast("still", &1, None).await.unwrap();
+    assert_eq!(bob.recv().await["type"], "still");
+}
+
+/// The WebSocket layer as a client sees it on the wire: a ping answered with its payload, a
+/// message in fragments with a ping between them read whole, the client's close frame
+/// echoed; and a frame that breaks RFC 6455 (reserved bits) closed with 1002, the other
+/// clients untouched.
+#[tokio::test]
+async fn pings_fragments_and_close_frames_follow_rfc_6455() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+    let server = start(config()).await;
+    let addr = server.local_addr();
+    let mut bob = Client::bare(addr, "bob").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/?source=alice"))
+        .await
+        .unwrap();
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    let text = r#"{"type":"chat","to":"bob","payload":"grüße in pieces"}"#.as_bytes();
+    // Cut inside "ü", whose two bytes then arrive in different fragments.
+    let cut = text.iter().position(|&b| b == 0xc3).unwrap() + 1;
+    let (first, rest) = text.split_at(cut);
+    let (middle, last) = rest.split_at(3);
+    for (opcode, piece, fin) in [
+        (OpCode::Data(Data::Text), first, false),
+        (OpCode::Data(Data::Continue), middle, false),
+        (OpCode::Data(Data::Continue), last, true),
+    ] {
+        ws.send(Message::Frame(Frame::message(piece.to_vec(), opcode, fin)))
+            .await
+            .unwrap();
+        if !fin {
+            ws.send(Message::Ping(b"between".to_vec().into()))
+                .await
+                .unwrap();
+        }
+    }
+    let mut pongs = Vec::new();
+    while pongs.len() < 3 {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("in time")
+        {
+            Some(Ok(Message::Pong(payload))) => pongs.push(payload.to_vec()),
+            Some(Ok(_)) => {}
+            other => panic!("expected pongs, read {other:?}"),
+        }
+    }
+    assert_eq!(pongs[0], b"are you there");
+    assert_eq!(pongs[1], b"between");
+    let chat = bob.recv().await;
+    assert_eq!(
+        (chat["source"].clone(), chat["payload"].clone()),
+        (json!("alice"), json!("grüße in pieces"))
+    );
+    ws.send(Message::Close(Some(CloseFrame {
+        code: 4000.into(),
+        reason: "done".into(),
+    })))
+    .await
+    .unwrap();
+    let echo = loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("in time")
+        {
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("expected the close frame's echo, read {other:?}"),
+        }
+    };
+    assert_eq!(echo, Some(4000));
+
+    // Reserved bits set: a protocol error, closed with 1002.
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /?source=carol HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    raw.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        raw.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    raw.write_all(&[0xc1, 0x80, 1, 2, 3, 4]).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(WAIT, raw.read_to_end(&mut reply)).await;
+    let close = reply.windows(2).position(|w| w[0] == 0x88);
+    let code = close.and_then(|at| reply.get(at + 2..at + 4));
+    assert_eq!(code, Some(&1002u16.to_be_bytes()[..]), "read {reply:?}");
     server.broadcast("still", &1, None).await.unwrap();
     assert_eq!(bob.recv().await["type"], "still");
 }

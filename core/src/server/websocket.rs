@@ -147,11 +147,7 @@ enum Found {
     Need(usize),
     /// A message or control frame whose payload is at `payload`, the frames through `end`
     /// consumed.
-    Frame {
-        opcode: u8,
-        payload: Range<usize>,
-        end: usize,
-    },
+    Frame { payload: Range<usize>, end: usize },
     /// The fragmented message is complete, the frames through `end` consumed.
     Assembled { end: usize },
 }
@@ -164,8 +160,10 @@ pub struct Decoder {
     partial: Option<Partial>,
     /// The assembled message was handed over: the next call starts a new one.
     assembled: bool,
-    /// A close frame was read: the stream has ended, anything after it is discarded.
-    closed: bool,
+    /// The opcode of the frame [`Found::Frame`] points at.
+    opcode: u8,
+    /// A close frame or an error ended the stream: anything after it is discarded.
+    ended: bool,
 }
 
 impl Decoder {
@@ -175,7 +173,27 @@ impl Decoder {
             limit,
             partial: None,
             assembled: false,
-            closed: false,
+            opcode: 0,
+            ended: false,
+        }
+    }
+
+    /// Whether [`decode`](Self::decode) has something to say about `buf`: a whole frame, or a
+    /// header it refuses before the payload arrives.
+    pub fn ready(&self, buf: &[u8]) -> bool {
+        if self.ended {
+            return false;
+        }
+        match parse_header(buf) {
+            None => false,
+            Some(header) => {
+                usize::try_from(header.len).map_or(true, |len| {
+                    len > self.limit || header.size + len <= buf.len()
+                }) || !matches!(
+                    header.opcode,
+                    CONTINUATION | TEXT | BINARY | CLOSE | PING | PONG
+                )
+            }
         }
     }
 
@@ -184,7 +202,8 @@ impl Decoder {
     /// (the first `n` were consumed all the same). Payloads are unmasked in place; the
     /// message borrows `buf` or, when it came in fragments, the decoder.
     ///
-    /// After an error the stream cannot be read any further.
+    /// A close frame or an error ends the stream: later calls consume everything and return
+    /// nothing.
     pub fn decode<'a>(
         &'a mut self,
         buf: &'a mut [u8],
@@ -192,48 +211,49 @@ impl Decoder {
         if core::mem::take(&mut self.assembled) {
             self.partial = None;
         }
-        match self.find(buf)? {
-            Found::Need(consumed) => Ok((consumed, None)),
+        if self.ended {
+            // After the close frame or an error, the stream is over: what follows is
+            // discarded, unread.
+            return Ok((buf.len(), None));
+        }
+        let found = self.find(buf);
+        self.ended = found.is_err();
+        let (payload, end) = match found? {
+            Found::Need(consumed) => return Ok((consumed, None)),
             Found::Assembled { end } => {
-                let partial = self
-                    .partial
-                    .as_ref()
-                    .ok_or(FrameError::Protocol("no message"))?;
+                let Some(partial) = &self.partial else {
+                    return Ok((end, None));
+                };
+                // Checked fragment by fragment already: this cannot fail.
                 let message = if partial.text {
-                    let text = core::str::from_utf8(&partial.bytes)
-                        .map_err(|_| FrameError::InvalidUtf8)?;
-                    Inbound::Text(text)
+                    Inbound::Text(
+                        core::str::from_utf8(&partial.bytes)
+                            .map_err(|_| FrameError::InvalidUtf8)?,
+                    )
                 } else {
                     Inbound::Binary(&partial.bytes)
                 };
-                Ok((end, Some(message)))
+                return Ok((end, Some(message)));
             }
-            Found::Frame {
-                opcode,
-                payload,
-                end,
-            } => {
-                let payload = buf.get(payload).unwrap_or_default();
-                let message = match opcode {
-                    TEXT => Inbound::Text(
-                        core::str::from_utf8(payload).map_err(|_| FrameError::InvalidUtf8)?,
-                    ),
-                    BINARY => Inbound::Binary(payload),
-                    PING => Inbound::Ping(payload),
-                    PONG => Inbound::Pong(payload),
-                    _ => Inbound::Close(close_code(payload)?),
-                };
-                Ok((end, Some(message)))
-            }
-        }
+            Found::Frame { payload, end } => (payload, end),
+        };
+        let opcode = self.opcode;
+        let payload = buf.get(payload).unwrap_or_default();
+        let message = match opcode {
+            TEXT => core::str::from_utf8(payload)
+                .map(Inbound::Text)
+                .map_err(|_| FrameError::InvalidUtf8),
+            BINARY => Ok(Inbound::Binary(payload)),
+            PING => Ok(Inbound::Ping(payload)),
+            PONG => Ok(Inbound::Pong(payload)),
+            _ => close_code(payload).map(Inbound::Close),
+        };
+        self.ended = message.is_err() || opcode == CLOSE;
+        Ok((end, Some(message?)))
     }
 
     /// Walks the frames in `buf` to the next message or control frame.
     fn find(&mut self, buf: &mut [u8]) -> Result<Found, FrameError> {
-        if self.closed {
-            // The stream ended with the close frame: what follows is discarded, unread.
-            return Ok(Found::Need(buf.len()));
-        }
         let mut at = 0;
         loop {
             let rest = buf.get_mut(at..).unwrap_or_default();
@@ -272,11 +292,8 @@ impl Decoder {
                 if len > 125 {
                     return Err(FrameError::Protocol("control frame over 125 bytes"));
                 }
-                if header.opcode == CLOSE {
-                    self.closed = true;
-                }
+                self.opcode = header.opcode;
                 return Ok(Found::Frame {
-                    opcode: header.opcode,
                     payload: start..at,
                     end: at,
                 });
@@ -302,11 +319,11 @@ impl Decoder {
                     ))
                 }
                 (opcode, None) if header.fin => {
+                    self.opcode = opcode;
                     return Ok(Found::Frame {
-                        opcode,
                         payload: start..at,
                         end: at,
-                    })
+                    });
                 }
                 (opcode, None) => {
                     let mut partial = Partial {

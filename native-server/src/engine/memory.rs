@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use axum::extract::ws::Utf8Bytes;
+use tungstenite::Utf8Bytes;
 use wsrelay_core::server::memory::{MemoryLimits, MemoryState, Occupied, Refused};
 
 use super::{

@@ -46,8 +46,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use futures_util::task::AtomicWaker;
+use tungstenite::Utf8Bytes;
 pub use wsrelay_core::server::engine::{Claim, Effect, Hello, Opened, Routed, Signal};
 
 pub(crate) use self::redis::RedisEngine;

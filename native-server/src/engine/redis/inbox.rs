@@ -13,8 +13,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use tokio::time::Instant;
+use tungstenite::Utf8Bytes;
 
 /// How long a gap is waited for before the mailbox is read: longer than a note takes under
 /// load (a broadcast announces its frames once every shard has them), short enough for a

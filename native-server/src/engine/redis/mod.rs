@@ -46,12 +46,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use tokio_util::sync::CancellationToken;
+use tungstenite::Utf8Bytes;
 use wsrelay_core::server::memory::MemoryLimits;
 
 use super::{

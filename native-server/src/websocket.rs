@@ -1,0 +1,337 @@
+//! A connection's WebSocket: the relay's own frame codec
+//! ([`wsrelay_core::server::websocket`]) over the upgraded stream. Plain TCP and TLS meet here
+//! as one type: the accept loop serves HTTP over either, and the upgrade hands over hyper's
+//! [`Upgraded`], which owns whichever it was.
+//!
+//! Memory is held only while there is something in it. Bytes read go into a buffer taken when a
+//! read begins and let go when all of it was decoded and the stream has nothing more for now;
+//! frames to write are encoded into a buffer let go once written. An idle connection holds
+//! neither, and a large message's buffer goes with the message. Text messages are handed to the
+//! caller as `&str` into the read buffer, unmasked in place: no copy per message.
+//!
+//! Writing and reading go through one function over the whole socket ([`poll_io`]) rather than
+//! split halves: splitting puts the socket behind a lock that every write and read then takes.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use wsrelay_core::server::websocket::{close_payload, frame_len, header, Decoder, Inbound, Opcode};
+use wsrelay_core::server::TransportError;
+
+/// A frame for the client, in the order the connection produced them.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A text frame: the bytes are shared (a broadcast's buffer goes to every recipient
+    /// without a copy or a second UTF-8 check).
+    Text(Bytes),
+    /// A text frame from the mailbox: counted when handed to the socket.
+    Delivery(Bytes),
+    /// A ping.
+    Ping,
+}
+
+/// What the client sent, as the connection hears it.
+#[derive(Debug)]
+pub(crate) enum Received<'a> {
+    /// A message or control frame (a ping is answered already).
+    Frame(Inbound<'a>),
+    /// The stream ended without a close frame.
+    Ended,
+    /// The stream cannot be read any more: a protocol violation, or I/O.
+    Failed(TransportError),
+}
+
+/// What the socket did (see [`poll_io`]).
+pub(crate) enum Io {
+    /// Frames were written (or flushed): how many were mailbox frames.
+    Written(io::Result<usize>),
+    /// Something can be read with [`WebSocket::next`].
+    Readable,
+}
+
+/// One connection's WebSocket (see the module's documentation).
+pub(crate) struct WebSocket {
+    io: TokioIo<Upgraded>,
+    decoder: Decoder,
+    /// Bytes read and not decoded yet; no allocation while there are none.
+    input: BytesMut,
+    /// How many bytes at the front of `input` the message last handed over occupies: they go
+    /// at the next read.
+    decoded: usize,
+    /// Encoded frames not written yet; no allocation while there are none.
+    output: BytesMut,
+    /// Bytes were written since the last flush (TLS holds records until flushed).
+    unflushed: bool,
+    /// The most a read takes, and the most encoded before a write.
+    read_size: usize,
+    write_size: usize,
+    /// The stream ended (`Some(None)`) or failed.
+    end: Option<Option<io::Error>>,
+    /// A close frame was queued (ours, or the echo of the client's): nothing is written after
+    /// it.
+    closed: bool,
+}
+
+impl WebSocket {
+    /// The WebSocket over an upgraded connection, refusing frames and messages over `limit`
+    /// bytes; reads take at most `read_size` bytes (more for a frame known to be larger) and
+    /// writes gather about `write_size`.
+    pub(crate) fn new(
+        upgraded: Upgraded,
+        limit: usize,
+        read_size: usize,
+        write_size: usize,
+    ) -> Self {
+        WebSocket {
+            io: TokioIo::new(upgraded),
+            decoder: Decoder::new(limit),
+            input: BytesMut::new(),
+            decoded: 0,
+            output: BytesMut::new(),
+            unflushed: false,
+            read_size: read_size.max(64),
+            write_size: write_size.max(64),
+            end: None,
+            closed: false,
+        }
+    }
+
+    /// Bytes wait to be written or flushed.
+    pub(crate) fn wants_write(&self) -> bool {
+        !self.output.is_empty() || self.unflushed
+    }
+
+    /// Ready when [`next`](Self::next) has something: a whole frame read, or the stream's end.
+    pub(crate) fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let rest = self.input.get(self.decoded..).unwrap_or_default();
+            if self.end.is_some() || self.decoder.ready(rest) {
+                return Poll::Ready(());
+            }
+            self.input.advance(self.decoded);
+            self.decoded = 0;
+            // Room for the frame being read when its header says how large it is.
+            let wanted = frame_len(&self.input)
+                .and_then(|len| usize::try_from(len).ok())
+                .unwrap_or(0)
+                .max(self.input.len() + self.read_size);
+            if self.input.capacity() - self.input.len() < self.read_size.min(wanted) {
+                self.input.reserve(wanted - self.input.len());
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.input) {
+                Poll::Ready(Ok(0)) => self.end = Some(None),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(error)) => self.end = Some(Some(error)),
+                Poll::Pending => {
+                    if self.input.is_empty() {
+                        self.input = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// The next frame read, or the stream's end; `None` when nothing more can be decoded from
+    /// what was read ([`poll_readable`](Self::poll_readable) tells when there is). A ping is
+    /// answered and a close frame echoed here.
+    pub(crate) fn next(&mut self) -> Option<Received<'_>> {
+        self.input.advance(self.decoded);
+        self.decoded = 0;
+        if self.input.is_empty() && self.input.capacity() > 4 * self.read_size {
+            // A large message's buffer goes with it.
+            self.input = BytesMut::new();
+        }
+        let WebSocket {
+            decoder,
+            input,
+            decoded,
+            output,
+            end,
+            closed,
+            ..
+        } = self;
+        match decoder.decode(input) {
+            Ok((used, Some(frame))) => {
+                *decoded = used;
+                match frame {
+                    Inbound::Ping(payload) if !*closed => encode(output, Opcode::Pong, payload),
+                    Inbound::Close(code) if !*closed => {
+                        *closed = true;
+                        let echo = code.map(|code| close_payload(code, "")).unwrap_or_default();
+                        encode(output, Opcode::Close, &echo);
+                    }
+                    _ => {}
+                }
+                Some(Received::Frame(frame))
+            }
+            Ok((used, None)) => {
+                *decoded = used;
+                match end.take()? {
+                    None => Some(Received::Ended),
+                    Some(error) => Some(Received::Failed(TransportError::Io(error.to_string()))),
+                }
+            }
+            // The decoder reads nothing after a violation.
+            Err(error) => Some(Received::Failed(error.into())),
+        }
+    }
+
+    /// Queues a close frame; nothing is written after it.
+    pub(crate) fn queue_close(&mut self, code: u16, reason: &str) {
+        if !self.closed {
+            self.closed = true;
+            encode(
+                &mut self.output,
+                Opcode::Close,
+                &close_payload(code, reason),
+            );
+        }
+    }
+
+    /// Encodes frames from `outq` and writes them as far as the socket takes them, then
+    /// flushes. Ready when it made progress, with how many mailbox frames were handed to the
+    /// socket.
+    pub(crate) fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        outq: &mut VecDeque<Outgoing>,
+    ) -> Poll<io::Result<usize>> {
+        let mut delivered = 0;
+        let mut progressed = false;
+        loop {
+            while self.output.len() < self.write_size && !self.closed {
+                let Some(frame) = outq.pop_front() else {
+                    break;
+                };
+                progressed = true;
+                match frame {
+                    Outgoing::Text(text) => encode(&mut self.output, Opcode::Text, &text),
+                    Outgoing::Delivery(text) => {
+                        encode(&mut self.output, Opcode::Text, &text);
+                        delivered += 1;
+                    }
+                    Outgoing::Ping => encode(&mut self.output, Opcode::Ping, &[]),
+                }
+            }
+            if self.output.is_empty() {
+                break;
+            }
+            match Pin::new(&mut self.io).poll_write(cx, &self.output) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(written)) => {
+                    self.output.advance(written);
+                    self.unflushed = true;
+                    progressed = true;
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => break,
+            }
+        }
+        if self.output.is_empty() {
+            self.output = BytesMut::new();
+            if self.unflushed {
+                match Pin::new(&mut self.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.unflushed = false;
+                        progressed = true;
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => {}
+                }
+            }
+        }
+        if progressed {
+            Poll::Ready(Ok(delivered))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Writes everything in `outq` (unless a close frame went first) and the socket's own
+    /// buffer, flushed.
+    pub(crate) async fn write_all(&mut self, outq: &mut VecDeque<Outgoing>) -> io::Result<()> {
+        poll_fn(|cx| loop {
+            if (outq.is_empty() || self.closed) && !self.wants_write() {
+                return Poll::Ready(Ok(()));
+            }
+            match self.poll_write(cx, outq) {
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Reads until the client's close frame (or the stream's end), discarding anything else.
+    pub(crate) async fn read_until_close(&mut self) {
+        loop {
+            poll_fn(|cx| self.poll_readable(cx)).await;
+            while let Some(received) = self.next() {
+                match received {
+                    Received::Frame(Inbound::Close(_)) | Received::Ended | Received::Failed(_) => {
+                        return
+                    }
+                    Received::Frame(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Writes what is queued (a close frame's echo, say) and ends our side.
+    pub(crate) async fn finish(&mut self) {
+        if self.write_all(&mut VecDeque::new()).await.is_ok() {
+            let _ = self.io.shutdown().await;
+        }
+    }
+
+    /// After a frame was refused from its header, the stream cannot be read as frames (its
+    /// payload is still arriving). Reads and discards until the client closes or `patience`
+    /// runs out, then closes our side: closing a socket with unread data in it sends a reset,
+    /// which would destroy the close frame just written before the client reads it.
+    pub(crate) async fn drain_and_close(mut self, patience: Duration) {
+        self.input = BytesMut::new();
+        // On the heap: an array here would be part of every connection task's future.
+        let mut scrap = vec![0u8; 8192];
+        let io = &mut self.io;
+        let drain = async { while matches!(io.read(&mut scrap).await, Ok(read) if read > 0) {} };
+        let _ = tokio::time::timeout(patience, drain).await;
+        let _ = tokio::time::timeout(patience, self.io.shutdown()).await;
+    }
+}
+
+/// Appends a frame to `output`.
+fn encode(output: &mut BytesMut, opcode: Opcode, payload: &[u8]) {
+    let (head, size) = header(opcode, payload.len());
+    output.reserve(size + payload.len());
+    output.extend_from_slice(head.get(..size).unwrap_or_default());
+    output.extend_from_slice(payload);
+}
+
+/// Writes what is queued if the socket takes it, else reports that frames can be read, if
+/// `read`.
+pub(crate) fn poll_io(
+    socket: &mut WebSocket,
+    cx: &mut Context<'_>,
+    outq: &mut VecDeque<Outgoing>,
+    read: bool,
+) -> Poll<Io> {
+    if !outq.is_empty() || socket.wants_write() {
+        if let Poll::Ready(written) = socket.poll_write(cx, outq) {
+            return Poll::Ready(Io::Written(written));
+        }
+    }
+    if read && socket.poll_readable(cx).is_ready() {
+        return Poll::Ready(Io::Readable);
+    }
+    Poll::Pending
+}
