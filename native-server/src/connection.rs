@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
+use hyper::upgrade::Upgraded;
 use tokio::time::{sleep_until, timeout};
 use tungstenite::Utf8Bytes;
 use wsrelay_core::server::websocket::Inbound;
@@ -39,7 +40,7 @@ type Machine = ServerConnection<Utf8Bytes, SharedHandlers>;
 /// Serves one upgraded connection for `source` until it ends. `announced`: the URL said the
 /// client speaks the protocol (`v=1`).
 pub(crate) async fn serve(
-    mut socket: WebSocket,
+    upgraded: Upgraded,
     hub: Arc<Hub>,
     identity: Identity,
     announced: bool,
@@ -58,6 +59,7 @@ pub(crate) async fn serve(
             };
             tracing::info!(source, ?error, "refused after the upgrade");
             hub.metrics.count_closed(Some(code));
+            let mut socket = new_socket(&hub, upgraded);
             socket.queue_close(code, reason);
             let _ = timeout(hub.config.close_timeout, socket.finish()).await;
             return;
@@ -82,6 +84,7 @@ pub(crate) async fn serve(
     // Boxed: the task's future then holds a pointer to it across the loop and the finish,
     // not the connection's state twice (a task's future is what an idle connection costs).
     let mut conn = Box::new(Conn {
+        socket: new_socket(&hub, upgraded),
         hub: Arc::clone(&hub),
         claim,
         doorbell,
@@ -97,7 +100,7 @@ pub(crate) async fn serve(
         close_code: None,
         had_session: false,
     });
-    conn.run(socket).await;
+    conn.run().await;
     let reason = conn
         .machine
         .ending()
@@ -124,6 +127,33 @@ pub(crate) async fn serve(
     for hook in &hub.on_disconnect {
         hook(&info, &reason);
     }
+}
+
+/// Hands a frame (or the end of the stream) to the state machine.
+fn read(machine: &mut Machine, hub: &Hub, received: Received<'_>) {
+    let now = hub.clock.now();
+    match received {
+        Received::Frame(Inbound::Text(text)) => {
+            hub.metrics.bytes_in.inc_by(text.len() as u64);
+            machine.handle_text(now, text);
+        }
+        Received::Frame(Inbound::Binary(_)) => machine.handle_binary(now),
+        Received::Frame(Inbound::Ping(_) | Inbound::Pong(_)) => machine.handle_heard(),
+        Received::Frame(Inbound::Close(code)) => machine.handle_closed(code),
+        Received::Ended => machine.handle_closed(None),
+        Received::Failed(error) => machine.handle_transport_error(error),
+    }
+}
+
+/// The WebSocket over an upgraded connection, with the relay's limits.
+fn new_socket(hub: &Hub, upgraded: Upgraded) -> WebSocket {
+    let config = &hub.config;
+    WebSocket::new(
+        upgraded,
+        config.hard_message_limit(),
+        config.read_buffer_size,
+        config.write_buffer_size,
+    )
 }
 
 /// The connection's state machine, with the expiry of its verified identity if it has one.
@@ -153,6 +183,9 @@ fn new_machine(
 }
 
 struct Conn {
+    /// Here rather than in the task's future, which would hold it twice (the async body's
+    /// argument and its local) at every level it is passed down.
+    socket: WebSocket,
     hub: Arc<Hub>,
     claim: Claim,
     doorbell: Doorbell,
@@ -193,7 +226,7 @@ impl Conn {
         self.counted = now;
     }
 
-    async fn run(&mut self, mut socket: WebSocket) {
+    async fn run(&mut self) {
         let hub = Arc::clone(&self.hub);
         let sleep = sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::pin!(sleep);
@@ -210,12 +243,12 @@ impl Conn {
             if let Some(close) = self.closing.take() {
                 // Boxed: the farewell's future is larger than the loop's, and inline it would
                 // be part of every idle connection's task.
-                return Box::pin(self.farewell(socket, close)).await;
+                return Box::pin(self.farewell(close)).await;
             }
             // What the batch produced goes out now when the socket has room (the common case),
             // rather than after another turn of the select.
-            if !self.outq.is_empty() || socket.wants_write() {
-                let outq = &mut self.outq;
+            if !self.outq.is_empty() || self.socket.wants_write() {
+                let (socket, outq) = (&mut self.socket, &mut self.outq);
                 let write = poll_fn(|cx| socket.poll_write(cx, outq));
                 if let Some(written) = write.now_or_never() {
                     self.written(written);
@@ -260,8 +293,8 @@ impl Conn {
                 }
                 io = poll_fn(|cx| {
                     let read = self.machine.wants_read();
-                    poll_io(&mut socket, cx, &mut self.outq, read)
-                }), if self.machine.wants_read() || !self.outq.is_empty() || socket.wants_write() => {
+                    poll_io(&mut self.socket, cx, &mut self.outq, read)
+                }), if self.machine.wants_read() || !self.outq.is_empty() || self.socket.wants_write() => {
                     match io {
                         Io::Written(written) => self.written(written),
                         Io::Readable => {
@@ -269,8 +302,8 @@ impl Conn {
                                 if !self.machine.wants_read() {
                                     break;
                                 }
-                                match socket.next() {
-                                    Some(received) => self.read(received),
+                                match self.socket.next() {
+                                    Some(received) => read(&mut self.machine, &self.hub, received),
                                     None => break,
                                 }
                             }
@@ -300,22 +333,6 @@ impl Conn {
             Err(error) => self
                 .machine
                 .handle_transport_error(TransportError::Io(error.to_string())),
-        }
-    }
-
-    /// Hands a frame (or the end of the stream) to the state machine.
-    fn read(&mut self, received: Received<'_>) {
-        let now = self.hub.clock.now();
-        match received {
-            Received::Frame(Inbound::Text(text)) => {
-                self.hub.metrics.bytes_in.inc_by(text.len() as u64);
-                self.machine.handle_text(now, text);
-            }
-            Received::Frame(Inbound::Binary(_)) => self.machine.handle_binary(now),
-            Received::Frame(Inbound::Ping(_) | Inbound::Pong(_)) => self.machine.handle_heard(),
-            Received::Frame(Inbound::Close(code)) => self.machine.handle_closed(code),
-            Received::Ended => self.machine.handle_closed(None),
-            Received::Failed(error) => self.machine.handle_transport_error(error),
         }
     }
 
@@ -458,12 +475,12 @@ impl Conn {
     }
 
     /// Writes what is left and the close frame, then waits a moment for the client's answer.
-    async fn farewell(&mut self, mut socket: WebSocket, close: Option<CloseFrame>) {
+    async fn farewell(&mut self, close: Option<CloseFrame>) {
         let close_timeout = self.hub.config.close_timeout;
         let Some(close) = close else {
             // The client closed (the echo of its close frame is queued), or the transport is
             // gone.
-            let _ = timeout(close_timeout, socket.finish()).await;
+            let _ = timeout(close_timeout, self.socket.finish()).await;
             return;
         };
         // What the mailbox still holds for the client goes out before the close.
@@ -483,7 +500,7 @@ impl Conn {
         // A frame refused from its header is still arriving: the WebSocket cannot be read.
         let unreadable = self.machine.ending() == Some(&DisconnectReason::TooLarge);
         let abort = self.hub.abort.cancelled();
-        let outq = &mut self.outq;
+        let (socket, outq) = (&mut self.socket, &mut self.outq);
         let goodbye = async {
             socket.write_all(outq).await?;
             socket.queue_close(close.code, close.reason);
@@ -499,9 +516,9 @@ impl Conn {
             () = abort => {}
         }
         if unreadable {
-            Box::pin(socket.drain_and_close(close_timeout)).await;
+            Box::pin(self.socket.drain_and_close(close_timeout)).await;
         } else {
-            let _ = timeout(close_timeout, socket.finish()).await;
+            let _ = timeout(close_timeout, self.socket.finish()).await;
         }
     }
 

@@ -22,7 +22,6 @@ use crate::engine::Router as _;
 use crate::hub::Hub;
 use crate::listener::Peer;
 use crate::logs::{clip, LogLimit};
-use crate::websocket::WebSocket;
 
 #[derive(Clone)]
 struct App {
@@ -234,9 +233,6 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
     };
     hub.stats.accepted.fetch_add(1, Ordering::Relaxed);
     hub.metrics.opened.inc();
-    let config = &hub.config;
-    let limit = config.hard_message_limit();
-    let (read_size, write_size) = (config.read_buffer_size, config.write_buffer_size);
     // The shutdown waits for this connection: the token lives as long as its task.
     let tracked = hub.tracker.token();
     let addr = request.remote_addr;
@@ -250,8 +246,7 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
                 return;
             }
         };
-        let socket = WebSocket::new(upgraded, limit, read_size, write_size);
-        connection::serve(socket, hub, identity, announced, addr).await;
+        connection::serve(upgraded, hub, identity, announced, addr).await;
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

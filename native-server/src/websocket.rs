@@ -305,7 +305,7 @@ impl WebSocket {
     /// payload is still arriving). Reads and discards until the client closes or `patience`
     /// runs out, then closes our side: closing a socket with unread data in it sends a reset,
     /// which would destroy the close frame just written before the client reads it.
-    pub(crate) async fn drain_and_close(mut self, patience: Duration) {
+    pub(crate) async fn drain_and_close(&mut self, patience: Duration) {
         self.input = BytesMut::new();
         // On the heap: an array here would be part of every connection task's future.
         let mut scrap = vec![0u8; 8192];
