@@ -217,3 +217,49 @@ fn a_reconnect_storm_of_1000_session_clients_resumes_every_session() {
         );
     }
 }
+
+/// Large frames to a client at the default windows: the client's acknowledgement by bytes
+/// (`ack_bytes`) keeps its backlog far under the server's window, so its sender never waits
+/// for the lazy acknowledgement (`ack_delay`). Without it, 128 frames of 60 KiB (`ack_every`)
+/// would be 7.5 MiB, and the sender would wait on every acknowledgement delay.
+#[test]
+fn large_frames_never_wait_for_a_lazy_acknowledgement() {
+    let payload = format!("\"{}\"", "x".repeat(60 << 10));
+    let run = |receiver: Options| {
+        let mut sim = Sim::new();
+        sim.add_client("sender", Options::default(), 1);
+        sim.add_client("receiver", receiver, 2);
+        sim.run_until(100_000, |s| is_open(s, 0) && is_open(s, 1));
+        let start = sim.now;
+        for _ in 0..100 {
+            sim.with_client(0, |c, now| c.send(now, broadcast(&payload)))
+                .expect("queued");
+        }
+        let mut largest = 0;
+        sim.run_until(1_000_000, |s| {
+            largest = largest.max(s.server.largest_backlog());
+            delivered(s, 0) == 100 && s.clients[1].messages == 100
+        });
+        (
+            blocked(&sim),
+            largest,
+            sim.now.saturating_duration_since(start),
+        )
+    };
+    let (waits, largest, took) = run(Options::default());
+    assert_eq!(waits, 0, "the sender never waited for the receiver");
+    assert!(largest < 512 << 10, "backlog at most {largest} bytes");
+    // The sender's window (256 KiB, four frames) per round trip of 10 ms.
+    assert!(took < Duration::from_millis(400), "took {took:?}");
+
+    let lazy = Options {
+        ack_bytes: usize::MAX,
+        ..Options::default()
+    };
+    let (waits, _, slow) = run(lazy);
+    assert!(waits > 0, "without it, the sender waits");
+    assert!(
+        slow > took * 2,
+        "and takes longer: {slow:?} against {took:?}"
+    );
+}

@@ -12,6 +12,8 @@
 //!   --cpu-prof); several comma-separated addresses split the clients between them.
 //! - `WSRELAY_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"`: extra arguments of the Node
 //!   process hosting the npm rows' clients (to profile them in the very run measured).
+//! - `WSRELAY_BENCH_CLIENT_OPTIONS='{"ackDelay":500}'`: options of the npm rows' wsrelay
+//!   clients, a JSON object (to compare settings side by side).
 //!
 //! `cargo xtask bench` builds this in release and runs it.
 

@@ -59,7 +59,9 @@ pub struct ServerConfig {
     /// Flow control (`PROTOCOL.md` section 4): bytes of frames waiting for a client's
     /// acknowledgement (written or not) beyond which other clients' messages to it wait,
     /// unacknowledged, instead of piling up (default 1 MiB). The server's own `send_to` and
-    /// `broadcast` do not wait.
+    /// `broadcast` do not wait. Keep it well above what wsrelay clients leave unacknowledged
+    /// (64 KiB by default, their `ackBytes`): under that, senders wait for their delayed
+    /// acknowledgements.
     pub backlog_window: usize,
     /// Hard bound of a client's mailbox, in bytes (default 8 MiB). The server's `send_to`
     /// past it fails with [`SendError::Overflow`](crate::SendError::Overflow); a broadcast past

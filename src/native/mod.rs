@@ -182,10 +182,13 @@ impl ClientBuilder {
         heartbeat_timeout: Duration,
         /// Timeout of requests that name none (default 30 s).
         request_timeout: Duration,
-        /// Received frames are acknowledged at most this long after arrival (default 20 ms).
+        /// Received frames are acknowledged at most this long after arrival (default 200 ms).
         ack_delay: Duration,
-        /// ...or at once when this many are unacknowledged (default 32).
+        /// ...or at once when this many are unacknowledged (default 128).
         ack_every: u64,
+        /// ...or at once when this many bytes of frames are unacknowledged (default 64 KiB;
+        /// 0: every frame at once).
+        ack_bytes: usize,
         /// How long `close` waits for messages in flight to be acknowledged (default 5 s).
         close_timeout: Duration,
         /// Close codes after which the client stops reconnecting

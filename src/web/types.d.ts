@@ -32,10 +32,12 @@ export interface WebSocketClientOptions {
   heartbeatTimeout?: number;
   /** Timeout of a `request()` that names none. Default 30000. */
   requestTimeout?: number;
-  /** Received frames are acknowledged at most this long after arrival. Default 20. */
+  /** Received frames are acknowledged at most this long after arrival. Default 200. */
   ackDelay?: number;
-  /** ...or at once when this many are unacknowledged. Default 32. */
+  /** ...or at once when this many are unacknowledged. Default 128. */
   ackEvery?: number;
+  /** ...or at once when this many bytes of frames are unacknowledged (0: every frame). Default 64 KiB. */
+  ackBytes?: number;
   /** How long `close()` waits for messages in flight to be acknowledged. Default 5000. */
   closeTimeout?: number;
   /** Close codes after which the client stops reconnecting. Default [1002, 1008, 4401, 4403, 4409]. */

@@ -5,7 +5,9 @@
 //   node clients.js wsrelay|socketio URL RECEIVERS WARMUP MEASURED TIMEOUT_MS
 //
 // wsrelay:  wsrelay's npm package (`require('wsrelay')`: its Node build), `ws` as the
-//           WebSocket class (Node 20 has none), a handler `client.on('bc', ...)`.
+//           WebSocket class (Node 20 has none), a handler `client.on('bc', ...)`. Options of
+//           the client may be set for a comparison with the environment variable
+//           WSRELAY_BENCH_CLIENT_OPTIONS, a JSON object (e.g. `{"ackDelay":500}`).
 // socketio: socket.io-client with the websocket transport only (the server allows nothing
 //           else), one connection per client (`forceNew`), a listener `socket.on('bc', ...)`.
 // Both use the same `ws` underneath (socket.io-client's engine.io-client depends on it).
@@ -34,6 +36,14 @@ function fail(message) {
 
 if (!url || !(receivers > 0) || !(measured > 0) || !Number.isInteger(perClient)) {
   fail('usage: node clients.js wsrelay|socketio URL RECEIVERS WARMUP MEASURED TIMEOUT_MS');
+}
+
+// Options of every wsrelay client, from WSRELAY_BENCH_CLIENT_OPTIONS (for comparisons).
+let wsrelayOptions = {};
+try {
+  wsrelayOptions = JSON.parse(process.env.WSRELAY_BENCH_CLIENT_OPTIONS || '{}');
+} catch (error) {
+  fail(`WSRELAY_BENCH_CLIENT_OPTIONS: ${error.message}`);
 }
 
 const counts = new Array(receivers).fill(0);
@@ -77,7 +87,7 @@ function deliver(index) {
 function connectWsrelay(index) {
   const { WebSocketClient } = require('wsrelay');
   const WebSocket = require('ws');
-  const client = new WebSocketClient(url, `r${index}`, { WebSocket });
+  const client = new WebSocketClient(url, `r${index}`, { ...wsrelayOptions, WebSocket });
   client.on('bc', (payload) => {
     if (typeof payload === 'string') deliver(index);
   });

@@ -238,6 +238,8 @@ pub struct ClientCore {
     requests: Deadlines,
     received: u64,
     acknowledged: u64,
+    /// Bytes of the reliable frames received since the last acknowledgement.
+    unacked_bytes: usize,
     ack_due: Option<Instant>,
     /// A welcome was received before: a fresh session now means the old one was lost.
     had_session: bool,
@@ -299,6 +301,7 @@ impl ClientCore {
             requests: Deadlines::default(),
             received: 0,
             acknowledged: 0,
+            unacked_bytes: 0,
             ack_due: None,
             had_session: false,
             sid: None,
@@ -582,11 +585,11 @@ impl ClientCore {
                 )));
             }
             Frame::Message(message) => {
-                self.count_received(now);
+                self.count_received(now, text.len());
                 self.handle_message(message);
             }
             Frame::Error(report) => {
-                self.count_received(now);
+                self.count_received(now, text.len());
                 self.handle_error_report(report);
             }
             Frame::Ack { ack } => self.handle_ack(ack),
@@ -816,7 +819,6 @@ impl ClientCore {
         let lost_session = !resumed && self.had_session;
         if !resumed {
             self.received = 0;
-            self.acknowledged = 0;
             if lost_session {
                 self.event(Event::SessionLost { lost });
             }
@@ -826,6 +828,10 @@ impl ClientCore {
         self.window = window.map(|window| usize::try_from(window).unwrap_or(usize::MAX));
         self.pace = rate.map(|rate| TokenBucket::new(rate, burst.unwrap_or(1) / 2, now));
         self.paced = None;
+        // The hello acknowledged everything received (a resumed session), or the count
+        // starts again (a fresh one).
+        self.acknowledged = self.received;
+        self.unacked_bytes = 0;
         self.ack_due = None;
         self.round_trips.answered(now);
         if core::mem::replace(&mut self.opened_once, true) {
@@ -889,9 +895,15 @@ impl ClientCore {
         }
     }
 
-    fn count_received(&mut self, now: Instant) {
+    /// One more reliable frame of `bytes` received: acknowledged at once past `ack_every`
+    /// frames or `ack_bytes` bytes (so the server's flow control never waits on a lazy
+    /// acknowledgement), else within `ack_delay`.
+    fn count_received(&mut self, now: Instant, bytes: usize) {
         self.received += 1;
-        if self.received - self.acknowledged >= self.options.ack_every {
+        self.unacked_bytes = self.unacked_bytes.saturating_add(bytes);
+        if self.received - self.acknowledged >= self.options.ack_every
+            || self.unacked_bytes >= self.options.ack_bytes
+        {
             self.send_ack();
         } else if self.ack_due.is_none() {
             self.ack_due = Some(now + self.options.ack_delay);
@@ -904,6 +916,7 @@ impl ClientCore {
             && self.received > self.acknowledged
         {
             self.acknowledged = self.received;
+            self.unacked_bytes = 0;
             let ack = Frame::Ack { ack: self.received };
             self.output(Output::Transmit(ack.encode()));
         }
@@ -1005,6 +1018,9 @@ impl ClientCore {
     fn finish_close(&mut self, code: u16, alive: bool) {
         let reason = core::mem::take(&mut self.close_reason);
         if let Some(transport) = self.transport().filter(|_| alive) {
+            // What was received is acknowledged before the close, not left for the delay:
+            // the server settles it rather than keeping it for a resume.
+            self.send_ack();
             self.abandon(transport, code, &reason);
         }
         self.state = State::Closed;
@@ -1279,6 +1295,191 @@ mod tests {
             .iter()
             .any(|e| matches!(e, Event::Reply { request, .. } if request == &id)));
         assert_eq!(core.pending_requests(), 0);
+    }
+
+    /// A relayed chat message whose frame is `size` bytes long.
+    fn chat_frame(size: usize) -> String {
+        let head = r#"{"type":"chat","id":1,"source":"bob","payload":""#;
+        let tail = r#""}"#;
+        let mut text = String::from(head);
+        text.extend(core::iter::repeat_n('x', size - head.len() - tail.len()));
+        text.push_str(tail);
+        assert_eq!(text.len(), size);
+        text
+    }
+
+    fn ack_frame(count: u64) -> String {
+        Frame::Ack { ack: count }.encode()
+    }
+
+    #[test]
+    fn received_frames_are_acknowledged_after_the_delay() {
+        let mut core = open_core();
+        let delay = Options::default().ack_delay;
+        assert_eq!(delay, Duration::from_millis(200));
+        core.handle_frame(at(100), TransportId(1), &chat_frame(60));
+        assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0]);
+        assert_eq!(core.poll_timeout(), Some(at(100) + delay));
+        // A second frame within the delay rides on the first one's acknowledgement.
+        core.handle_frame(at(150), TransportId(1), &chat_frame(60));
+        assert_eq!(core.poll_timeout(), Some(at(100) + delay));
+        core.handle_timeout(at(299));
+        assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0]);
+        core.handle_timeout(at(100) + delay);
+        assert_eq!(transmitted(&drain(&mut core)), [ack_frame(2)]);
+        assert!(
+            core.poll_timeout() > Some(at(100) + delay),
+            "nothing more due"
+        );
+        // Control frames are not counted: nothing to acknowledge.
+        core.handle_frame(at(400), TransportId(1), r#"{"type":"~pong"}"#);
+        assert_eq!(
+            core.poll_timeout(),
+            Some(at(25) + core.options.heartbeat_interval)
+        );
+        core.handle_frame(at(500), TransportId(1), &chat_frame(60));
+        core.handle_timeout(at(500) + delay);
+        assert_eq!(transmitted(&drain(&mut core)), [ack_frame(3)]);
+    }
+
+    #[test]
+    fn ack_every_frames_are_acknowledged_at_once() {
+        let mut core = open_core();
+        let every = core.options.ack_every;
+        for n in 1..every {
+            core.handle_frame(at(30), TransportId(1), &chat_frame(60));
+            assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0], "frame {n}");
+        }
+        core.handle_frame(at(31), TransportId(1), &chat_frame(60));
+        assert_eq!(transmitted(&drain(&mut core)), [ack_frame(every)]);
+        assert!(
+            core.poll_timeout() > Some(at(31) + core.options.ack_delay),
+            "no acknowledgement left due"
+        );
+        // The count starts again from the acknowledgement.
+        for _ in 1..every {
+            core.handle_frame(at(32), TransportId(1), &chat_frame(60));
+        }
+        assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0]);
+        core.handle_frame(at(33), TransportId(1), &chat_frame(60));
+        assert_eq!(transmitted(&drain(&mut core)), [ack_frame(2 * every)]);
+    }
+
+    #[test]
+    fn ack_bytes_of_frames_are_acknowledged_at_once() {
+        let mut core = open_core();
+        assert_eq!(core.options.ack_bytes, 64 << 10);
+        // 10 000-byte frames: the seventh makes 70 000 bytes, past 65 536.
+        for n in 1..7 {
+            core.handle_frame(at(30), TransportId(1), &chat_frame(10_000));
+            assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0], "frame {n}");
+        }
+        core.handle_frame(at(31), TransportId(1), &chat_frame(10_000));
+        assert_eq!(transmitted(&drain(&mut core)), [ack_frame(7)]);
+        // The bytes count again from the acknowledgement: one exactly at the threshold.
+        core.handle_frame(at(32), TransportId(1), &chat_frame(40_000));
+        assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0]);
+        core.handle_frame(at(33), TransportId(1), &chat_frame(25_536));
+        assert_eq!(transmitted(&drain(&mut core)), [ack_frame(9)]);
+        // An error report is a reliable frame too, counted in frames and bytes.
+        core.options.ack_bytes = 50;
+        core.handle_frame(
+            at(34),
+            TransportId(1),
+            r#"{"type":"~error","code":"unknown_target","message":"no client with source \"bob\" here","re":77}"#,
+        );
+        assert_eq!(transmitted(&drain(&mut core)), [ack_frame(10)]);
+        // 0: every reliable frame at once.
+        core.options.ack_bytes = 0;
+        core.handle_frame(at(35), TransportId(1), &chat_frame(60));
+        assert_eq!(transmitted(&drain(&mut core)), [ack_frame(11)]);
+    }
+
+    #[test]
+    fn a_graceful_close_acknowledges_what_was_received_first() {
+        let mut core = open_core();
+        core.handle_frame(at(30), TransportId(1), &chat_frame(60));
+        drain(&mut core);
+        core.close(at(40), 1000, "bye");
+        let outputs = drain(&mut core);
+        assert_eq!(transmitted(&outputs), [ack_frame(1)]);
+        let ack_at = outputs
+            .iter()
+            .position(|o| matches!(o, Output::Transmit(_)));
+        let close_at = outputs
+            .iter()
+            .position(|o| matches!(o, Output::CloseTransport { code: 1000, .. }));
+        assert!(
+            ack_at < close_at,
+            "the ack goes before the close: {outputs:?}"
+        );
+        assert_eq!(core.poll_timeout(), None, "nothing left due");
+
+        // Closing with messages in flight: frames received meanwhile are acknowledged
+        // before the close too, even when the server's ack comes before the delay is up.
+        let mut core = open_core();
+        let chat = Outgoing {
+            kind: "chat",
+            payload: Some("1"),
+            ..Outgoing::default()
+        };
+        core.send(at(30), chat).expect("sent");
+        drain(&mut core);
+        core.close(at(31), 1000, "");
+        core.handle_frame(at(32), TransportId(1), &chat_frame(60));
+        assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0]);
+        core.handle_frame(at(40), TransportId(1), &ack_frame(1));
+        let outputs = drain(&mut core);
+        assert_eq!(transmitted(&outputs), [ack_frame(1)]);
+        assert!(outputs
+            .iter()
+            .any(|o| matches!(o, Output::CloseTransport { code: 1000, .. })));
+    }
+
+    #[test]
+    fn the_hello_acknowledges_what_was_received() {
+        let mut core = open_core();
+        for _ in 0..5 {
+            core.handle_frame(at(30), TransportId(1), &chat_frame(10_000));
+        }
+        drain(&mut core);
+        core.handle_closed(at(40), TransportId(1), 1001, "going away");
+        // The acknowledgement's timer may still fire first, to no effect.
+        let retry = loop {
+            let due = core.poll_timeout().expect("a reconnect");
+            core.handle_timeout(due);
+            if drain(&mut core).contains(&Output::Connect(TransportId(2))) {
+                break due;
+            }
+        };
+        core.handle_opened(retry, TransportId(2));
+        let outputs = drain(&mut core);
+        assert!(
+            transmitted(&outputs)[0].contains(r#""ack":5"#),
+            "{outputs:?}"
+        );
+        let welcome = Frame::Welcome(Welcome {
+            version: VERSION,
+            session: core.session().to_owned().into(),
+            ack: 0,
+            resumed: true,
+            lost: None,
+            window: None,
+            sid: None,
+            rate: None,
+            burst: None,
+        });
+        core.handle_frame(retry, TransportId(2), &welcome.encode());
+        drain(&mut core);
+        // The five frames were acknowledged by the hello: the count and the bytes start
+        // again (two more 10 000-byte frames would otherwise pass 64 KiB).
+        for _ in 0..2 {
+            core.handle_frame(retry, TransportId(2), &chat_frame(10_000));
+        }
+        assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0]);
+        let due = core.poll_timeout().expect("the acknowledgement");
+        core.handle_timeout(due);
+        assert_eq!(transmitted(&drain(&mut core)), [ack_frame(7)]);
     }
 
     #[test]

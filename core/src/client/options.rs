@@ -45,10 +45,18 @@ pub struct Options {
     pub heartbeat_timeout: Duration,
     /// Timeout of a request that names none. Default 30 s.
     pub request_timeout: Duration,
-    /// Received frames are acknowledged at most this long after arrival. Default 20 ms.
+    /// Received frames are acknowledged at most this long after arrival. Default 200 ms: one
+    /// acknowledgement covers every frame of that span, which is most of what a receiving
+    /// client spends at moderate rates; the server's flow control does not wait for it, as
+    /// the two triggers below ack at once before the server's windows fill.
     pub ack_delay: Duration,
-    /// ...or at once when this many are unacknowledged. Default 32.
+    /// ...or at once when this many are unacknowledged. Default 128: frames arriving faster
+    /// than 640 a second are acknowledged one in 128 rather than every 200 ms.
     pub ack_every: u64,
+    /// ...or at once when the reliable frames unacknowledged reach this many bytes (0: every
+    /// frame at once). Default 64 KiB, well under the server's backlog window (1 MiB by
+    /// default), past which its senders wait for this client's acknowledgement.
+    pub ack_bytes: usize,
     /// How long a graceful close waits for the server to acknowledge what is in flight. Default 5 s.
     pub close_timeout: Duration,
     /// Close codes after which the client stops reconnecting and reports the code: protocol
@@ -73,8 +81,9 @@ impl Default for Options {
             heartbeat_interval: Duration::from_secs(25),
             heartbeat_timeout: Duration::from_secs(45),
             request_timeout: Duration::from_secs(30),
-            ack_delay: Duration::from_millis(20),
-            ack_every: 32,
+            ack_delay: Duration::from_millis(200),
+            ack_every: 128,
+            ack_bytes: 64 << 10,
             close_timeout: Duration::from_secs(5),
             stop_codes: vec![1002, 1008, 4401, 4403, 4409],
         }
@@ -97,7 +106,7 @@ impl Options {
     /// The name of every option, as [`set`](Self::set) takes it: reconnecting-websocket's
     /// camelCase names, which the JavaScript options object uses too. One table, so that no
     /// driver can miss an option.
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 19] = [
         "minReconnectionDelay",
         "maxReconnectionDelay",
         "reconnectionDelayGrowFactor",
@@ -116,6 +125,7 @@ impl Options {
         "ackEvery",
         "closeTimeout",
         "stopCodes",
+        "ackBytes",
     ];
 
     /// Sets the option `name` (one of [`NAMES`](Self::NAMES)) from a dynamically typed value.
@@ -153,7 +163,7 @@ impl Options {
                     6 if n.is_infinite() => self.max_retries = None,
                     _ if !whole => {
                         // Durations may have a fraction of a millisecond; counts may not.
-                        if !n.is_finite() || matches!(index, 6 | 8 | 9 | 10 | 15) {
+                        if !n.is_finite() || matches!(index, 6 | 8 | 9 | 10 | 15 | 18) {
                             return Err(invalid());
                         }
                         self.set_millis(index, millis);
@@ -163,6 +173,7 @@ impl Options {
                     9 => self.max_enqueued_bytes = n as usize,
                     10 => self.max_message_size = n as usize,
                     15 => self.ack_every = n as u64,
+                    18 => self.ack_bytes = n as usize,
                     _ => self.set_millis(index, millis),
                 }
             }
@@ -278,6 +289,7 @@ mod tests {
         assert_ne!(options, Options::default());
         assert_eq!(options.ack_delay, Duration::from_millis(7));
         assert_eq!(options.ack_every, 7);
+        assert_eq!(options.ack_bytes, 7);
         assert_eq!(options.max_retries, Some(7));
         assert_eq!(options.stop_codes, [4000, 1008]);
         assert!(options.start_closed);
@@ -295,6 +307,8 @@ mod tests {
             ("minUptime", OptionValue::Number(f64::NAN)),
             ("minUptime", OptionValue::Bool(true)),
             ("ackEvery", OptionValue::Number(1.5)),
+            ("ackBytes", OptionValue::Number(0.5)),
+            ("ackBytes", OptionValue::Number(f64::INFINITY)),
             ("startClosed", OptionValue::Number(1.0)),
             ("stopCodes", OptionValue::Numbers(&[999.0])),
             ("stopCodes", OptionValue::Number(4000.0)),
