@@ -79,7 +79,7 @@ pub struct ServerConfig {
     /// Interval of the liveness check (default 30 s). A connection that sent nothing during
     /// the last interval gets a WebSocket ping; if it has still sent nothing, not even the
     /// pong, at the next check it is closed and removed. Connections that speak on their own
-    /// (a wsrelay client's `~ping` every 15 s) are not pinged at all.
+    /// (a wsrelay client's `~ping` every 25 s) are not pinged at all.
     pub ping_interval: Duration,
     /// How long a disconnected client's session is kept for a resume (default 60 s).
     pub session_grace: Duration,
