@@ -1109,22 +1109,28 @@ mod tests {
             .collect()
     }
 
-    /// A core opened on transport 1 at `at(10)` whose welcome came at `at(25)`.
-    fn open_core() -> ClientCore {
-        let mut core = ClientCore::new(Options::default(), 1, at(0));
-        core.handle_opened(at(10), TransportId(1));
-        let welcome = Frame::Welcome(Welcome {
+    /// The welcome of `core`'s session, with the server's count `ack`.
+    fn welcome(core: &ClientCore, ack: u64, resumed: bool) -> String {
+        Frame::Welcome(Welcome {
             version: VERSION,
             session: core.session().to_owned().into(),
-            ack: 0,
-            resumed: false,
+            ack,
+            resumed,
             lost: None,
             window: None,
             sid: None,
             rate: None,
             burst: None,
-        });
-        core.handle_frame(at(25), TransportId(1), &welcome.encode());
+        })
+        .encode()
+    }
+
+    /// A core opened on transport 1 at `at(10)` whose welcome came at `at(25)`.
+    fn open_core() -> ClientCore {
+        let mut core = ClientCore::new(Options::default(), 1, at(0));
+        core.handle_opened(at(10), TransportId(1));
+        let welcome = welcome(&core, 0, false);
+        core.handle_frame(at(25), TransportId(1), &welcome);
         drain(&mut core);
         core
     }
@@ -1239,18 +1245,8 @@ mod tests {
         let retry = core.poll_timeout().expect("a reconnect");
         core.handle_timeout(retry);
         core.handle_opened(retry, TransportId(2));
-        let welcome = Frame::Welcome(Welcome {
-            version: VERSION,
-            session: core.session().to_owned().into(),
-            ack: 1,
-            resumed: true,
-            lost: None,
-            window: None,
-            sid: None,
-            rate: None,
-            burst: None,
-        });
-        core.handle_frame(retry, TransportId(2), &welcome.encode());
+        let welcome = welcome(&core, 1, true);
+        core.handle_frame(retry, TransportId(2), &welcome);
         drain(&mut core);
         let stats = core.stats();
         assert_eq!((stats.reconnects, stats.retransmitted), (1, 1));
@@ -1458,18 +1454,8 @@ mod tests {
             transmitted(&outputs)[0].contains(r#""ack":5"#),
             "{outputs:?}"
         );
-        let welcome = Frame::Welcome(Welcome {
-            version: VERSION,
-            session: core.session().to_owned().into(),
-            ack: 0,
-            resumed: true,
-            lost: None,
-            window: None,
-            sid: None,
-            rate: None,
-            burst: None,
-        });
-        core.handle_frame(retry, TransportId(2), &welcome.encode());
+        let welcome = welcome(&core, 0, true);
+        core.handle_frame(retry, TransportId(2), &welcome);
         drain(&mut core);
         // The five frames were acknowledged by the hello: the count and the bytes start
         // again (two more 10 000-byte frames would otherwise pass 64 KiB).
