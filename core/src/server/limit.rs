@@ -127,7 +127,7 @@ impl Answerable {
 /// server writes (`Message::encode_into`: type, id, re, to, source, then the payload), with no
 /// escape in its strings; `None` for anything else, which the general reader then reads.
 /// Every frame written to a client is noted, so this is on the hot path of a broadcast: the
-/// general reader cost about 2000 instructions per delivery, this about a tenth.
+/// general reader cost about 2000 instructions per delivery, this a few hundred.
 fn envelope(frame: &str) -> Option<(Option<u64>, Option<Cow<'_, str>>, bool)> {
     /// The plain string at the start of `text` (after its opening quote), and what follows.
     fn string(text: &str) -> Option<(&str, &str)> {
