@@ -8,6 +8,9 @@
 //!   driven by a program the bytes spell: frames (valid ones from [`CORPUS`], mutated, or
 //!   random), binary frames, time, deliveries, acknowledgements, replacement, errors, the
 //!   end. Hello and resume paths included; a drain that does not settle is a livelock.
+//! - [`websocket`]: the relay's WebSocket frame reader over bytes cut into pieces: it may
+//!   refuse them, but never consumes more than it was given or hands over a message over its
+//!   limit ([`FRAMES`] are valid client frames to mutate).
 //! - [`upgrade`]: an HTTP upgrade request parsed as hyper does (`httparse`), then read by the
 //!   relay's own code: the query (`source`, `v`, `token`), the `Authorization` header, the
 //!   token's verification.
@@ -19,6 +22,7 @@ use std::time::Duration;
 use wsrelay_core::protocol::{json, Frame};
 use wsrelay_core::server::engine::{Claim, Signal};
 use wsrelay_core::server::memory::{MemoryLimits, MemoryState};
+use wsrelay_core::server::websocket::{Decoder, Inbound};
 use wsrelay_core::server::{
     ConnectionSettings, HandlerSet, Output, RateLimit, ServerConnection, TransportError,
 };
@@ -44,6 +48,66 @@ pub const CORPUS: &[&str] = &[
     r#"{"type":"chat","payload":"bare \u00e9 \ud83d\ude00"}"#,
     r#"{"type":"x","id":9007199254740991,"source":"forged"}"#,
 ];
+
+/// Valid client frames (masked), fragments and control frames included, to mutate.
+pub const FRAMES: &[&[u8]] = &[
+    // "hi", masked with 1 2 3 4.
+    &[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2],
+    // A text message in two fragments with a ping between them.
+    &[
+        0x01, 0x81, 0, 0, 0, 0, b'a', 0x89, 0x80, 0, 0, 0, 0, 0x80, 0x81, 0, 0, 0, 0, b'b',
+    ],
+    // A close frame with code 1000, and a pong.
+    &[0x8a, 0x80, 9, 9, 9, 9, 0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8],
+    &LONG_FRAME,
+];
+
+/// The 16-bit length form: a binary frame of 126 zeros, masked with a zero key.
+const LONG_FRAME: [u8; 134] = {
+    let mut frame = [0u8; 134];
+    frame[0] = 0x82;
+    frame[1] = 0xfe;
+    frame[3] = 126;
+    frame
+};
+
+/// The relay's WebSocket frame reader over `data` after its first byte, which picks the size
+/// of the pieces the bytes arrive in and the reader's limit. A refusal ends the case; a panic,
+/// consuming more than was given or a message over the limit is a bug.
+pub fn websocket(data: &[u8]) {
+    let Some((&first, data)) = data.split_first() else {
+        return;
+    };
+    let piece = usize::from(first & 0x1f) + 1;
+    let limit = [16usize, 125, 126, 1000, 65_536][usize::from(first >> 5) % 5];
+    let mut decoder = Decoder::new(limit);
+    let mut input = Vec::new();
+    for chunk in data.chunks(piece) {
+        input.extend_from_slice(chunk);
+        loop {
+            let available = input.len();
+            let (used, size) = match decoder.decode(&mut input) {
+                Ok((used, message)) => (
+                    used,
+                    message.map(|message| match message {
+                        Inbound::Text(text) => text.len(),
+                        Inbound::Binary(bytes) | Inbound::Ping(bytes) | Inbound::Pong(bytes) => {
+                            bytes.len()
+                        }
+                        Inbound::Close(_) => 0,
+                    }),
+                ),
+                Err(_) => return,
+            };
+            assert!(used <= available, "consumed {used} of {available} bytes");
+            input.drain(..used);
+            match size {
+                Some(size) => assert!(size <= limit, "a message of {size} bytes, limit {limit}"),
+                None => break,
+            }
+        }
+    }
+}
 
 /// Decodes `data` as a frame; a frame that decodes must survive encode → decode unchanged.
 pub fn decode(data: &[u8]) {

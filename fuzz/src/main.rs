@@ -1,5 +1,5 @@
 //! `cargo xtask fuzz [CASES]`: runs the fuzz targets of `wsrelay-fuzz` for CASES cases in all
-//! (default 12 million, a third each), on inputs that are random bytes or mutations of the
+//! (default 12 million, a quarter each), on inputs that are random bytes or mutations of the
 //! targets' corpora, and checks after every case that it allocated a bounded amount (at most
 //! 64 times its input plus 4 MiB). A panic or an allocation past the bound prints the input
 //! (hex) and exits with 1. Deterministic: the seed is the second argument (default 1).
@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
-use wsrelay_fuzz::{connection, decode, upgrade, CORPUS, REQUESTS};
+use wsrelay_fuzz::{connection, decode, upgrade, websocket, CORPUS, FRAMES, REQUESTS};
 
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -74,6 +74,28 @@ fn input(rng: &mut Rng, corpus: &[&str], out: &mut Vec<u8>) {
     }
 }
 
+/// An input for the WebSocket target: a piece-size byte, then valid frames, mutated.
+fn frames(rng: &mut Rng, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(rng.next() as u8);
+    for _ in 0..1 + rng.below(4) {
+        out.extend_from_slice(FRAMES[rng.below(FRAMES.len())]);
+    }
+    for _ in 0..rng.below(4) {
+        let at = 1 + rng.below(out.len() - 1);
+        match rng.below(3) {
+            0 => out[at] ^= 1 << rng.below(8),
+            1 => out.insert(at, rng.next() as u8),
+            _ => {
+                out.remove(at);
+            }
+        }
+        if out.len() < 2 {
+            break;
+        }
+    }
+}
+
 /// A program for the connection target: a few mutated frames' worth of random op bytes.
 fn program(rng: &mut Rng, out: &mut Vec<u8>) {
     out.clear();
@@ -95,24 +117,26 @@ fn main() -> ExitCode {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut data = Vec::with_capacity(4096);
     let started = Instant::now();
-    let mut counts = [0u64; 3];
-    let mut most = [0usize; 3];
+    let mut counts = [0u64; 4];
+    let mut most = [0usize; 4];
     std::panic::set_hook(Box::new(|_| {}));
     for case in 0..cases {
-        let target = (case % 3) as usize;
+        let target = (case % 4) as usize;
         match target {
             0 => input(&mut rng, CORPUS, &mut data),
             1 => program(&mut rng, &mut data),
-            _ => input(&mut rng, REQUESTS, &mut data),
+            2 => input(&mut rng, REQUESTS, &mut data),
+            _ => frames(&mut rng, &mut data),
         }
         let before = ALLOCATOR.stats().bytes_allocated;
         let outcome = std::panic::catch_unwind(|| match target {
             0 => decode(&data),
             1 => connection(&data),
-            _ => upgrade(&data),
+            2 => upgrade(&data),
+            _ => websocket(&data),
         });
         let allocated = ALLOCATOR.stats().bytes_allocated - before;
-        let name = ["decode", "connection", "upgrade"][target];
+        let name = ["decode", "connection", "upgrade", "websocket"][target];
         if let Err(panic) = outcome {
             let message = panic
                 .downcast_ref::<String>()
@@ -143,14 +167,17 @@ fn main() -> ExitCode {
     }
     println!(
         "\nfuzz: {cases} cases in {:.0} s, no panic, allocations bounded \
-         (decode {} cases, most {} B; connection {} cases, most {} B; upgrade {} cases, most {} B)",
+         (decode {} cases, most {} B; connection {} cases, most {} B; upgrade {} cases, most {} B; \
+         websocket {} cases, most {} B)",
         started.elapsed().as_secs_f64(),
         counts[0],
         most[0],
         counts[1],
         most[1],
         counts[2],
-        most[2]
+        most[2],
+        counts[3],
+        most[3]
     );
     ExitCode::SUCCESS
 }

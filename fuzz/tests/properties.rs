@@ -2,7 +2,7 @@
 //! frames and requests of their corpora. (`cargo xtask fuzz` runs them for millions of cases.)
 
 use proptest::prelude::*;
-use wsrelay_fuzz::{connection, decode, upgrade, CORPUS, REQUESTS};
+use wsrelay_fuzz::{connection, decode, upgrade, websocket, CORPUS, FRAMES, REQUESTS};
 
 /// A seed from `corpus` with some bytes overwritten, inserted or cut.
 fn mutation(corpus: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
@@ -43,6 +43,28 @@ proptest! {
     }
 
     #[test]
+    fn websocket_frames_from_random_bytes(data in prop::collection::vec(any::<u8>(), 0..512)) {
+        websocket(&data);
+    }
+
+    #[test]
+    fn websocket_frames_mutated(
+        seeds in prop::collection::vec(0..FRAMES.len(), 1..5),
+        pieces in any::<u8>(),
+        edits in prop::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+    ) {
+        let mut data = vec![pieces];
+        for seed in seeds {
+            data.extend_from_slice(FRAMES[seed]);
+        }
+        for (at, bits) in edits {
+            let at = 1 + at % (data.len() - 1);
+            data[at] ^= bits;
+        }
+        websocket(&data);
+    }
+
+    #[test]
     fn upgrade_requests_from_random_bytes(data in prop::collection::vec(any::<u8>(), 0..512)) {
         upgrade(&data);
     }
@@ -67,6 +89,25 @@ fn the_corpora_are_what_they_say() {
         assert!(
             matches!(parsed, Ok(httparse::Status::Complete(_))),
             "{request}"
+        );
+    }
+}
+
+#[test]
+fn the_frames_seeds_are_valid_client_frames() {
+    use wsrelay_core::server::websocket::Decoder;
+    for (index, seed) in FRAMES.iter().enumerate() {
+        let mut input = seed.to_vec();
+        let mut decoder = Decoder::new(1 << 16);
+        let mut messages = 0;
+        while let Ok((used, Some(_))) = decoder.decode(&mut input) {
+            input.drain(..used);
+            messages += 1;
+        }
+        assert!(messages > 0, "seed {index} decodes to nothing");
+        assert!(
+            decoder.decode(&mut input).is_ok(),
+            "seed {index} ends in an error"
         );
     }
 }

@@ -387,7 +387,7 @@ fn fuzz(root: &Path, args: &[String]) -> Result<(), String> {
     )?;
     let exe = web::target_dir(root).join("release").join("wsrelay-fuzz");
     step(
-        "fuzz: decoder, server connection, HTTP upgrade",
+        "fuzz: decoder, server connection, HTTP upgrade, WebSocket frames",
         root,
         Command::new(&exe).args(args),
         &mut tally,
