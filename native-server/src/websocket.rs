@@ -27,7 +27,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use wsrelay_core::server::websocket::{close_payload, frame_len, header, Decoder, Inbound, Opcode};
+use wsrelay_core::server::websocket::{close_payload, header, Decoder, Inbound, Opcode};
 use wsrelay_core::server::TransportError;
 
 /// A frame for the client, in the order the connection produced them.
@@ -117,16 +117,14 @@ impl WebSocket {
     pub(crate) fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let rest = self.input.get(self.decoded..).unwrap_or_default();
-            if self.end.is_some() || self.decoder.ready(rest) {
-                return Poll::Ready(());
-            }
+            let frame = match self.decoder.wanted(rest) {
+                Some(frame) if self.end.is_none() => frame,
+                _ => return Poll::Ready(()),
+            };
             self.input.advance(self.decoded);
             self.decoded = 0;
             // Room for the frame being read when its header says how large it is.
-            let wanted = frame_len(&self.input)
-                .and_then(|len| usize::try_from(len).ok())
-                .unwrap_or(0)
-                .max(self.input.len() + self.read_size);
+            let wanted = frame.max(self.input.len() + self.read_size);
             if self.input.capacity() == 0 {
                 self.input = take(self.read_size);
             }

@@ -105,12 +105,6 @@ fn parse_header(buf: &[u8]) -> Option<Header> {
     })
 }
 
-/// The length of the frame that starts `buf` (header and payload), once its header is
-/// complete: how much a reader should have room for.
-pub fn frame_len(buf: &[u8]) -> Option<u64> {
-    parse_header(buf).map(|header| header.len.saturating_add(header.size as u64))
-}
-
 /// Removes a client's mask, eight bytes at a time.
 fn unmask(payload: &mut [u8], key: [u8; 4]) {
     let [a, b, c, d] = key;
@@ -178,22 +172,26 @@ impl Decoder {
         }
     }
 
-    /// Whether [`decode`](Self::decode) has something to say about `buf`: a whole frame, or a
-    /// header it refuses before the payload arrives.
-    pub fn ready(&self, buf: &[u8]) -> bool {
-        if self.ended {
-            return false;
+    /// What `buf` lacks before [`decode`](Self::decode) has something to say about it:
+    /// `None` when it has now (a whole frame, or a header it refuses before the payload),
+    /// else the length of the frame that starts `buf` (header and payload), 0 while its header
+    /// is incomplete: how much a reader should make room for.
+    pub fn wanted(&self, buf: &[u8]) -> Option<usize> {
+        let header = match parse_header(buf) {
+            Some(header) if !self.ended => header,
+            _ => return Some(0),
+        };
+        if !matches!(
+            header.opcode,
+            CONTINUATION | TEXT | BINARY | CLOSE | PING | PONG
+        ) {
+            return None;
         }
-        match parse_header(buf) {
-            None => false,
-            Some(header) => {
-                usize::try_from(header.len).map_or(true, |len| {
-                    len > self.limit || header.size + len <= buf.len()
-                }) || !matches!(
-                    header.opcode,
-                    CONTINUATION | TEXT | BINARY | CLOSE | PING | PONG
-                )
+        match usize::try_from(header.len) {
+            Ok(len) if len <= self.limit => {
+                Some(header.size + len).filter(|total| *total > buf.len())
             }
+            _ => None, // refused from the header
         }
     }
 
@@ -474,7 +472,14 @@ mod tests {
             let mut part = frame[..cut].to_vec();
             assert_eq!(decoder.decode(&mut part), Ok((0, None)), "cut at {cut}");
         }
-        assert_eq!(frame_len(&frame[..8]), Some(frame.len() as u64));
+        assert_eq!(decoder.wanted(&frame[..3]), Some(0));
+        assert_eq!(decoder.wanted(&frame[..8]), Some(frame.len()));
+        assert_eq!(decoder.wanted(&frame), None);
+        assert_eq!(
+            Decoder::new(100).wanted(&frame[..8]),
+            None,
+            "over the limit"
+        );
     }
 
     #[test]
