@@ -91,21 +91,8 @@ impl Answerable {
         if capacity == 0 {
             return;
         }
-        let (id, source, response) = match envelope(frame) {
-            Some(envelope) => envelope,
-            None => {
-                let (mut id, mut source, mut response) = (None, None, false);
-                let read = json::leading_members(frame, "payload", |name, value| match name {
-                    "id" => id = value.as_safe_integer(),
-                    "re" => response = true,
-                    "source" => source = value.as_str(),
-                    _ => {}
-                });
-                if read.is_err() {
-                    return;
-                }
-                (id, source, response)
-            }
+        let Some((id, source, response)) = envelope(frame).or_else(|| any_envelope(frame)) else {
+            return;
         };
         // A response is answered by nobody: its requester settles on it.
         if let (Some(id), Some(source), false) = (id, source, response) {
@@ -125,7 +112,7 @@ impl Answerable {
 
 /// The `id`, `source` and whether it is a response (`re`), of a frame in the layout the
 /// server writes (`Message::encode_into`: type, id, re, to, source, then the payload), with no
-/// escape in its strings; `None` for anything else, which the general reader then reads.
+/// escape in its strings; `None` for anything else, which [`any_envelope`] then reads.
 /// Every frame written to a client is noted, so this is on the hot path of a broadcast: the
 /// general reader cost about 2000 instructions per delivery, this a few hundred.
 fn envelope(frame: &str) -> Option<(Option<u64>, Option<Cow<'_, str>>, bool)> {
@@ -178,6 +165,20 @@ fn envelope(frame: &str) -> Option<(Option<u64>, Option<Cow<'_, str>>, bool)> {
     // What follows must be what the server writes next, or the end.
     (rest.starts_with(",\"payload\":") || rest.starts_with(",\"error\":") || rest == "}")
         .then_some((id, source, false))
+}
+
+/// What [`envelope`] reads, from any JSON object (the general reader, up to `payload`);
+/// `None` if it is not one.
+fn any_envelope(frame: &str) -> Option<(Option<u64>, Option<Cow<'_, str>>, bool)> {
+    let (mut id, mut source, mut response) = (None, None, false);
+    json::leading_members(frame, "payload", |name, value| match name {
+        "id" => id = value.as_safe_integer(),
+        "re" => response = true,
+        "source" => source = value.as_str(),
+        _ => {}
+    })
+    .ok()?;
+    Some((id, source, response))
 }
 
 /// FNV-1a over the source's bytes, then the id's: 64 bits, so that a false match among the
@@ -258,17 +259,7 @@ mod tests {
             r#"{"type":"x","id":2,"source":"a","error":{"code":"c","message":"m"}}"#,
         ];
         for text in frames {
-            let general = {
-                let (mut id, mut source, mut response) = (None, None, false);
-                json::leading_members(text, "payload", |name, value| match name {
-                    "id" => id = value.as_safe_integer(),
-                    "re" => response = true,
-                    "source" => source = value.as_str(),
-                    _ => {}
-                })
-                .map(|()| (id, source, response))
-                .ok()
-            };
+            let general = any_envelope(text);
             // What is noted: the id and source of a message that is not a response.
             fn noted(
                 (id, source, response): (Option<u64>, Option<Cow<'_, str>>, bool),
