@@ -9,6 +9,7 @@ use wsrelay::client::{
     delay_range, ClientCore, Error, Event, Options, Outgoing, Output, ReadyState, TransportId,
 };
 use wsrelay::Instant;
+use wsrelay_core::server::DisconnectReason;
 
 fn msg<'a>(kind: &'a str, payload: &'a str) -> Outgoing<'a> {
     Outgoing {
@@ -297,7 +298,11 @@ fn stop_codes_end_reconnecting_and_fail_what_is_pending() {
         code: 4409,
         reason: "replaced".into(),
     };
-    assert_eq!(failure(&sim, 0, id), Some(rejected.clone()));
+    // It was sent and never acknowledged: it may have been delivered, and says so.
+    assert_eq!(
+        failure(&sim, 0, id),
+        Some(Error::Unconfirmed(Box::new(rejected.clone())))
+    );
     assert!(sim.clients[0].saw(|e| matches!(
         e,
         Event::Close {
@@ -314,6 +319,145 @@ fn stop_codes_end_reconnecting_and_fail_what_is_pending() {
         ReadyState::Closed,
         "no reconnect"
     );
+}
+
+#[test]
+fn a_stop_fails_what_was_never_sent_as_rejected_and_what_was_sent_as_unconfirmed() {
+    let mut sim = two_clients();
+    // Nothing beyond one message in flight: the window of the next two is closed.
+    sim.stall(0);
+    let sent = sim
+        .with_client(0, |c, now| c.send(now, msg("chat", "\"sent\"")))
+        .expect("in flight");
+    sim.server_close(0, 4409, "replaced");
+    sim.run_for(ms(100));
+    let rejected = Error::Rejected {
+        code: 4409,
+        reason: "replaced".into(),
+    };
+    assert_eq!(
+        failure(&sim, 0, sent),
+        Some(Error::Unconfirmed(Box::new(rejected.clone())))
+    );
+    assert_eq!(
+        failure(&sim, 0, sent).map(|e| e.code().to_owned()),
+        Some("unconfirmed".to_owned())
+    );
+    // A client stopped while disconnected: its queued messages were never sent.
+    let mut sim = two_clients();
+    sim.server_down();
+    sim.cut(0);
+    let queued = sim
+        .with_client(0, |c, now| c.send(now, msg("chat", "\"queued\"")))
+        .expect("queued");
+    sim.with_client(0, |c, now| c.close(now, 1000, "bye"));
+    assert_eq!(failure(&sim, 0, queued), Some(Error::Closed));
+}
+
+/// Holds client 0's next connection attempt back, and runs until the client gave up on it
+/// (its connection timeout).
+fn hold_an_attempt_until_given_up(sim: &mut Sim) {
+    sim.clients[0].hold_attempts = true;
+    sim.cut(0);
+    sim.run_until(10_000, |s| s.held_attempts(0) == 1);
+    sim.run_until(10_000, |s| {
+        s.clients[0]
+            .saw(|e| matches!(e, Event::Close { reason, .. } if reason == "connection timeout"))
+    });
+    sim.clients[0].hold_attempts = false;
+}
+
+fn stopped(sim: &Sim, client: usize) -> bool {
+    sim.clients[client].saw(|e| {
+        matches!(
+            e,
+            Event::Close {
+                reconnecting: false,
+                ..
+            }
+        )
+    })
+}
+
+#[test]
+fn a_stale_attempt_arriving_after_the_live_one_is_refused_and_changes_nothing() {
+    let mut sim = two_clients();
+    hold_an_attempt_until_given_up(&mut sim);
+    sim.run_until(10_000, |s| is_open(s, 0));
+    // The live connection has received and acknowledged something.
+    let id = sim
+        .with_client(1, |c, now| c.send(now, msg("chat", "\"before\"")))
+        .expect("sent");
+    sim.run_for(Duration::from_secs(1));
+    assert!(delivered(&sim, 1, id));
+    // The attempt the client gave up on reaches the server only now.
+    assert_eq!(sim.release_attempts(0), 0, "refused");
+    assert_eq!(sim.server.stale_attempts, 1);
+    sim.run_for(Duration::from_secs(5));
+    assert!(is_open(&sim, 0), "the live connection goes on");
+    assert!(!stopped(&sim, 0));
+    assert!(
+        !sim.server
+            .endings
+            .iter()
+            .any(|(source, reason)| source == "alice"
+                && matches!(
+                    reason,
+                    DisconnectReason::Replaced | DisconnectReason::Superseded
+                )),
+        "{:?}",
+        sim.server.endings
+    );
+    let id = sim
+        .with_client(1, |c, now| c.send(now, msg("chat", "\"after\"")))
+        .expect("sent");
+    sim.run_for(Duration::from_secs(1));
+    assert!(delivered(&sim, 1, id));
+    assert_eq!(payloads_from(&sim, 0, "bob"), ["\"before\"", "\"after\""]);
+    assert!(
+        !sim.clients[0].saw(|e| matches!(e, Event::SessionLost { .. })),
+        "the session was never touched by the stale attempt"
+    );
+}
+
+#[test]
+fn a_stale_attempt_arriving_before_the_live_one_is_superseded_by_it() {
+    let mut sim = two_clients();
+    hold_an_attempt_until_given_up(&mut sim);
+    // It reaches the server while the client waits to try again: the server takes it (it
+    // cannot know yet), over a link whose client end is gone.
+    assert_eq!(sim.release_attempts(0), 1, "claimed");
+    sim.run_until(10_000, |s| is_open(s, 0));
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim
+        .server
+        .endings
+        .iter()
+        .any(|(source, reason)| source == "alice" && *reason == DisconnectReason::Superseded));
+    assert!(!stopped(&sim, 0));
+    let id = sim
+        .with_client(1, |c, now| c.send(now, msg("chat", "\"hi\"")))
+        .expect("sent");
+    sim.run_for(Duration::from_secs(1));
+    assert!(delivered(&sim, 1, id));
+    assert_eq!(payloads_from(&sim, 0, "bob"), ["\"hi\""]);
+    assert!(!sim.clients[0].saw(|e| matches!(e, Event::SessionLost { .. })));
+}
+
+#[test]
+fn another_instance_of_the_same_source_still_replaces_and_stops_the_first() {
+    let mut sim = two_clients();
+    // A second client object (another tab, another device) with alice's source.
+    let second = sim.add_client("alice", Options::default(), 99);
+    sim.run_until(10_000, |s| is_open(s, second) && stopped(s, 0));
+    assert!(sim.clients[0].saw(|e| matches!(e, Event::Close { code: 4409, .. })));
+    assert!(sim
+        .server
+        .endings
+        .iter()
+        .any(|(source, reason)| source == "alice" && *reason == DisconnectReason::Replaced));
+    sim.run_for(Duration::from_secs(10));
+    assert!(is_open(&sim, second), "no replacement ping-pong");
 }
 
 #[test]

@@ -208,13 +208,13 @@ pub fn connection(data: &[u8]) {
     let mut signals: Vec<(u8, Signal)> = Vec::new();
     let mut now = Instant::from_millis(0);
     // Claims that are not exclusive always succeed.
-    let Ok(peer) = engine.claim("peer", 2, false, &mut |owner: &u8, signal| {
+    let Ok(peer) = engine.claim("peer", None, 2, false, &mut |owner: &u8, signal| {
         signals.push((*owner, signal))
     }) else {
         return;
     };
     let _ = engine.open(&peer, None, peer.next);
-    let Ok(claim) = engine.claim("fuzz", 1, false, &mut |owner: &u8, signal| {
+    let Ok(claim) = engine.claim("fuzz", None, 1, false, &mut |owner: &u8, signal| {
         signals.push((*owner, signal))
     }) else {
         return;
@@ -253,7 +253,7 @@ pub fn connection(data: &[u8]) {
             10 => {
                 // Another connection claims the source: this one is replaced, and the engine
                 // fences off what it still tries.
-                let _ = engine.claim("fuzz", 3, false, &mut |owner: &u8, signal| {
+                let _ = engine.claim("fuzz", None, 3, false, &mut |owner: &u8, signal| {
                     signals.push((*owner, signal))
                 });
             }
@@ -272,6 +272,7 @@ pub fn connection(data: &[u8]) {
                 Signal::Mail => {}
                 Signal::Wake => conn.handle_wake(now),
                 Signal::Replaced => conn.handle_replaced(),
+                Signal::Superseded => conn.handle_superseded(),
                 Signal::Overflowed => conn.handle_overflowed(),
                 Signal::Gone => conn.handle_gone(),
             }

@@ -15,6 +15,7 @@ use futures_util::FutureExt;
 use hyper::upgrade::Upgraded;
 use tokio::time::{sleep_until, timeout};
 use tungstenite::Utf8Bytes;
+use wsrelay_core::protocol::{CLOSE_REPLACED, CLOSE_SUPERSEDED};
 use wsrelay_core::server::websocket::Inbound;
 use wsrelay_core::server::{
     CloseFrame, Counters, DisconnectReason, Output, ServerConnection, TransportError,
@@ -22,7 +23,7 @@ use wsrelay_core::server::{
 
 use crate::auth::Identity;
 use crate::config::OnDuplicate;
-use crate::engine::{Claim, ClaimError, Doorbell, Effect, Router, SessionStore, Signal};
+use crate::engine::{Attempt, Claim, ClaimError, Doorbell, Effect, Router, SessionStore, Signal};
 use crate::handlers::{first_call, handler_call, HandlerCall};
 use crate::hub::{Hub, SharedHandlers, Stats};
 use crate::websocket::{poll_io, Io, Outgoing, Received, WebSocket};
@@ -43,18 +44,32 @@ pub(crate) async fn serve(
     upgraded: Upgraded,
     hub: Arc<Hub>,
     identity: Identity,
+    attempt: Option<Attempt>,
     announced: bool,
     addr: Option<SocketAddr>,
 ) {
     let Identity { source, expires } = identity;
     let doorbell = Doorbell::default();
     let exclusive = hub.config.on_duplicate == OnDuplicate::Reject;
-    let claim = match hub.engine.claim(&source, &doorbell, exclusive).await {
+    let claimed = hub
+        .engine
+        .claim(&source, attempt.as_ref(), &doorbell, exclusive)
+        .await;
+    let claim = match claimed {
         Ok(claim) => claim,
         Err(error) => {
-            // Lost a race for the source (checked at the upgrade), or the engine is down.
+            // Another instance holds the source (checked at the upgrade too, for clients that
+            // name no attempt), a newer attempt of this client got there first, or the engine
+            // is down.
             let (code, reason) = match error {
-                ClaimError::Occupied => (4409, "source already connected"),
+                ClaimError::Occupied => (CLOSE_REPLACED, "source already connected"),
+                ClaimError::Stale => {
+                    Stats::count(&hub.stats.stale_attempts);
+                    (
+                        CLOSE_SUPERSEDED,
+                        "a newer connection attempt holds the source",
+                    )
+                }
                 ClaimError::Unavailable(_) => (1013, "try again later"),
             };
             tracing::info!(source, ?error, "refused after the upgrade");
@@ -280,6 +295,9 @@ impl Conn {
                     if rung.has(Signal::Replaced) {
                         self.machine.handle_replaced();
                     }
+                    if rung.has(Signal::Superseded) {
+                        self.machine.handle_superseded();
+                    }
                     if rung.has(Signal::Overflowed) {
                         self.machine.handle_overflowed();
                     }
@@ -459,6 +477,7 @@ impl Conn {
                         hub.metrics.slow_consumers.inc();
                     }
                     Some(DisconnectReason::Replaced) => Stats::count(&hub.stats.replaced),
+                    Some(DisconnectReason::Superseded) => Stats::count(&hub.stats.superseded),
                     _ => {}
                 }
                 self.close_code = close.as_ref().map(|close| close.code);

@@ -18,7 +18,7 @@ use crate::admission::Full;
 use crate::auth::{check_source, UpgradeRequest};
 use crate::config::{OnDuplicate, ServerConfig};
 use crate::connection;
-use crate::engine::Router as _;
+use crate::engine::{Attempt, Router as _};
 use crate::hub::Hub;
 use crate::listener::Peer;
 use crate::logs::{clip, LogLimit};
@@ -197,7 +197,23 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
     if let Err(rejection) = check_source(&identity.source) {
         return refuse(&hub, rejection.status, &rejection.reason);
     }
+    // Which attempt of which client instance this is: the claim orders them (a client's stale
+    // attempt never replaces its newer one).
+    let attempt = match request.query_param("attempt") {
+        Ok(None) => None,
+        Ok(Some(text)) => match Attempt::parse(&text) {
+            Some(attempt) => Some(attempt),
+            None => {
+                let reason = "?attempt= must be INSTANCE.NUMBER (1 to 32 letters or digits)";
+                return refuse(&hub, StatusCode::BAD_REQUEST, reason);
+            }
+        },
+        Err(rejection) => return refuse(&hub, rejection.status, &rejection.reason),
+    };
+    // A client that names its attempt is checked by the claim instead, which knows whether
+    // the connection that holds the source is its own (superseded, never a duplicate).
     if hub.config.on_duplicate == OnDuplicate::Reject
+        && attempt.is_none()
         && hub
             .engine
             .is_connected(&identity.source)
@@ -246,7 +262,7 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
                 return;
             }
         };
-        connection::serve(upgraded, hub, identity, announced, addr).await;
+        connection::serve(upgraded, hub, identity, attempt, announced, addr).await;
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -28,6 +28,8 @@ pub(crate) struct Stats {
     pub(crate) slow_consumers: AtomicU64,
     pub(crate) stale: AtomicU64,
     pub(crate) replaced: AtomicU64,
+    pub(crate) superseded: AtomicU64,
+    pub(crate) stale_attempts: AtomicU64,
     pub(crate) invalid_frames: AtomicU64,
     pub(crate) blocked: AtomicU64,
     pub(crate) rate_limited: AtomicU64,

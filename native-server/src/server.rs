@@ -74,8 +74,14 @@ pub struct ServerStats {
     pub engine_reachable: bool,
     /// Connections dropped for not answering pings.
     pub stale: u64,
-    /// Connections replaced by a newer one with the same source.
+    /// Connections replaced by another client instance with the same source (closed 4409).
     pub replaced: u64,
+    /// Connections superseded by a newer connection attempt of the same client (closed 4410;
+    /// the client had given up on them, e.g. over a stalled link).
+    pub superseded: u64,
+    /// Connection attempts refused because a newer attempt of the same client had claimed
+    /// the source first (closed 4410; the client had given up on them).
+    pub stale_attempts: u64,
     /// Invalid frames answered with `~error`.
     pub invalid_frames: u64,
 }
@@ -506,6 +512,8 @@ impl WebSocketServer {
             engine_reachable: self.hub.engine.healthy(),
             stale: stats.stale.load(Ordering::Relaxed),
             replaced: stats.replaced.load(Ordering::Relaxed),
+            superseded: stats.superseded.load(Ordering::Relaxed),
+            stale_attempts: stats.stale_attempts.load(Ordering::Relaxed),
             invalid_frames: stats.invalid_frames.load(Ordering::Relaxed),
         }
     }

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{Dial, HandlerFuture, Shared, State, Token};
-use crate::client::{Event, InboundMessage, Output, ReadyState, TransportId};
+use crate::client::{attempt_url, Event, InboundMessage, Output, ReadyState, TransportId};
 use crate::{Instant, Reply};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -46,10 +46,16 @@ pub(super) fn request(url: &str) -> Result<Request, WsError> {
 
 pub(crate) type Request = tokio_tungstenite::tungstenite::handshake::client::Request;
 
-/// One connection attempt: the token first (if the client has one), then TCP, TLS and the
-/// upgrade.
-async fn dial(dial: Dial) -> Result<Ws, WsError> {
+/// One connection attempt, named `attempt` in its URL: the token first (if the client has
+/// one), then TCP, TLS and the upgrade.
+async fn dial(dial: Dial, attempt: String) -> Result<Ws, WsError> {
     let mut request = dial.request;
+    let uri = attempt_url(&request.uri().to_string(), &attempt);
+    *request.uri_mut() = uri.parse().map_err(|error| {
+        WsError::Io(std::io::Error::other(format!(
+            "invalid attempt URL: {error}"
+        )))
+    })?;
     let token = match dial.token {
         None => None,
         Some(Token::Fixed(token)) => Some(token),
@@ -129,7 +135,8 @@ impl Socket {
 
 /// A socket operation, carried out after the core's lock is released.
 enum Io {
-    Connect(TransportId),
+    /// Open transport `TransportId`, named by the attempt's name.
+    Connect(TransportId, String),
     Transmit(String),
     Close {
         transport: TransportId,
@@ -246,7 +253,9 @@ impl Driver {
         let mut wakers = std::mem::take(&mut self.wakers);
         while let Some(output) = state.core.poll_output() {
             match output {
-                Output::Connect(transport) => io.push(Io::Connect(transport)),
+                Output::Connect(transport) => {
+                    io.push(Io::Connect(transport, state.core.attempt(transport)));
+                }
                 Output::Transmit(text) => io.push(Io::Transmit(text)),
                 Output::CloseTransport {
                     transport,
@@ -328,7 +337,7 @@ impl Driver {
 
     fn carry_out(&mut self, io: Io) {
         match io {
-            Io::Connect(transport) => {
+            Io::Connect(transport, name) => {
                 if let Some((_, task)) = self.connecting.take() {
                     task.abort();
                 }
@@ -338,7 +347,7 @@ impl Driver {
                 // upgrade): when it fires, the core abandons this transport and the task is
                 // aborted.
                 let task = tokio::spawn(async move {
-                    let _ = tx.send((transport, dial(attempt).await));
+                    let _ = tx.send((transport, dial(attempt, name).await));
                 });
                 self.connecting = Some((transport, task));
             }

@@ -46,12 +46,22 @@ pub(crate) fn core_error(error: &Error) -> JsValue {
         Error::SessionLost => {
             "the server lost the session before acknowledging this message: it may have been delivered"
         }
+        Error::Unconfirmed(_) => {
+            "the client stopped after this message was sent and before it was acknowledged: it may have been delivered"
+        }
     };
     let value = error_value(error.code(), message);
     match error {
         // The close code that stopped the client, for `rejected`.
         Error::Rejected { code, .. } => {
             js::set(&value, "closeCode", &JsValue::from(*code));
+        }
+        // Why the client stopped, as its own error (with its `closeCode`).
+        Error::Unconfirmed(cause) => {
+            js::set(&value, "cause", &core_error(cause));
+            if let Error::Rejected { code, .. } = **cause {
+                js::set(&value, "closeCode", &JsValue::from(code));
+            }
         }
         // The message type whose handler failed or could not answer.
         Error::Handler { kind, .. } | Error::Unanswerable { kind } => {

@@ -30,8 +30,8 @@ use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, CustomEvent, CustomEventInit, ErrorEvent, EventTarget, MessageEvent};
 
 use crate::client::{
-    connect_url, token_url, ClientCore, Event, InboundMessage, Outgoing, Output, ReadyState,
-    ReplyTarget, TransportId,
+    attempt_url, connect_url, token_url, ClientCore, Event, InboundMessage, Outgoing, Output,
+    ReadyState, ReplyTarget, TransportId,
 };
 use crate::{Instant, Reply};
 use error::{core_error, error_value, thrown_message};
@@ -571,12 +571,15 @@ impl Inner {
         self.drain();
     }
 
-    /// Opens the socket of attempt `id`, with `token` in the URL when there is one.
+    /// Opens the socket of attempt `id`, named in the URL, with `token` in it when there is
+    /// one.
     fn open(self: &Rc<Self>, id: TransportId, token: Option<String>) {
-        let url = match (&token, self.url.as_string()) {
-            (Some(token), Some(url)) => JsValue::from_str(&token_url(&url, token)),
-            _ => self.url.clone(),
-        };
+        let url = self.url.as_string().unwrap_or_default();
+        let mut url = attempt_url(&url, &self.state.borrow().core.attempt(id));
+        if let Some(token) = &token {
+            url = token_url(&url, token);
+        }
+        let url = JsValue::from_str(&url);
         let args = Array::of1(&url);
         let socket: web_sys::WebSocket = match Reflect::construct(&self.socket_class, &args) {
             Ok(socket) => socket.unchecked_into(),

@@ -80,15 +80,21 @@ export type WsRelayErrorCode =
   | "queue_full" | "queue_bytes_full" | "too_large" | "invalid_payload" | "invalid_type"
   | "expired" | "timeout" | "closed" | "rejected" | "retries_exhausted" | "transport"
   | "protocol" | "handler_error" | "unanswerable" | "unknown_target" | "invalid_option"
-  | "no_websocket" | "session_lost" | "overflow"
+  | "no_websocket" | "session_lost" | "overflow" | "unconfirmed"
   | (string & {});
 
 /** Every Promise of the client rejects with this; branch on `code`. */
 export interface WsRelayError extends Error {
   name: "WsRelayError";
   code: WsRelayErrorCode;
-  /** For `rejected`: the close code that made the client stop (4409, 1008...). */
+  /** For `rejected` (and `unconfirmed` by a rejection): the close code that made the client stop (4409, 1008...). */
   closeCode?: number;
+  /**
+   * For `unconfirmed`: why the client stopped (`rejected`, `retries_exhausted`, `closed`). The
+   * message had been sent and was not acknowledged: it may have been delivered. A message that
+   * fails with `rejected` itself was never sent.
+   */
+  cause?: WsRelayError;
   /** For `handler_error` and `unanswerable` events: the message type of the handler. */
   type?: string;
 }

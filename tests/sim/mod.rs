@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use wsrelay_core::client::{ClientCore, Event, Options, Output, TransportId};
 use wsrelay_core::protocol::{Frame, RemoteError};
-use wsrelay_core::server::engine::{Claim, Effect, Routed, Signal};
+use wsrelay_core::server::engine::{Attempt, Claim, Effect, Routed, Signal};
+use wsrelay_core::server::memory::ClaimRefused;
 use wsrelay_core::server::memory::{MemoryLimits, MemoryState};
 use wsrelay_core::server::{
     ConnectionSettings, DisconnectReason, HandlerSet, Output as ServerOutput, ServerConnection,
@@ -88,6 +89,10 @@ pub struct SimClient {
     held: VecDeque<Delivery>,
     /// The transport the driver has open, and the server connection behind it.
     socket: Option<(TransportId, Option<ConnId>)>,
+    /// Hold the client's connection attempts back on their way to the server (a stalled
+    /// link): they reach it when [`Sim::release_attempts`] says so.
+    pub hold_attempts: bool,
+    held_attempts: Vec<TransportId>,
 }
 
 /// The application handler types the simulated server takes; each answers with the payload.
@@ -117,6 +122,8 @@ pub struct SimServer {
     conns: BTreeMap<ConnId, ServerConn>,
     next_conn: ConnId,
     pub restarts: u32,
+    /// Connection attempts refused as stale (a newer attempt of the client claimed first).
+    pub stale_attempts: u64,
     /// Signals the engine raised, for connections to handle.
     signals: VecDeque<(ConnId, Signal)>,
     pub consumed: Vec<Consumed>,
@@ -139,6 +146,7 @@ impl SimServer {
             conns: BTreeMap::new(),
             next_conn: 1,
             restarts: 0,
+            stale_attempts: 0,
             signals: VecDeque::new(),
             consumed: Vec::new(),
             events: Vec::new(),
@@ -240,6 +248,8 @@ impl Sim {
             delivered: 0,
             held: VecDeque::new(),
             socket: None,
+            hold_attempts: false,
+            held_attempts: Vec::new(),
         });
         let index = self.clients.len() - 1;
         self.drain(index);
@@ -330,19 +340,68 @@ impl Sim {
             self.schedule(self.latency, closed);
             return;
         }
-        let conn = self.server.next_conn;
-        self.server.next_conn += 1;
+        self.clients[index].socket = Some((transport, None));
+        if self.clients[index].hold_attempts {
+            self.clients[index].held_attempts.push(transport);
+            return;
+        }
+        self.upgrade(index, transport);
+    }
+
+    /// How many of client `index`'s attempts are held back now.
+    pub fn held_attempts(&self, index: usize) -> usize {
+        self.clients[index].held_attempts.len()
+    }
+
+    /// The attempts of client `index` held back so far reach the server now, in the order they
+    /// were made, over links whose client end is gone: the client gave up on each of them
+    /// (the server learns it only from its own timeouts). Returns how many the server took
+    /// (claimed) rather than refused.
+    pub fn release_attempts(&mut self, index: usize) -> usize {
+        let held = std::mem::take(&mut self.clients[index].held_attempts);
+        held.into_iter()
+            .filter(|&transport| self.upgrade(index, transport).is_some())
+            .count()
+    }
+
+    /// Attempt `transport` of client `index` reaches the server: the claim, then the
+    /// connection (returned), or the refusal the client learns as a close.
+    fn upgrade(&mut self, index: usize, transport: TransportId) -> Option<ConnId> {
         let source = self.clients[index].source.clone();
+        // What the client's driver puts in the URL, read as the server reads it.
+        let attempt = Attempt::parse(&self.clients[index].core.attempt(transport));
+        let conn = self.server.next_conn;
         let signals = &mut self.server.signals;
-        let claim = self
-            .server
-            .engine
-            .claim(&source, conn, false, &mut |owner, signal| {
-                signals.push_back((*owner, signal));
-            })
-            .expect("duplicates replace");
+        let claimed = self.server.engine.claim(
+            &source,
+            attempt.as_ref(),
+            conn,
+            false,
+            &mut |owner, signal| signals.push_back((*owner, signal)),
+        );
+        let claim = match claimed {
+            Ok(claim) => claim,
+            Err(refused) => {
+                let code = match refused {
+                    ClaimRefused::Stale => wsrelay_core::protocol::CLOSE_SUPERSEDED,
+                    ClaimRefused::Occupied => wsrelay_core::protocol::CLOSE_REPLACED,
+                };
+                self.server.stale_attempts += u64::from(refused == ClaimRefused::Stale);
+                let closed = Delivery::ClientClosed {
+                    client: index,
+                    transport,
+                    code,
+                };
+                self.schedule(self.latency, closed);
+                return None;
+            }
+        };
+        self.server.next_conn += 1;
         // The server has the connection from here on (the client learns it one latency later).
-        self.clients[index].socket = Some((transport, Some(conn)));
+        let current = self.clients[index].socket.map(|(t, _)| t) == Some(transport);
+        if current {
+            self.clients[index].socket = Some((transport, Some(conn)));
+        }
         let machine = ServerConnection::new(
             source,
             claim.next,
@@ -357,20 +416,24 @@ impl Sim {
                 client: index,
                 machine,
                 claim,
-                stalled: false,
+                // An attempt its client gave up on: nothing reaches the server from it.
+                stalled: !current,
                 mail: true,
             },
         );
-        self.schedule(
-            self.latency,
-            Delivery::ClientOpened {
-                client: index,
-                transport,
-                conn,
-            },
-        );
+        if current {
+            self.schedule(
+                self.latency,
+                Delivery::ClientOpened {
+                    client: index,
+                    transport,
+                    conn,
+                },
+            );
+        }
         self.dirty.insert(conn);
         self.run_server();
+        Some(conn)
     }
 
     /// Whether a timer entry still stands.
@@ -674,6 +737,7 @@ impl Sim {
                         Signal::Mail => c.mail = true,
                         Signal::Wake => c.machine.handle_wake(now),
                         Signal::Replaced => c.machine.handle_replaced(),
+                        Signal::Superseded => c.machine.handle_superseded(),
                         Signal::Overflowed => c.machine.handle_overflowed(),
                         Signal::Gone => c.machine.handle_gone(),
                     }

@@ -11,7 +11,7 @@ use super::stats::RoundTrips;
 use super::{Error, Options, Stats};
 use crate::bucket::TokenBucket;
 use crate::protocol::{
-    json, ErrorReport, Frame, Message, RemoteError, Welcome, RESERVED_PREFIX, VERSION,
+    json, push_u64, ErrorReport, Frame, Message, RemoteError, Welcome, RESERVED_PREFIX, VERSION,
 };
 use crate::{Instant, Reply};
 
@@ -227,6 +227,10 @@ pub struct ClientCore {
     options: Options,
     rng: Rng,
     session: String,
+    /// This client's public name for its connection attempts (`attempt=INSTANCE.N` in the
+    /// URL): unlike the session token it is no secret, and it lets the server order the
+    /// attempts of one client.
+    instance: String,
     state: State,
     /// Why sends are refused: set by `close` and by giving up, cleared by `reconnect`.
     /// `None` in `State::Closed` means "not started" (`start_closed`): sends are queued.
@@ -270,6 +274,21 @@ pub struct ClientCore {
     failed_messages: u64,
 }
 
+/// `error`, for a message that was sent before it happened: it may have been delivered.
+fn unconfirmed(error: &Error) -> Error {
+    Error::Unconfirmed(alloc::boxed::Box::new(error.clone()))
+}
+
+/// `len` random letters and digits.
+fn random_name(rng: &mut Rng, len: usize) -> String {
+    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut name = String::with_capacity(len);
+    for _ in 0..len {
+        name.push(char::from(ALPHABET[(rng.next_u64() % 62) as usize]));
+    }
+    name
+}
+
 /// Close code for a connection the client abandons itself (heartbeat or handshake timeout,
 /// protocol violation, explicit reconnect). Browsers only let pages send 1000 and 3000-4999.
 const CLIENT_ABANDONED: u16 = 4000;
@@ -281,17 +300,16 @@ impl ClientCore {
     /// `start_closed`, it asks to connect at once (drain [`poll_output`](Self::poll_output)).
     pub fn new(options: Options, seed: u64, now: Instant) -> Self {
         let mut rng = Rng::new(seed);
-        const ALPHABET: &[u8; 62] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        let mut session = String::with_capacity(22);
-        for _ in 0..22 {
-            session.push(char::from(ALPHABET[(rng.next_u64() % 62) as usize]));
-        }
+        let session = random_name(&mut rng, 22);
+        // From a generator of its own, so that the backoff's jitter stays what the seed gave
+        // before attempts had names.
+        let instance = random_name(&mut Rng::new(seed ^ 0x6174_7465_6d70_7473), 12);
         let start_closed = options.start_closed;
         let mut core = ClientCore {
             options,
             rng,
             session,
+            instance,
             state: State::Closed,
             stopped: None,
             close_reason: String::new(),
@@ -329,6 +347,17 @@ impl ClientCore {
     /// The session token sent in every hello.
     pub fn session(&self) -> &str {
         &self.session
+    }
+
+    /// The name of this client's connection attempt `transport`, `INSTANCE.N`: the URL's
+    /// `attempt` parameter ([`attempt_url`](super::attempt_url)), by which the server orders
+    /// the attempts of one client (PROTOCOL.md section 1). Attempts are numbered upwards.
+    pub fn attempt(&self, transport: TransportId) -> String {
+        let mut name = String::with_capacity(self.instance.len() + 8);
+        name.push_str(&self.instance);
+        name.push('.');
+        push_u64(&mut name, transport.0);
+        name
     }
 
     /// The state, as `WebSocket.readyState` names it.
@@ -997,18 +1026,40 @@ impl ClientCore {
         }
     }
 
+    /// Pending requests fail with `error`; one that was sent already may have been delivered,
+    /// and fails as [`Error::Unconfirmed`] instead.
     fn fail_requests(&mut self, error: &Error) {
         for (id, _) in self.requests.drain() {
-            self.outbox.remove_untransmitted(id);
-            self.fail(id, error.clone());
+            let sent = self.outbox.remove_untransmitted(id).is_none();
+            self.fail(
+                id,
+                if sent {
+                    unconfirmed(error)
+                } else {
+                    error.clone()
+                },
+            );
         }
     }
 
-    /// Everything still pending fails with `error`: the client will not send it.
+    /// Everything still pending fails with `error`: the client will not send it. What it had
+    /// sent and the server had not acknowledged may have been delivered, and says so
+    /// ([`Error::Unconfirmed`]): only a message that never left fails with `error` itself.
     fn fail_everything(&mut self, error: &Error) {
         self.fail_requests(error);
         for entry in self.outbox.drain() {
-            self.fail(entry.id, error.clone());
+            // Requests had their outcome above (or when they timed out): never a second one.
+            if entry.settles == Settles::OnAck {
+                let sent = entry.transmitted;
+                self.fail(
+                    entry.id,
+                    if sent {
+                        unconfirmed(error)
+                    } else {
+                        error.clone()
+                    },
+                );
+            }
         }
         self.ack_due = None;
     }

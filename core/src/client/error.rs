@@ -1,5 +1,6 @@
 //! Why a message, a request or the connection failed.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use core::fmt;
 
@@ -80,6 +81,11 @@ pub enum Error {
     /// Sending it again could deliver it twice, so the client does not; the application
     /// decides.
     SessionLost,
+    /// The client stopped for good (`cause`: rejected by the server, retries exhausted, closed
+    /// before the acknowledgement came) after it had sent the message and before the server
+    /// acknowledged it: it may or may not have been delivered. Only a message that was never
+    /// sent fails with the cause itself, so such a failure means "not delivered".
+    Unconfirmed(Box<Error>),
 }
 
 impl Error {
@@ -104,6 +110,7 @@ impl Error {
             Error::Handler { error, .. } => &error.code,
             Error::Unanswerable { .. } => "unanswerable",
             Error::SessionLost => "session_lost",
+            Error::Unconfirmed(_) => "unconfirmed",
         }
     }
 }
@@ -153,6 +160,11 @@ impl fmt::Display for Error {
             Error::SessionLost => f.write_str(
                 "the server lost the session before acknowledging this message: it may have been \
                  delivered",
+            ),
+            Error::Unconfirmed(cause) => write!(
+                f,
+                "{cause}, after the message was sent and before it was acknowledged: it may \
+                 have been delivered"
             ),
         }
     }

@@ -19,4 +19,4 @@ pub use backoff::delay_range;
 pub use error::Error;
 pub use options::{OptionValue, Options};
 pub use stats::Stats;
-pub use url::{connect_url, token_url, MAX_SOURCE_LEN};
+pub use url::{attempt_url, connect_url, token_url, MAX_SOURCE_LEN};

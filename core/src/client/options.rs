@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use super::Error;
+use crate::protocol::CLOSE_REPLACED;
 
 /// Settings of a [`ClientCore`](super::ClientCore).
 ///
@@ -85,7 +86,7 @@ impl Default for Options {
             ack_every: 128,
             ack_bytes: 64 << 10,
             close_timeout: Duration::from_secs(5),
-            stop_codes: vec![1002, 1008, 4401, 4403, 4409],
+            stop_codes: vec![1002, 1008, 4401, 4403, CLOSE_REPLACED],
         }
     }
 }

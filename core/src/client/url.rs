@@ -80,6 +80,17 @@ pub fn token_url(url: &str, token: &str) -> String {
     out
 }
 
+/// `url` (from [`connect_url`], which has a query) with the connection attempt's name added
+/// as the `attempt` query parameter ([`ClientCore::attempt`](super::ClientCore::attempt)): the
+/// server refuses an attempt that reaches it after a newer one of the same client.
+pub fn attempt_url(url: &str, attempt: &str) -> String {
+    let mut out = String::with_capacity(url.len() + 9 + attempt.len());
+    out.push_str(url);
+    out.push_str("&attempt=");
+    push_encoded(&mut out, attempt);
+    out
+}
+
 /// Percent-encodes everything but RFC 3986's unreserved characters.
 fn push_encoded(out: &mut String, value: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -121,6 +132,15 @@ mod tests {
         assert_eq!(
             url("ws://h:8#f", "a!*'()"),
             "ws://h:8/?source=a%21%2A%27%28%29&v=1"
+        );
+    }
+
+    #[test]
+    fn attempts_are_added() {
+        let url = connect_url("ws://h/", "a").expect("valid");
+        assert_eq!(
+            attempt_url(&url, "Xy3.12"),
+            "ws://h/?source=a&v=1&attempt=Xy3.12"
         );
     }
 

@@ -23,6 +23,16 @@ pub const RESERVED_PREFIX: char = '~';
 /// other clients.
 pub const RELAY_PREFIX: &str = "relay:";
 
+/// Close code (PROTOCOL.md section 9): another client instance claimed this `source`. A stop
+/// code: two instances of one source would otherwise take the source from each other forever.
+pub const CLOSE_REPLACED: u16 = 4409;
+
+/// Close code (PROTOCOL.md section 9): a newer connection attempt of the same client instance
+/// holds the `source`. Sent on a connection its client has given up on already (superseded),
+/// or on an attempt that reached the server after a newer one (stale); not a stop code, so a
+/// client that sees it anyway just connects again, with a newer attempt.
+pub const CLOSE_SUPERSEDED: u16 = 4410;
+
 /// Why a `source` (a client's identity) is not acceptable, or `None` when it is: 1 to 128
 /// bytes of UTF-8 without control characters (no NUL, no C0 or C1 controls, no DEL), so that
 /// an identity prints and logs as what it is (`PROTOCOL.md` section 1).
@@ -577,7 +587,7 @@ fn json_error_message(error: &JsonError) -> String {
 
 /// Writes a decimal integer without the formatting machinery (which the wasm build avoids)
 /// and without validating the digits as UTF-8 (which `push_str` of them would need).
-fn push_u64(out: &mut String, mut value: u64) {
+pub(crate) fn push_u64(out: &mut String, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

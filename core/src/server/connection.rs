@@ -24,8 +24,8 @@ use std::time::Duration;
 use super::engine::{Effect, Hello, Opened, Routed};
 use super::limit::{Answerable, Limiter, RateLimit, Verdict};
 use crate::protocol::{
-    DecodeError, ErrorCode, ErrorReport, Frame, Message, RemoteError, Welcome, RELAY_PREFIX,
-    VERSION,
+    DecodeError, ErrorCode, ErrorReport, Frame, Message, RemoteError, Welcome, CLOSE_REPLACED,
+    CLOSE_SUPERSEDED, RELAY_PREFIX, VERSION,
 };
 use crate::{Instant, Reply};
 
@@ -116,8 +116,11 @@ pub enum DisconnectReason {
     Closed(Option<u16>),
     /// The connection failed (I/O error or a write that could not complete).
     Failed(String),
-    /// Another connection claimed the same `source` (closed with 4409).
+    /// Another client instance claimed the same `source` (closed with 4409).
     Replaced,
+    /// A newer connection attempt of the same client claimed the `source` (closed with 4410):
+    /// the client had given up on this connection.
+    Superseded,
     /// The client stayed behind for too long, or its mailbox overflowed (closed with 1013; it
     /// may reconnect).
     SlowConsumer,
@@ -805,12 +808,21 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         self.drain();
     }
 
-    /// Another connection claimed the source.
+    /// Another client instance claimed the source.
     pub fn handle_replaced(&mut self) {
         self.end(
             DisconnectReason::Replaced,
             None,
-            Some(close(4409, "replaced by another connection")),
+            Some(close(CLOSE_REPLACED, "replaced by another connection")),
+        );
+    }
+
+    /// A newer connection attempt of the same client claimed the source.
+    pub fn handle_superseded(&mut self) {
+        self.end(
+            DisconnectReason::Superseded,
+            None,
+            Some(close(CLOSE_SUPERSEDED, "superseded by a newer connection")),
         );
     }
 

@@ -13,6 +13,12 @@
 //! which bumps the source's `epoch`; an operation carrying an older epoch is refused with
 //! [`Routed::Fenced`] (or ignored), so a replaced connection, or a relay frozen and woken up,
 //! can no longer consume, write or deliver for the source.
+//!
+//! Claims are also ordered by the client's own count of its attempts ([`Attempt`]): a
+//! connection attempt that a client gave up on can still reach the server (a stalled link
+//! delivers it late), after the attempt the client now uses. [`Succession::of`] is the one rule
+//! every engine applies: such a stale attempt is refused, never allowed to replace its newer
+//! sibling.
 
 use crate::protocol::RemoteError;
 
@@ -29,6 +35,72 @@ pub struct Claim {
     /// The position the source's next frame will get: frames from here on are the new
     /// connection's, whatever its hello decides about the session.
     pub next: u64,
+}
+
+/// Which connection attempt of which client instance a claim comes from: the upgrade's
+/// `attempt` parameter (PROTOCOL.md section 1). A client draws its `instance` once and numbers
+/// its attempts upwards, so two attempts of one instance compare by `number`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The client instance's random name (1 to 32 letters and digits).
+    pub instance: String,
+    /// The attempt's number, increasing with every attempt of the instance.
+    pub number: u64,
+}
+
+/// Longest [`Attempt::instance`].
+pub const MAX_INSTANCE_LEN: usize = 32;
+
+impl Attempt {
+    /// Reads the upgrade's `attempt` parameter, `INSTANCE.NUMBER`; `None` when it is not one.
+    pub fn parse(text: &str) -> Option<Attempt> {
+        let (instance, number) = text.split_once('.')?;
+        let valid = !instance.is_empty()
+            && instance.len() <= MAX_INSTANCE_LEN
+            && instance.bytes().all(|b| b.is_ascii_alphanumeric());
+        let digits = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
+        if !valid || !digits {
+            return None;
+        }
+        Some(Attempt {
+            instance: instance.into(),
+            number: number.parse().ok()?,
+        })
+    }
+}
+
+/// How a new claim of a source stands to the source's last claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Succession {
+    /// Another client instance (or one that does not say): it replaces the connection that
+    /// holds the source, if any, which is told [`Signal::Replaced`] (close 4409, a stop code:
+    /// two instances fighting over one source must not take turns forever). With
+    /// `--on-duplicate reject` it is refused instead while that connection lives.
+    Replaces,
+    /// A newer attempt of the same instance: the connection that holds the source, if any, is
+    /// one its client has given up on; it is told [`Signal::Superseded`]. Never refused as a
+    /// duplicate.
+    Supersedes,
+    /// An attempt of the same instance not newer than the last claim's: its client has already
+    /// given up on it. Refused, and nothing changes.
+    Stale,
+}
+
+impl Succession {
+    /// The rule, from the last claim's attempt (`None`: the source has no state, or its last
+    /// claim said nothing) and the new claim's.
+    pub fn of(last: Option<&Attempt>, new: Option<&Attempt>) -> Succession {
+        match (last, new) {
+            (Some(last), Some(new)) if last.instance == new.instance => {
+                if new.number > last.number {
+                    Succession::Supersedes
+                } else {
+                    Succession::Stale
+                }
+            }
+            _ => Succession::Replaces,
+        }
+    }
 }
 
 /// What a hello says about the session the client had.
@@ -132,12 +204,61 @@ pub enum Signal {
     Mail,
     /// A recipient this connection was blocked on has room again (or left): retry.
     Wake,
-    /// Another connection claimed the source.
+    /// Another client instance claimed the source.
     Replaced,
+    /// A newer connection attempt of the same client instance claimed the source: the client
+    /// has given up on this connection already.
+    Superseded,
     /// The engine lost the source's state: the connection must end so that its client comes
     /// back to a fresh session (and is told).
     Gone,
     /// The mailbox reached its hard bound and the session lost frames: the client must be
     /// told, which takes a new connection (`resumed: false`, with the count).
     Overflowed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(instance: &str, number: u64) -> Attempt {
+        Attempt {
+            instance: instance.into(),
+            number,
+        }
+    }
+
+    #[test]
+    fn attempts_parse_from_the_url_form_only() {
+        assert_eq!(Attempt::parse("Ab3.7"), Some(attempt("Ab3", 7)));
+        let long = "a".repeat(MAX_INSTANCE_LEN);
+        assert_eq!(
+            Attempt::parse(&format!("{long}.0")),
+            Some(attempt(&long, 0))
+        );
+        for bad in [
+            "",
+            "Ab3",
+            ".7",
+            "Ab3.",
+            "Ab3.-1",
+            "Ab3.7.8",
+            "A b.7",
+            "Ab3.99999999999999999999",
+            &format!("{long}a.1"),
+        ] {
+            assert_eq!(Attempt::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_newer_attempt_of_the_same_instance_supersedes() {
+        let (a1, a2, b1) = (attempt("a", 1), attempt("a", 2), attempt("b", 1));
+        assert_eq!(Succession::of(None, Some(&a1)), Succession::Replaces);
+        assert_eq!(Succession::of(Some(&a1), Some(&a2)), Succession::Supersedes);
+        assert_eq!(Succession::of(Some(&a2), Some(&a1)), Succession::Stale);
+        assert_eq!(Succession::of(Some(&a2), Some(&a2)), Succession::Stale);
+        assert_eq!(Succession::of(Some(&a2), Some(&b1)), Succession::Replaces);
+        assert_eq!(Succession::of(Some(&a2), None), Succession::Replaces);
+    }
 }

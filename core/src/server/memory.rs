@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use super::connection::FrameText;
-use super::engine::{Claim, Effect, Hello, Opened, Routed, Signal};
+use super::engine::{Attempt, Claim, Effect, Hello, Opened, Routed, Signal, Succession};
 use crate::Instant;
 
 /// Bounds of the in-memory engine.
@@ -41,9 +41,18 @@ impl Default for MemoryLimits {
     }
 }
 
+/// The claim is no longer current: another connection owns the source now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fenced;
+
 /// Why a claim was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Occupied;
+pub enum ClaimRefused {
+    /// Another client instance holds the source and duplicates are refused.
+    Occupied,
+    /// A newer attempt of the same client instance claimed the source ([`Succession::Stale`]).
+    Stale,
+}
 
 /// Why the server's own message could not be sent to a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +112,9 @@ struct Slot<F, O> {
     source: String,
     epoch: u64,
     owner: Option<O>,
+    /// The attempt of the last claim, kept while the slot lives (connected or not): a stale
+    /// attempt arriving between two connections is refused all the same.
+    attempt: Option<Attempt>,
     session: Option<Session>,
     mailbox: Mailbox<F>,
     parked_until: Option<Instant>,
@@ -173,27 +185,36 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         &self.limits
     }
 
-    /// A connection takes `source`: a previous owner is told it was replaced, a parked session
-    /// waits for the hello. With `exclusive`, a source already connected is refused instead.
+    /// A connection of `attempt` takes `source`, after [`Succession::of`]: a previous owner is
+    /// told it was replaced or superseded, a parked session waits for the hello; a stale
+    /// attempt is refused. With `exclusive`, a source that another instance holds is refused
+    /// too.
     pub fn claim(
         &mut self,
         source: &str,
+        attempt: Option<&Attempt>,
         owner: O,
         exclusive: bool,
         notify: &mut impl FnMut(&O, Signal),
-    ) -> Result<Claim, Occupied> {
+    ) -> Result<Claim, ClaimRefused> {
         let key = match self.index.get(source) {
             Some(&key) => key,
             None => self.insert(source),
         };
         let epoch = self.last_epoch + 1;
-        let slot = self.slot_mut(key).ok_or(Occupied)?;
-        if exclusive && slot.owner.is_some() {
-            return Err(Occupied);
-        }
+        let slot = self.slot_mut(key).ok_or(ClaimRefused::Occupied)?;
+        let signal = match Succession::of(slot.attempt.as_ref(), attempt) {
+            Succession::Stale => return Err(ClaimRefused::Stale),
+            Succession::Replaces if exclusive && slot.owner.is_some() => {
+                return Err(ClaimRefused::Occupied)
+            }
+            Succession::Replaces => Signal::Replaced,
+            Succession::Supersedes => Signal::Superseded,
+        };
         if let Some(previous) = slot.owner.replace(owner) {
-            notify(&previous, Signal::Replaced);
+            notify(&previous, signal);
         }
+        slot.attempt = attempt.cloned();
         slot.epoch = epoch;
         slot.parked_until = None;
         let next = slot.mailbox.end();
@@ -214,12 +235,12 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         claim: &Claim,
         hello: Option<&Hello>,
         fresh_next: u64,
-    ) -> Result<Opened, Occupied> {
+    ) -> Result<Opened, Fenced> {
         let key = usize::try_from(claim.key).unwrap_or(usize::MAX);
         // A name for the instance, should a fresh one be opened (numbers may go unused).
         self.sessions_opened += 1;
         let new_sid = format!("{:x}.{}", self.instance, self.sessions_opened);
-        let slot = self.owned(claim).ok_or(Occupied)?;
+        let slot = self.owned(claim).ok_or(Fenced)?;
         let opened = open_slot(slot, hello, fresh_next, new_sid);
         self.update_window(key);
         Ok(opened)
@@ -502,6 +523,7 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
             source: source.to_owned(),
             epoch: 0,
             owner: None,
+            attempt: None,
             session: None,
             mailbox: Mailbox {
                 first: 1,

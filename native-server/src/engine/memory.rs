@@ -7,11 +7,11 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tungstenite::Utf8Bytes;
-use wsrelay_core::server::memory::{MemoryLimits, MemoryState, Occupied, Refused};
+use wsrelay_core::server::memory::{ClaimRefused, Fenced, MemoryLimits, MemoryState, Refused};
 
 use super::{
-    Claim, ClaimError, Doorbell, Effect, EngineError, Hello, Opened, Routed, Router, SendRefused,
-    SessionStore, Signal,
+    Attempt, Claim, ClaimError, Doorbell, Effect, EngineError, Hello, Opened, Routed, Router,
+    SendRefused, SessionStore, Signal,
 };
 use crate::clock::Clock;
 use crate::requests::Requests;
@@ -70,12 +70,16 @@ impl SessionStore for MemoryEngine {
     async fn claim(
         &self,
         source: &str,
+        attempt: Option<&Attempt>,
         doorbell: &Doorbell,
         exclusive: bool,
     ) -> Result<Claim, ClaimError> {
         self.state()
-            .claim(source, doorbell.clone(), exclusive, &mut ring)
-            .map_err(|Occupied| ClaimError::Occupied)
+            .claim(source, attempt, doorbell.clone(), exclusive, &mut ring)
+            .map_err(|refused| match refused {
+                ClaimRefused::Occupied => ClaimError::Occupied,
+                ClaimRefused::Stale => ClaimError::Stale,
+            })
     }
 
     async fn open(
@@ -86,7 +90,7 @@ impl SessionStore for MemoryEngine {
     ) -> Result<Opened, EngineError> {
         self.state()
             .open(claim, hello, fresh_next)
-            .map_err(|Occupied| EngineError("the source was claimed again".into()))
+            .map_err(|Fenced| EngineError("the source was claimed again".into()))
     }
 
     async fn fetch(

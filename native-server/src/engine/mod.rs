@@ -30,7 +30,12 @@
 //!   Every later operation carries its [`Claim`]; one with an older epoch does nothing
 //!   (`route` answers [`Routed::Fenced`]), so a replaced connection, or a process frozen and
 //!   woken up, cannot consume, deliver or settle for the source any more. The previous owner
-//!   is told [`Signal::Replaced`] when the engine can reach it.
+//!   is told [`Signal::Replaced`] (or [`Signal::Superseded`]) when the engine can reach it.
+//! - **Attempts in order.** Claims follow
+//!   [`Succession::of`](wsrelay_core::server::engine::Succession::of): a connection attempt of a client
+//!   instance that is not newer than the source's last claim of that instance is refused
+//!   ([`ClaimError::Stale`]) and changes nothing, whether or not a connection holds the source
+//!   now. The last claim's attempt lives as long as the source's state.
 //! - **Loss is explicit.** [`SessionStore::open`] resumes only when the token matches and
 //!   every frame after the client's count is still there; otherwise it opens a fresh session
 //!   and says so (`resumed: false`, with `lost` when known), and the client is told. Never a
@@ -48,7 +53,7 @@ use std::sync::Arc;
 
 use futures_util::task::AtomicWaker;
 use tungstenite::Utf8Bytes;
-pub use wsrelay_core::server::engine::{Claim, Effect, Hello, Opened, Routed, Signal};
+pub use wsrelay_core::server::engine::{Attempt, Claim, Effect, Hello, Opened, Routed, Signal};
 
 pub(crate) use self::redis::RedisEngine;
 pub(crate) use memory::MemoryEngine;
@@ -68,8 +73,11 @@ impl std::error::Error for EngineError {}
 /// Why a claim was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimError {
-    /// The source is connected and duplicates are refused.
+    /// Another client instance holds the source and duplicates are refused.
     Occupied,
+    /// A newer connection attempt of the same client instance claimed the source: its client
+    /// has given up on this one.
+    Stale,
     /// The engine's store cannot be reached.
     #[allow(
         dead_code,
@@ -91,11 +99,14 @@ pub enum SendRefused {
 
 /// Where sessions live: ownership of a source, the session a hello names, the mailbox.
 pub trait SessionStore: Send + Sync {
-    /// A connection takes `source` (newer epoch; the previous owner is told it was replaced).
-    /// With `exclusive`, a source that is connected is refused instead.
+    /// A connection of `attempt` takes `source` (newer epoch; the previous owner is told it was
+    /// replaced or superseded), unless the attempt is stale
+    /// ([`Succession::of`](wsrelay_core::server::engine::Succession::of)). With
+    /// `exclusive`, a source that another instance holds is refused instead.
     fn claim(
         &self,
         source: &str,
+        attempt: Option<&Attempt>,
         doorbell: &Doorbell,
         exclusive: bool,
     ) -> impl Future<Output = Result<Claim, ClaimError>> + Send;
@@ -220,6 +231,7 @@ fn bit(signal: Signal) -> u8 {
         Signal::Replaced => 4,
         Signal::Overflowed => 8,
         Signal::Gone => 16,
+        Signal::Superseded => 128,
     }
 }
 
@@ -327,10 +339,11 @@ impl SessionStore for Engine {
     async fn claim(
         &self,
         source: &str,
+        attempt: Option<&Attempt>,
         doorbell: &Doorbell,
         exclusive: bool,
     ) -> Result<Claim, ClaimError> {
-        delegate!(self, e => e.claim(source, doorbell, exclusive))
+        delegate!(self, e => e.claim(source, attempt, doorbell, exclusive))
     }
 
     async fn open(

@@ -55,8 +55,8 @@ use tungstenite::Utf8Bytes;
 use wsrelay_core::server::memory::MemoryLimits;
 
 use super::{
-    Claim, ClaimError, Doorbell, Effect, EngineError, Hello, Opened, Routed, Router, SendRefused,
-    SessionStore, Signal,
+    Attempt, Claim, ClaimError, Doorbell, Effect, EngineError, Hello, Opened, Routed, Router,
+    SendRefused, SessionStore, Signal,
 };
 use crate::requests::Requests;
 use inbox::{Inbox, Next};
@@ -751,11 +751,19 @@ impl RedisEngine {
                     self.recheck(&source);
                 }
             }
-            Note::Replaced { source, epoch } => {
+            Note::Replaced {
+                source,
+                epoch,
+                superseded,
+            } => {
                 let Some(source) = unhex(&source) else { return };
                 if let Some(local) = self.locals().get(&source) {
                     if local.epoch < epoch {
-                        local.doorbell.ring(Signal::Replaced);
+                        local.doorbell.ring(if superseded {
+                            Signal::Superseded
+                        } else {
+                            Signal::Replaced
+                        });
                     }
                 }
             }
@@ -881,11 +889,15 @@ impl SessionStore for RedisEngine {
     async fn claim(
         &self,
         source: &str,
+        attempt: Option<&Attempt>,
         doorbell: &Doorbell,
         exclusive: bool,
     ) -> Result<Claim, ClaimError> {
         let node = self.node().map_err(ClaimError::Unavailable)?;
         let keys = Keys::of(source);
+        let (instance, number) = attempt.map_or((String::new(), String::new()), |attempt| {
+            (attempt.instance.clone(), attempt.number.to_string())
+        });
         let value = self
             .eval(
                 &self.scripts.claim,
@@ -896,6 +908,8 @@ impl SessionStore for RedisEngine {
                     LEASE.as_millis().to_string().as_bytes(),
                     self.limits.session_grace.as_millis().to_string().as_bytes(),
                     keys.hex.as_bytes(),
+                    instance.as_bytes(),
+                    number.as_bytes(),
                 ],
             )
             .await
@@ -903,6 +917,7 @@ impl SessionStore for RedisEngine {
         let numbers = ints(&value);
         let epoch = match numbers.first().copied() {
             Some(-1) => return Err(ClaimError::Occupied),
+            Some(-2) => return Err(ClaimError::Stale),
             Some(epoch) => u64::try_from(epoch).unwrap_or(0),
             None => return Err(ClaimError::Unavailable(EngineError("bad answer".into()))),
         };
@@ -912,6 +927,11 @@ impl SessionStore for RedisEngine {
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(1);
         let previous = text(items(&value).get(2));
+        let signal = if numbers.get(3) == Some(&1) {
+            Signal::Superseded
+        } else {
+            Signal::Replaced
+        };
         let replaced = self.locals().insert(
             source.to_owned(),
             Local {
@@ -922,12 +942,13 @@ impl SessionStore for RedisEngine {
             },
         );
         if let Some(old) = replaced {
-            old.doorbell.ring(Signal::Replaced);
+            old.doorbell.ring(signal);
         }
         if !previous.is_empty() && previous != node.to_string() {
             let note = Note::Replaced {
                 source: keys.hex.clone(),
                 epoch,
+                superseded: signal == Signal::Superseded,
             };
             self.notify(&previous, note).await;
         }

@@ -41,8 +41,13 @@ pub(crate) enum Note {
     /// A relay could not announce some appends (Redis was unreachable): every relay's
     /// connections read their mailboxes.
     Sweep,
-    /// The source (hex) was claimed with `epoch`: older connections of it are replaced.
-    Replaced { source: String, epoch: u64 },
+    /// The source (hex) was claimed with `epoch`: older connections of it are replaced, or
+    /// `superseded` by a newer attempt of the same client instance.
+    Replaced {
+        source: String,
+        epoch: u64,
+        superseded: bool,
+    },
     /// The source's (hex) mailbox overflowed: its connection must close.
     Overflowed { source: String },
     /// A client's answer to a message of the receiving relay.
@@ -79,8 +84,12 @@ impl Note {
                 }
             }
             Note::Sweep => out.push('S'),
-            Note::Replaced { source, epoch } => {
-                out = format!("R {source} {epoch}");
+            Note::Replaced {
+                source,
+                epoch,
+                superseded,
+            } => {
+                out = format!("R {source} {epoch} {}", u8::from(*superseded));
             }
             Note::Overflowed { source } => out = format!("O {source}"),
             Note::Answer {
@@ -133,9 +142,10 @@ impl Note {
                 sources: sources.iter().map(|source| (*source).to_owned()).collect(),
             }),
             ["S"] => Some(Note::Sweep),
-            ["R", source, epoch] => Some(Note::Replaced {
+            ["R", source, epoch, superseded] => Some(Note::Replaced {
                 source: (*source).to_owned(),
                 epoch: epoch.parse().ok()?,
+                superseded: *superseded == "1",
             }),
             ["O", source] => Some(Note::Overflowed {
                 source: (*source).to_owned(),
@@ -198,6 +208,12 @@ mod tests {
             Note::Replaced {
                 source: "616c696365".into(),
                 epoch: 9,
+                superseded: false,
+            },
+            Note::Replaced {
+                source: "616c696365".into(),
+                epoch: 10,
+                superseded: true,
             },
             Note::Overflowed {
                 source: "626f62".into(),
