@@ -22,12 +22,13 @@ fn main() -> ExitCode {
         .map_err(|error| error.to_string())
         .and_then(|certs| {
             std::fs::create_dir_all(&dir).map_err(|error| error.to_string())?;
-            for (name, pem) in [
-                ("ca.pem", &certs.ca_pem),
-                ("cert.pem", &certs.cert_pem),
-                ("key.pem", &certs.key_pem),
+            for (name, pem, private) in [
+                ("ca.pem", &certs.ca_pem, false),
+                ("cert.pem", &certs.cert_pem, false),
+                ("key.pem", &certs.key_pem, true),
             ] {
-                std::fs::write(dir.join(name), pem).map_err(|error| format!("{name}: {error}"))?;
+                write(&dir.join(name), pem.as_bytes(), private)
+                    .map_err(|error| format!("{name}: {error}"))?;
             }
             Ok(())
         });
@@ -41,4 +42,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `contents` to `path`; a `private` file (the key) is readable by its owner only, from
+/// the moment it exists (never briefly by everyone).
+fn write(path: &std::path::Path, contents: &[u8], private: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        // An older file keeps its mode through `open`: set it too.
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mut permissions = meta.permissions();
+            permissions.set_mode(0o600);
+            std::fs::set_permissions(path, permissions)?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    options.open(path)?.write_all(contents)
 }

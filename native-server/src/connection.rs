@@ -72,7 +72,7 @@ pub(crate) async fn serve(
                 }
                 ClaimError::Unavailable(_) => (1013, "try again later"),
             };
-            tracing::info!(source, ?error, "refused after the upgrade");
+            tracing::info!(source, %error, "refused after the upgrade");
             hub.metrics.count_closed(Some(code));
             let mut socket = new_socket(&hub, upgraded);
             socket.queue_close(code, reason);
@@ -135,7 +135,7 @@ pub(crate) async fn serve(
         source = info.source,
         addr = peer,
         code,
-        ?reason,
+        %reason,
         "disconnected"
     );
     hub.presence.changed();
@@ -559,7 +559,8 @@ impl Conn {
                     if let Output::Append(frame) = output {
                         // The session may have moved to a new connection: address the source.
                         if let Err(error) = self.hub.engine.send_to(&source, frame).await {
-                            tracing::debug!(source, ?error, "late response not delivered");
+                            let error = crate::SendError::from(error);
+                            tracing::debug!(source, %error, "late response not delivered");
                         }
                     }
                 }

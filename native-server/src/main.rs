@@ -32,17 +32,19 @@ struct Args {
     /// Seconds between WebSocket pings (a client silent until the next one is dropped).
     #[arg(long, env = "WSRELAY_PING_INTERVAL", default_value_t = 30)]
     ping_interval: u64,
-    /// Most clients connected at once; beyond it upgrades get 503 with Retry-After.
-    #[arg(long, env = "WSRELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
-    max_connections: usize,
+    /// Most clients connected at once; beyond it upgrades get 503 with Retry-After. Default
+    /// 10000, or what the open-file limit allows (with a warning).
+    #[arg(long, env = "WSRELAY_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Most clients connected at once from one IP address; beyond it upgrades get 429 (behind
     /// a reverse proxy every client has the proxy's address).
     #[arg(long, env = "WSRELAY_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<usize>,
     /// Most connections not upgraded yet (HTTP requests, TLS handshakes); at the bound the
-    /// relay accepts nothing more until one ends.
-    #[arg(long, env = "WSRELAY_MAX_PENDING_CONNECTIONS", default_value_t = 1024)]
-    max_pending_connections: usize,
+    /// relay accepts nothing more until one ends. Default 1024, or what the open-file limit
+    /// allows (with a warning).
+    #[arg(long, env = "WSRELAY_MAX_PENDING_CONNECTIONS")]
+    max_pending_connections: Option<usize>,
     /// Most connections not upgraded yet from one IP address; one more is closed at once.
     #[arg(long, env = "WSRELAY_MAX_PENDING_PER_IP")]
     max_pending_per_ip: Option<usize>,
@@ -110,6 +112,66 @@ enum LogFormat {
 
 /// Open files the relay needs besides its connections: the listener, static files, logs.
 const SPARE_FILES: u64 = 64;
+/// `--max-connections` when the open-file limit allows it.
+const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+/// `--max-pending-connections` when the open-file limit allows it.
+const DEFAULT_MAX_PENDING: u64 = 1024;
+
+/// Every connection is a file: raises the open-file limit to what the bounds need, or sizes
+/// the bounds the operator did not set to the limit there is (with a warning). Fails only when
+/// a bound the operator set cannot fit. Returns (max connections, max pending connections).
+fn size_to_open_files(
+    connections: Option<usize>,
+    pending: Option<usize>,
+) -> Result<(usize, usize), String> {
+    let wanted_connections = connections.map_or(DEFAULT_MAX_CONNECTIONS, |n| n as u64);
+    let wanted_pending = pending.map_or(DEFAULT_MAX_PENDING, |n| n as u64);
+    let needed = wanted_connections
+        .saturating_add(wanted_pending)
+        .saturating_add(SPARE_FILES);
+    let limit = match rlimit::increase_nofile_limit(needed) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(%error, needed, "cannot raise the open-file limit");
+            needed
+        }
+    };
+    if limit >= needed {
+        return Ok((wanted_connections as usize, wanted_pending as usize));
+    }
+    let available = limit.saturating_sub(SPARE_FILES);
+    let sized = match (connections, pending) {
+        (Some(_), Some(_)) => None,
+        // A pending bound of an eighth of what is left, at most the default's.
+        (Some(_), None) => Some((
+            wanted_connections,
+            available.saturating_sub(wanted_connections),
+        )),
+        (None, Some(_)) => Some((available.saturating_sub(wanted_pending), wanted_pending)),
+        (None, None) => {
+            let pending = (available / 8).min(DEFAULT_MAX_PENDING);
+            Some((available - pending, pending))
+        }
+    };
+    match sized {
+        Some((connections, pending)) if connections > 0 && pending > 0 => {
+            tracing::warn!(
+                limit,
+                max_connections = connections,
+                max_pending_connections = pending,
+                "the open-file limit is below what the default bounds need ({needed}): they \
+                 are sized to it (raise it with ulimit -Hn or LimitNOFILE=, or set \
+                 --max-connections and --max-pending-connections)"
+            );
+            Ok((connections as usize, pending as usize))
+        }
+        _ => Err(format!(
+            "--max-connections {wanted_connections} and --max-pending-connections \
+             {wanted_pending} need {needed} open files, but the hard limit is {limit}: raise \
+             it (ulimit -Hn, LimitNOFILE=) or lower them"
+        )),
+    }
+}
 
 fn init_logs(args: &Args) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -131,9 +193,9 @@ fn init_logs(args: &Args) {
     }
 }
 
+/// A fatal start-up error: said once, as a log line (JSON in JSON mode), and exit code 2.
 fn fail(message: impl std::fmt::Display) -> std::process::ExitCode {
     tracing::error!("{message}");
-    eprintln!("wsrelay-server: {message}");
     std::process::ExitCode::from(2)
 }
 
@@ -146,22 +208,11 @@ async fn main() -> std::process::ExitCode {
             return fail(format_args!("--www {} is not a directory", dir.display()));
         }
     }
-    // Every connection is a file: the limit must cover what the bounds allow.
-    let needed = (args.max_connections as u64)
-        .saturating_add(args.max_pending_connections as u64)
-        .saturating_add(SPARE_FILES);
-    match rlimit::increase_nofile_limit(needed) {
-        Ok(limit) if limit >= needed => {}
-        Ok(limit) => {
-            return fail(format_args!(
-                "--max-connections {} and --max-pending-connections {} need {needed} open \
-                 files, but the hard limit is {limit}: raise it (ulimit -Hn, LimitNOFILE=) or \
-                 lower them",
-                args.max_connections, args.max_pending_connections
-            ))
-        }
-        Err(error) => tracing::warn!(%error, needed, "cannot raise the open-file limit"),
-    }
+    let (max_connections, max_pending_connections) =
+        match size_to_open_files(args.max_connections, args.max_pending_connections) {
+            Ok(bounds) => bounds,
+            Err(message) => return fail(message),
+        };
     let secret = match (&args.auth_secret, &args.auth_secret_file) {
         (Some(secret), _) => Some(secret.clone().into_bytes()),
         (None, Some(path)) => match std::fs::read(path) {
@@ -204,9 +255,9 @@ async fn main() -> std::process::ExitCode {
     let config = ServerConfig {
         static_dir: args.www.clone(),
         ping_interval: Duration::from_secs(args.ping_interval.max(1)),
-        max_connections: args.max_connections,
+        max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
-        max_pending_connections: args.max_pending_connections,
+        max_pending_connections,
         max_pending_per_ip: args.max_pending_per_ip,
         handshake_timeout: Duration::from_secs(args.handshake_timeout.max(1)),
         rate_limit,
@@ -256,9 +307,13 @@ async fn main() -> std::process::ExitCode {
     } else {
         "http"
     };
-    // Test harnesses read this one line for the port: print it once, flushed.
+    // Test harnesses read this one line for the port: print it once, flushed. In JSON mode
+    // it is JSON too: in a container stdout and stderr are one stream.
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "listening on {scheme}://{addr}");
+    let _ = match args.log_format {
+        LogFormat::Text => writeln!(stdout, "listening on {scheme}://{addr}"),
+        LogFormat::Json => writeln!(stdout, "{{\"listening\":\"{scheme}://{addr}\"}}"),
+    };
     let _ = stdout.flush();
     drop(stdout);
     shutdown_signal().await;

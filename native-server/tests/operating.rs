@@ -31,6 +31,8 @@ struct Relay {
     child: Child,
     addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The one line it wrote to stdout, announcing its address.
+    stdout: String,
 }
 
 impl Relay {
@@ -80,13 +82,26 @@ impl Relay {
             .expect("announced in time")
             .expect("stdout readable")
             .unwrap_or_else(|| panic!("exited: {:?}", logs.lock().unwrap()));
-        let addr = line
-            .strip_prefix("listening on http://")
-            .or_else(|| line.strip_prefix("listening on https://"))
+        // `listening on URL`, or in JSON mode `{"listening":"URL"}`.
+        let url = match serde_json::from_str::<Value>(&line) {
+            Ok(entry) => entry["listening"].as_str().unwrap_or_default().to_owned(),
+            Err(_) => line
+                .strip_prefix("listening on ")
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        let addr = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .expect("HOST:PORT");
-        Relay { child, addr, logs }
+        Relay {
+            child,
+            addr,
+            logs,
+            stdout: line,
+        }
     }
 
     fn logs(&self) -> Vec<String> {
@@ -267,6 +282,10 @@ async fn json_logs_parse_line_by_line_say_who_came_and_went_and_never_show_a_tok
         &[("WSRELAY_AUTH_SECRET", SECRET)],
     )
     .await;
+    // stdout too: in a container both streams are one log.
+    let announced: Value = serde_json::from_str(&relay.stdout)
+        .unwrap_or_else(|e| panic!("{e}: stdout {:?}", relay.stdout));
+    assert!(announced["listening"].is_string(), "{announced}");
     let secret_token = token("alice", 60);
     let (status, client) = upgrade(relay.addr, &format!("/?token={secret_token}"), &[]).await;
     assert_eq!(status, 101);
@@ -317,6 +336,40 @@ async fn json_logs_parse_line_by_line_say_who_came_and_went_and_never_show_a_tok
     let disconnected = disconnected.expect("a disconnect line");
     assert_eq!(disconnected["level"], "INFO");
     assert_eq!(disconnected["fields"]["code"], 1000, "{disconnected}");
+    // Plain words, not Rust's debug text (`Closed(Some(1000))`).
+    assert_eq!(
+        disconnected["fields"]["reason"], "closed by the client (1000)",
+        "{disconnected}"
+    );
+}
+
+#[tokio::test]
+async fn a_fatal_start_up_error_is_said_once_and_as_json_in_json_mode() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsrelay-server"))
+        .args([
+            "--port",
+            "0",
+            "--log-format",
+            "json",
+            "--www",
+            "/no/such/dir",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
+    for line in &lines {
+        let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(entry["level"].is_string(), "{line}");
+    }
+    let said = lines
+        .iter()
+        .filter(|line| line.contains("is not a directory"))
+        .count();
+    assert_eq!(said, 1, "{lines:?}");
 }
 
 async fn relay_terminate_keep_logs(relay: Relay) -> (Duration, (bool, Vec<String>)) {
@@ -388,8 +441,12 @@ async fn options_come_from_wsrelay_variables_and_help_names_them() {
         ],
     )
     .await;
-    let (status, _first) = upgrade(relay.addr, "/?source=a", &[]).await;
+    let (status, first) = upgrade(relay.addr, "/?source=a", &[]).await;
     assert_eq!(status, 101);
+    // The source is claimed once the connection runs (after the 101): a pong says it does.
+    let mut first = first.unwrap();
+    first.send(r#"{"type":"~ping"}"#).await;
+    assert_eq!(first.recv().await["type"], "~pong");
     assert_eq!(
         upgrade(relay.addr, "/?source=a", &[]).await.0,
         409,
@@ -415,6 +472,27 @@ async fn refuses_to_start_without_the_open_files_its_limits_need() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("open files"), "{stderr}");
+}
+
+#[tokio::test]
+async fn bounds_left_to_their_defaults_are_sized_to_the_open_file_limit() {
+    // A common container limit: the defaults (10000 + 1024) do not fit; the relay starts,
+    // says what it chose, and serves.
+    for args in [&[][..], &["--max-connections", "200"][..]] {
+        let relay = Relay::start_limited(1024, args).await;
+        let logs = relay.logs_with("open-file limit").await;
+        assert!(
+            logs.iter().any(|line| line.contains("open-file limit")),
+            "{args:?}: a warning: {logs:?}"
+        );
+        let mut alice = common::Client::bare(relay.addr, "alice").await;
+        alice.send(r#"{"type":"~ping"}"#).await;
+        assert_eq!(alice.recv().await["type"], "~pong");
+    }
+}
+
+#[tokio::test]
+async fn the_soft_open_file_limit_is_raised_to_what_the_bounds_need() {
     // Under a hard limit that allows it, the soft limit is raised to what is needed.
     let relay = Relay::start_limited(20_000, &["--max-connections", "2000"]).await;
     let pid = relay.child.id().unwrap();

@@ -141,6 +141,29 @@ pub enum DisconnectReason {
     Expired,
 }
 
+impl core::fmt::Display for DisconnectReason {
+    /// Plain words for logs (JSON logs carry them as they are).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DisconnectReason::Closed(Some(code)) => write!(f, "closed by the client ({code})"),
+            DisconnectReason::Closed(None) => f.write_str("closed by the client"),
+            DisconnectReason::Failed(error) => write!(f, "connection failed: {error}"),
+            DisconnectReason::Replaced => f.write_str("replaced by another client"),
+            DisconnectReason::Superseded => {
+                f.write_str("superseded by the client's newer connection")
+            }
+            DisconnectReason::SlowConsumer => f.write_str("slow consumer"),
+            DisconnectReason::Stale => f.write_str("answered no ping"),
+            DisconnectReason::Shutdown => f.write_str("server shut down"),
+            DisconnectReason::TooLarge => f.write_str("frame too large"),
+            DisconnectReason::InvalidUtf8 => f.write_str("text frame not UTF-8"),
+            DisconnectReason::ProtocolError(error) => write!(f, "protocol error: {error}"),
+            DisconnectReason::Flooding => f.write_str("over the rate limit"),
+            DisconnectReason::Expired => f.write_str("credentials expired"),
+        }
+    }
+}
+
 /// Close code of a connection whose credentials (a token's `exp`) passed while it was open:
 /// not a stop code, so the client fetches a new token and reconnects.
 pub const CLOSE_EXPIRED: u16 = 4001;

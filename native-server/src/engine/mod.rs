@@ -86,6 +86,16 @@ pub enum ClaimError {
     Unavailable(EngineError),
 }
 
+impl std::fmt::Display for ClaimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClaimError::Occupied => f.write_str("another client holds the source"),
+            ClaimError::Stale => f.write_str("a newer attempt of this client holds the source"),
+            ClaimError::Unavailable(error) => error.fmt(f),
+        }
+    }
+}
+
 /// Why the server's own message was not taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendRefused {

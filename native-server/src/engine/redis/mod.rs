@@ -129,6 +129,8 @@ pub(crate) struct RedisEngine {
     locals: Mutex<HashMap<String, Local>>,
     requests: Arc<Requests>,
     healthy: AtomicBool,
+    /// Redis was unreachable since it last answered (logged), so its answer again is news.
+    was_unreachable: AtomicBool,
     /// Rung when Redis answers again after failing: what could not be announced meanwhile is
     /// made up for by a sweep of every relay.
     recovered: tokio::sync::Notify,
@@ -248,6 +250,7 @@ impl RedisEngine {
             locals: Mutex::default(),
             requests,
             healthy: AtomicBool::new(false),
+            was_unreachable: AtomicBool::new(false),
             recovered: tokio::sync::Notify::new(),
             instance,
             sessions_opened: AtomicU64::new(0),
@@ -296,11 +299,16 @@ impl RedisEngine {
         let healthy = result.is_ok() && self.node.get().is_some();
         if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
             if healthy {
-                tracing::info!(node = self.node_id, "Redis reachable again");
+                if self.was_unreachable.swap(false, Ordering::Relaxed) {
+                    tracing::info!(node = self.node_id, "Redis reachable again");
+                } else {
+                    tracing::info!(node = self.node_id, "Redis reachable");
+                }
                 // Whatever was appended while calls failed may have been announced to nobody.
                 self.sweep();
                 self.recovered.notify_one();
             } else if let Err(error) = &result {
+                self.was_unreachable.store(true, Ordering::Relaxed);
                 tracing::warn!(node = self.node_id, %error, "Redis unreachable");
             }
         }
