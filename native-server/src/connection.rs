@@ -74,9 +74,7 @@ pub(crate) async fn serve(
             };
             tracing::info!(source, %error, "refused after the upgrade");
             hub.metrics.count_closed(Some(code));
-            let mut socket = new_socket(&hub, upgraded);
-            socket.queue_close(code, reason);
-            let _ = timeout(hub.config.close_timeout, socket.finish()).await;
+            close_at_once(upgraded, &hub, code, reason).await;
             return;
         }
     };
@@ -142,6 +140,15 @@ pub(crate) async fn serve(
     for hook in &hub.on_disconnect {
         hook(&info, &reason);
     }
+}
+
+/// Ends an upgraded connection at once with `code` and `reason`, holding no state for it: a
+/// refusal the client must be able to read (a browser's WebSocket sees the close frame of an
+/// accepted upgrade, never the HTTP status of a refused one).
+pub(crate) async fn close_at_once(upgraded: Upgraded, hub: &Hub, code: u16, reason: &str) {
+    let mut socket = new_socket(hub, upgraded);
+    socket.queue_close(code, reason);
+    let _ = timeout(hub.config.close_timeout, socket.finish()).await;
 }
 
 /// Hands a frame (or the end of the stream) to the state machine.

@@ -14,6 +14,9 @@ use tower::ServiceExt;
 use tower_http::services::ServeDir;
 use tungstenite::handshake::derive_accept_key;
 
+use hyper::upgrade::OnUpgrade;
+use wsrelay_core::protocol::{CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED};
+
 use crate::admission::Full;
 use crate::auth::{check_source, UpgradeRequest};
 use crate::config::{OnDuplicate, ServerConfig};
@@ -88,6 +91,55 @@ fn refuse(hub: &Hub, status: StatusCode, reason: &str) -> Response {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
+    }
+    response
+}
+
+/// Refuses a WebSocket upgrade for good (401, 403): the upgrade is accepted and the connection
+/// closed at once with 4401 or 4403 and the reason, since a browser's WebSocket cannot see an
+/// HTTP status (it reports a failed connection, and its client would try again forever). The
+/// refusal costs a close frame more than the HTTP answer, and no state. Other statuses (400,
+/// 409, 429, 503) stay HTTP: a client retries those, or cannot have sent them.
+fn refuse_upgrade(
+    hub: &Arc<Hub>,
+    status: StatusCode,
+    reason: &str,
+    on_upgrade: Option<OnUpgrade>,
+    accept: &str,
+) -> Response {
+    let code = match status {
+        StatusCode::UNAUTHORIZED => CLOSE_UNAUTHORIZED,
+        StatusCode::FORBIDDEN => CLOSE_FORBIDDEN,
+        _ => return refuse(hub, status, reason),
+    };
+    let Some(on_upgrade) = on_upgrade else {
+        return refuse(hub, status, reason);
+    };
+    hub.stats.rejected.fetch_add(1, Ordering::Relaxed);
+    hub.metrics.count_refused(status.as_u16());
+    if let Some(suppressed) = REFUSALS.allow() {
+        tracing::info!(%status, code, reason, suppressed, "upgrade refused");
+    }
+    let tracked = hub.tracker.token();
+    let (hub, reason) = (Arc::clone(hub), reason.to_owned());
+    tokio::spawn(async move {
+        let _tracked = tracked;
+        if let Ok(upgraded) = on_upgrade.await {
+            connection::close_at_once(upgraded, &hub, code, &reason).await;
+        }
+    });
+    switching_protocols(accept)
+}
+
+/// The answer that accepts a WebSocket upgrade.
+fn switching_protocols(accept: &str) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     response
 }
@@ -168,7 +220,7 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
         return refuse(&hub, StatusCode::BAD_REQUEST, "not a WebSocket handshake");
     };
     let accept = derive_accept_key(key.as_bytes());
-    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let on_upgrade = parts.extensions.remove::<OnUpgrade>();
     let request = UpgradeRequest {
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
@@ -182,17 +234,17 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
     if !origin_allowed(&hub.config, &request) {
         // The peer's header, echoed in the answer and the log: at most 64 characters of it.
         let origin = clip(request.origin().unwrap_or_default());
-        return refuse(
-            &hub,
-            StatusCode::FORBIDDEN,
-            &format!("origin {origin} not allowed"),
-        );
+        let reason = format!("origin {origin} not allowed");
+        return refuse_upgrade(&hub, StatusCode::FORBIDDEN, &reason, on_upgrade, &accept);
     }
     // A wsrelay client says so in its URL: it is then never taken for a bare client.
     let announced = matches!(request.query_param("v"), Ok(Some(_)));
     let identity = match (hub.auth)(&request) {
         Ok(identity) => identity,
-        Err(rejection) => return refuse(&hub, rejection.status, &rejection.reason),
+        Err(rejection) => {
+            let (status, reason) = (rejection.status, &rejection.reason);
+            return refuse_upgrade(&hub, status, reason, on_upgrade, &accept);
+        }
     };
     if let Err(rejection) = check_source(&identity.source) {
         return refuse(&hub, rejection.status, &rejection.reason);
@@ -264,13 +316,5 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
         };
         connection::serve(upgraded, hub, identity, attempt, announced, addr).await;
     });
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Ok(accept) = HeaderValue::from_str(&accept) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    }
-    response
+    switching_protocols(&accept)
 }

@@ -30,11 +30,7 @@ async fn upgrade_status(addr: SocketAddr, path_and_query: &str, headers: &[(&str
         let name = axum_name(name);
         request.headers_mut().insert(name, value.parse().unwrap());
     }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok(_) => 101,
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
-        Err(other) => panic!("unexpected error {other}"),
-    }
+    common::upgrade_outcome(request).await.0
 }
 
 fn axum_name(name: &str) -> tokio_tungstenite::tungstenite::http::HeaderName {
@@ -650,7 +646,7 @@ async fn own_origin_and_allowed_origins() {
     );
     assert_eq!(
         upgrade_status(addr, "/?source=c", &[("origin", "https://evil.example")]).await,
-        403
+        4403
     );
     assert_eq!(
         upgrade_status(addr, "/?source=d", &[]).await,

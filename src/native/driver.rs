@@ -25,6 +25,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{Dial, HandlerFuture, Shared, State, Token};
 use crate::client::{attempt_url, Event, InboundMessage, Output, ReadyState, TransportId};
+use crate::protocol::{CLOSE_FORBIDDEN, CLOSE_REPLACED, CLOSE_UNAUTHORIZED};
 use crate::{Instant, Reply};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -423,9 +424,9 @@ impl Driver {
                 // PROTOCOL.md section 9: a refused upgrade is the close code the browser
                 // could not have seen, so the core's stop codes apply to native clients too.
                 let code = match status.as_u16() {
-                    401 => Some(4401),
-                    403 => Some(4403),
-                    409 => Some(4409),
+                    401 => Some(CLOSE_UNAUTHORIZED),
+                    403 => Some(CLOSE_FORBIDDEN),
+                    409 => Some(CLOSE_REPLACED),
                     _ => None,
                 };
                 let body = response

@@ -96,22 +96,26 @@ test("a fixed token works; missing, forged and foreign ones are refused at the u
     await nextEvent(alice, "open");
     await alice.send("hello", {});
     await alice.close();
-    // The relay answers 401 or 403 at the upgrade, which a browser's WebSocket (and so this
-    // client, whatever runs it) only sees as a connection that failed (1006): it tries again,
-    // asking a token function for a new token each time, and never opens with a bad one.
-    for (const [what, options] of [
-      ["missing", {}],
-      ["forged", { token: token("bob", 60, "another secret entirely") }],
-      ["foreign", { token: () => Promise.resolve(token("carol", 60)) }],
+    // The relay accepts the upgrade and closes it at once with 4401 or 4403 and the reason
+    // (a browser's WebSocket cannot see an HTTP status): the client stops, says why, and
+    // rejects what it had queued, which was never sent.
+    for (const [what, options, closeCode] of [
+      ["missing", {}, 4401],
+      ["forged", { token: token("bob", 60, "another secret entirely") }, 4401],
+      ["foreign", { token: () => Promise.resolve(token("carol", 60)) }, 4403],
     ]) {
-      const bob = newClient(relay.url, "bob", { ...fast, ...options, maxRetries: 2 });
+      const bob = newClient(relay.url, "bob", { ...fast, ...options });
       let opened = false;
       bob.addEventListener("open", () => (opened = true));
-      const gaveUp = await new Promise((resolve) =>
-        bob.addEventListener("error", (e) => e.detail.code === "retries_exhausted" && resolve(e.detail)),
+      const queued = bob.send("hello", { n: 1 });
+      const stopped = await new Promise((resolve) =>
+        bob.addEventListener("error", (e) => e.detail.code === "rejected" && resolve(e.detail)),
       );
-      assert.equal(gaveUp.code, "retries_exhausted", what);
+      assert.equal(stopped.closeCode, closeCode, what);
+      assert.ok(stopped.message.length > 0, `${what}: a reason`);
+      await assert.rejects(queued, (error) => error.code === "rejected" && error.closeCode === closeCode, what);
       assert.equal(opened, false, `${what}: never opened`);
+      assert.equal(bob.readyState, 3, `${what}: closed for good`);
       await bob.close();
     }
     // A token function that throws fails the attempt, saying why.

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use super::Error;
-use crate::protocol::CLOSE_REPLACED;
+use crate::protocol::{CLOSE_FORBIDDEN, CLOSE_REPLACED, CLOSE_UNAUTHORIZED};
 
 /// Settings of a [`ClientCore`](super::ClientCore).
 ///
@@ -86,7 +86,13 @@ impl Default for Options {
             ack_every: 128,
             ack_bytes: 64 << 10,
             close_timeout: Duration::from_secs(5),
-            stop_codes: vec![1002, 1008, 4401, 4403, CLOSE_REPLACED],
+            stop_codes: vec![
+                1002,
+                1008,
+                CLOSE_UNAUTHORIZED,
+                CLOSE_FORBIDDEN,
+                CLOSE_REPLACED,
+            ],
         }
     }
 }

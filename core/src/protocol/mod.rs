@@ -23,6 +23,15 @@ pub const RESERVED_PREFIX: char = '~';
 /// other clients.
 pub const RELAY_PREFIX: &str = "relay:";
 
+/// Close code (PROTOCOL.md section 9): authentication failed (a missing, invalid or expired
+/// token). A stop code. Sent right after the upgrade instead of an HTTP 401, which a browser's
+/// WebSocket cannot see.
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+
+/// Close code (PROTOCOL.md section 9): forbidden (an `Origin` that is not allowed, a token for
+/// another `source`). A stop code, sent instead of an HTTP 403 as [`CLOSE_UNAUTHORIZED`] is.
+pub const CLOSE_FORBIDDEN: u16 = 4403;
+
 /// Close code (PROTOCOL.md section 9): another client instance claimed this `source`. A stop
 /// code: two instances of one source would otherwise take the source from each other forever.
 pub const CLOSE_REPLACED: u16 = 4409;

@@ -245,3 +245,25 @@ pub async fn spawn_relay_with(
         .expect("HOST:PORT");
     (child, addr)
 }
+
+/// How the relay answers a WebSocket upgrade `request`: the HTTP status when it refuses it;
+/// for one it accepts (101), the close code when it closes the connection at once (a refusal a
+/// browser can read: 4401, 4403), else 101 and the open connection.
+pub async fn upgrade_outcome(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+) -> (u16, Option<Client>) {
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((mut ws, _)) => {
+            // An accepted connection says nothing first; a refusal closes at once.
+            match tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
+                Ok(Some(Ok(Message::Close(Some(frame))))) => (frame.code.into(), None),
+                Ok(other) => panic!("unexpected first frame {other:?}"),
+                Err(_) => (101, Some(Client { ws })),
+            }
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            (response.status().as_u16(), None)
+        }
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
