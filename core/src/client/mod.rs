@@ -15,8 +15,9 @@ pub use self::core::{
     ClientCore, Event, InboundMessage, Outgoing, Output, ReadyState, ReplyTarget, Response,
     TransportId,
 };
+pub use crate::protocol::MAX_SOURCE_LEN;
 pub use backoff::delay_range;
 pub use error::Error;
 pub use options::{OptionValue, Options};
 pub use stats::Stats;
-pub use url::{attempt_url, connect_url, token_url, MAX_SOURCE_LEN};
+pub use url::{attempt_url, connect_url, token_url};

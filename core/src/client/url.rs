@@ -3,9 +3,7 @@
 use alloc::string::String;
 
 use super::Error;
-
-/// Longest `source`, in bytes (`PROTOCOL.md` section 1).
-pub const MAX_SOURCE_LEN: usize = 128;
+use crate::protocol::source_problem;
 
 /// The URL to open for `url` and identity `source`, the same in every driver: `source` is added
 /// as the `source` query parameter (percent-encoded, after any query the URL has), followed by
@@ -15,10 +13,11 @@ pub const MAX_SOURCE_LEN: usize = 128;
 /// and some runtimes refuse WebSocket URLs that have one).
 ///
 /// Fails with [`Error::InvalidOption`] when the URL is not `ws://` or `wss://` with a host, or
-/// when `source` is not 1 to 128 bytes.
+/// when `source` is not one the server accepts ([`source_problem`], the one rule both sides
+/// apply).
 pub fn connect_url(url: &str, source: &str) -> Result<String, Error> {
-    if source.is_empty() || source.len() > MAX_SOURCE_LEN {
-        return Err(Error::InvalidOption("source must be 1 to 128 bytes".into()));
+    if let Some(problem) = source_problem(source) {
+        return Err(Error::InvalidOption(problem.into()));
     }
     // One pass over the bytes rather than `str` patterns and slicing: their searchers and
     // panic paths are kilobytes of wasm. Every position found is an ASCII byte, so a char
@@ -161,6 +160,10 @@ mod tests {
             ("ws:///path", "a"),
             ("ws://h", ""),
             ("ws://h", &"x".repeat(129)),
+            // What the server refuses, the client refuses first: the same rule.
+            ("ws://h", "tab\there"),
+            ("ws://h", "nul\0"),
+            ("ws://h", "c1\u{85}"),
         ] {
             let error = connect_url(url, source).expect_err(url);
             assert_eq!(error.code(), "invalid_option", "{url} {source}");

@@ -42,11 +42,14 @@ pub const CLOSE_REPLACED: u16 = 4409;
 /// client that sees it anyway just connects again, with a newer attempt.
 pub const CLOSE_SUPERSEDED: u16 = 4410;
 
+/// Longest `source`, in bytes (`PROTOCOL.md` section 1).
+pub const MAX_SOURCE_LEN: usize = 128;
+
 /// Why a `source` (a client's identity) is not acceptable, or `None` when it is: 1 to 128
 /// bytes of UTF-8 without control characters (no NUL, no C0 or C1 controls, no DEL), so that
 /// an identity prints and logs as what it is (`PROTOCOL.md` section 1).
 pub fn source_problem(source: &str) -> Option<&'static str> {
-    if source.is_empty() || source.len() > 128 {
+    if source.is_empty() || source.len() > MAX_SOURCE_LEN {
         return Some("source must be 1 to 128 bytes");
     }
     if source.chars().any(char::is_control) {
