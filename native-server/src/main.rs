@@ -51,9 +51,10 @@ struct Args {
     /// Seconds a connection may take for its TLS handshake and each HTTP request's headers.
     #[arg(long, env = "WSRELAY_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     handshake_timeout: u64,
-    /// Messages per second each client may send (0: no limit). wsrelay clients pace
-    /// themselves to it; others are refused with `rate_limited`, then closed with 1008.
-    #[arg(long, env = "WSRELAY_RATE_LIMIT", default_value_t = 100)]
+    /// Messages per second each client may send (0: no limit, the default: flow control
+    /// always protects the other clients). wsrelay clients pace themselves to it; others are
+    /// refused with `rate_limited`, then closed with 1008.
+    #[arg(long, env = "WSRELAY_RATE_LIMIT", default_value_t = 0)]
     rate_limit: u32,
     /// Messages a client may send at once after a quiet spell (default: twice the rate).
     #[arg(long, env = "WSRELAY_RATE_BURST")]
