@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod certs;
+pub mod chaos;
 
 use std::net::SocketAddr;
 use std::time::Duration;
