@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod chaos;
+pub mod cluster;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -206,14 +207,26 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// Starts the relay binary with `args` (its stderr goes to the test's; `RUST_LOG`, else
 /// `warn`) and waits up to `within` for the line announcing its address.
 pub async fn spawn_relay(args: &[&str], within: Duration) -> (tokio::process::Child, SocketAddr) {
+    spawn_relay_with(args, within, std::process::Stdio::inherit(), "warn").await
+}
+
+/// Starts the relay binary with `args`, its stderr (the log) to `stderr` at `level` (a
+/// `RUST_LOG` filter; the environment's `RUST_LOG` wins), and waits up to `within` for the
+/// line announcing its address.
+pub async fn spawn_relay_with(
+    args: &[&str],
+    within: Duration,
+    stderr: std::process::Stdio,
+    level: &str,
+) -> (tokio::process::Child, SocketAddr) {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsrelay-server"))
         .args(args)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
+        .stderr(stderr)
         .env(
             "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            std::env::var("RUST_LOG").unwrap_or_else(|_| level.into()),
         )
         .kill_on_drop(true)
         .spawn()
