@@ -4,15 +4,16 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
+#[path = "../native-server/tests/common/chaos.rs"]
+mod chaos;
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, Notify};
+use chaos::ChaosProxy;
+use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use wsrelay::{Event, Received, WebSocketClient};
 use wsrelay_server::{ServerConfig, WebSocketServer};
@@ -21,152 +22,6 @@ const CLIENTS: usize = 30;
 /// Messages each client sends, paced over `SENDING`.
 const MESSAGES: u64 = 400;
 const SENDING: Duration = Duration::from_secs(8);
-
-/// A small deterministic generator for the faults (xorshift64*).
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `[lo, hi)` milliseconds.
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.next() % (hi - lo))
-    }
-}
-
-/// A TCP proxy whose every link, while faults are on, is reset after an exponential-ish time
-/// of mean ~2 s, or goes silent (nothing forwarded either way) for 1-2 s first.
-struct ChaosProxy {
-    addr: SocketAddr,
-    faults: Arc<AtomicBool>,
-    resets: Arc<AtomicU64>,
-    silences: Arc<AtomicU64>,
-}
-
-impl ChaosProxy {
-    async fn start(upstream: SocketAddr, seed: u64) -> ChaosProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy address");
-        let faults = Arc::new(AtomicBool::new(true));
-        let resets = Arc::new(AtomicU64::new(0));
-        let silences = Arc::new(AtomicU64::new(0));
-        let (on, reset_count, silence_count) = (
-            Arc::clone(&faults),
-            Arc::clone(&resets),
-            Arc::clone(&silences),
-        );
-        tokio::spawn(async move {
-            let mut link = 0u64;
-            while let Ok((client, _)) = listener.accept().await {
-                link += 1;
-                let Ok(server) = TcpStream::connect(upstream).await else {
-                    continue;
-                };
-                let dice = Dice(seed ^ link.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-                tokio::spawn(chaos_link(
-                    client,
-                    server,
-                    dice,
-                    Arc::clone(&on),
-                    Arc::clone(&reset_count),
-                    Arc::clone(&silence_count),
-                ));
-            }
-        });
-        ChaosProxy {
-            addr,
-            faults,
-            resets,
-            silences,
-        }
-    }
-}
-
-async fn chaos_link(
-    client: TcpStream,
-    server: TcpStream,
-    mut dice: Dice,
-    faults: Arc<AtomicBool>,
-    resets: Arc<AtomicU64>,
-    silences: Arc<AtomicU64>,
-) {
-    let silent = Arc::new(AtomicBool::new(false));
-    let resume = Arc::new(Notify::new());
-    // An RST rather than a FIN: the peers see the link die, not close. (Deprecated because a
-    // non-zero linger blocks the dropping thread; a zero linger never does.)
-    #[allow(deprecated)]
-    {
-        let _ = client.set_linger(Some(Duration::ZERO));
-        let _ = server.set_linger(Some(Duration::ZERO));
-    }
-    let (client_read, client_write) = client.into_split();
-    let (server_read, server_write) = server.into_split();
-    let mut pipes = JoinSet::new();
-    pipes.spawn(pipe(
-        client_read,
-        server_write,
-        Arc::clone(&silent),
-        Arc::clone(&resume),
-    ));
-    pipes.spawn(pipe(
-        server_read,
-        client_write,
-        Arc::clone(&silent),
-        Arc::clone(&resume),
-    ));
-    loop {
-        let life = dice.millis(300, 3700);
-        tokio::select! {
-            _ = pipes.join_next() => return,
-            () = tokio::time::sleep(life) => {}
-        }
-        if !faults.load(Ordering::SeqCst) {
-            continue;
-        }
-        if dice.next() % 3 == 0 {
-            // Silence for 1-2 s, then carry on (TCP delivers what waited).
-            silences.fetch_add(1, Ordering::Relaxed);
-            silent.store(true, Ordering::SeqCst);
-            tokio::time::sleep(dice.millis(1000, 2000)).await;
-            silent.store(false, Ordering::SeqCst);
-            resume.notify_waiters();
-        } else {
-            resets.fetch_add(1, Ordering::Relaxed);
-            pipes.abort_all();
-            return;
-        }
-    }
-}
-
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    silent: Arc<AtomicBool>,
-    resume: Arc<Notify>,
-) {
-    let mut buf = vec![0; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        while silent.load(Ordering::SeqCst) {
-            let resumed = resume.notified();
-            if !silent.load(Ordering::SeqCst) {
-                break;
-            }
-            resumed.await;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
 
 /// What each client received: per sender, the sequence numbers in arrival order.
 type Inbox = Arc<Mutex<HashMap<String, Vec<u64>>>>;
@@ -245,7 +100,7 @@ async fn tens_of_clients_through_resets_and_silences_lose_and_duplicate_nothing(
         }
         tokio::time::sleep(pause).await;
     }
-    proxy.faults.store(false, Ordering::SeqCst);
+    proxy.set_faults(false);
     let settled = tokio::time::timeout(Duration::from_secs(60), async {
         let mut outcomes = Vec::new();
         while let Some(outcome) = sends.join_next().await {
@@ -275,10 +130,8 @@ async fn tens_of_clients_through_resets_and_silences_lose_and_duplicate_nothing(
     // A little longer, so that duplicates would have time to show.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let (resets, silences) = (
-        proxy.resets.load(Ordering::Relaxed),
-        proxy.silences.load(Ordering::Relaxed),
-    );
+    let faults = proxy.faults();
+    let (resets, silences) = (faults.resets, faults.silences);
     assert!(resets >= CLIENTS as u64, "the proxy reset links: {resets}");
     assert!(silences >= 5, "the proxy silenced links: {silences}");
     for (n, inbox) in inboxes.iter().enumerate() {

@@ -7,150 +7,17 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::cluster::{signal, Redis, Relay, PATIENCE};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use wsrelay::{ClientBuilder, Event, Received, WebSocketClient};
 use wsrelay_server::{ServerConfig, WebSocketServer};
-
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A port nobody listens on now.
-async fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// A `redis-server` of the test's own, on a free port.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    persistent: bool,
-}
-
-impl Redis {
-    /// With `persistent`, every write is appended to the AOF and fsynced before it is answered.
-    async fn start(persistent: bool) -> Redis {
-        let port = free_port().await;
-        let dir = std::env::temp_dir().join(format!("wsrelay-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut redis = Redis {
-            child: None,
-            port,
-            dir,
-            persistent,
-        };
-        redis.launch().await;
-        redis
-    }
-
-    async fn launch(&mut self) {
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .kill_on_drop(true);
-        if self.persistent {
-            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            command.args(["--appendonly", "no"]);
-        }
-        self.child = Some(command.spawn().expect("redis-server is installed"));
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)).await {
-                let _ = stream.write_all(b"PING\r\n").await;
-                let mut reply = [0; 7];
-                if stream.read_exact(&mut reply).await.is_ok() && &reply == b"+PONG\r\n" {
-                    return;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops Redis as an operator would (it writes what it must first), and starts it again.
-    async fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(&child, "TERM").await;
-            let _ = tokio::time::timeout(PATIENCE, child.wait()).await;
-        }
-        self.launch().await;
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn signal(child: &Child, name: &str) {
-    let pid = child.id().expect("running").to_string();
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success(), "kill -{name}");
-}
-
-/// A `wsrelay-server` process on Redis.
-struct Relay {
-    child: Child,
-    addr: SocketAddr,
-    redis: String,
-    node: String,
-}
-
-impl Relay {
-    async fn start(redis: &str, node: &str) -> Relay {
-        Relay::start_on(redis, node, 0).await
-    }
-
-    async fn start_on(redis: &str, node: &str, port: u16) -> Relay {
-        let port = port.to_string();
-        let (child, addr) = common::spawn_relay(
-            &["--port", &port, "--redis", redis, "--node-id", node],
-            PATIENCE,
-        )
-        .await;
-        Relay {
-            child,
-            addr,
-            redis: redis.to_owned(),
-            node: node.to_owned(),
-        }
-    }
-
-    /// SIGKILL: the process dies with whatever it had in flight.
-    async fn kill(mut self) -> (String, String, u16) {
-        signal(&self.child, "KILL").await;
-        let _ = self.child.wait().await;
-        (self.redis, self.node, self.addr.port())
-    }
-}
 
 /// A TCP proxy whose target can be switched; switching cuts the links it carries.
 struct Switch {

@@ -73,6 +73,8 @@ impl Chaos {
 pub struct FaultCounters {
     /// Links accepted from clients.
     pub links: AtomicU64,
+    /// Links whose upstream refused, carried to the next one instead.
+    pub failovers: AtomicU64,
     /// Links whose upstream(s) all refused (closed at once).
     pub refused: AtomicU64,
     /// Links reset (RST both ways).
@@ -90,6 +92,8 @@ pub struct FaultCounters {
 pub struct Faults {
     /// Links accepted from clients.
     pub links: u64,
+    /// Links carried to another upstream than theirs, which refused.
+    pub failovers: u64,
     /// Links whose upstream(s) all refused.
     pub refused: u64,
     /// Links reset.
@@ -106,9 +110,11 @@ impl std::fmt::Display for Faults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "links {} (per upstream {:?}, refused {}), resets {}, silences {}, slow starts {}",
+            "links {} (per upstream {:?}, failovers {}, refused {}), resets {}, silences {}, \
+             slow starts {}",
             self.links,
             self.per_upstream,
+            self.failovers,
             self.refused,
             self.resets,
             self.silences,
@@ -195,6 +201,7 @@ impl ChaosProxy {
         let c = &self.counters;
         Faults {
             links: c.links.load(Ordering::Relaxed),
+            failovers: c.failovers.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
             resets: c.resets.load(Ordering::Relaxed),
             silences: c.silences.load(Ordering::Relaxed),
@@ -226,6 +233,9 @@ async fn connect(
         let n = (first + i) % len;
         if let Ok(server) = TcpStream::connect(upstreams[n]).await {
             counters.per_upstream[n].fetch_add(1, Ordering::Relaxed);
+            if i > 0 {
+                counters.failovers.fetch_add(1, Ordering::Relaxed);
+            }
             return Some(server);
         }
     }
