@@ -420,7 +420,7 @@ impl Conn {
             Output::Open { hello, fresh_next } => {
                 match hub
                     .engine
-                    .open(&self.claim, hello.as_ref(), fresh_next)
+                    .open(&mut self.claim, hello.as_ref(), fresh_next)
                     .await
                 {
                     Ok(opened) => {

@@ -245,6 +245,35 @@ async fn the_server_library_works_across_relays() {
     b.close().await;
 }
 
+/// A client away while more frames than one fetch takes (256) pile up in its mailbox gets them
+/// all when it comes back, with nothing new arriving to wake its connection: the connection
+/// reads its mailbox to the end, batch after batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_longer_than_a_batch_is_read_to_its_end() {
+    let redis = Redis::start(false).await;
+    let a = Relay::start(&redis.url(), "a").await;
+    let switch = Switch::start(a.addr).await;
+    let alice = Peer::connect(a.addr, "alice").await;
+    let bob = Peer::connect(switch.addr, "bob").await;
+    alice.client.send("n", 0).await.unwrap();
+    bob.wait_for("alice", 1).await;
+    // Bob's link goes, and his attempts meet a closed port meanwhile.
+    switch.switch(SocketAddr::from((
+        [127, 0, 0, 1],
+        common::cluster::free_port().await,
+    )));
+    let count = 700;
+    let mut sends = JoinSet::new();
+    for n in 1..count {
+        sends.spawn(alice.client.send("n", n));
+    }
+    settled(sends).await;
+    switch.switch(a.addr);
+    bob.wait_for("alice", count as usize).await;
+    assert_eq!(bob.from("alice"), (0..count).collect::<Vec<u64>>());
+    assert_eq!(bob.lost.load(Ordering::SeqCst), 0);
+}
+
 /// Clients that each broadcast `count` numbered messages, paced, and what they all received.
 async fn chatter(
     peers: &[Peer],

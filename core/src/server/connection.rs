@@ -765,7 +765,8 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                     ..held
                 });
             }
-            Routed::Fenced => self.handle_replaced(),
+            Routed::Fenced { superseded: true } => self.handle_superseded(),
+            Routed::Fenced { superseded: false } => self.handle_replaced(),
             Routed::Gone => self.handle_gone(),
         }
     }

@@ -35,6 +35,13 @@ pub struct Claim {
     /// The position the source's next frame will get: frames from here on are the new
     /// connection's, whatever its hello decides about the session.
     pub next: u64,
+    /// The connection attempt that made the claim (`None` for a client that named none).
+    pub attempt: Option<Attempt>,
+    /// The session token of the hello this connection opened with, once the engine's `open`
+    /// has answered (`None` before, and for a bare client). It belongs to the connection, not
+    /// to whatever holds the source later: a remote engine de-duplicates the connection's
+    /// appends by it even after a newer connection took the source.
+    pub session: Option<String>,
 }
 
 /// Which connection attempt of which client instance a claim comes from: the upgrade's
@@ -84,6 +91,14 @@ pub enum Succession {
     /// An attempt of the same instance not newer than the last claim's: its client has already
     /// given up on it. Refused, and nothing changes.
     Stale,
+}
+
+impl Claim {
+    /// Whether a connection of `holder` (the client instance of the source's last claim) holds
+    /// the source now that this claim is stale: a newer attempt of this claim's own client.
+    pub fn superseded_by(&self, holder: Option<&str>) -> bool {
+        matches!((&self.attempt, holder), (Some(own), Some(holder)) if own.instance == holder)
+    }
 }
 
 impl Succession {
@@ -187,7 +202,11 @@ pub enum Routed {
         on: String,
     },
     /// The claim is stale: another connection owns the source now. Nothing was done.
-    Fenced,
+    Fenced {
+        /// That connection is a newer attempt of the same client instance (see
+        /// [`Succession`]): this one was given up on by its client.
+        superseded: bool,
+    },
     /// The engine no longer has the source's state at all (a remote store lost its data, or
     /// the state expired while its owner could not renew it). Nothing was done; the client
     /// must reconnect, and will learn its session was lost.

@@ -225,6 +225,8 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
             key: key as u64,
             epoch,
             next,
+            attempt: attempt.cloned(),
+            session: None,
         })
     }
 
@@ -258,7 +260,14 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
     ) -> Routed {
         let own = usize::try_from(claim.key).unwrap_or(usize::MAX);
         let Some(sender) = self.owned(claim) else {
-            return Routed::Fenced;
+            let holder = self
+                .slot_mut(own)
+                .filter(|slot| slot.source == claim.source)
+                .and_then(|slot| slot.attempt.as_ref());
+            let holder = holder.map(|attempt| attempt.instance.as_str());
+            return Routed::Fenced {
+                superseded: claim.superseded_by(holder),
+            };
         };
         if let (Some(id), Some(session)) = (id, &sender.session) {
             if id <= session.consumed {

@@ -84,13 +84,16 @@ impl SessionStore for MemoryEngine {
 
     async fn open(
         &self,
-        claim: &Claim,
+        claim: &mut Claim,
         hello: Option<&Hello>,
         fresh_next: u64,
     ) -> Result<Opened, EngineError> {
-        self.state()
+        let opened = self
+            .state()
             .open(claim, hello, fresh_next)
-            .map_err(|Fenced| EngineError("the source was claimed again".into()))
+            .map_err(|Fenced| EngineError("the source was claimed again".into()))?;
+        claim.session = hello.map(|hello| hello.token.clone());
+        Ok(opened)
     }
 
     async fn fetch(

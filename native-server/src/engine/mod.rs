@@ -123,10 +123,10 @@ pub trait SessionStore: Send + Sync {
 
     /// Resumes the session a hello names (token, instance, frames the client has), or opens
     /// a fresh one starting at `fresh_next`; `None` for a bare client. Durable before it
-    /// answers.
+    /// answers. The claim records the session token ([`Claim::session`]).
     fn open(
         &self,
-        claim: &Claim,
+        claim: &mut Claim,
         hello: Option<&Hello>,
         fresh_next: u64,
     ) -> impl Future<Output = Result<Opened, EngineError>> + Send;
@@ -358,7 +358,7 @@ impl SessionStore for Engine {
 
     async fn open(
         &self,
-        claim: &Claim,
+        claim: &mut Claim,
         hello: Option<&Hello>,
         fresh_next: u64,
     ) -> Result<Opened, EngineError> {

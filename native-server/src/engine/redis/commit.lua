@@ -1,13 +1,14 @@
 -- Consumes message `id` of a source: de-duplicates it against the watermark and advances the
 -- watermark, and appends its answer to the source's own box when there is one.
 -- KEYS: meta, box. ARGV: epoch, id ('' for none), frame for the source itself ('' for none).
--- Returns {status, position}: 0 done, 1 duplicate, 5 fenced, 6 gone.
+-- Returns {status, position}: 0 done, 1 duplicate, 5 fenced (then the holder's client instance
+-- third), 6 gone.
 local m = meta(KEYS[1])
 if not m.exists then
   return {6, 0}
 end
 if m.epoch ~= tonumber(ARGV[1]) then
-  return {5, 0}
+  return {5, 0, m.instance}
 end
 local id = tonumber(ARGV[2])
 if id and m.session then

@@ -9,7 +9,7 @@ local function num(value, default)
 end
 
 -- The meta fields every script reads, in one call.
-local FIELDS = {'epoch', 'owner', 'lease', 'session', 'first', 'bytes', 'broken'}
+local FIELDS = {'epoch', 'owner', 'lease', 'session', 'first', 'bytes', 'broken', 'instance'}
 
 local function meta(key)
   local v = redis.call('HMGET', key, unpack(FIELDS))
@@ -22,6 +22,8 @@ local function meta(key)
     first = num(v[5], 1),
     bytes = num(v[6], 0),
     broken = v[7] == '1',
+    -- The client instance of the last claim ('' when it named none).
+    instance = v[8] or '',
   }
 end
 

@@ -39,6 +39,8 @@
 //! the relay reports not ready; the connection manager and the subscriber reconnect.
 
 mod inbox;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use std::collections::HashMap;
@@ -111,8 +113,6 @@ impl Scripts {
 struct Local {
     epoch: u64,
     doorbell: Doorbell,
-    /// The session token, once the hello named one: appends are de-duplicated by it.
-    token: Option<String>,
     /// Frames handed over by an append on this relay or a note, before the mailbox is read.
     inbox: Inbox,
 }
@@ -364,6 +364,15 @@ impl RedisEngine {
         }
     }
 
+    /// The state of `claim`'s connection on this relay, if it is still the one that holds the
+    /// source here (a newer claim of the source replaces the entry).
+    fn with_local<R>(&self, claim: &Claim, f: impl FnOnce(&mut Local) -> R) -> Option<R> {
+        self.locals()
+            .get_mut(&claim.source)
+            .filter(|local| local.epoch == claim.epoch)
+            .map(f)
+    }
+
     /// Hands a frame to a connection of this relay, and rings it.
     fn cache(&self, source: &str, position: u64, frame: Utf8Bytes) {
         if let Some(local) = self.locals().get_mut(source) {
@@ -605,7 +614,9 @@ impl RedisEngine {
                 }
                 Routed::Duplicate
             }
-            Some(5) => Routed::Fenced,
+            Some(5) => Routed::Fenced {
+                superseded: claim.superseded_by(Some(&text(items(&value).get(2)))),
+            },
             _ => Routed::Gone,
         })
     }
@@ -945,7 +956,6 @@ impl SessionStore for RedisEngine {
             Local {
                 epoch,
                 doorbell: doorbell.clone(),
-                token: None,
                 inbox: Inbox::default(),
             },
         );
@@ -966,12 +976,14 @@ impl SessionStore for RedisEngine {
             key: 0,
             epoch,
             next,
+            attempt: attempt.cloned(),
+            session: None,
         })
     }
 
     async fn open(
         &self,
-        claim: &Claim,
+        claim: &mut Claim,
         hello: Option<&Hello>,
         fresh_next: u64,
     ) -> Result<Opened, EngineError> {
@@ -1014,13 +1026,9 @@ impl SessionStore for RedisEngine {
         };
         let lost = numbers.get(4).copied().filter(|&n| n >= 0);
         let sid = text(items(&value).get(5));
-        if let Some(local) = self.locals().get_mut(&claim.source) {
-            if local.epoch == claim.epoch {
-                local.token = hello.map(|hello| hello.token.clone());
-                // The connection reads the mailbox from its session's start.
-                local.inbox.forget();
-            }
-        }
+        claim.session = hello.map(|hello| hello.token.clone());
+        // The connection reads the mailbox from its session's start.
+        self.with_local(claim, |local| local.inbox.forget());
         Ok(Opened {
             resumed: number(0) == 1,
             consumed: number(1),
@@ -1038,24 +1046,21 @@ impl SessionStore for RedisEngine {
         out: &mut Vec<Utf8Bytes>,
         max: usize,
     ) -> Result<usize, EngineError> {
-        let next = match self.locals().get_mut(&claim.source) {
-            Some(local) => match local
-                .inbox
-                .take(from, max, tokio::time::Instant::now(), out)
-            {
-                Next::Wait(Some(at)) => {
-                    // If the missing frame does not come, the connection reads its mailbox.
-                    let doorbell = local.doorbell.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep_until(at).await;
-                        doorbell.ring(Signal::Mail);
-                    });
-                    Next::Wait(None)
-                }
-                next => next,
-            },
-            None => Next::ReadMailbox,
-        };
+        let now = tokio::time::Instant::now();
+        let next = self.with_local(claim, |local| match local.inbox.take(from, max, now, out) {
+            Next::Wait(Some(at)) => {
+                // If the missing frame does not come, the connection reads its mailbox.
+                let doorbell = local.doorbell.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    doorbell.ring(Signal::Mail);
+                });
+                Next::Wait(None)
+            }
+            next => next,
+        });
+        // Without an entry of its own (a newer claim here took it), the mailbox answers.
+        let next = next.unwrap_or(Next::ReadMailbox);
         match next {
             Next::Taken(count) => return Ok(count),
             Next::Wait(_) => return Ok(0),
@@ -1079,13 +1084,14 @@ impl SessionStore for RedisEngine {
             .copied()
         {
             Some(0) => None,
+            Some(5) if claim.superseded_by(Some(&text(parts.get(1)))) => Some(Signal::Superseded),
             Some(5) => Some(Signal::Replaced),
             _ => Some(Signal::Gone),
         };
         if let Some(signal) = signal {
-            if let Some(local) = self.locals().get(&claim.source) {
-                local.doorbell.ring(signal);
-            }
+            // This connection's own doorbell: a newer connection of the source on this relay
+            // is not the one fenced off.
+            self.with_local(claim, |local| local.doorbell.ring(signal));
             return Ok(0);
         }
         let before = out.len();
@@ -1102,6 +1108,11 @@ impl SessionStore for RedisEngine {
                     Err(_) => tracing::error!("a mailbox frame is not UTF-8"),
                 }
             }
+        }
+        if parts.len() > max {
+            // A full batch: the mailbox may hold more, which nothing will hand over (it was
+            // appended before this read). The next fetch reads the mailbox again.
+            self.with_local(claim, |local| local.inbox.forget());
         }
         Ok(out.len() - before)
     }
@@ -1167,15 +1178,10 @@ impl Router for RedisEngine {
         _waiter: &Doorbell,
     ) -> Routed {
         let outcome = async {
-            let dedupe = || {
-                let token = self
-                    .locals()
-                    .get(&claim.source)
-                    .and_then(|local| local.token.clone());
-                match (token, id) {
-                    (Some(token), Some(id)) => format!("{token}|{id}"),
-                    _ => String::new(),
-                }
+            // The connection's own session, whoever holds the source on this relay now.
+            let dedupe = || match (&claim.session, id) {
+                (Some(token), Some(id)) => format!("{token}|{id}"),
+                _ => String::new(),
             };
             match effect {
                 Effect::Consume => self.commit(claim, id, None).await,
