@@ -29,12 +29,19 @@ const CLIENTS: usize = 100;
 const MESSAGES: u64 = 100;
 /// How long the broadcasting lasts.
 const SENDING: Duration = Duration::from_secs(9);
-/// Percentage of new links (while faults are on) whose upgrade the proxy holds for 1-2 s.
+/// Percentage of new links (while faults are on) whose upgrade the proxy holds for
+/// `SLOW_START_MS`: longer than the clients' `CONNECTION_TIMEOUT`, so that each is given up on
+/// and reaches a relay late, a stale attempt.
 const SLOW_START_PERCENT: u64 = 20;
+const SLOW_START_MS: (u64, u64) = (2500, 3500);
+/// The clients' connection timeout: short enough to give up on a held upgrade, long enough
+/// for a relay busy with a backlog (a debug build, on a loaded machine) to answer a hello.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 /// After the sending: the longest wait for the sends to settle.
-const SETTLE: Duration = Duration::from_secs(60);
-/// After the sending: the longest wait for settling and deliveries together.
-const AFTER_SENDING: Duration = Duration::from_secs(70);
+const SETTLE: Duration = Duration::from_secs(120);
+/// After the sending: the longest wait for settling and deliveries together (a run that stops
+/// making progress ends sooner, after `STALL`).
+const AFTER_SENDING: Duration = Duration::from_secs(150);
 /// Deliveries are waited for until none arrived for this long.
 const STALL: Duration = Duration::from_secs(10);
 /// A last wait once everything arrived, so that duplicates show.
@@ -162,6 +169,10 @@ struct Summary {
     faults: Faults,
     /// Connections the relays' logs say were replaced (4409).
     replaced_in_logs: u64,
+    /// Connections the relays' logs say were superseded by their client's newer attempt (4410).
+    superseded_in_logs: u64,
+    /// Stale attempts (given up on by their clients) the relays' logs say were refused.
+    stale_in_logs: u64,
     /// Frames still in the Redis mailboxes of the clients that did not stop, at the end.
     left_in_mailboxes: u64,
     /// From the last send that resolved `Ok` to the last delivery, in ms (negative: the last
@@ -178,7 +189,8 @@ impl fmt::Display for Summary {
             "[{}] deliveries {}/{} | duplicates {} | lost {} (at stopped receivers {}, of failed \
              sends {}, acknowledged at running receivers {}) | order violations {} | misdirected \
              {} | sends ok {}, failed {:?}, unsettled {} | clients stopped {} (codes {:?}) | \
-             closes seen {:?} | sessions lost {} | replaced in relay logs {} | left in running \
+             closes seen {:?} | sessions lost {} | in relay logs: replaced {}, superseded {}, \
+             stale attempts refused {} | left in running \
              clients' mailboxes {} | {} | last ack -> last delivery {} ms | end of sending -> last delivery {:.1} s",
             self.scenario,
             self.received,
@@ -198,6 +210,8 @@ impl fmt::Display for Summary {
             self.closes,
             self.sessions_lost,
             self.replaced_in_logs,
+            self.superseded_in_logs,
+            self.stale_in_logs,
             self.left_in_mailboxes,
             self.faults,
             self.last_ack_to_last_delivery_ms,
@@ -220,7 +234,7 @@ async fn connect(url: &str, n: usize, delivered: &Arc<AtomicU64>) -> Peer {
     let builder = WebSocketClient::builder(url, source(n))
         .min_reconnection_delay(Duration::from_millis(50))
         .max_reconnection_delay(Duration::from_millis(400))
-        .connection_timeout(Duration::from_secs(1))
+        .connection_timeout(CONNECTION_TIMEOUT)
         .seed(n as u64 + 1);
     let mut events = builder.subscribe();
     let watch: Arc<Mutex<Watch>> = Arc::default();
@@ -611,6 +625,7 @@ async fn run(scenario: Scenario) {
         seed: 0x5eed_2200 + scenario as u64,
         faults: false,
         slow_start_percent: SLOW_START_PERCENT,
+        slow_start_ms: SLOW_START_MS,
     })
     .await;
     let url = format!("ws://{}", proxy.addr);
@@ -658,7 +673,10 @@ async fn run(scenario: Scenario) {
     let mut summary = summarize(&peers, &sent, unsettled, sending_end);
     summary.scenario = scenario.name();
     summary.faults = proxy.faults();
-    summary.replaced_in_logs = logs.iter().map(|log| count_lines(log, "code=4409")).sum();
+    let count = |needle: &str| logs.iter().map(|log| count_lines(log, needle)).sum();
+    summary.replaced_in_logs = count("code=4409");
+    summary.superseded_in_logs = count("code=4410");
+    summary.stale_in_logs = count("a newer attempt of this client holds the source");
     match mailboxes(&redis.url()).await {
         Ok(boxes) => {
             summary.left_in_mailboxes = boxes

@@ -52,8 +52,10 @@ pub struct Chaos {
     /// Whether faults are on from the start (see [`ChaosProxy::set_faults`]).
     pub faults: bool,
     /// Percentage of new links (made while faults are on) whose first bytes from the client
-    /// are held for 1-2 s before they are forwarded.
+    /// are held for `slow_start_ms` before they are forwarded.
     pub slow_start_percent: u64,
+    /// How long a slow start holds the client's first bytes: uniform in this range of ms.
+    pub slow_start_ms: (u64, u64),
 }
 
 impl Chaos {
@@ -64,6 +66,7 @@ impl Chaos {
             seed,
             faults: true,
             slow_start_percent: 0,
+            slow_start_ms: (1000, 2000),
         }
     }
 }
@@ -173,7 +176,8 @@ impl ChaosProxy {
                     };
                     let hold = if slow {
                         counts.slow_starts.fetch_add(1, Ordering::Relaxed);
-                        Some(dice.millis(1000, 2000))
+                        let (lo, hi) = chaos.slow_start_ms;
+                        Some(dice.millis(lo, hi))
                     } else {
                         None
                     };
