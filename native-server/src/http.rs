@@ -10,11 +10,10 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use hyper::upgrade::OnUpgrade;
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 use tungstenite::handshake::derive_accept_key;
-
-use hyper::upgrade::OnUpgrade;
 use wsrelay_core::protocol::{CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED};
 
 use crate::admission::Full;
@@ -73,12 +72,17 @@ fn handshake_key<'a>(method: &Method, headers: &'a HeaderMap) -> Option<&'a Head
 /// provoke them at will).
 static REFUSALS: LogLimit = LogLimit::new();
 
-fn refuse(hub: &Hub, status: StatusCode, reason: &str) -> Response {
+/// Counts and logs a refused upgrade.
+fn count_refusal(hub: &Hub, status: StatusCode, reason: &str) {
     hub.stats.rejected.fetch_add(1, Ordering::Relaxed);
     hub.metrics.count_refused(status.as_u16());
     if let Some(suppressed) = REFUSALS.allow() {
         tracing::info!(%status, reason, suppressed, "upgrade refused");
     }
+}
+
+fn refuse(hub: &Hub, status: StatusCode, reason: &str) -> Response {
+    count_refusal(hub, status, reason);
     let mut response = (status, format!("{reason}\n")).into_response();
     // The client wanted another protocol on this connection: it ends here.
     response
@@ -115,11 +119,7 @@ fn refuse_upgrade(
     let Some(on_upgrade) = on_upgrade else {
         return refuse(hub, status, reason);
     };
-    hub.stats.rejected.fetch_add(1, Ordering::Relaxed);
-    hub.metrics.count_refused(status.as_u16());
-    if let Some(suppressed) = REFUSALS.allow() {
-        tracing::info!(%status, code, reason, suppressed, "upgrade refused");
-    }
+    count_refusal(hub, status, reason);
     let tracked = hub.tracker.token();
     let (hub, reason) = (Arc::clone(hub), reason.to_owned());
     tokio::spawn(async move {

@@ -274,9 +274,14 @@ pub struct ClientCore {
     failed_messages: u64,
 }
 
-/// `error`, for a message that was sent before it happened: it may have been delivered.
-fn unconfirmed(error: &Error) -> Error {
-    Error::Unconfirmed(alloc::boxed::Box::new(error.clone()))
+/// What a message fails with when the client gives up for `error`: `error` itself when it was
+/// never sent; when it was (and not acknowledged), it may have been delivered, and says so.
+fn failure(error: &Error, sent: bool) -> Error {
+    if sent {
+        Error::Unconfirmed(alloc::boxed::Box::new(error.clone()))
+    } else {
+        error.clone()
+    }
 }
 
 /// `len` random letters and digits.
@@ -1031,14 +1036,7 @@ impl ClientCore {
     fn fail_requests(&mut self, error: &Error) {
         for (id, _) in self.requests.drain() {
             let sent = self.outbox.remove_untransmitted(id).is_none();
-            self.fail(
-                id,
-                if sent {
-                    unconfirmed(error)
-                } else {
-                    error.clone()
-                },
-            );
+            self.fail(id, failure(error, sent));
         }
     }
 
@@ -1050,15 +1048,7 @@ impl ClientCore {
         for entry in self.outbox.drain() {
             // Requests had their outcome above (or when they timed out): never a second one.
             if entry.settles == Settles::OnAck {
-                let sent = entry.transmitted;
-                self.fail(
-                    entry.id,
-                    if sent {
-                        unconfirmed(error)
-                    } else {
-                        error.clone()
-                    },
-                );
+                self.fail(entry.id, failure(error, entry.transmitted));
             }
         }
         self.ack_due = None;
