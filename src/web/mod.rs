@@ -27,7 +27,7 @@ use core::time::Duration;
 
 use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
 use wasm_bindgen::prelude::*;
-use web_sys::{CloseEvent, CustomEvent, CustomEventInit, ErrorEvent, EventTarget, MessageEvent};
+use web_sys::{CloseEvent, CustomEvent, CustomEventInit, EventTarget, MessageEvent};
 
 use crate::client::{
     attempt_url, connect_url, token_url, ClientCore, Event, InboundMessage, Outgoing, Output,
@@ -636,10 +636,12 @@ impl Inner {
                 state.core.handle_closed(now, id, event.code(), &reason);
             }
             "error" => {
-                // Browsers say nothing about why (by design); npm `ws` has a message.
-                let message: JsValue = event.unchecked_ref::<ErrorEvent>().message().into();
-                let message = message
-                    .as_string()
+                // Browsers say nothing about why (by design): their `error` is a plain Event,
+                // with no `message` at all (reading it as an ErrorEvent's string threw a
+                // TypeError out of the listener on every failed attempt). npm `ws` has one.
+                let message = js::get(event, "message")
+                    .ok()
+                    .and_then(|message| message.as_string())
                     .filter(|m| !m.is_empty())
                     .unwrap_or_else(|| "WebSocket error".into());
                 self.state.borrow_mut().core.handle_error(now, id, &message);

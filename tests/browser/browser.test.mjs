@@ -123,3 +123,36 @@ for (const bundler of ["vite", "esbuild"]) {
     }
   });
 }
+
+test("reconnecting through an outage raises no page error and reports each failed attempt (Chromium)", async () => {
+  // A port where nothing listens: every attempt fails (an `error`, then a `close` 1006). The
+  // browser's `error` event is a plain Event, not an ErrorEvent: reading it must not throw.
+  const closed = createServer();
+  await new Promise((resolve) => closed.listen(0, "127.0.0.1", resolve));
+  const deadPort = closed.address().port;
+  await new Promise((resolve) => closed.close(resolve));
+  // Page errors only: Chromium logs every failed WebSocket to the console by itself.
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(String(error)));
+  await page.goto(base + "/scenarios.html");
+  try {
+    const result = await page.evaluate(async (url) => {
+      const { default: init, WebSocketClient } = await import("/pkg/wsrelay.js");
+      await init();
+      const client = new WebSocketClient(url, "outage", { minReconnectionDelay: 50, maxReconnectionDelay: 100 });
+      const seen = { transport: 0, closes: 0, reconnecting: 0 };
+      client.addEventListener("error", (e) => e.detail.code === "transport" && seen.transport++);
+      client.addEventListener("close", () => seen.closes++);
+      client.addEventListener("reconnecting", () => seen.reconnecting++);
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await client.close();
+      return seen;
+    }, `ws://127.0.0.1:${deadPort}`);
+    assert.deepEqual(errors, [], "no page error");
+    assert.ok(result.reconnecting >= 3, `attempts: ${JSON.stringify(result)}`);
+    assert.ok(result.transport >= 3, `each failed attempt is a transport error: ${JSON.stringify(result)}`);
+  } finally {
+    await page.close();
+  }
+});

@@ -547,7 +547,7 @@ pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
     // stops and starts on the same port.
     copy_web_build(root, &pkg)?;
     step(
-        "end-to-end chat demo (Playwright, headless Chromium; https and wss)",
+        "end-to-end chat demo and refusals (Playwright, headless Chromium; https and wss)",
         &root.join("tests/e2e"),
         Command::new("node")
             .args([
@@ -556,6 +556,7 @@ pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
                 "--test-concurrency=1",
                 "chat.test.mjs",
                 "tls.test.mjs",
+                "refused.test.mjs",
             ])
             .env("WSRELAY_SERVER_BIN", &relay)
             .env("WSRELAY_TLS_DIR", &tls),
