@@ -23,6 +23,7 @@ function check(config) {
 
 test("tsc --strict, moduleResolution bundler (web build types)", () => check("tsconfig.bundler.json"));
 test("tsc --strict, moduleResolution bundler with the browser condition", () => check("tsconfig.browser.json"));
+test("tsc --strict, moduleResolution bundler without the DOM library", () => check("tsconfig.nodom.json"));
 
 test("tsc --strict, Node16 (ESM and CommonJS, no DOM)", () => check("tsconfig.node16.json"));
 

@@ -194,6 +194,7 @@ pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
         )?;
         strip_doc_comments(&out.join("wsrelay.js"))?;
         if target == "web" {
+            declarations_without_dom(&out.join("wsrelay.d.ts"))?;
             // What browsers download: shorter import names in the module and its glue, and
             // the glue minified. The Node build stays as wasm-bindgen writes it.
             let count = crate::glue::shorten_import_names(
@@ -253,6 +254,48 @@ fn strip_doc_comments(glue: &Path) -> Result<(), String> {
         out.push('\n');
     }
     fs::write(glue, out).map_err(|e| format!("{}: {e}", glue.display()))
+}
+
+/// The web build's declarations name DOM types in `init`'s parameter and `InitOutput`
+/// (`RequestInfo`, `URL`, `Response`, `BufferSource`, the `WebAssembly` namespace): a project
+/// without the DOM library (a worker, a library build, `lib: ["ES2022"]`) fails to type-check
+/// them (TS2304). The package needs no DOM, so these types are written structurally: the
+/// same values are accepted, whatever libraries the user has. Fails if wasm-bindgen's text
+/// changed (its version is pinned), so that a new DOM name cannot slip in unnoticed.
+fn declarations_without_dom(declarations: &Path) -> Result<(), String> {
+    const BYTES: &str = "ArrayBuffer | ArrayBufferView";
+    let replacements = [
+        (
+            "export type InitInput = RequestInfo | URL | Response | BufferSource | WebAssembly.Module;",
+            // A URL (string or `URL`), a `Request` or `Response` of it, its bytes, or a
+            // compiled `WebAssembly.Module`: the objects are told apart at run time.
+            format!("export type InitInput = string | {BYTES} | object;"),
+        ),
+        (
+            "export type SyncInitInput = BufferSource | WebAssembly.Module;",
+            format!("export type SyncInitInput = {BYTES} | object;"),
+        ),
+        (
+            "readonly memory: WebAssembly.Memory;",
+            "readonly memory: { readonly buffer: ArrayBuffer };".to_owned(),
+        ),
+        (
+            "readonly __wbindgen_externrefs: WebAssembly.Table;",
+            "readonly __wbindgen_externrefs: object;".to_owned(),
+        ),
+    ];
+    let mut text =
+        fs::read_to_string(declarations).map_err(|e| format!("{}: {e}", declarations.display()))?;
+    for (generated, written) in replacements {
+        if !text.contains(generated) {
+            return Err(format!(
+                "{}: `{generated}` not found: wasm-bindgen's declarations changed",
+                declarations.display()
+            ));
+        }
+        text = text.replace(generated, &written);
+    }
+    fs::write(declarations, text).map_err(|e| format!("{}: {e}", declarations.display()))
 }
 
 /// Gzipped (-9) sizes of the web build's wasm and JS glue.
