@@ -5,9 +5,9 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createServer } from "node:http";
-import { readFileSync, rmSync, copyFileSync, existsSync } from "node:fs";
+import { readFileSync, rmSync, copyFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, extname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -156,3 +156,49 @@ test("reconnecting through an outage raises no page error and reports each faile
     await page.close();
   }
 });
+
+test("the README's install (npm install --install-links ./pkg) works with the Vite dev server (Chromium)", { timeout: 120_000 }, async () => {
+  // A new project next to nothing: the package installed as the README says, then `vite` (dev,
+  // not build) serving a page that imports it. A plain `npm install ./pkg` links the folder,
+  // and the dev server then refuses the .wasm outside its root (403); --install-links copies.
+  const project = join(dist, "vite-dev");
+  rmSync(project, { recursive: true, force: true });
+  mkdirSync(project, { recursive: true });
+  writeFileSync(join(project, "package.json"), JSON.stringify({ name: "vite-dev-app", private: true, type: "module" }));
+  writeFileSync(join(project, "index.html"), `<!doctype html><meta charset="utf-8"><script type="module" src="./main.js"></script>`);
+  copyFileSync(join(here, "app", "page.js"), join(project, "page.js"));
+  writeFileSync(join(project, "main.js"), readFileSync(join(here, "app", "vite", "main.js"), "utf8").replace("../page.js", "./page.js"));
+  execFileSync("npm", ["install", "--install-links", "--no-audit", "--no-fund", join(here, "..", "..", "pkg")], { cwd: project, stdio: "inherit" });
+  const probe = createServer();
+  await new Promise((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const port = probe.address().port;
+  await new Promise((resolve) => probe.close(resolve));
+  const vite = spawn(bin("vite"), ["--port", String(port), "--strictPort", "--host", "127.0.0.1", "--logLevel", "warn"], { cwd: project, stdio: "inherit" });
+  try {
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/`).catch(() => null))?.ok);
+    const page = await browser.newPage();
+    const errors = [];
+    page.on("pageerror", (error) => errors.push(String(error)));
+    try {
+      await page.goto(`http://127.0.0.1:${port}/?relay=${encodeURIComponent(relay)}`);
+      await page.waitForFunction(() => window.result !== undefined, null, { timeout: 60_000 });
+      const result = await page.evaluate(() => window.result);
+      assert.ok(result.ok, `${result.error}; page errors: ${errors.join("; ")}`);
+      assert.deepEqual(result.value.answer, { status: "received", echo: "Hi" });
+      assert.deepEqual(errors, []);
+    } finally {
+      await page.close();
+    }
+  } finally {
+    vite.kill();
+  }
+});
+
+/** Polls `check` every 100 ms for up to 30 s. */
+async function waitFor(check) {
+  for (let i = 0; i < 300; i++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.fail("timed out");
+}

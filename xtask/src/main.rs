@@ -5,7 +5,8 @@
 //!   native test suites.
 //! - `cargo xtask run [--port N] [--host H]`: builds and starts the relay server with the
 //!   browser demo in `www/` (building the wasm package into `www/pkg` when it is stale).
-//! - `cargo xtask pkg`: builds the npm package into `pkg/` (`npm install ./pkg` takes it).
+//! - `cargo xtask pkg`: builds the npm package into `pkg/` (`npm install --install-links ./pkg`
+//!   takes it).
 //! - `cargo xtask testbed`: runs the relay under the test supervisor the browser and Node tests
 //!   use, and prints its control URL (for running those tests by hand).
 //! - `cargo xtask bench [--quick] [--only GROUPS] [--note TEXT]`: builds the benchmarks
