@@ -4,20 +4,21 @@
 //! and carry out its outputs; neither makes a protocol decision of its own.
 
 mod backoff;
-mod core;
 mod error;
+mod events;
+mod machine;
 mod options;
 mod outbox;
 mod stats;
 mod url;
 
-pub use self::core::{
-    ClientCore, Event, InboundMessage, Outgoing, Output, ReadyState, ReplyTarget, Response,
-    TransportId,
-};
 pub use crate::protocol::MAX_SOURCE_LEN;
 pub use backoff::delay_range;
 pub use error::Error;
+pub use events::{
+    Event, InboundMessage, Outgoing, Output, ReadyState, ReplyTarget, Response, TransportId,
+};
+pub use machine::ClientCore;
 pub use options::{OptionValue, Options};
 pub use stats::Stats;
 pub use url::{attempt_url, connect_url, token_url};

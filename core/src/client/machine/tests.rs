@@ -1,0 +1,396 @@
+use super::*;
+
+fn at(millis: u64) -> Instant {
+    Instant::from_millis(millis)
+}
+
+fn drain(core: &mut ClientCore) -> Vec<Output> {
+    core::iter::from_fn(|| core.poll_output()).collect()
+}
+
+fn events(core: &mut ClientCore) -> Vec<Event> {
+    drain(core)
+        .into_iter()
+        .filter_map(|output| match output {
+            Output::Event(event) => Some(event),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The welcome of `core`'s session, with the server's count `ack`.
+fn welcome(core: &ClientCore, ack: u64, resumed: bool) -> String {
+    Frame::Welcome(Welcome {
+        version: VERSION,
+        session: core.session().to_owned().into(),
+        ack,
+        resumed,
+        lost: None,
+        window: None,
+        sid: None,
+        rate: None,
+        burst: None,
+    })
+    .encode()
+}
+
+/// A core opened on transport 1 at `at(10)` whose welcome came at `at(25)`.
+fn open_core() -> ClientCore {
+    let mut core = ClientCore::new(Options::default(), 1, at(0));
+    core.handle_opened(at(10), TransportId(1));
+    let welcome = welcome(&core, 0, false);
+    core.handle_frame(at(25), TransportId(1), &welcome);
+    drain(&mut core);
+    core
+}
+
+fn transmitted(outputs: &[Output]) -> Vec<&str> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Transmit(text) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn handler_answers_go_back_or_are_reported() {
+    let mut core = open_core();
+    let target = ReplyTarget {
+        kind: "get-time".into(),
+        re: 4,
+        source: Some("bob".into()),
+    };
+    core.answer("get-time", Some(&target), Reply::Payload("42".into()));
+    let outputs = drain(&mut core);
+    assert_eq!(
+        transmitted(&outputs),
+        [r#"{"type":"get-time","id":1,"re":4,"to":"bob","payload":42}"#]
+    );
+
+    core.answer(
+        "get-time",
+        Some(&target),
+        Reply::error("handler_error", "boom"),
+    );
+    let outputs = drain(&mut core);
+    assert_eq!(transmitted(&outputs).len(), 1, "the failure is answered");
+    assert!(outputs.iter().any(|output| matches!(output,
+        Output::Event(Event::Error(Error::Handler { kind, error }))
+            if kind == "get-time" && error.message == "boom")));
+
+    core.answer("get-time", Some(&target), Reply::None);
+    assert_eq!(drain(&mut core), [], "nothing to say, nothing sent");
+
+    // A message without an id cannot be answered: the value is reported, never dropped.
+    core.answer("announcement", None, Reply::Payload("1".into()));
+    assert_eq!(
+        events(&mut core),
+        [Event::Error(Error::Unanswerable {
+            kind: "announcement".into()
+        })]
+    );
+    core.answer("announcement", None, Reply::None);
+    assert_eq!(drain(&mut core), []);
+
+    // An answer the client can no longer send says why.
+    core.close(at(30), 1000, "");
+    drain(&mut core);
+    core.answer("get-time", Some(&target), Reply::Payload("1".into()));
+    assert_eq!(events(&mut core), [Event::Error(Error::Closed)]);
+}
+
+#[test]
+fn stats_count_round_trips_reconnects_and_outcomes() {
+    let mut core = open_core();
+    let stats = core.stats();
+    assert_eq!(
+        stats.rtt,
+        Some(Duration::from_millis(15)),
+        "hello to welcome"
+    );
+    assert_eq!(stats.reconnects, 0);
+
+    let chat = Outgoing {
+        kind: "chat",
+        payload: Some("1"),
+        ..Outgoing::default()
+    };
+    core.send(at(30), chat).expect("queued");
+    core.send(at(30), chat).expect("queued");
+    drain(&mut core);
+    let stats = core.stats();
+    assert_eq!((stats.queued_messages, stats.retransmitted), (2, 0));
+    assert!(stats.queued_bytes > 20);
+
+    // The heartbeat's ping and pong are the next sample.
+    let ping_at = core.poll_timeout().expect("the next ping");
+    core.handle_timeout(ping_at);
+    assert_eq!(transmitted(&drain(&mut core)), [r#"{"type":"~ping"}"#]);
+    core.handle_frame(
+        ping_at + Duration::from_millis(7),
+        TransportId(1),
+        r#"{"type":"~pong"}"#,
+    );
+    core.handle_frame(
+        ping_at + Duration::from_millis(8),
+        TransportId(1),
+        r#"{"type":"~ack","ack":1}"#,
+    );
+    drain(&mut core);
+    let stats = core.stats();
+    assert_eq!(stats.rtt, Some(Duration::from_millis(7)));
+    assert_eq!(
+        stats.smoothed_rtt,
+        Some(Duration::from_millis(14)),
+        "(15*7+7)/8"
+    );
+    assert_eq!((stats.acknowledged, stats.queued_messages), (1, 1));
+
+    // Lost and back: the unacknowledged message is sent again.
+    let now = ping_at + Duration::from_millis(10);
+    core.handle_closed(now, TransportId(1), 1001, "going away");
+    let retry = core.poll_timeout().expect("a reconnect");
+    core.handle_timeout(retry);
+    core.handle_opened(retry, TransportId(2));
+    let welcome = welcome(&core, 1, true);
+    core.handle_frame(retry, TransportId(2), &welcome);
+    drain(&mut core);
+    let stats = core.stats();
+    assert_eq!((stats.reconnects, stats.retransmitted), (1, 1));
+
+    core.close(retry, 1000, "");
+    core.handle_timeout(retry + Duration::from_secs(5));
+    drain(&mut core);
+    assert_eq!(
+        core.stats().failed,
+        1,
+        "the unacknowledged one failed as closed"
+    );
+}
+
+#[test]
+fn only_the_addressee_of_a_request_settles_it() {
+    let mut core = open_core();
+    let ask = Outgoing {
+        kind: "get-time",
+        to: Some("bob"),
+        ..Outgoing::default()
+    };
+    let id = core.request(at(30), ask, None).expect("sent");
+    drain(&mut core);
+    let answer = |source: &str| {
+        let mut text = String::from(r#"{"type":"get-time","id":9,"re":"#);
+        text.push_str(&id.to_string());
+        text.push_str(r#","source":""#);
+        text.push_str(source);
+        text.push_str(r#"","payload":1}"#);
+        text
+    };
+    core.handle_frame(at(40), TransportId(1), &answer("mallory"));
+    let refused = events(&mut core);
+    assert!(
+        matches!(&refused[..], [Event::Error(Error::Protocol(m))] if m.contains("another client")),
+        "{refused:?}"
+    );
+    assert_eq!(core.pending_requests(), 1);
+    core.handle_frame(at(41), TransportId(1), &answer("bob"));
+    assert!(events(&mut core)
+        .iter()
+        .any(|e| matches!(e, Event::Reply { request, .. } if request == &id)));
+    assert_eq!(core.pending_requests(), 0);
+}
+
+/// A relayed chat message whose frame is `size` bytes long.
+fn chat_frame(size: usize) -> String {
+    let head = r#"{"type":"chat","id":1,"source":"bob","payload":""#;
+    let tail = r#""}"#;
+    let mut text = String::from(head);
+    text.extend(core::iter::repeat_n('x', size - head.len() - tail.len()));
+    text.push_str(tail);
+    assert_eq!(text.len(), size);
+    text
+}
+
+fn ack_frame(count: u64) -> String {
+    Frame::Ack { ack: count }.encode()
+}
+
+#[test]
+fn received_frames_are_acknowledged_after_the_delay() {
+    let mut core = open_core();
+    let delay = Options::default().ack_delay;
+    assert_eq!(delay, Duration::from_millis(200));
+    core.handle_frame(at(100), TransportId(1), &chat_frame(60));
+    assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0]);
+    assert_eq!(core.poll_timeout(), Some(at(100) + delay));
+    // A second frame within the delay rides on the first one's acknowledgement.
+    core.handle_frame(at(150), TransportId(1), &chat_frame(60));
+    assert_eq!(core.poll_timeout(), Some(at(100) + delay));
+    core.handle_timeout(at(299));
+    assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0]);
+    core.handle_timeout(at(100) + delay);
+    assert_eq!(transmitted(&drain(&mut core)), [ack_frame(2)]);
+    assert!(
+        core.poll_timeout() > Some(at(100) + delay),
+        "nothing more due"
+    );
+    // Control frames are not counted: nothing to acknowledge.
+    core.handle_frame(at(400), TransportId(1), r#"{"type":"~pong"}"#);
+    assert_eq!(
+        core.poll_timeout(),
+        Some(at(25) + core.options.heartbeat_interval)
+    );
+    core.handle_frame(at(500), TransportId(1), &chat_frame(60));
+    core.handle_timeout(at(500) + delay);
+    assert_eq!(transmitted(&drain(&mut core)), [ack_frame(3)]);
+}
+
+#[test]
+fn ack_every_frames_are_acknowledged_at_once() {
+    let mut core = open_core();
+    let every = core.options.ack_every;
+    for n in 1..every {
+        core.handle_frame(at(30), TransportId(1), &chat_frame(60));
+        assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0], "frame {n}");
+    }
+    core.handle_frame(at(31), TransportId(1), &chat_frame(60));
+    assert_eq!(transmitted(&drain(&mut core)), [ack_frame(every)]);
+    assert!(
+        core.poll_timeout() > Some(at(31) + core.options.ack_delay),
+        "no acknowledgement left due"
+    );
+    // The count starts again from the acknowledgement.
+    for _ in 1..every {
+        core.handle_frame(at(32), TransportId(1), &chat_frame(60));
+    }
+    assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0]);
+    core.handle_frame(at(33), TransportId(1), &chat_frame(60));
+    assert_eq!(transmitted(&drain(&mut core)), [ack_frame(2 * every)]);
+}
+
+#[test]
+fn ack_bytes_of_frames_are_acknowledged_at_once() {
+    let mut core = open_core();
+    assert_eq!(core.options.ack_bytes, 64 << 10);
+    // 10 000-byte frames: the seventh makes 70 000 bytes, past 65 536.
+    for n in 1..7 {
+        core.handle_frame(at(30), TransportId(1), &chat_frame(10_000));
+        assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0], "frame {n}");
+    }
+    core.handle_frame(at(31), TransportId(1), &chat_frame(10_000));
+    assert_eq!(transmitted(&drain(&mut core)), [ack_frame(7)]);
+    // The bytes count again from the acknowledgement: one exactly at the threshold.
+    core.handle_frame(at(32), TransportId(1), &chat_frame(40_000));
+    assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0]);
+    core.handle_frame(at(33), TransportId(1), &chat_frame(25_536));
+    assert_eq!(transmitted(&drain(&mut core)), [ack_frame(9)]);
+    // An error report is a reliable frame too, counted in frames and bytes.
+    core.options.ack_bytes = 50;
+    core.handle_frame(
+        at(34),
+        TransportId(1),
+        r#"{"type":"~error","code":"unknown_target","message":"no client with source \"bob\" here","re":77}"#,
+    );
+    assert_eq!(transmitted(&drain(&mut core)), [ack_frame(10)]);
+    // 0: every reliable frame at once.
+    core.options.ack_bytes = 0;
+    core.handle_frame(at(35), TransportId(1), &chat_frame(60));
+    assert_eq!(transmitted(&drain(&mut core)), [ack_frame(11)]);
+}
+
+#[test]
+fn a_graceful_close_acknowledges_what_was_received_first() {
+    let mut core = open_core();
+    core.handle_frame(at(30), TransportId(1), &chat_frame(60));
+    drain(&mut core);
+    core.close(at(40), 1000, "bye");
+    let outputs = drain(&mut core);
+    assert_eq!(transmitted(&outputs), [ack_frame(1)]);
+    let ack_at = outputs
+        .iter()
+        .position(|o| matches!(o, Output::Transmit(_)));
+    let close_at = outputs
+        .iter()
+        .position(|o| matches!(o, Output::CloseTransport { code: 1000, .. }));
+    assert!(
+        ack_at < close_at,
+        "the ack goes before the close: {outputs:?}"
+    );
+    assert_eq!(core.poll_timeout(), None, "nothing left due");
+
+    // Closing with messages in flight: frames received meanwhile are acknowledged
+    // before the close too, even when the server's ack comes before the delay is up.
+    let mut core = open_core();
+    let chat = Outgoing {
+        kind: "chat",
+        payload: Some("1"),
+        ..Outgoing::default()
+    };
+    core.send(at(30), chat).expect("sent");
+    drain(&mut core);
+    core.close(at(31), 1000, "");
+    core.handle_frame(at(32), TransportId(1), &chat_frame(60));
+    assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0]);
+    core.handle_frame(at(40), TransportId(1), &ack_frame(1));
+    let outputs = drain(&mut core);
+    assert_eq!(transmitted(&outputs), [ack_frame(1)]);
+    assert!(outputs
+        .iter()
+        .any(|o| matches!(o, Output::CloseTransport { code: 1000, .. })));
+}
+
+#[test]
+fn the_hello_acknowledges_what_was_received() {
+    let mut core = open_core();
+    for _ in 0..5 {
+        core.handle_frame(at(30), TransportId(1), &chat_frame(10_000));
+    }
+    drain(&mut core);
+    core.handle_closed(at(40), TransportId(1), 1001, "going away");
+    // The acknowledgement's timer may still fire first, to no effect.
+    let retry = loop {
+        let due = core.poll_timeout().expect("a reconnect");
+        core.handle_timeout(due);
+        if drain(&mut core).contains(&Output::Connect(TransportId(2))) {
+            break due;
+        }
+    };
+    core.handle_opened(retry, TransportId(2));
+    let outputs = drain(&mut core);
+    assert!(
+        transmitted(&outputs)[0].contains(r#""ack":5"#),
+        "{outputs:?}"
+    );
+    let welcome = welcome(&core, 0, true);
+    core.handle_frame(retry, TransportId(2), &welcome);
+    drain(&mut core);
+    // The five frames were acknowledged by the hello: the count and the bytes start
+    // again (two more 10 000-byte frames would otherwise pass 64 KiB).
+    for _ in 0..2 {
+        core.handle_frame(retry, TransportId(2), &chat_frame(10_000));
+    }
+    assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0]);
+    let due = core.poll_timeout().expect("the acknowledgement");
+    core.handle_timeout(due);
+    assert_eq!(transmitted(&drain(&mut core)), [ack_frame(7)]);
+}
+
+#[test]
+fn binary_frames_are_reported() {
+    let mut core = open_core();
+    core.handle_binary(at(30), TransportId(1));
+    assert_eq!(
+        events(&mut core),
+        [Event::Error(Error::Protocol(
+            "binary frame from the server".into()
+        ))]
+    );
+    core.handle_binary(at(30), TransportId(9));
+    assert_eq!(
+        drain(&mut core),
+        [],
+        "a replaced transport's frames are ignored"
+    );
+}

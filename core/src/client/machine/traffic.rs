@@ -1,0 +1,206 @@
+//! What flows on a connection: the outbox sent within the window and the pace, messages,
+//! errors and acknowledgements received, and the outcomes of what will not be sent.
+
+use super::*;
+use crate::client::events::*;
+
+impl ClientCore {
+    /// Checks and queues an application message (send, request), transmitting it when open.
+    pub(super) fn enqueue_outgoing(
+        &mut self,
+        now: Instant,
+        message: Outgoing<'_>,
+        settles: Settles,
+    ) -> Result<u64, Error> {
+        self.clock = self.clock.max(now);
+        if message.kind.is_empty() || message.kind.starts_with(RESERVED_PREFIX) {
+            return Err(Error::InvalidType);
+        }
+        let message_frame = Message {
+            kind: message.kind.into(),
+            id: None,
+            re: None,
+            to: message.to.map(Into::into),
+            source: None,
+            payload: message.payload,
+            error: None,
+        };
+        self.enqueue(message_frame, message.ttl.map(|ttl| now + ttl), settles)
+    }
+
+    /// Queues `message` under the next id, transmitting it when open.
+    pub(super) fn enqueue(
+        &mut self,
+        mut message: Message<'_>,
+        expires: Option<Instant>,
+        settles: Settles,
+    ) -> Result<u64, Error> {
+        if let Some(error) = &self.stopped {
+            return Err(error.clone());
+        }
+        if let State::Closing { .. } = self.state {
+            return Err(Error::Closed);
+        }
+        if let Some(payload) = message.payload {
+            json::validate(payload).map_err(|_| Error::InvalidPayload)?;
+        }
+        let encode = |id| {
+            message.id = Some(id);
+            message.encode()
+        };
+        let id = self.outbox.push(&self.options, encode, expires, settles)?;
+        self.send_more();
+        Ok(id)
+    }
+
+    /// Settles every message up to `ack`: sends and responses are delivered.
+    pub(super) fn settle_acked(&mut self, ack: u64) {
+        for (id, settles) in self.outbox.settle_through(ack) {
+            self.acknowledged_messages += 1;
+            if settles == Settles::OnAck {
+                self.event(Event::Delivered { id });
+            }
+        }
+    }
+
+    /// Transmits queued messages while open, as far as the server's window and rate limit
+    /// allow; when the rate limit stops it, again once a token is back (`paced`).
+    pub(super) fn send_more(&mut self) {
+        if let State::Open { .. } | State::Closing { .. } = self.state {
+            let budget = match &mut self.pace {
+                Some(pace) => {
+                    pace.refill(self.clock);
+                    usize::try_from(pace.tokens()).unwrap_or(usize::MAX)
+                }
+                None => usize::MAX,
+            };
+            let outputs = &mut self.outputs;
+            let (sent, more) = self.outbox.send_more(self.window, budget, |frame| {
+                outputs.push(Some(Output::Transmit(frame)));
+            });
+            if let Some(pace) = &mut self.pace {
+                pace.spend(sent as u64);
+                if more && self.paced.is_none() {
+                    self.paced = Some(pace.next_token());
+                }
+            }
+        }
+    }
+
+    /// One more reliable frame of `bytes` received: acknowledged at once past `ack_every`
+    /// frames or `ack_bytes` bytes (so the server's flow control never waits on a lazy
+    /// acknowledgement), else within `ack_delay`.
+    pub(super) fn count_received(&mut self, now: Instant, bytes: usize) {
+        self.received += 1;
+        self.unacked_bytes = self.unacked_bytes.saturating_add(bytes);
+        if self.received - self.acknowledged >= self.options.ack_every
+            || self.unacked_bytes >= self.options.ack_bytes
+        {
+            self.send_ack();
+        } else if self.ack_due.is_none() {
+            self.ack_due = Some(now + self.options.ack_delay);
+        }
+    }
+
+    pub(super) fn send_ack(&mut self) {
+        self.ack_due = None;
+        if matches!(self.state, State::Open { .. } | State::Closing { .. })
+            && self.received > self.acknowledged
+        {
+            self.acknowledged = self.received;
+            self.unacked_bytes = 0;
+            let ack = Frame::Ack { ack: self.received };
+            self.output(Output::Transmit(ack.encode()));
+        }
+    }
+
+    pub(super) fn handle_message(&mut self, message: Message<'_>) {
+        let result = match message.error {
+            Some(error) => Err(error),
+            None => Ok(message.payload.map(str::to_owned)),
+        };
+        let source = message.source.map(Into::into);
+        let Some(re) = message.re else {
+            self.event(Event::Message(InboundMessage {
+                kind: message.kind.into_owned(),
+                payload: result.ok().flatten(),
+                source,
+                id: message.id,
+            }));
+            return;
+        };
+        if let Some(index) = self.targets.iter().position(|(id, _)| *id == re) {
+            // Put to one client: nobody else may answer it (the server refuses such answers
+            // too, but a client does not rely on a server it cannot see).
+            if source.as_deref() != self.targets.get(index).map(|(_, to)| to.as_str()) {
+                let message = "a response from another client than the one asked".into();
+                self.event(Event::Error(Error::Protocol(message)));
+                return;
+            }
+            self.targets.swap_remove(index);
+        }
+        if self.requests.remove(re) {
+            self.event(Event::Reply {
+                request: re,
+                source,
+                result,
+            });
+        } else {
+            let kind = message.kind.into_owned();
+            self.event(Event::Response(Response {
+                kind,
+                re,
+                source,
+                result,
+            }));
+        }
+    }
+
+    pub(super) fn handle_error_report(&mut self, report: ErrorReport) {
+        let error = Error::Remote(report.error);
+        let Some(id) = report.re else {
+            self.event(Event::Error(error));
+            return;
+        };
+        // A request whose caller already got its outcome (a timeout) no longer waits: the
+        // error is then only reported, never a second outcome for the same id.
+        let entry = self.outbox.remove(id);
+        let waiting =
+            self.requests.remove(id) || entry.is_some_and(|entry| entry.settles == Settles::OnAck);
+        if waiting {
+            self.fail(id, error);
+        } else {
+            self.event(Event::Error(error));
+        }
+        self.check_closing_done();
+    }
+
+    pub(super) fn handle_ack(&mut self, ack: u64) {
+        self.settle_acked(ack);
+        self.send_more();
+        self.check_closing_done();
+    }
+
+    /// Pending requests fail with `error`; one that was sent already may have been delivered,
+    /// and fails as [`Error::Unconfirmed`] instead.
+    pub(super) fn fail_requests(&mut self, error: &Error) {
+        for (id, _) in self.requests.drain() {
+            let sent = self.outbox.remove_untransmitted(id).is_none();
+            self.fail(id, failure(error, sent));
+        }
+    }
+
+    /// Everything still pending fails with `error`: the client will not send it. What it had
+    /// sent and the server had not acknowledged may have been delivered, and says so
+    /// ([`Error::Unconfirmed`]): only a message that never left fails with `error` itself.
+    pub(super) fn fail_everything(&mut self, error: &Error) {
+        self.fail_requests(error);
+        for entry in self.outbox.drain() {
+            // Requests had their outcome above (or when they timed out): never a second one.
+            if entry.settles == Settles::OnAck {
+                self.fail(entry.id, failure(error, entry.transmitted));
+            }
+        }
+        self.ack_due = None;
+    }
+}
