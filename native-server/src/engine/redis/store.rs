@@ -1,0 +1,389 @@
+//! The engine's contract ([`SessionStore`], [`Router`]) over the scripts: claims, sessions,
+//! fetches, settles and routes.
+
+use super::*;
+
+impl SessionStore for RedisEngine {
+    async fn claim(
+        &self,
+        source: &str,
+        attempt: Option<&Attempt>,
+        doorbell: &Doorbell,
+        exclusive: bool,
+    ) -> Result<Claim, ClaimError> {
+        let node = self.node().map_err(ClaimError::Unavailable)?;
+        let keys = Keys::of(source);
+        let (instance, number) = attempt.map_or((String::new(), String::new()), |attempt| {
+            (attempt.instance.clone(), attempt.number.to_string())
+        });
+        let value = self
+            .eval(
+                &self.scripts.claim,
+                &[&keys.meta, &keys.r#box, &keys.from, &keys.members],
+                &[
+                    node.to_string().as_bytes(),
+                    if exclusive { b"1" } else { b"0" },
+                    LEASE.as_millis().to_string().as_bytes(),
+                    self.limits.session_grace.as_millis().to_string().as_bytes(),
+                    keys.hex.as_bytes(),
+                    instance.as_bytes(),
+                    number.as_bytes(),
+                ],
+            )
+            .await
+            .map_err(ClaimError::Unavailable)?;
+        let numbers = ints(&value);
+        let epoch = match numbers.first().copied() {
+            Some(-1) => return Err(ClaimError::Occupied),
+            Some(-2) => return Err(ClaimError::Stale),
+            Some(epoch) => u64::try_from(epoch).unwrap_or(0),
+            None => return Err(ClaimError::Unavailable(EngineError("bad answer".into()))),
+        };
+        let next = numbers
+            .get(1)
+            .copied()
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(1);
+        let previous = text(items(&value).get(2));
+        let signal = if numbers.get(3) == Some(&1) {
+            Signal::Superseded
+        } else {
+            Signal::Replaced
+        };
+        let replaced = self.locals().insert(
+            source.to_owned(),
+            Local {
+                epoch,
+                doorbell: doorbell.clone(),
+                inbox: Inbox::default(),
+            },
+        );
+        if let Some(old) = replaced {
+            old.doorbell.ring(signal);
+        }
+        if !previous.is_empty() && previous != node.to_string() {
+            let note = Note::Replaced {
+                source: keys.hex.clone(),
+                epoch,
+                superseded: signal == Signal::Superseded,
+            };
+            self.notify(&previous, note).await;
+        }
+        self.present(source).await;
+        Ok(Claim {
+            source: source.to_owned(),
+            key: 0,
+            epoch,
+            next,
+            attempt: attempt.cloned(),
+            session: None,
+        })
+    }
+
+    async fn open(
+        &self,
+        claim: &mut Claim,
+        hello: Option<&Hello>,
+        fresh_next: u64,
+    ) -> Result<Opened, EngineError> {
+        let keys = Keys::of(&claim.source);
+        let (token, ack, sid) = match hello {
+            Some(hello) => (
+                hello.token.as_str(),
+                hello.ack,
+                hello.sid.as_deref().unwrap_or(""),
+            ),
+            None => ("", 0, ""),
+        };
+        let new_sid = self.new_sid();
+        let value = self
+            .eval(
+                &self.scripts.open,
+                &[&keys.meta, &keys.r#box],
+                &[
+                    claim.epoch.to_string().as_bytes(),
+                    token.as_bytes(),
+                    ack.to_string().as_bytes(),
+                    sid.as_bytes(),
+                    fresh_next.to_string().as_bytes(),
+                    new_sid.as_bytes(),
+                ],
+            )
+            .await?;
+        let numbers = ints(&value);
+        match numbers.first().copied() {
+            Some(-1) => return Err(EngineError("the source was claimed again".into())),
+            Some(-2) => return Err(EngineError("the source's state is gone".into())),
+            _ => {}
+        }
+        let number = |i: usize| {
+            numbers
+                .get(i)
+                .copied()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0)
+        };
+        let lost = numbers.get(4).copied().filter(|&n| n >= 0);
+        let sid = text(items(&value).get(5));
+        claim.session = hello.map(|hello| hello.token.clone());
+        // The connection reads the mailbox from its session's start.
+        self.with_local(claim, |local| local.inbox.forget());
+        Ok(Opened {
+            resumed: number(0) == 1,
+            consumed: number(1),
+            base: number(2),
+            next: number(3),
+            lost: lost.and_then(|n| u64::try_from(n).ok()),
+            sid: (!sid.is_empty()).then_some(sid),
+        })
+    }
+
+    async fn fetch(
+        &self,
+        claim: &Claim,
+        from: u64,
+        out: &mut Vec<Utf8Bytes>,
+        max: usize,
+    ) -> Result<usize, EngineError> {
+        let now = tokio::time::Instant::now();
+        let next = self.with_local(claim, |local| match local.inbox.take(from, max, now, out) {
+            Next::Wait(Some(at)) => {
+                // If the missing frame does not come, the connection reads its mailbox.
+                let doorbell = local.doorbell.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    doorbell.ring(Signal::Mail);
+                });
+                Next::Wait(None)
+            }
+            next => next,
+        });
+        // Without an entry of its own (a newer claim here took it), the mailbox answers.
+        let next = next.unwrap_or(Next::ReadMailbox);
+        match next {
+            Next::Taken(count) => return Ok(count),
+            Next::Wait(_) => return Ok(0),
+            Next::ReadMailbox => {}
+        }
+        let keys = Keys::of(&claim.source);
+        let value = self
+            .eval(
+                &self.scripts.fetch,
+                &[&keys.meta, &keys.r#box],
+                &[
+                    claim.epoch.to_string().as_bytes(),
+                    from.to_string().as_bytes(),
+                    max.to_string().as_bytes(),
+                ],
+            )
+            .await?;
+        let parts = items(&value);
+        let signal = match ints(&Value::Array(parts.first().cloned().into_iter().collect()))
+            .first()
+            .copied()
+        {
+            Some(0) => None,
+            Some(5) if claim.superseded_by(Some(&text(parts.get(1)))) => Some(Signal::Superseded),
+            Some(5) => Some(Signal::Replaced),
+            _ => Some(Signal::Gone),
+        };
+        if let Some(signal) = signal {
+            // This connection's own doorbell: a newer connection of the source on this relay
+            // is not the one fenced off.
+            self.with_local(claim, |local| local.doorbell.ring(signal));
+            return Ok(0);
+        }
+        let before = out.len();
+        tracing::trace!(
+            source = claim.source,
+            from,
+            count = parts.len().saturating_sub(1),
+            "fetched from Redis"
+        );
+        for frame in parts.get(1..).unwrap_or_default() {
+            if let Value::BulkString(bytes) = frame {
+                match Utf8Bytes::try_from(bytes.clone()) {
+                    Ok(frame) => out.push(frame),
+                    Err(_) => tracing::error!("a mailbox frame is not UTF-8"),
+                }
+            }
+        }
+        if parts.len() > max {
+            // A full batch: the mailbox may hold more, which nothing will hand over (it was
+            // appended before this read). The next fetch reads the mailbox again.
+            self.with_local(claim, |local| local.inbox.forget());
+        }
+        Ok(out.len() - before)
+    }
+
+    async fn settle(&self, claim: &Claim, through: u64) -> Result<(), EngineError> {
+        let keys = Keys::of(&claim.source);
+        self.eval(
+            &self.scripts.settle,
+            &[&keys.meta, &keys.r#box],
+            &[
+                claim.epoch.to_string().as_bytes(),
+                through.to_string().as_bytes(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn release(&self, claim: &Claim) {
+        {
+            let mut locals = self.locals();
+            if locals
+                .get(&claim.source)
+                .is_some_and(|local| local.epoch == claim.epoch)
+            {
+                locals.remove(&claim.source);
+            }
+        }
+        let keys = Keys::of(&claim.source);
+        let released = self
+            .eval(
+                &self.scripts.release,
+                &[&keys.meta, &keys.r#box, &keys.from, &keys.members],
+                &[
+                    claim.epoch.to_string().as_bytes(),
+                    self.limits.session_grace.as_millis().to_string().as_bytes(),
+                    keys.hex.as_bytes(),
+                ],
+            )
+            .await;
+        if let Ok(value) = released {
+            if ints(&value).first() == Some(&1) {
+                let mut conn = self.conn.clone();
+                let _: Result<i64, _> = self
+                    .call(
+                        redis::cmd("ZREM")
+                            .arg("wsr:presence")
+                            .arg(&claim.source)
+                            .query_async(&mut conn),
+                    )
+                    .await;
+            }
+        }
+    }
+}
+
+impl Router for RedisEngine {
+    async fn route(
+        &self,
+        claim: &Claim,
+        id: Option<u64>,
+        effect: &Effect<Utf8Bytes>,
+        _waiter: &Doorbell,
+    ) -> Routed {
+        let outcome = async {
+            // The connection's own session, whoever holds the source on this relay now.
+            let dedupe = || match (&claim.session, id) {
+                (Some(token), Some(id)) => format!("{token}|{id}"),
+                _ => String::new(),
+            };
+            match effect {
+                Effect::Consume => self.commit(claim, id, None).await,
+                Effect::Resolve { kind, re, result } => {
+                    let routed = self.commit(claim, id, None).await?;
+                    if routed == Routed::Done {
+                        self.resolve(&claim.source, kind, *re, result).await;
+                    }
+                    Ok(routed)
+                }
+                Effect::Reply { frame } => self.commit(claim, id, Some(frame)).await,
+                Effect::To { target, frame } if *target == claim.source => {
+                    self.commit(claim, id, Some(frame)).await
+                }
+                Effect::To { target, frame } => {
+                    let key = dedupe();
+                    let sender = Some((claim.source.as_str(), key.as_str()));
+                    let window = Some(self.limits.backlog_window);
+                    let (status, _, _) = self.route_one(target, frame, sender, window).await?;
+                    match status {
+                        0 | 1 => self.commit(claim, id, None).await,
+                        2 => Ok(Routed::UnknownTarget),
+                        3 => Ok(Routed::Blocked { on: target.clone() }),
+                        _ => Ok(Routed::Overflow),
+                    }
+                }
+                Effect::Broadcast { frame } => {
+                    let key = dedupe();
+                    let window = Some(self.limits.backlog_window);
+                    match self
+                        .broadcast_all(frame, Some(&claim.source), &key, window)
+                        .await?
+                    {
+                        Ok(_) => self.commit(claim, id, None).await,
+                        Err(on) => Ok(Routed::Blocked { on }),
+                    }
+                }
+            }
+        };
+        match outcome.await {
+            Ok(routed) => routed,
+            Err(error) => {
+                tracing::debug!(source = claim.source, %error, "route not done");
+                Routed::Unavailable
+            }
+        }
+    }
+
+    async fn append(&self, claim: &Claim, frame: Utf8Bytes) -> Result<(), EngineError> {
+        match self.commit(claim, None, Some(&frame)).await? {
+            Routed::Done => Ok(()),
+            other => Err(EngineError(format!("not appended: {other:?}"))),
+        }
+    }
+
+    async fn send_to(&self, target: &str, frame: Utf8Bytes) -> Result<(), SendRefused> {
+        let (status, _, _) = self
+            .route_one(target, &frame, None, None)
+            .await
+            .map_err(SendRefused::Unavailable)?;
+        match status {
+            0 => Ok(()),
+            2 => Err(SendRefused::UnknownTarget),
+            _ => Err(SendRefused::Overflow),
+        }
+    }
+
+    async fn broadcast(
+        &self,
+        frame: Utf8Bytes,
+        exclude: Option<&str>,
+    ) -> Result<usize, EngineError> {
+        match self.broadcast_all(&frame, exclude, "", None).await? {
+            Ok(delivered) => Ok(delivered),
+            Err(on) => Err(EngineError(format!("{on} is behind"))),
+        }
+    }
+
+    async fn clients(&self) -> Result<Vec<String>, EngineError> {
+        let mut conn = self.conn.clone();
+        let mut sources: Vec<String> = self
+            .call(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg("wsr:presence")
+                    .arg(now_ms())
+                    .arg("+inf")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        sources.sort_unstable();
+        Ok(sources)
+    }
+
+    async fn is_connected(&self, source: &str) -> Result<bool, EngineError> {
+        let mut conn = self.conn.clone();
+        let until: Option<u64> = self
+            .call(
+                redis::cmd("ZSCORE")
+                    .arg("wsr:presence")
+                    .arg(source)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(until.is_some_and(|until| until > now_ms()))
+    }
+}
