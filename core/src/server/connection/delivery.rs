@@ -1,0 +1,248 @@
+//! What goes to the client: the session opened, the engine's answers to routes, frames from
+//! the mailbox written within the window, handlers' replies, and settling what the client
+//! acknowledged.
+
+use super::*;
+
+impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
+    /// `count` more frames of `Output::Deliver` were written to the socket. A bare client has
+    /// no acknowledgements: for it, written is settled.
+    pub fn handle_written(&mut self, count: usize) {
+        if matches!(self.mode, Mode::Bare) && count > 0 {
+            let through = (self.settled + count as u64).min(self.next - 1);
+            self.settle_through(through);
+            self.drain();
+        }
+    }
+
+    /// The engine opened the session (or set up the bare client) asked for by `Output::Open`.
+    pub fn handle_opened(&mut self, opened: Opened) {
+        let Mode::Opening { token, late } = std::mem::replace(&mut self.mode, Mode::Bare) else {
+            return;
+        };
+        self.base = opened.base;
+        self.next = opened.next;
+        self.settled = opened.next - 1;
+        self.in_flight.clear();
+        self.backlog_bytes = 0;
+        self.over_since = None;
+        if opened.resumed {
+            self.counters.resent += self.claimed_next.saturating_sub(opened.next);
+        }
+        self.settle_owed = 0;
+        self.settle_due = None;
+        if let Some(token) = token {
+            self.consumed = opened.consumed;
+            self.acked_to_client = opened.consumed;
+            let welcome = Frame::Welcome(Welcome {
+                version: VERSION,
+                session: Cow::Borrowed(&token),
+                ack: opened.consumed,
+                resumed: opened.resumed,
+                lost: opened.lost,
+                window: Some(self.settings.send_window as u64),
+                sid: opened.sid.as_deref().map(Cow::Borrowed),
+                rate: self
+                    .limiter
+                    .as_ref()
+                    .map(|limiter| u64::from(limiter.limit().per_second)),
+                burst: self
+                    .limiter
+                    .as_ref()
+                    .map(|limiter| u64::from(limiter.limit().burst)),
+            });
+            self.transmit(welcome.encode());
+            self.event(ServerEvent::Opened {
+                resumed: opened.resumed,
+                lost: opened.lost,
+                late,
+            });
+            self.mode = Mode::Session { token };
+        }
+        self.drain();
+    }
+
+    /// The engine's answer to the last `Output::Route`.
+    pub fn handle_routed(&mut self, now: Instant, routed: Routed) {
+        self.latest = self.latest.max(now);
+        let Some(held) = self.held.take_if(|held| held.retry_at.is_none()) else {
+            return;
+        };
+        match routed {
+            Routed::Done | Routed::Duplicate => {
+                if let Some(id) = held.id {
+                    self.consumed = self.consumed.max(id);
+                    if routed == Routed::Duplicate {
+                        self.event(ServerEvent::Duplicate { id });
+                    }
+                }
+                if let (Some((kind, payload)), Routed::Done) = (held.call, &routed) {
+                    self.calls.push_back((kind.clone(), held.id));
+                    self.outputs.push_back(Output::Call {
+                        kind,
+                        source: self.source.clone(),
+                        payload,
+                    });
+                }
+                self.drain();
+            }
+            Routed::UnknownTarget | Routed::Overflow => {
+                let target = match &held.effect {
+                    Effect::To { target, .. } => clip(target),
+                    _ => Cow::Borrowed("?"),
+                };
+                let (code, message) = if routed == Routed::UnknownTarget {
+                    let message = format!("no client with source \"{target}\"");
+                    (ErrorCode::UnknownTarget, message)
+                } else {
+                    let message = format!("the mailbox of \"{target}\" is full");
+                    (ErrorCode::Overflow, message)
+                };
+                // Consuming the message is answering it: the error goes out before the ack.
+                let frame = self.rejection(code, message, held.id);
+                self.route(held.id, Effect::Reply { frame }, None);
+            }
+            Routed::Blocked { .. } | Routed::Unavailable => {
+                if let Routed::Blocked { on } = routed {
+                    self.event(ServerEvent::Blocked { on });
+                }
+                self.held = Some(Held {
+                    retry_at: Some(now + self.settings.retry_interval),
+                    ..held
+                });
+            }
+            Routed::Fenced { superseded: true } => self.handle_superseded(),
+            Routed::Fenced { superseded: false } => self.handle_replaced(),
+            Routed::Gone => self.handle_gone(),
+        }
+    }
+
+    /// A recipient this connection waits for has room again: retry now.
+    pub fn handle_wake(&mut self, now: Instant) {
+        if let Some(held) = self.held.as_mut() {
+            if held.retry_at.is_some() {
+                held.retry_at = Some(now);
+                self.handle_timeout(now);
+            }
+        }
+    }
+
+    /// A frame from the mailbox, at the position [`fetch_from`](Self::fetch_from) named (and
+    /// the following ones, in order).
+    pub fn handle_delivery(&mut self, now: Instant, frame: F) {
+        if self.fetch_from().is_none() {
+            return;
+        }
+        self.latest = self.latest.max(now);
+        let len = frame.len();
+        if matches!(self.mode, Mode::Session { .. } | Mode::Bare) {
+            self.answerable.note(&frame, self.settings.answerable);
+        }
+        self.next += 1;
+        self.in_flight.push_back(len);
+        self.backlog_bytes += len;
+        if self.backlog_bytes > self.settings.backlog_window && self.over_since.is_none() {
+            self.over_since = Some(now);
+        }
+        self.outputs.push_back(Output::Deliver(frame));
+    }
+
+    /// An application handler's reply to the oldest call.
+    pub fn handle_reply(&mut self, reply: Reply) {
+        let Some((kind, id)) = self.calls.pop_front() else {
+            return;
+        };
+        let (payload, error) = match reply {
+            Reply::None => return self.drain(),
+            Reply::Payload(payload) => (Some(payload), None),
+            Reply::Error(error) => (None, Some(error)),
+        };
+        match id {
+            Some(id) => {
+                let response = Message {
+                    kind: Cow::Borrowed(&kind),
+                    id: None,
+                    re: Some(id),
+                    to: None,
+                    source: None,
+                    payload: payload.as_deref(),
+                    error,
+                };
+                // Even after the connection ended: the response then waits in the parked
+                // session for the client's return.
+                self.outputs
+                    .push_back(Output::Append(F::from(response.encode())));
+            }
+            None => self.event(ServerEvent::Unanswerable { kind }),
+        }
+        self.drain();
+    }
+
+    /// The end of a batch of input: acknowledge what was consumed. (Acknowledging per batch
+    /// rather than per message lets one write carry the responses and the ack.)
+    pub fn flush(&mut self) {
+        if matches!(self.mode, Mode::Session { .. })
+            && self.ending.is_none()
+            && self.consumed > self.acked_to_client
+        {
+            self.acked_to_client = self.consumed;
+            self.counters.acks_sent += 1;
+            self.transmit(Frame::Ack { ack: self.consumed }.encode());
+        }
+    }
+
+    /// Sends `frame` to the client about message `id`: consuming the id if it has one.
+    pub(super) fn answer(&mut self, id: Option<u64>, frame: F) {
+        match id {
+            Some(_) => self.route(id, Effect::Reply { frame }, None),
+            None => self.outputs.push_back(Output::Append(frame)),
+        }
+    }
+
+    pub(super) fn client_ack(&mut self, ack: u64) {
+        if !matches!(self.mode, Mode::Session { .. }) {
+            return;
+        }
+        // A stale ack, or one for more than was sent, changes nothing.
+        let through = self.base.saturating_add(ack);
+        if through > self.settled && through < self.next {
+            self.settle_through(through);
+            self.drain();
+        }
+    }
+
+    pub(super) fn settle_through(&mut self, through: u64) {
+        if through <= self.settled {
+            return;
+        }
+        for _ in self.settled..through {
+            let len = self.in_flight.pop_front();
+            debug_assert!(len.is_some(), "settled past what was transmitted");
+            let len = len.unwrap_or(0);
+            self.backlog_bytes -= len;
+            self.settle_owed += len;
+        }
+        self.settled = through;
+        if self.backlog_bytes <= self.settings.backlog_window {
+            self.over_since = None;
+        }
+        if self.settings.settle_delay.is_zero() || self.settle_owed >= self.settings.settle_bytes {
+            self.settle_now();
+        } else if self.settle_due.is_none() {
+            self.settle_due = Some(self.latest + self.settings.settle_delay);
+        }
+    }
+
+    /// Settles with the engine what the client has.
+    pub(super) fn settle_now(&mut self) {
+        self.settle_owed = 0;
+        self.settle_due = None;
+        let through = self.settled;
+        // Acknowledgements read in one batch settle once: for a remote store each settle is
+        // a round trip the connection waits for.
+        match self.outputs.back_mut() {
+            Some(Output::Settle { through: queued }) => *queued = through,
+            _ => self.outputs.push_back(Output::Settle { through }),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! [`ServerConnection`]: every decision the server makes about one WebSocket connection.
+//!
+//! Inputs are the client's frames, transport events, the engine's answers and signals, the
+//! application handlers' replies and [`handle_timeout`](ServerConnection::handle_timeout); each
+//! takes the current time. After each input the driver drains
+//! [`poll_output`](ServerConnection::poll_output), carries out every [`Output`] in order
+//! (feeding the answers of `Open`, `Route` and `Call` back), and sleeps until
+//! [`poll_timeout`](ServerConnection::poll_timeout). The driver decides nothing: it reads,
+//! writes, sleeps, and asks the engine.
+//!
+//! Flow control (`PROTOCOL.md` section 4): a message is consumed only when every recipient
+//! that is connected has room (the engine answers [`Routed::Blocked`] otherwise), only while
+//! this client's own backlog is under the window, and only while fewer than
+//! `max_pending_calls` handler calls wait. Until then it waits here, unacknowledged, with the
+//! frames that follow it; acknowledgements and pings are still read and answered, so two
+//! clients blocked on each other keep draining. A client whose backlog stays over the window
+//! for `slow_consumer_timeout` is closed with 1013: it reconnects and resumes.
+
+mod delivery;
+mod inbound;
+mod liveness;
+mod output;
+mod settings;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+
+use super::engine::{Effect, Hello, Opened, Routed};
+use super::limit::{Answerable, Limiter, RateLimit, Verdict};
+use crate::protocol::{
+    DecodeError, ErrorCode, Frame, Message, Welcome, CLOSE_REPLACED, CLOSE_SUPERSEDED,
+    RELAY_PREFIX, VERSION,
+};
+use crate::{Instant, Reply};
+
+pub use output::*;
+pub use settings::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    /// No frame yet: is it a wsrelay client (hello) or a bare one? (`announced`: the URL said
+    /// it is a wsrelay client.)
+    Pending { announced: bool },
+    /// Waiting for the engine's `Opened` (with the token for a session).
+    Opening { token: Option<String>, late: bool },
+    /// No session: frames without ids, no acknowledgements.
+    Bare,
+    /// A wsrelay client's session.
+    Session { token: String },
+    /// Ended; deliveries are still written until the driver closes.
+    Closed,
+}
+
+/// A message handed to the engine, or waiting to be.
+#[derive(Debug, Clone)]
+struct Held<F> {
+    id: Option<u64>,
+    effect: Effect<F>,
+    /// The handler call to make once it is consumed.
+    call: Option<(String, Option<String>)>,
+    /// `None` while the engine works on it; the retry time while it is blocked.
+    retry_at: Option<Instant>,
+}
+
+/// Client input kept in arrival order until it can be consumed.
+#[derive(Debug, Clone)]
+enum Work {
+    Text(String),
+    TooLarge(usize),
+    Binary,
+    /// A message over the rate limit, to be answered `rate_limited` in its turn.
+    RateLimited(u64),
+}
+
+/// The server side of one WebSocket connection, sans-IO.
+#[derive(Debug)]
+pub struct ServerConnection<F, H> {
+    source: String,
+    settings: ConnectionSettings,
+    handlers: H,
+    mode: Mode,
+    // ---- client -> server ----
+    /// The de-duplication watermark: the highest id consumed.
+    consumed: u64,
+    /// The highest id acknowledged to the client.
+    acked_to_client: u64,
+    held: Option<Held<F>>,
+    stash: VecDeque<Work>,
+    stash_bytes: usize,
+    /// Kinds and ids of the handler calls waiting for their reply, oldest first.
+    calls: VecDeque<(String, Option<u64>)>,
+    // ---- server -> client ----
+    /// Position before the session's first frame (client counts start there).
+    base: u64,
+    /// The next position to fetch and transmit.
+    next: u64,
+    /// The last position the client has (acknowledged, or written for a bare client).
+    settled: u64,
+    /// Sizes of the frames transmitted and not settled, oldest first.
+    in_flight: VecDeque<usize>,
+    backlog_bytes: usize,
+    /// Bytes acknowledged by the client and not settled with the engine yet, and when they
+    /// will be (`settle_delay`).
+    settle_owed: usize,
+    settle_due: Option<Instant>,
+    /// The latest time an input brought: a deferred settle is due `settle_delay` after it.
+    latest: Instant,
+    over_since: Option<Instant>,
+    // ---- liveness ----
+    heard: bool,
+    awaiting_pong: bool,
+    next_check: Instant,
+    hello_deadline: Instant,
+    /// When the client's credentials expire, if they do.
+    expires: Option<Instant>,
+    limiter: Option<Limiter>,
+    answerable: Answerable,
+    counters: Counters,
+    /// The position the claim gave for the source's next frame: frames before it existed
+    /// before this connection.
+    claimed_next: u64,
+    ending: Option<DisconnectReason>,
+    outputs: VecDeque<Output<F>>,
+}
+
+impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
+    /// A connection of `source`, which the engine's claim gave position `next` for its next
+    /// frame. `announced`: its URL said it speaks the protocol (`v=1`), so it will send a
+    /// hello.
+    pub fn new(
+        source: String,
+        next: u64,
+        announced: bool,
+        settings: ConnectionSettings,
+        handlers: H,
+        now: Instant,
+    ) -> Self {
+        let hello_timeout = if announced {
+            settings.announced_hello_timeout
+        } else {
+            settings.hello_timeout
+        };
+        ServerConnection {
+            source,
+            hello_deadline: now + hello_timeout,
+            next_check: now + settings.ping_interval,
+            limiter: settings.rate_limit.map(|limit| Limiter::new(limit, now)),
+            answerable: Answerable::default(),
+            counters: Counters::default(),
+            claimed_next: next,
+            expires: None,
+            settings,
+            handlers,
+            mode: Mode::Pending { announced },
+            consumed: 0,
+            acked_to_client: 0,
+            held: None,
+            stash: VecDeque::new(),
+            stash_bytes: 0,
+            calls: VecDeque::new(),
+            base: next.saturating_sub(1),
+            next,
+            settled: next.saturating_sub(1),
+            in_flight: VecDeque::new(),
+            backlog_bytes: 0,
+            settle_owed: 0,
+            settle_due: None,
+            latest: now,
+            over_since: None,
+            heard: false,
+            awaiting_pong: false,
+            ending: None,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The client's credentials expire at `at`: the connection is closed then with
+    /// [`CLOSE_EXPIRED`], and its client reconnects with fresh ones.
+    pub fn set_expiry(&mut self, at: Instant) {
+        self.expires = Some(at);
+    }
+
+    /// The client's identity.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the client is a wsrelay client with a session.
+    pub fn has_session(&self) -> bool {
+        matches!(self.mode, Mode::Session { .. })
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn ending(&self) -> Option<&DisconnectReason> {
+        self.ending.as_ref()
+    }
+
+    /// Whether the driver should read the next frame: false while too much input waits.
+    pub fn wants_read(&self) -> bool {
+        self.ending.is_none() && self.stash_bytes <= self.settings.stash_limit
+    }
+
+    /// The position to fetch from the mailbox next, when frames may be sent (not before the
+    /// client's kind is known).
+    pub fn fetch_from(&self) -> Option<u64> {
+        match self.mode {
+            Mode::Bare | Mode::Session { .. } | Mode::Closed => Some(self.next),
+            Mode::Pending { .. } | Mode::Opening { .. } => None,
+        }
+    }
+
+    /// What the connection has counted so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Bytes transmitted and not yet acknowledged (written, for a bare client).
+    pub fn backlog_bytes(&self) -> usize {
+        self.backlog_bytes
+    }
+
+    /// The next thing to do. Call until `None` after every input.
+    pub fn poll_output(&mut self) -> Option<Output<F>> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.ending.is_some() {
+            return None;
+        }
+        let hello = matches!(self.mode, Mode::Pending { .. }).then_some(self.hello_deadline);
+        let slow = self
+            .over_since
+            .map(|since| since + self.settings.slow_consumer_timeout);
+        let retry = self.held.as_ref().and_then(|held| held.retry_at);
+        [
+            Some(self.next_check),
+            hello,
+            slow,
+            retry,
+            self.expires,
+            self.settle_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn transmit(&mut self, text: String) {
+        self.outputs.push_back(Output::Transmit(F::from(text)));
+    }
+
+    fn event(&mut self, event: ServerEvent) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    /// Ends the connection: last words and a close frame, if any, and the source released
+    /// (its session parked for a resume).
+    fn end(
+        &mut self,
+        reason: DisconnectReason,
+        last_words: Option<String>,
+        close: Option<CloseFrame>,
+    ) {
+        if self.ending.is_some() {
+            return;
+        }
+        self.mode = Mode::Closed;
+        self.held = None;
+        self.stash.clear();
+        self.stash_bytes = 0;
+        if let Some(words) = last_words {
+            self.transmit(words);
+        }
+        self.outputs.push_back(Output::Release);
+        self.outputs.push_back(Output::Close(close));
+        self.ending = Some(reason);
+    }
+}
