@@ -24,10 +24,11 @@ use wsrelay_core::server::{
 use crate::auth::Identity;
 use crate::config::OnDuplicate;
 use crate::engine::{Attempt, Claim, ClaimError, Doorbell, Effect, Router, SessionStore, Signal};
+use crate::handlers::SharedHandlers;
 use crate::handlers::{first_call, handler_call, HandlerCall};
-use crate::hub::{Hub, SharedHandlers, Stats};
+use crate::hooks::ClientInfo;
+use crate::hub::{Hub, Stats};
 use crate::websocket::{poll_io, Io, Outgoing, Received, WebSocket};
-use crate::ClientInfo;
 
 /// Frames read back to back before the state machine's outputs are carried out.
 const READ_BATCH: usize = 64;
@@ -192,7 +193,7 @@ fn new_machine(
         next,
         announced,
         hub.config.connection_settings(),
-        SharedHandlers(Arc::clone(hub)),
+        SharedHandlers(Arc::clone(&hub.handlers)),
         now,
     );
     if let Some(expires) = expires {
@@ -454,7 +455,8 @@ impl Conn {
                 source,
                 payload,
             } => {
-                let mut call = handler_call(hub, kind, source, payload);
+                let histogram = &hub.metrics.handler_seconds;
+                let mut call = handler_call(&hub.handlers, histogram, kind, source, payload);
                 if self.calls.is_empty() {
                     // Nothing of this connection waits before it: run it now. A handler that
                     // completes at once (the common case) then has its response written with
@@ -566,7 +568,6 @@ impl Conn {
                     if let Output::Append(frame) = output {
                         // The session may have moved to a new connection: address the source.
                         if let Err(error) = self.hub.engine.send_to(&source, frame).await {
-                            let error = crate::SendError::from(error);
                             tracing::debug!(source, %error, "late response not delivered");
                         }
                     }

@@ -1,20 +1,21 @@
 //! Application handlers: `on(type, handler)` with typed payloads, and what they answer.
 
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::Poll;
 
 use futures_util::FutureExt;
 
+use prometheus_client::metrics::histogram::Histogram;
 use serde::de::DeserializeOwned;
 use wsrelay_core::protocol::ErrorCode;
+use wsrelay_core::server::HandlerSet;
 // The reply trait is shared with the client (`wsrelay-core`, feature `serde`): a handler's value
 // means the same on both sides.
 pub use wsrelay_core::{IntoReply, Reply};
-
-use crate::hub::Hub;
 
 /// A message delivered to a handler: who sent it and its payload, decoded into `T`.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,14 +59,16 @@ where
 /// A handler call and its reply; a connection runs its calls one at a time, in arrival order.
 pub(crate) type HandlerCall = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
-/// Starts the application handler of `kind`, catching its panics.
+/// Starts the application handler of `kind`, catching its panics; its duration goes to
+/// `histogram`.
 pub(crate) fn handler_call(
-    hub: &Hub,
+    handlers: &Handlers,
+    histogram: &Histogram,
     kind: String,
     source: String,
     payload: Option<String>,
 ) -> HandlerCall {
-    let Some(handler) = hub.handlers.get(&kind) else {
+    let Some(handler) = handlers.get(&kind) else {
         // Removed since the message was consumed.
         let message = format!("no handler for {kind:?}");
         return Box::pin(std::future::ready(Reply::error(
@@ -74,7 +77,7 @@ pub(crate) fn handler_call(
         )));
     };
     let started = std::time::Instant::now();
-    let histogram = hub.metrics.handler_seconds.clone();
+    let histogram = histogram.clone();
     let call = handler(source.clone(), payload);
     Box::pin(async move {
         // A panicking handler must not take the connection with it, and its sender deserves
@@ -139,5 +142,48 @@ mod tests {
             optional("a".into(), None).await,
             Reply::Payload("null".into())
         );
+    }
+}
+
+/// The application's handlers by message type.
+#[derive(Default)]
+pub(crate) struct Handlers(RwLock<HashMap<String, ErasedHandler>>);
+
+impl Handlers {
+    pub(crate) fn new(handlers: HashMap<String, ErasedHandler>) -> Self {
+        Handlers(RwLock::new(handlers))
+    }
+
+    pub(crate) fn get(&self, kind: &str) -> Option<ErasedHandler> {
+        self.read().get(kind).cloned()
+    }
+
+    pub(crate) fn insert(&self, kind: &str, handler: ErasedHandler) {
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(kind.to_owned(), handler);
+    }
+
+    pub(crate) fn remove(&self, kind: &str) -> bool {
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(kind)
+            .is_some()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, ErasedHandler>> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The connections' view of the handlers: which types the application takes.
+#[derive(Clone)]
+pub(crate) struct SharedHandlers(pub(crate) Arc<Handlers>);
+
+impl HandlerSet for SharedHandlers {
+    fn handles(&self, kind: &str) -> bool {
+        self.0.read().contains_key(kind)
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP side: WebSocket upgrades on any path (after the origin, authentication and
 //! capacity checks), the health and metrics endpoints, static files for everything else.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -22,7 +22,6 @@ use crate::config::{OnDuplicate, ServerConfig};
 use crate::connection;
 use crate::engine::{Attempt, Router as _};
 use crate::hub::Hub;
-use crate::listener::Peer;
 use crate::logs::{clip, LogLimit};
 
 #[derive(Clone)]
@@ -66,6 +65,13 @@ fn handshake_key<'a>(method: &Method, headers: &'a HeaderMap) -> Option<&'a Head
     (method == Method::GET && connection_upgrade && version)
         .then(|| headers.get(header::SEC_WEBSOCKET_KEY))
         .flatten()
+}
+
+/// Where a request came from, for the HTTP side: the peer and whether it came over TLS.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) secure: bool,
 }
 
 /// Refused upgrades are logged at info level, at most a few lines a second (a client can

@@ -3,21 +3,21 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wsrelay_core::server::{DisconnectReason, HandlerSet, ServerEvent};
+use wsrelay_core::server::ServerEvent;
 
 use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::engine::{Doorbell, Engine};
-use crate::handlers::ErasedHandler;
+use crate::handlers::Handlers;
+use crate::hooks::{ConnectHook, DisconnectHook};
 use crate::logs::LogLimit;
 use crate::metrics::Metrics;
-use crate::presence::PresenceSignal;
 use crate::requests::Requests;
 
 /// Counters, readable through [`ServerStats`](crate::ServerStats).
@@ -41,49 +41,19 @@ impl Stats {
     }
 }
 
-pub(crate) type ConnectHook = Arc<dyn Fn(&crate::ClientInfo) + Send + Sync>;
-pub(crate) type DisconnectHook = Arc<dyn Fn(&crate::ClientInfo, &DisconnectReason) + Send + Sync>;
-
-/// The application's handlers by message type.
+/// Wakes the presence announcer when somebody connects or disconnects: the state holds it, the
+/// announcer (a service above the state) waits on it.
 #[derive(Default)]
-pub(crate) struct Handlers(RwLock<HashMap<String, ErasedHandler>>);
+pub(crate) struct PresenceSignal(tokio::sync::Notify);
 
-impl Handlers {
-    pub(crate) fn new(handlers: HashMap<String, ErasedHandler>) -> Self {
-        Handlers(RwLock::new(handlers))
+impl PresenceSignal {
+    pub(crate) fn changed(&self) {
+        self.0.notify_one();
     }
 
-    pub(crate) fn get(&self, kind: &str) -> Option<ErasedHandler> {
-        self.read().get(kind).cloned()
-    }
-
-    pub(crate) fn insert(&self, kind: &str, handler: ErasedHandler) {
-        self.0
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(kind.to_owned(), handler);
-    }
-
-    pub(crate) fn remove(&self, kind: &str) -> bool {
-        self.0
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(kind)
-            .is_some()
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, ErasedHandler>> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// The connections' view of the handlers: which types the application takes.
-#[derive(Clone)]
-pub(crate) struct SharedHandlers(pub(crate) Arc<Hub>);
-
-impl HandlerSet for SharedHandlers {
-    fn handles(&self, kind: &str) -> bool {
-        self.0.handlers.read().contains_key(kind)
+    /// Waits for the next change.
+    pub(crate) async fn wait(&self) {
+        self.0.notified().await;
     }
 }
 
@@ -127,7 +97,7 @@ pub(crate) struct Hub {
     pub(crate) config: ServerConfig,
     pub(crate) auth: Box<Authenticator>,
     pub(crate) engine: Engine,
-    pub(crate) handlers: Handlers,
+    pub(crate) handlers: Arc<Handlers>,
     pub(crate) requests: Arc<Requests>,
     pub(crate) on_connect: Vec<ConnectHook>,
     pub(crate) on_disconnect: Vec<DisconnectHook>,

@@ -49,6 +49,7 @@ mod config;
 mod connection;
 mod engine;
 mod handlers;
+mod hooks;
 mod http;
 mod hub;
 mod jwt;
@@ -68,14 +69,15 @@ pub use axum::http::StatusCode;
 pub use config::{OnDuplicate, RateLimit, ServerConfig};
 pub use engine::EngineError;
 pub use handlers::{Incoming, IntoReply, Reply};
+pub use hooks::ClientInfo;
 pub use jwt::JwtAuth;
 pub use presence::{CLIENTS, CLIENTS_PAGE, PRESENCE};
 pub use requests::Answer;
 /// The TLS library of [`ServerConfig::tls`] (rustls, with the `ring` crypto provider).
 pub use rustls;
 pub use server::{
-    ClientInfo, DisconnectReason, RequestError, SendError, ServerBuilder, ServerStats,
-    ShutdownCode, WebSocketServer,
+    DisconnectReason, RequestError, SendError, ServerBuilder, ServerStats, ShutdownCode,
+    WebSocketServer,
 };
 pub use tls::{tls_config, tls_config_from_der};
 /// The error object of responses (`PROTOCOL.md` section 6), from the shared protocol crate.

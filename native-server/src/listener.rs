@@ -18,15 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::admission::Place;
+use crate::http::Peer;
 use crate::hub::Hub;
 use crate::logs::LogLimit;
-
-/// Where a request came from, for the HTTP side: the peer and whether it came over TLS.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer {
-    pub(crate) addr: SocketAddr,
-    pub(crate) secure: bool,
-}
 
 /// Largest request head (request line and headers) read; hyper's own default is 400 KiB.
 const MAX_HEAD: usize = 32 * 1024;

@@ -12,12 +12,10 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 
 use crate::engine::Router;
 use crate::handlers::{erase, Incoming};
-use crate::hub::Hub;
-use crate::server::server_message;
+use crate::hub::{Hub, PresenceSignal};
 
 /// Message type of the announcements.
 pub const PRESENCE: &str = "relay:presence";
@@ -48,16 +46,6 @@ pub(crate) struct Change {
     pub(crate) left: Vec<String>,
 }
 
-/// Wakes the announcer when somebody connects or disconnects.
-#[derive(Default)]
-pub(crate) struct PresenceSignal(Notify);
-
-impl PresenceSignal {
-    pub(crate) fn changed(&self) {
-        self.0.notify_one();
-    }
-}
-
 /// Announces changes until the server shuts down.
 pub(crate) async fn announce(hub: Weak<Hub>, signal: Arc<PresenceSignal>) {
     let mut announced: BTreeSet<String> = BTreeSet::new();
@@ -70,7 +58,7 @@ pub(crate) async fn announce(hub: Weak<Hub>, signal: Arc<PresenceSignal>) {
         };
         // The shutdown ends the wait too: the server's close waits for this task.
         tokio::select! {
-            () = signal.0.notified() => {}
+            () = signal.wait() => {}
             () = shutdown.cancelled() => return,
         }
         // Let changes gather for one interval: one announcement covers them all.
@@ -104,7 +92,7 @@ pub(crate) async fn announce(hub: Weak<Hub>, signal: Arc<PresenceSignal>) {
                 continue;
             }
         };
-        let (_, frame) = server_message(&hub, PRESENCE, &payload);
+        let (_, frame) = hub.requests.server_message(PRESENCE, &payload);
         if let Err(error) = hub.engine.broadcast(frame, None).await {
             tracing::warn!(%error, "presence not announced");
         }
@@ -119,7 +107,7 @@ pub(crate) fn install_clients_handler(hub: &Arc<Hub>) {
         let page = request.payload.unwrap_or_default();
         async move {
             let Some(hub) = hub else {
-                return Ok::<_, crate::EngineError>(None);
+                return Ok::<_, crate::engine::EngineError>(None);
             };
             let mut clients = hub.engine.clients().await?;
             let start = match &page.after {

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
-use wsrelay_core::protocol::RemoteError;
+use tungstenite::Utf8Bytes;
+use wsrelay_core::protocol::{Message, RemoteError};
 
 /// A client's answer to a message the server sent, when no `request` waits for it: the
 /// client's handler returned a value for a `send_to` or `broadcast` (`PROTOCOL.md` section 6).
@@ -51,6 +52,22 @@ impl Requests {
     pub(crate) fn next_id(&self) -> u64 {
         let counter = self.next_id.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
         (self.node.load(Ordering::Relaxed) << 32) | counter
+    }
+
+    /// Encodes a message from the server (no `source`) with a fresh id, so that a client's
+    /// handler can answer it; `payload` is JSON text.
+    pub(crate) fn server_message(&self, kind: &str, payload: &str) -> (u64, Utf8Bytes) {
+        let id = self.next_id();
+        let message = Message {
+            kind: kind.into(),
+            id: Some(id),
+            re: None,
+            to: None,
+            source: None,
+            payload: Some(payload),
+            error: None,
+        };
+        (id, message.encode().into())
     }
 
     /// Sets this relay's number (from the engine), at most 2^21 - 1 so that ids stay exact in

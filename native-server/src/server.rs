@@ -14,27 +14,19 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tungstenite::Utf8Bytes;
-use wsrelay_core::protocol::{Message, RemoteError};
+use wsrelay_core::protocol::RemoteError;
 
 use crate::auth::{source_from_query, Authenticator, Identity, Rejection, UpgradeRequest};
 use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::engine::{Engine, EngineError, MemoryEngine, RedisEngine, Router, SendRefused};
-use crate::handlers::{erase, ErasedHandler, Incoming, IntoReply};
-use crate::hub::{Bells, ConnectHook, DisconnectHook, Handlers, Hub, Stats};
+use crate::handlers::{erase, ErasedHandler, Handlers, Incoming, IntoReply};
+use crate::hooks::{ClientInfo, ConnectHook, DisconnectHook};
+use crate::hub::{Bells, Hub, Stats};
 use crate::requests::{Answer, AnswerHook, Requests};
 
 /// Why a connection ended (from the server's state machine in `wsrelay-core`).
 pub use wsrelay_core::server::DisconnectReason;
-
-/// A connected client, as the hooks see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientInfo {
-    /// The identity the connection was registered under.
-    pub source: String,
-    /// The peer's address.
-    pub addr: Option<SocketAddr>,
-}
 
 /// The close code [`WebSocketServer::close_with`] sends to every client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,7 +250,7 @@ impl ServerBuilder {
             engine,
             config: self.config,
             auth: self.auth,
-            handlers: Handlers::new(self.handlers),
+            handlers: Arc::new(Handlers::new(self.handlers)),
             requests,
             on_connect: self.on_connect,
             on_disconnect: self.on_disconnect,
@@ -424,7 +416,7 @@ impl WebSocketServer {
         payload: &P,
     ) -> Result<(u64, Utf8Bytes), SendError> {
         let payload = serde_json::to_string(payload).map_err(SendError::Payload)?;
-        Ok(server_message(&self.hub, kind, &payload))
+        Ok(self.hub.requests.server_message(kind, &payload))
     }
 
     /// Handles messages of type `kind` (replacing any handler for it). The handler gets the
@@ -563,20 +555,4 @@ impl WebSocketServer {
         hub.engine.clear();
         tracing::info!("closed");
     }
-}
-
-/// Encodes a message from the server (no `source`) with a fresh id, so that a client's
-/// handler can answer it; `payload` is JSON text.
-pub(crate) fn server_message(hub: &Hub, kind: &str, payload: &str) -> (u64, Utf8Bytes) {
-    let id = hub.requests.next_id();
-    let message = Message {
-        kind: kind.into(),
-        id: Some(id),
-        re: None,
-        to: None,
-        source: None,
-        payload: Some(payload),
-        error: None,
-    };
-    (id, message.encode().into())
 }

@@ -107,6 +107,16 @@ pub enum SendRefused {
     Unavailable(EngineError),
 }
 
+impl std::fmt::Display for SendRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendRefused::UnknownTarget => f.write_str("no client with that source"),
+            SendRefused::Overflow => f.write_str("the client's mailbox is full"),
+            SendRefused::Unavailable(error) => error.fmt(f),
+        }
+    }
+}
+
 /// Where sessions live: ownership of a source, the session a hello names, the mailbox.
 pub trait SessionStore: Send + Sync {
     /// A connection of `attempt` takes `source` (newer epoch; the previous owner is told it was
