@@ -25,7 +25,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{Dial, HandlerFuture, Shared, State, Token};
 use crate::client::{attempt_url, Event, InboundMessage, Output, ReadyState, TransportId};
-use crate::protocol::{CLOSE_FORBIDDEN, CLOSE_REPLACED, CLOSE_UNAUTHORIZED};
 use crate::{Instant, Reply};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -421,14 +420,6 @@ impl Driver {
             }
             Err(WsError::Http(response)) => {
                 let status = response.status();
-                // PROTOCOL.md section 9: a refused upgrade is the close code the browser
-                // could not have seen, so the core's stop codes apply to native clients too.
-                let code = match status.as_u16() {
-                    401 => Some(CLOSE_UNAUTHORIZED),
-                    403 => Some(CLOSE_FORBIDDEN),
-                    409 => Some(CLOSE_REPLACED),
-                    _ => None,
-                };
                 let body = response
                     .body()
                     .as_deref()
@@ -439,14 +430,9 @@ impl Driver {
                     .or(status.canonical_reason())
                     .unwrap_or("upgrade refused");
                 let mut state = shared.lock();
-                match code {
-                    Some(code) => state.core.handle_closed(now, transport, code, reason),
-                    None => state.core.handle_error(
-                        now,
-                        transport,
-                        &format!("upgrade refused: HTTP {status}: {reason}"),
-                    ),
-                }
+                state
+                    .core
+                    .handle_refused(now, transport, status.as_u16(), reason);
             }
             Err(error) => shared
                 .lock()

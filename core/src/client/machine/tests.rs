@@ -394,3 +394,40 @@ fn binary_frames_are_reported() {
         "a replaced transport's frames are ignored"
     );
 }
+
+#[test]
+fn an_upgrade_refused_with_a_status_is_the_close_code_a_browser_would_get() {
+    for (status, code, stops) in [(401, 4401, true), (403, 4403, true), (409, 4409, true)] {
+        let mut core = ClientCore::new(Options::default(), 1, at(0));
+        drain(&mut core);
+        core.handle_refused(at(10), TransportId(1), status, "refused");
+        let closes: Vec<Event> = events(&mut core)
+            .into_iter()
+            .filter(|e| matches!(e, Event::Close { .. }))
+            .collect();
+        assert_eq!(
+            closes,
+            [Event::Close {
+                code,
+                reason: "refused".into(),
+                reconnecting: !stops,
+            }],
+            "{status}"
+        );
+    }
+    // Any other status is a failed attempt: reported, and tried again.
+    let mut core = ClientCore::new(Options::default(), 1, at(0));
+    drain(&mut core);
+    core.handle_refused(at(10), TransportId(1), 503, "busy");
+    let seen = events(&mut core);
+    assert!(seen.contains(&Event::Error(Error::Transport(
+        "upgrade refused: HTTP 503: busy".into()
+    ))));
+    assert!(seen.iter().any(|e| matches!(
+        e,
+        Event::Close {
+            reconnecting: true,
+            ..
+        }
+    )));
+}

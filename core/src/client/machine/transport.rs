@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::client::events::*;
+use crate::protocol::{CLOSE_FORBIDDEN, CLOSE_REPLACED, CLOSE_UNAUTHORIZED};
 
 impl ClientCore {
     /// The transport `transport` opened: send the hello.
@@ -99,6 +100,32 @@ impl ClientCore {
         if self.transport() == Some(transport) {
             self.connection_lost(now, code, reason);
         }
+    }
+
+    /// The upgrade of `transport` was refused with HTTP `status` and `reason` (a server or a
+    /// proxy that answers with a status; a browser never sees one). 401, 403 and 409 are the
+    /// refusals a wsrelay server sends as close codes 4401, 4403 and 4409 (PROTOCOL.md
+    /// section 9), so the stop codes apply to them alike; any other status is a failed attempt.
+    pub fn handle_refused(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        status: u16,
+        reason: &str,
+    ) {
+        let code = match status {
+            401 => CLOSE_UNAUTHORIZED,
+            403 => CLOSE_FORBIDDEN,
+            409 => CLOSE_REPLACED,
+            _ => {
+                let mut message = String::from("upgrade refused: HTTP ");
+                push_u64(&mut message, u64::from(status));
+                message.push_str(": ");
+                message.push_str(reason);
+                return self.handle_error(now, transport, &message);
+            }
+        };
+        self.handle_closed(now, transport, code, reason);
     }
 
     /// The transport `transport` failed; it is treated as closed abnormally.
