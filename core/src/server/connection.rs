@@ -922,6 +922,9 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         }
         if self.next_check <= now {
             self.next_check = now + self.settings.ping_interval;
+            // A connection that went quiet after a burst does not keep the room of its
+            // largest backlog (up to a backlog window's worth of entries).
+            super::shrink_drained(&mut self.in_flight);
             if std::mem::take(&mut self.heard) {
                 // The client spoke during the period (a wsrelay client pings every 15 s): a
                 // ping would only cost both sides a write and a read.
@@ -1499,5 +1502,29 @@ mod tests {
         machine.handle_text(later, r#"{"type":"~ack","ack":4}"#);
         assert_eq!(settles(&mut machine), [4]);
         assert!(machine.poll_timeout() > Some(Instant::from_millis(250)));
+    }
+
+    #[test]
+    fn a_quiet_connection_gives_back_the_room_of_its_burst_at_the_liveness_check() {
+        let now = Instant::from_millis(0);
+        let settings = ConnectionSettings::default();
+        let ping_interval = settings.ping_interval;
+        let mut machine = opened(settings, now);
+        for n in 0..20_000 {
+            machine.handle_delivery(now, format!(r#"{{"type":"n","payload":{n}}}"#));
+        }
+        outputs(&mut machine);
+        machine.handle_text(now, r#"{"type":"~ack","ack":20000}"#);
+        assert_eq!(settles(&mut machine), [20_000]);
+        // Not while the traffic may go on...
+        assert!(machine.in_flight.capacity() >= 20_000);
+        // ...but at the next check of the client's liveness.
+        machine.handle_timeout(now + ping_interval);
+        assert!(
+            machine.in_flight.capacity() < 256,
+            "{}",
+            machine.in_flight.capacity()
+        );
+        assert_eq!(machine.backlog_bytes(), 0);
     }
 }
