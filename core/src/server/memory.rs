@@ -449,8 +449,15 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         delivered
     }
 
-    /// Forgets the parked sessions whose grace period ended by `now`; returns how many.
+    /// The periodic sweep: forgets the parked sessions whose grace period ended by `now`, and
+    /// gives back the room of mailboxes that have drained since a burst (see
+    /// [`shrink_drained`](super::shrink_drained): a parked session would keep it for its whole
+    /// grace period, a connected client for as long as it stays). Returns how many sessions
+    /// it forgot.
     pub fn expire(&mut self, now: Instant) -> usize {
+        for slot in self.slots.iter_mut().flatten() {
+            super::shrink_drained(&mut slot.mailbox.frames);
+        }
         let expired: Vec<usize> = self
             .slots
             .iter()
@@ -664,5 +671,40 @@ fn open_slot<F: FrameText, O>(
         next: fresh_next,
         lost: hello.and(lost),
         sid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_gives_back_the_room_of_a_drained_mailbox() {
+        let mut state: MemoryState<String, u8> = MemoryState::new(MemoryLimits::default(), 1);
+        let mut notify = |_: &u8, _: Signal| {};
+        let claim = state
+            .claim("a", None, 1, false, &mut notify)
+            .expect("claimed");
+        state.open(&claim, None, claim.next).expect("opened");
+        for n in 0..20_000 {
+            let frame = format!(r#"{{"type":"n","payload":{n}}}"#);
+            assert_eq!(state.broadcast(&frame, None, &mut notify), 1);
+        }
+        let key = claim.key as usize;
+        let room = |state: &MemoryState<String, u8>| {
+            let slot = state.slots[key].as_ref().expect("the source's slot");
+            (slot.mailbox.frames.len(), slot.mailbox.frames.capacity())
+        };
+        assert!(room(&state).1 >= 20_000);
+        // Read and settled, all but 10: the room stays until the sweep.
+        state.settle(&claim, 19_990, &mut notify);
+        assert!(room(&state).1 >= 20_000);
+        assert_eq!(state.expire(Instant::from_millis(0)), 0);
+        let (len, capacity) = room(&state);
+        assert_eq!(len, 10);
+        assert!(capacity < 256, "{capacity}");
+        let mut out = Vec::new();
+        assert_eq!(state.fetch(&claim, 19_991, &mut out, 100), 10);
+        assert_eq!(out[0], r#"{"type":"n","payload":19990}"#);
     }
 }

@@ -204,6 +204,13 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The relay binary the tests start: cargo's build of it for the tests, or the one
+/// `WSRELAY_SERVER_BIN` names (to measure another build, e.g. `target/release/wsrelay-server`).
+pub fn relay_program() -> std::ffi::OsString {
+    std::env::var_os("WSRELAY_SERVER_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_wsrelay-server").into())
+}
+
 /// Starts the relay binary with `args` (its stderr goes to the test's; `RUST_LOG`, else
 /// `warn`) and waits up to `within` for the line announcing its address.
 pub async fn spawn_relay(args: &[&str], within: Duration) -> (tokio::process::Child, SocketAddr) {
@@ -220,7 +227,7 @@ pub async fn spawn_relay_with(
     level: &str,
 ) -> (tokio::process::Child, SocketAddr) {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsrelay-server"))
+    let mut child = tokio::process::Command::new(relay_program())
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(stderr)

@@ -135,6 +135,9 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         }
         if self.next_check <= now {
             self.next_check = now + self.settings.ping_interval;
+            // A connection that went quiet after a burst does not keep the room of its
+            // largest backlog (up to a backlog window's worth of entries).
+            crate::server::shrink_drained(&mut self.in_flight);
             if std::mem::take(&mut self.heard) {
                 // The client spoke during the period (a wsrelay client pings every 15 s): a
                 // ping would only cost both sides a write and a read.

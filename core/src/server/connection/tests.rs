@@ -87,3 +87,27 @@ fn deferred_settles_come_after_the_delay_or_past_the_bytes() {
     assert_eq!(settles(&mut machine), [4]);
     assert!(machine.poll_timeout() > Some(Instant::from_millis(250)));
 }
+
+#[test]
+fn a_quiet_connection_gives_back_the_room_of_its_burst_at_the_liveness_check() {
+    let now = Instant::from_millis(0);
+    let settings = ConnectionSettings::default();
+    let ping_interval = settings.ping_interval;
+    let mut machine = opened(settings, now);
+    for n in 0..20_000 {
+        machine.handle_delivery(now, format!(r#"{{"type":"n","payload":{n}}}"#));
+    }
+    outputs(&mut machine);
+    machine.handle_text(now, r#"{"type":"~ack","ack":20000}"#);
+    assert_eq!(settles(&mut machine), [20_000]);
+    // Not while the traffic may go on...
+    assert!(machine.in_flight.capacity() >= 20_000);
+    // ...but at the next check of the client's liveness.
+    machine.handle_timeout(now + ping_interval);
+    assert!(
+        machine.in_flight.capacity() < 256,
+        "{}",
+        machine.in_flight.capacity()
+    );
+    assert_eq!(machine.backlog_bytes(), 0);
+}
