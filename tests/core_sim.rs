@@ -323,27 +323,34 @@ fn stop_codes_end_reconnecting_and_fail_what_is_pending() {
 
 #[test]
 fn a_stop_fails_what_was_never_sent_as_rejected_and_what_was_sent_as_unconfirmed() {
+    // Queued while connecting, then the upgrade is refused: never sent, so `rejected` itself.
+    let at = Instant::from_millis(0);
+    let mut core = ClientCore::new(Options::default(), 1, at);
+    let _ = std::iter::from_fn(|| core.poll_output()).count();
+    let queued = core.send(at, msg("chat", "\"queued\"")).expect("queued");
+    core.handle_refused(at, TransportId(1), 401, "invalid token");
+    let failed = std::iter::from_fn(|| core.poll_output()).find_map(|output| match output {
+        Output::Event(Event::Failed { id, error }) if id == queued => Some(error),
+        _ => None,
+    });
+    let rejected = Error::Rejected {
+        code: 4401,
+        reason: "invalid token".into(),
+    };
+    assert_eq!(failed, Some(rejected));
+    // Sent over a link that then went silent, and the client is stopped: `unconfirmed`.
     let mut sim = two_clients();
-    // Nothing beyond one message in flight: the window of the next two is closed.
     sim.stall(0);
     let sent = sim
         .with_client(0, |c, now| c.send(now, msg("chat", "\"sent\"")))
         .expect("in flight");
     sim.server_close(0, 4409, "replaced");
     sim.run_for(ms(100));
-    let rejected = Error::Rejected {
-        code: 4409,
-        reason: "replaced".into(),
-    };
-    assert_eq!(
-        failure(&sim, 0, sent),
-        Some(Error::Unconfirmed(Box::new(rejected.clone())))
-    );
     assert_eq!(
         failure(&sim, 0, sent).map(|e| e.code().to_owned()),
         Some("unconfirmed".to_owned())
     );
-    // A client stopped while disconnected: its queued messages were never sent.
+    // Queued while disconnected, then closed by the application: never sent, `closed`.
     let mut sim = two_clients();
     sim.server_down();
     sim.cut(0);

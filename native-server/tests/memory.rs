@@ -5,14 +5,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::alloc::System;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 use wsrelay_server::{Incoming, ServerConfig, WebSocketServer};
 
 /// The system allocator, counting what is allocated and freed.
@@ -29,30 +30,6 @@ fn live() -> usize {
     stats
         .bytes_allocated
         .saturating_sub(stats.bytes_deallocated)
-}
-
-/// A raw WebSocket client: the handshake and masked frames written by hand, so that nothing
-/// of the client stays allocated between frames.
-async fn raw_client(addr: std::net::SocketAddr, source: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET /?source={source} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\n\
-         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    stream
 }
 
 /// One masked text frame (mask 0: the payload goes as is).
@@ -80,7 +57,7 @@ async fn connections_do_not_keep_the_buffer_of_their_largest_frame() {
     let addr = server.local_addr();
     let mut clients = Vec::new();
     for n in 0..20 {
-        clients.push(raw_client(addr, &format!("big-{n}")).await);
+        clients.push(common::raw_client(addr, &format!("big-{n}")).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = live();
@@ -133,14 +110,14 @@ async fn a_client_that_asks_for_the_list_and_never_reads_costs_a_bounded_amount(
     // 1000 sources online, with long names: a full list is about 100 KB.
     let mut crowd = Vec::new();
     for n in 0..1000 {
-        crowd.push(raw_client(addr, &format!("{n:04}-{}", "x".repeat(90))).await);
+        crowd.push(common::raw_client(addr, &format!("{n:04}-{}", "x".repeat(90))).await);
     }
     while server.clients().await.unwrap().len() < 1000 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The presence announcements of the crowd settle before the measure.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut asker = raw_client(addr, "asker").await;
+    let mut asker = common::raw_client(addr, "asker").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = live();
     // 250 requests, and never a byte read: the answers can only pile up in the relay.

@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,27 +74,6 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-/// A bare WebSocket: the handshake by hand, no `v`, so the relay takes it for a bare client.
-async fn bare(addr: SocketAddr, source: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET /?source={source} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\n\
-         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(stream.read_u8().await.unwrap());
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    stream
 }
 
 /// One masked frame (mask 0: the payload goes as is) of `opcode`.
@@ -175,7 +153,7 @@ async fn the_relay_gives_memory_back_after_a_burst() {
     let mut readers = Vec::new();
     for n in 0..CLIENTS - 1 - NATIVE {
         let count = Arc::new(AtomicUsize::new(0));
-        let stream = bare(addr, &format!("bare-{n}")).await;
+        let stream = common::raw_client(addr, &format!("bare-{n}")).await;
         readers.push(tokio::spawn(receive(
             stream,
             Arc::clone(&count),
@@ -206,7 +184,7 @@ async fn the_relay_gives_memory_back_after_a_burst() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    let mut sender = bare(addr, "sender").await;
+    let mut sender = common::raw_client(addr, "sender").await;
     // The joins' presence announcements settle.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (before, before_text) = rss(pid);
