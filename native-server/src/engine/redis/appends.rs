@@ -3,6 +3,40 @@
 
 use super::*;
 
+/// What `route_one.lua` answers, named: the codes are the script's (its header comment lists
+/// them), and a code this does not know is an error, never taken for another outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AppendAnswer {
+    /// 0: appended at a position.
+    Appended,
+    /// 1: appended before (the same sender and id): nothing done.
+    Duplicate,
+    /// 2: nobody with that source is connected or within its grace period.
+    UnknownTarget,
+    /// 3: the recipient is connected and over the window: nothing done.
+    Blocked,
+    /// 4: the recipient's mailbox is at its hard bound.
+    Overflow,
+    /// 5: an append to oneself whose claim is stale.
+    Fenced,
+}
+
+impl AppendAnswer {
+    fn from_code(code: i64) -> Result<AppendAnswer, EngineError> {
+        Ok(match code {
+            0 => AppendAnswer::Appended,
+            1 => AppendAnswer::Duplicate,
+            2 => AppendAnswer::UnknownTarget,
+            3 => AppendAnswer::Blocked,
+            4 => AppendAnswer::Overflow,
+            5 => AppendAnswer::Fenced,
+            other => {
+                return Err(EngineError(format!("route_one answered {other}")));
+            }
+        })
+    }
+}
+
 impl RedisEngine {
     /// Appends a frame for another source (a directed message, or the server's own).
     pub(super) async fn route_one(
@@ -11,7 +45,7 @@ impl RedisEngine {
         frame: &Utf8Bytes,
         sender: Option<(&str, &str)>,
         window: Option<usize>,
-    ) -> Result<(i64, i64, String), EngineError> {
+    ) -> Result<AppendAnswer, EngineError> {
         let keys = Keys::of(target);
         let (sender_hex, dedupe) = match sender {
             Some((source, dedupe)) => (hex(source), dedupe.to_owned()),
@@ -36,20 +70,20 @@ impl RedisEngine {
             )
             .await?;
         let parts = items(&value);
-        let status = ints(&value).first().copied().unwrap_or(-1);
+        let status = AppendAnswer::from_code(ints(&value).first().copied().unwrap_or(-1))?;
         let position = ints(&value).get(1).copied().unwrap_or(0);
         let owner = text(parts.get(2));
         match status {
             // Another relay's connection was told by the script itself.
-            0 if owner == node => {
+            AppendAnswer::Appended if owner == node => {
                 if let Ok(position) = u64::try_from(position) {
                     self.cache(target, position, frame.clone());
                 }
             }
-            1 => self.check(vec![(keys.hex.clone(), owner.clone())]).await,
+            AppendAnswer::Duplicate => self.check(vec![(keys.hex.clone(), owner)]).await,
             _ => {}
         }
-        Ok((status, position, owner))
+        Ok(status)
     }
 
     /// Appends a frame to every source but `exclude`, shard by shard. Returns how many took

@@ -1,6 +1,7 @@
 //! The engine's contract ([`SessionStore`], [`Router`]) over the scripts: claims, sessions,
 //! fetches, settles and routes.
 
+use super::appends::AppendAnswer;
 use super::*;
 
 impl SessionStore for RedisEngine {
@@ -299,12 +300,17 @@ impl Router for RedisEngine {
                     let key = dedupe();
                     let sender = Some((claim.source.as_str(), key.as_str()));
                     let window = Some(self.limits.backlog_window);
-                    let (status, _, _) = self.route_one(target, frame, sender, window).await?;
-                    match status {
-                        0 | 1 => self.commit(claim, id, None).await,
-                        2 => Ok(Routed::UnknownTarget),
-                        3 => Ok(Routed::Blocked { on: target.clone() }),
-                        _ => Ok(Routed::Overflow),
+                    match self.route_one(target, frame, sender, window).await? {
+                        AppendAnswer::Appended | AppendAnswer::Duplicate => {
+                            self.commit(claim, id, None).await
+                        }
+                        AppendAnswer::UnknownTarget => Ok(Routed::UnknownTarget),
+                        AppendAnswer::Blocked => Ok(Routed::Blocked { on: target.clone() }),
+                        AppendAnswer::Overflow => Ok(Routed::Overflow),
+                        // Only an append to oneself carries an epoch to be fenced by.
+                        AppendAnswer::Fenced => {
+                            Err(EngineError("fenced answer for another".into()))
+                        }
                     }
                 }
                 Effect::Broadcast { frame } => {
@@ -337,14 +343,19 @@ impl Router for RedisEngine {
     }
 
     async fn send_to(&self, target: &str, frame: Utf8Bytes) -> Result<(), SendRefused> {
-        let (status, _, _) = self
+        let appended = self
             .route_one(target, &frame, None, None)
             .await
             .map_err(SendRefused::Unavailable)?;
-        match status {
-            0 => Ok(()),
-            2 => Err(SendRefused::UnknownTarget),
-            _ => Err(SendRefused::Overflow),
+        match appended {
+            AppendAnswer::Appended => Ok(()),
+            AppendAnswer::UnknownTarget => Err(SendRefused::UnknownTarget),
+            AppendAnswer::Overflow => Err(SendRefused::Overflow),
+            // The server's own frames carry no de-duplication key, never wait and name no
+            // epoch: the script cannot answer these for them.
+            AppendAnswer::Duplicate | AppendAnswer::Blocked | AppendAnswer::Fenced => Err(
+                SendRefused::Unavailable(EngineError(format!("route_one answered {appended:?}"))),
+            ),
         }
     }
 
