@@ -126,7 +126,9 @@ fn session(settings: ConnectionSettings, handlers: &'static [&'static str]) -> (
         Some(Output::Transmit(welcome)) => welcome,
         other => panic!("expected the welcome, got {other:?}"),
     };
-    while conn.poll_output().is_some() {}
+    while let Some(output) = conn.poll_output() {
+        answer(&mut conn, at(0), &output);
+    }
     (conn, welcome)
 }
 
@@ -135,12 +137,19 @@ fn feed(conn: &mut Conn, now: Instant, text: &str) -> Vec<Output<String>> {
     conn.handle_text(now, text);
     let mut outputs = Vec::new();
     while let Some(output) = conn.poll_output() {
-        if let Output::Route { .. } = &output {
-            conn.handle_routed(now, Routed::Done);
-        }
+        answer(conn, now, &output);
         outputs.push(output);
     }
     outputs
+}
+
+/// Answers what asks the engine: routes are done, the mailbox is empty.
+fn answer(conn: &mut Conn, now: Instant, output: &Output<String>) {
+    match output {
+        Output::Route { .. } => conn.handle_routed(now, Routed::Done),
+        Output::Fetch { .. } => conn.handle_fetched(now, []),
+        _ => {}
+    }
 }
 
 fn errors(outputs: &[Output<String>]) -> Vec<String> {
@@ -250,10 +259,13 @@ fn expired_credentials_close_with_a_code_that_reconnects() {
     conn.handle_timeout(at(4_999));
     assert_eq!(conn.ending(), None);
     conn.handle_timeout(at(5_000));
-    let close = std::iter::from_fn(|| conn.poll_output()).find_map(|o| match o {
-        Output::Close(close) => close,
-        _ => None,
-    });
+    let mut close = None;
+    while let Some(output) = conn.poll_output() {
+        answer(&mut conn, at(5_000), &output);
+        if let Output::Close(frame) = output {
+            close = frame;
+        }
+    }
     assert_eq!(
         close.map(|c| c.code),
         Some(CLOSE_EXPIRED),
@@ -320,9 +332,9 @@ fn a_response_must_answer_a_message_relayed_to_the_responder() {
         errors.len() == 1 && errors[0].contains("unexpected_response"),
         "{forged:?}"
     );
-    conn.handle_delivery(
+    conn.handle_fetched(
         at(1),
-        r#"{"type":"ask","id":5,"source":"bob","payload":{"q":1}}"#.to_owned(),
+        [r#"{"type":"ask","id":5,"source":"bob","payload":{"q":1}}"#.to_owned()],
     );
     let answer = feed(
         &mut conn,

@@ -268,14 +268,7 @@ pub fn connection(data: &[u8]) {
             if owner != 1 {
                 continue;
             }
-            match signal {
-                Signal::Mail => {}
-                Signal::Wake => conn.handle_wake(now),
-                Signal::Replaced => conn.handle_replaced(),
-                Signal::Superseded => conn.handle_superseded(),
-                Signal::Overflowed => conn.handle_overflowed(),
-                Signal::Gone => conn.handle_gone(),
-            }
+            conn.handle_signal(now, signal);
         }
         ended |= drive(&mut conn, &mut engine, &claim, now);
         if !ended {
@@ -296,6 +289,7 @@ fn drive(
     now: Instant,
 ) -> bool {
     let mut ended = false;
+    let mut flushed = false;
     let mut quiet = |_: &u8, _: Signal| {};
     for _ in 0..MAX_STEPS {
         if let Some(output) = conn.poll_output() {
@@ -310,7 +304,15 @@ fn drive(
                     let routed = engine.route(claim, id, &effect, &1, &mut quiet);
                     conn.handle_routed(now, routed);
                 }
+                Output::Fetch { from, max } => {
+                    let mut frames = Vec::new();
+                    engine.fetch(claim, from, &mut frames, max);
+                    conn.handle_fetched(now, frames);
+                }
                 Output::Append(frame) => engine.append(claim, frame, &mut quiet),
+                Output::Late(frame) => {
+                    let _ = engine.send("fuzz", frame, &mut quiet);
+                }
                 Output::Call { payload, .. } => conn.handle_reply(match payload.as_deref() {
                     Some("[1]") => Reply::None,
                     Some(payload) => Reply::Payload(payload.to_owned()),
@@ -323,20 +325,12 @@ fn drive(
             }
             continue;
         }
-        if let Some(from) = conn.fetch_from() {
-            let mut frames = Vec::new();
-            if engine.fetch(claim, from, &mut frames, 256) > 0 {
-                for frame in frames {
-                    conn.handle_delivery(now, frame);
-                }
-                continue;
-            }
+        if flushed {
+            // Blocked routes wait for their retry timer, which the program advances.
+            return ended;
         }
         conn.flush();
-        // The acknowledgement, if any: a transmission, nothing for the engine. Blocked routes
-        // wait for their retry timer, which the program advances.
-        while conn.poll_output().is_some() {}
-        return ended;
+        flushed = true;
     }
     panic!("the drain did not settle in {MAX_STEPS} steps: a livelock");
 }

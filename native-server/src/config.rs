@@ -200,6 +200,7 @@ impl ServerConfig {
             stash_limit: self.send_window + self.hard_message_limit(),
             max_pending_calls: 256,
             retry_interval: Duration::from_millis(100),
+            fetch_batch: 256,
             rate_limit: self.rate_limit,
             answerable: 1024,
             // Settling in memory is a few instructions and wakes blocked senders: at every

@@ -15,27 +15,22 @@ use futures_util::FutureExt;
 use hyper::upgrade::Upgraded;
 use tokio::time::{sleep_until, timeout};
 use tungstenite::Utf8Bytes;
-use wsrelay_core::protocol::{CLOSE_REPLACED, CLOSE_SUPERSEDED};
 use wsrelay_core::server::websocket::Inbound;
 use wsrelay_core::server::{
-    CloseFrame, Counters, DisconnectReason, Output, ServerConnection, TransportError,
+    CloseFrame, Counters, DisconnectReason, Output, ServerConnection, ServerEvent, TransportError,
 };
 
 use crate::auth::Identity;
 use crate::config::OnDuplicate;
-use crate::engine::{Attempt, Claim, ClaimError, Doorbell, Effect, Router, SessionStore, Signal};
+use crate::engine::{Attempt, Claim, Doorbell, Router, SessionStore};
 use crate::handlers::SharedHandlers;
 use crate::handlers::{first_call, handler_call, HandlerCall};
 use crate::hooks::ClientInfo;
-use crate::hub::{Hub, Stats};
+use crate::hub::Hub;
 use crate::websocket::{poll_io, Io, Outgoing, Received, WebSocket};
 
 /// Frames read back to back before the state machine's outputs are carried out.
 const READ_BATCH: usize = 64;
-/// Frames fetched from the mailbox at a time.
-const FETCH_BATCH: usize = 256;
-/// A fetch that failed is tried again after this long.
-const REFETCH: Duration = Duration::from_millis(200);
 
 type Machine = ServerConnection<Utf8Bytes, SharedHandlers>;
 
@@ -62,20 +57,11 @@ pub(crate) async fn serve(
             // Another instance holds the source (checked at the upgrade too, for clients that
             // name no attempt), a newer attempt of this client got there first, or the engine
             // is down.
-            let (code, reason) = match error {
-                ClaimError::Occupied => (CLOSE_REPLACED, "source already connected"),
-                ClaimError::Stale => {
-                    Stats::count(&hub.stats.stale_attempts);
-                    (
-                        CLOSE_SUPERSEDED,
-                        "a newer connection attempt holds the source",
-                    )
-                }
-                ClaimError::Unavailable(_) => (1013, "try again later"),
-            };
+            let close = error.refused().close_frame();
             tracing::info!(source, %error, "refused after the upgrade");
-            hub.metrics.count_closed(Some(code));
-            close_at_once(upgraded, &hub, code, reason).await;
+            hub.metrics.count_claim_refused(error.refused());
+            hub.metrics.count_closed(Some(close.code));
+            close_at_once(upgraded, &hub, close.code, close.reason).await;
             return;
         }
     };
@@ -106,8 +92,6 @@ pub(crate) async fn serve(
         outq: VecDeque::new(),
         calls: VecDeque::new(),
         fetched: Vec::new(),
-        mail: true,
-        refetch: None,
         closing: None,
         released: false,
         counted: Counters::default(),
@@ -216,11 +200,8 @@ struct Conn {
     /// Frames to write.
     outq: VecDeque<Outgoing>,
     calls: VecDeque<HandlerCall>,
+    /// Frames fetched from the mailbox (kept for its room).
     fetched: Vec<Utf8Bytes>,
-    /// The mailbox may hold frames not fetched yet.
-    mail: bool,
-    /// A fetch failed (the engine's store was unreachable): try again at this time.
-    refetch: Option<tokio::time::Instant>,
     closing: Option<Option<CloseFrame>>,
     released: bool,
     /// The state machine's counters as last added to the metrics.
@@ -278,12 +259,7 @@ impl Conn {
                     continue;
                 }
             }
-            // The state machine's next deadline, or an earlier retry of a failed fetch.
             let deadline = self.machine.poll_timeout().map(|at| hub.clock.deadline(at));
-            let deadline = match (deadline, self.refetch) {
-                (Some(at), Some(retry)) => Some(at.min(retry)),
-                (at, retry) => at.or(retry),
-            };
             if let Some(at) = deadline.filter(|at| armed != Some(*at)) {
                 sleep.as_mut().reset(at);
                 armed = Some(at);
@@ -300,22 +276,9 @@ impl Conn {
                         let code = hub.shutdown_code.load(Ordering::Relaxed);
                         self.machine.handle_shutdown(code);
                     }
-                    if rung.has(Signal::Replaced) {
-                        self.machine.handle_replaced();
+                    for signal in rung.signals() {
+                        self.machine.handle_signal(hub.clock.now(), signal);
                     }
-                    if rung.has(Signal::Superseded) {
-                        self.machine.handle_superseded();
-                    }
-                    if rung.has(Signal::Overflowed) {
-                        self.machine.handle_overflowed();
-                    }
-                    if rung.has(Signal::Gone) {
-                        self.machine.handle_gone();
-                    }
-                    if rung.has(Signal::Wake) {
-                        self.machine.handle_wake(hub.clock.now());
-                    }
-                    self.mail |= rung.has(Signal::Mail);
                 }
                 io = poll_fn(|cx| {
                     let read = self.machine.wants_read();
@@ -342,10 +305,6 @@ impl Conn {
                 }
                 () = &mut sleep, if deadline.is_some() => {
                     armed = None;
-                    if self.refetch.is_some_and(|at| at <= tokio::time::Instant::now()) {
-                        self.refetch = None;
-                        self.mail = true;
-                    }
                     self.machine.handle_timeout(hub.clock.now());
                 }
             }
@@ -362,47 +321,16 @@ impl Conn {
         }
     }
 
-    /// Carries out the state machine's outputs and fetches what the mailbox holds until
-    /// nothing is left to do, then ends the batch (the acknowledgement).
+    /// Carries out the state machine's outputs until nothing is left to do, then ends the
+    /// batch (the acknowledgement) and carries out what that asks.
     async fn carry_out(&mut self) {
-        loop {
-            while let Some(output) = self.machine.poll_output() {
-                self.apply(output).await;
-            }
-            match self.machine.fetch_from() {
-                Some(from) if self.mail && self.closing.is_none() => {
-                    self.mail = self.fetch(from).await == FETCH_BATCH;
-                }
-                _ => break,
-            }
+        while let Some(output) = self.machine.poll_output() {
+            self.apply(output).await;
         }
         self.machine.flush();
         while let Some(output) = self.machine.poll_output() {
             self.apply(output).await;
         }
-    }
-
-    /// Fetches frames from position `from` into the state machine; returns how many.
-    async fn fetch(&mut self, from: u64) -> usize {
-        self.fetched.clear();
-        let fetched = self
-            .hub
-            .engine
-            .fetch(&self.claim, from, &mut self.fetched, FETCH_BATCH)
-            .await;
-        let count = match fetched {
-            Ok(count) => count,
-            Err(error) => {
-                tracing::warn!(source = self.claim.source, %error, "cannot fetch frames");
-                self.refetch = Some(tokio::time::Instant::now() + REFETCH);
-                0
-            }
-        };
-        let now = self.hub.clock.now();
-        for frame in self.fetched.drain(..) {
-            self.machine.handle_delivery(now, frame);
-        }
-        count
     }
 
     async fn apply(&mut self, output: Output<Utf8Bytes>) {
@@ -424,20 +352,26 @@ impl Conn {
                     .open(&mut self.claim, hello.as_ref(), fresh_next)
                     .await
                 {
-                    Ok(opened) => {
-                        self.machine.handle_opened(opened);
-                        self.mail = true;
-                    }
+                    Ok(opened) => self.machine.handle_opened(opened),
                     Err(error) => self.machine.handle_engine_down(error.to_string()),
                 }
             }
+            Output::Fetch { from, max } => {
+                self.fetched.clear();
+                let fetched = hub
+                    .engine
+                    .fetch(&self.claim, from, &mut self.fetched, max)
+                    .await;
+                let now = hub.clock.now();
+                match fetched {
+                    Ok(_) => self.machine.handle_fetched(now, self.fetched.drain(..)),
+                    Err(error) => {
+                        tracing::warn!(source = self.claim.source, %error, "cannot fetch frames");
+                        self.machine.handle_fetch_failed(now);
+                    }
+                }
+            }
             Output::Route { id, effect } => {
-                // What the client is answered with lands in its own mailbox.
-                self.mail |= match &effect {
-                    Effect::Reply { .. } => true,
-                    Effect::To { target, .. } => *target == self.claim.source,
-                    _ => false,
-                };
                 let routed = hub
                     .engine
                     .route(&self.claim, id, &effect, &self.doorbell)
@@ -445,9 +379,15 @@ impl Conn {
                 self.machine.handle_routed(hub.clock.now(), routed);
             }
             Output::Append(frame) => {
-                self.mail = true;
                 if let Err(error) = hub.engine.append(&self.claim, frame).await {
                     tracing::warn!(source = self.claim.source, %error, "response not kept");
+                }
+            }
+            Output::Late(frame) => {
+                // The session may have moved to a new connection: address the source.
+                let source = &self.claim.source;
+                if let Err(error) = hub.engine.send_to(source, frame).await {
+                    tracing::debug!(source, %error, "late response not delivered");
                 }
             }
             Output::Call {
@@ -479,21 +419,14 @@ impl Conn {
             }
             Output::Close(close) => {
                 // Counted when decided: the farewell may take a while on a stuck socket.
-                match self.machine.ending() {
-                    Some(DisconnectReason::Stale) => Stats::count(&hub.stats.stale),
-                    Some(DisconnectReason::SlowConsumer) => {
-                        Stats::count(&hub.stats.slow_consumers);
-                        hub.metrics.slow_consumers.inc();
-                    }
-                    Some(DisconnectReason::Replaced) => Stats::count(&hub.stats.replaced),
-                    Some(DisconnectReason::Superseded) => Stats::count(&hub.stats.superseded),
-                    _ => {}
+                if let Some(reason) = self.machine.ending() {
+                    hub.metrics.count_disconnect(reason);
                 }
                 self.close_code = close.as_ref().map(|close| close.code);
                 self.closing = Some(close);
             }
             Output::Event(event) => {
-                if let wsrelay_core::server::ServerEvent::Opened { .. } = event {
+                if let ServerEvent::Opened { .. } = event {
                     self.had_session = true;
                     hub.metrics.sessions_active.inc();
                 }
@@ -511,20 +444,6 @@ impl Conn {
             let _ = timeout(close_timeout, self.socket.finish()).await;
             return;
         };
-        // What the mailbox still holds for the client goes out before the close.
-        while let Some(from) = self.machine.fetch_from() {
-            if self.fetch(from).await < FETCH_BATCH {
-                break;
-            }
-        }
-        while let Some(output) = self.machine.poll_output() {
-            match output {
-                Output::Transmit(frame) | Output::Deliver(frame) => {
-                    self.outq.push_back(Outgoing::Text(frame.into()));
-                }
-                other => self.apply(other).await,
-            }
-        }
         // A frame refused from its header is still arriving: the WebSocket cannot be read.
         let unreadable = self.machine.ending() == Some(&DisconnectReason::TooLarge);
         let abort = self.hub.abort.cancelled();
@@ -550,8 +469,8 @@ impl Conn {
         }
     }
 
-    /// After the loop: the source released (if the loop could not), the counters, and handler
-    /// calls still running finished on their own, their responses sent to the source.
+    /// After the loop: the source released (if the loop could not), and handler calls still
+    /// running finished on their own, their responses carried out as the state machine says.
     async fn finish(mut self: Box<Self>) {
         let hub = Arc::clone(&self.hub);
         if !self.released {
@@ -560,17 +479,11 @@ impl Conn {
         if self.calls.is_empty() {
             return;
         }
-        let source = self.claim.source.clone();
         hub.tracker.spawn(async move {
             while let Some(call) = self.calls.pop_front() {
                 self.machine.handle_reply(call.await);
                 while let Some(output) = self.machine.poll_output() {
-                    if let Output::Append(frame) = output {
-                        // The session may have moved to a new connection: address the source.
-                        if let Err(error) = self.hub.engine.send_to(&source, frame).await {
-                            tracing::debug!(source, %error, "late response not delivered");
-                        }
-                    }
+                    self.apply(output).await;
                 }
             }
         });

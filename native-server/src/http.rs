@@ -2,7 +2,6 @@
 //! capacity checks), the health and metrics endpoints, static files for everything else.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -80,7 +79,6 @@ static REFUSALS: LogLimit = LogLimit::new();
 
 /// Counts and logs a refused upgrade.
 fn count_refusal(hub: &Hub, status: StatusCode, reason: &str) {
-    hub.stats.rejected.fetch_add(1, Ordering::Relaxed);
     hub.metrics.count_refused(status.as_u16());
     if let Some(suppressed) = REFUSALS.allow() {
         tracing::info!(%status, reason, suppressed, "upgrade refused");
@@ -305,7 +303,6 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
             "this connection cannot be upgraded",
         );
     };
-    hub.stats.accepted.fetch_add(1, Ordering::Relaxed);
     hub.metrics.opened.inc();
     // The shutdown waits for this connection: the token lives as long as its task.
     let tracked = hub.tracker.token();

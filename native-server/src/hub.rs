@@ -20,27 +20,6 @@ use crate::logs::LogLimit;
 use crate::metrics::Metrics;
 use crate::requests::Requests;
 
-/// Counters, readable through [`ServerStats`](crate::ServerStats).
-#[derive(Default)]
-pub(crate) struct Stats {
-    pub(crate) accepted: AtomicU64,
-    pub(crate) rejected: AtomicU64,
-    pub(crate) slow_consumers: AtomicU64,
-    pub(crate) stale: AtomicU64,
-    pub(crate) replaced: AtomicU64,
-    pub(crate) superseded: AtomicU64,
-    pub(crate) stale_attempts: AtomicU64,
-    pub(crate) invalid_frames: AtomicU64,
-    pub(crate) blocked: AtomicU64,
-    pub(crate) rate_limited: AtomicU64,
-}
-
-impl Stats {
-    pub(crate) fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// Wakes the presence announcer when somebody connects or disconnects: the state holds it, the
 /// announcer (a service above the state) waits on it.
 #[derive(Default)]
@@ -101,7 +80,6 @@ pub(crate) struct Hub {
     pub(crate) requests: Arc<Requests>,
     pub(crate) on_connect: Vec<ConnectHook>,
     pub(crate) on_disconnect: Vec<DisconnectHook>,
-    pub(crate) stats: Stats,
     pub(crate) clock: Clock,
     /// Places of pending and WebSocket connections, in total and per address.
     pub(crate) admission: Arc<Admission>,
@@ -158,11 +136,10 @@ impl Hub {
 
     /// Logs what a connection's state machine reports, and counts it.
     pub(crate) fn record(&self, source: &str, event: ServerEvent) {
-        let stats = &self.stats;
         let metrics = &self.metrics;
         match event {
             ServerEvent::Rejected { code, message, re } => {
-                Stats::count(&stats.invalid_frames);
+                metrics.invalid_frames.inc();
                 metrics.count_error(code.as_str());
                 if let Some(suppressed) = INVALID_INPUT.allow() {
                     tracing::debug!(source, %code, re, detail = message, suppressed, "invalid input");
@@ -187,7 +164,7 @@ impl Hub {
                 }
             }
             ServerEvent::Blocked { on } => {
-                Stats::count(&stats.blocked);
+                metrics.blocked.inc();
                 tracing::trace!(source, on, "waiting for a recipient that is behind");
             }
             ServerEvent::ClientError { code, message } => {
@@ -198,7 +175,6 @@ impl Hub {
             }
             ServerEvent::Dropped { kind } => tracing::debug!(source, kind, "dropped"),
             ServerEvent::RateLimited { re } => {
-                Stats::count(&stats.rate_limited);
                 metrics.rate_limited.inc();
                 if re.is_some() {
                     metrics.count_error("rate_limited");

@@ -9,11 +9,19 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use wsrelay_core::server::engine::ClaimRefused;
+use wsrelay_core::server::DisconnectReason;
 
 /// A close code, or `"none"` when the connection ended without a close frame.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CodeLabel {
     pub(crate) code: String,
+}
+
+/// Why a connection ended ([`DisconnectReason::kind`]), or why its claim was refused.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub(crate) reason: &'static str,
 }
 
 /// An HTTP status.
@@ -22,7 +30,8 @@ pub(crate) struct StatusLabel {
     pub(crate) status: u16,
 }
 
-/// Every metric (each is a cheap handle to shared atomics).
+/// Every counter the relay keeps (each is a cheap handle to shared atomics): what
+/// `GET /metrics` shows and what [`ServerStats`](crate::ServerStats) reads.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
@@ -31,6 +40,10 @@ pub(crate) struct Metrics {
     pub(crate) opened: Counter,
     pub(crate) closed: Family<CodeLabel, Counter>,
     pub(crate) refused: Family<StatusLabel, Counter>,
+    /// Every refused upgrade, whatever its status (`refused` summed).
+    refused_total: Counter,
+    pub(crate) claims_refused: Family<ReasonLabel, Counter>,
+    pub(crate) disconnects: Family<ReasonLabel, Counter>,
     pub(crate) turned_away: Counter,
     pub(crate) accept_errors: Counter,
     pub(crate) sessions_active: Gauge,
@@ -47,7 +60,8 @@ pub(crate) struct Metrics {
     pub(crate) resent: Counter,
     pub(crate) duplicates: Counter,
     pub(crate) errors: Family<CodeLabel, Counter>,
-    pub(crate) slow_consumers: Counter,
+    pub(crate) invalid_frames: Counter,
+    pub(crate) blocked: Counter,
     pub(crate) rate_limited: Counter,
     pub(crate) handler_seconds: Histogram,
 }
@@ -61,6 +75,9 @@ impl Metrics {
             opened: Counter::default(),
             closed: Family::default(),
             refused: Family::default(),
+            refused_total: Counter::default(),
+            claims_refused: Family::default(),
+            disconnects: Family::default(),
             turned_away: Counter::default(),
             accept_errors: Counter::default(),
             sessions_active: Gauge::default(),
@@ -77,7 +94,8 @@ impl Metrics {
             resent: Counter::default(),
             duplicates: Counter::default(),
             errors: Family::default(),
-            slow_consumers: Counter::default(),
+            invalid_frames: Counter::default(),
+            blocked: Counter::default(),
             rate_limited: Counter::default(),
             // 100 µs to about 26 s.
             handler_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
@@ -108,6 +126,20 @@ impl Metrics {
             "upgrades_refused",
             "WebSocket upgrades refused, by HTTP status",
             metrics.refused.clone(),
+        );
+        r.register(
+            "claims_refused",
+            "WebSocket connections closed at once after the upgrade: the claim of their source \
+             was refused (occupied: another client holds it; stale: a newer attempt of the same \
+             client does; unavailable: Redis does not answer)",
+            metrics.claims_refused.clone(),
+        );
+        r.register(
+            "disconnects",
+            "WebSocket connections ended, by reason (closed, failed, replaced, superseded, \
+             slow_consumer, stale, shutdown, too_large, invalid_utf8, protocol_error, flooding, \
+             expired)",
+            metrics.disconnects.clone(),
         );
         r.register(
             "connections_turned_away",
@@ -190,9 +222,14 @@ impl Metrics {
             metrics.errors.clone(),
         );
         r.register(
-            "slow_consumers",
-            "Clients closed for staying behind (1013)",
-            metrics.slow_consumers.clone(),
+            "invalid_frames",
+            "Client frames refused with an ~error (invalid, too large, binary, unexpected)",
+            metrics.invalid_frames.clone(),
+        );
+        r.register(
+            "blocked",
+            "Times a client's message waited for a recipient that was behind (flow control)",
+            metrics.blocked.clone(),
         );
         r.register(
             "rate_limited",
@@ -228,6 +265,47 @@ impl Metrics {
     /// Counts an upgrade refused with `status`.
     pub(crate) fn count_refused(&self, status: u16) {
         self.refused.get_or_create(&StatusLabel { status }).inc();
+        self.refused_total.inc();
+    }
+
+    /// Upgrades refused so far.
+    pub(crate) fn refused_total(&self) -> u64 {
+        self.refused_total.get()
+    }
+
+    /// Counts a claim refused after the upgrade.
+    pub(crate) fn count_claim_refused(&self, refused: ClaimRefused) {
+        let reason = match refused {
+            ClaimRefused::Occupied => "occupied",
+            ClaimRefused::Stale => "stale",
+            ClaimRefused::Unavailable => "unavailable",
+        };
+        self.claims_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Claims refused so far because a newer attempt of the client held the source.
+    pub(crate) fn stale_attempts(&self) -> u64 {
+        let reason = "stale";
+        self.claims_refused
+            .get_or_create(&ReasonLabel { reason })
+            .get()
+    }
+
+    /// Counts a connection that ended (when it is decided: its farewell may take a while).
+    pub(crate) fn count_disconnect(&self, reason: &DisconnectReason) {
+        let reason = reason.kind();
+        self.disconnects
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Connections that ended for `reason` ([`DisconnectReason::kind`]) so far.
+    pub(crate) fn disconnects(&self, reason: &'static str) -> u64 {
+        self.disconnects
+            .get_or_create(&ReasonLabel { reason })
+            .get()
     }
 
     /// The text exposition.

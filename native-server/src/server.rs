@@ -22,7 +22,7 @@ use crate::config::ServerConfig;
 use crate::engine::{Engine, EngineError, MemoryEngine, RedisEngine, Router, SendRefused};
 use crate::handlers::{erase, ErasedHandler, Handlers, Incoming, IntoReply};
 use crate::hooks::{ClientInfo, ConnectHook, DisconnectHook};
-use crate::hub::{Bells, Hub, Stats};
+use crate::hub::{Bells, Hub};
 use crate::requests::{Answer, AnswerHook, Requests};
 
 /// Why a connection ended (from the server's state machine in `wsrelay-core`).
@@ -46,7 +46,7 @@ impl ShutdownCode {
     }
 }
 
-/// A snapshot of the server's counters.
+/// A snapshot of the server's counters (the same counters `GET /metrics` shows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ServerStats {
     /// Clients connected now.
@@ -254,7 +254,6 @@ impl ServerBuilder {
             requests,
             on_connect: self.on_connect,
             on_disconnect: self.on_disconnect,
-            stats: Stats::default(),
             clock,
             admission,
             metrics: crate::metrics::Metrics::new(),
@@ -492,21 +491,21 @@ impl WebSocketServer {
 
     /// The server's counters.
     pub fn stats(&self) -> ServerStats {
-        let stats = &self.hub.stats;
+        let metrics = &self.hub.metrics;
         let (parked_sessions, connected) = self.hub.engine.local_counts();
         ServerStats {
             connected,
             parked_sessions,
-            accepted: stats.accepted.load(Ordering::Relaxed),
-            rejected: stats.rejected.load(Ordering::Relaxed),
-            slow_consumers: stats.slow_consumers.load(Ordering::Relaxed),
-            blocked: stats.blocked.load(Ordering::Relaxed),
+            accepted: metrics.opened.get(),
+            rejected: metrics.refused_total(),
+            slow_consumers: metrics.disconnects("slow_consumer"),
+            blocked: metrics.blocked.get(),
             engine_reachable: self.hub.engine.healthy(),
-            stale: stats.stale.load(Ordering::Relaxed),
-            replaced: stats.replaced.load(Ordering::Relaxed),
-            superseded: stats.superseded.load(Ordering::Relaxed),
-            stale_attempts: stats.stale_attempts.load(Ordering::Relaxed),
-            invalid_frames: stats.invalid_frames.load(Ordering::Relaxed),
+            stale: metrics.disconnects("stale"),
+            replaced: metrics.disconnects("replaced"),
+            superseded: metrics.disconnects("superseded"),
+            stale_attempts: metrics.stale_attempts(),
+            invalid_frames: metrics.invalid_frames.get(),
         }
     }
 

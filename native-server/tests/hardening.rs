@@ -579,6 +579,7 @@ async fn health_readiness_and_metrics() {
         ("wsrelay_sent_bytes_total", 20.0),
         ("wsrelay_acks_sent_total", 1.0),
         ("wsrelay_errors_total{code=\"invalid_json\"}", 1.0),
+        ("wsrelay_invalid_frames_total", 1.0),
         ("wsrelay_handler_duration_seconds_count", 1.0),
     ] {
         assert!(metric(&text, name) >= at_least, "{name} in\n{text}");
@@ -590,6 +591,14 @@ async fn health_readiness_and_metrics() {
         metric(&text, "wsrelay_connections_closed_total") >= 1.0,
         "{text}"
     );
+    // The statistics of the API are the same counters.
+    let stats = server.stats();
+    let closed = "wsrelay_disconnects_total{reason=\"closed\"}";
+    assert_eq!(metric(&text, closed), 1.0, "{text}");
+    let invalid = metric(&text, "wsrelay_invalid_frames_total");
+    assert_eq!(invalid, stats.invalid_frames as f64, "{text}");
+    let opened = metric(&text, "wsrelay_connections_opened_total");
+    assert_eq!(opened, stats.accepted as f64, "{text}");
 }
 
 #[tokio::test]

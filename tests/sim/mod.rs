@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use wsrelay_core::client::{ClientCore, Event, Options, Output, TransportId};
 use wsrelay_core::protocol::{Frame, RemoteError};
+use wsrelay_core::server::engine::ClaimRefused;
 use wsrelay_core::server::engine::{Attempt, Claim, Effect, Routed, Signal};
-use wsrelay_core::server::memory::ClaimRefused;
 use wsrelay_core::server::memory::{MemoryLimits, MemoryState};
 use wsrelay_core::server::{
     ConnectionSettings, DisconnectReason, HandlerSet, Output as ServerOutput, ServerConnection,
@@ -110,7 +110,6 @@ struct ServerConn {
     machine: ServerConnection<String, EchoHandlers>,
     claim: Claim,
     stalled: bool,
-    mail: bool,
 }
 
 pub struct SimServer {
@@ -382,10 +381,7 @@ impl Sim {
         let claim = match claimed {
             Ok(claim) => claim,
             Err(refused) => {
-                let code = match refused {
-                    ClaimRefused::Stale => wsrelay_core::protocol::CLOSE_SUPERSEDED,
-                    ClaimRefused::Occupied => wsrelay_core::protocol::CLOSE_REPLACED,
-                };
+                let code = refused.close_frame().code;
                 self.server.stale_attempts += u64::from(refused == ClaimRefused::Stale);
                 let closed = Delivery::ClientClosed {
                     client: index,
@@ -418,7 +414,6 @@ impl Sim {
                 claim,
                 // An attempt its client gave up on: nothing reaches the server from it.
                 stalled: !current,
-                mail: true,
             },
         );
         if current {
@@ -733,14 +728,7 @@ impl Sim {
             while let Some((conn, signal)) = self.server.signals.pop_front() {
                 let now = self.now;
                 if let Some(c) = self.server.conns.get_mut(&conn) {
-                    match signal {
-                        Signal::Mail => c.mail = true,
-                        Signal::Wake => c.machine.handle_wake(now),
-                        Signal::Replaced => c.machine.handle_replaced(),
-                        Signal::Superseded => c.machine.handle_superseded(),
-                        Signal::Overflowed => c.machine.handle_overflowed(),
-                        Signal::Gone => c.machine.handle_gone(),
-                    }
+                    c.machine.handle_signal(now, signal);
                     self.dirty.insert(conn);
                 }
             }
@@ -770,19 +758,6 @@ impl Sim {
                 progressed = true;
                 self.carry_out(conn, output);
                 continue;
-            }
-            if c.mail {
-                if let Some(from) = c.machine.fetch_from() {
-                    c.mail = false;
-                    let mut frames = Vec::new();
-                    self.server
-                        .engine
-                        .fetch(&c.claim, from, &mut frames, usize::MAX);
-                    for frame in frames {
-                        c.machine.handle_delivery(self.now, frame);
-                    }
-                    continue;
-                }
             }
             c.machine.flush();
             if let Some(output) = c.machine.poll_output() {
@@ -829,12 +804,14 @@ impl Sim {
         match output {
             ServerOutput::Open { hello, fresh_next } => {
                 match engine.open(&c.claim, hello.as_ref(), fresh_next) {
-                    Ok(opened) => {
-                        c.machine.handle_opened(opened);
-                        c.mail = true;
-                    }
+                    Ok(opened) => c.machine.handle_opened(opened),
                     Err(_) => c.machine.handle_engine_down("claimed again".into()),
                 }
+            }
+            ServerOutput::Fetch { from, max } => {
+                let mut frames = Vec::new();
+                engine.fetch(&c.claim, from, &mut frames, max);
+                c.machine.handle_fetched(now, frames);
             }
             ServerOutput::Route { id, effect } => {
                 let routed = engine.route(&c.claim, id, &effect, &conn, &mut notify);
@@ -846,16 +823,11 @@ impl Sim {
                         answers.push((source.clone(), *re, result.clone()));
                     }
                 }
-                if matches!(effect, Effect::Reply { .. })
-                    || matches!(&effect, Effect::To { target, .. } if *target == source)
-                {
-                    c.mail = true;
-                }
                 c.machine.handle_routed(now, routed);
             }
-            ServerOutput::Append(frame) => {
-                engine.append(&c.claim, frame, &mut notify);
-                c.mail = true;
+            ServerOutput::Append(frame) => engine.append(&c.claim, frame, &mut notify),
+            ServerOutput::Late(frame) => {
+                let _ = engine.send(&source, frame, &mut notify);
             }
             ServerOutput::Call { payload, .. } => {
                 // The echo handler answers at once with the payload it got.
@@ -873,24 +845,12 @@ impl Sim {
         }
     }
 
-    /// The connection ends: what the mailbox still holds goes out before the close frame
-    /// (`code`, when the link is still there to carry one).
+    /// The connection ends: what it wrote goes out before the close frame (`code`, when the
+    /// link is still there to carry one).
     fn close(&mut self, conn: ConnId, code: Option<u16>) {
-        let now = self.now;
         let Some(mut c) = self.server.conns.remove(&conn) else {
             return;
         };
-        if code.is_some() {
-            if let Some(from) = c.machine.fetch_from() {
-                let mut frames = Vec::new();
-                self.server
-                    .engine
-                    .fetch(&c.claim, from, &mut frames, usize::MAX);
-                for frame in frames {
-                    c.machine.handle_delivery(now, frame);
-                }
-            }
-        }
         let source = c.claim.source.clone();
         let mut last = Vec::new();
         while let Some(output) = c.machine.poll_output() {

@@ -20,7 +20,9 @@
 //! every engine applies: such a stale attempt is refused, never allowed to replace its newer
 //! sibling.
 
-use crate::protocol::RemoteError;
+use super::connection::TRY_AGAIN_LATER;
+use super::CloseFrame;
+use crate::protocol::{RemoteError, CLOSE_REPLACED, CLOSE_SUPERSEDED};
 
 /// A connection's ownership of a source, from the engine's `claim`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +236,50 @@ pub enum Signal {
     /// The mailbox reached its hard bound and the session lost frames: the client must be
     /// told, which takes a new connection (`resumed: false`, with the count).
     Overflowed,
+}
+
+impl Signal {
+    /// Every signal, in the order a connection handles those that came together: the
+    /// reasons to end first (the first one names the ending), then the wake-ups.
+    pub const ALL: [Signal; 6] = [
+        Signal::Replaced,
+        Signal::Superseded,
+        Signal::Overflowed,
+        Signal::Gone,
+        Signal::Wake,
+        Signal::Mail,
+    ];
+}
+
+/// Why the engine refused a connection's claim of its source. The connection is accepted
+/// and closed at once with [`close_frame`](Self::close_frame): a browser's WebSocket reads a
+/// close frame, never the status of a refused upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimRefused {
+    /// Another client instance holds the source and duplicates are refused.
+    Occupied,
+    /// A newer attempt of the same client instance claimed the source ([`Succession::Stale`]).
+    Stale,
+    /// The engine's store cannot be reached (a remote store only): the client comes back
+    /// later.
+    Unavailable,
+}
+
+impl ClaimRefused {
+    /// The close frame that tells the client.
+    pub fn close_frame(self) -> CloseFrame {
+        match self {
+            ClaimRefused::Occupied => CloseFrame {
+                code: CLOSE_REPLACED,
+                reason: "source already connected",
+            },
+            ClaimRefused::Stale => CloseFrame {
+                code: CLOSE_SUPERSEDED,
+                reason: "a newer connection attempt holds the source",
+            },
+            ClaimRefused::Unavailable => TRY_AGAIN_LATER,
+        }
+    }
 }
 
 #[cfg(test)]

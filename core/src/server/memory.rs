@@ -14,7 +14,9 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use super::connection::FrameText;
-use super::engine::{Attempt, Claim, Effect, Hello, Opened, Routed, Signal, Succession};
+use super::engine::{
+    Attempt, Claim, ClaimRefused, Effect, Hello, Opened, Routed, Signal, Succession,
+};
 use crate::Instant;
 
 /// Bounds of the in-memory engine.
@@ -44,15 +46,6 @@ impl Default for MemoryLimits {
 /// The claim is no longer current: another connection owns the source now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fenced;
-
-/// Why a claim was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClaimRefused {
-    /// Another client instance holds the source and duplicates are refused.
-    Occupied,
-    /// A newer attempt of the same client instance claimed the source ([`Succession::Stale`]).
-    Stale,
-}
 
 /// Why the server's own message could not be sent to a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,11 +7,11 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tungstenite::Utf8Bytes;
-use wsrelay_core::server::memory::{ClaimRefused, Fenced, MemoryLimits, MemoryState, Refused};
+use wsrelay_core::server::memory::{Fenced, MemoryLimits, MemoryState, Refused};
 
 use super::{
-    Attempt, Claim, ClaimError, Doorbell, Effect, EngineError, Hello, Opened, Routed, Router,
-    SendRefused, SessionStore, Signal,
+    Attempt, Claim, ClaimError, ClaimRefused, Doorbell, Effect, EngineError, Hello, Opened, Routed,
+    Router, SendRefused, SessionStore, Signal,
 };
 use crate::clock::Clock;
 use crate::requests::Requests;
@@ -79,6 +79,9 @@ impl SessionStore for MemoryEngine {
             .map_err(|refused| match refused {
                 ClaimRefused::Occupied => ClaimError::Occupied,
                 ClaimRefused::Stale => ClaimError::Stale,
+                ClaimRefused::Unavailable => {
+                    ClaimError::Unavailable(EngineError("the memory engine refused".into()))
+                }
             })
     }
 

@@ -53,7 +53,9 @@ use std::sync::Arc;
 
 use futures_util::task::AtomicWaker;
 use tungstenite::Utf8Bytes;
-pub use wsrelay_core::server::engine::{Attempt, Claim, Effect, Hello, Opened, Routed, Signal};
+pub use wsrelay_core::server::engine::{
+    Attempt, Claim, ClaimRefused, Effect, Hello, Opened, Routed, Signal,
+};
 
 pub(crate) use self::redis::RedisEngine;
 pub(crate) use memory::MemoryEngine;
@@ -84,6 +86,17 @@ pub enum ClaimError {
         reason = "the memory engine is always reachable; remote ones are not"
     )]
     Unavailable(EngineError),
+}
+
+impl ClaimError {
+    /// The refusal, as the connection's state machine names it (and tells the client).
+    pub fn refused(&self) -> ClaimRefused {
+        match self {
+            ClaimError::Occupied => ClaimRefused::Occupied,
+            ClaimError::Stale => ClaimRefused::Stale,
+            ClaimError::Unavailable(_) => ClaimRefused::Unavailable,
+        }
+    }
 }
 
 impl std::fmt::Display for ClaimError {
@@ -231,6 +244,13 @@ impl Rung {
     /// Whether `signal` is among them.
     pub fn has(self, signal: Signal) -> bool {
         self.0 & bit(signal) != 0
+    }
+
+    /// The engine's signals among them, in the order a connection handles them.
+    pub fn signals(self) -> impl Iterator<Item = Signal> {
+        Signal::ALL
+            .into_iter()
+            .filter(move |&signal| self.has(signal))
     }
 
     /// Whether the server asked the connection to close gracefully.

@@ -22,6 +22,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         };
         self.base = opened.base;
         self.next = opened.next;
+        self.mail = true;
         self.settled = opened.next - 1;
         self.in_flight.clear();
         self.backlog_bytes = 0;
@@ -118,7 +119,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     }
 
     /// A recipient this connection waits for has room again: retry now.
-    pub fn handle_wake(&mut self, now: Instant) {
+    pub(super) fn handle_wake(&mut self, now: Instant) {
         if let Some(held) = self.held.as_mut() {
             if held.retry_at.is_some() {
                 held.retry_at = Some(now);
@@ -127,9 +128,30 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         }
     }
 
-    /// A frame from the mailbox, at the position [`fetch_from`](Self::fetch_from) named (and
-    /// the following ones, in order).
-    pub fn handle_delivery(&mut self, now: Instant, frame: F) {
+    /// The engine's answer to `Output::Fetch`: the frames read, in position order from the
+    /// position asked for.
+    pub fn handle_fetched(&mut self, now: Instant, frames: impl IntoIterator<Item = F>) {
+        self.fetching = false;
+        let mut count = 0;
+        for frame in frames {
+            count += 1;
+            self.deliver(now, frame);
+        }
+        // A full batch: the mailbox may hold more.
+        self.mail |= count >= self.settings.fetch_batch;
+    }
+
+    /// `Output::Fetch` failed (the engine's store cannot be reached): the mailbox is read
+    /// again after `retry_interval`, or, once the connection ended, no more.
+    pub fn handle_fetch_failed(&mut self, now: Instant) {
+        self.fetching = false;
+        if self.ending.is_none() {
+            self.refetch_at = Some(now + self.settings.retry_interval);
+        }
+    }
+
+    /// A frame from the mailbox, at the next position.
+    fn deliver(&mut self, now: Instant, frame: F) {
         if self.fetch_from().is_none() {
             return;
         }
@@ -168,10 +190,12 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                     payload: payload.as_deref(),
                     error,
                 };
-                // Even after the connection ended: the response then waits in the parked
-                // session for the client's return.
-                self.outputs
-                    .push_back(Output::Append(F::from(response.encode())));
+                let frame = F::from(response.encode());
+                if self.ending.is_some() {
+                    self.outputs.push_back(Output::Late(frame));
+                } else {
+                    self.append(frame);
+                }
             }
             None => self.event(ServerEvent::Unanswerable { kind }),
         }
@@ -195,8 +219,14 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     pub(super) fn answer(&mut self, id: Option<u64>, frame: F) {
         match id {
             Some(_) => self.route(id, Effect::Reply { frame }, None),
-            None => self.outputs.push_back(Output::Append(frame)),
+            None => self.append(frame),
         }
+    }
+
+    /// Appends `frame` to this client's own mailbox, to be fetched from there.
+    pub(super) fn append(&mut self, frame: F) {
+        self.mail = true;
+        self.outputs.push_back(Output::Append(frame));
     }
 
     pub(super) fn client_ack(&mut self, ack: u64) {

@@ -180,7 +180,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                 let limit = self.settings.rate_limit.map_or(0, |limit| limit.per_second);
                 let message = format!("over the rate limit of {limit} messages per second");
                 let frame = F::from(error_frame(ErrorCode::RateLimited, &message, Some(id)));
-                self.outputs.push_back(Output::Append(frame));
+                self.append(frame);
             }
             Work::Text(_) => debug_assert!(false, "texts are consumed, not worked"),
         }
@@ -374,6 +374,12 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             }
             return;
         }
+        // What the client is answered with, or sends itself, lands in its own mailbox.
+        self.mail |= match &effect {
+            Effect::Reply { .. } => true,
+            Effect::To { target, .. } => *target == self.source,
+            _ => false,
+        };
         self.outputs.push_back(Output::Route {
             id,
             effect: effect.clone(),

@@ -46,7 +46,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     }
 
     /// Another client instance claimed the source.
-    pub fn handle_replaced(&mut self) {
+    pub(super) fn handle_replaced(&mut self) {
         self.end(
             DisconnectReason::Replaced,
             None,
@@ -55,7 +55,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     }
 
     /// A newer connection attempt of the same client claimed the source.
-    pub fn handle_superseded(&mut self) {
+    pub(super) fn handle_superseded(&mut self) {
         self.end(
             DisconnectReason::Superseded,
             None,
@@ -65,7 +65,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
 
     /// The mailbox overflowed: the session lost frames, which the client learns when it
     /// reconnects.
-    pub fn handle_overflowed(&mut self) {
+    pub(super) fn handle_overflowed(&mut self) {
         self.end(
             DisconnectReason::SlowConsumer,
             None,
@@ -75,7 +75,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
 
     /// The engine lost this source's state: the client reconnects (1012) and gets a fresh
     /// session, which tells it what it lost.
-    pub fn handle_gone(&mut self) {
+    pub(super) fn handle_gone(&mut self) {
         self.end(
             DisconnectReason::Failed("the engine lost the session".into()),
             None,
@@ -89,7 +89,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         self.end(
             DisconnectReason::Failed(message),
             None,
-            Some(close(1013, "try again later")),
+            Some(TRY_AGAIN_LATER),
         );
     }
 
@@ -109,6 +109,10 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             return;
         }
         self.latest = self.latest.max(now);
+        if self.refetch_at.is_some_and(|at| at <= now) {
+            self.refetch_at = None;
+            self.mail = true;
+        }
         if self.settle_due.is_some_and(|due| due <= now) {
             self.settle_now();
         }

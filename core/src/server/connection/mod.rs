@@ -27,7 +27,7 @@ mod tests;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-use super::engine::{Effect, Hello, Opened, Routed};
+use super::engine::{Effect, Hello, Opened, Routed, Signal};
 use super::limit::{Answerable, Limiter, RateLimit, Verdict};
 use crate::protocol::{
     DecodeError, ErrorCode, Frame, Message, Welcome, CLOSE_REPLACED, CLOSE_SUPERSEDED,
@@ -98,6 +98,15 @@ pub struct ServerConnection<F, H> {
     next: u64,
     /// The last position the client has (acknowledged, or written for a bare client).
     settled: u64,
+    /// The mailbox may hold frames not fetched yet.
+    mail: bool,
+    /// An `Output::Fetch` waits for its answer.
+    fetching: bool,
+    /// A fetch failed: the mailbox is read again at this time.
+    refetch_at: Option<Instant>,
+    /// The close frame to send once what the mailbox holds has gone out (the connection
+    /// ended, and its client is told so).
+    farewell: Option<CloseFrame>,
     /// Sizes of the frames transmitted and not settled, oldest first.
     in_flight: VecDeque<usize>,
     backlog_bytes: usize,
@@ -163,6 +172,10 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             base: next.saturating_sub(1),
             next,
             settled: next.saturating_sub(1),
+            mail: true,
+            fetching: false,
+            refetch_at: None,
+            farewell: None,
             in_flight: VecDeque::new(),
             backlog_bytes: 0,
             settle_owed: 0,
@@ -202,12 +215,13 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         self.ending.is_none() && self.stash_bytes <= self.settings.stash_limit
     }
 
-    /// The position to fetch from the mailbox next, when frames may be sent (not before the
-    /// client's kind is known).
-    pub fn fetch_from(&self) -> Option<u64> {
+    /// The position to fetch from the mailbox next, when frames may be sent: not before the
+    /// client's kind is known, and after the end only until the close frame is due.
+    fn fetch_from(&self) -> Option<u64> {
         match self.mode {
-            Mode::Bare | Mode::Session { .. } | Mode::Closed => Some(self.next),
-            Mode::Pending { .. } | Mode::Opening { .. } => None,
+            Mode::Bare | Mode::Session { .. } => Some(self.next),
+            Mode::Closed if self.farewell.is_some() => Some(self.next),
+            Mode::Closed | Mode::Pending { .. } | Mode::Opening { .. } => None,
         }
     }
 
@@ -222,8 +236,37 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     }
 
     /// The next thing to do. Call until `None` after every input.
+    ///
+    /// When nothing else is queued, the connection reads its mailbox (`Output::Fetch`) if it
+    /// may hold frames; after the end, the close frame is due once the mailbox is drained.
     pub fn poll_output(&mut self) -> Option<Output<F>> {
-        self.outputs.pop_front()
+        if let Some(output) = self.outputs.pop_front() {
+            return Some(output);
+        }
+        if self.fetching {
+            return None;
+        }
+        if self.mail {
+            if let Some(from) = self.fetch_from() {
+                self.mail = false;
+                self.fetching = true;
+                let max = self.settings.fetch_batch;
+                return Some(Output::Fetch { from, max });
+            }
+        }
+        self.farewell.take().map(|close| Output::Close(Some(close)))
+    }
+
+    /// An engine's signal about this connection.
+    pub fn handle_signal(&mut self, now: Instant, signal: Signal) {
+        match signal {
+            Signal::Mail => self.mail = true,
+            Signal::Wake => self.handle_wake(now),
+            Signal::Replaced => self.handle_replaced(),
+            Signal::Superseded => self.handle_superseded(),
+            Signal::Overflowed => self.handle_overflowed(),
+            Signal::Gone => self.handle_gone(),
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
@@ -241,6 +284,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             hello,
             slow,
             retry,
+            self.refetch_at,
             self.expires,
             self.settle_due,
         ]
@@ -258,7 +302,9 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     }
 
     /// Ends the connection: last words and a close frame, if any, and the source released
-    /// (its session parked for a resume).
+    /// (its session parked for a resume). The close frame waits until what the mailbox holds
+    /// for the client has gone out; without one (the client closed, the transport is gone)
+    /// nothing more is written.
     fn end(
         &mut self,
         reason: DisconnectReason,
@@ -276,7 +322,14 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             self.transmit(words);
         }
         self.outputs.push_back(Output::Release);
-        self.outputs.push_back(Output::Close(close));
+        self.refetch_at = None;
+        match close {
+            Some(close) => {
+                self.mail = true;
+                self.farewell = Some(close);
+            }
+            None => self.outputs.push_back(Output::Close(None)),
+        }
         self.ending = Some(reason);
     }
 }

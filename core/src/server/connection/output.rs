@@ -41,6 +41,26 @@ pub enum DisconnectReason {
     Expired,
 }
 
+impl DisconnectReason {
+    /// The reason as one word, for metrics and statistics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DisconnectReason::Closed(_) => "closed",
+            DisconnectReason::Failed(_) => "failed",
+            DisconnectReason::Replaced => "replaced",
+            DisconnectReason::Superseded => "superseded",
+            DisconnectReason::SlowConsumer => "slow_consumer",
+            DisconnectReason::Stale => "stale",
+            DisconnectReason::Shutdown => "shutdown",
+            DisconnectReason::TooLarge => "too_large",
+            DisconnectReason::InvalidUtf8 => "invalid_utf8",
+            DisconnectReason::ProtocolError(_) => "protocol_error",
+            DisconnectReason::Flooding => "flooding",
+            DisconnectReason::Expired => "expired",
+        }
+    }
+}
+
 impl core::fmt::Display for DisconnectReason {
     /// Plain words for logs (JSON logs carry them as they are).
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -188,9 +208,22 @@ pub enum Output<F> {
         /// What consuming it does.
         effect: Effect<F>,
     },
+    /// Read frames from the mailbox, from position `from` on, at most `max` of them; answer
+    /// with [`ServerConnection::handle_fetched`] (or
+    /// [`handle_fetch_failed`](ServerConnection::handle_fetch_failed)).
+    Fetch {
+        /// The first position to read.
+        from: u64,
+        /// The most frames to read.
+        max: usize,
+    },
     /// Append a reliable frame to this client's own mailbox (a handler's response, an error
     /// about a message without id). No answer.
     Append(F),
+    /// A handler's response that came after the connection ended: send it to the source's
+    /// current session (the server's own `send_to`), wherever it is now: parked for a resume,
+    /// or on the client's next connection. No answer.
+    Late(F),
     /// Call the application handler of `kind`; answer with
     /// [`ServerConnection::handle_reply`], in the order of the calls.
     Call {
@@ -209,11 +242,19 @@ pub enum Output<F> {
     /// Give the source back to the engine, which keeps its session (if it has one) for the
     /// grace period. A replaced connection's release is fenced off by the engine.
     Release,
-    /// End the connection: write what was transmitted, then this close frame if any.
+    /// End the connection: write what was transmitted, then this close frame if any (what
+    /// the mailbox held has been fetched by then). The last output of a connection, but for
+    /// [`Late`](Output::Late) responses.
     Close(Option<CloseFrame>),
     /// For logs and metrics.
     Event(ServerEvent),
 }
+
+/// The close of a client asked to come back later (the engine cannot be reached).
+pub(crate) const TRY_AGAIN_LATER: CloseFrame = CloseFrame {
+    code: 1013,
+    reason: "try again later",
+};
 
 pub(super) fn close(code: u16, reason: &'static str) -> CloseFrame {
     CloseFrame { code, reason }

@@ -46,8 +46,11 @@ pub struct ConnectionSettings {
     pub stash_limit: usize,
     /// Handler calls that may wait for their reply before consumption pauses.
     pub max_pending_calls: usize,
-    /// A blocked message is retried after this long even without a wake-up.
+    /// A blocked message, or a fetch from the mailbox that failed, is retried after this long
+    /// (a blocked message sooner if its recipient drains).
     pub retry_interval: Duration,
+    /// Frames fetched from the mailbox at a time.
+    pub fetch_batch: usize,
     /// The client's message rate limit, if any (`PROTOCOL.md` section 4); announced in the
     /// welcome, so that a wsrelay client keeps to it.
     pub rate_limit: Option<RateLimit>,
@@ -76,6 +79,7 @@ impl Default for ConnectionSettings {
             stash_limit: (256 << 10) + (2 << 20),
             max_pending_calls: 256,
             retry_interval: Duration::from_millis(100),
+            fetch_batch: 256,
             rate_limit: None,
             answerable: 1024,
             settle_delay: Duration::ZERO,

@@ -42,7 +42,7 @@ fn acknowledgements_read_together_settle_once() {
     let settings = ConnectionSettings::default();
     let mut machine = opened(settings, now);
     for n in 0..3 {
-        machine.handle_delivery(now, format!(r#"{{"type":"n","payload":{n}}}"#));
+        machine.handle_fetched(now, [format!(r#"{{"type":"n","payload":{n}}}"#)]);
     }
     outputs(&mut machine);
     machine.handle_text(now, r#"{"type":"~ack","ack":1}"#);
@@ -71,7 +71,7 @@ fn deferred_settles_come_after_the_delay_or_past_the_bytes() {
     };
     let mut machine = opened(settings, now);
     for n in 0..4 {
-        machine.handle_delivery(now, format!("{{\"type\":\"n\",\"payload\":\"{n:>30}\"}}"));
+        machine.handle_fetched(now, [format!("{{\"type\":\"n\",\"payload\":\"{n:>30}\"}}")]);
     }
     outputs(&mut machine);
     machine.handle_text(now, r#"{"type":"~ack","ack":1}"#);
@@ -95,7 +95,7 @@ fn a_quiet_connection_gives_back_the_room_of_its_burst_at_the_liveness_check() {
     let ping_interval = settings.ping_interval;
     let mut machine = opened(settings, now);
     for n in 0..20_000 {
-        machine.handle_delivery(now, format!(r#"{{"type":"n","payload":{n}}}"#));
+        machine.handle_fetched(now, [format!(r#"{{"type":"n","payload":{n}}}"#)]);
     }
     outputs(&mut machine);
     machine.handle_text(now, r#"{"type":"~ack","ack":20000}"#);
