@@ -398,6 +398,7 @@ async fn serve(args: Args) -> std::process::ExitCode {
     } else {
         "http"
     };
+    let stop = shutdown_signal();
     // Test harnesses read this one line for the port: print it once, flushed. In JSON mode
     // it is JSON too: in a container stdout and stderr are one stream.
     let mut stdout = std::io::stdout().lock();
@@ -407,36 +408,47 @@ async fn serve(args: Args) -> std::process::ExitCode {
     };
     let _ = stdout.flush();
     drop(stdout);
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     server.close().await;
     std::process::ExitCode::SUCCESS
 }
 
-/// Ctrl-C, or SIGTERM on Unix.
+/// Ctrl-C, or SIGTERM on Unix: listened for from the call on (before the relay says it
+/// listens, so that a supervisor's SIGTERM right after that line is a graceful shutdown, not
+/// the default action that kills the process).
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind: SignalKind, name: &'static str| {
+        let signal = signal(kind);
+        async move {
+            match signal {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for {name}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    };
+    let interrupt = listen(SignalKind::interrupt(), "Ctrl-C");
+    let terminate = listen(SignalKind::terminate(), "SIGTERM");
+    async move {
+        tokio::select! {
+            () = interrupt => {}
+            () = terminate => {}
+        }
+    }
+}
+
+/// Ctrl-C.
+#[cfg(not(unix))]
 async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        tracing::error!(%error, "cannot listen for Ctrl-C");
+        std::future::pending::<()>().await;
     }
 }

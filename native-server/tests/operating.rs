@@ -704,6 +704,18 @@ async fn endpoints_and_a_prompt_shutdown() {
 }
 
 #[tokio::test]
+async fn a_sigterm_right_after_the_listening_line_is_a_graceful_shutdown() {
+    // A supervisor may stop the relay as soon as it said where it listens: the signal must
+    // be listened for by then (it was not, and SIGTERM's default action killed the process
+    // in most of these runs).
+    for run in 0..10 {
+        let relay = Relay::start(&[], &[]).await;
+        let (_, ok) = relay.terminate().await;
+        assert!(ok, "run {run}: killed rather than shut down");
+    }
+}
+
+#[tokio::test]
 async fn invalid_input_is_logged_at_debug_and_rate_limited() {
     let relay = Relay::start(
         &[
