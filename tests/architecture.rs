@@ -121,7 +121,7 @@ const SERVER_LAYERS: &[(&str, u8)] = &[
     ("listener", 6),
     ("http", 5),
     ("connection", 4),
-    ("hub", 3),
+    ("state", 3),
     // Leaves: what the layers above are made of.
     ("admission", 1),
     ("auth", 1),
@@ -131,6 +131,7 @@ const SERVER_LAYERS: &[(&str, u8)] = &[
     ("handlers", 1),
     ("hooks", 1),
     ("jwt", 1),
+    ("lifecycle", 1),
     ("logs", 1),
     ("metrics", 1),
     ("requests", 1),

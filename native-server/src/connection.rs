@@ -7,7 +7,6 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -26,7 +25,7 @@ use crate::engine::{Attempt, Claim, Doorbell, Router, SessionStore};
 use crate::handlers::SharedHandlers;
 use crate::handlers::{first_call, handler_call, HandlerCall};
 use crate::hooks::ClientInfo;
-use crate::hub::Hub;
+use crate::state::ServerState;
 use crate::websocket::{poll_io, Io, Outgoing, Received, WebSocket};
 
 /// Frames read back to back before the state machine's outputs are carried out.
@@ -38,7 +37,7 @@ type Machine = ServerConnection<Utf8Bytes, SharedHandlers>;
 /// client speaks the protocol (`v=1`).
 pub(crate) async fn serve(
     upgraded: Upgraded,
-    hub: Arc<Hub>,
+    state: Arc<ServerState>,
     identity: Identity,
     attempt: Option<Attempt>,
     announced: bool,
@@ -46,8 +45,8 @@ pub(crate) async fn serve(
 ) {
     let Identity { source, expires } = identity;
     let doorbell = Doorbell::default();
-    let exclusive = hub.config.on_duplicate == OnDuplicate::Reject;
-    let claimed = hub
+    let exclusive = state.config.on_duplicate == OnDuplicate::Reject;
+    let claimed = state
         .engine
         .claim(&source, attempt.as_ref(), &doorbell, exclusive)
         .await;
@@ -59,13 +58,13 @@ pub(crate) async fn serve(
             // is down.
             let close = error.refused().close_frame();
             tracing::info!(source, %error, "refused after the upgrade");
-            hub.metrics.count_claim_refused(error.refused());
-            hub.metrics.count_closed(Some(close.code));
-            close_at_once(upgraded, &hub, close.code, close.reason).await;
+            state.metrics.count_claim_refused(error.refused());
+            state.metrics.count_closed(Some(close.code));
+            close_at_once(upgraded, &state, close.code, close.reason).await;
             return;
         }
     };
-    let bell = hub.bells.add(&doorbell);
+    let bell = state.lifecycle.register(&doorbell);
     let info = ClientInfo { source, addr };
     let peer = addr.map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
     tracing::info!(
@@ -74,18 +73,16 @@ pub(crate) async fn serve(
         epoch = claim.epoch,
         "connected"
     );
-    hub.presence.changed();
-    for hook in &hub.on_connect {
-        hook(&info);
-    }
+    state.presence.changed();
+    state.hooks.connected(&info);
     // Made by a plain function: a local borrowed across this body would keep its place
     // in the task's future for the connection's life.
-    let machine = new_machine(&hub, &info.source, claim.next, announced, expires);
+    let machine = new_machine(&state, &info.source, claim.next, announced, expires);
     // Boxed: the task's future then holds a pointer to it across the loop and the finish,
     // not the connection's state twice (a task's future is what an idle connection costs).
     let mut conn = Box::new(Conn {
-        socket: new_socket(&hub, upgraded),
-        hub: Arc::clone(&hub),
+        socket: new_socket(&state, upgraded),
+        state: Arc::clone(&state),
         claim,
         doorbell,
         machine,
@@ -95,7 +92,6 @@ pub(crate) async fn serve(
         closing: None,
         released: false,
         counted: Counters::default(),
-        close_code: None,
         had_session: false,
     });
     conn.run().await;
@@ -104,16 +100,13 @@ pub(crate) async fn serve(
         .ending()
         .cloned()
         .unwrap_or(DisconnectReason::Shutdown);
-    let code = conn.close_code.or(match reason {
-        DisconnectReason::Closed(code) => code,
-        _ => None,
-    });
-    hub.metrics.count_closed(code);
+    let code = conn.machine.close_code();
+    state.metrics.count_closed(code);
     if conn.had_session {
-        hub.metrics.sessions_active.dec();
+        state.metrics.sessions_active.dec();
     }
     conn.finish().await;
-    hub.bells.remove(bell);
+    state.lifecycle.forget(bell);
     tracing::info!(
         source = info.source,
         addr = peer,
@@ -121,27 +114,30 @@ pub(crate) async fn serve(
         %reason,
         "disconnected"
     );
-    hub.presence.changed();
-    for hook in &hub.on_disconnect {
-        hook(&info, &reason);
-    }
+    state.presence.changed();
+    state.hooks.disconnected(&info, &reason);
 }
 
 /// Ends an upgraded connection at once with `code` and `reason`, holding no state for it: a
 /// refusal the client must be able to read (a browser's WebSocket sees the close frame of an
 /// accepted upgrade, never the HTTP status of a refused one).
-pub(crate) async fn close_at_once(upgraded: Upgraded, hub: &Hub, code: u16, reason: &str) {
-    let mut socket = new_socket(hub, upgraded);
+pub(crate) async fn close_at_once(
+    upgraded: Upgraded,
+    state: &ServerState,
+    code: u16,
+    reason: &str,
+) {
+    let mut socket = new_socket(state, upgraded);
     socket.queue_close(code, reason);
-    let _ = timeout(hub.config.close_timeout, socket.finish()).await;
+    let _ = timeout(state.config.close_timeout, socket.finish()).await;
 }
 
 /// Hands a frame (or the end of the stream) to the state machine.
-fn read(machine: &mut Machine, hub: &Hub, received: Received<'_>) {
-    let now = hub.clock.now();
+fn read(machine: &mut Machine, state: &ServerState, received: Received<'_>) {
+    let now = state.clock.now();
     match received {
         Received::Frame(Inbound::Text(text)) => {
-            hub.metrics.bytes_in.inc_by(text.len() as u64);
+            state.metrics.bytes_in.inc_by(text.len() as u64);
             machine.handle_text(now, text);
         }
         Received::Frame(Inbound::Binary(_)) => machine.handle_binary(now),
@@ -153,8 +149,8 @@ fn read(machine: &mut Machine, hub: &Hub, received: Received<'_>) {
 }
 
 /// The WebSocket over an upgraded connection, with the relay's limits.
-fn new_socket(hub: &Hub, upgraded: Upgraded) -> WebSocket {
-    let config = &hub.config;
+fn new_socket(state: &ServerState, upgraded: Upgraded) -> WebSocket {
+    let config = &state.config;
     WebSocket::new(
         upgraded,
         config.hard_message_limit(),
@@ -165,19 +161,19 @@ fn new_socket(hub: &Hub, upgraded: Upgraded) -> WebSocket {
 
 /// The connection's state machine, with the expiry of its verified identity if it has one.
 fn new_machine(
-    hub: &Arc<Hub>,
+    state: &Arc<ServerState>,
     source: &str,
     next: u64,
     announced: bool,
     expires: Option<SystemTime>,
 ) -> Machine {
-    let now = hub.clock.now();
+    let now = state.clock.now();
     let mut machine = ServerConnection::new(
         source.to_owned(),
         next,
         announced,
-        hub.config.connection_settings(),
-        SharedHandlers(Arc::clone(&hub.handlers)),
+        state.config.connection_settings(),
+        SharedHandlers(Arc::clone(&state.handlers)),
         now,
     );
     if let Some(expires) = expires {
@@ -193,7 +189,7 @@ struct Conn {
     /// Here rather than in the task's future, which would hold it twice (the async body's
     /// argument and its local) at every level it is passed down.
     socket: WebSocket,
-    hub: Arc<Hub>,
+    state: Arc<ServerState>,
     claim: Claim,
     doorbell: Doorbell,
     machine: Machine,
@@ -206,8 +202,6 @@ struct Conn {
     released: bool,
     /// The state machine's counters as last added to the metrics.
     counted: Counters,
-    /// The close code written to the client, if any.
-    close_code: Option<u16>,
     /// A session was opened on this connection (counted in the active sessions).
     had_session: bool,
 }
@@ -216,7 +210,7 @@ impl Conn {
     /// Adds what the state machine counted since the last time to the metrics.
     fn publish_counters(&mut self) {
         let now = self.machine.counters();
-        let metrics = &self.hub.metrics;
+        let metrics = &self.state.metrics;
         metrics
             .messages_in
             .inc_by(now.messages - self.counted.messages);
@@ -231,15 +225,15 @@ impl Conn {
     }
 
     async fn run(&mut self) {
-        let hub = Arc::clone(&self.hub);
+        let state = Arc::clone(&self.state);
         let sleep = sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::pin!(sleep);
         let mut armed = None;
         // The shutdown reaches a connection through its doorbell; one that registered after
         // the bells rang sees it here.
-        if hub.shutdown.is_cancelled() {
+        if state.lifecycle.shutting_down() {
             self.machine
-                .handle_shutdown(hub.shutdown_code.load(Ordering::Relaxed));
+                .handle_shutdown(state.lifecycle.shutdown_code());
         }
         loop {
             self.carry_out().await;
@@ -259,7 +253,10 @@ impl Conn {
                     continue;
                 }
             }
-            let deadline = self.machine.poll_timeout().map(|at| hub.clock.deadline(at));
+            let deadline = self
+                .machine
+                .poll_timeout()
+                .map(|at| state.clock.deadline(at));
             if let Some(at) = deadline.filter(|at| armed != Some(*at)) {
                 sleep.as_mut().reset(at);
                 armed = Some(at);
@@ -268,16 +265,16 @@ impl Conn {
                 biased;
                 rung = self.doorbell.wait() => {
                     if rung.abort() {
-                        self.machine.handle_shutdown(1001);
+                        self.machine.handle_abort();
                         self.outq.clear();
                         return;
                     }
                     if rung.shutdown() {
-                        let code = hub.shutdown_code.load(Ordering::Relaxed);
+                        let code = state.lifecycle.shutdown_code();
                         self.machine.handle_shutdown(code);
                     }
                     for signal in rung.signals() {
-                        self.machine.handle_signal(hub.clock.now(), signal);
+                        self.machine.handle_signal(state.clock.now(), signal);
                     }
                 }
                 io = poll_fn(|cx| {
@@ -292,7 +289,7 @@ impl Conn {
                                     break;
                                 }
                                 match self.socket.next() {
-                                    Some(received) => read(&mut self.machine, &self.hub, received),
+                                    Some(received) => read(&mut self.machine, &self.state, received),
                                     None => break,
                                 }
                             }
@@ -305,7 +302,7 @@ impl Conn {
                 }
                 () = &mut sleep, if deadline.is_some() => {
                     armed = None;
-                    self.machine.handle_timeout(hub.clock.now());
+                    self.machine.handle_timeout(state.clock.now());
                 }
             }
         }
@@ -334,20 +331,20 @@ impl Conn {
     }
 
     async fn apply(&mut self, output: Output<Utf8Bytes>) {
-        let hub = &self.hub;
+        let state = &self.state;
         match output {
             Output::Transmit(frame) => {
-                hub.metrics.bytes_out.inc_by(frame.len() as u64);
+                state.metrics.bytes_out.inc_by(frame.len() as u64);
                 self.outq.push_back(Outgoing::Text(frame.into()));
             }
             Output::Deliver(frame) => {
-                hub.metrics.bytes_out.inc_by(frame.len() as u64);
-                hub.metrics.messages_out.inc();
+                state.metrics.bytes_out.inc_by(frame.len() as u64);
+                state.metrics.messages_out.inc();
                 self.outq.push_back(Outgoing::Delivery(frame.into()));
             }
             Output::Ping => self.outq.push_back(Outgoing::Ping),
             Output::Open { hello, fresh_next } => {
-                match hub
+                match state
                     .engine
                     .open(&mut self.claim, hello.as_ref(), fresh_next)
                     .await
@@ -358,11 +355,11 @@ impl Conn {
             }
             Output::Fetch { from, max } => {
                 self.fetched.clear();
-                let fetched = hub
+                let fetched = state
                     .engine
                     .fetch(&self.claim, from, &mut self.fetched, max)
                     .await;
-                let now = hub.clock.now();
+                let now = state.clock.now();
                 match fetched {
                     Ok(_) => self.machine.handle_fetched(now, self.fetched.drain(..)),
                     Err(error) => {
@@ -372,21 +369,21 @@ impl Conn {
                 }
             }
             Output::Route { id, effect } => {
-                let routed = hub
+                let routed = state
                     .engine
                     .route(&self.claim, id, &effect, &self.doorbell)
                     .await;
-                self.machine.handle_routed(hub.clock.now(), routed);
+                self.machine.handle_routed(state.clock.now(), routed);
             }
             Output::Append(frame) => {
-                if let Err(error) = hub.engine.append(&self.claim, frame).await {
+                if let Err(error) = state.engine.append(&self.claim, frame).await {
                     tracing::warn!(source = self.claim.source, %error, "response not kept");
                 }
             }
             Output::Late(frame) => {
                 // The session may have moved to a new connection: address the source.
                 let source = &self.claim.source;
-                if let Err(error) = hub.engine.send_to(source, frame).await {
+                if let Err(error) = state.engine.send_to(source, frame).await {
                     tracing::debug!(source, %error, "late response not delivered");
                 }
             }
@@ -395,8 +392,8 @@ impl Conn {
                 source,
                 payload,
             } => {
-                let histogram = &hub.metrics.handler_seconds;
-                let mut call = handler_call(&hub.handlers, histogram, kind, source, payload);
+                let histogram = &state.metrics.handler_seconds;
+                let mut call = handler_call(&state.handlers, histogram, kind, source, payload);
                 if self.calls.is_empty() {
                     // Nothing of this connection waits before it: run it now. A handler that
                     // completes at once (the common case) then has its response written with
@@ -409,35 +406,34 @@ impl Conn {
                 self.calls.push_back(call);
             }
             Output::Settle { through } => {
-                if let Err(error) = hub.engine.settle(&self.claim, through).await {
+                if let Err(error) = state.engine.settle(&self.claim, through).await {
                     tracing::warn!(source = self.claim.source, %error, "cannot settle");
                 }
             }
             Output::Release => {
-                hub.engine.release(&self.claim).await;
+                state.engine.release(&self.claim).await;
                 self.released = true;
             }
             Output::Close(close) => {
                 // Counted when decided: the farewell may take a while on a stuck socket.
                 if let Some(reason) = self.machine.ending() {
-                    hub.metrics.count_disconnect(reason);
+                    state.metrics.count_disconnect(reason);
                 }
-                self.close_code = close.as_ref().map(|close| close.code);
                 self.closing = Some(close);
             }
             Output::Event(event) => {
                 if let ServerEvent::Opened { .. } = event {
                     self.had_session = true;
-                    hub.metrics.sessions_active.inc();
+                    state.metrics.sessions_active.inc();
                 }
-                hub.record(&self.claim.source, event);
+                state.record(&self.claim.source, event);
             }
         }
     }
 
     /// Writes what is left and the close frame, then waits a moment for the client's answer.
     async fn farewell(&mut self, close: Option<CloseFrame>) {
-        let close_timeout = self.hub.config.close_timeout;
+        let close_timeout = self.state.config.close_timeout;
         let Some(close) = close else {
             // The client closed (the echo of its close frame is queued), or the transport is
             // gone.
@@ -446,7 +442,7 @@ impl Conn {
         };
         // A frame refused from its header is still arriving: the WebSocket cannot be read.
         let unreadable = self.machine.ending() == Some(&DisconnectReason::TooLarge);
-        let abort = self.hub.abort.cancelled();
+        let abort = self.state.lifecycle.aborted();
         let (socket, outq) = (&mut self.socket, &mut self.outq);
         let goodbye = async {
             socket.write_all(outq).await?;
@@ -472,14 +468,14 @@ impl Conn {
     /// After the loop: the source released (if the loop could not), and handler calls still
     /// running finished on their own, their responses carried out as the state machine says.
     async fn finish(mut self: Box<Self>) {
-        let hub = Arc::clone(&self.hub);
+        let state = Arc::clone(&self.state);
         if !self.released {
-            hub.engine.release(&self.claim).await;
+            state.engine.release(&self.claim).await;
         }
         if self.calls.is_empty() {
             return;
         }
-        hub.tracker.spawn(async move {
+        state.lifecycle.tracker.spawn(async move {
             while let Some(call) = self.calls.pop_front() {
                 self.machine.handle_reply(call.await);
                 while let Some(output) = self.machine.poll_output() {

@@ -20,12 +20,12 @@ use crate::auth::{check_source, UpgradeRequest};
 use crate::config::{OnDuplicate, ServerConfig};
 use crate::connection;
 use crate::engine::{Attempt, Router as _};
-use crate::hub::Hub;
 use crate::logs::{clip, LogLimit};
+use crate::state::ServerState;
 
 #[derive(Clone)]
 struct App {
-    hub: Arc<Hub>,
+    state: Arc<ServerState>,
     files: Option<ServeDir>,
 }
 
@@ -33,13 +33,15 @@ struct App {
 const RETRY_AFTER: &str = "5";
 
 /// The router: one fallback handler sees every request.
-pub(crate) fn router(hub: Arc<Hub>) -> Router {
-    let files = hub
+pub(crate) fn router(state: Arc<ServerState>) -> Router {
+    let files = state
         .config
         .static_dir
         .as_ref()
         .map(|dir| ServeDir::new(dir).append_index_html_on_directories(true));
-    Router::new().fallback(entry).with_state(App { hub, files })
+    Router::new()
+        .fallback(entry)
+        .with_state(App { state, files })
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -78,15 +80,15 @@ pub(crate) struct Peer {
 static REFUSALS: LogLimit = LogLimit::new();
 
 /// Counts and logs a refused upgrade.
-fn count_refusal(hub: &Hub, status: StatusCode, reason: &str) {
-    hub.metrics.count_refused(status.as_u16());
+fn count_refusal(state: &ServerState, status: StatusCode, reason: &str) {
+    state.metrics.count_refused(status.as_u16());
     if let Some(suppressed) = REFUSALS.allow() {
         tracing::info!(%status, reason, suppressed, "upgrade refused");
     }
 }
 
-fn refuse(hub: &Hub, status: StatusCode, reason: &str) -> Response {
-    count_refusal(hub, status, reason);
+fn refuse(state: &ServerState, status: StatusCode, reason: &str) -> Response {
+    count_refusal(state, status, reason);
     let mut response = (status, format!("{reason}\n")).into_response();
     // The client wanted another protocol on this connection: it ends here.
     response
@@ -109,7 +111,7 @@ fn refuse(hub: &Hub, status: StatusCode, reason: &str) -> Response {
 /// refusal costs a close frame more than the HTTP answer, and no state. Other statuses (400,
 /// 409, 429, 503) stay HTTP: a client retries those, or cannot have sent them.
 fn refuse_upgrade(
-    hub: &Arc<Hub>,
+    state: &Arc<ServerState>,
     status: StatusCode,
     reason: &str,
     on_upgrade: Option<OnUpgrade>,
@@ -118,18 +120,18 @@ fn refuse_upgrade(
     let code = match status {
         StatusCode::UNAUTHORIZED => CLOSE_UNAUTHORIZED,
         StatusCode::FORBIDDEN => CLOSE_FORBIDDEN,
-        _ => return refuse(hub, status, reason),
+        _ => return refuse(state, status, reason),
     };
     let Some(on_upgrade) = on_upgrade else {
-        return refuse(hub, status, reason);
+        return refuse(state, status, reason);
     };
-    count_refusal(hub, status, reason);
-    let tracked = hub.tracker.token();
-    let (hub, reason) = (Arc::clone(hub), reason.to_owned());
+    count_refusal(state, status, reason);
+    let tracked = state.lifecycle.tracker.token();
+    let (state, reason) = (Arc::clone(state), reason.to_owned());
     tokio::spawn(async move {
         let _tracked = tracked;
         if let Ok(upgraded) = on_upgrade.await {
-            connection::close_at_once(upgraded, &hub, code, &reason).await;
+            connection::close_at_once(upgraded, &state, code, &reason).await;
         }
     });
     switching_protocols(accept)
@@ -149,15 +151,15 @@ fn switching_protocols(accept: &str) -> Response {
 }
 
 async fn entry(State(app): State<App>, request: Request) -> Response {
-    let hub = app.hub;
+    let state = app.state;
     if is_upgrade(request.headers()) {
-        return upgrade(hub, request).await;
+        return upgrade(state, request).await;
     }
     let readable = matches!(*request.method(), Method::GET | Method::HEAD);
     match request.uri().path() {
         "/healthz" if readable => return (StatusCode::OK, "ok\n").into_response(),
         "/readyz" if readable => {
-            return match hub.ready() {
+            return match state.ready() {
                 Ok(()) => (StatusCode::OK, "ready\n").into_response(),
                 Err(why) => (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -167,9 +169,9 @@ async fn entry(State(app): State<App>, request: Request) -> Response {
             };
         }
         "/metrics" if readable => {
-            hub.refresh_gauges();
+            state.refresh_gauges();
             let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-            return ([(header::CONTENT_TYPE, kind)], hub.metrics.render()).into_response();
+            return ([(header::CONTENT_TYPE, kind)], state.metrics.render()).into_response();
         }
         _ => {}
     }
@@ -217,11 +219,11 @@ fn origin_allowed(config: &ServerConfig, request: &UpgradeRequest) -> bool {
     config.allowed_origins.is_empty() && !config.own_origin
 }
 
-async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
+async fn upgrade(state: Arc<ServerState>, request: Request) -> Response {
     let peer = request.extensions().get::<Peer>().copied();
     let (mut parts, _body) = request.into_parts();
     let Some(key) = handshake_key(&parts.method, &parts.headers) else {
-        return refuse(&hub, StatusCode::BAD_REQUEST, "not a WebSocket handshake");
+        return refuse(&state, StatusCode::BAD_REQUEST, "not a WebSocket handshake");
     };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = parts.extensions.remove::<OnUpgrade>();
@@ -232,26 +234,26 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
         remote_addr: peer.map(|peer| peer.addr),
         secure: peer.is_some_and(|peer| peer.secure),
     };
-    if let Err(why) = hub.accepting() {
-        return refuse(&hub, StatusCode::SERVICE_UNAVAILABLE, &why);
+    if let Err(why) = state.accepting() {
+        return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, &why);
     }
-    if !origin_allowed(&hub.config, &request) {
+    if !origin_allowed(&state.config, &request) {
         // The peer's header, echoed in the answer and the log: at most 64 characters of it.
         let origin = clip(request.origin().unwrap_or_default());
         let reason = format!("origin {origin} not allowed");
-        return refuse_upgrade(&hub, StatusCode::FORBIDDEN, &reason, on_upgrade, &accept);
+        return refuse_upgrade(&state, StatusCode::FORBIDDEN, &reason, on_upgrade, &accept);
     }
     // A wsrelay client says so in its URL: it is then never taken for a bare client.
     let announced = matches!(request.query_param("v"), Ok(Some(_)));
-    let identity = match (hub.auth)(&request) {
+    let identity = match (state.auth)(&request) {
         Ok(identity) => identity,
         Err(rejection) => {
             let (status, reason) = (rejection.status, &rejection.reason);
-            return refuse_upgrade(&hub, status, reason, on_upgrade, &accept);
+            return refuse_upgrade(&state, status, reason, on_upgrade, &accept);
         }
     };
     if let Err(rejection) = check_source(&identity.source) {
-        return refuse(&hub, rejection.status, &rejection.reason);
+        return refuse(&state, rejection.status, &rejection.reason);
     }
     // Which attempt of which client instance this is: the claim orders them (a client's stale
     // attempt never replaces its newer one).
@@ -261,51 +263,51 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
             Some(attempt) => Some(attempt),
             None => {
                 let reason = "?attempt= must be INSTANCE.NUMBER (1 to 32 letters or digits)";
-                return refuse(&hub, StatusCode::BAD_REQUEST, reason);
+                return refuse(&state, StatusCode::BAD_REQUEST, reason);
             }
         },
-        Err(rejection) => return refuse(&hub, rejection.status, &rejection.reason),
+        Err(rejection) => return refuse(&state, rejection.status, &rejection.reason),
     };
     // A client that names its attempt is checked by the claim instead, which knows whether
     // the connection that holds the source is its own (superseded, never a duplicate).
-    if hub.config.on_duplicate == OnDuplicate::Reject
+    if state.config.on_duplicate == OnDuplicate::Reject
         && attempt.is_none()
-        && hub
+        && state
             .engine
             .is_connected(&identity.source)
             .await
             .unwrap_or(false)
     {
         let reason = format!("source {:?} already connected", identity.source);
-        return refuse(&hub, StatusCode::CONFLICT, &reason);
+        return refuse(&state, StatusCode::CONFLICT, &reason);
     }
     let ip = request
         .remote_addr
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
-    let place = match hub.admission.live(ip) {
+    let place = match state.admission.live(ip) {
         Ok(place) => place,
         Err(Full::Total) => {
             return refuse(
-                &hub,
+                &state,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many connections",
             )
         }
         Err(Full::PerIp) => {
             let reason = "too many connections from this address";
-            return refuse(&hub, StatusCode::TOO_MANY_REQUESTS, reason);
+            return refuse(&state, StatusCode::TOO_MANY_REQUESTS, reason);
         }
     };
     let Some(on_upgrade) = on_upgrade else {
         return refuse(
-            &hub,
+            &state,
             StatusCode::BAD_REQUEST,
             "this connection cannot be upgraded",
         );
     };
-    hub.metrics.opened.inc();
+    state.metrics.opened.inc();
     // The shutdown waits for this connection: the token lives as long as its task.
-    let tracked = hub.tracker.token();
+    let tracked = state.lifecycle.tracker.token();
     let addr = request.remote_addr;
     tokio::spawn(async move {
         let _tracked = tracked;
@@ -317,7 +319,7 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
                 return;
             }
         };
-        connection::serve(upgraded, hub, identity, attempt, announced, addr).await;
+        connection::serve(upgraded, state, identity, attempt, announced, addr).await;
     });
     switching_protocols(&accept)
 }

@@ -51,14 +51,15 @@ mod engine;
 mod handlers;
 mod hooks;
 mod http;
-mod hub;
 mod jwt;
+mod lifecycle;
 mod listener;
 mod logs;
 mod metrics;
 mod presence;
 mod requests;
 mod server;
+mod state;
 mod tls;
 mod websocket;
 

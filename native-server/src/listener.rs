@@ -19,8 +19,8 @@ use tower::ServiceExt;
 
 use crate::admission::Place;
 use crate::http::Peer;
-use crate::hub::Hub;
 use crate::logs::LogLimit;
+use crate::state::ServerState;
 
 /// Largest request head (request line and headers) read; hyper's own default is 400 KiB.
 const MAX_HEAD: usize = 32 * 1024;
@@ -28,17 +28,17 @@ const MAX_HEAD: usize = 32 * 1024;
 /// Accepts connections until `stop` is cancelled.
 pub(crate) async fn accept(
     listener: TcpListener,
-    hub: Arc<Hub>,
+    state: Arc<ServerState>,
     app: Router,
     stop: CancellationToken,
 ) {
-    let tls = hub.config.tls.clone().map(TlsAcceptor::from);
+    let tls = state.config.tls.clone().map(TlsAcceptor::from);
     static ACCEPT_ERRORS: LogLimit = LogLimit::new();
     static TURNED_AWAY: LogLimit = LogLimit::new();
     loop {
         let permit = tokio::select! {
             () = stop.cancelled() => return,
-            permit = hub.admission.pending_place() => permit,
+            permit = state.admission.pending_place() => permit,
         };
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -47,7 +47,7 @@ pub(crate) async fn accept(
         let (tcp, addr) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                hub.metrics.accept_errors.inc();
+                state.metrics.accept_errors.inc();
                 if let Some(suppressed) = ACCEPT_ERRORS.allow() {
                     tracing::warn!(%error, suppressed, "accept failed");
                 }
@@ -57,8 +57,8 @@ pub(crate) async fn accept(
                 continue;
             }
         };
-        let Ok(place) = hub.admission.pending(addr.ip(), permit) else {
-            hub.metrics.turned_away.inc();
+        let Ok(place) = state.admission.pending(addr.ip(), permit) else {
+            state.metrics.turned_away.inc();
             if let Some(suppressed) = TURNED_AWAY.allow() {
                 tracing::warn!(
                     peer = %addr.ip(),
@@ -71,17 +71,17 @@ pub(crate) async fn accept(
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "TCP_NODELAY not set");
         }
-        let (hub, app, tls, stop) = (Arc::clone(&hub), app.clone(), tls.clone(), stop.clone());
+        let (state, app, tls, stop) = (Arc::clone(&state), app.clone(), tls.clone(), stop.clone());
         // Not tracked, as the listener: these end with it, gracefully (see `serve`).
         tokio::spawn(async move {
-            let timeout = hub.config.handshake_timeout;
+            let timeout = state.config.handshake_timeout;
             match tls {
                 Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => serve(stream, addr, true, place, &hub, app, stop).await,
+                    Ok(Ok(stream)) => serve(stream, addr, true, place, &state, app, stop).await,
                     Ok(Err(error)) => tracing::debug!(peer = %addr, %error, "TLS handshake failed"),
                     Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
                 },
-                None => serve(tcp, addr, false, place, &hub, app, stop).await,
+                None => serve(tcp, addr, false, place, &state, app, stop).await,
             }
         });
     }
@@ -93,7 +93,7 @@ async fn serve<I>(
     addr: SocketAddr,
     secure: bool,
     place: Place,
-    hub: &Hub,
+    state: &ServerState,
     app: Router,
     stop: CancellationToken,
 ) where
@@ -107,7 +107,7 @@ async fn serve<I>(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(hub.config.handshake_timeout)
+        .header_read_timeout(state.config.handshake_timeout)
         .max_buf_size(MAX_HEAD);
     let connection = builder
         .serve_connection(TokioIo::new(io), service)

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::Router;
 use crate::handlers::{erase, Incoming};
-use crate::hub::{Hub, PresenceSignal};
+use crate::state::{PresenceSignal, ServerState};
 
 /// Message type of the announcements.
 pub const PRESENCE: &str = "relay:presence";
@@ -47,13 +47,16 @@ pub(crate) struct Change {
 }
 
 /// Announces changes until the server shuts down.
-pub(crate) async fn announce(hub: Weak<Hub>, signal: Arc<PresenceSignal>) {
+pub(crate) async fn announce(state: Weak<ServerState>, signal: Arc<PresenceSignal>) {
     let mut announced: BTreeSet<String> = BTreeSet::new();
-    let Some(shutdown) = hub.upgrade().map(|hub| hub.shutdown.clone()) else {
+    let Some(shutdown) = state
+        .upgrade()
+        .map(|state| state.lifecycle.shutdown_token())
+    else {
         return;
     };
     loop {
-        let Some(interval) = hub.upgrade().map(|hub| hub.config.presence_interval) else {
+        let Some(interval) = state.upgrade().map(|state| state.config.presence_interval) else {
             return;
         };
         // The shutdown ends the wait too: the server's close waits for this task.
@@ -63,13 +66,13 @@ pub(crate) async fn announce(hub: Weak<Hub>, signal: Arc<PresenceSignal>) {
         }
         // Let changes gather for one interval: one announcement covers them all.
         tokio::time::sleep(interval).await;
-        let Some(hub) = hub.upgrade() else {
+        let Some(state) = state.upgrade() else {
             return;
         };
-        if hub.shutdown.is_cancelled() {
+        if state.lifecycle.shutting_down() {
             return;
         }
-        let online: BTreeSet<String> = match hub.engine.clients().await {
+        let online: BTreeSet<String> = match state.engine.clients().await {
             Ok(clients) => clients.into_iter().collect(),
             Err(error) => {
                 tracing::warn!(%error, "presence not announced");
@@ -92,24 +95,24 @@ pub(crate) async fn announce(hub: Weak<Hub>, signal: Arc<PresenceSignal>) {
                 continue;
             }
         };
-        let (_, frame) = hub.requests.server_message(PRESENCE, &payload);
-        if let Err(error) = hub.engine.broadcast(frame, None).await {
+        let (_, frame) = state.requests.server_message(PRESENCE, &payload);
+        if let Err(error) = state.engine.broadcast(frame, None).await {
             tracing::warn!(%error, "presence not announced");
         }
     }
 }
 
 /// Answers `relay:clients` with a page of the sorted list of online sources.
-pub(crate) fn install_clients_handler(hub: &Arc<Hub>) {
-    let weak = Arc::downgrade(hub);
+pub(crate) fn install_clients_handler(state: &Arc<ServerState>) {
+    let weak = Arc::downgrade(state);
     let handler = erase(move |request: Incoming<Option<Page>>| {
-        let hub = weak.upgrade();
+        let state = weak.upgrade();
         let page = request.payload.unwrap_or_default();
         async move {
-            let Some(hub) = hub else {
+            let Some(state) = state else {
                 return Ok::<_, crate::engine::EngineError>(None);
             };
-            let mut clients = hub.engine.clients().await?;
+            let mut clients = state.engine.clients().await?;
             let start = match &page.after {
                 Some(after) => clients.partition_point(|source| source <= after),
                 None => 0,
@@ -120,5 +123,5 @@ pub(crate) fn install_clients_handler(hub: &Arc<Hub>) {
             Ok(Some(clients))
         }
     });
-    hub.handlers.insert(CLIENTS, handler);
+    state.handlers.insert(CLIENTS, handler);
 }

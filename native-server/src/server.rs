@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tungstenite::Utf8Bytes;
 use wsrelay_core::protocol::RemoteError;
 
@@ -21,9 +20,10 @@ use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::engine::{Engine, EngineError, MemoryEngine, RedisEngine, Router, SendRefused};
 use crate::handlers::{erase, ErasedHandler, Handlers, Incoming, IntoReply};
-use crate::hooks::{ClientInfo, ConnectHook, DisconnectHook};
-use crate::hub::{Bells, Hub};
+use crate::hooks::{ClientInfo, Hooks};
+use crate::lifecycle::Lifecycle;
 use crate::requests::{Answer, AnswerHook, Requests};
+use crate::state::ServerState;
 
 /// Why a connection ended (from the server's state machine in `wsrelay-core`).
 pub use wsrelay_core::server::DisconnectReason;
@@ -150,8 +150,7 @@ impl std::error::Error for RequestError {}
 pub struct ServerBuilder {
     config: ServerConfig,
     auth: Box<Authenticator>,
-    on_connect: Vec<ConnectHook>,
-    on_disconnect: Vec<DisconnectHook>,
+    hooks: Hooks,
     on_answer: Vec<AnswerHook>,
     handlers: HashMap<String, ErasedHandler>,
 }
@@ -185,7 +184,7 @@ impl ServerBuilder {
     where
         F: Fn(&ClientInfo) + Send + Sync + 'static,
     {
-        self.on_connect.push(Arc::new(hook));
+        self.hooks.on_connect.push(Arc::new(hook));
         self
     }
 
@@ -194,7 +193,7 @@ impl ServerBuilder {
     where
         F: Fn(&ClientInfo, &DisconnectReason) + Send + Sync + 'static,
     {
-        self.on_disconnect.push(Arc::new(hook));
+        self.hooks.on_disconnect.push(Arc::new(hook));
         self
     }
 
@@ -246,43 +245,38 @@ impl ServerBuilder {
             }
             None => Engine::Memory(MemoryEngine::new(limits, clock, Arc::clone(&requests))),
         };
-        let hub = Arc::new(Hub {
+        let state = Arc::new(ServerState {
             engine,
             config: self.config,
             auth: self.auth,
             handlers: Arc::new(Handlers::new(self.handlers)),
             requests,
-            on_connect: self.on_connect,
-            on_disconnect: self.on_disconnect,
+            hooks: self.hooks,
             clock,
             admission,
             metrics: crate::metrics::Metrics::new(),
-            shutdown,
-            shutdown_code: AtomicU16::new(1001),
-            abort: CancellationToken::new(),
-            tracker: TaskTracker::new(),
+            lifecycle: Lifecycle::new(shutdown),
             presence: Arc::default(),
-            bells: Bells::default(),
         });
-        if hub.config.presence {
-            crate::presence::install_clients_handler(&hub);
+        if state.config.presence {
+            crate::presence::install_clients_handler(&state);
             let announcer =
-                crate::presence::announce(Arc::downgrade(&hub), Arc::clone(&hub.presence));
-            hub.tracker.spawn(announcer);
+                crate::presence::announce(Arc::downgrade(&state), Arc::clone(&state.presence));
+            state.lifecycle.tracker.spawn(announcer);
         }
         let accept = CancellationToken::new();
-        let app = crate::http::router(Arc::clone(&hub));
+        let app = crate::http::router(Arc::clone(&state));
         // Not tracked: the listener outlives the connections' drain (see `close_with`).
-        let serve = crate::listener::accept(listener, Arc::clone(&hub), app, accept.clone());
+        let serve = crate::listener::accept(listener, Arc::clone(&state), app, accept.clone());
         let listening = tokio::spawn(serve);
-        let sweeper = Arc::clone(&hub);
-        hub.tracker.spawn(async move {
+        let sweeper = Arc::clone(&state);
+        state.lifecycle.tracker.spawn(async move {
             let period = (sweeper.config.session_grace / 4)
                 .clamp(Duration::from_millis(50), Duration::from_secs(5));
             let mut tick = tokio::time::interval(period);
             loop {
                 tokio::select! {
-                    () = sweeper.shutdown.cancelled() => return,
+                    () = sweeper.lifecycle.shut_down() => return,
                     _ = tick.tick() => {
                         let expired = sweeper.engine.expire();
                         sweeper.metrics.sessions_expired.inc_by(expired as u64);
@@ -295,13 +289,13 @@ impl ServerBuilder {
         });
         tracing::info!(%local_addr, "listening");
         let stop = Arc::new(StopOnDrop {
-            hub: Arc::clone(&hub),
+            state: Arc::clone(&state),
             accept,
             listening: std::sync::Mutex::new(Some(listening)),
             closed: AtomicBool::new(false),
         });
         Ok(WebSocketServer {
-            hub,
+            state,
             local_addr,
             stop,
         })
@@ -310,7 +304,7 @@ impl ServerBuilder {
 
 /// Stops the server when the last handle is dropped without `close()`.
 struct StopOnDrop {
-    hub: Arc<Hub>,
+    state: Arc<ServerState>,
     accept: CancellationToken,
     /// The accept loop, awaited by `close` so that the port is free when it returns.
     listening: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -321,9 +315,7 @@ impl Drop for StopOnDrop {
     fn drop(&mut self) {
         if !self.closed.load(Ordering::Relaxed) {
             self.accept.cancel();
-            self.hub.shutdown.cancel();
-            self.hub.abort.cancel();
-            self.hub.bells.ring_all(true);
+            self.state.lifecycle.abort();
         }
     }
 }
@@ -334,7 +326,7 @@ impl Drop for StopOnDrop {
 /// See the [crate documentation](crate) for an example.
 #[derive(Clone)]
 pub struct WebSocketServer {
-    hub: Arc<Hub>,
+    state: Arc<ServerState>,
     local_addr: SocketAddr,
     stop: Arc<StopOnDrop>,
 }
@@ -353,8 +345,7 @@ impl WebSocketServer {
         ServerBuilder {
             config,
             auth: Box::new(source_from_query),
-            on_connect: Vec::new(),
-            on_disconnect: Vec::new(),
+            hooks: Hooks::default(),
             on_answer: Vec::new(),
             handlers: HashMap::new(),
         }
@@ -375,7 +366,7 @@ impl WebSocketServer {
 
     /// The server's settings.
     pub fn config(&self) -> &ServerConfig {
-        &self.hub.config
+        &self.state.config
     }
 
     /// Sends a message of type `kind` from the server (no `source`) to the client `source`.
@@ -389,7 +380,7 @@ impl WebSocketServer {
         payload: &P,
     ) -> Result<(), SendError> {
         let frame = self.server_message(kind, payload)?.1;
-        Ok(self.hub.engine.send_to(source, frame).await?)
+        Ok(self.state.engine.send_to(source, frame).await?)
     }
 
     /// Sends a message of type `kind` to every client except `exclude`. The frame is encoded
@@ -401,7 +392,7 @@ impl WebSocketServer {
         exclude: Option<&str>,
     ) -> Result<usize, SendError> {
         let frame = self.server_message(kind, payload)?.1;
-        self.hub
+        self.state
             .engine
             .broadcast(frame, exclude)
             .await
@@ -415,7 +406,7 @@ impl WebSocketServer {
         payload: &P,
     ) -> Result<(u64, Utf8Bytes), SendError> {
         let payload = serde_json::to_string(payload).map_err(SendError::Payload)?;
-        Ok(self.hub.requests.server_message(kind, &payload))
+        Ok(self.state.requests.server_message(kind, &payload))
     }
 
     /// Handles messages of type `kind` (replacing any handler for it). The handler gets the
@@ -430,12 +421,12 @@ impl WebSocketServer {
         F: Fn(Incoming<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = R> + Send + 'static,
     {
-        self.hub.handlers.insert(kind, erase(handler));
+        self.state.handlers.insert(kind, erase(handler));
     }
 
     /// Removes the handler of `kind`; returns whether there was one.
     pub fn off(&self, kind: &str) -> bool {
-        self.hub.handlers.remove(kind)
+        self.state.handlers.remove(kind)
     }
 
     /// Sends a request (a message with an `id`) to `source` and waits up to `timeout` for the
@@ -454,9 +445,9 @@ impl WebSocketServer {
         let (id, frame) = self
             .server_message(kind, payload)
             .map_err(RequestError::Send)?;
-        let requests = &self.hub.requests;
+        let requests = &self.state.requests;
         let response = requests.expect(id, source);
-        if let Err(refused) = self.hub.engine.send_to(source, frame).await {
+        if let Err(refused) = self.state.engine.send_to(source, frame).await {
             requests.forget(id);
             return Err(RequestError::Send(refused.into()));
         }
@@ -474,25 +465,25 @@ impl WebSocketServer {
 
     /// The sources of the connected clients, sorted.
     pub async fn clients(&self) -> Result<Vec<String>, EngineError> {
-        self.hub.engine.clients().await
+        self.state.engine.clients().await
     }
 
     /// Whether a client with `source` is connected.
     pub async fn is_connected(&self, source: &str) -> Result<bool, EngineError> {
-        self.hub.engine.is_connected(source).await
+        self.state.engine.is_connected(source).await
     }
 
     /// Whether the server is ready for clients, as `GET /readyz` answers: `Err` says why not
     /// (it is shutting down, or Redis does not answer; with the memory engine only the
     /// former).
     pub fn ready(&self) -> Result<(), String> {
-        self.hub.ready()
+        self.state.ready()
     }
 
     /// The server's counters.
     pub fn stats(&self) -> ServerStats {
-        let metrics = &self.hub.metrics;
-        let (parked_sessions, connected) = self.hub.engine.local_counts();
+        let metrics = &self.state.metrics;
+        let (parked_sessions, connected) = self.state.engine.local_counts();
         ServerStats {
             connected,
             parked_sessions,
@@ -500,7 +491,7 @@ impl WebSocketServer {
             rejected: metrics.refused_total(),
             slow_consumers: metrics.disconnects("slow_consumer"),
             blocked: metrics.blocked.get(),
-            engine_reachable: self.hub.engine.healthy(),
+            engine_reachable: self.state.engine.healthy(),
             stale: metrics.disconnects("stale"),
             replaced: metrics.disconnects("replaced"),
             superseded: metrics.disconnects("superseded"),
@@ -519,26 +510,24 @@ impl WebSocketServer {
     /// the `shutdown_timeout` deadline are dropped. Pending requests fail with
     /// [`RequestError::Closed`].
     pub async fn close_with(&self, code: ShutdownCode) {
-        let hub = &self.hub;
+        let state = &self.state;
         self.stop.closed.store(true, Ordering::Relaxed);
-        hub.shutdown_code.store(code.code(), Ordering::Relaxed);
         // While the connections drain, the listener stays open: `/readyz` answers 503 and
         // upgrades are refused with 503, so a load balancer learns to send clients elsewhere.
-        hub.shutdown.cancel();
-        hub.bells.ring_all(false);
-        hub.tracker.close();
-        let deadline = hub.config.shutdown_timeout;
-        if tokio::time::timeout(deadline, hub.tracker.wait())
+        state.lifecycle.shut_down_with(code.code());
+        let deadline = state.config.shutdown_timeout;
+        if tokio::time::timeout(deadline, state.lifecycle.tracker.wait())
             .await
             .is_err()
         {
             tracing::warn!(
-                remaining = hub.tracker.len(),
+                remaining = state.lifecycle.tracker.len(),
                 "shutdown deadline passed: dropping"
             );
-            hub.abort.cancel();
-            hub.bells.ring_all(true);
-            let _ = tokio::time::timeout(hub.config.close_timeout, hub.tracker.wait()).await;
+            state.lifecycle.abort();
+            let _ =
+                tokio::time::timeout(state.config.close_timeout, state.lifecycle.tracker.wait())
+                    .await;
         }
         self.stop.accept.cancel();
         let listening = self
@@ -550,8 +539,8 @@ impl WebSocketServer {
         if let Some(listening) = listening {
             let _ = listening.await;
         }
-        hub.requests.clear();
-        hub.engine.clear();
+        state.requests.clear();
+        state.engine.clear();
         tracing::info!("closed");
     }
 }

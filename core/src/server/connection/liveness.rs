@@ -103,6 +103,12 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         );
     }
 
+    /// The server ends at once (its shutdown deadline passed): nothing more is written, not
+    /// even a close frame.
+    pub fn handle_abort(&mut self) {
+        self.end(DisconnectReason::Shutdown, None, None);
+    }
+
     /// Time has come: run whatever is due at `now`. Spurious calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.ending.is_some() {

@@ -131,6 +131,8 @@ pub struct ServerConnection<F, H> {
     /// before this connection.
     claimed_next: u64,
     ending: Option<DisconnectReason>,
+    /// The close code the end sent, or the client's.
+    close_code: Option<u16>,
     outputs: VecDeque<Output<F>>,
 }
 
@@ -185,6 +187,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             heard: false,
             awaiting_pong: false,
             ending: None,
+            close_code: None,
             outputs: VecDeque::new(),
         }
     }
@@ -208,6 +211,12 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     /// Why the connection ended, once it has.
     pub fn ending(&self) -> Option<&DisconnectReason> {
         self.ending.as_ref()
+    }
+
+    /// The close code of the connection's end: the one sent to the client, or the one the
+    /// client sent; `None` while it lives, or when no close frame went either way.
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_code
     }
 
     /// Whether the driver should read the next frame: false while too much input waits.
@@ -323,6 +332,11 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         }
         self.outputs.push_back(Output::Release);
         self.refetch_at = None;
+        self.close_code = match (&close, &reason) {
+            (Some(close), _) => Some(close.code),
+            (None, DisconnectReason::Closed(code)) => *code,
+            (None, _) => None,
+        };
         match close {
             Some(close) => {
                 self.mail = true;
