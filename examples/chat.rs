@@ -23,7 +23,7 @@ mod terminal {
     use serde::{Deserialize, Serialize};
     use tokio::io::{AsyncBufReadExt, BufReader};
     use tokio::sync::broadcast::error::RecvError;
-    use wsrelay::{Event, Received, SendOptions, WebSocketClient};
+    use wsrelay::{Event, Incoming, SendOptions, WebSocketClient};
 
     /// The payload of `chat-message`, as the browser demo sends it (extra fields are ignored).
     #[derive(Debug, Serialize, Deserialize)]
@@ -43,7 +43,7 @@ mod terminal {
         let mut events = builder.subscribe();
         let client = builder.build()?;
 
-        client.on("chat-message", |m: Received<ChatMessage>| async move {
+        client.on("chat-message", |m: Incoming<ChatMessage>| async move {
             let from = m.source.as_deref().unwrap_or("server");
             println!("{from}: {}", m.payload.message);
         });

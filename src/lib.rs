@@ -46,7 +46,7 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::{ClientBuilder, Received, SendOptions, TokenFuture, WebSocketClient};
+pub use native::{ClientBuilder, Incoming, SendOptions, TokenFuture, WebSocketClient};
 /// The TLS library of [`ClientBuilder::tls_config`] (rustls, `ring` provider).
 #[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
 pub use rustls;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use chaos::ChaosProxy;
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
-use wsrelay::{Event, Received, WebSocketClient};
+use wsrelay::{Event, Incoming, WebSocketClient};
 use wsrelay_server::{ServerConfig, WebSocketServer};
 
 const CLIENTS: usize = 30;
@@ -69,7 +69,7 @@ async fn tens_of_clients_through_resets_and_silences_lose_and_duplicate_nothing(
         let record = Arc::clone(&inbox);
         // Handlers are called in arrival order (their futures then run concurrently): record
         // in the call, not in the future.
-        client.on("n", move |m: Received<u64>| {
+        client.on("n", move |m: Incoming<u64>| {
             let sender = m.source.unwrap_or_default();
             record
                 .lock()

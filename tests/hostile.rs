@@ -14,7 +14,7 @@ use tokio::net::TcpSocket;
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
-use wsrelay::{ClientBuilder, Error, Event, Received, WebSocketClient};
+use wsrelay::{ClientBuilder, Error, Event, Incoming, WebSocketClient};
 use wsrelay_server::{ServerConfig, WebSocketServer};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -46,7 +46,7 @@ impl Recorder {
         // A number, or an object whose `n` is one (padded messages).
         // Handlers are called in arrival order (their futures then run concurrently): record
         // in the call, not in the future.
-        client.on(kind, move |m: Received<serde_json::Value>| {
+        client.on(kind, move |m: Incoming<serde_json::Value>| {
             let from = m.source.unwrap_or_default();
             let n = m.payload.get("n").unwrap_or(&m.payload).as_u64();
             record

@@ -15,9 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
 use wsrelay::client::{delay_range, Options, ReadyState};
-use wsrelay::{ClientBuilder, Error, Event, Received, SendOptions, WebSocketClient};
+use wsrelay::{ClientBuilder, Error, Event, Incoming, SendOptions, WebSocketClient};
 use wsrelay_server::{
-    DisconnectReason, Incoming, Rejection, RequestError, ServerConfig, StatusCode, WebSocketServer,
+    DisconnectReason, Incoming as ToServer, Rejection, RequestError, ServerConfig, StatusCode,
+    WebSocketServer,
 };
 
 /// Upper bound of any single wait: a test that hangs fails instead.
@@ -112,7 +113,7 @@ fn record_chat(client: &WebSocketClient) -> mpsc::UnboundedReceiver<(String, Str
     let (tx, rx) = mpsc::unbounded_channel();
     // Recorded in the handler's synchronous part: handlers are called in arrival order, the
     // futures they return run concurrently.
-    client.on("chat-message", move |m: Received<Chat>| {
+    client.on("chat-message", move |m: Incoming<Chat>| {
         let _ = tx.send((m.source.unwrap_or_default(), m.payload.message));
         async {}
     });
@@ -218,7 +219,7 @@ async fn rebind(addr: SocketAddr) -> WebSocketServer {
 fn record_notes(server: &WebSocketServer) -> Arc<Mutex<Vec<u32>>> {
     let notes = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&notes);
-    server.on("note", move |m: Incoming<u32>| {
+    server.on("note", move |m: ToServer<u32>| {
         sink.lock().expect("notes lock").push(m.payload);
         async {}
     });
@@ -311,10 +312,10 @@ async fn responses_flow_both_ways() {
 
 async fn responses_flow_both_ways_body() {
     let server = server().await;
-    server.on("add", |m: Incoming<(i64, i64)>| async move {
+    server.on("add", |m: ToServer<(i64, i64)>| async move {
         Some(m.payload.0 + m.payload.1)
     });
-    server.on("fail", |_: Incoming<Value>| async move {
+    server.on("fail", |_: ToServer<Value>| async move {
         Err::<Option<()>, _>("no way")
     });
     let addr = server.local_addr();
@@ -339,7 +340,7 @@ async fn responses_flow_both_ways_body() {
     assert_eq!(error.code(), "decode");
 
     // A client handler's return reaches the server's request.
-    alice.on("get-time", |_: Received<Value>| async move {
+    alice.on("get-time", |_: Incoming<Value>| async move {
         Ok::<_, String>(Some(Time { now: 1_764_090_000 }))
     });
     let time: Time = server
@@ -349,7 +350,7 @@ async fn responses_flow_both_ways_body() {
     assert_eq!(time.now, 1_764_090_000);
 
     // A failing or panicking handler answers handler_error and the client lives on.
-    alice.on("explode", |m: Received<bool>| async move {
+    alice.on("explode", |m: Incoming<bool>| async move {
         if m.payload {
             panic!("handler bug");
         }
@@ -378,7 +379,7 @@ async fn responses_flow_both_ways_body() {
     assert_eq!(time.now, 1_764_090_000);
 
     // Client to client: bob answers alice's directed request.
-    bob.on("echo", |m: Received<Value>| async move { Some(m.payload) });
+    bob.on("echo", |m: Incoming<Value>| async move { Some(m.payload) });
     let echoed: Value = alice
         .request_to("bob", "echo", json!({"x": [1, 2]}), None)
         .await
@@ -781,7 +782,7 @@ async fn clones_of_one_client_send_from_many_tasks_body() {
     let (alice, _) = connect(fast(addr, "alice")).await;
     let (bob, _) = connect(fast(addr, "bob")).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    bob.on("tagged", move |m: Received<Tagged>| {
+    bob.on("tagged", move |m: Incoming<Tagged>| {
         let _ = tx.send(m.payload);
         async {}
     });

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use wsrelay::client::{OptionValue, Options};
-use wsrelay::{Error, Event, Received, Reply, SendOptions, WebSocketClient};
+use wsrelay::{Error, Event, Incoming, Reply, SendOptions, WebSocketClient};
 
 const PATIENCE: Duration = Duration::from_secs(5);
 const FAST: [(&str, f64); 3] = [
@@ -306,7 +306,7 @@ impl Run {
                 let kind = str_field(step, "type");
                 client.logs.insert(kind.to_owned(), Arc::clone(&log));
                 let behaviour = step["handler"].clone();
-                client.client.on(kind, move |m: Received<Value>| {
+                client.client.on(kind, move |m: Incoming<Value>| {
                     // Recorded in the synchronous part: handlers are called in arrival order.
                     log.lock()
                         .expect("log lock")

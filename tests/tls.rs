@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wsrelay::{Event, Received, WebSocketClient};
+use wsrelay::{Event, Incoming, WebSocketClient};
 use wsrelay_server::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use wsrelay_server::{ServerConfig, WebSocketServer};
 
@@ -64,9 +64,9 @@ async fn native_clients_talk_over_wss_with_a_trusted_root() {
         .tls_config(tls)
         .build()
         .expect("client");
-    bob.on("get-time", |_: Received<Value>| async { Some(42) });
+    bob.on("get-time", |_: Incoming<Value>| async { Some(42) });
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    alice.on("chat", move |m: Received<Value>| {
+    alice.on("chat", move |m: Incoming<Value>| {
         let _ = tx.send((m.source, m.payload));
         async {}
     });

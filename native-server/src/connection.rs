@@ -21,12 +21,12 @@ use wsrelay_core::server::{
 
 use crate::auth::Identity;
 use crate::config::OnDuplicate;
-use crate::engine::{Attempt, Claim, Doorbell, Router, SessionStore};
+use crate::engine::{Attempt, Claim, Doorbell, MessageRouter, SessionStore};
 use crate::handlers::SharedHandlers;
 use crate::handlers::{first_call, handler_call, HandlerCall};
 use crate::hooks::ClientInfo;
 use crate::state::ServerState;
-use crate::websocket::{poll_io, Io, Outgoing, Received, WebSocket};
+use crate::websocket::{poll_io, Outbound, Progress, Read, WebSocket};
 
 /// Frames read back to back before the state machine's outputs are carried out.
 const READ_BATCH: usize = 64;
@@ -133,18 +133,18 @@ pub(crate) async fn close_at_once(
 }
 
 /// Hands a frame (or the end of the stream) to the state machine.
-fn read(machine: &mut Machine, state: &ServerState, received: Received<'_>) {
+fn read(machine: &mut Machine, state: &ServerState, received: Read<'_>) {
     let now = state.clock.now();
     match received {
-        Received::Frame(Inbound::Text(text)) => {
+        Read::Frame(Inbound::Text(text)) => {
             state.metrics.bytes_in.inc_by(text.len() as u64);
             machine.handle_text(now, text);
         }
-        Received::Frame(Inbound::Binary(_)) => machine.handle_binary(now),
-        Received::Frame(Inbound::Ping(_) | Inbound::Pong(_)) => machine.handle_heard(),
-        Received::Frame(Inbound::Close(code)) => machine.handle_closed(code),
-        Received::Ended => machine.handle_closed(None),
-        Received::Failed(error) => machine.handle_transport_error(error),
+        Read::Frame(Inbound::Binary(_)) => machine.handle_binary(now),
+        Read::Frame(Inbound::Ping(_) | Inbound::Pong(_)) => machine.handle_heard(),
+        Read::Frame(Inbound::Close(code)) => machine.handle_closed(code),
+        Read::Ended => machine.handle_closed(None),
+        Read::Failed(error) => machine.handle_transport_error(error),
     }
 }
 
@@ -194,7 +194,7 @@ struct Conn {
     doorbell: Doorbell,
     machine: Machine,
     /// Frames to write.
-    outq: VecDeque<Outgoing>,
+    outq: VecDeque<Outbound>,
     calls: VecDeque<HandlerCall>,
     /// Frames fetched from the mailbox (kept for its room).
     fetched: Vec<Utf8Bytes>,
@@ -282,8 +282,8 @@ impl Conn {
                     poll_io(&mut self.socket, cx, &mut self.outq, read)
                 }), if self.machine.wants_read() || !self.outq.is_empty() || self.socket.wants_write() => {
                     match io {
-                        Io::Written(written) => self.written(written),
-                        Io::Readable => {
+                        Progress::Written(written) => self.written(written),
+                        Progress::Readable => {
                             for _ in 0..READ_BATCH {
                                 if !self.machine.wants_read() {
                                     break;
@@ -335,14 +335,14 @@ impl Conn {
         match output {
             Output::Transmit(frame) => {
                 state.metrics.bytes_out.inc_by(frame.len() as u64);
-                self.outq.push_back(Outgoing::Text(frame.into()));
+                self.outq.push_back(Outbound::Text(frame.into()));
             }
             Output::Deliver(frame) => {
                 state.metrics.bytes_out.inc_by(frame.len() as u64);
                 state.metrics.messages_out.inc();
-                self.outq.push_back(Outgoing::Delivery(frame.into()));
+                self.outq.push_back(Outbound::Delivery(frame.into()));
             }
-            Output::Ping => self.outq.push_back(Outgoing::Ping),
+            Output::Ping => self.outq.push_back(Outbound::Ping),
             Output::Open { hello, fresh_next } => {
                 match state
                     .engine

@@ -19,7 +19,7 @@ use crate::admission::Full;
 use crate::auth::{check_source, UpgradeRequest};
 use crate::config::{OnDuplicate, ServerConfig};
 use crate::connection;
-use crate::engine::{Attempt, Router as _};
+use crate::engine::{Attempt, MessageRouter as _};
 use crate::logs::{clip, LogLimit};
 use crate::state::ServerState;
 

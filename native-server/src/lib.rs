@@ -24,7 +24,7 @@
 //! let server = WebSocketServer::bind("127.0.0.1:0", ServerConfig::default()).await?;
 //! println!("listening on ws://{}/?source=ID", server.local_addr());
 //!
-//! // Answer `add` requests; every other message type is relayed between clients.
+//! // Response `add` requests; every other message type is relayed between clients.
 //! server.on("add", |msg: Incoming<(i64, i64)>| async move { Some(msg.payload.0 + msg.payload.1) });
 //! server.broadcast("announcement", &"hello everyone", None).await.expect("serializable");
 //!
@@ -73,7 +73,7 @@ pub use handlers::{Incoming, IntoReply, Reply};
 pub use hooks::ClientInfo;
 pub use jwt::JwtAuth;
 pub use presence::{CLIENTS, CLIENTS_PAGE, PRESENCE};
-pub use requests::Answer;
+pub use requests::Response;
 /// The TLS library of [`ServerConfig::tls`] (rustls, with the `ring` crypto provider).
 pub use rustls;
 pub use server::{

@@ -18,7 +18,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// What the relay asks of its allocator: memory that a burst used and freed goes back to the
 /// system within seconds, rather than stay resident until the next burst.
 ///
-/// Measured with `tests/memory_returns.rs` (a burst of 50 000 broadcasts to 99 clients, which
+/// Measured with `tests/heap_after_burst.rs` (a burst of 50 000 broadcasts to 99 clients, which
 /// then all leave; release build): under glibc's malloc the relay stayed 11 to 13 MiB above
 /// its level before the burst, 10 s after it, with only 0.4 MiB of that still allocated
 /// (glibc's `malloc_stats`; the engine's drained mailboxes had given back their room). The rest was free memory in the malloc arenas of tokio's worker

@@ -13,7 +13,7 @@ use std::sync::{Arc, Weak};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Router;
+use crate::engine::MessageRouter;
 use crate::handlers::{erase, Incoming};
 use crate::state::{PresenceSignal, ServerState};
 

@@ -12,7 +12,7 @@ use wsrelay_core::protocol::{Message, RemoteError};
 /// A client's answer to a message the server sent, when no `request` waits for it: the
 /// client's handler returned a value for a `send_to` or `broadcast` (`PROTOCOL.md` section 6).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub struct Response {
     /// Who answered.
     pub source: String,
     /// The type of the answer (the answered message's type).
@@ -23,9 +23,9 @@ pub struct Answer {
     pub result: Result<Option<String>, RemoteError>,
 }
 
-pub(crate) type AnswerHook = Arc<dyn Fn(&Answer) + Send + Sync>;
+pub(crate) type ResponseHook = Arc<dyn Fn(&Response) + Send + Sync>;
 
-type Reply = oneshot::Sender<Result<Option<String>, RemoteError>>;
+type Waiter = oneshot::Sender<Result<Option<String>, RemoteError>>;
 
 /// Ids for the server's own messages, and the requests among them that wait.
 pub(crate) struct Requests {
@@ -33,12 +33,12 @@ pub(crate) struct Requests {
     /// so that an answer finds its way back to the relay that sent the message.
     node: AtomicU64,
     next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, (String, Reply)>>,
-    hooks: Vec<AnswerHook>,
+    pending: Mutex<HashMap<u64, (String, Waiter)>>,
+    hooks: Vec<ResponseHook>,
 }
 
 impl Requests {
-    pub(crate) fn new(hooks: Vec<AnswerHook>) -> Self {
+    pub(crate) fn new(hooks: Vec<ResponseHook>) -> Self {
         Requests {
             node: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
@@ -76,7 +76,7 @@ impl Requests {
         self.node.store(node & 0x1f_ffff, Ordering::Relaxed);
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, Reply)>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, Waiter)>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -120,7 +120,7 @@ impl Requests {
                 tracing::debug!(source, kind, re, "answer nobody waits for");
             }
             None => {
-                let answer = Answer {
+                let answer = Response {
                     source: source.to_owned(),
                     kind: kind.to_owned(),
                     re,

@@ -18,11 +18,11 @@ use wsrelay_core::protocol::RemoteError;
 use crate::auth::{source_from_query, Authenticator, Identity, Rejection, UpgradeRequest};
 use crate::clock::Clock;
 use crate::config::ServerConfig;
-use crate::engine::{Engine, EngineError, MemoryEngine, RedisEngine, Router, SendRefused};
+use crate::engine::{Engine, EngineError, MemoryEngine, MessageRouter, RedisEngine, SendRefused};
 use crate::handlers::{erase, ErasedHandler, Handlers, Incoming, IntoReply};
 use crate::hooks::{ClientInfo, Hooks};
 use crate::lifecycle::Lifecycle;
-use crate::requests::{Answer, AnswerHook, Requests};
+use crate::requests::{Requests, Response, ResponseHook};
 use crate::state::ServerState;
 
 /// Why a connection ended (from the server's state machine in `wsrelay-core`).
@@ -151,7 +151,7 @@ pub struct ServerBuilder {
     config: ServerConfig,
     auth: Box<Authenticator>,
     hooks: Hooks,
-    on_answer: Vec<AnswerHook>,
+    on_response: Vec<ResponseHook>,
     handlers: HashMap<String, ErasedHandler>,
 }
 
@@ -201,11 +201,11 @@ impl ServerBuilder {
     /// (`send_to`, `broadcast`) that no [`request`](WebSocketServer::request) waits for: a
     /// client handler's return value is always sent back (`PROTOCOL.md` section 6), and this is
     /// where it arrives.
-    pub fn on_answer<F>(mut self, hook: F) -> Self
+    pub fn on_response<F>(mut self, hook: F) -> Self
     where
-        F: Fn(&Answer) + Send + Sync + 'static,
+        F: Fn(&Response) + Send + Sync + 'static,
     {
-        self.on_answer.push(Arc::new(hook));
+        self.on_response.push(Arc::new(hook));
         self
     }
 
@@ -227,7 +227,7 @@ impl ServerBuilder {
         let local_addr = listener.local_addr()?;
         let clock = Clock::start();
         let admission = crate::admission::Admission::new(&self.config);
-        let requests = Arc::new(Requests::new(self.on_answer));
+        let requests = Arc::new(Requests::new(self.on_response));
         let shutdown = CancellationToken::new();
         let limits = self.config.memory_limits();
         let engine = match &self.config.redis {
@@ -346,7 +346,7 @@ impl WebSocketServer {
             config,
             auth: Box::new(source_from_query),
             hooks: Hooks::default(),
-            on_answer: Vec::new(),
+            on_response: Vec::new(),
             handlers: HashMap::new(),
         }
     }
@@ -372,7 +372,7 @@ impl WebSocketServer {
     /// Sends a message of type `kind` from the server (no `source`) to the client `source`.
     /// A client within its session grace period gets it when it resumes. The message carries
     /// an id, so the client's handler can answer it: the answer reaches the
-    /// [`on_answer`](ServerBuilder::on_answer) hooks.
+    /// [`on_response`](ServerBuilder::on_response) hooks.
     pub async fn send_to<P: Serialize + ?Sized>(
         &self,
         source: &str,

@@ -32,7 +32,7 @@ use wsrelay_core::server::TransportError;
 
 /// A frame for the client, in the order the connection produced them.
 #[derive(Debug)]
-pub(crate) enum Outgoing {
+pub(crate) enum Outbound {
     /// A text frame: the bytes are shared (a broadcast's buffer goes to every recipient
     /// without a copy or a second UTF-8 check).
     Text(Bytes),
@@ -44,7 +44,7 @@ pub(crate) enum Outgoing {
 
 /// What the client sent, as the connection hears it.
 #[derive(Debug)]
-pub(crate) enum Received<'a> {
+pub(crate) enum Read<'a> {
     /// A message or control frame (a ping is answered already).
     Frame(Inbound<'a>),
     /// The stream ended without a close frame.
@@ -54,7 +54,7 @@ pub(crate) enum Received<'a> {
 }
 
 /// What the socket did (see [`poll_io`]).
-pub(crate) enum Io {
+pub(crate) enum Progress {
     /// Frames were written (or flushed): how many were mailbox frames.
     Written(io::Result<usize>),
     /// Something can be read with [`WebSocket::next`].
@@ -148,7 +148,7 @@ impl WebSocket {
     /// The next frame read, or the stream's end; `None` when nothing more can be decoded from
     /// what was read ([`poll_readable`](Self::poll_readable) tells when there is). A ping is
     /// answered and a close frame echoed here.
-    pub(crate) fn next(&mut self) -> Option<Received<'_>> {
+    pub(crate) fn next(&mut self) -> Option<Read<'_>> {
         self.input.advance(self.decoded);
         self.decoded = 0;
         if self.input.is_empty() && self.input.capacity() > 4 * self.read_size {
@@ -176,17 +176,17 @@ impl WebSocket {
                     }
                     _ => {}
                 }
-                Some(Received::Frame(frame))
+                Some(Read::Frame(frame))
             }
             Ok((used, None)) => {
                 *decoded = used;
                 match end.take()? {
-                    None => Some(Received::Ended),
-                    Some(error) => Some(Received::Failed(TransportError::Io(error.to_string()))),
+                    None => Some(Read::Ended),
+                    Some(error) => Some(Read::Failed(TransportError::Io(error.to_string()))),
                 }
             }
             // The decoder reads nothing after a violation.
-            Err(error) => Some(Received::Failed(error.into())),
+            Err(error) => Some(Read::Failed(error.into())),
         }
     }
 
@@ -208,7 +208,7 @@ impl WebSocket {
     pub(crate) fn poll_write(
         &mut self,
         cx: &mut Context<'_>,
-        outq: &mut VecDeque<Outgoing>,
+        outq: &mut VecDeque<Outbound>,
     ) -> Poll<io::Result<usize>> {
         let mut delivered = 0;
         let mut progressed = false;
@@ -219,12 +219,12 @@ impl WebSocket {
                 };
                 progressed = true;
                 match frame {
-                    Outgoing::Text(text) => encode(&mut self.output, Opcode::Text, &text),
-                    Outgoing::Delivery(text) => {
+                    Outbound::Text(text) => encode(&mut self.output, Opcode::Text, &text),
+                    Outbound::Delivery(text) => {
                         encode(&mut self.output, Opcode::Text, &text);
                         delivered += 1;
                     }
-                    Outgoing::Ping => encode(&mut self.output, Opcode::Ping, &[]),
+                    Outbound::Ping => encode(&mut self.output, Opcode::Ping, &[]),
                 }
             }
             if self.output.is_empty() {
@@ -263,7 +263,7 @@ impl WebSocket {
 
     /// Writes everything in `outq` (unless a close frame went first) and the socket's own
     /// buffer, flushed.
-    pub(crate) async fn write_all(&mut self, outq: &mut VecDeque<Outgoing>) -> io::Result<()> {
+    pub(crate) async fn write_all(&mut self, outq: &mut VecDeque<Outbound>) -> io::Result<()> {
         poll_fn(|cx| loop {
             if (outq.is_empty() || self.closed) && !self.wants_write() {
                 return Poll::Ready(Ok(()));
@@ -283,10 +283,8 @@ impl WebSocket {
             poll_fn(|cx| self.poll_readable(cx)).await;
             while let Some(received) = self.next() {
                 match received {
-                    Received::Frame(Inbound::Close(_)) | Received::Ended | Received::Failed(_) => {
-                        return
-                    }
-                    Received::Frame(_) => {}
+                    Read::Frame(Inbound::Close(_)) | Read::Ended | Read::Failed(_) => return,
+                    Read::Frame(_) => {}
                 }
             }
         }
@@ -364,16 +362,16 @@ fn encode(output: &mut BytesMut, opcode: Opcode, payload: &[u8]) {
 pub(crate) fn poll_io(
     socket: &mut WebSocket,
     cx: &mut Context<'_>,
-    outq: &mut VecDeque<Outgoing>,
+    outq: &mut VecDeque<Outbound>,
     read: bool,
-) -> Poll<Io> {
+) -> Poll<Progress> {
     if !outq.is_empty() || socket.wants_write() {
         if let Poll::Ready(written) = socket.poll_write(cx, outq) {
-            return Poll::Ready(Io::Written(written));
+            return Poll::Ready(Progress::Written(written));
         }
     }
     if read && socket.poll_readable(cx).is_ready() {
-        return Poll::Ready(Io::Readable);
+        return Poll::Ready(Progress::Readable);
     }
     Poll::Pending
 }

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, Notify};
 use tokio::task::AbortHandle;
-use wsrelay::{Event, Received, WebSocketClient};
+use wsrelay::{Event, Incoming, WebSocketClient};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -232,7 +232,7 @@ impl Peer {
         let client = builder.build().unwrap();
         let got: Arc<Mutex<Vec<u64>>> = Arc::default();
         let record = Arc::clone(&got);
-        client.on("n", move |m: Received<u64>| {
+        client.on("n", move |m: Incoming<u64>| {
             record.lock().unwrap().push(m.payload);
             async {}
         });

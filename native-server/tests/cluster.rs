@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
-use wsrelay::{ClientBuilder, Event, Received, WebSocketClient};
+use wsrelay::{ClientBuilder, Event, Incoming, WebSocketClient};
 use wsrelay_server::{ServerConfig, WebSocketServer};
 
 /// A TCP proxy whose target can be switched; switching cuts the links it carries.
@@ -83,7 +83,7 @@ impl Peer {
         let got: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
         let record = Arc::clone(&got);
         // Called in arrival order: record in the call.
-        client.on("n", move |m: Received<u64>| {
+        client.on("n", move |m: Incoming<u64>| {
             record
                 .lock()
                 .unwrap()
@@ -150,7 +150,7 @@ async fn two_relays_on_one_redis_behave_as_one_server() {
     let bob = Peer::connect(b.addr, "bob").await;
     let carol = Peer::connect(a.addr, "carol").await;
     bob.client
-        .on("get-name", |_: Received<()>| async { Some("Bob") });
+        .on("get-name", |_: Incoming<()>| async { Some("Bob") });
 
     // Broadcast from a relay reaches clients of both.
     alice.client.send("n", 1).await.unwrap();
@@ -178,7 +178,7 @@ async fn two_relays_on_one_redis_behave_as_one_server() {
     let seen = Arc::clone(&joined);
     alice
         .client
-        .on("relay:presence", move |m: Received<Value>| {
+        .on("relay:presence", move |m: Incoming<Value>| {
             let names: Vec<String> = serde_json::from_value(m.payload["joined"].clone()).unwrap();
             seen.lock().unwrap().extend(names);
             async {}
@@ -226,7 +226,7 @@ async fn the_server_library_works_across_relays() {
     let alice = Peer::connect(a.local_addr(), "alice").await;
     alice
         .client
-        .on("ask", |m: Received<u64>| async move { Some(m.payload * 2) });
+        .on("ask", |m: Incoming<u64>| async move { Some(m.payload * 2) });
     // Relay b sends to, requests from and broadcasts to a client of relay a.
     b.send_to("alice", "n", &7).await.unwrap();
     alice.wait_for("", 1).await;

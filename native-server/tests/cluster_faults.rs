@@ -21,7 +21,7 @@ use common::cluster::{Redis, Relay, PATIENCE};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use wsrelay::{Event, Received, WebSocketClient};
+use wsrelay::{Event, Incoming, WebSocketClient};
 
 /// Clients, each broadcasting `MESSAGES` numbered messages.
 const CLIENTS: usize = 100;
@@ -276,7 +276,7 @@ async fn connect(url: &str, n: usize, delivered: &Arc<AtomicU64>) -> Peer {
     // Handlers are called in arrival order (their futures then run concurrently): record in
     // the call, not in the future.
     let (record, count) = (Arc::clone(&inbox), Arc::clone(delivered));
-    client.on("n", move |m: Received<u64>| {
+    client.on("n", move |m: Incoming<u64>| {
         let at = Instant::now();
         let sender = m.source.unwrap_or_default();
         if let Ok(mut inbox) = record.lock() {
@@ -290,7 +290,7 @@ async fn connect(url: &str, n: usize, delivered: &Arc<AtomicU64>) -> Peer {
         async {}
     });
     let (record, count) = (Arc::clone(&inbox), Arc::clone(delivered));
-    client.on("d", move |m: Received<u64>| {
+    client.on("d", move |m: Incoming<u64>| {
         let at = Instant::now();
         let sender = m.source.unwrap_or_default();
         if let Ok(mut inbox) = record.lock() {

@@ -7,10 +7,10 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), wsrelay::Error> {
-//! use wsrelay::{Received, WebSocketClient};
+//! use wsrelay::{Incoming, WebSocketClient};
 //!
 //! let client = WebSocketClient::new("ws://127.0.0.1:8080", "alice")?;
-//! client.on("chat-message", |message: Received<serde_json::Value>| async move {
+//! client.on("chat-message", |message: Incoming<serde_json::Value>| async move {
 //!     println!("{:?}: {}", message.source, message.payload);
 //! });
 //! // Resolves once the server has acknowledged the message.
@@ -46,7 +46,7 @@ use crate::{Instant, IntoReply, Reply};
 
 /// A message handed to an [`on`](WebSocketClient::on) handler.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Received<T> {
+pub struct Incoming<T> {
     /// The message type.
     pub kind: String,
     /// The sender, as registered by the server (`None`: the server itself).
@@ -600,7 +600,7 @@ impl WebSocketClient {
     pub fn on<T, F, Fut>(&self, kind: impl Into<String>, handler: F)
     where
         T: DeserializeOwned + Send + 'static,
-        F: Fn(Received<T>) -> Fut + Send + Sync + 'static,
+        F: Fn(Incoming<T>) -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: IntoReply,
     {
@@ -608,7 +608,7 @@ impl WebSocketClient {
             let text = message.payload.as_deref().unwrap_or("null");
             match serde_json::from_str::<T>(text) {
                 Ok(payload) => {
-                    let future = handler(Received {
+                    let future = handler(Incoming {
                         kind: message.kind,
                         source: message.source,
                         id: message.id,

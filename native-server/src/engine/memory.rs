@@ -10,8 +10,8 @@ use tungstenite::Utf8Bytes;
 use wsrelay_core::server::memory::{Fenced, MemoryLimits, MemoryState, Refused};
 
 use super::{
-    Attempt, Claim, ClaimError, ClaimRefused, Doorbell, Effect, EngineError, Hello, Opened, Routed,
-    Router, SendRefused, SessionStore, Signal,
+    Attempt, Claim, ClaimError, ClaimRefused, Doorbell, Effect, EngineError, Hello, MessageRouter,
+    Opened, Routed, SendRefused, SessionStore, Signal,
 };
 use crate::clock::Clock;
 use crate::requests::Requests;
@@ -120,7 +120,7 @@ impl SessionStore for MemoryEngine {
     }
 }
 
-impl Router for MemoryEngine {
+impl MessageRouter for MemoryEngine {
     async fn route(
         &self,
         claim: &Claim,

@@ -1,5 +1,5 @@
 //! The seam between the connections and where sessions live and how frames travel: the
-//! [`SessionStore`] and [`Router`] traits, and the [`Doorbell`] through which an engine reaches
+//! [`SessionStore`] and [`MessageRouter`] traits, and the [`Doorbell`] through which an engine reaches
 //! a connection. The in-memory engine ([`MemoryEngine`]) is the embedded default.
 //!
 //! # The contract an engine meets
@@ -7,11 +7,11 @@
 //! Vocabulary (mailbox, position, session, claim, epoch) as in
 //! [`wsrelay_core::server::engine`].
 //!
-//! - **Durable before acknowledged.** [`Router::route`] answers [`Routed::Done`] only once the
+//! - **Durable before acknowledged.** [`MessageRouter::route`] answers [`Routed::Done`] only once the
 //!   message's effect (frames appended to every recipient's mailbox, or a handler call due)
 //!   and the sender's de-duplication watermark are as durable as the engine promises: the
 //!   connection acknowledges the client right after. For the memory engine that is "in this
-//!   process"; for a remote store, "written to the store". [`Router::append`] (responses and
+//!   process"; for a remote store, "written to the store". [`MessageRouter::append`] (responses and
 //!   errors to the sender itself) and [`SessionStore::settle`] need the same before the
 //!   connection goes on; `claim` and `open` before the welcome is sent.
 //! - **Once.** `route` is idempotent per (source, session, id): a second route of an id at or
@@ -178,7 +178,7 @@ pub trait SessionStore: Send + Sync {
 }
 
 /// How frames reach sources, and who is present.
-pub trait Router: Send + Sync {
+pub trait MessageRouter: Send + Sync {
     /// Consumes message `id` with `effect` (see the contract above); `waiter` is rung with
     /// [`Signal::Wake`] when a recipient it is blocked on drains.
     fn route(
@@ -414,7 +414,7 @@ impl SessionStore for Engine {
     }
 }
 
-impl Router for Engine {
+impl MessageRouter for Engine {
     async fn route(
         &self,
         claim: &Claim,

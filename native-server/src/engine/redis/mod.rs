@@ -61,8 +61,8 @@ use tungstenite::Utf8Bytes;
 use wsrelay_core::server::memory::MemoryLimits;
 
 use super::{
-    Attempt, Claim, ClaimError, Doorbell, Effect, EngineError, Hello, Opened, Routed, Router,
-    SendRefused, SessionStore, Signal,
+    Attempt, Claim, ClaimError, Doorbell, Effect, EngineError, Hello, MessageRouter, Opened,
+    Routed, SendRefused, SessionStore, Signal,
 };
 use crate::requests::Requests;
 use inbox::{Inbox, Next};

@@ -1,4 +1,4 @@
-//! The engine's contract ([`SessionStore`], [`Router`]) over the scripts: claims, sessions,
+//! The engine's contract ([`SessionStore`], [`MessageRouter`]) over the scripts: claims, sessions,
 //! fetches, settles and routes.
 
 use super::appends::AppendAnswer;
@@ -269,7 +269,7 @@ impl SessionStore for RedisEngine {
     }
 }
 
-impl Router for RedisEngine {
+impl MessageRouter for RedisEngine {
     async fn route(
         &self,
         claim: &Claim,

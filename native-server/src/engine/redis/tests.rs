@@ -13,7 +13,7 @@ use wsrelay_core::server::memory::MemoryLimits;
 
 use super::RedisEngine;
 use crate::engine::{
-    Attempt, Claim, Doorbell, Effect, Hello, Routed, Router, SessionStore, Signal,
+    Attempt, Claim, Doorbell, Effect, Hello, MessageRouter, Routed, SessionStore, Signal,
 };
 use crate::requests::Requests;
 

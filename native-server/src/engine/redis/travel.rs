@@ -117,7 +117,7 @@ impl RedisEngine {
             self.requests.resolve(source, kind, re, result.clone());
             return;
         }
-        let note = Note::Answer {
+        let note = Note::Response {
             source: source.to_owned(),
             kind: kind.to_owned(),
             re,
@@ -275,7 +275,7 @@ impl RedisEngine {
                     local.doorbell.ring(Signal::Overflowed);
                 }
             }
-            Note::Answer {
+            Note::Response {
                 source,
                 kind,
                 re,

@@ -51,7 +51,7 @@ pub(crate) enum Note {
     /// The source's (hex) mailbox overflowed: its connection must close.
     Overflowed { source: String },
     /// A client's answer to a message of the receiving relay.
-    Answer {
+    Response {
         source: String,
         kind: String,
         re: u64,
@@ -92,7 +92,7 @@ impl Note {
                 out = format!("R {source} {epoch} {}", u8::from(*superseded));
             }
             Note::Overflowed { source } => out = format!("O {source}"),
-            Note::Answer {
+            Note::Response {
                 source,
                 kind,
                 re,
@@ -167,7 +167,7 @@ impl Note {
                     }
                     _ => return None,
                 };
-                Some(Note::Answer {
+                Some(Note::Response {
                     source,
                     kind,
                     re: re.parse().ok()?,
@@ -222,19 +222,19 @@ mod tests {
                 sources: vec!["616c696365".into(), "626f62".into()],
             },
             Note::Sweep,
-            Note::Answer {
+            Note::Response {
                 source: "bob b".into(),
                 kind: "get\nname".into(),
                 re: (3 << 32) | 17,
                 result: Ok(Some("{\"a\":\"\\n\"}".into())),
             },
-            Note::Answer {
+            Note::Response {
                 source: "bob".into(),
                 kind: "k".into(),
                 re: 1,
                 result: Ok(None),
             },
-            Note::Answer {
+            Note::Response {
                 source: "bob".into(),
                 kind: "k".into(),
                 re: 2,

@@ -1,7 +1,7 @@
 //! What operators see: the relay binary's resident memory (VmRSS of `/proc/PID/status`) goes
 //! back near its idle level after a burst of broadcasts, once the clients are gone.
 //!
-//! `tests/memory.rs` counts the live heap of an in-process server; this one measures the real
+//! `tests/heap_bounds.rs` counts the live heap of an in-process server; this one measures the real
 //! process, allocator and all: memory the program freed but the allocator keeps from the
 //! system counts here, as it does on the operator's graphs. It prints the figures (run with
 //! `--nocapture`); `WSRELAY_SERVER_BIN=target/release/wsrelay-server` measures the release
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wsrelay::{Received, WebSocketClient};
+use wsrelay::{Incoming, WebSocketClient};
 
 /// Clients connected during the burst: one bare sender, the rest receivers.
 const CLIENTS: usize = 100;
@@ -166,7 +166,7 @@ async fn the_relay_gives_memory_back_after_a_burst() {
         let count = Arc::new(AtomicUsize::new(0));
         let client = WebSocketClient::new(format!("ws://{addr}"), format!("native-{n}")).unwrap();
         let counted = Arc::clone(&count);
-        client.on("n", move |_: Received<serde::de::IgnoredAny>| {
+        client.on("n", move |_: Incoming<serde::de::IgnoredAny>| {
             counted.fetch_add(1, Ordering::Relaxed);
             async {}
         });
