@@ -1,41 +1,8 @@
 //! Appending a client's message: to one recipient, to every shard for a broadcast, and the
 //! commit of the sender's watermark (and its own answer) that makes it consumed.
 
+use super::status::Status;
 use super::*;
-
-/// What `route_one.lua` answers, named: the codes are the script's (its header comment lists
-/// them), and a code this does not know is an error, never taken for another outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum AppendAnswer {
-    /// 0: appended at a position.
-    Appended,
-    /// 1: appended before (the same sender and id): nothing done.
-    Duplicate,
-    /// 2: nobody with that source is connected or within its grace period.
-    UnknownTarget,
-    /// 3: the recipient is connected and over the window: nothing done.
-    Blocked,
-    /// 4: the recipient's mailbox is at its hard bound.
-    Overflow,
-    /// 5: an append to oneself whose claim is stale.
-    Fenced,
-}
-
-impl AppendAnswer {
-    fn from_code(code: i64) -> Result<AppendAnswer, EngineError> {
-        Ok(match code {
-            0 => AppendAnswer::Appended,
-            1 => AppendAnswer::Duplicate,
-            2 => AppendAnswer::UnknownTarget,
-            3 => AppendAnswer::Blocked,
-            4 => AppendAnswer::Overflow,
-            5 => AppendAnswer::Fenced,
-            other => {
-                return Err(EngineError(format!("route_one answered {other}")));
-            }
-        })
-    }
-}
 
 impl RedisEngine {
     /// Appends a frame for another source (a directed message, or the server's own).
@@ -45,7 +12,7 @@ impl RedisEngine {
         frame: &Utf8Bytes,
         sender: Option<(&str, &str)>,
         window: Option<usize>,
-    ) -> Result<AppendAnswer, EngineError> {
+    ) -> Result<Status, EngineError> {
         let keys = Keys::of(target);
         let (sender_hex, dedupe) = match sender {
             Some((source, dedupe)) => (hex(source), dedupe.to_owned()),
@@ -70,17 +37,17 @@ impl RedisEngine {
             )
             .await?;
         let parts = items(&value);
-        let status = AppendAnswer::from_code(ints(&value).first().copied().unwrap_or(-1))?;
+        let status = Status::of("route_one", &value)?;
         let position = ints(&value).get(1).copied().unwrap_or(0);
         let owner = text(parts.get(2));
         match status {
             // Another relay's connection was told by the script itself.
-            AppendAnswer::Appended if owner == node => {
+            Status::Done if owner == node => {
                 if let Ok(position) = u64::try_from(position) {
                     self.cache(target, position, frame.clone());
                 }
             }
-            AppendAnswer::Duplicate => self.check(vec![(keys.hex.clone(), owner)]).await,
+            Status::Duplicate => self.check(vec![(keys.hex.clone(), owner)]).await,
             _ => {}
         }
         Ok(status)
@@ -135,15 +102,15 @@ impl RedisEngine {
                 }
             };
             let parts = items(&value);
-            match ints(&value).first().copied() {
-                Some(1) => {
+            match Status::of("broadcast", &value) {
+                Ok(Status::Duplicate) => {
                     for entry in parts.get(1..).unwrap_or_default().chunks(2) {
                         if let [member, owner] = entry {
                             checks.push((text(Some(member)), text(Some(owner))));
                         }
                     }
                 }
-                Some(0) => {
+                Ok(Status::Done) => {
                     for entry in parts.get(1..).unwrap_or_default().chunks(3) {
                         let [member, position, owner] = entry else {
                             continue;
@@ -165,8 +132,9 @@ impl RedisEngine {
                         self.handover(&member, position, &owner, frame, &mut notes);
                     }
                 }
-                Some(3) => behind = unhex(&text(parts.get(1))),
-                _ => {}
+                Ok(Status::Blocked) => behind = unhex(&text(parts.get(1))),
+                Ok(other) => failed = Some(EngineError(format!("broadcast answered {other:?}"))),
+                Err(error) => failed = Some(error),
             }
         }
         self.publish(notes, frame).await;
@@ -201,8 +169,8 @@ impl RedisEngine {
             )
             .await?;
         let numbers = ints(&value);
-        Ok(match numbers.first().copied() {
-            Some(0) => {
+        Ok(match Status::of("commit", &value)? {
+            Status::Done => {
                 if let (Some(frame), Some(&position)) = (frame, numbers.get(1)) {
                     if let Ok(position) = u64::try_from(position) {
                         self.cache(&claim.source, position, frame.clone());
@@ -210,17 +178,18 @@ impl RedisEngine {
                 }
                 Routed::Done
             }
-            Some(1) => {
+            Status::Duplicate => {
                 // Appended before, its answer lost: the frame was never handed over.
                 if frame.is_some() {
                     self.recheck(&claim.source);
                 }
                 Routed::Duplicate
             }
-            Some(5) => Routed::Fenced {
+            Status::Fenced => Routed::Fenced {
                 superseded: claim.superseded_by(Some(&text(items(&value).get(2)))),
             },
-            _ => Routed::Gone,
+            Status::Gone => Routed::Gone,
+            other => return Err(EngineError(format!("commit answered {other:?}"))),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Ownership over time: every connection's lease renewed every third of it, Redis probed every
 //! second (readiness), presence kept.
 
+use super::status::Renewal;
 use super::*;
 
 impl RedisEngine {
@@ -39,19 +40,17 @@ impl RedisEngine {
                 }
             });
             for (source, renewed) in join_all(renewals).await {
-                match renewed.map(|value| ints(&value).first().copied()) {
+                match renewed.and_then(|value| Renewal::of(&value)) {
                     // Claimed by another connection, or the state is gone: the connection
                     // learns which at its next read of the mailbox.
-                    Ok(Some(0)) => self.recheck(source),
-                    Ok(status) => {
-                        if status == Some(2) {
-                            // The lease had lapsed: appends meanwhile were announced to
-                            // nobody.
-                            self.recheck(source);
-                        }
+                    Ok(Renewal::Stale) => self.recheck(source),
+                    Ok(Renewal::Renewed) => self.present(source).await,
+                    Ok(Renewal::Lapsed) => {
+                        // Appends meanwhile were announced to nobody.
+                        self.recheck(source);
                         self.present(source).await;
                     }
-                    Err(_) => {}
+                    Err(error) => tracing::debug!(source, %error, "lease not renewed"),
                 }
             }
         }

@@ -41,6 +41,7 @@
 mod appends;
 mod inbox;
 mod leases;
+mod status;
 mod store;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! The engine's contract ([`SessionStore`], [`MessageRouter`]) over the scripts: claims, sessions,
 //! fetches, settles and routes.
 
-use super::appends::AppendAnswer;
+use super::status::{self, Claimed, Open, Status};
 use super::*;
 
 impl SessionStore for RedisEngine {
@@ -34,11 +34,10 @@ impl SessionStore for RedisEngine {
             .await
             .map_err(ClaimError::Unavailable)?;
         let numbers = ints(&value);
-        let epoch = match numbers.first().copied() {
-            Some(-1) => return Err(ClaimError::Occupied),
-            Some(-2) => return Err(ClaimError::Stale),
-            Some(epoch) => u64::try_from(epoch).unwrap_or(0),
-            None => return Err(ClaimError::Unavailable(EngineError("bad answer".into()))),
+        let epoch = match Claimed::of(&value).map_err(ClaimError::Unavailable)? {
+            Claimed::Occupied => return Err(ClaimError::Occupied),
+            Claimed::Stale => return Err(ClaimError::Stale),
+            Claimed::Epoch(epoch) => epoch,
         };
         let next = numbers
             .get(1)
@@ -111,12 +110,12 @@ impl SessionStore for RedisEngine {
                 ],
             )
             .await?;
-        let numbers = ints(&value);
-        match numbers.first().copied() {
-            Some(-1) => return Err(EngineError("the source was claimed again".into())),
-            Some(-2) => return Err(EngineError("the source's state is gone".into())),
-            _ => {}
+        match Open::of(&value)? {
+            Open::Opened => {}
+            Open::Fenced => return Err(EngineError("the source was claimed again".into())),
+            Open::Gone => return Err(EngineError("the source's state is gone".into())),
         }
+        let numbers = ints(&value);
         let number = |i: usize| {
             numbers
                 .get(i)
@@ -179,14 +178,14 @@ impl SessionStore for RedisEngine {
             )
             .await?;
         let parts = items(&value);
-        let signal = match ints(&Value::Array(parts.first().cloned().into_iter().collect()))
-            .first()
-            .copied()
-        {
-            Some(0) => None,
-            Some(5) if claim.superseded_by(Some(&text(parts.get(1)))) => Some(Signal::Superseded),
-            Some(5) => Some(Signal::Replaced),
-            _ => Some(Signal::Gone),
+        let signal = match Status::of("fetch", &value)? {
+            Status::Done => None,
+            Status::Fenced if claim.superseded_by(Some(&text(parts.get(1)))) => {
+                Some(Signal::Superseded)
+            }
+            Status::Fenced => Some(Signal::Replaced),
+            Status::Gone => Some(Signal::Gone),
+            other => return Err(EngineError(format!("fetch answered {other:?}"))),
         };
         if let Some(signal) = signal {
             // This connection's own doorbell: a newer connection of the source on this relay
@@ -219,16 +218,22 @@ impl SessionStore for RedisEngine {
 
     async fn settle(&self, claim: &Claim, through: u64) -> Result<(), EngineError> {
         let keys = Keys::of(&claim.source);
-        self.eval(
-            &self.scripts.settle,
-            &[&keys.meta, &keys.r#box],
-            &[
-                claim.epoch.to_string().as_bytes(),
-                through.to_string().as_bytes(),
-            ],
-        )
-        .await?;
-        Ok(())
+        let value = self
+            .eval(
+                &self.scripts.settle,
+                &[&keys.meta, &keys.r#box],
+                &[
+                    claim.epoch.to_string().as_bytes(),
+                    through.to_string().as_bytes(),
+                ],
+            )
+            .await?;
+        // Fenced or gone: the connection learns it from its next fetch, which reads the same
+        // state; settling nothing is all that is left to do here.
+        match Status::of("settle", &value)? {
+            Status::Done | Status::Fenced | Status::Gone => Ok(()),
+            other => Err(EngineError(format!("settle answered {other:?}"))),
+        }
     }
 
     async fn release(&self, claim: &Claim) {
@@ -254,7 +259,7 @@ impl SessionStore for RedisEngine {
             )
             .await;
         if let Ok(value) = released {
-            if ints(&value).first() == Some(&1) {
+            if status::released(&value).unwrap_or(false) {
                 let mut conn = self.conn.clone();
                 let _: Result<i64, _> = self
                     .call(
@@ -301,16 +306,15 @@ impl MessageRouter for RedisEngine {
                     let sender = Some((claim.source.as_str(), key.as_str()));
                     let window = Some(self.limits.backlog_window);
                     match self.route_one(target, frame, sender, window).await? {
-                        AppendAnswer::Appended | AppendAnswer::Duplicate => {
-                            self.commit(claim, id, None).await
-                        }
-                        AppendAnswer::UnknownTarget => Ok(Routed::UnknownTarget),
-                        AppendAnswer::Blocked => Ok(Routed::Blocked { on: target.clone() }),
-                        AppendAnswer::Overflow => Ok(Routed::Overflow),
-                        // Only an append to oneself carries an epoch to be fenced by.
-                        AppendAnswer::Fenced => {
-                            Err(EngineError("fenced answer for another".into()))
-                        }
+                        Status::Done | Status::Duplicate => self.commit(claim, id, None).await,
+                        Status::UnknownTarget => Ok(Routed::UnknownTarget),
+                        Status::Blocked => Ok(Routed::Blocked { on: target.clone() }),
+                        Status::Overflow => Ok(Routed::Overflow),
+                        // Only an append to oneself carries an epoch to be fenced by, and
+                        // the recipient's state is never "gone" to route_one.
+                        other @ (Status::Fenced | Status::Gone) => Err(EngineError(format!(
+                            "route_one answered {other:?} for another source"
+                        ))),
                     }
                 }
                 Effect::Broadcast { frame } => {
@@ -348,12 +352,12 @@ impl MessageRouter for RedisEngine {
             .await
             .map_err(SendRefused::Unavailable)?;
         match appended {
-            AppendAnswer::Appended => Ok(()),
-            AppendAnswer::UnknownTarget => Err(SendRefused::UnknownTarget),
-            AppendAnswer::Overflow => Err(SendRefused::Overflow),
+            Status::Done => Ok(()),
+            Status::UnknownTarget => Err(SendRefused::UnknownTarget),
+            Status::Overflow => Err(SendRefused::Overflow),
             // The server's own frames carry no de-duplication key, never wait and name no
             // epoch: the script cannot answer these for them.
-            AppendAnswer::Duplicate | AppendAnswer::Blocked | AppendAnswer::Fenced => Err(
+            Status::Duplicate | Status::Blocked | Status::Fenced | Status::Gone => Err(
                 SendRefused::Unavailable(EngineError(format!("route_one answered {appended:?}"))),
             ),
         }
