@@ -95,7 +95,7 @@ pub(crate) async fn announce(state: Weak<ServerState>, signal: Arc<PresenceSigna
                 continue;
             }
         };
-        let (_, frame) = state.requests.server_message(PRESENCE, &payload);
+        let (_, frame) = state.requests.server_message(PRESENCE, &payload, false);
         if let Err(error) = state.engine.broadcast(frame, None).await {
             tracing::warn!(%error, "presence not announced");
         }

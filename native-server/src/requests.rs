@@ -55,8 +55,14 @@ impl Requests {
     }
 
     /// Encodes a message from the server (no `source`) with a fresh id, so that a client's
-    /// handler can answer it; `payload` is JSON text.
-    pub(crate) fn server_message(&self, kind: &str, payload: &str) -> (u64, Utf8Bytes) {
+    /// handler can answer it; `payload` is JSON text. `request`: the server waits for the
+    /// answer (a client without a handler then answers `no_handler` at once).
+    pub(crate) fn server_message(
+        &self,
+        kind: &str,
+        payload: &str,
+        request: bool,
+    ) -> (u64, Utf8Bytes) {
         let id = self.next_id();
         let message = Message {
             kind: kind.into(),
@@ -66,6 +72,7 @@ impl Requests {
             source: None,
             payload: Some(payload),
             error: None,
+            request,
         };
         (id, message.encode().into())
     }

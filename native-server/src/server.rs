@@ -379,7 +379,7 @@ impl WebSocketServer {
         kind: &str,
         payload: &P,
     ) -> Result<(), SendError> {
-        let frame = self.server_message(kind, payload)?.1;
+        let frame = self.server_message(kind, payload, false)?.1;
         Ok(self.state.engine.send_to(source, frame).await?)
     }
 
@@ -391,7 +391,7 @@ impl WebSocketServer {
         payload: &P,
         exclude: Option<&str>,
     ) -> Result<usize, SendError> {
-        let frame = self.server_message(kind, payload)?.1;
+        let frame = self.server_message(kind, payload, false)?.1;
         self.state
             .engine
             .broadcast(frame, exclude)
@@ -399,14 +399,15 @@ impl WebSocketServer {
             .map_err(SendError::Unavailable)
     }
 
-    /// A message from the server, with its id.
+    /// A message from the server, with its id (`request`: a request's).
     fn server_message<P: Serialize + ?Sized>(
         &self,
         kind: &str,
         payload: &P,
+        request: bool,
     ) -> Result<(u64, Utf8Bytes), SendError> {
         let payload = serde_json::to_string(payload).map_err(SendError::Payload)?;
-        Ok(self.state.requests.server_message(kind, &payload))
+        Ok(self.state.requests.server_message(kind, &payload, request))
     }
 
     /// Handles messages of type `kind` (replacing any handler for it). The handler gets the
@@ -443,7 +444,7 @@ impl WebSocketServer {
         R: DeserializeOwned,
     {
         let (id, frame) = self
-            .server_message(kind, payload)
+            .server_message(kind, payload, true)
             .map_err(RequestError::Send)?;
         let requests = &self.state.requests;
         let response = requests.expect(id, source);

@@ -625,16 +625,22 @@ impl WebSocketClient {
                 }
             }
         });
-        self.shared()
+        let kind = kind.into();
+        let shared = self.shared();
+        shared.lock().core.set_handled(&kind, true);
+        shared
             .handlers
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(kind.into(), erased);
+            .insert(kind, erased);
     }
 
-    /// Removes the handler of `kind`; such messages are then ignored.
+    /// Removes the handler of `kind`: such messages are then ignored, and requests of that
+    /// type are answered `no_handler`.
     pub fn off(&self, kind: &str) {
-        self.shared()
+        let shared = self.shared();
+        shared.lock().core.set_handled(kind, false);
+        shared
             .handlers
             .write()
             .unwrap_or_else(PoisonError::into_inner)

@@ -136,6 +136,9 @@ pub struct Message<'a> {
     pub payload: Option<&'a str>,
     /// On a response: the handler failed.
     pub error: Option<RemoteError>,
+    /// The sender waits for a response (a `request`): a receiver with no handler for its type
+    /// answers `no_handler` at once rather than leaving it to time out.
+    pub request: bool,
 }
 
 /// A failure reported by the other side: `code` is machine-readable, `message` is for people.
@@ -181,6 +184,8 @@ pub enum ErrorCode {
     RateLimited,
     /// A response (`re` with `to`) to a message the server did not relay to the responder.
     UnexpectedResponse,
+    /// A request (`"request":true`) of a type its receiver has no handler for.
+    NoHandler,
 }
 
 impl ErrorCode {
@@ -198,6 +203,7 @@ impl ErrorCode {
             ErrorCode::HandlerError => "handler_error",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::UnexpectedResponse => "unexpected_response",
+            ErrorCode::NoHandler => "no_handler",
         }
     }
 }
@@ -248,6 +254,7 @@ struct Fields<'a> {
     id: Option<u64>,
     re: Option<u64>,
     to: Option<RawValue<'a>>,
+    request: Option<bool>,
     source: Option<RawValue<'a>>,
     error: Option<RawValue<'a>>,
     ack: Option<u64>,
@@ -331,6 +338,7 @@ impl<'a> Frame<'a> {
                 "id" => set(&mut f.id, positive(value), "\"id\" must be an integer >= 1")?,
                 "re" => set(&mut f.re, positive(value), "\"re\" must be an integer >= 1")?,
                 "to" => set(&mut f.to, string(value), "\"to\" must be a string")?,
+                "request" => set(&mut f.request, Some(value.is_true()), "")?,
                 "source" => set(&mut f.source, string(value), "\"source\" must be a string")?,
                 "error" => set(
                     &mut f.error,
@@ -411,6 +419,7 @@ impl<'a> Frame<'a> {
                 source: text(f.source),
                 payload: f.payload.map(|raw| raw.text()),
                 error: f.error.and_then(remote_error),
+                request: f.request.unwrap_or(false),
             }));
         };
         let ack = f.ack.unwrap_or(0);
@@ -557,6 +566,9 @@ impl Message<'_> {
             out.push_str(",\"re\":");
             push_u64(out, re);
         }
+        if self.request {
+            out.push_str(",\"request\":true");
+        }
         if let Some(to) = &self.to {
             out.push_str(",\"to\":");
             json::write_string(out, to);
@@ -647,8 +659,10 @@ mod tests {
             source: Some(Cow::Borrowed("alice")),
             payload: Some("[1, {\"a\": null}]"),
             error: None,
+            request: true,
         };
         let text = original.encode();
+        assert!(text.contains(r#""request":true"#), "{text}");
         assert_eq!(message(&text), original);
         let failed = Message {
             payload: None,
@@ -656,6 +670,7 @@ mod tests {
                 code: "handler_error".into(),
                 message: "boom".into(),
             }),
+            request: false,
             ..original
         };
         assert_eq!(message(&failed.encode()), failed);

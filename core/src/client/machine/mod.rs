@@ -109,6 +109,9 @@ pub struct ClientCore {
     reconnects: u64,
     acknowledged_messages: u64,
     failed_messages: u64,
+    /// The message types the application has handlers for: a request of any other type is
+    /// answered `no_handler` at once.
+    handled: Vec<String>,
 }
 
 /// What a message fails with when the client gives up for `error`: `error` itself when it was
@@ -177,6 +180,7 @@ impl ClientCore {
             reconnects: 0,
             acknowledged_messages: 0,
             failed_messages: 0,
+            handled: Vec::new(),
         };
         if !start_closed {
             core.connect(now);
@@ -303,6 +307,24 @@ impl ClientCore {
         Ok(id)
     }
 
+    /// The application has (`true`) or no longer has a handler for messages of `kind`. A
+    /// request of a type nobody handles is answered `no_handler` at once, so that its sender
+    /// learns why instead of waiting for its timeout.
+    pub fn set_handled(&mut self, kind: &str, handled: bool) {
+        let known = self.handled.iter().position(|k| k == kind);
+        match (known, handled) {
+            (None, true) => self.handled.push(kind.to_owned()),
+            (Some(index), false) => {
+                self.handled.swap_remove(index);
+            }
+            _ => {}
+        }
+    }
+
+    fn handles(&self, kind: &str) -> bool {
+        self.handled.iter().any(|k| k == kind)
+    }
+
     /// Answers a received message with a handler's result (`Ok` payload as JSON text, or the
     /// handler's error). Reliable like a send: its outcome is `Delivered` or `Failed`.
     pub fn respond(
@@ -322,6 +344,7 @@ impl ClientCore {
             source: None,
             payload,
             error,
+            request: false,
         };
         self.enqueue(response, None, Settles::OnAck)
     }

@@ -102,6 +102,36 @@ fn handler_answers_go_back_or_are_reported() {
 }
 
 #[test]
+fn a_request_nobody_handles_is_answered_no_handler_at_once() {
+    let mut core = open_core();
+    core.set_handled("get-time", true);
+    let request = |kind: &str, id: u64| {
+        format!(r#"{{"type":"{kind}","id":{id},"request":true,"source":"alice"}}"#)
+    };
+    // Handled: the handler's answer is the driver's to give.
+    core.handle_frame(at(30), TransportId(1), &request("get-time", 1));
+    assert_eq!(transmitted(&drain(&mut core)), Vec::<&str>::new());
+    // Not handled: answered at once, and still reported as a message.
+    core.handle_frame(at(31), TransportId(1), &request("get-date", 2));
+    let outputs = drain(&mut core);
+    assert_eq!(
+        transmitted(&outputs),
+        [r#"{"type":"get-date","id":1,"re":2,"to":"alice","error":{"code":"no_handler","message":"no handler for \"get-date\""}}"#]
+    );
+    assert!(outputs.iter().any(|output| matches!(output,
+        Output::Event(Event::Message(message)) if message.kind == "get-date")));
+    // A plain message (no request flag) is never answered for the application.
+    let plain = r#"{"type":"get-date","id":3,"source":"alice"}"#;
+    core.handle_frame(at(32), TransportId(1), plain);
+    assert_eq!(transmitted(&drain(&mut core)), Vec::<&str>::new());
+    // A handler removed: requests of its type are refused from then on.
+    core.set_handled("get-time", false);
+    core.handle_frame(at(33), TransportId(1), &request("get-time", 4));
+    let answered = drain(&mut core);
+    assert!(transmitted(&answered)[0].contains("no_handler"), "{answered:?}");
+}
+
+#[test]
 fn stats_count_round_trips_reconnects_and_outcomes() {
     let mut core = open_core();
     let stats = core.stats();

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::client::events::*;
+use crate::protocol::ErrorCode;
 
 impl ClientCore {
     /// Checks and queues an application message (send, request), transmitting it when open.
@@ -24,6 +25,7 @@ impl ClientCore {
             source: None,
             payload: message.payload,
             error: None,
+            request: settles == Settles::OnReply,
         };
         self.enqueue(message_frame, message.ttl.map(|ttl| now + ttl), settles)
     }
@@ -121,6 +123,11 @@ impl ClientCore {
         };
         let source = message.source.map(Into::into);
         let Some(re) = message.re else {
+            if let (true, Some(id)) = (message.request, message.id) {
+                if !self.handles(&message.kind) {
+                    self.refuse_unhandled(&message.kind, id, source.clone());
+                }
+            }
             self.event(Event::Message(InboundMessage {
                 kind: message.kind.into_owned(),
                 payload: result.ok().flatten(),
@@ -153,6 +160,26 @@ impl ClientCore {
                 source,
                 result,
             }));
+        }
+    }
+
+    /// Answers request `id` of `kind`, which no handler takes, with `no_handler`. Failing to
+    /// queue the answer (closed, queue full) is reported like any answer's failure.
+    fn refuse_unhandled(&mut self, kind: &str, id: u64, source: Option<String>) {
+        let mut message = String::from("no handler for \"");
+        message.push_str(kind);
+        message.push('"');
+        let error = RemoteError {
+            code: ErrorCode::NoHandler.as_str().into(),
+            message,
+        };
+        let target = ReplyTarget {
+            kind: kind.to_owned(),
+            re: id,
+            source,
+        };
+        if let Err(error) = self.respond(&target, Err(error)) {
+            self.event(Event::Error(error));
         }
     }
 

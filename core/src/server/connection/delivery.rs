@@ -189,6 +189,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                     source: None,
                     payload: payload.as_deref(),
                     error,
+                    request: false,
                 };
                 let frame = F::from(response.encode());
                 if self.ending.is_some() {
