@@ -2,12 +2,12 @@
 //! (feature `sim`), and the server's reference driver ([`Relay`]) that the simulation, the
 //! property tests and the fuzz targets share, in the manner of quinn-proto's test `Pair`.
 //!
-//! Both sides are the real state machines: every client is a [`ClientCore`](crate::client::ClientCore),
-//! every server connection a [`ServerConnection`](crate::server::ServerConnection) driven by
-//! [`Relay`] as `wsrelay-server` drives it, over the real in-memory engine's state. What
-//! the simulation adds is what the world adds: links with a fixed latency that can be cut
-//! (both ends see a close), stalled (frames vanish silently, like a dead NAT) and restored;
-//! a server process that can go down, come back, or restart and lose its sessions.
+//! Both sides are the real state machines: every client is a [`ClientCore`], every server
+//! connection a [`ServerConnection`](crate::server::ServerConnection) driven by [`Relay`] as
+//! `wsrelay-server` drives it, over the real in-memory engine's state. What the simulation
+//! adds is what the world adds: links with a fixed latency that can be cut (both ends see a
+//! close), stalled (frames vanish silently, like a dead NAT) and restored; a server process
+//! that can go down, come back, or restart and lose its sessions.
 //!
 //! [`Sim::step`] delivers the earliest pending frame or fires the earliest timer, advancing the
 //! virtual clock to it; nothing depends on real time, so every run is reproducible.

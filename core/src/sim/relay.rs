@@ -1,18 +1,4 @@
-//! The server's reference driver: what `wsrelay-server`'s connection task does
-//! (`native-server/src/connection.rs`), synchronously, over the in-memory engine's state.
-//!
-//! A [`Relay`] owns the engine ([`MemoryState`]) and every connection's [`ServerConnection`]
-//! with its claim. Its caller feeds a connection's input ([`Relay::input`], [`Relay::connect`],
-//! [`Relay::handle_timeouts`]) and then calls [`Relay::run`], the one drain loop: each
-//! connection that has something to do handles the signals its doorbell rang (in
-//! [`Signal::ALL`]'s order), carries out its outputs against the engine, ends the batch
-//! ([`ServerConnection::flush`]) and carries out what that asks. What a connection writes to
-//! its client comes out of [`Relay::poll_transmit`], for the caller to carry over a link as it
-//! wishes (the simulation's links with latency, or nowhere at all for the fuzz target).
-//! Handlers answer at once, through [`Handlers::reply`].
-//!
-//! The relay records what tests check: the messages consumed, the server's events, how each
-//! connection ended, and the answers to the server's own requests.
+//! The server's reference driver ([`Relay`]) and what it records.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -88,8 +74,21 @@ struct Conn<H> {
     released: bool,
 }
 
-/// The server: the in-memory engine and every connection, driven as `wsrelay-server` drives
-/// them. See the [module documentation](self).
+/// The server's reference driver: what `wsrelay-server`'s connection task does
+/// (`native-server/src/connection.rs`), synchronously, over the in-memory engine's state.
+///
+/// A [`Relay`] owns the engine ([`MemoryState`]) and every connection's [`ServerConnection`]
+/// with its claim. Its caller feeds a connection's input ([`Relay::input`], [`Relay::connect`],
+/// [`Relay::handle_timeouts`]) and then calls [`Relay::run`], the one drain loop: each
+/// connection that has something to do handles the signals its doorbell rang (in
+/// [`Signal::ALL`]'s order), carries out its outputs against the engine, ends the batch
+/// ([`ServerConnection::flush`]) and carries out what that asks. What a connection writes to
+/// its client comes out of [`Relay::poll_transmit`], for the caller to carry over a link as it
+/// wishes (the simulation's links with latency, or nowhere at all for the fuzz target).
+/// Handlers answer at once, through [`Handlers::reply`].
+///
+/// The relay records what tests check: the messages consumed, the server's events, how each
+/// connection ended, and the answers to the server's own requests.
 pub struct Relay<H> {
     /// What each new connection is created with.
     pub settings: ConnectionSettings,
