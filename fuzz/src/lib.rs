@@ -4,10 +4,11 @@
 //!
 //! - [`decode`]: the frame decoder (and the JSON reader under it), with the round trip
 //!   decode → encode → decode as its property.
-//! - [`connection`]: a server connection (`ServerConnection` over the in-memory engine),
-//!   driven by a program the bytes spell: frames (valid ones from [`CORPUS`], mutated, or
-//!   random), binary frames, time, deliveries, acknowledgements, replacement, errors, the
-//!   end. Hello and resume paths included; a drain that does not settle is a livelock.
+//! - [`connection`]: a server connection (`ServerConnection` over the in-memory engine, driven
+//!   by the core's reference driver, `wsrelay_core::sim::Relay`), under a program the bytes
+//!   spell: frames (valid ones from [`CORPUS`], mutated, or random), binary frames, time,
+//!   deliveries, acknowledgements, replacement, errors, the end. Hello and resume paths
+//!   included; a drain that does not settle is a livelock.
 //! - [`websocket`]: the relay's WebSocket frame reader over bytes cut into pieces: it may
 //!   refuse them, but never consumes more than it was given or hands over a message over its
 //!   limit ([`FRAMES`] are valid client frames to mutate).
@@ -20,13 +21,15 @@
 use std::time::Duration;
 
 use wsrelay_core::protocol::{json, Frame};
-use wsrelay_core::server::engine::{Claim, Signal};
-use wsrelay_core::server::memory::{MemoryLimits, MemoryState};
+use wsrelay_core::server::memory::MemoryLimits;
 use wsrelay_core::server::websocket::{Decoder, Inbound};
 use wsrelay_core::server::{
-    ConnectionSettings, HandlerSet, Output, RateLimit, ServerConnection, TransportError,
+    ConnectionSettings, HandlerSet, RateLimit, ServerConnection, TransportError,
 };
+use wsrelay_core::sim::{ConnId, Handlers, Relay};
 use wsrelay_core::{Instant, Reply};
+
+type Connection = ServerConnection<String, Handles>;
 
 /// Valid frames (and near misses) the mutations start from.
 pub const CORPUS: &[&str] = &[
@@ -171,6 +174,9 @@ fn mutated(bytes: &mut Bytes<'_>) -> String {
     String::from_utf8_lossy(&text).into_owned()
 }
 
+/// The application's handlers: `h` and `relay:clients` are handled; a handler answers with
+/// the payload it got, nothing to `[1]`, and an error to a message without payload.
+#[derive(Clone)]
 struct Handles;
 
 impl HandlerSet for Handles {
@@ -179,11 +185,22 @@ impl HandlerSet for Handles {
     }
 }
 
-/// Most outputs and engine round trips one input may cause before it counts as a livelock.
+impl Handlers for Handles {
+    fn reply(&self, _kind: &str, _source: &str, payload: Option<String>) -> Reply {
+        match payload.as_deref() {
+            Some("[1]") => Reply::None,
+            Some(payload) => Reply::Payload(payload.to_owned()),
+            None => Reply::error("handler_error", "no payload"),
+        }
+    }
+}
+
+/// Most outputs one input may cause before it counts as a livelock.
 const MAX_STEPS: usize = 100_000;
 
 /// One server connection of source `fuzz` (and a peer, so that messages have somewhere to go)
-/// over the in-memory engine, driven by the program `data` spells.
+/// over the in-memory engine, driven by the program `data` spells through the server's
+/// reference driver ([`Relay`]), whose drain loop panics on a livelock.
 pub fn connection(data: &[u8]) {
     let mut bytes = Bytes { data };
     let settings = ConnectionSettings {
@@ -204,135 +221,77 @@ pub fn connection(data: &[u8]) {
         max_backlog: 8192,
         session_grace: Duration::from_secs(60),
     };
-    let mut engine: MemoryState<String, u8> = MemoryState::new(limits, 7);
-    let mut signals: Vec<(u8, Signal)> = Vec::new();
+    let mut relay = Relay::new(settings, limits, Handles).with_instance(7);
+    relay.max_steps = MAX_STEPS;
     let mut now = Instant::from_millis(0);
     // Claims that are not exclusive always succeed.
-    let Ok(peer) = engine.claim("peer", None, 2, false, &mut |owner: &u8, signal| {
-        signals.push((*owner, signal))
-    }) else {
+    if relay.claim_idle("peer", true).is_err() {
         return;
-    };
-    let _ = engine.open(&peer, None, peer.next);
-    let Ok(claim) = engine.claim("fuzz", None, 1, false, &mut |owner: &u8, signal| {
-        signals.push((*owner, signal))
-    }) else {
-        return;
-    };
+    }
     let announced = bytes.byte() % 2 == 0;
-    let mut conn: ServerConnection<String, Handles> =
-        ServerConnection::new("fuzz".into(), claim.next, announced, settings, Handles, now);
-    let mut ended = false;
-    while !bytes.is_empty() && !ended {
+    let Ok(conn) = relay.connect(now, "fuzz", None, announced) else {
+        return;
+    };
+    while !bytes.is_empty() && relay.connection(conn).is_some() {
         match bytes.byte() % 12 {
-            0..=2 => conn.handle_text(now, &mutated(&mut bytes)),
+            0..=2 => {
+                let text = mutated(&mut bytes);
+                input(&mut relay, conn, |c| c.handle_text(now, &text));
+            }
             3 => {
                 let len = usize::from(bytes.byte()) * 3;
                 let text = String::from_utf8_lossy(bytes.take(len)).into_owned();
-                conn.handle_text(now, &text);
+                input(&mut relay, conn, |c| c.handle_text(now, &text));
             }
-            4 => conn.handle_binary(now),
+            4 => input(&mut relay, conn, |c| c.handle_binary(now)),
             5 => {
                 now = now + Duration::from_millis(u64::from(bytes.byte()) * 37);
-                conn.handle_timeout(now);
+                input(&mut relay, conn, |c| c.handle_timeout(now));
             }
             6 => {
-                let frame = mutated(&mut bytes);
-                let _ = engine.send("fuzz", frame, &mut |owner: &u8, signal| {
-                    signals.push((*owner, signal))
+                let _ = relay.send("fuzz", mutated(&mut bytes));
+            }
+            7 => relay.handle_written(conn, usize::from(bytes.byte() % 8)),
+            8 => input(&mut relay, conn, |c| c.handle_heard()),
+            9 => {
+                let how = bytes.byte() % 4;
+                input(&mut relay, conn, |c| match how {
+                    0 => c.handle_closed(Some(1000)),
+                    1 => c.handle_transport_error(TransportError::TooLarge),
+                    2 => c.handle_transport_error(TransportError::InvalidUtf8),
+                    _ => c.handle_shutdown(1001),
                 });
             }
-            7 => conn.handle_written(usize::from(bytes.byte() % 8)),
-            8 => conn.handle_heard(),
-            9 => match bytes.byte() % 4 {
-                0 => conn.handle_closed(Some(1000)),
-                1 => conn.handle_transport_error(TransportError::TooLarge),
-                2 => conn.handle_transport_error(TransportError::InvalidUtf8),
-                _ => conn.handle_shutdown(1001),
-            },
             10 => {
                 // Another connection claims the source: this one is replaced, and the engine
                 // fences off what it still tries.
-                let _ = engine.claim("fuzz", None, 3, false, &mut |owner: &u8, signal| {
-                    signals.push((*owner, signal))
-                });
+                let _ = relay.claim_idle("fuzz", false);
             }
             _ => {
-                let frame = mutated(&mut bytes);
-                let _ = engine.broadcast(&frame, Some("peer"), &mut |owner: &u8, signal| {
-                    signals.push((*owner, signal))
-                });
+                let _ = relay.broadcast(mutated(&mut bytes), Some("peer"));
             }
         }
-        for (owner, signal) in signals.drain(..) {
-            if owner != 1 {
-                continue;
-            }
-            conn.handle_signal(now, signal);
-        }
-        ended |= drive(&mut conn, &mut engine, &claim, now);
-        if !ended {
+        // Blocked routes wait for their retry timer, which the program advances.
+        relay.run(now);
+        // What the connection writes goes nowhere.
+        while relay.poll_transmit().is_some() {}
+        if let Some(c) = relay.connection(conn) {
             assert!(
-                conn.poll_timeout().is_some(),
+                c.poll_timeout().is_some(),
                 "a live connection always has a deadline (the liveness check)"
             );
         }
     }
-    engine.release(&claim, now, &mut |_: &u8, _| {});
+    // The transport ends under a connection still live: it releases the source.
+    input(&mut relay, conn, |c| c.handle_closed(None));
+    relay.run(now);
 }
 
-/// The drain loop of the server's connection task; returns whether the connection ended.
-fn drive(
-    conn: &mut ServerConnection<String, Handles>,
-    engine: &mut MemoryState<String, u8>,
-    claim: &Claim,
-    now: Instant,
-) -> bool {
-    let mut ended = false;
-    let mut flushed = false;
-    let mut quiet = |_: &u8, _: Signal| {};
-    for _ in 0..MAX_STEPS {
-        if let Some(output) = conn.poll_output() {
-            match output {
-                Output::Open { hello, fresh_next } => {
-                    match engine.open(claim, hello.as_ref(), fresh_next) {
-                        Ok(opened) => conn.handle_opened(opened),
-                        Err(_) => conn.handle_engine_down("claimed again".into()),
-                    }
-                }
-                Output::Route { id, effect } => {
-                    let routed = engine.route(claim, id, &effect, &1, &mut quiet);
-                    conn.handle_routed(now, routed);
-                }
-                Output::Fetch { from, max } => {
-                    let mut frames = Vec::new();
-                    engine.fetch(claim, from, &mut frames, max);
-                    conn.handle_fetched(now, frames);
-                }
-                Output::Append(frame) => engine.append(claim, frame, &mut quiet),
-                Output::Late(frame) => {
-                    let _ = engine.send("fuzz", frame, &mut quiet);
-                }
-                Output::Call { payload, .. } => conn.handle_reply(match payload.as_deref() {
-                    Some("[1]") => Reply::None,
-                    Some(payload) => Reply::Payload(payload.to_owned()),
-                    None => Reply::error("handler_error", "no payload"),
-                }),
-                Output::Settle { through } => engine.settle(claim, through, &mut quiet),
-                Output::Release => engine.release(claim, now, &mut quiet),
-                Output::Close(_) => ended = true,
-                Output::Transmit(_) | Output::Deliver(_) | Output::Ping | Output::Event(_) => {}
-            }
-            continue;
-        }
-        if flushed {
-            // Blocked routes wait for their retry timer, which the program advances.
-            return ended;
-        }
-        conn.flush();
-        flushed = true;
+/// Feeds connection `conn` of `relay` an input, if it still lives.
+fn input(relay: &mut Relay<Handles>, conn: ConnId, f: impl FnOnce(&mut Connection)) {
+    if let Some(c) = relay.input(conn) {
+        f(c);
     }
-    panic!("the drain did not settle in {MAX_STEPS} steps: a livelock");
 }
 
 /// The requests the upgrade target starts from.

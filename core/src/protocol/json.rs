@@ -5,7 +5,7 @@
 //! library: read one object's members, keep each value as a borrowed slice of the input (so a
 //! payload is validated but never re-encoded, which also spares the server a DOM per frame), and
 //! unescape the few strings the protocol itself reads. The grammar is RFC 8259's; property tests
-//! in `tests/json_reader.rs` check it against serde_json.
+//! in `core/tests/json_reader.rs` check it against serde_json.
 
 use alloc::borrow::Cow;
 use alloc::string::String;

@@ -5,8 +5,9 @@
 //!
 //! `wsrelay-server` drives a `ServerConnection` per connection with a plain I/O loop and
 //! carries out its outputs against an engine (in memory by default, or Redis for several
-//! relays); the simulation tests (`tests/sim`) drive the same state machines and the same
-//! in-memory engine on a virtual clock.
+//! relays); the reference driver of the feature `sim` (`sim::Relay`, the same loop,
+//! synchronous) drives the same state machines over the same in-memory engine on a virtual
+//! clock, for the simulation tests (`core/tests`) and the fuzz targets.
 
 mod connection;
 pub mod engine;

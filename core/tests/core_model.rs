@@ -2,19 +2,17 @@
 //! faults, server outages, reconnects and clock ticks, then a calm period, then the promises of
 //! `PROTOCOL.md` section 11 are checked against what every party recorded.
 
-// proptest (and serde_json) are native-only dev-dependencies.
+// proptest and the simulation (the feature `sim`) are native-only dev-dependencies.
 #![cfg(not(target_arch = "wasm32"))]
-
-mod sim;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use sim::Sim;
-use wsrelay::client::{delay_range, Error, Event, Options, Outgoing};
+use wsrelay_core::client::{delay_range, Error, Event, Options, Outgoing};
 use wsrelay_core::server::memory::MemoryLimits;
 use wsrelay_core::server::ConnectionSettings;
+use wsrelay_core::sim::Sim;
 
 const CLIENTS: [&str; 3] = ["alice", "bob", "carol"];
 

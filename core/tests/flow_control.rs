@@ -5,14 +5,12 @@
 // proptest and the simulation are native-only.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod sim;
-
 use std::time::Duration;
 
-use sim::{default_limits, Sim};
 use wsrelay_core::client::{Event, Options, Outgoing, ReadyState};
 use wsrelay_core::server::memory::MemoryLimits;
 use wsrelay_core::server::{ConnectionSettings, DisconnectReason, ServerEvent};
+use wsrelay_core::sim::{default_limits, Sim};
 
 fn broadcast(payload: &str) -> Outgoing<'_> {
     Outgoing {

@@ -5,11 +5,8 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
-mod sim;
-
 use std::time::Duration;
 
-use sim::{default_limits, Sim};
 use wsrelay_core::client::{Error, Event, Options, Outgoing, ReplyTarget};
 use wsrelay_core::protocol::ErrorCode;
 use wsrelay_core::server::engine::{Opened, Routed};
@@ -17,6 +14,7 @@ use wsrelay_core::server::{
     CloseFrame, ConnectionSettings, DisconnectReason, HandlerSet, Output, RateLimit,
     ServerConnection, ServerEvent, CLOSE_EXPIRED,
 };
+use wsrelay_core::sim::{default_limits, Sim};
 use wsrelay_core::Instant;
 
 fn at(millis: u64) -> Instant {

@@ -1,15 +1,17 @@
-//! Example tests of every behaviour of the client core, on the simulation harness.
+//! Example tests of every behaviour of the client core, on the simulation harness
+//! (`wsrelay_core::sim`).
 
-mod sim;
+// The simulation (the feature `sim`) is a native-only dev-dependency.
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::time::Duration;
 
-use sim::Sim;
-use wsrelay::client::{
+use wsrelay_core::client::{
     delay_range, ClientCore, Error, Event, Options, Outgoing, Output, ReadyState, TransportId,
 };
-use wsrelay::Instant;
 use wsrelay_core::server::DisconnectReason;
+use wsrelay_core::sim::Sim;
+use wsrelay_core::Instant;
 
 fn msg<'a>(kind: &'a str, payload: &'a str) -> Outgoing<'a> {
     Outgoing {
