@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use wsrelay_core::client::{delay_range, Error, Event, Options, Outgoing};
-use wsrelay_core::server::memory::MemoryLimits;
+use wsrelay_core::server::memory::EngineLimits;
 use wsrelay_core::server::ConnectionSettings;
 use wsrelay_core::sim::Sim;
 
@@ -86,9 +86,9 @@ fn run(ops: &[Op], seed: u64) -> Result<(), TestCaseError> {
     // Sessions expire 30 s after their client left, well within what the operations reach.
     let mut sim = Sim::with_server(
         ConnectionSettings::default(),
-        MemoryLimits {
+        EngineLimits {
             session_grace: Duration::from_secs(30),
-            ..MemoryLimits::default()
+            ..EngineLimits::default()
         },
     );
     for (i, name) in CLIENTS.iter().enumerate() {

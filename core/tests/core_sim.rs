@@ -565,6 +565,8 @@ fn time_to_live_expires_messages_that_could_not_be_sent() {
 #[test]
 fn requests_get_the_peers_handler_result() {
     let mut sim = two_clients();
+    // Bob's application has a handler for "echo", which answers with the payload.
+    sim.clients[1].core.set_handled("echo", true);
     sim.clients[1].auto_respond = true;
     let ask = Outgoing {
         to: Some("bob"),
@@ -588,6 +590,27 @@ fn requests_get_the_peers_handler_result() {
     );
     assert_eq!(sim.clients[0].core.pending_requests(), 0);
     assert!(!delivered(&sim, 0, id), "a request's outcome is its reply");
+}
+
+#[test]
+fn a_request_the_peer_has_no_handler_for_fails_at_once_with_no_handler() {
+    let mut sim = two_clients();
+    let ask = Outgoing {
+        to: Some("bob"),
+        ..msg("unheard-of", "1")
+    };
+    let id = sim
+        .with_client(0, |c, now| c.request(now, ask, Some(Duration::from_secs(30))))
+        .expect("sent");
+    sim.run_for(ms(100));
+    let reply = sim.clients[0].events.iter().find_map(|(_, e)| match e {
+        Event::Reply {
+            request, result, ..
+        } if *request == id => Some(result.clone()),
+        _ => None,
+    });
+    let code = reply.and_then(|result| result.err()).map(|error| error.code);
+    assert_eq!(code.as_deref(), Some("no_handler"), "within 100 ms, not 30 s");
 }
 
 #[test]

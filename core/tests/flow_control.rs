@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use wsrelay_core::client::{Event, Options, Outgoing, ReadyState};
-use wsrelay_core::server::memory::MemoryLimits;
+use wsrelay_core::server::memory::EngineLimits;
 use wsrelay_core::server::{ConnectionSettings, DisconnectReason, ServerEvent};
 use wsrelay_core::sim::{default_limits, Sim};
 
@@ -56,7 +56,7 @@ fn blocked(sim: &Sim) -> usize {
 }
 
 /// Small windows, so that a few thousand small messages exercise flow control.
-fn tight() -> (ConnectionSettings, MemoryLimits) {
+fn tight() -> (ConnectionSettings, EngineLimits) {
     let settings = ConnectionSettings {
         send_window: 4 * 1024,
         backlog_window: 16 * 1024,
@@ -64,7 +64,7 @@ fn tight() -> (ConnectionSettings, MemoryLimits) {
         stash_limit: 4 * 1024 + 64 * 1024,
         ..ConnectionSettings::default()
     };
-    let limits = MemoryLimits {
+    let limits = EngineLimits {
         backlog_window: 16 * 1024,
         max_backlog: 4 << 20,
         ..default_limits()
@@ -72,7 +72,7 @@ fn tight() -> (ConnectionSettings, MemoryLimits) {
     (settings, limits)
 }
 
-fn connected(names: &[&str], settings: ConnectionSettings, limits: MemoryLimits) -> Sim {
+fn connected(names: &[&str], settings: ConnectionSettings, limits: EngineLimits) -> Sim {
     let mut sim = Sim::with_server(settings, limits);
     for (seed, name) in names.iter().enumerate() {
         sim.add_client(name, Options::default(), seed as u64 + 1);

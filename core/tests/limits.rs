@@ -158,7 +158,7 @@ fn errors(outputs: &[Output<String>]) -> Vec<String> {
                 Some(frame.clone())
             }
             Output::Route {
-                effect: wsrelay_core::server::engine::Effect::Reply { frame },
+                effect: wsrelay_core::server::engine::Effect::ToSelf { frame },
                 ..
             } => Some(frame.clone()),
             _ => None,
@@ -363,6 +363,8 @@ fn only_the_addressee_settles_a_request_end_to_end() {
     sim.add_client("alice", Options::default(), 1);
     sim.add_client("bob", Options::default(), 2);
     sim.add_client("mallory", Options::default(), 3);
+    // Bob's application handles the request (his handler answers below).
+    sim.clients[1].core.set_handled("get-secret", true);
     sim.run_for(Duration::from_millis(100));
     let ask = Outgoing {
         to: Some("bob"),

@@ -21,7 +21,7 @@
 use std::time::Duration;
 
 use wsrelay_core::protocol::{json, Frame};
-use wsrelay_core::server::memory::MemoryLimits;
+use wsrelay_core::server::memory::EngineLimits;
 use wsrelay_core::server::websocket::{Decoder, Inbound};
 use wsrelay_core::server::{
     ConnectionSettings, HandlerSet, RateLimit, ServerConnection, TransportError,
@@ -216,7 +216,7 @@ pub fn connection(data: &[u8]) {
         }),
         ..ConnectionSettings::default()
     };
-    let limits = MemoryLimits {
+    let limits = EngineLimits {
         backlog_window: 2048,
         max_backlog: 8192,
         session_grace: Duration::from_secs(60),

@@ -217,8 +217,8 @@ impl ServerConfig {
     }
 
     /// The in-memory engine's bounds.
-    pub(crate) fn memory_limits(&self) -> wsrelay_core::server::memory::MemoryLimits {
-        wsrelay_core::server::memory::MemoryLimits {
+    pub(crate) fn memory_limits(&self) -> wsrelay_core::server::memory::EngineLimits {
+        wsrelay_core::server::memory::EngineLimits {
             backlog_window: self.backlog_window,
             max_backlog: self.max_backlog,
             session_grace: self.session_grace,

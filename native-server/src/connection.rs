@@ -16,7 +16,8 @@ use tokio::time::{sleep_until, timeout};
 use tungstenite::Utf8Bytes;
 use wsrelay_core::server::websocket::Inbound;
 use wsrelay_core::server::{
-    CloseFrame, Counters, DisconnectReason, Output, ServerConnection, ServerEvent, TransportError,
+    CloseFrame, ConnectionStats, DisconnectReason, Output, ServerConnection, ServerEvent,
+    TransportError,
 };
 
 use crate::auth::Identity;
@@ -91,7 +92,7 @@ pub(crate) async fn serve(
         fetched: Vec::new(),
         closing: None,
         released: false,
-        counted: Counters::default(),
+        counted: ConnectionStats::default(),
         had_session: false,
     });
     conn.run().await;
@@ -201,7 +202,7 @@ struct Conn {
     closing: Option<Option<CloseFrame>>,
     released: bool,
     /// The state machine's counters as last added to the metrics.
-    counted: Counters,
+    counted: ConnectionStats,
     /// A session was opened on this connection (counted in the active sessions).
     had_session: bool,
 }

@@ -170,7 +170,7 @@ pub enum Effect<F> {
     },
     /// Deliver `frame` to the sender itself (an `~error` about the message, a handler's
     /// response). Never blocked: the connection slows its own client instead.
-    Reply {
+    ToSelf {
         /// The frame.
         frame: F,
     },

@@ -21,7 +21,7 @@ use crate::Instant;
 
 /// Bounds of the in-memory engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemoryLimits {
+pub struct EngineLimits {
     /// Bytes waiting in a connected source's mailbox beyond which clients' messages to it wait
     /// (flow control). Messages from the server's own API do not wait.
     pub backlog_window: usize,
@@ -33,9 +33,9 @@ pub struct MemoryLimits {
     pub session_grace: Duration,
 }
 
-impl Default for MemoryLimits {
+impl Default for EngineLimits {
     fn default() -> Self {
-        MemoryLimits {
+        EngineLimits {
             backlog_window: 1 << 20,
             max_backlog: 8 << 20,
             session_grace: Duration::from_secs(60),
@@ -139,7 +139,7 @@ pub struct MemoryState<F, O> {
     slots: Vec<Option<Slot<F, O>>>,
     free: Vec<usize>,
     index: HashMap<String, usize>,
-    limits: MemoryLimits,
+    limits: EngineLimits,
     /// Connected sources whose backlog is over the window: while none is, a broadcast needs
     /// no scan for flow control.
     over_window: usize,
@@ -160,7 +160,7 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
     /// No sources yet. `instance` must differ between processes (and restarts): session
     /// instances are named after it, and a client's count must never be applied to a session
     /// instance of another process.
-    pub fn new(limits: MemoryLimits, instance: u64) -> Self {
+    pub fn new(limits: EngineLimits, instance: u64) -> Self {
         MemoryState {
             slots: Vec::new(),
             free: Vec::new(),
@@ -174,7 +174,7 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
     }
 
     /// The engine's bounds.
-    pub fn limits(&self) -> &MemoryLimits {
+    pub fn limits(&self) -> &EngineLimits {
         &self.limits
     }
 
@@ -269,7 +269,7 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         }
         match effect {
             Effect::Consume | Effect::Resolve { .. } => {}
-            Effect::Reply { frame } => self.deliver(own, frame.clone(), notify),
+            Effect::ToSelf { frame } => self.deliver(own, frame.clone(), notify),
             Effect::To { target, frame } if *target == claim.source => {
                 self.deliver(own, frame.clone(), notify);
             }
@@ -673,7 +673,7 @@ mod tests {
 
     #[test]
     fn the_sweep_gives_back_the_room_of_a_drained_mailbox() {
-        let mut state: MemoryState<String, u8> = MemoryState::new(MemoryLimits::default(), 1);
+        let mut state: MemoryState<String, u8> = MemoryState::new(EngineLimits::default(), 1);
         let mut notify = |_: &u8, _: Signal| {};
         let claim = state
             .claim("a", None, 1, false, &mut notify)

@@ -16,8 +16,8 @@ pub mod memory;
 pub mod websocket;
 
 pub use connection::{
-    error_frame, CloseFrame, ConnectionSettings, Counters, DisconnectReason, FrameText, HandlerSet,
-    Output, ServerConnection, ServerEvent, TransportError, CLOSE_EXPIRED,
+    error_frame, CloseFrame, ConnectionSettings, ConnectionStats, DisconnectReason, FrameText,
+    HandlerSet, Output, ServerConnection, ServerEvent, TransportError, CLOSE_EXPIRED,
 };
 pub use limit::RateLimit;
 

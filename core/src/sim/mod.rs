@@ -20,12 +20,12 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
 use crate::client::{ClientCore, Options, TransportId};
-use crate::server::memory::MemoryLimits;
+use crate::server::memory::EngineLimits;
 use crate::server::{ConnectionSettings, HandlerSet};
 use crate::{Instant, Reply};
 
 pub use client::SimClient;
-pub use relay::{Answer, ConnId, Consumed, Handlers, Relay, Transmit};
+pub use relay::{ConnId, Consumed, Handlers, Relay, Response, Transmit};
 
 /// Something on its way over a link.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,10 +84,10 @@ impl Handlers for EchoHandlers {
 
 /// The limits the simulation runs with by default: the server's, with a grace period longer
 /// than any test runs, so that sessions only end when a test says so.
-pub fn default_limits() -> MemoryLimits {
-    MemoryLimits {
+pub fn default_limits() -> EngineLimits {
+    EngineLimits {
         session_grace: Duration::from_secs(100_000),
-        ..MemoryLimits::default()
+        ..EngineLimits::default()
     }
 }
 
@@ -126,7 +126,7 @@ impl Sim {
     }
 
     /// A world whose server has these connection settings and engine limits.
-    pub fn with_server(settings: ConnectionSettings, limits: MemoryLimits) -> Self {
+    pub fn with_server(settings: ConnectionSettings, limits: EngineLimits) -> Self {
         Sim {
             now: Instant::from_millis(0),
             latency: Duration::from_millis(5),

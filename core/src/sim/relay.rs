@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use crate::protocol::{Frame, RemoteError};
 use crate::server::engine::{Attempt, Claim, ClaimRefused, Effect, Routed, Signal};
-use crate::server::memory::{MemoryLimits, MemoryState, Refused};
+use crate::server::memory::{EngineLimits, MemoryState, Refused};
 use crate::server::{
     CloseFrame, ConnectionSettings, DisconnectReason, HandlerSet, Output, ServerConnection,
     ServerEvent,
@@ -49,7 +49,7 @@ pub struct Consumed {
     pub source: String,
     /// Its id.
     pub id: u64,
-    /// `"to"`, `"broadcast"`, `"reply"` (answered with an error), `"consume"`, `"resolve"`.
+    /// `"to"`, `"broadcast"`, `"to_self"` (answered with an error), `"consume"`, `"resolve"`.
     pub effect: &'static str,
     /// Its type (empty when the effect carries no frame).
     pub kind: String,
@@ -61,8 +61,8 @@ pub struct Consumed {
     pub re: Option<u64>,
 }
 
-/// An answer to one of the server's own messages: (responder, `re`, result).
-pub type Answer = (String, u64, Result<Option<String>, RemoteError>);
+/// A response to one of the server's own messages: (responder, `re`, result).
+pub type Response = (String, u64, Result<Option<String>, RemoteError>);
 
 struct Conn<H> {
     machine: ServerConnection<String, H>,
@@ -93,7 +93,7 @@ pub struct Relay<H> {
     /// What each new connection is created with.
     pub settings: ConnectionSettings,
     /// The engine's limits (a restart keeps them).
-    pub limits: MemoryLimits,
+    pub limits: EngineLimits,
     /// The application's handlers (each connection gets a copy).
     pub handlers: H,
     /// Claims refuse a source that another client instance holds (`on_duplicate: reject`).
@@ -112,7 +112,7 @@ pub struct Relay<H> {
     /// How each connection ended, with its source.
     pub endings: Vec<(String, DisconnectReason)>,
     /// Answers to the server's own messages (responses without `to`).
-    pub answers: Vec<Answer>,
+    pub responses: Vec<Response>,
     engine: MemoryState<String, ConnId>,
     conns: BTreeMap<ConnId, Conn<H>>,
     next_conn: ConnId,
@@ -136,7 +136,7 @@ fn bit(signal: Signal) -> u8 {
 
 impl<H: Handlers> Relay<H> {
     /// A relay with no connection, its engine empty (session instances named `1.n`).
-    pub fn new(settings: ConnectionSettings, limits: MemoryLimits, handlers: H) -> Self {
+    pub fn new(settings: ConnectionSettings, limits: EngineLimits, handlers: H) -> Self {
         Relay {
             engine: MemoryState::new(limits.clone(), 1),
             settings,
@@ -149,7 +149,7 @@ impl<H: Handlers> Relay<H> {
             consumed: Vec::new(),
             events: Vec::new(),
             endings: Vec::new(),
-            answers: Vec::new(),
+            responses: Vec::new(),
             conns: BTreeMap::new(),
             next_conn: 1,
             signals: VecDeque::new(),
@@ -444,7 +444,7 @@ impl<H: Handlers> Relay<H> {
             consumed,
             events,
             endings,
-            answers,
+            responses,
             ..
         } = self;
         let Some(c) = conns.get_mut(&conn) else {
@@ -485,7 +485,7 @@ impl<H: Handlers> Relay<H> {
                         consumed.push(record(source, id, &effect));
                     }
                     if let Effect::Resolve { re, result, .. } = &effect {
-                        answers.push((source.clone(), *re, result.clone()));
+                        responses.push((source.clone(), *re, result.clone()));
                     }
                 }
                 c.machine.handle_routed(now, routed);
@@ -524,7 +524,7 @@ fn record(source: &str, id: u64, effect: &Effect<String>) -> Consumed {
     let (name, frame) = match effect {
         Effect::To { frame, .. } => ("to", Some(frame)),
         Effect::Broadcast { frame } => ("broadcast", Some(frame)),
-        Effect::Reply { frame } => ("reply", Some(frame)),
+        Effect::ToSelf { frame } => ("to_self", Some(frame)),
         Effect::Consume => ("consume", None),
         Effect::Resolve { .. } => ("resolve", None),
     };

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tungstenite::Utf8Bytes;
-use wsrelay_core::server::memory::{Fenced, MemoryLimits, MemoryState, Refused};
+use wsrelay_core::server::memory::{EngineLimits, Fenced, MemoryState, Refused};
 
 use super::{
     Attempt, Claim, ClaimError, ClaimRefused, Doorbell, Effect, EngineError, Hello, MessageRouter,
@@ -28,7 +28,7 @@ fn ring(doorbell: &Doorbell, signal: Signal) {
 }
 
 impl MemoryEngine {
-    pub(crate) fn new(limits: MemoryLimits, clock: Clock, requests: Arc<Requests>) -> Self {
+    pub(crate) fn new(limits: EngineLimits, clock: Clock, requests: Arc<Requests>) -> Self {
         // Session instances are named after this process: a random number, so that a client
         // resuming after a restart is never taken for one of the new process's sessions.
         let instance = std::hash::BuildHasher::hash_one(

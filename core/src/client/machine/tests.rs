@@ -116,7 +116,9 @@ fn a_request_nobody_handles_is_answered_no_handler_at_once() {
     let outputs = drain(&mut core);
     assert_eq!(
         transmitted(&outputs),
-        [r#"{"type":"get-date","id":1,"re":2,"to":"alice","error":{"code":"no_handler","message":"no handler for \"get-date\""}}"#]
+        [
+            r#"{"type":"get-date","id":1,"re":2,"to":"alice","error":{"code":"no_handler","message":"no handler for \"get-date\""}}"#
+        ]
     );
     assert!(outputs.iter().any(|output| matches!(output,
         Output::Event(Event::Message(message)) if message.kind == "get-date")));
@@ -128,7 +130,10 @@ fn a_request_nobody_handles_is_answered_no_handler_at_once() {
     core.set_handled("get-time", false);
     core.handle_frame(at(33), TransportId(1), &request("get-time", 4));
     let answered = drain(&mut core);
-    assert!(transmitted(&answered)[0].contains("no_handler"), "{answered:?}");
+    assert!(
+        transmitted(&answered)[0].contains("no_handler"),
+        "{answered:?}"
+    );
 }
 
 #[test]

@@ -101,7 +101,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                 };
                 // Consuming the message is answering it: the error goes out before the ack.
                 let frame = self.rejection(code, message, held.id);
-                self.route(held.id, Effect::Reply { frame }, None);
+                self.route(held.id, Effect::ToSelf { frame }, None);
             }
             Routed::Blocked { .. } | Routed::Unavailable => {
                 if let Routed::Blocked { on } = routed {
@@ -219,7 +219,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     /// Sends `frame` to the client about message `id`: consuming the id if it has one.
     pub(super) fn answer(&mut self, id: Option<u64>, frame: F) {
         match id {
-            Some(_) => self.route(id, Effect::Reply { frame }, None),
+            Some(_) => self.route(id, Effect::ToSelf { frame }, None),
             None => self.append(frame),
         }
     }

@@ -376,7 +376,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         }
         // What the client is answered with, or sends itself, lands in its own mailbox.
         self.mail |= match &effect {
-            Effect::Reply { .. } => true,
+            Effect::ToSelf { .. } => true,
             Effect::To { target, .. } => *target == self.source,
             _ => false,
         };

@@ -126,7 +126,7 @@ pub struct ServerConnection<F, H> {
     expires: Option<Instant>,
     limiter: Option<Limiter>,
     answerable: Answerable,
-    counters: Counters,
+    counters: ConnectionStats,
     /// The position the claim gave for the source's next frame: frames before it existed
     /// before this connection.
     claimed_next: u64,
@@ -159,7 +159,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             next_check: now + settings.ping_interval,
             limiter: settings.rate_limit.map(|limit| Limiter::new(limit, now)),
             answerable: Answerable::default(),
-            counters: Counters::default(),
+            counters: ConnectionStats::default(),
             claimed_next: next,
             expires: None,
             settings,
@@ -235,7 +235,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     }
 
     /// What the connection has counted so far.
-    pub fn counters(&self) -> Counters {
+    pub fn counters(&self) -> ConnectionStats {
         self.counters
     }
 

@@ -103,7 +103,7 @@ pub enum TransportError {
 
 /// What a connection has counted so far, for metrics (cumulative).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Counters {
+pub struct ConnectionStats {
     /// Application messages received (valid envelopes, whatever became of them).
     pub messages: u64,
     /// Acknowledgements received from the client.

@@ -59,7 +59,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use tokio_util::sync::CancellationToken;
 use tungstenite::Utf8Bytes;
-use wsrelay_core::server::memory::MemoryLimits;
+use wsrelay_core::server::memory::EngineLimits;
 
 use super::{
     Attempt, Claim, ClaimError, Doorbell, Effect, EngineError, Hello, MessageRouter, Opened,
@@ -127,7 +127,7 @@ pub(crate) struct RedisEngine {
     conn: ConnectionManager,
     client: redis::Client,
     scripts: Scripts,
-    limits: MemoryLimits,
+    limits: EngineLimits,
     node_id: String,
     /// This relay's number, from `wsr:nodes` (known once Redis answered).
     node: OnceLock<u64>,
@@ -221,7 +221,7 @@ impl RedisEngine {
     pub(crate) fn start(
         url: &str,
         node_id: Option<String>,
-        limits: MemoryLimits,
+        limits: EngineLimits,
         requests: Arc<Requests>,
         stop: CancellationToken,
     ) -> Result<Arc<RedisEngine>, EngineError> {

@@ -297,7 +297,7 @@ impl MessageRouter for RedisEngine {
                     }
                     Ok(routed)
                 }
-                Effect::Reply { frame } => self.commit(claim, id, Some(frame)).await,
+                Effect::ToSelf { frame } => self.commit(claim, id, Some(frame)).await,
                 Effect::To { target, frame } if *target == claim.source => {
                     self.commit(claim, id, Some(frame)).await
                 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tungstenite::Utf8Bytes;
-use wsrelay_core::server::memory::MemoryLimits;
+use wsrelay_core::server::memory::EngineLimits;
 
 use super::RedisEngine;
 use crate::engine::{
@@ -55,7 +55,7 @@ async fn engine(redis: &Redis) -> Arc<RedisEngine> {
     let engine = RedisEngine::start(
         &redis.url,
         Some("test".into()),
-        MemoryLimits::default(),
+        EngineLimits::default(),
         requests,
         CancellationToken::new(),
     )
