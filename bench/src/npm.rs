@@ -68,7 +68,7 @@ pub fn prepare(root: &Path, dir: &Path) -> Result<(), String> {
     if !built.join("wsrelay_bg.wasm").is_file() {
         return Err("pkg/ is not built (cargo xtask pkg; cargo xtask bench builds it)".into());
     }
-    crate::npm_install(dir, &["ws", "socket.io-client"], "the npm rows' clients")?;
+    crate::node::npm_install(dir, &["ws", "socket.io-client"], "the npm rows' clients")?;
     let installed = dir.join("node_modules").join("wsrelay").join("node");
     let same = ["wsrelay_bg.wasm", "wsrelay.js"].iter().all(|file| {
         match (

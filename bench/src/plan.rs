@@ -1,0 +1,335 @@
+//! What `run` measures: the sizes and durations of each mode (full, quick, smoke), the
+//! groups of rows `--only` selects, and the command line of `run`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::load::Timing;
+use crate::npm;
+
+/// Sizes and durations of one mode.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// `full`, `quick` or `smoke`: the report says which.
+    pub name: &'static str,
+    /// Runs per peer and row, the peers interleaved.
+    pub reps: usize,
+    /// Warm-up and measured window of every throughput run.
+    pub timing: Timing,
+    /// Echo rows: payload size in bytes, connections.
+    pub echo: Vec<(usize, usize)>,
+    /// Pairs of the send_to row.
+    pub pairs: usize,
+    /// Broadcast rows: clients, senders.
+    pub broadcast: Vec<(usize, usize)>,
+    /// Connections of the idle and heartbeat rows.
+    pub idle_conns: usize,
+    /// Runs per peer of the idle and heartbeat rows.
+    pub idle_reps: usize,
+    /// How long the heartbeat's CPU is measured at the default ping interval.
+    pub heartbeat_window: Duration,
+    /// How long the heartbeat's CPU is measured at a 1 s ping interval.
+    pub heartbeat_fast_window: Duration,
+    /// Sizes of the cluster rows.
+    pub cluster: ClusterPlan,
+    /// Sizes of the npm rows.
+    pub npm: NpmPlan,
+}
+
+/// Sizes of the npm rows (JavaScript clients in one Node process).
+#[derive(Debug, Clone)]
+pub struct NpmPlan {
+    /// A few clients at a rate neither side saturates.
+    pub moderate: npm::NpmLoad,
+    /// Many clients, a few broadcasts per second.
+    pub fanout: npm::NpmLoad,
+    /// Run socket.io-client too (npm packages: the smoke run leaves it out).
+    pub socketio: bool,
+}
+
+impl NpmPlan {
+    pub fn scenarios(&self) -> [(String, npm::NpmLoad); 2] {
+        let m = self.moderate;
+        let f = self.fanout;
+        [
+            (
+                format!(
+                    "npm client, {} receivers, {:.0} deliveries/s",
+                    m.receivers,
+                    m.deliveries_per_s()
+                ),
+                m,
+            ),
+            (
+                format!(
+                    "npm client fan-out, {} receivers, {:.0} broadcasts/s",
+                    f.receivers, f.rate
+                ),
+                f,
+            ),
+        ]
+    }
+}
+
+/// Sizes of the cluster rows (two relays on one Redis, and their peers).
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    /// Broadcast: clients, senders.
+    pub broadcast: (usize, usize),
+    /// send_to pairs, closed and open loop.
+    pub pairs: usize,
+    /// The open loop's directed messages per second, in all.
+    pub rate: f64,
+    /// Run the Socket.IO peers (npm packages: the smoke run leaves them out).
+    pub socketio: bool,
+}
+
+impl ClusterPlan {
+    fn full() -> ClusterPlan {
+        ClusterPlan {
+            broadcast: (1000, 4),
+            pairs: 500,
+            rate: 10_000.0,
+            socketio: true,
+        }
+    }
+
+    pub fn broadcast_name(&self) -> String {
+        let (conns, senders) = self.broadcast;
+        format!("cluster broadcast {conns}x{senders}")
+    }
+
+    pub fn pairs_name(&self) -> String {
+        format!("cluster send_to {} pairs", self.pairs)
+    }
+
+    pub fn open_name(&self) -> String {
+        format!(
+            "cluster send_to {} pairs, {:.0} msg/s",
+            self.pairs, self.rate
+        )
+    }
+}
+
+impl Plan {
+    fn full() -> Plan {
+        Plan {
+            name: "full",
+            reps: 3,
+            timing: Timing {
+                warmup: Duration::from_millis(1000),
+                window: Duration::from_millis(3000),
+            },
+            echo: vec![
+                (20, 1),
+                (20, 100),
+                (20, 1000),
+                (1024, 1),
+                (1024, 100),
+                (1024, 1000),
+            ],
+            pairs: 500,
+            broadcast: vec![(1000, 1), (1000, 4), (5000, 4)],
+            idle_conns: 10_000,
+            idle_reps: 3,
+            heartbeat_window: Duration::from_secs(31),
+            heartbeat_fast_window: Duration::from_secs(10),
+            cluster: ClusterPlan::full(),
+            npm: NpmPlan {
+                moderate: npm::NpmLoad {
+                    receivers: 10,
+                    rate: 200.0,
+                    warmup: 3000,
+                    warmup_rate: 1000.0,
+                    measured: 600,
+                },
+                fanout: npm::NpmLoad {
+                    receivers: 500,
+                    rate: 5.0,
+                    warmup: 60,
+                    warmup_rate: 20.0,
+                    measured: 20,
+                },
+                socketio: true,
+            },
+        }
+    }
+
+    fn quick() -> Plan {
+        Plan {
+            name: "quick",
+            reps: 3,
+            timing: Timing {
+                warmup: Duration::from_millis(300),
+                window: Duration::from_millis(800),
+            },
+            echo: vec![(20, 1), (20, 100), (20, 1000), (1024, 100)],
+            pairs: 500,
+            broadcast: vec![(1000, 1), (1000, 4), (5000, 4)],
+            idle_conns: 10_000,
+            idle_reps: 1,
+            heartbeat_window: Duration::from_secs(10),
+            heartbeat_fast_window: Duration::from_secs(5),
+            cluster: ClusterPlan::full(),
+            npm: NpmPlan {
+                moderate: npm::NpmLoad {
+                    receivers: 10,
+                    rate: 200.0,
+                    warmup: 3000,
+                    warmup_rate: 1000.0,
+                    measured: 400,
+                },
+                fanout: npm::NpmLoad {
+                    receivers: 500,
+                    rate: 5.0,
+                    warmup: 60,
+                    warmup_rate: 20.0,
+                    measured: 10,
+                },
+                socketio: true,
+            },
+        }
+    }
+
+    fn smoke() -> Plan {
+        Plan {
+            name: "smoke",
+            reps: 1,
+            timing: Timing {
+                warmup: Duration::from_millis(100),
+                window: Duration::from_millis(300),
+            },
+            echo: vec![(20, 1), (1024, 10)],
+            pairs: 5,
+            broadcast: vec![(20, 2)],
+            idle_conns: 100,
+            idle_reps: 1,
+            heartbeat_window: Duration::from_millis(500),
+            heartbeat_fast_window: Duration::from_millis(1200),
+            cluster: ClusterPlan {
+                broadcast: (20, 2),
+                pairs: 5,
+                rate: 200.0,
+                socketio: false,
+            },
+            npm: NpmPlan {
+                moderate: npm::NpmLoad {
+                    receivers: 4,
+                    rate: 100.0,
+                    warmup: 5,
+                    warmup_rate: 100.0,
+                    measured: 25,
+                },
+                fanout: npm::NpmLoad {
+                    receivers: 20,
+                    rate: 20.0,
+                    warmup: 1,
+                    warmup_rate: 20.0,
+                    measured: 4,
+                },
+                socketio: false,
+            },
+        }
+    }
+}
+
+/// Options of `run`.
+pub struct Options {
+    /// The mode: `--quick`, `--smoke`, or full.
+    pub plan: Plan,
+    /// Where the Markdown report goes (`--md`); `None`: not written.
+    pub md: Option<PathBuf>,
+    /// Where the JSON rows go (`--json`); `None`: not written.
+    pub json: Option<PathBuf>,
+    /// `--note`: a line of the report.
+    pub note: Option<String>,
+    /// Pin the servers and the load generator to cores of their own (not `--no-pin`).
+    pub pin: bool,
+    /// The groups of rows to run (`--only`); empty: all.
+    pub only: Vec<String>,
+}
+
+/// The groups of rows `--only` selects from.
+pub const GROUPS: [&str; 8] = [
+    "echo",
+    "send_to",
+    "broadcast",
+    "idle",
+    "client",
+    "multicore",
+    "cluster",
+    "npm",
+];
+
+impl Options {
+    /// Whether `group` runs: every group does unless `--only` names some.
+    pub fn wants(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
+    }
+}
+
+/// Reads `run`'s flags: the mode, `--only`, `--no-pin` and where the report goes.
+pub fn parse_run_args(args: &[String]) -> Result<Options, String> {
+    let root = repo_root();
+    let mut plan = Plan::full();
+    let mut md = Some(root.join("BENCHMARKS.md"));
+    let mut json = Some(root.join("bench").join("results.json"));
+    let mut note = None;
+    let mut pin = true;
+    let mut smoke = false;
+    let mut only: Vec<String> = Vec::new();
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        match flag.as_str() {
+            "--quick" => plan = Plan::quick(),
+            "--full" => plan = Plan::full(),
+            "--smoke" => {
+                plan = Plan::smoke();
+                smoke = true;
+            }
+            "--no-pin" => pin = false,
+            "--only" => {
+                let value = rest.next().ok_or("--only needs a value")?;
+                for group in value.split(',').map(str::trim).filter(|g| !g.is_empty()) {
+                    if !GROUPS.contains(&group) {
+                        return Err(format!(
+                            "--only: unknown group {group} (groups: {})",
+                            GROUPS.join(", ")
+                        ));
+                    }
+                    only.push(group.to_owned());
+                }
+            }
+            "--md" | "--json" | "--note" => {
+                let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
+                match flag.as_str() {
+                    "--md" => md = Some(PathBuf::from(value)),
+                    "--json" => json = Some(PathBuf::from(value)),
+                    _ => note = Some(value.clone()),
+                }
+            }
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if smoke || !only.is_empty() {
+        // A smoke run checks the harness and a partial run has only some rows: neither
+        // overwrites the committed results.
+        let explicit = |p: &Option<PathBuf>, default: PathBuf| p.clone().filter(|p| *p != default);
+        md = explicit(&md, root.join("BENCHMARKS.md"));
+        json = explicit(&json, root.join("bench").join("results.json"));
+    }
+    Ok(Options {
+        plan,
+        md,
+        json,
+        note,
+        pin,
+        only,
+    })
+}
+
+/// The repository (the bench crate's parent directory).
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}

@@ -1,0 +1,170 @@
+//! The targets the report checks (`target: ... -> ... (met)`), from the cells measured.
+
+use crate::harness::OURS;
+use crate::plan::Plan;
+use crate::report::{Cell, Verdict};
+
+/// The cell of `metric` in `scenario`, if it was measured.
+fn find<'a>(cells: &'a [Cell], scenario: &str, metric: &str) -> Option<&'a Cell> {
+    cells
+        .iter()
+        .find(|c| c.metric.scenario == scenario && c.metric.metric == metric)
+}
+
+/// A ratio target. When either server stayed below 95% of its core in every run (a machine
+/// shared with other work), the throughput ratio compares schedulers more than servers: the
+/// verdict then uses the ratio of work per server CPU-second, and says so.
+fn ratio_verdict(
+    cells: &[Cell],
+    scenario: &str,
+    metric: &str,
+    peer: &str,
+    at_least: f64,
+    what: String,
+) -> Verdict {
+    let Some(cell) = find(cells, scenario, metric) else {
+        return Verdict {
+            target: what,
+            measured: "-".into(),
+            met: None,
+        };
+    };
+    let ratio = cell.ratio(OURS, peer);
+    let unsaturated = [OURS, peer]
+        .iter()
+        .any(|p| cell.summary(p).is_some_and(|s| s.unsaturated));
+    let per_cpu = find(cells, scenario, &format!("{metric} per server CPU-second"))
+        .and_then(|c| c.ratio(OURS, peer));
+    let measured = match (ratio, per_cpu) {
+        (Some(r), Some(c)) => format!("{r:.2}x throughput, {c:.2}x per server CPU-second"),
+        (Some(r), None) => format!("{r:.2}x"),
+        _ => "-".into(),
+    };
+    let judged_per_cpu = unsaturated && per_cpu.is_some();
+    Verdict {
+        target: if judged_per_cpu {
+            format!("{what} (judged per server CPU-second: runs unsaturated)")
+        } else {
+            what
+        },
+        measured,
+        met: if judged_per_cpu { per_cpu } else { ratio }.map(|r| r >= at_least),
+    }
+}
+
+/// Every target, met or missed, or not measured (its rows not run).
+pub fn verdicts(cells: &[Cell], plan: &Plan) -> Vec<Verdict> {
+    let echo100 = "echo 20 B x100";
+    let echo1 = "echo 20 B x1";
+    let bc = "broadcast 1000x4";
+    let mut out = vec![
+        ratio_verdict(
+            cells,
+            echo100,
+            "msgs/s",
+            "T4k",
+            1.0,
+            "echo 20 B x100 >= 1.0x tuned tokio-tungstenite (T4k)".into(),
+        ),
+        ratio_verdict(
+            cells,
+            echo100,
+            "msgs/s",
+            "N",
+            1.6,
+            "echo 20 B x100 >= 1.6x Node ws".into(),
+        ),
+        ratio_verdict(
+            cells,
+            echo1,
+            "msgs/s",
+            "R",
+            0.9,
+            "echo 20 B x1 round trip within 10% of raw TCP (ratio >= 0.90)".into(),
+        ),
+        ratio_verdict(
+            cells,
+            bc,
+            "deliveries/s",
+            "T4k",
+            1.0,
+            "broadcast 1000x4 >= 1.0x tokio-tungstenite hub (T4k)".into(),
+        ),
+        ratio_verdict(
+            cells,
+            bc,
+            "deliveries/s",
+            "T",
+            1.0,
+            "broadcast 1000x4 >= 1.0x tokio-tungstenite hub (T, defaults)".into(),
+        ),
+        ratio_verdict(
+            cells,
+            bc,
+            "deliveries/s",
+            "N",
+            3.0,
+            "broadcast 1000x4 >= 3x Node ws".into(),
+        ),
+    ];
+    let idle = format!("idle {} conns", plan.idle_conns);
+    let kib = find(cells, &idle, "server RSS per conn")
+        .and_then(|c| c.summary(OURS))
+        .map(|s| s.value);
+    out.push(Verdict {
+        target: format!(
+            "idle memory <= 4 KB user RSS per connection ({} conns)",
+            plan.idle_conns
+        ),
+        measured: kib.map_or("-".into(), |k| format!("{k:.2} KiB ({:.2} KB)", k * 1.024)),
+        met: kib.map(|k| k * 1.024 <= 4.0),
+    });
+    let hb = format!("heartbeat {} idle, ping 30 s", plan.idle_conns);
+    let cpu = find(cells, &hb, "server CPU")
+        .and_then(|c| c.summary(OURS))
+        .map(|s| s.value);
+    out.push(Verdict {
+        target: format!(
+            "heartbeat < 1% of a core at {} idle connections, default interval",
+            plan.idle_conns
+        ),
+        measured: cpu.map_or("-".into(), |c| format!("{c:.2}%")),
+        met: cpu.map(|c| c < 1.0),
+    });
+    let cp = &plan.cluster;
+    for (scenario, what) in [
+        (cp.broadcast_name(), "broadcast"),
+        (cp.pairs_name(), "send_to"),
+    ] {
+        for (peer, adapter) in [("SIO", "redis-adapter"), ("SIOs", "redis-streams-adapter")] {
+            out.push(ratio_verdict(
+                cells,
+                &scenario,
+                "deliveries/s",
+                peer,
+                5.0,
+                format!("{scenario}: cross-relay {what} >= 5x Socket.IO with {adapter}"),
+            ));
+        }
+    }
+    let open = cp.open_name();
+    let p95 = find(cells, &open, "p95 latency")
+        .and_then(|c| c.summary(OURS))
+        .map(|s| s.value);
+    out.push(Verdict {
+        target: format!("{open}: cross-relay send_to p95 < 5 ms"),
+        measured: p95.map_or("-".into(), |v| format!("{v:.2} ms")),
+        met: p95.map(|v| v < 5.0),
+    });
+    for (scenario, _) in plan.npm.scenarios() {
+        out.push(ratio_verdict(
+            cells,
+            &scenario,
+            "client CPU per delivery",
+            "SIOc",
+            1.0,
+            format!("{scenario}: CPU per delivery <= 1.0x socket.io-client's"),
+        ));
+    }
+    out
+}

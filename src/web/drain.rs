@@ -1,0 +1,721 @@
+//! The drain loop of the JavaScript class ([`super::WebSocketClient`]): [`Inner`], what a
+//! client is, and the code that pops the core's outputs one at a time and carries them out.
+//!
+//! Every decision (the URL, options, reconnect, backoff, queue, acknowledgements, heartbeat,
+//! request timeouts, close, what becomes of a handler's value) is the core's. This module only:
+//! - owns the current socket (web-sys `WebSocket`, constructed through the configured class so
+//!   that npm `ws` works too) and its event closure ([`Connection`]), replaced and dropped on
+//!   every reconnect, so nothing leaks;
+//! - owns the `setTimeout` timers armed for [`ClientCore::poll_timeout`] (at most two, see
+//!   [`State::timers`]);
+//! - turns core events into Promise settlements, handler calls and `EventTarget` events.
+//!
+//! Re-entrancy: JavaScript called from here (listeners, handlers, promise callbacks) may call
+//! back into the client. No `RefCell` borrow is held across a call into JavaScript, and outputs
+//! are popped from the core one at a time, so a nested drain simply continues the same queue
+//! in order (frames can never be written out of order).
+
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::time::Duration;
+
+use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
+use wasm_bindgen::prelude::*;
+use web_sys::{CloseEvent, CustomEvent, CustomEventInit, EventTarget, MessageEvent};
+
+use super::error::{core_error, error_value, thrown_message};
+use super::options::DriverOptions;
+use super::{js, millis, now, set_number};
+use crate::client::{
+    attempt_url, token_url, ClientCore, Event, InboundMessage, Outgoing, Output, ReadyState,
+    ReplyTarget, TransportId,
+};
+use crate::{Instant, Reply};
+
+/// Everything a client is; shared (weakly) with the closures JavaScript calls.
+pub(super) struct Inner {
+    pub(super) state: RefCell<State>,
+    pub(super) events: EventTarget,
+    /// Kept as JavaScript strings: the getters return them, `connect` passes the URL on.
+    pub(super) source: JsValue,
+    pub(super) url: JsValue,
+    socket_class: Function,
+    debug: bool,
+    /// The one callback of every handler result's `then` and of every timer: bound per result
+    /// or timer to `(token, fulfilled)`, it calls [`Inner::settled`] while the client lives.
+    on_settled: Function,
+    /// A do-nothing listener, left on replaced sockets (see [`Connection::detach`]).
+    noop: JsValue,
+    /// `options.token`: a string, or a function called before every attempt.
+    token: JsValue,
+    /// `"type"`, `"source"` and `"id"` as JavaScript strings, made once: the keys of every
+    /// message's `MessageInfo` (keys crossing as text cost a decoding per message).
+    info_keys: [JsValue; 3],
+}
+
+/// The mutable part of [`Inner`]: the core and what this driver tracks around it.
+pub(super) struct State {
+    pub(super) core: ClientCore,
+    socket: Option<Connection>,
+    /// The armed timers: the deadline each is for, and the timer (cancelled on drop). At most
+    /// two. Every received message moves the core's next deadline from a far one (the
+    /// heartbeat) to a near one (its acknowledgement) and back once acknowledged: a timer left
+    /// armed for the far deadline, next to one for the near deadline, spares clearing and
+    /// arming it again each time (a third of the CPU an acknowledgement cost in Node). A timer
+    /// that fires before the core's deadline finds nothing due (a spurious
+    /// [`ClientCore::handle_timeout`] is a no-op) and the next drain arms what remains.
+    timers: [Option<(Instant, Timer)>; 2],
+    /// Promises of sends and requests: (message id, resolve, reject). A Vec, not a map: a
+    /// map's generic code costs kilobytes of wasm, and few messages are unacknowledged at once.
+    pending: Vec<(u64, Function, Function)>,
+    /// `on` handlers, one per type.
+    pub(super) handlers: Vec<(String, Function)>,
+    /// Resolvers of `close()` promises, settled once the core is closed.
+    pub(super) closing: Vec<Function>,
+    /// The attempt whose token is being fetched (the token function's Promise is pending).
+    fetching: Option<TransportId>,
+    /// While the client is not closed it keeps itself alive, as an open `WebSocket` does, even
+    /// if the application dropped its reference; cleared (breaking the cycle) once closed.
+    keep_alive: Option<Rc<Inner>>,
+    /// Promises being awaited (handler results, tokens), by key, and the last key given.
+    answers: Vec<(u32, Awaited)>,
+    last_token: u32,
+}
+
+/// An armed `setTimeout`, which calls `on_settled` with its `token`; dropping it clears it,
+/// unless it has fired (`handle` taken).
+struct Timer {
+    handle: Option<JsValue>,
+    token: u32,
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            js::clear_timeout(handle);
+        }
+    }
+}
+
+/// One socket and the closure it calls. Dropping it detaches the closure and closes the socket.
+struct Connection {
+    id: TransportId,
+    socket: web_sys::WebSocket,
+    /// Listens to all four events (`onopen`, `onmessage`, `onclose`, `onerror`).
+    _on_event: Closure<dyn FnMut(web_sys::Event)>,
+    /// The client's do-nothing listener.
+    noop: JsValue,
+}
+
+impl Connection {
+    /// Stops listening to the socket. Done before every `close()`: Node 22's WebSocket fires
+    /// `error` and `close` synchronously from `close()` on a socket still connecting, which
+    /// would call the event closure again while it runs. npm `ws` throws an unhandled `error`
+    /// event (crashing Node) when a socket closed while connecting has no error listener, so
+    /// a harmless one stays.
+    fn detach(&self) {
+        listen(&self.socket, &JsValue::NULL, &self.noop);
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.detach();
+        let _ = self.socket.close();
+    }
+}
+
+/// Sets the socket's `onopen`, `onmessage` and `onclose` to `handler`, its `onerror` to
+/// `on_error`. Plain property sets (`Reflect.set`, which the driver imports anyway) rather
+/// than web-sys's four setters: four imports less.
+fn listen(socket: &web_sys::WebSocket, handler: &JsValue, on_error: &JsValue) {
+    let socket: &Object = socket.unchecked_ref();
+    set(socket, "onopen", handler);
+    set(socket, "onmessage", handler);
+    set(socket, "onclose", handler);
+    set(socket, "onerror", on_error);
+}
+
+/// 64 random bits: the core's jitter and session token seed, from Web Crypto (a global in
+/// every runtime the package supports: browsers, Node 20+).
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    // Without it (never in a supported runtime) the seed is the clock: retries still spread.
+    if js::get_random_values(&mut bytes).is_err() {
+        return js::performance_now().to_bits();
+    }
+    u64::from_le_bytes(bytes)
+}
+
+fn set(object: &Object, key: &str, value: &JsValue) {
+    // Defining a data property on a plain object we just made cannot fail.
+    js::set(object, key, value);
+}
+
+fn optional_string(value: Option<&str>) -> JsValue {
+    value.map_or(JsValue::UNDEFINED, JsValue::from_str)
+}
+
+/// `JSON.stringify(value)`: `Ok(None)` for `undefined`, `Err` for what JSON cannot encode
+/// (cycles, BigInt).
+fn stringify(value: &JsValue) -> Result<Option<String>, JsValue> {
+    if value.is_undefined() {
+        return Ok(None);
+    }
+    let text = JSON::stringify(value)
+        .map_err(|_| core_error(&crate::client::Error::InvalidPayload))?
+        .as_string();
+    Ok(text)
+}
+
+/// `JSON.parse` of a payload the core has already validated.
+fn parse(payload: Option<&str>) -> JsValue {
+    payload
+        .and_then(|text| JSON::parse(text).ok())
+        .unwrap_or(JsValue::UNDEFINED)
+}
+
+impl Inner {
+    /// A client of `url` (the connect URL, `source` in it) with identity `source`: its core,
+    /// its state, and the client's callbacks, made once (never per timer, socket or message);
+    /// they hold it weakly, so they never keep it alive. Nothing runs yet: [`Inner::drain`]
+    /// starts it.
+    pub(super) fn new(
+        options: DriverOptions,
+        events: EventTarget,
+        source: &str,
+        url: String,
+    ) -> Rc<Inner> {
+        let core = ClientCore::new(options.core, seed(), now());
+        Rc::new_cyclic(|weak: &alloc::rc::Weak<Inner>| {
+            let on_settled = {
+                let weak = weak.clone();
+                Closure::<dyn FnMut(u32, bool, JsValue)>::new(move |token, fulfilled, value| {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.settled(token, fulfilled, &value);
+                    }
+                })
+            };
+            Inner {
+                state: RefCell::new(State {
+                    core,
+                    socket: None,
+                    timers: [None, None],
+                    pending: Vec::new(),
+                    handlers: Vec::new(),
+                    closing: Vec::new(),
+                    fetching: None,
+                    keep_alive: None,
+                    answers: Vec::new(),
+                    last_token: 0,
+                }),
+                events,
+                source: source.into(),
+                url: url.into(),
+                socket_class: options.socket_class,
+                debug: options.debug,
+                on_settled: on_settled.into_js_value().unchecked_into(),
+                noop: Closure::<dyn FnMut()>::new(|| {}).into_js_value(),
+                token: options.token,
+                info_keys: [
+                    JsValue::from_str("type"),
+                    JsValue::from_str("source"),
+                    JsValue::from_str("id"),
+                ],
+            }
+        })
+    }
+
+    /// Carries out everything the core asks, then arms the timer for its next deadline and
+    /// settles `close()` promises once the core is closed.
+    pub(super) fn drain(self: &Rc<Self>) {
+        loop {
+            // One output at a time, the borrow released before acting (see the module docs).
+            let output = self.state.borrow_mut().core.poll_output();
+            match output {
+                None => break,
+                Some(Output::Connect(id)) => self.connect(id),
+                Some(Output::Transmit(text)) => {
+                    if self.debug {
+                        self.trace("send", &JsValue::from_str(&text));
+                    }
+                    let state = self.state.borrow();
+                    if let Some(connection) = &state.socket {
+                        // A socket that refuses (it is closing) reports its close next; the
+                        // core then retransmits whatever was not acknowledged.
+                        let _ = connection.socket.send_with_str(&text);
+                    }
+                }
+                Some(Output::CloseTransport {
+                    transport,
+                    code,
+                    reason,
+                }) => {
+                    let connection = {
+                        let mut state = self.state.borrow_mut();
+                        // An attempt given up while its token is fetched: it never opens.
+                        if state.fetching == Some(transport) {
+                            state.fetching = None;
+                        }
+                        match &state.socket {
+                            Some(c) if c.id == transport => state.socket.take(),
+                            _ => None,
+                        }
+                    };
+                    if let Some(connection) = connection {
+                        // Browsers accept only 1000 and 3000-4999 from a page; the plain close
+                        // of `Connection::drop` covers anything else.
+                        connection.detach();
+                        let _ = connection.socket.close_with_code_and_reason(code, &reason);
+                    }
+                }
+                Some(Output::Event(event)) => self.event(event),
+            }
+        }
+        let (stale, closed) = {
+            let mut state = self.state.borrow_mut();
+            match state.core.poll_timeout() {
+                // Nothing to wait for: no timer keeps Node running.
+                None => state.timers = [None, None],
+                // A timer armed for `next` or earlier will do (see `State::timers`).
+                Some(next) if state.timers.iter().flatten().any(|(at, _)| *at <= next) => {}
+                Some(next) => {
+                    let delay = next.as_millis().saturating_sub(now().as_millis());
+                    let delay = delay.min(i32::MAX as u64) as i32;
+                    state.last_token = state.last_token.wrapping_add(1);
+                    let token = state.last_token;
+                    let on_fired =
+                        self.on_settled
+                            .bind2(&JsValue::NULL, &token.into(), &true.into());
+                    let handle = Some(js::set_timeout(&on_fired, delay));
+                    // In a free slot, else in place of the later timer (cleared as it is dropped).
+                    let [first, second] = &mut state.timers;
+                    let slot = match (&first, &second) {
+                        (None, _) => first,
+                        (_, None) => second,
+                        (Some((a, _)), Some((b, _))) => {
+                            if a > b {
+                                first
+                            } else {
+                                second
+                            }
+                        }
+                    };
+                    *slot = Some((next, Timer { handle, token }));
+                }
+            }
+            if state.core.ready_state() == ReadyState::Closed {
+                (state.keep_alive.take(), core::mem::take(&mut state.closing))
+            } else {
+                state.keep_alive.get_or_insert_with(|| Rc::clone(self));
+                (None, Vec::new())
+            }
+        };
+        for resolve in closed {
+            let _ = resolve.call0(&JsValue::UNDEFINED);
+        }
+        drop(stale);
+    }
+
+    fn trace(&self, what: &str, detail: &JsValue) {
+        if self.debug {
+            js::log("wsrelay", what, detail);
+        }
+    }
+
+    /// Starts attempt `id`: drops the previous socket, then opens a new one, once the token
+    /// function (if the client has one) has given a token.
+    fn connect(self: &Rc<Self>, id: TransportId) {
+        self.trace("connect", &self.url);
+        let previous = self.state.borrow_mut().socket.take();
+        drop(previous);
+        let Some(fetch) = self.token.dyn_ref::<Function>() else {
+            return self.open(id, self.token.as_string());
+        };
+        self.state.borrow_mut().fetching = Some(id);
+        let promise = match fetch.call0(&JsValue::UNDEFINED) {
+            Ok(value) => Promise::resolve(&value),
+            Err(thrown) => Promise::reject(&thrown),
+        };
+        self.await_settled(&promise, Awaited::Token(id));
+    }
+
+    /// The token function of attempt `id` settled with `value` (`fulfilled`, or rejected).
+    fn token_settled(self: &Rc<Self>, id: TransportId, fulfilled: bool, value: &JsValue) {
+        let current = {
+            let mut state = self.state.borrow_mut();
+            let current = state.fetching == Some(id);
+            if current {
+                state.fetching = None;
+            }
+            current
+        };
+        if !current {
+            return; // the attempt was given up meanwhile
+        }
+        match value.as_string().filter(|_| fulfilled) {
+            Some(token) => self.open(id, Some(token)),
+            None => {
+                let mut message = String::from("token not available: ");
+                if fulfilled {
+                    message.push_str("the token function must give a string");
+                } else {
+                    message.push_str(&thrown_message(value));
+                }
+                let mut state = self.state.borrow_mut();
+                state.core.handle_error(now(), id, &message);
+            }
+        }
+        self.drain();
+    }
+
+    /// Opens the socket of attempt `id`, named in the URL, with `token` in it when there is
+    /// one.
+    fn open(self: &Rc<Self>, id: TransportId, token: Option<String>) {
+        let url = self.url.as_string().unwrap_or_default();
+        let mut url = attempt_url(&url, &self.state.borrow().core.attempt(id));
+        if let Some(token) = &token {
+            url = token_url(&url, token);
+        }
+        let url = JsValue::from_str(&url);
+        let args = Array::of1(&url);
+        let socket: web_sys::WebSocket = match Reflect::construct(&self.socket_class, &args) {
+            Ok(socket) => socket.unchecked_into(),
+            Err(thrown) => {
+                // A URL the runtime refuses throws synchronously: a failed attempt.
+                let message = thrown_message(&thrown);
+                self.state
+                    .borrow_mut()
+                    .core
+                    .handle_error(now(), id, &message);
+                return;
+            }
+        };
+        // One closure for the four events (told apart by `event.type`): each closure type
+        // costs its own glue and shims.
+        let weak = Rc::downgrade(self);
+        let on_event = Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
+            if let Some(inner) = weak.upgrade() {
+                inner.socket_event(id, &event);
+            }
+        });
+        listen(&socket, on_event.as_ref(), on_event.as_ref());
+        self.state.borrow_mut().socket = Some(Connection {
+            id,
+            socket,
+            _on_event: on_event,
+            noop: self.noop.clone(),
+        });
+    }
+
+    /// An `open`, `message`, `close` or `error` event of transport `id`'s socket.
+    fn socket_event(self: &Rc<Self>, id: TransportId, event: &web_sys::Event) {
+        let now = now();
+        // Events are read structurally: npm `ws` events are not the browser's classes. A
+        // message, by far the most frequent, is told by its `data` (the others have none),
+        // without copying its type into the module.
+        let data = event.unchecked_ref::<MessageEvent>().data();
+        if !data.is_undefined() {
+            match data.as_string() {
+                Some(text) => {
+                    self.trace("receive", &data);
+                    self.state.borrow_mut().core.handle_frame(now, id, &text);
+                }
+                None => self.state.borrow_mut().core.handle_binary(now, id),
+            }
+            return self.drain();
+        }
+        match event.type_().as_str() {
+            "open" => self.state.borrow_mut().core.handle_opened(now, id),
+            "close" => {
+                let event = event.unchecked_ref::<CloseEvent>();
+                let reason = event.reason();
+                let mut state = self.state.borrow_mut();
+                state.core.handle_closed(now, id, event.code(), &reason);
+            }
+            "error" => {
+                // Browsers say nothing about why (by design): their `error` is a plain Event,
+                // with no `message` at all (reading it as an ErrorEvent's string threw a
+                // TypeError out of the listener on every failed attempt). npm `ws` has one.
+                let message = js::get(event, "message")
+                    .ok()
+                    .and_then(|message| message.as_string())
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| "WebSocket error".into());
+                self.state.borrow_mut().core.handle_error(now, id, &message);
+            }
+            _ => return,
+        }
+        self.drain();
+    }
+
+    /// `send` and `request`: validate and queue in the core, return the Promise it settles.
+    pub(super) fn enqueue(
+        self: &Rc<Self>,
+        kind: &str,
+        payload: &JsValue,
+        to: Option<&str>,
+        ttl: Option<Duration>,
+        request: Option<Option<Duration>>,
+    ) -> Promise {
+        let payload = match stringify(payload) {
+            Ok(payload) => payload,
+            Err(error) => return Promise::reject(&error),
+        };
+        let message = Outgoing {
+            kind,
+            payload: payload.as_deref(),
+            to,
+            ttl,
+        };
+        let result = {
+            let mut state = self.state.borrow_mut();
+            match request {
+                None => state.core.send(now(), message),
+                Some(timeout) => state.core.request(now(), message, timeout),
+            }
+        };
+        let id = match result {
+            Ok(id) => id,
+            Err(error) => return Promise::reject(&core_error(&error)),
+        };
+        let mut callbacks = None;
+        let promise = Promise::new(&mut |resolve, reject| callbacks = Some((resolve, reject)));
+        if let Some((resolve, reject)) = callbacks {
+            self.state.borrow_mut().pending.push((id, resolve, reject));
+        }
+        self.drain();
+        promise
+    }
+
+    fn dispatch(&self, kind: &str, detail: &JsValue) {
+        let init = CustomEventInit::new();
+        init.set_detail(detail);
+        if let Ok(event) = CustomEvent::new_with_event_init_dict(kind, &init) {
+            // A listener that throws is reported by the runtime, not to us.
+            let _ = self.events.dispatch_event(&event);
+        }
+    }
+
+    fn settle(&self, id: u64) -> Option<(Function, Function)> {
+        let mut state = self.state.borrow_mut();
+        let index = state
+            .pending
+            .iter()
+            .position(|(pending, ..)| *pending == id)?;
+        let (_, resolve, reject) = state.pending.swap_remove(index);
+        Some((resolve, reject))
+    }
+
+    fn event(self: &Rc<Self>, event: Event) {
+        match event {
+            Event::Open { resumed } => {
+                let detail = Object::new();
+                set(&detail, "resumed", &resumed.into());
+                self.dispatch("open", &detail);
+            }
+            Event::SessionLost { lost } => {
+                let detail = Object::new();
+                let lost = lost.map_or(JsValue::NULL, |lost| (lost as f64).into());
+                set(&detail, "lost", &lost);
+                self.dispatch("sessionlost", &detail);
+            }
+            Event::Message(message) => self.handle_message(message),
+            Event::Response(response) => {
+                let detail = Object::new();
+                set(&detail, "type", &response.kind.as_str().into());
+                set_number(&detail, "re", response.re as f64);
+                set(
+                    &detail,
+                    "source",
+                    &optional_string(response.source.as_deref()),
+                );
+                match &response.result {
+                    Ok(payload) => set(&detail, "payload", &parse(payload.as_deref())),
+                    Err(remote) => set(
+                        &detail,
+                        "error",
+                        &error_value(&remote.code, &remote.message),
+                    ),
+                }
+                self.dispatch("response", &detail);
+            }
+            Event::Reply {
+                request, result, ..
+            } => {
+                if let Some((resolve, reject)) = self.settle(request) {
+                    let _ = match result {
+                        Ok(payload) => {
+                            resolve.call1(&JsValue::UNDEFINED, &parse(payload.as_deref()))
+                        }
+                        Err(remote) => reject.call1(
+                            &JsValue::UNDEFINED,
+                            &error_value(&remote.code, &remote.message),
+                        ),
+                    };
+                }
+            }
+            Event::Delivered { id } => {
+                if let Some((resolve, _)) = self.settle(id) {
+                    let _ = resolve.call0(&JsValue::UNDEFINED);
+                }
+            }
+            Event::Failed { id, error } => {
+                let error = core_error(&error);
+                match self.settle(id) {
+                    Some((_, reject)) => {
+                        let _ = reject.call1(&JsValue::UNDEFINED, &error);
+                    }
+                    // A response of ours failed: nobody awaits it, so report it.
+                    None => self.dispatch("error", &error),
+                }
+            }
+            Event::Close {
+                code,
+                reason,
+                reconnecting,
+            } => {
+                let detail = Object::new();
+                set_number(&detail, "code", code.into());
+                set(&detail, "reason", &reason.as_str().into());
+                set(&detail, "reconnecting", &reconnecting.into());
+                self.dispatch("close", &detail);
+            }
+            Event::Reconnecting { attempt, delay } => {
+                let detail = Object::new();
+                set_number(&detail, "attempt", attempt.into());
+                set_number(&detail, "delay", millis(delay));
+                self.dispatch("reconnecting", &detail);
+            }
+            Event::Error(error) => self.dispatch("error", &core_error(&error)),
+        }
+    }
+
+    /// Calls the handler of `message.kind`, now, and awaits what it returns.
+    fn handle_message(self: &Rc<Self>, message: InboundMessage) {
+        let handler = self
+            .state
+            .borrow()
+            .handlers
+            .iter()
+            .find(|(kind, _)| *kind == message.kind)
+            .map(|(_, handler)| handler.clone());
+        let Some(handler) = handler else {
+            return;
+        };
+        let payload = parse(message.payload.as_deref());
+        let meta = Object::new();
+        let [type_key, source_key, id_key] = &self.info_keys;
+        js::set_key(&meta, type_key, &message.kind.as_str().into());
+        js::set_key(
+            &meta,
+            source_key,
+            &optional_string(message.source.as_deref()),
+        );
+        let id = message
+            .id
+            .map_or(JsValue::UNDEFINED, |id| (id as f64).into());
+        js::set_key(&meta, id_key, &id);
+        let result = handler.call2(&JsValue::UNDEFINED, &payload, &meta);
+        // A throw is settled like a rejection: asynchronously, after what ran before it.
+        let promise = match result {
+            // Nothing returned, at once: nothing to answer (`Reply::None`), so no Promise to
+            // await (the common case of a handler that only listens).
+            Ok(value) if value.is_undefined() => return,
+            Ok(value) => Promise::resolve(&value),
+            Err(thrown) => Promise::reject(&thrown),
+        };
+        let answer = Answer {
+            target: message.reply_target(),
+            kind: message.kind,
+        };
+        self.await_settled(&promise, Awaited::Answer(answer));
+    }
+
+    /// Awaits `promise` with the client's one `on_settled` callback, for `awaited`.
+    fn await_settled(&self, promise: &Promise, awaited: Awaited) {
+        let token = {
+            let mut state = self.state.borrow_mut();
+            state.last_token = state.last_token.wrapping_add(1);
+            let token = state.last_token;
+            state.answers.push((token, awaited));
+            token
+        };
+        let token = JsValue::from(token);
+        let on = |fulfilled: bool| {
+            self.on_settled
+                .bind2(&JsValue::NULL, &token, &fulfilled.into())
+        };
+        promise
+            .unchecked_ref::<js::Thenable>()
+            .then(&on(true), &on(false));
+    }
+
+    /// The timer of `token` fired, or the Promise awaited under `token` settled. A handler's
+    /// result (or failure) becomes a [`Reply`], and the core decides what becomes of it; a
+    /// token opens its attempt's socket.
+    fn settled(self: &Rc<Self>, token: u32, fulfilled: bool, value: &JsValue) {
+        let fired = {
+            let mut state = self.state.borrow_mut();
+            let timers = &mut state.timers;
+            let slot = timers
+                .iter_mut()
+                .find(|slot| matches!(slot, Some((_, timer)) if timer.token == token));
+            slot.and_then(Option::take)
+        };
+        if let Some((_, mut timer)) = fired {
+            // A timer fired: nothing left to clear.
+            timer.handle = None;
+            self.state.borrow_mut().core.handle_timeout(now());
+            return self.drain();
+        }
+        let awaited = {
+            let mut state = self.state.borrow_mut();
+            let index = state.answers.iter().position(|(t, _)| *t == token);
+            index.map(|index| state.answers.swap_remove(index).1)
+        };
+        let answer = match awaited {
+            Some(Awaited::Answer(answer)) => answer,
+            Some(Awaited::Token(transport)) => {
+                return self.token_settled(transport, fulfilled, value);
+            }
+            None => return,
+        };
+        let reply = if !fulfilled {
+            Reply::error("handler_error", thrown_message(value))
+        } else {
+            match stringify(value) {
+                Ok(None) => Reply::None,
+                Ok(Some(text)) => Reply::Payload(text),
+                Err(_) => Reply::error(
+                    "handler_error",
+                    "the handler's value is not JSON-serializable",
+                ),
+            }
+        };
+        self.state
+            .borrow_mut()
+            .core
+            .answer(&answer.kind, answer.target.as_ref(), reply);
+        self.drain();
+    }
+}
+
+/// What a settled Promise was for.
+enum Awaited {
+    /// A handler's result.
+    Answer(Answer),
+    /// The token of connection attempt `0`.
+    Token(TransportId),
+}
+
+/// A message whose handler's result is awaited.
+///
+/// Awaited with `Promise.then` and the client's one `on_settled` callback rather than Rust
+/// futures: an executor and its wakers cost kilobytes of wasm.
+struct Answer {
+    kind: String,
+    target: Option<ReplyTarget>,
+}
