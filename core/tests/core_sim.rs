@@ -600,7 +600,9 @@ fn a_request_the_peer_has_no_handler_for_fails_at_once_with_no_handler() {
         ..msg("unheard-of", "1")
     };
     let id = sim
-        .with_client(0, |c, now| c.request(now, ask, Some(Duration::from_secs(30))))
+        .with_client(0, |c, now| {
+            c.request(now, ask, Some(Duration::from_secs(30)))
+        })
         .expect("sent");
     sim.run_for(ms(100));
     let reply = sim.clients[0].events.iter().find_map(|(_, e)| match e {
@@ -609,8 +611,14 @@ fn a_request_the_peer_has_no_handler_for_fails_at_once_with_no_handler() {
         } if *request == id => Some(result.clone()),
         _ => None,
     });
-    let code = reply.and_then(|result| result.err()).map(|error| error.code);
-    assert_eq!(code.as_deref(), Some("no_handler"), "within 100 ms, not 30 s");
+    let code = reply
+        .and_then(|result| result.err())
+        .map(|error| error.code);
+    assert_eq!(
+        code.as_deref(),
+        Some("no_handler"),
+        "within 100 ms, not 30 s"
+    );
 }
 
 #[test]

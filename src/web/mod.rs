@@ -117,6 +117,7 @@ impl WebSocketClient {
     pub fn on(&self, kind: &str, handler: Function) {
         let previous = {
             let mut state = self.inner.state.borrow_mut();
+            state.core.set_handled(kind, true);
             let handlers = &mut state.handlers;
             match handlers.iter_mut().find(|(k, _)| k == kind) {
                 Some((_, slot)) => Some(core::mem::replace(slot, handler)),
@@ -130,11 +131,13 @@ impl WebSocketClient {
         drop(previous);
     }
 
-    /// Removes the handler of `type`; such messages are then ignored.
+    /// Removes the handler of `type`: such messages are then ignored, and requests of that
+    /// type are answered `no_handler`.
     #[wasm_bindgen(skip_typescript)]
     pub fn off(&self, kind: &str) {
         let removed = {
             let mut state = self.inner.state.borrow_mut();
+            state.core.set_handled(kind, false);
             let handlers = &mut state.handlers;
             let index = handlers.iter().position(|(k, _)| k == kind);
             index.map(|index| handlers.swap_remove(index))

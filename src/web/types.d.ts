@@ -80,7 +80,7 @@ export type WsRelayErrorCode =
   | "queue_full" | "queue_bytes_full" | "too_large" | "invalid_payload" | "invalid_type"
   | "expired" | "timeout" | "closed" | "rejected" | "retries_exhausted" | "transport"
   | "protocol" | "handler_error" | "unanswerable" | "unknown_target" | "invalid_option"
-  | "no_websocket" | "session_lost" | "overflow" | "unconfirmed"
+  | "no_websocket" | "session_lost" | "overflow" | "unconfirmed" | "no_handler"
   | (string & {});
 
 /** Every Promise of the client rejects with this; branch on `code`. */
@@ -192,11 +192,14 @@ export class WebSocketClient {
   constructor(url: string, source: string, options?: WebSocketClientOptions);
   /** Resolves when the server has acknowledged the message; rejects with a `WsRelayError`. */
   send<T = unknown>(type: string, payload?: T, options?: SendOptions): Promise<void>;
-  /** Resolves with the response's payload; rejects with `timeout` or the responder's error. */
+  /**
+   * Resolves with the response's payload; rejects with `timeout`, with `no_handler` at once when
+   * the responder has no handler for `type`, or with the responder's error.
+   */
   request<R = any, T = unknown>(type: string, payload?: T, options?: RequestOptions): Promise<R>;
   /** Registers the handler of `type`, replacing any previous one. */
   on<T = any, R = unknown>(type: string, handler: MessageHandler<T, R>): void;
-  /** Removes the handler of `type`; such messages are then ignored. */
+  /** Removes the handler of `type`; such messages are then ignored, requests refused `no_handler`. */
   off(type: string): void;
   addEventListener<K extends keyof WebSocketClientEventMap>(
     type: K,
