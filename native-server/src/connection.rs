@@ -441,8 +441,8 @@ impl Conn {
             let _ = timeout(close_timeout, self.socket.finish()).await;
             return;
         };
-        // A frame refused from its header is still arriving: the WebSocket cannot be read.
-        let unreadable = self.machine.ending() == Some(&DisconnectReason::TooLarge);
+        // A frame refused from its header may still be arriving: the WebSocket cannot be read.
+        let unreadable = self.socket.refused_input();
         let abort = self.state.lifecycle.aborted();
         let (socket, outq) = (&mut self.socket, &mut self.outq);
         let goodbye = async {

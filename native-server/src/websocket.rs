@@ -82,6 +82,9 @@ pub(crate) struct WebSocket {
     /// A close frame was queued (ours, or the echo of the client's): nothing is written after
     /// it.
     closed: bool,
+    /// The decoder refused the client's input (a frame too large, a protocol violation): the
+    /// stream can no longer be read as frames.
+    refused: bool,
 }
 
 impl WebSocket {
@@ -105,6 +108,7 @@ impl WebSocket {
             write_size: write_size.max(64),
             end: None,
             closed: false,
+            refused: false,
         }
     }
 
@@ -162,6 +166,7 @@ impl WebSocket {
             output,
             end,
             closed,
+            refused,
             ..
         } = self;
         match decoder.decode(input) {
@@ -186,8 +191,16 @@ impl WebSocket {
                 }
             }
             // The decoder reads nothing after a violation.
-            Err(error) => Some(Read::Failed(error.into())),
+            Err(error) => {
+                *refused = true;
+                Some(Read::Failed(error.into()))
+            }
         }
+    }
+
+    /// Whether the client's input was refused (see [`drain_and_close`](Self::drain_and_close)).
+    pub(crate) fn refused_input(&self) -> bool {
+        self.refused
     }
 
     /// Queues a close frame; nothing is written after it.
