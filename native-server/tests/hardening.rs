@@ -11,54 +11,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{config, start, Client, WAIT};
+use common::{config, get, http, metric, start, upgrade_status, Client, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use wsrelay_server::{Incoming, RateLimit, ServerConfig, WebSocketServer};
-
-/// The HTTP status of an upgrade attempt to `path_and_query` (101 when it opened), with
-/// extra request headers.
-async fn upgrade_status(addr: SocketAddr, path_and_query: &str, headers: &[(&str, &str)]) -> u16 {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://{addr}{path_and_query}")
-        .into_client_request()
-        .unwrap();
-    for (name, value) in headers {
-        let name = axum_name(name);
-        request.headers_mut().insert(name, value.parse().unwrap());
-    }
-    common::upgrade_outcome(request).await.0
-}
-
-fn axum_name(name: &str) -> tokio_tungstenite::tungstenite::http::HeaderName {
-    name.parse().unwrap()
-}
-
-/// A plain HTTP/1.1 request: (status, headers, body).
-async fn http(addr: SocketAddr, request: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
-    (status, head.to_owned(), body.to_owned())
-}
-
-async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    http(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
-    )
-    .await
-}
 
 /// Whether the server closed `stream` (EOF or reset) within `within`.
 async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
@@ -140,15 +99,6 @@ async fn get_when_possible(addr: SocketAddr, path: &str) -> (u16, String, String
     tokio::time::timeout(Duration::from_secs(10), get(addr, path))
         .await
         .expect("answered")
-}
-
-/// The value of the first sample of `name` in a metrics text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|line| line.starts_with(name) && !line.starts_with('#'))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
 #[tokio::test]

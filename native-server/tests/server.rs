@@ -7,23 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, disconnected, start, watch_disconnects, Client};
+use common::{config, disconnected, nothing_before_marker, start, watch_disconnects, Client};
 use serde_json::{json, Value};
 use tokio::net::TcpSocket;
 use wsrelay_server::{
     DisconnectReason, Incoming, OnDuplicate, Rejection, RequestError, ServerConfig, StatusCode,
     WebSocketServer,
 };
-
-/// Proves nothing else was queued for `client`: the marker sent now is the next frame.
-async fn nothing_before_marker(server: &WebSocketServer, client: &mut Client, source: &str) {
-    server
-        .send_to(source, "marker", &json!(null))
-        .await
-        .unwrap();
-    let next = client.recv_app().await;
-    assert_eq!(next["type"], "marker", "unexpected frame {next}");
-}
 
 #[tokio::test]
 async fn send_to_reaches_only_that_client() {
