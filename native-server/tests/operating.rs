@@ -1,8 +1,11 @@
-//! The relay binary as an operator runs it on the internet: verified identities (tokens in
-//! the query or a header, expiring while connected), TLS for a Node client trusting a CA made
-//! at run time, origins, JSON logs that parse line by line and never show a token, options
-//! from `WSRELAY_*` variables, the open-file limit, connections that never upgrade, oversized
-//! frames, the endpoints, and a prompt shutdown.
+//! The relay binary as an operator runs it on the internet: the line announcing its address,
+//! static files and upgrades on the same port, verified identities (tokens in the query or a
+//! header, expiring while connected), TLS for a Node client trusting a CA made at run time,
+//! origins, JSON logs that parse line by line and never show a token, options from
+//! `WSRELAY_*` variables, the open-file limit, connections that never upgrade, oversized
+//! frames, presence on by default, a plain Node.js `ws` client chatting through it, the HTTP
+//! endpoints (health, readiness and metrics, which the library serves too), and a prompt
+//! shutdown on SIGTERM.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,7 +17,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::WAIT;
+use common::{config, get, metric, Client, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -23,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+use wsrelay_server::{Incoming, WebSocketServer};
 
 const SECRET: &str = "operating test secret, 32+ bytes long";
 
@@ -195,6 +199,13 @@ async fn node(script: &str, args: &[&str]) -> (String, bool) {
 fn temp_dir(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn www_dir() -> PathBuf {
+    let dir = temp_dir("files");
+    std::fs::write(dir.join("index.html"), "<h1>hello wsrelay</h1>\n").unwrap();
+    std::fs::write(dir.join("app.js"), "console.log('demo');\n").unwrap();
     dir
 }
 
@@ -590,6 +601,49 @@ async fn tls_for_a_node_client_trusting_the_ca() {
 }
 
 #[tokio::test]
+async fn serves_files_and_upgrades_on_any_path_then_stops_on_sigterm() {
+    let dir = www_dir();
+    let relay = Relay::start(&["--www", dir.to_str().unwrap()], &[]).await;
+    let addr = relay.addr;
+
+    assert_eq!(
+        common::http_get(addr, "/").await,
+        (200, "<h1>hello wsrelay</h1>\n".to_owned())
+    );
+    assert_eq!(
+        common::http_get(addr, "/app.js").await,
+        (200, "console.log('demo');\n".to_owned())
+    );
+    assert_eq!(common::http_get(addr, "/missing.js").await.0, 404);
+
+    let mut alice = Client::bare(addr, "alice").await; // path `/`
+    let mut bob = Client::open(addr, "/ws?source=bob").await;
+    bob.send(r#"{"type":"~ping"}"#).await;
+    assert_eq!(bob.recv().await["type"], "~pong");
+    alice
+        .send(r#"{"type":"chat-message","payload":{"message":"Hello"}}"#)
+        .await;
+    assert_eq!(
+        bob.recv().await,
+        json!({"type": "chat-message", "source": "alice", "payload": {"message": "Hello"}})
+    );
+
+    let stopping = tokio::spawn(relay.terminate());
+    assert_eq!(
+        alice.closed().await.0,
+        Some(1001),
+        "clients are told the server goes away"
+    );
+    assert!(stopping.await.unwrap().1, "clean exit on SIGTERM");
+}
+
+#[tokio::test]
+async fn without_www_plain_http_is_told_to_upgrade() {
+    let relay = Relay::start(&[], &[]).await;
+    assert_eq!(common::http_get(relay.addr, "/").await.0, 426);
+}
+
+#[tokio::test]
 async fn with_www_only_the_relays_own_origin_may_connect() {
     let www = temp_dir("www");
     std::fs::write(www.join("index.html"), "<h1>demo</h1>").unwrap();
@@ -694,28 +748,6 @@ async fn what_a_client_sends_is_echoed_and_logged_cut_short() {
 }
 
 #[tokio::test]
-async fn endpoints_and_a_prompt_shutdown() {
-    let relay = Relay::start(&[], &[]).await;
-    for path in ["/healthz", "/readyz", "/metrics"] {
-        assert_eq!(common::http_get(relay.addr, path).await.0, 200, "{path}");
-    }
-    let (took, ok) = relay.terminate().await;
-    assert!(ok && took < Duration::from_secs(2), "exit took {took:?}");
-}
-
-#[tokio::test]
-async fn a_sigterm_right_after_the_listening_line_is_a_graceful_shutdown() {
-    // A supervisor may stop the relay as soon as it said where it listens: the signal must
-    // be listened for by then (it was not, and SIGTERM's default action killed the process
-    // in most of these runs).
-    for run in 0..10 {
-        let relay = Relay::start(&[], &[]).await;
-        let (_, ok) = relay.terminate().await;
-        assert!(ok, "run {run}: killed rather than shut down");
-    }
-}
-
-#[tokio::test]
 async fn invalid_input_is_logged_at_debug_and_rate_limited() {
     let relay = Relay::start(
         &[
@@ -759,4 +791,140 @@ async fn invalid_input_is_logged_at_debug_and_rate_limited() {
     assert!(lines.iter().all(|entry| entry["level"] == "DEBUG"));
     let (mut sink, _stream) = flood.ws.split();
     let _ = sink.send(Message::Close(None)).await;
+}
+
+#[tokio::test]
+async fn announces_joins_and_leaves_and_lists_who_is_online() {
+    let relay = Relay::start(&[], &[]).await;
+    let (mut alice, _) = Client::session(relay.addr, "alice", "alice-session-1", 0).await;
+    let mut bob = Client::bare(relay.addr, "bob").await;
+    // Changes are coalesced per 100 ms: bob's arrival may come with alice's, or after it.
+    let joined = alice.recv_app().await;
+    assert_eq!(joined["type"], "relay:presence");
+    assert!(joined.get("source").is_none(), "sent by the server itself");
+    let mut arrivals = joined["payload"]["joined"].as_array().unwrap().clone();
+    if !arrivals.contains(&json!("bob")) {
+        assert_eq!(arrivals, [json!("alice")]);
+        arrivals = alice.recv_app().await["payload"]["joined"]
+            .as_array()
+            .unwrap()
+            .clone();
+    }
+    assert_eq!(arrivals.last(), Some(&json!("bob")));
+
+    alice.send(r#"{"type":"relay:clients","id":1}"#).await;
+    let list = alice.recv_app().await;
+    assert_eq!(list["re"], 1, "{list}");
+    assert_eq!(list["payload"], json!(["alice", "bob"]));
+
+    bob.ws.close(None).await.unwrap();
+    let left = alice.recv_app().await;
+    assert_eq!(left["payload"], json!({"joined": [], "left": ["bob"]}));
+    assert!(relay.terminate().await.1);
+}
+
+#[tokio::test]
+async fn a_node_ws_client_chats_through_the_relay() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    if !dir.join("node_modules/ws").is_dir() {
+        let status = std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm is installed");
+        assert!(status.success(), "npm install in {}", dir.display());
+    }
+    let relay = Relay::start(&[], &[]).await;
+    let run = Command::new("node")
+        .arg("chat.mjs")
+        .arg(format!("ws://{}", relay.addr))
+        .current_dir(&dir)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("node finished in time")
+        .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "node failed\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stdout.contains("node chat ok"), "{stdout}");
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let server = WebSocketServer::builder(config())
+        .on("add", |m: Incoming<(i64, i64)>| async move {
+            Some(m.payload.0 + m.payload.1)
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+    assert_eq!(get(addr, "/readyz").await.0, 200);
+    let (mut alice, _) = Client::session(addr, "alice", "alice-session-1", 0).await;
+    alice.send(r#"{"type":"add","id":1,"payload":[2,3]}"#).await;
+    assert_eq!(alice.recv_app().await["payload"], 5);
+    alice.send("not json").await;
+    assert_eq!(alice.recv_app().await["code"], "invalid_json");
+    let (status, head, text) = get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("openmetrics-text"), "{head}");
+    for (name, at_least) in [
+        ("wsrelay_connections ", 1.0),
+        ("wsrelay_connections_opened_total", 1.0),
+        ("wsrelay_sessions_active", 1.0),
+        ("wsrelay_sessions_opened_total", 1.0),
+        ("wsrelay_messages_received_total", 1.0),
+        ("wsrelay_messages_sent_total", 2.0),
+        ("wsrelay_received_bytes_total", 20.0),
+        ("wsrelay_sent_bytes_total", 20.0),
+        ("wsrelay_acks_sent_total", 1.0),
+        ("wsrelay_errors_total{code=\"invalid_json\"}", 1.0),
+        ("wsrelay_invalid_frames_total", 1.0),
+        ("wsrelay_handler_duration_seconds_count", 1.0),
+    ] {
+        assert!(metric(&text, name) >= at_least, "{name} in\n{text}");
+    }
+    drop(alice);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = get(addr, "/metrics").await.2;
+    assert!(
+        metric(&text, "wsrelay_connections_closed_total") >= 1.0,
+        "{text}"
+    );
+    // The statistics of the API are the same counters.
+    let stats = server.stats();
+    let closed = "wsrelay_disconnects_total{reason=\"closed\"}";
+    assert_eq!(metric(&text, closed), 1.0, "{text}");
+    let invalid = metric(&text, "wsrelay_invalid_frames_total");
+    assert_eq!(invalid, stats.invalid_frames as f64, "{text}");
+    let opened = metric(&text, "wsrelay_connections_opened_total");
+    assert_eq!(opened, stats.accepted as f64, "{text}");
+}
+
+#[tokio::test]
+async fn endpoints_and_a_prompt_shutdown() {
+    let relay = Relay::start(&[], &[]).await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(common::http_get(relay.addr, path).await.0, 200, "{path}");
+    }
+    let (took, ok) = relay.terminate().await;
+    assert!(ok && took < Duration::from_secs(2), "exit took {took:?}");
+}
+
+#[tokio::test]
+async fn a_sigterm_right_after_the_listening_line_is_a_graceful_shutdown() {
+    // A supervisor may stop the relay as soon as it said where it listens: the signal must
+    // be listened for by then (it was not, and SIGTERM's default action killed the process
+    // in most of these runs).
+    for run in 0..10 {
+        let relay = Relay::start(&[], &[]).await;
+        let (_, ok) = relay.terminate().await;
+        assert!(ok, "run {run}: killed rather than shut down");
+    }
 }

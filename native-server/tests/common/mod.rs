@@ -1,4 +1,6 @@
-//! A plain tokio-tungstenite client (not the wsrelay client) to pin the wire behaviour.
+//! What the server's tests share: a plain tokio-tungstenite client (not the wsrelay client) to
+//! pin the wire behaviour, plain HTTP requests, the relay binary as a process; and, below,
+//! certificates, the chaos proxy and the cluster's processes.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -54,6 +56,16 @@ pub async fn disconnected(events: &mut Disconnects, source: &str) -> DisconnectR
             return reason;
         }
     }
+}
+
+/// Proves nothing else was queued for `client`: the marker sent now is the next frame.
+pub async fn nothing_before_marker(server: &WebSocketServer, client: &mut Client, source: &str) {
+    server
+        .send_to(source, "marker", &serde_json::json!(null))
+        .await
+        .unwrap();
+    let next = client.recv_app().await;
+    assert_eq!(next["type"], "marker", "unexpected frame {next}");
 }
 
 pub async fn start(config: ServerConfig) -> WebSocketServer {
@@ -181,27 +193,48 @@ impl Client {
     }
 }
 
-/// A plain HTTP/1.1 `GET path` on the relay: the status (0 when none) and the body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+/// A plain HTTP/1.1 request on the relay: the status (0 when none), the head and the body.
+pub async fn http(addr: SocketAddr, request: &str) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
         .await
         .unwrap()
         .unwrap();
-    let status = response
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
         .split(' ')
         .nth(1)
-        .and_then(|code| code.parse().ok())
+        .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// A plain HTTP/1.1 `GET path` on the relay: the status (0 when none), the head and the body.
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// A plain HTTP/1.1 `GET path` on the relay: the status (0 when none) and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = get(addr, path).await;
     (status, body)
+}
+
+/// The value of the first sample of `name` in a metrics text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|line| line.starts_with(name) && !line.starts_with('#'))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
 /// The relay binary the tests start: cargo's build of it for the tests, or the one
@@ -273,6 +306,25 @@ pub async fn upgrade_outcome(
         }
         Err(other) => panic!("unexpected error {other}"),
     }
+}
+
+/// The HTTP status of an upgrade attempt to `path_and_query` (101 when it opened; a refusal's
+/// close code when it was accepted and closed at once), with extra request headers.
+pub async fn upgrade_status(
+    addr: SocketAddr,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderName;
+    let mut request = format!("ws://{addr}{path_and_query}")
+        .into_client_request()
+        .unwrap();
+    for (name, value) in headers {
+        let name: HeaderName = name.parse().unwrap();
+        request.headers_mut().insert(name, value.parse().unwrap());
+    }
+    upgrade_outcome(request).await.0
 }
 
 /// A raw WebSocket client, the handshake written by hand (no `v`: the relay takes it for a

@@ -1,5 +1,10 @@
-//! A client's connection attempts, in the order the relay sees them: an attempt the client has
-//! given up on (its upgrade held back on a stalled link) that reaches the relay after the
+//! Sessions on the real server: acknowledgements and the de-duplication of retransmitted
+//! ids, a resumed session getting what it missed once, a parked session expiring after its
+//! grace period, and a second connection of a source replacing the first or refused (pinned
+//! with a plain tokio-tungstenite client, in process).
+//!
+//! Then a client's connection attempts, in the order the relay sees them: an attempt the client
+//! has given up on (its upgrade held back on a stalled link) that reaches the relay after the
 //! attempt the client now uses is refused and changes nothing, on one relay and across two on
 //! Redis; another instance of the same source still replaces, or is refused with
 //! `--on-duplicate reject`. Real relay processes, real `redis-server`, native wsrelay clients,
@@ -15,11 +20,173 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::cluster::{Redis, Relay};
+use common::{config, disconnected, nothing_before_marker, start, watch_disconnects, Client};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, Notify};
 use tokio::task::AbortHandle;
 use wsrelay::{Event, Incoming, WebSocketClient};
+use wsrelay_server::{DisconnectReason, OnDuplicate, ServerConfig, WebSocketServer};
+
+#[tokio::test]
+async fn acks_and_deduplication_of_retransmitted_ids() {
+    let server = start(config()).await;
+    let addr = server.local_addr();
+    let (mut alice, mut welcome) = Client::session(addr, "alice", "alice-session-1", 0).await;
+    let sid = welcome["sid"].take();
+    assert!(sid.is_string(), "the session instance is named: {sid}");
+    assert_eq!(
+        welcome,
+        json!({"type": "~welcome", "v": 1, "session": "alice-session-1", "ack": 0, "resumed": false,
+               "window": 262_144, "sid": null})
+    );
+    let mut bob = Client::bare(addr, "bob").await;
+
+    alice.send(r#"{"type":"m","id":1,"payload":1}"#).await;
+    alice.send(r#"{"type":"m","id":2,"payload":2}"#).await;
+    alice.acked(2).await;
+    assert_eq!(bob.recv().await["payload"], 1);
+    assert_eq!(bob.recv().await["payload"], 2);
+
+    // A retransmit of 2 (the client did not see the ack) is dropped; 3 is new.
+    alice.send(r#"{"type":"m","id":2,"payload":2}"#).await;
+    alice.send(r#"{"type":"m","id":3,"payload":3}"#).await;
+    alice.acked(3).await;
+    assert_eq!(bob.recv().await["payload"], 3);
+    nothing_before_marker(&server, &mut bob, "bob").await;
+
+    // Bare clients get no acks: the next frame alice's bare peer sees is the marker.
+    bob.send(r#"{"type":"m","id":7,"payload":4}"#).await;
+    assert_eq!(alice.recv_app().await["payload"], 4);
+    nothing_before_marker(&server, &mut bob, "bob").await;
+}
+
+#[tokio::test]
+async fn a_resumed_session_gets_missed_frames_once() {
+    let (builder, mut gone) = watch_disconnects(WebSocketServer::builder(config()));
+    let server = builder.bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr();
+    let token = "k3J9aQ2xP0tLw8Zr";
+    let (mut alice, first) = Client::session(addr, "alice", token, 0).await;
+    alice.send(r#"{"type":"m","id":1}"#).await;
+    alice.acked(1).await;
+    server.send_to("alice", "n", &1).await.unwrap();
+    server.send_to("alice", "n", &2).await.unwrap();
+    assert_eq!(alice.recv_app().await["payload"], 1);
+    assert_eq!(alice.recv_app().await["payload"], 2);
+    alice.send(r#"{"type":"~ack","ack":1}"#).await;
+    // The link dies without a close handshake.
+    drop(alice);
+    assert!(matches!(
+        disconnected(&mut gone, "alice").await,
+        DisconnectReason::Closed(_)
+    ));
+    assert_eq!(server.stats().parked_sessions, 1);
+
+    // Sent while alice is away: kept in her session.
+    server.send_to("alice", "n", &3).await.unwrap();
+    let mut bob = Client::bare(addr, "bob").await;
+    bob.send(r#"{"type":"chat","payload":4}"#).await;
+    bob.send(r#"{"type":"~ping"}"#).await;
+    assert_eq!(bob.recv().await["type"], "~pong");
+
+    let (mut alice, welcome) = Client::resume(addr, "alice", token, 1, Some(&first["sid"])).await;
+    assert_eq!(welcome["resumed"], true);
+    assert_eq!(welcome["sid"], first["sid"], "the same instance goes on");
+    assert_eq!(welcome["ack"], 1, "the server tells which ids it consumed");
+    assert_eq!(alice.recv_app().await["payload"], 2);
+    assert_eq!(alice.recv_app().await["payload"], 3);
+    assert_eq!(
+        alice.recv_app().await,
+        json!({"type": "chat", "source": "bob", "payload": 4})
+    );
+    nothing_before_marker(&server, &mut alice, "alice").await;
+
+    // A retransmitted id from before the reconnect is still a duplicate.
+    alice.send(r#"{"type":"chat","id":1}"#).await;
+    alice
+        .send(r#"{"type":"chat","id":2,"payload":"new"}"#)
+        .await;
+    assert_eq!(bob.recv().await["payload"], "new");
+
+    // Another token is a fresh session.
+    drop(alice);
+    disconnected(&mut gone, "alice").await;
+    let (_alice, welcome) = Client::session(addr, "alice", "another-token", 5).await;
+    assert_eq!(welcome["resumed"], false);
+    assert_eq!(welcome["ack"], 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_parked_session_expires_after_its_grace_period_on_the_paused_clock() {
+    let config = ServerConfig {
+        session_grace: Duration::from_secs(60),
+        ..config()
+    };
+    let (builder, mut gone) = watch_disconnects(WebSocketServer::builder(config));
+    let server = builder.bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr();
+    let token = "alice-session-1";
+    let (mut alice, first) = Client::session(addr, "alice", token, 0).await;
+    server.send_to("alice", "n", &1).await.unwrap();
+    assert_eq!(alice.recv_app().await["payload"], 1);
+    drop(alice);
+    disconnected(&mut gone, "alice").await;
+    server.send_to("alice", "n", &2).await.unwrap();
+
+    // Within the grace period the session waits for her...
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    assert_eq!(server.stats().parked_sessions, 1);
+    // ...after it, it is gone, and so is what was kept for her.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(server.stats().parked_sessions, 0);
+    assert!(matches!(
+        server.send_to("alice", "n", &3).await,
+        Err(wsrelay_server::SendError::UnknownTarget)
+    ));
+    let (mut alice, welcome) = Client::resume(addr, "alice", token, 1, Some(&first["sid"])).await;
+    assert_eq!(welcome["resumed"], false, "{welcome}");
+    assert_ne!(welcome["sid"], first["sid"], "a new instance");
+    server.send_to("alice", "n", &4).await.unwrap();
+    assert_eq!(alice.recv_app().await["payload"], 4);
+}
+
+#[tokio::test]
+async fn a_second_connection_replaces_the_first() {
+    let (builder, mut gone) = watch_disconnects(WebSocketServer::builder(config()));
+    let server = builder.bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr();
+    let mut first = Client::bare(addr, "alice").await;
+    let mut second = Client::bare(addr, "alice").await;
+    assert_eq!(first.closed().await.0, Some(4409));
+    assert_eq!(
+        disconnected(&mut gone, "alice").await,
+        DisconnectReason::Replaced
+    );
+    assert_eq!(server.clients().await.unwrap(), ["alice"]);
+    assert_eq!(server.stats().replaced, 1);
+    nothing_before_marker(&server, &mut second, "alice").await;
+}
+
+#[tokio::test]
+async fn a_second_connection_can_be_rejected() {
+    let server = start(ServerConfig {
+        on_duplicate: OnDuplicate::Reject,
+        ..config()
+    })
+    .await;
+    let addr = server.local_addr();
+    let mut first = Client::bare(addr, "alice").await;
+    let refused = tokio_tungstenite::connect_async(format!("ws://{addr}/?source=alice")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 409)
+        }
+        other => panic!("expected 409, got {:?}", other.map(|_| ())),
+    }
+    nothing_before_marker(&server, &mut first, "alice").await;
+}
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
