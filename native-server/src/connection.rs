@@ -274,8 +274,9 @@ impl Conn {
                         let code = state.lifecycle.shutdown_code();
                         self.machine.handle_shutdown(code);
                     }
+                    let now = state.clock.now();
                     for signal in rung.signals() {
-                        self.machine.handle_signal(state.clock.now(), signal);
+                        self.machine.handle_signal(now, signal);
                     }
                 }
                 io = poll_fn(|cx| {
