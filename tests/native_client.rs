@@ -386,13 +386,21 @@ async fn responses_flow_both_ways_body() {
         .expect("bob echoes");
     assert_eq!(echoed, json!({"x": [1, 2]}));
 
-    // `off` removes the handler: the request now goes unanswered.
+    // `off` removes the handler: bob now refuses the request at once (no_handler).
     bob.off("echo");
+    let started = tokio::time::Instant::now();
     let error = alice
-        .request_to::<Value>("bob", "echo", 1, Duration::from_millis(200))
+        .request_to::<Value>("bob", "echo", 1, Duration::from_secs(20))
         .await
         .expect_err("nobody answers");
-    assert_eq!(error, Error::Timeout);
+    assert!(
+        matches!(&error, Error::Remote(r) if r.code == "no_handler"),
+        "{error:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "at once, not at the timeout"
+    );
 
     alice.close().await;
     bob.close().await;

@@ -106,7 +106,7 @@ fn a_request_nobody_handles_is_answered_no_handler_at_once() {
     let mut core = open_core();
     core.set_handled("get-time", true);
     let request = |kind: &str, id: u64| {
-        format!(r#"{{"type":"{kind}","id":{id},"request":true,"source":"alice"}}"#)
+        format!(r#"{{"type":"{kind}","id":{id},"request":true,"to":"me","source":"alice"}}"#)
     };
     // Handled: the handler's answer is the driver's to give.
     core.handle_frame(at(30), TransportId(1), &request("get-time", 1));
@@ -122,10 +122,17 @@ fn a_request_nobody_handles_is_answered_no_handler_at_once() {
     );
     assert!(outputs.iter().any(|output| matches!(output,
         Output::Event(Event::Message(message)) if message.kind == "get-date")));
-    // A plain message (no request flag) is never answered for the application.
-    let plain = r#"{"type":"get-date","id":3,"source":"alice"}"#;
+    // A plain message (no request flag) is never answered for the application, nor a request
+    // to everyone (another client may handle it).
+    let plain = r#"{"type":"get-date","id":3,"to":"me","source":"alice"}"#;
     core.handle_frame(at(32), TransportId(1), plain);
+    let to_all = r#"{"type":"get-date","id":5,"request":true,"source":"alice"}"#;
+    core.handle_frame(at(32), TransportId(1), to_all);
     assert_eq!(transmitted(&drain(&mut core)), Vec::<&str>::new());
+    // The server asks one client at a time: its requests are refused too.
+    let from_server = r#"{"type":"get-date","id":6,"request":true}"#;
+    core.handle_frame(at(32), TransportId(1), from_server);
+    assert!(transmitted(&drain(&mut core))[0].contains("no_handler"));
     // A handler removed: requests of its type are refused from then on.
     core.set_handled("get-time", false);
     core.handle_frame(at(33), TransportId(1), &request("get-time", 4));

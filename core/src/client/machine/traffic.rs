@@ -121,9 +121,12 @@ impl ClientCore {
             Some(error) => Err(error),
             None => Ok(message.payload.map(str::to_owned)),
         };
-        let source = message.source.map(Into::into);
+        let source: Option<String> = message.source.map(Into::into);
         let Some(re) = message.re else {
-            if let (true, Some(id)) = (message.request, message.id) {
+            // A request to this client alone (directed to it, or the server's, which asks one
+            // client at a time); one to everyone is left to those who handle it.
+            let alone = message.to.is_some() || source.is_none();
+            if let (true, true, Some(id)) = (message.request, alone, message.id) {
                 if !self.handles(&message.kind) {
                     self.refuse_unhandled(&message.kind, id, source.clone());
                 }
