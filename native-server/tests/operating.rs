@@ -825,33 +825,11 @@ async fn announces_joins_and_leaves_and_lists_who_is_online() {
 
 #[tokio::test]
 async fn a_node_ws_client_chats_through_the_relay() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
-    if !dir.join("node_modules/ws").is_dir() {
-        let status = std::process::Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .status()
-            .expect("npm is installed");
-        assert!(status.success(), "npm install in {}", dir.display());
-    }
     let relay = Relay::start(&[], &[]).await;
-    let run = Command::new("node")
-        .arg("chat.mjs")
-        .arg(format!("ws://{}", relay.addr))
-        .current_dir(&dir)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(20), run)
-        .await
-        .expect("node finished in time")
-        .expect("node is installed");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "node failed\nstdout: {stdout}\nstderr: {stderr}"
-    );
-    assert!(stdout.contains("node chat ok"), "{stdout}");
+    let url = format!("ws://{}", relay.addr);
+    let (output, ok) = node("chat.mjs", &[&url]).await;
+    assert!(ok, "node failed: {output}");
+    assert!(output.contains("node chat ok"), "{output}");
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Project automation, in Rust so it runs wherever cargo does.
 //!
 //! - `cargo xtask test`: installs what the tests need if it is missing, then runs every check
-//!   and test: formatting, clippy (native, wasm32, and the package's no-std wasm32 build), the
+//!   and test: formatting, clippy (native, wasm32, and the package's no-std wasm32 build), rustdoc, the
 //!   native test suites.
 //! - `cargo xtask run [--port N] [--host H]`: builds and starts the relay server with the
 //!   browser demo in `www/` (building the wasm package into `www/pkg` when it is stale).
@@ -313,6 +313,26 @@ fn run_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
                 "warnings",
             ])
             .env("CLIPPY_CONF_DIR", root.join("scripts/clippy_wasm")),
+        tally,
+    )?;
+    // Public items are documented (the lint above); their links must lead somewhere.
+    step(
+        "docs (rustdoc, broken links are errors)",
+        root,
+        cargo()
+            .args([
+                "doc",
+                "--no-deps",
+                "-p",
+                "wsrelay",
+                "-p",
+                "wsrelay-core",
+                "-p",
+                "wsrelay-server",
+                "--features",
+                "wsrelay-core/sim",
+            ])
+            .env("RUSTDOCFLAGS", "-D warnings"),
         tally,
     )?;
     ensure_redis(root, tally)?;

@@ -14,7 +14,7 @@ use crate::protocol::RemoteError;
 pub struct TransportId(pub u64);
 
 /// What the core asks the driver to do, or tells the application. Drain with
-/// [`ClientCore::poll_output`] after every input.
+/// [`ClientCore::poll_output`](super::ClientCore::poll_output) after every input.
 #[derive(Debug, Clone, PartialEq)]
 #[must_use]
 pub enum Output {
@@ -100,7 +100,7 @@ pub enum Event {
     },
     /// A problem that fails no particular message (a transport error, an `~error` from the
     /// server about no message of ours, a malformed or binary server frame, a handler that
-    /// failed, a handler's value that could not be sent: see [`ClientCore::answer`]).
+    /// failed, a handler's value that could not be sent: see [`ClientCore::answer`](super::ClientCore::answer)).
     Error(Error),
 }
 
@@ -129,7 +129,7 @@ impl InboundMessage {
     }
 }
 
-/// What [`ClientCore::respond`] needs to address a response.
+/// What [`ClientCore::respond`](super::ClientCore::respond) needs to address a response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyTarget {
     /// The answered message's type (responses carry it too).

@@ -443,9 +443,8 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
     }
 
     /// The periodic sweep: forgets the parked sessions whose grace period ended by `now`, and
-    /// gives back the room of mailboxes that have drained since a burst (see
-    /// [`shrink_drained`](super::shrink_drained): a parked session would keep it for its whole
-    /// grace period, a connected client for as long as it stays). Returns how many sessions
+    /// gives back the room of mailboxes that have drained since a burst (a parked session would
+    /// keep it for its whole grace period, a connected client for as long as it stays). Returns how many sessions
     /// it forgot.
     pub fn expire(&mut self, now: Instant) -> usize {
         for slot in self.slots.iter_mut().flatten() {

@@ -187,12 +187,12 @@ pub enum Output<F> {
     /// Write this control or unnumbered frame (welcome, ack, pong, last words).
     Transmit(F),
     /// Write this frame from the mailbox (the next position); report it written with
-    /// [`ServerConnection::handle_written`].
+    /// [`ServerConnection::handle_written`](super::ServerConnection::handle_written).
     Deliver(F),
     /// Write a WebSocket ping (the liveness check of a silent connection).
     Ping,
     /// Ask the engine to open the session of a hello, or to set up a bare client (`None`);
-    /// answer with [`ServerConnection::handle_opened`]. `fresh_next` is the first position of
+    /// answer with [`ServerConnection::handle_opened`](super::ServerConnection::handle_opened). `fresh_next` is the first position of
     /// a fresh session.
     Open {
         /// What the hello said; `None` for a bare client.
@@ -201,7 +201,7 @@ pub enum Output<F> {
         fresh_next: u64,
     },
     /// Ask the engine to consume message `id` (de-duplicating it) with `effect`; answer with
-    /// [`ServerConnection::handle_routed`].
+    /// [`ServerConnection::handle_routed`](super::ServerConnection::handle_routed).
     Route {
         /// The message's id (`None` from bare clients).
         id: Option<u64>,
@@ -209,8 +209,8 @@ pub enum Output<F> {
         effect: Effect<F>,
     },
     /// Read frames from the mailbox, from position `from` on, at most `max` of them; answer
-    /// with [`ServerConnection::handle_fetched`] (or
-    /// [`handle_fetch_failed`](ServerConnection::handle_fetch_failed)).
+    /// with [`ServerConnection::handle_fetched`](super::ServerConnection::handle_fetched) (or
+    /// [`handle_fetch_failed`](super::ServerConnection::handle_fetch_failed)).
     Fetch {
         /// The first position to read.
         from: u64,
@@ -225,7 +225,7 @@ pub enum Output<F> {
     /// or on the client's next connection. No answer.
     Late(F),
     /// Call the application handler of `kind`; answer with
-    /// [`ServerConnection::handle_reply`], in the order of the calls.
+    /// [`ServerConnection::handle_reply`](super::ServerConnection::handle_reply), in the order of the calls.
     Call {
         /// The message type.
         kind: String,
