@@ -1,8 +1,8 @@
 //! Project automation, in Rust so it runs wherever cargo does.
 //!
 //! - `cargo xtask test`: installs what the tests need if it is missing, then runs every check
-//!   and test: formatting, clippy (native, wasm32, and the package's no-std wasm32 build), rustdoc, the
-//!   native test suites.
+//!   and test: formatting, clippy (native, wasm32, and the package's no-std wasm32 build),
+//!   rustdoc, the native test suites.
 //! - `cargo xtask run [--port N] [--host H]`: builds and starts the relay server with the
 //!   browser demo in `www/` (building the wasm package into `www/pkg` when it is stale).
 //! - `cargo xtask pkg`: builds the npm package into `pkg/` (`npm install --install-links ./pkg`
