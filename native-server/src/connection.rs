@@ -209,8 +209,8 @@ struct Conn {
 
 impl Conn {
     /// Adds what the state machine counted since the last time to the metrics.
-    fn publish_counters(&mut self) {
-        let now = self.machine.counters();
+    fn publish_stats(&mut self) {
+        let now = self.machine.stats();
         let metrics = &self.state.metrics;
         metrics
             .messages_in
@@ -238,7 +238,7 @@ impl Conn {
         }
         loop {
             self.carry_out().await;
-            self.publish_counters();
+            self.publish_stats();
             if let Some(close) = self.closing.take() {
                 // Boxed: the farewell's future is larger than the loop's, and inline it would
                 // be part of every idle connection's task.

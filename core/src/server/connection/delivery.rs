@@ -28,7 +28,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         self.backlog_bytes = 0;
         self.over_since = None;
         if opened.resumed {
-            self.counters.resent += self.claimed_next.saturating_sub(opened.next);
+            self.stats.resent += self.claimed_next.saturating_sub(opened.next);
         }
         self.settle_owed = 0;
         self.settle_due = None;
@@ -211,7 +211,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             && self.consumed > self.acked_to_client
         {
             self.acked_to_client = self.consumed;
-            self.counters.acks_sent += 1;
+            self.stats.acks_sent += 1;
             self.transmit(Frame::Ack { ack: self.consumed }.encode());
         }
     }

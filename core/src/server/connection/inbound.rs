@@ -27,8 +27,8 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             _ => false,
         };
         match &frame {
-            Ok(Frame::Message(_)) => self.counters.messages += 1,
-            Ok(Frame::Ack { .. }) => self.counters.acks_received += 1,
+            Ok(Frame::Message(_)) => self.stats.messages += 1,
+            Ok(Frame::Ack { .. }) => self.stats.acks_received += 1,
             _ => {}
         }
         if !exempt {

@@ -126,7 +126,7 @@ pub struct ServerConnection<F, H> {
     expires: Option<Instant>,
     limiter: Option<Limiter>,
     answerable: Answerable,
-    counters: ConnectionStats,
+    stats: ConnectionStats,
     /// The position the claim gave for the source's next frame: frames before it existed
     /// before this connection.
     claimed_next: u64,
@@ -159,7 +159,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             next_check: now + settings.ping_interval,
             limiter: settings.rate_limit.map(|limit| Limiter::new(limit, now)),
             answerable: Answerable::default(),
-            counters: ConnectionStats::default(),
+            stats: ConnectionStats::default(),
             claimed_next: next,
             expires: None,
             settings,
@@ -235,8 +235,8 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     }
 
     /// What the connection has counted so far.
-    pub fn counters(&self) -> ConnectionStats {
-        self.counters
+    pub fn stats(&self) -> ConnectionStats {
+        self.stats
     }
 
     /// Bytes transmitted and not yet acknowledged (written, for a bare client).
