@@ -545,7 +545,8 @@ impl WebSocketClient {
         self.request_with(kind, payload, options)
     }
 
-    /// [`request`](Self::request) answered by one client only.
+    /// [`request`](Self::request) answered by one client only. A client with no handler for
+    /// `kind` answers at once with [`Error::Remote`] code `no_handler`.
     pub fn request_to<R: DeserializeOwned>(
         &self,
         to: &str,
