@@ -3,6 +3,7 @@
 use crate::harness::OURS;
 use crate::plan::Plan;
 use crate::report::{Cell, Verdict};
+use crate::rows::E2E_SOCKETIO;
 
 /// The cell of `metric` in `scenario`, if it was measured.
 fn find<'a>(cells: &'a [Cell], scenario: &str, metric: &str) -> Option<&'a Cell> {
@@ -166,5 +167,35 @@ pub fn verdicts(cells: &[Cell], plan: &Plan) -> Vec<Verdict> {
             format!("{scenario}: CPU per delivery <= 1.0x socket.io-client's"),
         ));
     }
+    out.push(e2e_verdict(cells, plan));
     out
+}
+
+/// Issue 18's end-to-end target: every run of ours delivered everything exactly once (a run
+/// that did not failed, and is counted here), and the median deliveries/s >= 1.5x Socket.IO's.
+fn e2e_verdict(cells: &[Cell], plan: &Plan) -> Verdict {
+    let scenario = plan.e2e.load.name();
+    let target = format!(
+        "{scenario}: relay with its default flags, 100% delivered, no duplicate, >= 1.5x \
+         Socket.IO's deliveries/s"
+    );
+    let Some(cell) = find(cells, &scenario, "deliveries/s") else {
+        return Verdict {
+            target,
+            measured: "-".into(),
+            met: None,
+        };
+    };
+    let attempted = cell.runs.iter().filter(|r| r.peer == OURS).count();
+    let failed = cell.errors(OURS).len();
+    let ratio = cell.ratio(OURS, E2E_SOCKETIO);
+    Verdict {
+        target,
+        measured: format!(
+            "{}; {} of {attempted} runs of ours delivered 100%, no duplicate",
+            ratio.map_or("-".into(), |r| format!("{r:.2}x")),
+            attempted - failed
+        ),
+        met: ratio.map(|r| r >= 1.5 && failed == 0 && attempted > 0),
+    }
 }
