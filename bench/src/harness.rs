@@ -10,7 +10,7 @@ use crate::node::{node_peer, socketio_peer};
 use crate::plan::Options;
 use crate::procs::{self, ServerCmd};
 use crate::wire::Proto;
-use crate::{cluster, npm};
+use crate::{cluster, e2e, npm};
 
 /// The servers compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl Peer {
 }
 
 /// What each peer code of the tables stands for (the report's legend).
-pub const LABELS: [(&str, &str); 11] = [
+pub const LABELS: [(&str, &str); 12] = [
     (OURS, "wsrelay-server (this repository), default `ServerConfig`, current-thread runtime"),
     ("R", "raw TCP (the ceiling): echo = one read, one write; fan-out = frames copied verbatim to each recipient's buffer, one write per recipient per wake-up; no WebSocket processing"),
     ("T", "minimal tokio-tungstenite 0.29, defaults (128 KiB read buffer): echo = `send` per message; hub = unbounded queue per connection, feed every queued frame then one flush"),
@@ -61,6 +61,7 @@ pub const LABELS: [(&str, &str); 11] = [
     ("SIO", "cluster rows: Socket.IO 4.8 with `@socket.io/redis-adapter` 8.3 (Redis pub/sub, no connection state recovery), two Node processes on the same Redis, `redis` 6 client"),
     ("SIOs", "cluster rows: Socket.IO 4.8 with `@socket.io/redis-streams-adapter` 0.3 and connection state recovery on, two Node processes on the same Redis, `redis` 6 client"),
     ("SIOc", "npm rows: socket.io-client 4.8 (npm, websocket transport, one connection per client) in one Node process against Socket.IO 4.8 in memory (ours there: wsrelay's npm package, its Node build, against wsrelay-server); both on npm `ws` 8.21"),
+    ("SIOe", "end-to-end row: socket.io-client 4.8 senders (`emit` with an acknowledgement callback) and receivers in two Node processes against Socket.IO 4.8 in memory, defaults but for the websocket transport (ours there: wsrelay's npm package against the `wsrelay-server` binary with its default flags)"),
 ];
 
 /// What a server is started for.
@@ -80,8 +81,10 @@ pub struct Harness {
     pub node: Option<ServerCmd>,
     /// The Socket.IO peers (cluster rows, and the npm rows' server), when they can run.
     pub socketio: Option<ServerCmd>,
-    /// bench/node/npm, ready (the npm rows' clients).
+    /// bench/node/npm, ready (the clients of the npm rows and of the end-to-end row).
     pub npm: Option<PathBuf>,
+    /// The `wsrelay-server` binary with its default flags (the end-to-end row), when built.
+    pub relay: Option<ServerCmd>,
     core: Option<usize>,
 }
 
@@ -160,18 +163,37 @@ impl Harness {
             None => None,
         };
         let wants_npm = options.wants("npm");
+        let wants_e2e = options.wants("e2e");
         let npm_dir = root.join("bench").join("node").join("npm");
-        let npm = match wants_npm.then(|| npm::prepare(root, &npm_dir)) {
+        let npm = match (wants_npm || wants_e2e).then(|| npm::prepare(root, &npm_dir)) {
             Some(Ok(())) => Some(npm_dir),
             Some(Err(reason)) => {
-                println!("note: the npm rows cannot run ({reason}); they are skipped");
+                println!(
+                    "note: the npm and end-to-end rows cannot run ({reason}); they are skipped"
+                );
                 None
             }
             None => None,
         };
-        // The npm rows' Socket.IO server is the cluster rows' program, in memory.
+        // The end-to-end row measures the relay as users start it: its own binary.
+        let relay = match (wants_e2e && npm.is_some()).then(e2e::relay_binary) {
+            Some(Ok(program)) => Some(ServerCmd {
+                program,
+                // A free port: the only flag given, none that changes the relay's behaviour.
+                args: vec!["--port".into(), "0".into()],
+            }),
+            Some(Err(reason)) => {
+                println!("note: the end-to-end row cannot run ({reason}); it is skipped");
+                None
+            }
+            None => None,
+        };
+        // The Socket.IO server of the npm rows and the end-to-end row is the cluster rows'
+        // program, in memory.
+        let needs_socketio =
+            (wants_npm && plan.npm.socketio) || (relay.is_some() && plan.e2e.socketio);
         let socketio = match socketio {
-            None if npm.is_some() && plan.npm.socketio => match socketio_peer(root) {
+            None if npm.is_some() && needs_socketio => match socketio_peer(root) {
                 Ok(cmd) => Some(cmd),
                 Err(reason) => {
                     println!(
@@ -187,6 +209,7 @@ impl Harness {
             node,
             socketio,
             npm,
+            relay,
             core: pinned.then_some(0),
         })
     }
@@ -253,7 +276,13 @@ impl Harness {
         procs::start(&cmd, core)
     }
 
-    /// Starts the Socket.IO peer alone, in memory (the npm rows).
+    /// Starts the `wsrelay-server` binary with its default flags (the end-to-end row).
+    pub fn relay_defaults(&self) -> Result<procs::Server, String> {
+        let cmd = self.relay.as_ref().ok_or("wsrelay-server is not built")?;
+        procs::start(cmd, self.core)
+    }
+
+    /// Starts the Socket.IO peer alone, in memory (the npm rows and the end-to-end row).
     pub fn socketio_memory(&self) -> Result<procs::Server, String> {
         let mut cmd = self
             .socketio

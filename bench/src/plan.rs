@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::e2e::E2eLoad;
 use crate::load::Timing;
 use crate::npm;
 
@@ -34,6 +35,33 @@ pub struct Plan {
     pub cluster: ClusterPlan,
     /// Sizes of the npm rows.
     pub npm: NpmPlan,
+    /// Sizes of the end-to-end row.
+    pub e2e: E2ePlan,
+}
+
+/// Sizes of the end-to-end row (senders and receivers in two Node processes).
+#[derive(Debug, Clone)]
+pub struct E2ePlan {
+    pub load: E2eLoad,
+    /// Run socket.io-client and Socket.IO too (npm packages: the smoke run leaves them out).
+    pub socketio: bool,
+}
+
+impl E2ePlan {
+    /// Issue 18's row: 10 senders x 100 in flight, 40 receivers; `warmup` and `window` in
+    /// milliseconds.
+    fn issue_18(warmup: u64, window: u64) -> E2ePlan {
+        E2ePlan {
+            load: E2eLoad {
+                senders: 10,
+                in_flight: 100,
+                receivers: 40,
+                warmup: Duration::from_millis(warmup),
+                window: Duration::from_millis(window),
+            },
+            socketio: true,
+        }
+    }
 }
 
 /// Sizes of the npm rows (JavaScript clients in one Node process).
@@ -152,6 +180,7 @@ impl Plan {
                 },
                 socketio: true,
             },
+            e2e: E2ePlan::issue_18(3000, 5000),
         }
     }
 
@@ -188,6 +217,7 @@ impl Plan {
                 },
                 socketio: true,
             },
+            e2e: E2ePlan::issue_18(3000, 3000),
         }
     }
 
@@ -229,6 +259,16 @@ impl Plan {
                 },
                 socketio: false,
             },
+            e2e: E2ePlan {
+                load: E2eLoad {
+                    senders: 2,
+                    in_flight: 10,
+                    receivers: 4,
+                    warmup: Duration::from_millis(200),
+                    window: Duration::from_millis(400),
+                },
+                socketio: false,
+            },
         }
     }
 }
@@ -250,7 +290,7 @@ pub struct Options {
 }
 
 /// The groups of rows `--only` selects from.
-pub const GROUPS: [&str; 8] = [
+pub const GROUPS: [&str; 9] = [
     "echo",
     "send_to",
     "broadcast",
@@ -259,6 +299,7 @@ pub const GROUPS: [&str; 8] = [
     "multicore",
     "cluster",
     "npm",
+    "e2e",
 ];
 
 impl Options {

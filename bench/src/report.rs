@@ -480,4 +480,29 @@ const METHOD: &str = "## Method
   missed a broadcast or got one twice failed. The load generator CPU column
   is the client process's. `WSRELAY_BENCH_NODE_ARGS=\"--cpu-prof --cpu-prof-dir=DIR\"` profiles
   the clients in the very run measured.
+- End-to-end row (`end to end ...`, issue 18; `--only e2e`): JavaScript clients on both ends,
+  each server with its defaults. Ours: wsrelay's npm package against the `wsrelay-server`
+  binary (built in release next to the harness) started with its default flags, `--port 0`
+  the only one given (no rate limit by default; flow control on). Peer (**SIOe**):
+  socket.io-client against Socket.IO 4 in memory (`server.js memory`: defaults but for the
+  websocket transport, which both clients use anyway). The server is pinned to core 0; two
+  Node processes (`bench/node/npm/e2e.js`) share core 1: one hosts the 10 senders, the other
+  the 40 receivers. Each sender keeps 100 broadcasts in flight: it sends its next message when
+  one is acknowledged (wsrelay: the `send` Promise resolves on the relay's ack; Socket.IO:
+  `emit('bc', payload, callback)`, the server calling the callback after
+  `socket.broadcast.emit`). Payloads are 20-character strings carrying the sender and a
+  sequence number. A *delivery* is one message reaching the `bc` handler of one receiver:
+  each message makes 40. Both servers broadcast to every other client, so the senders also
+  get each other's messages (9 more copies per message, carried by both peers alike, not
+  counted). After a warm-up of 3 s the receivers' process counts deliveries over the window
+  (5 s; `--quick` 3 s) on its own monotonic clock; the harness reads the CPU time of the
+  server and of both Node processes from `/proc` over the same window. Then the senders stop,
+  wait for their last acknowledgements and report how many messages each sent; a run counts
+  only if every receiver then has every message of every sender, in order, exactly once
+  (otherwise it failed, and says what was missing or duplicated). Cells: deliveries/s, server
+  CPU per delivery, and the CPU of both client processes per delivery (the load generator
+  column is their sum). The target is judged on the measured ratio and on the ratio of the
+  peers' ceilings (1 s over the larger of server and client CPU per delivery: the rate at
+  which the busier core would be full), since other work on a shared core 0 can hold a
+  CPU-bound server to a fraction of its core.
 ";

@@ -97,8 +97,14 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
         sections.push(section);
     }
     // Selected, and their clients installed (`Harness::prepare`).
-    if harness.npm.is_some() {
+    if options.wants("npm") && harness.npm.is_some() {
         cells.extend(rows::npm_rows(&harness, plan).await);
+    }
+    // Selected, and the relay binary found too.
+    if harness.relay.is_some() {
+        let (e2e_cells, section) = rows::e2e_rows(&harness, plan).await;
+        cells.extend(e2e_cells);
+        sections.push(section);
     }
 
     let cells = with_per_cpu(cells);

@@ -5,7 +5,8 @@
 //! harness starts, and one relay in memory): without `redis-server` this test fails and says
 //! so (`cargo xtask test` installs it); the Socket.IO peers are left to the real runs. The npm
 //! rows run wsrelay's npm package only, and only once it is built (`cargo xtask pkg`): without
-//! `pkg/` they are skipped.
+//! `pkg/` they are skipped. So is the end-to-end row without a `wsrelay-server` binary beside the
+//! harness's (a workspace build makes one).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -108,6 +109,22 @@ fn smoke_run_produces_a_result_for_every_scenario() {
                 "no value for {row}"
             );
         }
+    }
+    // The end-to-end row needs the package and the relay binary: next to the harness (a
+    // workspace build makes it; `cargo xtask bench` builds it in release) or named by
+    // WSRELAY_BENCH_RELAY.
+    let relay =
+        std::path::Path::new(env!("CARGO_BIN_EXE_wsrelay-bench")).with_file_name("wsrelay-server");
+    if pkg.is_file() && (relay.is_file() || std::env::var_os("WSRELAY_BENCH_RELAY").is_some()) {
+        let scenario = "end to end, 2 senders x 10 in flight, 4 receivers";
+        let row = rows
+            .iter()
+            .find(|r| r["scenario"] == scenario && r["metric"] == "deliveries/s (msg/s)")
+            .unwrap_or_else(|| panic!("no end-to-end row:\n{stdout}"));
+        assert!(
+            row["ours"].as_f64().is_some_and(|v| v > 0.0),
+            "no value for {row}"
+        );
     }
     let text = std::fs::read_to_string(&md).expect("BENCHMARKS.md written");
     assert!(text.contains("## Results") && text.contains("## Targets"));

@@ -426,13 +426,23 @@ fn bench(root: &Path, args: &[String]) -> Result<(), String> {
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1));
-    if only.is_none_or(|groups| groups.split(',').any(|g| g.trim() == "npm")) {
+    // The end-to-end row too, with the relay binary.
+    if only.is_none_or(|groups| groups.split(',').any(|g| matches!(g.trim(), "npm" | "e2e"))) {
         web::ensure_pkg(root, &mut tally)?;
     }
+    // The end-to-end row starts the relay as users do: `wsrelay-server`, built next to the
+    // harness (its default features: jemalloc).
     step(
-        "build the benchmarks (release)",
+        "build the benchmarks and the relay (release)",
         root,
-        cargo().args(["build", "--release", "-p", "wsrelay-bench"]),
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "wsrelay-bench",
+            "-p",
+            "wsrelay-server",
+        ]),
         &mut tally,
     )?;
     let target = env::var_os("CARGO_TARGET_DIR")

@@ -7,10 +7,12 @@
 // redis:   `@socket.io/redis-adapter` (pub/sub; no connection state recovery), `redis` client.
 // streams: `@socket.io/redis-streams-adapter` (one Redis stream), with connection state
 //          recovery on (its reason to exist; 2-minute window, the default).
-// memory:  one process, Socket.IO's default in-memory adapter (the npm client rows).
+// memory:  one process, Socket.IO's default in-memory adapter (the npm client rows and the
+//          end-to-end row).
 //
 // Each client joins a room named after its `?source=ID` query parameter. Events:
 //   42["bc",payload]      -> socket.broadcast.emit("bc", payload)  (everybody else, every node)
+//   42N["bc",payload]     -> the same, then the acknowledgement 43N[] (the end-to-end row)
 //   42["dm",to,payload]   -> io.to(to).emit("dm", payload)          (the room `to`, any node)
 // Prints `listening on http://HOST:PORT` once bound; exits when stdin closes (the harness died).
 'use strict';
@@ -57,8 +59,10 @@ function listen(options) {
     if (typeof source === 'string' && source !== '') {
       socket.join(source);
     }
-    socket.on('bc', (payload) => {
+    socket.on('bc', (payload, ack) => {
       socket.broadcast.emit('bc', payload);
+      // The end-to-end row's senders ask for an acknowledgement (`emit` with a callback).
+      if (typeof ack === 'function') ack();
     });
     socket.on('dm', (to, payload) => {
       if (typeof to === 'string') {

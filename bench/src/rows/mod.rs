@@ -1,16 +1,19 @@
 //! The groups of rows `run` measures, one function each (`--only` selects groups): the rows
 //! of one server against its peers ([`server`]: echo, send_to, broadcast, idle, multicore), the
 //! clients' rows ([`client`]: the native client and the wasm package's size, the npm
-//! client) and the cluster rows ([`cluster`]). Each prints its progress and returns its cells.
+//! client), the cluster rows ([`cluster`]) and the end-to-end row ([`e2e`]). Each prints its
+//! progress and returns its cells.
 //!
 //! Also here: what they share (peers interleaved, a run's value, progress lines).
 
 mod client;
 mod cluster;
+mod e2e;
 mod server;
 
 pub use client::{client_rows, npm_rows};
 pub use cluster::cluster_rows;
+pub use e2e::{e2e_rows, SOCKETIO as E2E_SOCKETIO};
 pub use server::{broadcast_rows, echo_rows, idle_rows, multicore_rows, send_to_rows};
 
 use crate::harness::{Harness, Peer, Role};
