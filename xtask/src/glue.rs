@@ -5,7 +5,8 @@
 //! written twice (the module's import section, the glue's imports object), whose hashes gzip
 //! cannot compress. They are internal to the pair: the glue builds the imports object, the
 //! module reads it, nothing else sees it. [`shorten_import_names`] renames them to `a`, `b`, ...
-//! in both. Exports keep their names: `init()` returns them (`InitOutput` in the declarations).
+//! in both. Exports keep their names: `init()` returns them (`InitOutput` in the declarations),
+//! except the closure shims, whose hashed names [`shorten_closure_exports`] shortens there too.
 
 use std::fs;
 use std::path::Path;
@@ -61,6 +62,41 @@ pub fn shorten_import_names(wasm: &Path, js: &Path) -> Result<usize, String> {
     }
     fs::write(wasm, module).map_err(|e| format!("{}: {e}", wasm.display()))?;
     fs::write(js, glue).map_err(|e| format!("{}: {e}", js.display()))?;
+    Ok(renamed.len())
+}
+
+/// The prefix of the exports wasm-bindgen makes for each closure signature's shim, followed by
+/// a hash that changes with every build: `wasm_bindgen__convert__closures_____invoke__h<16 hex>`.
+const CLOSURE_SHIM: &str = "wasm_bindgen__convert__closures_____invoke__";
+
+/// Renames the module's closure-shim exports (see [`CLOSURE_SHIM`]) to `__wbg_cb0`,
+/// `__wbg_cb1`, ..., and every mention of them in `texts` (the glue, which calls them, and the
+/// declarations, which list them in `InitOutput`). Their hashes, written in the module and
+/// the glue, are what gzip cannot compress; a name that changes with every build is no one's
+/// API. Fails, leaving every file untouched, when the glue does not mention a shim.
+pub fn shorten_closure_exports(wasm: &Path, texts: &[&Path]) -> Result<usize, String> {
+    let module = fs::read(wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
+    let (module, renamed) = rename_exports(&module, |name| name.starts_with(CLOSURE_SHIM))?;
+    let mut contents = Vec::new();
+    for path in texts {
+        let mut text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (old, new) in &renamed {
+            text = text.replace(old.as_str(), new);
+        }
+        contents.push(text);
+    }
+    let glue = contents.first().map(String::as_str).unwrap_or_default();
+    let original =
+        fs::read_to_string(texts.first().ok_or("no glue given")?).map_err(|e| e.to_string())?;
+    for (old, new) in &renamed {
+        if !original.contains(old.as_str()) || !glue.contains(new.as_str()) {
+            return Err(format!("the glue does not call the export {old}"));
+        }
+    }
+    fs::write(wasm, module).map_err(|e| format!("{}: {e}", wasm.display()))?;
+    for (path, text) in texts.iter().zip(contents) {
+        fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     Ok(renamed.len())
 }
 
@@ -220,6 +256,60 @@ fn rename_imports(module: &[u8]) -> Result<(Vec<u8>, Renamed), String> {
     Ok((out, renamed))
 }
 
+/// The module with the exports `rename` selects renamed to `__wbg_cb0`, `__wbg_cb1`, ..., and
+/// the (old, new) names. Every other section is copied byte for byte.
+fn rename_exports(
+    module: &[u8],
+    rename: impl Fn(&str) -> bool,
+) -> Result<(Vec<u8>, Renamed), String> {
+    if module.get(..8) != Some(b"\0asm\x01\0\0\0".as_slice()) {
+        return Err("not a wasm module (version 1)".into());
+    }
+    let mut reader = Reader {
+        bytes: module,
+        at: 8,
+    };
+    let mut out = module[..8].to_vec();
+    let mut renamed = Vec::new();
+    while reader.at < module.len() {
+        let id = reader.byte()?;
+        let len = reader.u32()? as usize;
+        let body = reader.take(len)?;
+        if id != 7 {
+            out.push(id);
+            push_u32(&mut out, len as u32);
+            out.extend_from_slice(body);
+            continue;
+        }
+        let mut section = Reader { bytes: body, at: 0 };
+        let count = section.u32()?;
+        let mut exports = Vec::new();
+        push_u32(&mut exports, count);
+        for _ in 0..count {
+            let name = section.name()?;
+            let described = section.at;
+            // The kind, then the index of the function, table, memory, global or tag.
+            section.byte()?;
+            section.u32()?;
+            if rename(name) {
+                let short = format!("__wbg_cb{}", renamed.len());
+                push_name(&mut exports, &short);
+                renamed.push((name.to_owned(), short));
+            } else {
+                push_name(&mut exports, name);
+            }
+            exports.extend_from_slice(&body[described..section.at]);
+        }
+        if section.at != body.len() {
+            return Err("unexpected bytes after the wasm exports".into());
+        }
+        out.push(id);
+        push_u32(&mut out, exports.len() as u32);
+        out.extend_from_slice(&exports);
+    }
+    Ok((out, renamed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +380,35 @@ mod tests {
         expected.extend_from_slice(&imports);
         expected.extend_from_slice(&[0, 3, 1, b'z', 9]);
         assert_eq!(renamed_module, expected);
+    }
+
+    /// A module whose export section holds `names` (functions 0, 1, ...), a custom section after.
+    fn exporting(names: &[&str]) -> Vec<u8> {
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        let mut exports = vec![names.len() as u8];
+        for (index, name) in names.iter().enumerate() {
+            push_name(&mut exports, name);
+            exports.extend_from_slice(&[0, index as u8]);
+        }
+        m.push(7);
+        push_u32(&mut m, exports.len() as u32);
+        m.extend_from_slice(&exports);
+        m.extend_from_slice(&[0, 3, 1, b'z', 9]);
+        m
+    }
+
+    #[test]
+    fn renames_closure_shim_exports_only() {
+        let shim = "wasm_bindgen__convert__closures_____invoke__h9dc42ff367ceb35a";
+        let original = exporting(&["memory", shim, "websocketclient_new"]);
+        let (module, renamed) =
+            rename_exports(&original, |name| name.starts_with(CLOSURE_SHIM)).expect("valid");
+        assert_eq!(renamed, [(shim.to_owned(), "__wbg_cb0".to_owned())]);
+        assert_eq!(
+            module,
+            exporting(&["memory", "__wbg_cb0", "websocketclient_new"])
+        );
+        assert!(rename_exports(b"not wasm", |_| true).is_err());
     }
 
     #[test]

@@ -203,6 +203,15 @@ pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
             )?;
             println!("{count} imports renamed");
             crate::glue::minify(root, &out.join("wsrelay.js"), tally)?;
+            let shims = crate::glue::shorten_closure_exports(
+                &out.join("wsrelay_bg.wasm"),
+                &[
+                    &out.join("wsrelay.js"),
+                    &out.join("wsrelay.d.ts"),
+                    &out.join("wsrelay_bg.wasm.d.ts"),
+                ],
+            )?;
+            println!("{shims} closure shims renamed");
         }
         // Each build says how Node should read its .js, whatever the importer's own type.
         let marker = format!("{{ \"type\": \"{module_type}\" }}\n");

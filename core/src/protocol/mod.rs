@@ -473,81 +473,107 @@ impl<'a> Frame<'a> {
     }
 
     /// Encodes the frame as JSON text.
+    ///
+    /// Always inlined, and each variant's text written by a function of its own: a call site
+    /// that names its frame (`Frame::Ack { .. }.encode()`) links only that frame's encoder. The
+    /// client's wasm build so carries no welcome or error-report encoder, which only the server
+    /// sends.
+    #[inline(always)]
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(64);
         match self {
-            Frame::Message(message) => message.encode_into(&mut out),
+            Frame::Message(message) => message.encode(),
             Frame::Hello {
                 version,
                 session,
                 ack,
                 sid,
-            } => {
-                out.push_str("{\"type\":\"~hello\",\"v\":");
-                push_u64(&mut out, *version);
-                out.push_str(",\"session\":");
-                json::write_string(&mut out, session);
-                out.push_str(",\"ack\":");
-                push_u64(&mut out, *ack);
-                if let Some(sid) = sid {
-                    out.push_str(",\"sid\":");
-                    json::write_string(&mut out, sid);
-                }
-                out.push('}');
-            }
-            Frame::Welcome(welcome) => {
-                out.push_str("{\"type\":\"~welcome\",\"v\":");
-                push_u64(&mut out, welcome.version);
-                out.push_str(",\"session\":");
-                json::write_string(&mut out, &welcome.session);
-                out.push_str(",\"ack\":");
-                push_u64(&mut out, welcome.ack);
-                out.push_str(if welcome.resumed {
-                    ",\"resumed\":true"
-                } else {
-                    ",\"resumed\":false"
-                });
-                if let Some(lost) = welcome.lost {
-                    out.push_str(",\"lost\":");
-                    push_u64(&mut out, lost);
-                }
-                if let Some(window) = welcome.window {
-                    out.push_str(",\"window\":");
-                    push_u64(&mut out, window);
-                }
-                if let Some(sid) = &welcome.sid {
-                    out.push_str(",\"sid\":");
-                    json::write_string(&mut out, sid);
-                }
-                if let Some(rate) = welcome.rate {
-                    out.push_str(",\"rate\":");
-                    push_u64(&mut out, rate);
-                }
-                if let Some(burst) = welcome.burst {
-                    out.push_str(",\"burst\":");
-                    push_u64(&mut out, burst);
-                }
-                out.push('}');
-            }
-            Frame::Ack { ack } => {
-                out.push_str("{\"type\":\"~ack\",\"ack\":");
-                push_u64(&mut out, *ack);
-                out.push('}');
-            }
-            Frame::Ping => out.push_str("{\"type\":\"~ping\"}"),
-            Frame::Pong => out.push_str("{\"type\":\"~pong\"}"),
-            Frame::Error(report) => {
-                out.push_str("{\"type\":\"~error\",\"code\":");
-                json::write_string(&mut out, &report.error.code);
-                out.push_str(",\"message\":");
-                json::write_string(&mut out, &report.error.message);
-                if let Some(re) = report.re {
-                    out.push_str(",\"re\":");
-                    push_u64(&mut out, re);
-                }
-                out.push('}');
-            }
+            } => encode_hello(*version, session, *ack, sid.as_deref()),
+            Frame::Welcome(welcome) => welcome.encode(),
+            Frame::Ack { ack } => encode_ack(*ack),
+            Frame::Ping => String::from("{\"type\":\"~ping\"}"),
+            Frame::Pong => String::from("{\"type\":\"~pong\"}"),
+            Frame::Error(report) => report.encode(),
         }
+    }
+}
+
+fn encode_hello(version: u64, session: &str, ack: u64, sid: Option<&str>) -> String {
+    let mut out = String::with_capacity(64);
+    out.push_str("{\"type\":\"~hello\",\"v\":");
+    push_u64(&mut out, version);
+    out.push_str(",\"session\":");
+    json::write_string(&mut out, session);
+    out.push_str(",\"ack\":");
+    push_u64(&mut out, ack);
+    if let Some(sid) = sid {
+        out.push_str(",\"sid\":");
+        json::write_string(&mut out, sid);
+    }
+    out.push('}');
+    out
+}
+
+fn encode_ack(ack: u64) -> String {
+    let mut out = String::with_capacity(32);
+    out.push_str("{\"type\":\"~ack\",\"ack\":");
+    push_u64(&mut out, ack);
+    out.push('}');
+    out
+}
+
+impl Welcome<'_> {
+    /// The `~welcome` frame's JSON text (see [`Frame::encode`]).
+    fn encode(&self) -> String {
+        let mut out = String::with_capacity(64);
+        out.push_str("{\"type\":\"~welcome\",\"v\":");
+        push_u64(&mut out, self.version);
+        out.push_str(",\"session\":");
+        json::write_string(&mut out, &self.session);
+        out.push_str(",\"ack\":");
+        push_u64(&mut out, self.ack);
+        out.push_str(if self.resumed {
+            ",\"resumed\":true"
+        } else {
+            ",\"resumed\":false"
+        });
+        if let Some(lost) = self.lost {
+            out.push_str(",\"lost\":");
+            push_u64(&mut out, lost);
+        }
+        if let Some(window) = self.window {
+            out.push_str(",\"window\":");
+            push_u64(&mut out, window);
+        }
+        if let Some(sid) = &self.sid {
+            out.push_str(",\"sid\":");
+            json::write_string(&mut out, sid);
+        }
+        if let Some(rate) = self.rate {
+            out.push_str(",\"rate\":");
+            push_u64(&mut out, rate);
+        }
+        if let Some(burst) = self.burst {
+            out.push_str(",\"burst\":");
+            push_u64(&mut out, burst);
+        }
+        out.push('}');
+        out
+    }
+}
+
+impl ErrorReport {
+    /// The `~error` frame's JSON text (see [`Frame::encode`]).
+    fn encode(&self) -> String {
+        let mut out = String::with_capacity(64);
+        out.push_str("{\"type\":\"~error\",\"code\":");
+        json::write_string(&mut out, &self.error.code);
+        out.push_str(",\"message\":");
+        json::write_string(&mut out, &self.error.message);
+        if let Some(re) = self.re {
+            out.push_str(",\"re\":");
+            push_u64(&mut out, re);
+        }
+        out.push('}');
         out
     }
 }
