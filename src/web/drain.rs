@@ -32,6 +32,7 @@ use crate::client::{
     attempt_url, token_url, ClientCore, Event, InboundMessage, Outgoing, Output, ReadyState,
     ReplyTarget, TransportId,
 };
+use crate::protocol::{json, push_u64};
 use crate::{Instant, Reply};
 
 /// Everything a client is; shared (weakly) with the closures JavaScript calls.
@@ -50,9 +51,6 @@ pub(super) struct Inner {
     noop: JsValue,
     /// `options.token`: a string, or a function called before every attempt.
     token: JsValue,
-    /// `"type"`, `"source"` and `"id"` as JavaScript strings, made once: the keys of every
-    /// message's `MessageInfo` (keys crossing as text cost a decoding per message).
-    info_keys: [JsValue; 3],
 }
 
 /// The mutable part of [`Inner`]: the core and what this driver tracks around it.
@@ -171,6 +169,29 @@ fn stringify(value: &JsValue) -> Result<Option<String>, JsValue> {
 }
 
 /// `JSON.parse` of a payload the core has already validated.
+/// The JSON text of a handler's arguments, `[payload, {"type", "source", "id"}]` (the payload
+/// already validated by the core; `0` in its place when there is none). The meta object has
+/// the keys whose values the message has.
+fn handler_arguments(message: &InboundMessage) -> String {
+    let payload = message.payload.as_deref().unwrap_or("0");
+    let source = message.source.as_deref().map_or(0, str::len);
+    let mut text = String::with_capacity(payload.len() + message.kind.len() + source + 48);
+    text.push('[');
+    text.push_str(payload);
+    text.push_str(",{\"type\":");
+    json::write_string(&mut text, &message.kind);
+    if let Some(source) = &message.source {
+        text.push_str(",\"source\":");
+        json::write_string(&mut text, source);
+    }
+    if let Some(id) = message.id {
+        text.push_str(",\"id\":");
+        push_u64(&mut text, id);
+    }
+    text.push_str("}]");
+    text
+}
+
 fn parse(payload: Option<&str>) -> JsValue {
     payload
         .and_then(|text| JSON::parse(text).ok())
@@ -219,11 +240,6 @@ impl Inner {
                 on_settled: on_settled.into_js_value().unchecked_into(),
                 noop: Closure::<dyn FnMut()>::new(|| {}).into_js_value(),
                 token: options.token,
-                info_keys: [
-                    JsValue::from_str("type"),
-                    JsValue::from_str("source"),
-                    JsValue::from_str("id"),
-                ],
             }
         })
     }
@@ -605,20 +621,18 @@ impl Inner {
         let Some(handler) = handler else {
             return;
         };
-        let payload = parse(message.payload.as_deref());
-        let meta = Object::new();
-        let [type_key, source_key, id_key] = &self.info_keys;
-        js::set_key(&meta, type_key, &message.kind.as_str().into());
-        js::set_key(
-            &meta,
-            source_key,
-            &optional_string(message.source.as_deref()),
-        );
-        let id = message
-            .id
-            .map_or(JsValue::UNDEFINED, |id| (id as f64).into());
-        js::set_key(&meta, id_key, &id);
-        let result = handler.call2(&JsValue::UNDEFINED, &payload, &meta);
+        // Both arguments from one `JSON.parse` of `[payload, meta]`: one string crosses, where
+        // the payload's own text, the object and its three keys took eight crossings.
+        let arguments = handler_arguments(&message);
+        let result = JSON::parse(&arguments).and_then(|arguments| {
+            let arguments: &Array = arguments.unchecked_ref();
+            if message.payload.is_none() {
+                // No payload: the handler's first argument is `undefined`, which JSON cannot
+                // say.
+                arguments.set(0, JsValue::UNDEFINED);
+            }
+            Reflect::apply(&handler, &JsValue::UNDEFINED, arguments)
+        });
         // A throw is settled like a rejection: asynchronously, after what ran before it.
         let promise = match result {
             // Nothing returned, at once: nothing to answer (`Reply::None`), so no Promise to

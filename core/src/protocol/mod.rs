@@ -637,7 +637,7 @@ fn json_error_message(error: &JsonError) -> String {
 
 /// Writes a decimal integer without the formatting machinery (which the wasm build avoids)
 /// and without validating the digits as UTF-8 (which `push_str` of them would need).
-pub(crate) fn push_u64(out: &mut String, mut value: u64) {
+pub fn push_u64(out: &mut String, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
