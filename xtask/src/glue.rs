@@ -187,9 +187,13 @@ fn push_name(out: &mut Vec<u8>, name: &str) {
 /// Each renamed import: (old name, new name).
 type Renamed = Vec<(String, String)>;
 
-/// The module with its imports renamed, and the (old, new) names. Every other section is
-/// copied byte for byte.
-fn rename_imports(module: &[u8]) -> Result<(Vec<u8>, Renamed), String> {
+/// The module with the body of its section `id` (if it has one) replaced by what `rewrite`
+/// makes of it; every other section is copied byte for byte.
+fn rewrite_section(
+    module: &[u8],
+    id: u8,
+    mut rewrite: impl FnMut(&[u8]) -> Result<Vec<u8>, String>,
+) -> Result<Vec<u8>, String> {
     if module.get(..8) != Some(b"\0asm\x01\0\0\0".as_slice()) {
         return Err("not a wasm module (version 1)".into());
     }
@@ -198,17 +202,29 @@ fn rename_imports(module: &[u8]) -> Result<(Vec<u8>, Renamed), String> {
         at: 8,
     };
     let mut out = module[..8].to_vec();
-    let mut renamed = Vec::new();
     while reader.at < module.len() {
-        let id = reader.byte()?;
+        let section = reader.byte()?;
         let len = reader.u32()? as usize;
         let body = reader.take(len)?;
-        if id != 2 {
-            out.push(id);
-            push_u32(&mut out, len as u32);
-            out.extend_from_slice(body);
-            continue;
-        }
+        let rewritten;
+        let body = if section == id {
+            rewritten = rewrite(body)?;
+            &rewritten[..]
+        } else {
+            body
+        };
+        out.push(section);
+        push_u32(&mut out, body.len() as u32);
+        out.extend_from_slice(body);
+    }
+    Ok(out)
+}
+
+/// The module with its imports renamed, and the (old, new) names. Every other section is
+/// copied byte for byte.
+fn rename_imports(module: &[u8]) -> Result<(Vec<u8>, Renamed), String> {
+    let mut renamed = Vec::new();
+    let out = rewrite_section(module, 2, |body| {
         let mut section = Reader { bytes: body, at: 0 };
         let count = section.u32()?;
         let mut imports = Vec::new();
@@ -249,10 +265,8 @@ fn rename_imports(module: &[u8]) -> Result<(Vec<u8>, Renamed), String> {
         if section.at != body.len() {
             return Err("unexpected bytes after the wasm imports".into());
         }
-        out.push(id);
-        push_u32(&mut out, imports.len() as u32);
-        out.extend_from_slice(&imports);
-    }
+        Ok(imports)
+    })?;
     Ok((out, renamed))
 }
 
@@ -262,25 +276,8 @@ fn rename_exports(
     module: &[u8],
     rename: impl Fn(&str) -> bool,
 ) -> Result<(Vec<u8>, Renamed), String> {
-    if module.get(..8) != Some(b"\0asm\x01\0\0\0".as_slice()) {
-        return Err("not a wasm module (version 1)".into());
-    }
-    let mut reader = Reader {
-        bytes: module,
-        at: 8,
-    };
-    let mut out = module[..8].to_vec();
     let mut renamed = Vec::new();
-    while reader.at < module.len() {
-        let id = reader.byte()?;
-        let len = reader.u32()? as usize;
-        let body = reader.take(len)?;
-        if id != 7 {
-            out.push(id);
-            push_u32(&mut out, len as u32);
-            out.extend_from_slice(body);
-            continue;
-        }
+    let out = rewrite_section(module, 7, |body| {
         let mut section = Reader { bytes: body, at: 0 };
         let count = section.u32()?;
         let mut exports = Vec::new();
@@ -303,10 +300,8 @@ fn rename_exports(
         if section.at != body.len() {
             return Err("unexpected bytes after the wasm exports".into());
         }
-        out.push(id);
-        push_u32(&mut out, exports.len() as u32);
-        out.extend_from_slice(&exports);
-    }
+        Ok(exports)
+    })?;
     Ok((out, renamed))
 }
 
