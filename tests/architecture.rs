@@ -111,7 +111,7 @@ fn the_servers_connection_task_holds_no_protocol_decision() {
 /// The server crate's layers, top to bottom: a file may use what is below its own layer (and,
 /// among the leaves, other leaves), never what is above. `server.rs` (the public handle) ->
 /// `presence.rs` (a service on top of the state) and `listener.rs` (accept) -> `http.rs`
-/// (upgrade, endpoints) -> `connection.rs` (a connection's I/O loop) -> `hub.rs` (the shared
+/// (upgrade, endpoints) -> `connection.rs` (a connection's I/O loop) -> `state.rs` (the shared
 /// state) -> the leaves. `lib.rs` and `main.rs` are the facade and the binary, above all.
 const SERVER_LAYERS: &[(&str, u8)] = &[
     ("main", 9),
