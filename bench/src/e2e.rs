@@ -9,13 +9,9 @@
 //! reads the deliveries and CPU time of every process over a window after a warm-up.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout};
-
-use crate::npm::{Client, NODE_ARGS_ENV};
+use crate::npm::{Client, NodeClients};
 use crate::procs::{CpuMeter, Server};
 
 /// The relay binary used instead of the one built next to this program.
@@ -98,93 +94,6 @@ impl E2eSample {
     }
 }
 
-/// A Node process of clients: its stdin for commands, its stdout for answers.
-struct Clients {
-    child: Child,
-    pid: u32,
-    stdin: ChildStdin,
-    lines: tokio::io::Lines<BufReader<ChildStdout>>,
-    what: &'static str,
-}
-
-impl Clients {
-    /// Starts `node e2e.js ROLE MODE URL A B` and waits for its `ready`.
-    async fn start(dir: &Path, what: &'static str, args: [String; 5]) -> Result<Clients, String> {
-        let mut command = tokio::process::Command::new("node");
-        if let Ok(extra) = std::env::var(NODE_ARGS_ENV) {
-            command.args(extra.split_whitespace());
-        }
-        let mut child = command
-            .arg(dir.join("e2e.js"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start node: {e}"))?;
-        let pid = child.id().ok_or("node exited at once")?;
-        let stdin = child.stdin.take().ok_or("no stdin")?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut clients = Clients {
-            child,
-            pid,
-            stdin,
-            lines: BufReader::new(stdout).lines(),
-            what,
-        };
-        let ready = clients
-            .next_line(Duration::from_secs(60), "being connected")
-            .await?;
-        if ready.trim() != "ready" {
-            return Err(format!("unexpected line from the {what}: {ready:?}"));
-        }
-        Ok(clients)
-    }
-
-    async fn command(&mut self, line: &str) -> Result<(), String> {
-        let failed = |e: std::io::Error| format!("writing to the {}: {e}", self.what);
-        self.stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .map_err(failed)?;
-        self.stdin.flush().await.map_err(failed)
-    }
-
-    async fn next_line(&mut self, limit: Duration, waiting: &str) -> Result<String, String> {
-        let what = self.what;
-        match tokio::time::timeout(limit, self.lines.next_line()).await {
-            Ok(Ok(Some(line))) => Ok(line),
-            Ok(Ok(None)) => Err(format!("the {what} exited before {waiting}")),
-            Ok(Err(e)) => Err(format!("reading the {what}: {e}")),
-            Err(_) => Err(format!("the {what} took over {limit:?} for {waiting}")),
-        }
-    }
-
-    /// Sends `line` and parses the JSON line that answers it.
-    async fn ask(
-        &mut self,
-        line: &str,
-        limit: Duration,
-        waiting: &str,
-    ) -> Result<serde_json::Value, String> {
-        self.command(line).await?;
-        let answer = self.next_line(limit, waiting).await?;
-        serde_json::from_str(&answer).map_err(|e| format!("the {}' {answer:?}: {e}", self.what))
-    }
-
-    /// Closes stdin (the process exits) and waits a little for it.
-    async fn finish(mut self) {
-        drop(self.stdin);
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
-}
-
 /// A number of a JSON report (NaN when absent: every check below then fails).
 fn number(value: &serde_json::Value, key: &str) -> f64 {
     value[key].as_f64().unwrap_or(f64::NAN)
@@ -204,10 +113,11 @@ pub async fn run(
         Client::SocketIo => ("socketio", format!("http://{}", server.addr)),
     };
     // Receivers first: a broadcast reaches the clients connected when it is relayed.
-    let mut receivers = Clients::start(
+    let mut receivers = NodeClients::start(
         dir,
+        "e2e.js",
         "receivers",
-        [
+        &[
             "receive".into(),
             mode.into(),
             url.clone(),
@@ -216,10 +126,11 @@ pub async fn run(
         ],
     )
     .await?;
-    let mut senders = Clients::start(
+    let mut senders = NodeClients::start(
         dir,
+        "e2e.js",
         "senders",
-        [
+        &[
             "send".into(),
             mode.into(),
             url,

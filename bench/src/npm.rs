@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::load::{Broadcaster, Sample};
 use crate::procs::{CpuMeter, Server};
@@ -150,32 +151,15 @@ pub async fn run(
     let receivers = load.receivers as u64;
     let seconds = load.warmup as f64 / load.warmup_rate + load.measured as f64 / load.rate;
     let timeout = Duration::from_secs_f64(seconds) + Duration::from_secs(10);
-    let mut command = tokio::process::Command::new("node");
-    if let Ok(args) = std::env::var(NODE_ARGS_ENV) {
-        command.args(args.split_whitespace());
-    }
-    let mut child = command
-        .arg(dir.join("clients.js"))
-        .arg(mode)
-        .arg(&url)
-        .arg(load.receivers.to_string())
-        .arg((load.warmup * receivers).to_string())
-        .arg((load.measured * receivers).to_string())
-        .arg(timeout.as_millis().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start node: {e}"))?;
-    // Closed when the run is over: the clients exit (their profile, if any, is written).
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = next_line(&mut lines, Duration::from_secs(60), "being connected").await?;
-    if ready.trim() != "ready" {
-        return Err(format!("unexpected line from the clients: {ready:?}"));
-    }
+    let args = [
+        mode.to_owned(),
+        url,
+        load.receivers.to_string(),
+        (load.warmup * receivers).to_string(),
+        (load.measured * receivers).to_string(),
+        timeout.as_millis().to_string(),
+    ];
+    let mut clients = NodeClients::start(dir, "clients.js", "clients", &args).await?;
     let send = async {
         sender.send(load.warmup_rate, load.warmup).await?;
         tokio::time::sleep(SETTLE).await;
@@ -185,17 +169,12 @@ pub async fn run(
     };
     let (meter, line) = tokio::join!(
         send,
-        next_line(&mut lines, timeout + Duration::from_secs(5), "their report"),
+        clients.next_line(timeout + Duration::from_secs(5), "their report"),
     );
     let server_cpu = meter?.read();
     let line = line?;
-    drop(stdin);
-    if tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
+    // Closed when the run is over: the clients exit (their profile, if any, is written).
+    clients.finish().await;
     let report: serde_json::Value =
         serde_json::from_str(&line).map_err(|e| format!("the clients' report {line:?}: {e}"))?;
     let number = |key: &str| report[key].as_f64().unwrap_or(f64::NAN);
@@ -220,16 +199,98 @@ pub async fn run(
     })
 }
 
-/// The clients' next line of output, within `limit`.
-async fn next_line(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    limit: Duration,
-    what: &str,
-) -> Result<String, String> {
-    match tokio::time::timeout(limit, lines.next_line()).await {
-        Ok(Ok(Some(line))) => Ok(line),
-        Ok(Ok(None)) => Err(format!("the clients exited before {what}")),
-        Ok(Err(e)) => Err(format!("reading the clients: {e}")),
-        Err(_) => Err(format!("the clients took over {limit:?} for {what}")),
+/// A Node process of clients: its stdin for commands, its stdout for answers.
+pub struct NodeClients {
+    child: Child,
+    /// The process, for its CPU time.
+    pub pid: u32,
+    stdin: ChildStdin,
+    lines: tokio::io::Lines<BufReader<ChildStdout>>,
+    what: &'static str,
+}
+
+impl NodeClients {
+    /// Starts `node DIR/SCRIPT ARGS` (with the extra Node arguments of [`NODE_ARGS_ENV`]) and
+    /// waits for its `ready`; `what` names it in errors.
+    pub async fn start(
+        dir: &Path,
+        script: &str,
+        what: &'static str,
+        args: &[String],
+    ) -> Result<NodeClients, String> {
+        let mut command = tokio::process::Command::new("node");
+        if let Ok(extra) = std::env::var(NODE_ARGS_ENV) {
+            command.args(extra.split_whitespace());
+        }
+        let mut child = command
+            .arg(dir.join(script))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start node: {e}"))?;
+        let pid = child.id().ok_or("node exited at once")?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut clients = NodeClients {
+            child,
+            pid,
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+            what,
+        };
+        let ready = clients
+            .next_line(Duration::from_secs(60), "being connected")
+            .await?;
+        if ready.trim() != "ready" {
+            return Err(format!("unexpected line from the {what}: {ready:?}"));
+        }
+        Ok(clients)
+    }
+
+    /// Writes `line` to the process's stdin.
+    pub async fn command(&mut self, line: &str) -> Result<(), String> {
+        let failed = |e: std::io::Error| format!("writing to the {}: {e}", self.what);
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .map_err(failed)?;
+        self.stdin.flush().await.map_err(failed)
+    }
+
+    /// The next line the process writes, within `limit` (`waiting`: what it says, for errors).
+    pub async fn next_line(&mut self, limit: Duration, waiting: &str) -> Result<String, String> {
+        let what = self.what;
+        match tokio::time::timeout(limit, self.lines.next_line()).await {
+            Ok(Ok(Some(line))) => Ok(line),
+            Ok(Ok(None)) => Err(format!("the {what} exited before {waiting}")),
+            Ok(Err(e)) => Err(format!("reading the {what}: {e}")),
+            Err(_) => Err(format!("the {what} took over {limit:?} for {waiting}")),
+        }
+    }
+
+    /// Sends `line` and parses the JSON line that answers it.
+    pub async fn ask(
+        &mut self,
+        line: &str,
+        limit: Duration,
+        waiting: &str,
+    ) -> Result<serde_json::Value, String> {
+        self.command(line).await?;
+        let answer = self.next_line(limit, waiting).await?;
+        serde_json::from_str(&answer).map_err(|e| format!("the {}' {answer:?}: {e}", self.what))
+    }
+
+    /// Closes stdin (the process exits) and waits a little for it.
+    pub async fn finish(mut self) {
+        drop(self.stdin);
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
     }
 }
