@@ -32,7 +32,7 @@ use crate::client::{
     attempt_url, token_url, ClientCore, Event, InboundMessage, Outgoing, Output, ReadyState,
     ReplyTarget, TransportId,
 };
-use crate::protocol::{json, push_u64};
+use crate::protocol::{json, push_u64, Frame, Message};
 use crate::{Instant, Reply};
 
 /// Everything a client is; shared (weakly) with the closures JavaScript calls.
@@ -80,6 +80,9 @@ pub(super) struct State {
     /// Promises being awaited (handler results, tokens), by key, and the last key given.
     answers: Vec<(u32, Awaited)>,
     last_token: u32,
+    /// The frame read in JavaScript that the core is deciding on: its payload is handed to a
+    /// handler or a Promise from here (the core got its fields only).
+    parsed: Option<JsValue>,
 }
 
 /// An armed `setTimeout`, which calls `on_settled` with its `token`; dropping it clears it,
@@ -97,12 +100,13 @@ impl Drop for Timer {
     }
 }
 
-/// One socket and the closure it calls. Dropping it detaches the closure and closes the socket.
+/// One socket and the closures it calls. Dropping it detaches them and closes the socket.
 struct Connection {
     id: TransportId,
     socket: web_sys::WebSocket,
-    /// Listens to all four events (`onopen`, `onmessage`, `onclose`, `onerror`).
-    _on_event: Closure<dyn FnMut(web_sys::Event)>,
+    /// The closures `socket.js` calls: messages and acknowledgements read in JavaScript, and
+    /// every other event (`open`, `close`, `error`, frames read from their text).
+    _listeners: Listeners,
     /// The client's do-nothing listener.
     noop: JsValue,
 }
@@ -123,6 +127,17 @@ impl Drop for Connection {
         self.detach();
         let _ = self.socket.close();
     }
+}
+
+/// A message read in JavaScript (`socket.js`): type, id, re, to, source, request, length,
+/// the frame itself.
+type OnMessage = dyn FnMut(String, f64, f64, Option<String>, Option<String>, bool, u32, JsValue);
+
+/// The three closures of one socket.
+struct Listeners {
+    _on_message: Closure<OnMessage>,
+    _on_ack: Closure<dyn FnMut(f64)>,
+    _on_event: Closure<dyn FnMut(web_sys::Event)>,
 }
 
 /// Sets the socket's `onopen`, `onmessage` and `onclose` to `handler`, its `onerror` to
@@ -168,7 +183,6 @@ fn stringify(value: &JsValue) -> Result<Option<String>, JsValue> {
     Ok(text)
 }
 
-/// `JSON.parse` of a payload the core has already validated.
 /// The JSON text of a handler's arguments, `[payload, {"type", "source", "id"}]` (the payload
 /// already validated by the core; `0` in its place when there is none). The meta object has
 /// the keys whose values the message has.
@@ -192,6 +206,7 @@ fn handler_arguments(message: &InboundMessage) -> String {
     text
 }
 
+/// `JSON.parse` of a payload the core has already validated.
 fn parse(payload: Option<&str>) -> JsValue {
     payload
         .and_then(|text| JSON::parse(text).ok())
@@ -231,6 +246,7 @@ impl Inner {
                     keep_alive: None,
                     answers: Vec::new(),
                     last_token: 0,
+                    parsed: None,
                 }),
                 events,
                 source: source.into(),
@@ -409,21 +425,87 @@ impl Inner {
                 return;
             }
         };
-        // One closure for the four events (told apart by `event.type`): each closure type
-        // costs its own glue and shims.
+        let listeners = self.listeners(id);
+        js::watch(
+            &socket,
+            listeners._on_message.as_ref(),
+            listeners._on_ack.as_ref(),
+            listeners._on_event.as_ref(),
+        );
+        self.state.borrow_mut().socket = Some(Connection {
+            id,
+            socket,
+            _listeners: listeners,
+            noop: self.noop.clone(),
+        });
+    }
+
+    /// The closures of transport `id`'s socket. They hold the client weakly.
+    fn listeners(self: &Rc<Self>, id: TransportId) -> Listeners {
+        let weak = Rc::downgrade(self);
+        let on_message = Closure::<OnMessage>::new(
+            move |kind: String,
+                  msg: f64,
+                  re: f64,
+                  to: Option<String>,
+                  source: Option<String>,
+                  request: bool,
+                  bytes: u32,
+                  frame: JsValue| {
+                let message = Message {
+                    kind: kind.into(),
+                    id: (msg >= 1.0).then_some(msg as u64),
+                    re: (re >= 1.0).then_some(re as u64),
+                    to: to.map(Into::into),
+                    source: source.map(Into::into),
+                    payload: None,
+                    error: None,
+                    request,
+                };
+                if let Some(inner) = weak.upgrade() {
+                    inner.decoded(id, Frame::Message(message), bytes, Some(frame));
+                }
+            },
+        );
+        let weak = Rc::downgrade(self);
+        let on_ack = Closure::<dyn FnMut(f64)>::new(move |ack: f64| {
+            if let Some(inner) = weak.upgrade() {
+                inner.decoded(id, Frame::Ack { ack: ack as u64 }, 0, None);
+            }
+        });
         let weak = Rc::downgrade(self);
         let on_event = Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
             if let Some(inner) = weak.upgrade() {
                 inner.socket_event(id, &event);
             }
         });
-        listen(&socket, on_event.as_ref(), on_event.as_ref());
-        self.state.borrow_mut().socket = Some(Connection {
-            id,
-            socket,
+        Listeners {
+            _on_message: on_message,
+            _on_ack: on_ack,
             _on_event: on_event,
-            noop: self.noop.clone(),
-        });
+        }
+    }
+
+    /// A frame of transport `id` read in JavaScript: the core decides on its fields; `frame`
+    /// (a message's) holds the payload for whatever the core makes of it.
+    fn decoded(
+        self: &Rc<Self>,
+        id: TransportId,
+        fields: Frame<'_>,
+        bytes: u32,
+        frame: Option<JsValue>,
+    ) {
+        if let Some(frame) = &frame {
+            self.trace("receive", frame);
+        }
+        {
+            let mut state = self.state.borrow_mut();
+            state.parsed = frame;
+            state.core.handle_decoded(now(), id, fields, bytes as usize);
+        }
+        self.drain();
+        // A frame the core did not hand on (a duplicate, one before the welcome) is done with.
+        self.state.borrow_mut().parsed = None;
     }
 
     /// An `open`, `message`, `close` or `error` event of transport `id`'s socket.
@@ -549,7 +631,7 @@ impl Inner {
                     &optional_string(response.source.as_deref()),
                 );
                 match &response.result {
-                    Ok(payload) => set(&detail, "payload", &parse(payload.as_deref())),
+                    Ok(payload) => set(&detail, "payload", &self.payload(payload.as_deref())),
                     Err(remote) => set(
                         &detail,
                         "error",
@@ -564,7 +646,8 @@ impl Inner {
                 if let Some((resolve, reject)) = self.settle(request) {
                     let _ = match result {
                         Ok(payload) => {
-                            resolve.call1(&JsValue::UNDEFINED, &parse(payload.as_deref()))
+                            let payload = self.payload(payload.as_deref());
+                            resolve.call1(&JsValue::UNDEFINED, &payload)
                         }
                         Err(remote) => reject.call1(
                             &JsValue::UNDEFINED,
@@ -621,18 +704,21 @@ impl Inner {
         let Some(handler) = handler else {
             return;
         };
-        // Both arguments from one `JSON.parse` of `[payload, meta]`: one string crosses, where
-        // the payload's own text, the object and its three keys took eight crossings.
-        let arguments = handler_arguments(&message);
-        let result = JSON::parse(&arguments).and_then(|arguments| {
-            let arguments: &Array = arguments.unchecked_ref();
-            if message.payload.is_none() {
-                // No payload: the handler's first argument is `undefined`, which JSON cannot
-                // say.
-                arguments.set(0, JsValue::UNDEFINED);
-            }
-            Reflect::apply(&handler, &JsValue::UNDEFINED, arguments)
-        });
+        let parsed = self.state.borrow_mut().parsed.take();
+        let result = match parsed {
+            // Read in JavaScript: the frame is the handler's second argument as it is.
+            Some(frame) => js::deliver(&handler, &frame),
+            // Read from its text: both arguments from one `JSON.parse` of `[payload, meta]`.
+            None => JSON::parse(&handler_arguments(&message)).and_then(|arguments| {
+                let arguments: &Array = arguments.unchecked_ref();
+                if message.payload.is_none() {
+                    // No payload: the handler's first argument is `undefined`, which JSON
+                    // cannot say.
+                    arguments.set(0, JsValue::UNDEFINED);
+                }
+                Reflect::apply(&handler, &JsValue::UNDEFINED, arguments)
+            }),
+        };
         // A throw is settled like a rejection: asynchronously, after what ran before it.
         let promise = match result {
             // Nothing returned, at once: nothing to answer (`Reply::None`), so no Promise to
@@ -646,6 +732,15 @@ impl Inner {
             kind: message.kind,
         };
         self.await_settled(&promise, Awaited::Answer(answer));
+    }
+
+    /// The payload of the message or response the core just handed on: the frame's, when it
+    /// was read in JavaScript, else `JSON.parse` of the text the core has already validated.
+    fn payload(&self, text: Option<&str>) -> JsValue {
+        match self.state.borrow_mut().parsed.take() {
+            Some(frame) => js::payload(&frame),
+            None => parse(text),
+        }
     }
 
     /// Awaits `promise` with the client's one `on_settled` callback, for `awaited`.

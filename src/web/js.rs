@@ -74,3 +74,19 @@ extern "C" {
     #[wasm_bindgen(js_name = clearTimeout)]
     pub fn clear_timeout(handle: &JsValue);
 }
+
+/// The socket's hot path, written in JavaScript (`socket.js`): a frame is read there with
+/// `JSON.parse` and crosses as its fields; its payload stays a JavaScript value.
+#[wasm_bindgen(module = "/src/web/socket.js")]
+extern "C" {
+    /// Listens to `socket`: `on_message` and `on_ack` for the frames read in JavaScript,
+    /// `on_event` for everything else.
+    pub fn watch(socket: &JsValue, on_message: &JsValue, on_ack: &JsValue, on_event: &JsValue);
+
+    /// `handler(frame.payload, frame)`; what it throws is caught.
+    #[wasm_bindgen(catch)]
+    pub fn deliver(handler: &JsValue, frame: &JsValue) -> Result<JsValue, JsValue>;
+
+    /// `frame.payload`.
+    pub fn payload(frame: &JsValue) -> JsValue;
+}

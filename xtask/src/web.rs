@@ -192,6 +192,8 @@ pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
                 .env("PATH", path_for_wasm_pack(root)),
             tally,
         )?;
+        let snippets = crate::glue::inline_snippets(&out)?;
+        println!("{snippets} JavaScript snippets put into the glue");
         strip_doc_comments(&out.join("wsrelay.js"))?;
         if target == "web" {
             declarations_without_dom(&out.join("wsrelay.d.ts"))?;

@@ -31,8 +31,53 @@ impl ClientCore {
 
     /// A text frame arrived on `transport`.
     pub fn handle_frame(&mut self, now: Instant, transport: TransportId, text: &str) {
-        if self.transport() != Some(transport) {
+        if !self.heard(now, transport) {
             return;
+        }
+        match Frame::decode(text) {
+            Ok(frame) => self.dispatch(now, transport, frame, text.len()),
+            Err(error) => {
+                // Not `to_string()`: the formatting machinery is kilobytes of wasm.
+                let mut message = String::from(error.code.as_str());
+                message.push_str(": ");
+                message.push_str(&error.message);
+                self.event(Event::Error(Error::Protocol(message)));
+            }
+        }
+    }
+
+    /// A text frame of `bytes` bytes arrived on `transport`, already decoded by the driver:
+    /// the same decisions as [`ClientCore::handle_frame`] on its text. The web driver decodes
+    /// the frequent frames (messages, acknowledgements) with the runtime's own `JSON.parse`,
+    /// so their payloads never cross into wasm; a frame's payload is then the driver's to
+    /// hand over (`payload: None` here), and everything else about it is decided here.
+    pub fn handle_decoded(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        frame: Frame<'_>,
+        bytes: usize,
+    ) {
+        if self.heard(now, transport) {
+            self.dispatch(now, transport, frame, bytes);
+        }
+    }
+
+    /// A binary frame arrived on `transport`. wsrelay speaks text frames only: it is reported
+    /// as [`Error::Protocol`] and otherwise ignored (it still shows the connection is alive).
+    pub fn handle_binary(&mut self, now: Instant, transport: TransportId) {
+        if self.heard(now, transport) {
+            self.event(Event::Error(Error::Protocol(
+                "binary frame from the server".into(),
+            )));
+        }
+    }
+
+    /// Something arrived on `transport`: whether it is the current one (else it is ignored),
+    /// and if so, the connection is alive.
+    fn heard(&mut self, now: Instant, transport: TransportId) -> bool {
+        if self.transport() != Some(transport) {
+            return false;
         }
         self.clock = self.clock.max(now);
         if let State::Open {
@@ -41,17 +86,11 @@ impl ClientCore {
         {
             *last_heard = now;
         }
-        let frame = match Frame::decode(text) {
-            Ok(frame) => frame,
-            Err(error) => {
-                // Not `to_string()`: the formatting machinery is kilobytes of wasm.
-                let mut message = String::from(error.code.as_str());
-                message.push_str(": ");
-                message.push_str(&error.message);
-                self.event(Event::Error(Error::Protocol(message)));
-                return;
-            }
-        };
+        true
+    }
+
+    /// What a frame of `bytes` bytes from the current transport does.
+    fn dispatch(&mut self, now: Instant, transport: TransportId, frame: Frame<'_>, bytes: usize) {
         match frame {
             Frame::Welcome(welcome) => self.handle_welcome(now, transport, &welcome),
             _ if matches!(self.state, State::Connecting { .. }) => {
@@ -60,11 +99,11 @@ impl ClientCore {
                 )));
             }
             Frame::Message(message) => {
-                self.count_received(now, text.len());
+                self.count_received(now, bytes);
                 self.handle_message(message);
             }
             Frame::Error(report) => {
-                self.count_received(now, text.len());
+                self.count_received(now, bytes);
                 self.handle_error_report(report);
             }
             Frame::Ack { ack } => self.handle_ack(ack),
@@ -76,23 +115,6 @@ impl ClientCore {
                 )));
             }
         }
-    }
-
-    /// A binary frame arrived on `transport`. wsrelay speaks text frames only: it is reported
-    /// as [`Error::Protocol`] and otherwise ignored (it still shows the connection is alive).
-    pub fn handle_binary(&mut self, now: Instant, transport: TransportId) {
-        if self.transport() != Some(transport) {
-            return;
-        }
-        if let State::Open {
-            ref mut last_heard, ..
-        } = self.state
-        {
-            *last_heard = now;
-        }
-        self.event(Event::Error(Error::Protocol(
-            "binary frame from the server".into(),
-        )));
     }
 
     /// The transport `transport` closed with `code` and `reason`.
