@@ -311,6 +311,98 @@ fn rename_exports(
     Ok((out, renamed))
 }
 
+/// Puts the driver's JavaScript snippets (`#[wasm_bindgen(module = ...)]`, which wasm-bindgen
+/// writes to `snippets/` and imports from the glue as a module namespace the wasm module
+/// imports from) into the glue itself, and removes `snippets/`: one file less to fetch in
+/// browsers, and the Node build (CommonJS, where wasm-bindgen would `require` a snippet written
+/// with `export`) loads in every Node version. Each snippet becomes a function scope that
+/// returns its exports, so its names cannot meet the glue's. Returns how many imports of
+/// snippets were replaced.
+pub fn inline_snippets(out: &Path) -> Result<usize, String> {
+    let js = out.join("wsrelay.js");
+    let glue = fs::read_to_string(&js).map_err(|e| format!("{}: {e}", js.display()))?;
+    let mut inlined = 0;
+    let mut done: Vec<&str> = Vec::new();
+    let mut text = String::with_capacity(glue.len() + 4096);
+    for line in glue.lines() {
+        let Some((binding, path)) = snippet_import(line) else {
+            text.push_str(line);
+            text.push('\n');
+            continue;
+        };
+        inlined += 1;
+        // wasm-bindgen may import one snippet several times (a namespace for the module, a
+        // destructuring for the glue's own calls): its code goes in once, as `snippetN`.
+        let index = match done.iter().position(|done| *done == path) {
+            Some(index) => index,
+            None => {
+                let file = out.join(path);
+                text.push_str(&format!("const snippet{} = ", done.len()));
+                text.push_str(&module_scope(&file)?);
+                done.push(path);
+                done.len() - 1
+            }
+        };
+        text.push_str(&format!("const {binding} = snippet{index};\n"));
+    }
+    fs::write(&js, text).map_err(|e| format!("{}: {e}", js.display()))?;
+    let snippets = out.join("snippets");
+    if snippets.exists() {
+        fs::remove_dir_all(&snippets).map_err(|e| format!("{}: {e}", snippets.display()))?;
+    }
+    Ok(inlined)
+}
+
+/// The snippet module `file` as an expression: a function scope that runs its code and
+/// returns its exports (`export function` only).
+fn module_scope(file: &Path) -> Result<String, String> {
+    let source = fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut names = Vec::new();
+    let mut body = String::from("(() => {\n");
+    for line in source.lines() {
+        if let Some(rest) = line.strip_prefix("export ") {
+            let name = rest
+                .strip_prefix("function ")
+                .and_then(|rest| rest.split('(').next())
+                .ok_or_else(|| {
+                    format!("{}: only `export function` can be inlined", file.display())
+                })?;
+            names.push(name.trim().to_owned());
+            body.push_str(rest);
+        } else {
+            body.push_str(line);
+        }
+        body.push('\n');
+    }
+    body.push_str(&format!("return {{ {} }};\n}})();\n", names.join(", ")));
+    Ok(body)
+}
+
+/// The binding and the path of a snippet's import in the glue: `import * as import1 from
+/// "./snippets/...";` or `import { deliver } from "./snippets/...";` (web), ``const import1 = require("./snippets/...");`` or
+/// ``const { deliver } = require(String.raw`./snippets/...`);`` (Node.js).
+fn snippet_import(line: &str) -> Option<(String, &str)> {
+    let start = line.find("./snippets/")?;
+    let path = line.get(start + 2..)?;
+    let path = path.get(..path.find(['\'', '`', '"'])?)?;
+    let line = line.trim_start();
+    let binding = match line.strip_prefix("import ") {
+        Some(rest) => {
+            let clause = rest.get(..rest.find(" from ")?)?;
+            // `* as name` is the namespace; `{ a as b }` destructures as `{ a: b }`.
+            match clause.strip_prefix("* as ") {
+                Some(name) => name.to_owned(),
+                None => clause.replace(" as ", ": "),
+            }
+        }
+        None => {
+            let rest = line.strip_prefix("const ")?;
+            rest.get(..rest.find(" = ")?)?.to_owned()
+        }
+    };
+    Some((binding.trim().to_owned(), path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,96 +525,4 @@ mod tests {
             assert_eq!(reader.at, bytes.len());
         }
     }
-}
-
-/// Puts the driver's JavaScript snippets (`#[wasm_bindgen(module = ...)]`, which wasm-bindgen
-/// writes to `snippets/` and imports from the glue as a module namespace the wasm module
-/// imports from) into the glue itself, and removes `snippets/`: one file less to fetch in
-/// browsers, and the Node build (CommonJS, where wasm-bindgen would `require` a snippet written
-/// with `export`) loads in every Node version. Each snippet becomes a function scope that
-/// returns its exports, so its names cannot meet the glue's. Returns how many imports of
-/// snippets were replaced.
-pub fn inline_snippets(out: &Path) -> Result<usize, String> {
-    let js = out.join("wsrelay.js");
-    let glue = fs::read_to_string(&js).map_err(|e| format!("{}: {e}", js.display()))?;
-    let mut inlined = 0;
-    let mut done: Vec<&str> = Vec::new();
-    let mut text = String::with_capacity(glue.len() + 4096);
-    for line in glue.lines() {
-        let Some((binding, path)) = snippet_import(line) else {
-            text.push_str(line);
-            text.push('\n');
-            continue;
-        };
-        inlined += 1;
-        // wasm-bindgen may import one snippet several times (a namespace for the module, a
-        // destructuring for the glue's own calls): its code goes in once, as `snippetN`.
-        let index = match done.iter().position(|done| *done == path) {
-            Some(index) => index,
-            None => {
-                let file = out.join(path);
-                text.push_str(&format!("const snippet{} = ", done.len()));
-                text.push_str(&module_scope(&file)?);
-                done.push(path);
-                done.len() - 1
-            }
-        };
-        text.push_str(&format!("const {binding} = snippet{index};\n"));
-    }
-    fs::write(&js, text).map_err(|e| format!("{}: {e}", js.display()))?;
-    let snippets = out.join("snippets");
-    if snippets.exists() {
-        fs::remove_dir_all(&snippets).map_err(|e| format!("{}: {e}", snippets.display()))?;
-    }
-    Ok(inlined)
-}
-
-/// The snippet module `file` as an expression: a function scope that runs its code and
-/// returns its exports (`export function` only).
-fn module_scope(file: &Path) -> Result<String, String> {
-    let source = fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let mut names = Vec::new();
-    let mut body = String::from("(() => {\n");
-    for line in source.lines() {
-        if let Some(rest) = line.strip_prefix("export ") {
-            let name = rest
-                .strip_prefix("function ")
-                .and_then(|rest| rest.split('(').next())
-                .ok_or_else(|| {
-                    format!("{}: only `export function` can be inlined", file.display())
-                })?;
-            names.push(name.trim().to_owned());
-            body.push_str(rest);
-        } else {
-            body.push_str(line);
-        }
-        body.push('\n');
-    }
-    body.push_str(&format!("return {{ {} }};\n}})();\n", names.join(", ")));
-    Ok(body)
-}
-
-/// The binding and the path of a snippet's import in the glue: `import * as import1 from
-/// "./snippets/...";` or `import { deliver } from "./snippets/...";` (web), ``const import1 = require("./snippets/...");`` or
-/// ``const { deliver } = require(String.raw`./snippets/...`);`` (Node.js).
-fn snippet_import(line: &str) -> Option<(String, &str)> {
-    let start = line.find("./snippets/")?;
-    let path = line.get(start + 2..)?;
-    let path = path.get(..path.find(['\'', '`', '"'])?)?;
-    let line = line.trim_start();
-    let binding = match line.strip_prefix("import ") {
-        Some(rest) => {
-            let clause = rest.get(..rest.find(" from ")?)?;
-            // `* as name` is the namespace; `{ a as b }` destructures as `{ a: b }`.
-            match clause.strip_prefix("* as ") {
-                Some(name) => name.to_owned(),
-                None => clause.replace(" as ", ": "),
-            }
-        }
-        None => {
-            let rest = line.strip_prefix("const ")?;
-            rest.get(..rest.find(" = ")?)?.to_owned()
-        }
-    };
-    Some((binding.trim().to_owned(), path))
 }
