@@ -408,6 +408,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn snippet_imports_are_read_in_every_form_wasm_bindgen_writes() {
+        let path = "snippets/wsrelay-4f7f/src/web/socket.js";
+        let cases = [
+            (r#"import * as import1 from "./snippets/wsrelay-4f7f/src/web/socket.js""#, "import1"),
+            ("import { deliver } from './snippets/wsrelay-4f7f/src/web/socket.js';", "{ deliver }"),
+            ("import { a as b } from './snippets/wsrelay-4f7f/src/web/socket.js';", "{ a: b }"),
+            (r#"const import2 = require("./snippets/wsrelay-4f7f/src/web/socket.js");"#, "import2"),
+            (
+                "const { deliver } = require(String.raw`./snippets/wsrelay-4f7f/src/web/socket.js`);",
+                "{ deliver }",
+            ),
+        ];
+        for (line, binding) in cases {
+            assert_eq!(
+                snippet_import(line),
+                Some((binding.to_owned(), path)),
+                "{line}"
+            );
+        }
+        // The imports object names the module too: not an import.
+        let key = r#"        "./snippets/wsrelay-4f7f/src/web/socket.js": import1,"#;
+        assert_eq!(snippet_import(key), None);
+    }
+
+    #[test]
+    fn a_snippet_becomes_a_scope_returning_its_exports() {
+        let dir = std::env::temp_dir().join(format!("wsrelay-glue-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("snippet.js");
+        let source = "function helper(x) {\n  return x;\n}\nexport function watch(s) {\n  return helper(s);\n}\n";
+        fs::write(&file, source).expect("written");
+        let scope = module_scope(&file).expect("inlined");
+        assert!(scope.starts_with("(() => {\n"), "{scope}");
+        assert!(scope.contains("\nfunction watch(s) {"), "{scope}");
+        assert!(scope.ends_with("return { watch };\n})();\n"), "{scope}");
+        fs::write(&file, "export const x = 1;\n").expect("written");
+        assert!(module_scope(&file).is_err(), "only functions are exported");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn short_names_are_distinct_identifiers() {
         let names: Vec<_> = (0..3000).map(short_name).collect();
         assert_eq!(&names[..3], ["a", "b", "c"]);
