@@ -51,10 +51,13 @@ let read;
 watch(
   socket,
   (...fields) => {{
+    if (fields[0] === '~ack') {{
+      read = {{ ack: fields[1], fields: fields.length }};
+      return;
+    }}
     const frame = fields.pop();
     read = {{ message: fields, payload: frame.payload, has: 'payload' in frame }};
   }},
-  (ack) => {{ read = {{ ack }}; }},
   () => {{ read = {{ text: true }}; }},
 );
 for await (const line of createInterface({{ input: process.stdin }})) {{
@@ -94,6 +97,10 @@ for await (const line of createInterface({{ input: process.stdin }})) {{
                     .then(|| value["payload"].clone());
                 Read::Message { fields, payload }
             } else if let Some(ack) = value.get("ack") {
+                assert_eq!(
+                    value["fields"], 2,
+                    "an acknowledgement is its type and count"
+                );
                 Read::Ack(ack.as_u64().expect("a counter"))
             } else {
                 assert_eq!(value, json!({ "text": true }), "every frame goes one way");
@@ -105,7 +112,7 @@ for await (const line of createInterface({{ input: process.stdin }})) {{
     reads
 }
 
-/// The frame the web driver builds from what `socket.js` read (`drain.rs`, `listeners`).
+/// The frame the web driver builds from what `socket.js` read (`drain.rs`, `open`).
 fn fields_frame(read: &Read) -> Option<Frame<'static>> {
     match read {
         Read::Ack(ack) => Some(Frame::Ack { ack: *ack }),

@@ -32,7 +32,7 @@ use crate::client::{
     attempt_url, token_url, ClientCore, Event, InboundMessage, Outgoing, Output, ReadyState,
     ReplyTarget, TransportId,
 };
-use crate::protocol::{json, push_u64, Frame, Message};
+use crate::protocol::{Frame, Message};
 use crate::{Instant, Reply};
 
 /// Everything a client is; shared (weakly) with the closures JavaScript calls.
@@ -104,9 +104,11 @@ impl Drop for Timer {
 struct Connection {
     id: TransportId,
     socket: web_sys::WebSocket,
-    /// The closures `socket.js` calls: messages and acknowledgements read in JavaScript, and
-    /// every other event (`open`, `close`, `error`, frames read from their text).
-    _listeners: Listeners,
+    /// The closures `socket.js` calls: frames read in JavaScript (messages and
+    /// acknowledgements), and every other event (`open`, `close`, `error`, frames read from
+    /// their text).
+    _on_frame: Closure<OnFrame>,
+    _on_event: Closure<dyn FnMut(web_sys::Event)>,
     /// The client's do-nothing listener.
     noop: JsValue,
 }
@@ -129,16 +131,9 @@ impl Drop for Connection {
     }
 }
 
-/// A message read in JavaScript (`socket.js`): type, id, re, to, source, request, length,
-/// the frame itself.
-type OnMessage = dyn FnMut(String, f64, f64, Option<String>, Option<String>, bool, u32, JsValue);
-
-/// The three closures of one socket.
-struct Listeners {
-    _on_message: Closure<OnMessage>,
-    _on_ack: Closure<dyn FnMut(f64)>,
-    _on_event: Closure<dyn FnMut(web_sys::Event)>,
-}
+/// A frame read in JavaScript (`socket.js`): type, id, re, to, source, request, length, the
+/// frame itself; or `~ack` and its count, in place of the id.
+type OnFrame = dyn FnMut(String, f64, f64, Option<String>, Option<String>, bool, u32, JsValue);
 
 /// Sets the socket's `onopen`, `onmessage` and `onclose` to `handler`, its `onerror` to
 /// `on_error`. Plain property sets (`Reflect.set`, which the driver imports anyway) rather
@@ -181,36 +176,6 @@ fn stringify(value: &JsValue) -> Result<Option<String>, JsValue> {
         .map_err(|_| core_error(&crate::client::Error::InvalidPayload))?
         .as_string();
     Ok(text)
-}
-
-/// The JSON text of a handler's arguments, `[payload, {"type", "source", "id"}]` (the payload
-/// already validated by the core; `0` in its place when there is none). The meta object has
-/// the keys whose values the message has.
-fn handler_arguments(message: &InboundMessage) -> String {
-    let payload = message.payload.as_deref().unwrap_or("0");
-    let source = message.source.as_deref().map_or(0, str::len);
-    let mut text = String::with_capacity(payload.len() + message.kind.len() + source + 48);
-    text.push('[');
-    text.push_str(payload);
-    text.push_str(",{\"type\":");
-    json::write_string(&mut text, &message.kind);
-    if let Some(source) = &message.source {
-        text.push_str(",\"source\":");
-        json::write_string(&mut text, source);
-    }
-    if let Some(id) = message.id {
-        text.push_str(",\"id\":");
-        push_u64(&mut text, id);
-    }
-    text.push_str("}]");
-    text
-}
-
-/// `JSON.parse` of a payload the core has already validated.
-fn parse(payload: Option<&str>) -> JsValue {
-    payload
-        .and_then(|text| JSON::parse(text).ok())
-        .unwrap_or(JsValue::UNDEFINED)
 }
 
 impl Inner {
@@ -425,36 +390,26 @@ impl Inner {
                 return;
             }
         };
-        let listeners = self.listeners(id);
-        js::watch(
-            &socket,
-            listeners._on_message.as_ref(),
-            listeners._on_ack.as_ref(),
-            listeners._on_event.as_ref(),
-        );
-        self.state.borrow_mut().socket = Some(Connection {
-            id,
-            socket,
-            _listeners: listeners,
-            noop: self.noop.clone(),
-        });
-    }
-
-    /// The closures of transport `id`'s socket. They hold the client weakly.
-    fn listeners(self: &Rc<Self>, id: TransportId) -> Listeners {
+        // The closures hold the client weakly.
         let weak = Rc::downgrade(self);
-        let on_message = Closure::<OnMessage>::new(
+        let on_frame = Closure::<OnFrame>::new(
             move |kind: String,
-                  msg: f64,
+                  number: f64,
                   re: f64,
                   to: Option<String>,
                   source: Option<String>,
                   request: bool,
                   bytes: u32,
                   frame: JsValue| {
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                if kind == "~ack" {
+                    return inner.decoded(id, Frame::Ack { ack: number as u64 }, 0, None);
+                }
                 let message = Message {
                     kind: kind.into(),
-                    id: (msg >= 1.0).then_some(msg as u64),
+                    id: (number >= 1.0).then_some(number as u64),
                     re: (re >= 1.0).then_some(re as u64),
                     to: to.map(Into::into),
                     source: source.map(Into::into),
@@ -462,28 +417,23 @@ impl Inner {
                     error: None,
                     request,
                 };
-                if let Some(inner) = weak.upgrade() {
-                    inner.decoded(id, Frame::Message(message), bytes, Some(frame));
-                }
+                inner.decoded(id, Frame::Message(message), bytes, Some(frame));
             },
         );
-        let weak = Rc::downgrade(self);
-        let on_ack = Closure::<dyn FnMut(f64)>::new(move |ack: f64| {
-            if let Some(inner) = weak.upgrade() {
-                inner.decoded(id, Frame::Ack { ack: ack as u64 }, 0, None);
-            }
-        });
         let weak = Rc::downgrade(self);
         let on_event = Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
             if let Some(inner) = weak.upgrade() {
                 inner.socket_event(id, &event);
             }
         });
-        Listeners {
-            _on_message: on_message,
-            _on_ack: on_ack,
+        js::watch(&socket, on_frame.as_ref(), on_event.as_ref());
+        self.state.borrow_mut().socket = Some(Connection {
+            id,
+            socket,
+            _on_frame: on_frame,
             _on_event: on_event,
-        }
+            noop: self.noop.clone(),
+        });
     }
 
     /// A frame of transport `id` read in JavaScript: the core decides on its fields; `frame`
@@ -498,10 +448,19 @@ impl Inner {
         if let Some(frame) = &frame {
             self.trace("receive", frame);
         }
+        let now = now();
+        self.received(frame, |core| {
+            core.handle_decoded(now, id, fields, bytes as usize);
+        });
+    }
+
+    /// Hands a received frame to the core (`handle`), with `frame`, the frame as `JSON.parse`
+    /// read it, kept for the message, reply or response the core may make of it, then drains.
+    fn received(self: &Rc<Self>, frame: Option<JsValue>, handle: impl FnOnce(&mut ClientCore)) {
         {
             let mut state = self.state.borrow_mut();
             state.parsed = frame;
-            state.core.handle_decoded(now(), id, fields, bytes as usize);
+            handle(&mut state.core);
         }
         self.drain();
         // A frame the core did not hand on (a duplicate, one before the welcome) is done with.
@@ -516,14 +475,15 @@ impl Inner {
         // without copying its type into the module.
         let data = event.unchecked_ref::<MessageEvent>().data();
         if !data.is_undefined() {
-            match data.as_string() {
-                Some(text) => {
-                    self.trace("receive", &data);
-                    self.state.borrow_mut().core.handle_frame(now, id, &text);
-                }
-                None => self.state.borrow_mut().core.handle_binary(now, id),
-            }
-            return self.drain();
+            let Some(text) = data.as_string() else {
+                self.state.borrow_mut().core.handle_binary(now, id);
+                return self.drain();
+            };
+            self.trace("receive", &data);
+            // The core reads the text; a payload it hands on is `JSON.parse`'s of the same
+            // text, which reads every frame the core accepts.
+            let frame = js::read(&data);
+            return self.received(Some(frame), |core| core.handle_frame(now, id, &text));
         }
         match event.type_().as_str() {
             "open" => self.state.borrow_mut().core.handle_opened(now, id),
@@ -631,7 +591,7 @@ impl Inner {
                     &optional_string(response.source.as_deref()),
                 );
                 match &response.result {
-                    Ok(payload) => set(&detail, "payload", &self.payload(payload.as_deref())),
+                    Ok(_) => set(&detail, "payload", &js::payload(&self.frame())),
                     Err(remote) => set(
                         &detail,
                         "error",
@@ -645,10 +605,7 @@ impl Inner {
             } => {
                 if let Some((resolve, reject)) = self.settle(request) {
                     let _ = match result {
-                        Ok(payload) => {
-                            let payload = self.payload(payload.as_deref());
-                            resolve.call1(&JsValue::UNDEFINED, &payload)
-                        }
+                        Ok(_) => resolve.call1(&JsValue::UNDEFINED, &js::payload(&self.frame())),
                         Err(remote) => reject.call1(
                             &JsValue::UNDEFINED,
                             &error_value(&remote.code, &remote.message),
@@ -704,21 +661,8 @@ impl Inner {
         let Some(handler) = handler else {
             return;
         };
-        let parsed = self.state.borrow_mut().parsed.take();
-        let result = match parsed {
-            // Read in JavaScript: the frame is the handler's second argument as it is.
-            Some(frame) => js::deliver(&handler, &frame),
-            // Read from its text: both arguments from one `JSON.parse` of `[payload, meta]`.
-            None => JSON::parse(&handler_arguments(&message)).and_then(|arguments| {
-                let arguments: &Array = arguments.unchecked_ref();
-                if message.payload.is_none() {
-                    // No payload: the handler's first argument is `undefined`, which JSON
-                    // cannot say.
-                    arguments.set(0, JsValue::UNDEFINED);
-                }
-                Reflect::apply(&handler, &JsValue::UNDEFINED, arguments)
-            }),
-        };
+        // The frame as `JSON.parse` read it is the handler's second argument, as it is.
+        let result = js::deliver(&handler, &self.frame());
         // A throw is settled like a rejection: asynchronously, after what ran before it.
         let promise = match result {
             // Nothing returned, at once: nothing to answer (`Reply::None`), so no Promise to
@@ -734,13 +678,11 @@ impl Inner {
         self.await_settled(&promise, Awaited::Answer(answer));
     }
 
-    /// The payload of the message or response the core just handed on: the frame's, when it
-    /// was read in JavaScript, else `JSON.parse` of the text the core has already validated.
-    fn payload(&self, text: Option<&str>) -> JsValue {
-        match self.state.borrow_mut().parsed.take() {
-            Some(frame) => js::payload(&frame),
-            None => parse(text),
-        }
+    /// The frame of the message, reply or response the core just handed on (see
+    /// [`Inner::received`]): the core made it of the frame being received, so it is there.
+    fn frame(&self) -> JsValue {
+        let frame = self.state.borrow_mut().parsed.take();
+        frame.unwrap_or(JsValue::UNDEFINED)
     }
 
     /// Awaits `promise` with the client's one `on_settled` callback, for `awaited`.

@@ -79,9 +79,12 @@ extern "C" {
 /// `JSON.parse` and crosses as its fields; its payload stays a JavaScript value.
 #[wasm_bindgen(module = "/src/web/socket.js")]
 extern "C" {
-    /// Listens to `socket`: `on_message` and `on_ack` for the frames read in JavaScript,
-    /// `on_event` for everything else.
-    pub fn watch(socket: &JsValue, on_message: &JsValue, on_ack: &JsValue, on_event: &JsValue);
+    /// Listens to `socket`: `on_frame` for the frames read in JavaScript, `on_event` for
+    /// everything else.
+    pub fn watch(socket: &JsValue, on_frame: &JsValue, on_event: &JsValue);
+
+    /// `JSON.parse(text)`, or `undefined` for what is not JSON.
+    pub fn read(text: &JsValue) -> JsValue;
 
     /// `handler(frame.payload, frame)`; what it throws is caught.
     #[wasm_bindgen(catch)]

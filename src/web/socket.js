@@ -21,12 +21,12 @@ function text(s) {
 }
 
 /**
- * Listens to `socket`: `onMessage(type, id, re, to, source, request, bytes, frame)` for a
- * message read here (`id` and `re` 0 when absent; `bytes`: its length), `onAck(ack)` for an
- * acknowledgement, `onEvent(event)` for anything else (open, close, error, and frames the core
- * reads from their text).
+ * Listens to `socket`: `onFrame(type, id, re, to, source, request, bytes, frame)` for a frame
+ * read here (`id` and `re` 0 when absent; `bytes`: its length): a message, or an
+ * acknowledgement as `onFrame('~ack', ack)`; `onEvent(event)` for anything else (open, close,
+ * error, and frames the core reads from their text).
  */
-export function watch(socket, onMessage, onAck, onEvent) {
+export function watch(socket, onFrame, onEvent) {
   socket.onopen = onEvent;
   socket.onclose = onEvent;
   socket.onerror = onEvent;
@@ -63,10 +63,10 @@ export function watch(socket, onMessage, onAck, onEvent) {
         if (type.charCodeAt(0) !== 126 /* ~ */) {
           if (counter) {
             const request = f.request === true;
-            return onMessage(type, f.id || 0, f.re || 0, f.to, f.source, request, data.length, f);
+            return onFrame(type, f.id || 0, f.re || 0, f.to, f.source, request, data.length, f);
           }
         } else if (type === '~ack' && ack !== undefined && counter) {
-          return onAck(ack);
+          return onFrame(type, ack);
         }
       }
     }
@@ -74,12 +74,25 @@ export function watch(socket, onMessage, onAck, onEvent) {
   };
 }
 
-/** Calls `handler(frame.payload, frame)`: a message read here, handed to its handler. */
+/**
+ * `JSON.parse(text)` of a frame the core reads from its text, or `undefined` when it is not
+ * JSON: whatever the core accepts, this reads the same way, so a message's payload still never
+ * crosses as text.
+ */
+export function read(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Calls `handler(frame.payload, frame)`: a message, handed to its handler. */
 export function deliver(handler, frame) {
   return handler(frame.payload, frame);
 }
 
 /** A frame's payload (`undefined` when it has none). */
 export function payload(frame) {
-  return frame.payload;
+  return frame == null ? undefined : frame.payload;
 }

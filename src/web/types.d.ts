@@ -99,13 +99,20 @@ export interface WsRelayError extends Error {
   type?: string;
 }
 
-/** What a handler learns about the message besides its payload. */
+/**
+ * What a handler learns about the message besides its payload: the message as it arrived
+ * (its envelope, `PROTOCOL.md` section 2), read once by the runtime's `JSON.parse`.
+ */
 export interface MessageInfo {
   type: string;
   /** The sender as the server registered it; undefined when the server sent it. */
   source?: string;
   /** The sender's message id; undefined for messages that cannot be answered. */
   id?: number;
+  /** Set when the message was sent to this client alone (`options.to` of its sender). */
+  to?: string;
+  /** `true` when the sender waits for a response (its `request`). */
+  request?: boolean;
 }
 
 /**
