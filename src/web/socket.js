@@ -23,8 +23,8 @@ function text(s) {
 /**
  * Listens to `socket`: `onFrame(type, id, re, to, source, request, bytes, frame)` for a frame
  * read here (`id` and `re` 0 when absent; `bytes`: its length): a message, or an
- * acknowledgement as `onFrame('~ack', ack)`; `onEvent(event)` for anything else (open, close,
- * error, and frames the core reads from their text).
+ * acknowledgement as `onFrame('~ack', ack, ...)`; `onEvent(event)` for anything else (open,
+ * close, error, and frames the core reads from their text).
  */
 export function watch(socket, onFrame, onEvent) {
   socket.onopen = onEvent;
@@ -66,7 +66,8 @@ export function watch(socket, onFrame, onEvent) {
             return onFrame(type, f.id || 0, f.re || 0, f.to, f.source, request, data.length, f);
           }
         } else if (type === '~ack' && ack !== undefined && counter) {
-          return onFrame(type, ack);
+          // Every argument given, with its type: wasm-bindgen's debug glue checks them.
+          return onFrame(type, ack, 0, undefined, undefined, false, 0, undefined);
         }
       }
     }

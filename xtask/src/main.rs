@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask test`: installs what the tests need if it is missing, then runs every check
 //!   and test: formatting, clippy (native, wasm32, and the package's no-std wasm32 build),
-//!   rustdoc, the native test suites.
+//!   rustdoc, the native test suites. `cargo xtask test web` runs only the JavaScript
+//!   client's tests (Node and headless Chromium against the test bed).
 //! - `cargo xtask run [--port N] [--host H]`: builds and starts the relay server with the
 //!   browser demo in `www/` (building the wasm package into `www/pkg` when it is stale).
 //! - `cargo xtask pkg`: builds the npm package into `pkg/` (`npm install --install-links ./pkg`
@@ -41,7 +42,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let root = project_root();
     let result = match args.first().map(String::as_str) {
-        Some("test") => test(&root),
+        Some("test") => test(&root, args.get(1).map(String::as_str)),
         Some("run") => run(&root, &args[1..]),
         Some("pkg") => web::build_pkg(&root, &mut Tally::default()).map(drop),
         Some("testbed") => testbed(&root),
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask test | cargo xtask run [--port N] [--host H] | \
+                "usage: cargo xtask test [web] | cargo xtask run [--port N] [--host H] | \
                  cargo xtask pkg | cargo xtask testbed | cargo xtask bench [--quick] [--only GROUPS] | \
                  cargo xtask fuzz [CASES] [SEED]"
             );
@@ -235,10 +236,18 @@ fn ensure_wasm_target(root: &Path, tally: &mut Tally) -> Result<(), String> {
     )
 }
 
-fn test(root: &Path) -> Result<(), String> {
+/// Every check and test; `web` alone runs only the JavaScript client's tests (Node and
+/// Chromium), for a quick check of the package while working on it.
+fn test(root: &Path, only: Option<&str>) -> Result<(), String> {
     let started = Instant::now();
     let mut tally = Tally::default();
-    let result = run_tests(root, &mut tally);
+    let result = match only {
+        None => run_tests(root, &mut tally),
+        Some("web") => web::run_client_tests(root, &mut tally),
+        Some(other) => Err(format!(
+            "cargo xtask test {other}: only `web` may follow `test`"
+        )),
+    };
     println!(
         "\nxtask test: {} in {:.0} s",
         if result.is_ok() { "ok" } else { "FAILED" },
