@@ -4,8 +4,12 @@
 //! Every decision (the URL, options, reconnect, backoff, queue, acknowledgements, heartbeat,
 //! request timeouts, close, what becomes of a handler's value) is the core's. This module only:
 //! - owns the current socket (web-sys `WebSocket`, constructed through the configured class so
-//!   that npm `ws` works too) and its event closure ([`Connection`]), replaced and dropped on
-//!   every reconnect, so nothing leaks;
+//!   that npm `ws` works too) and its closures ([`Connection`]), replaced and dropped on every
+//!   reconnect, so nothing leaks. The socket's events go through `socket.js`, which reads each
+//!   frame with `JSON.parse`: messages and acknowledgements cross as their fields
+//!   ([`ClientCore::handle_decoded`]), other frames as their text; either way the frame as
+//!   `JSON.parse` read it is kept ([`State::parsed`]) for the handler or Promise that gets its
+//!   payload, which so never crosses into wasm;
 //! - owns the `setTimeout` timers armed for [`ClientCore::poll_timeout`] (at most two, see
 //!   [`State::timers`]);
 //! - turns core events into Promise settlements, handler calls and `EventTarget` events.

@@ -22,7 +22,9 @@ function text(s) {
 
 /**
  * Listens to `socket`: `onFrame(type, id, re, to, source, request, bytes, frame)` for a frame
- * read here (`id` and `re` 0 when absent; `bytes`: its length): a message, or an
+ * read here (`id` and `re` 0 when absent; `bytes`: its length in UTF-16 units, which the core
+ * counts towards its acknowledgement threshold: the UTF-8 length for ASCII, less otherwise,
+ * well within the relay's window either way): a message, or an
  * acknowledgement as `onFrame('~ack', ack, ...)`; `onEvent(event)` for anything else (open,
  * close, error, and frames the core reads from their text).
  */
