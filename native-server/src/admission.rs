@@ -157,6 +157,104 @@ impl Drop for Place {
     }
 }
 
+/// Open files a server needs besides its connections: the listener, static files, logs.
+const SPARE_FILES: u64 = 64;
+/// The bound of connections when the open-file limit allows it (`ServerConfig`'s default).
+const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+/// The bound of pending connections when the open-file limit allows it.
+const DEFAULT_MAX_PENDING: u64 = 1024;
+
+/// Every connection is a file: raises the process's open-file limit to what the bounds need
+/// (`connections` and `pending`, or their defaults, 10 000 and 1024, when `None`), or sizes
+/// the bounds the operator did not set to the limit there is, with a warning. Fails, saying
+/// so, only when bounds the operator set cannot fit. `names` are what the operator calls the
+/// two bounds (the relay binary's flags, an addon's option names), for the messages. Returns
+/// (max connections, max pending connections), for
+/// [`ServerConfig::max_connections`](crate::ServerConfig::max_connections) and
+/// [`ServerConfig::max_pending_connections`](crate::ServerConfig::max_pending_connections).
+pub fn size_to_open_files(
+    connections: Option<usize>,
+    pending: Option<usize>,
+    names: [&str; 2],
+) -> Result<(usize, usize), String> {
+    let wanted_connections = connections.map_or(DEFAULT_MAX_CONNECTIONS, |n| n as u64);
+    let wanted_pending = pending.map_or(DEFAULT_MAX_PENDING, |n| n as u64);
+    let needed = wanted_connections
+        .saturating_add(wanted_pending)
+        .saturating_add(SPARE_FILES);
+    let limit = match rlimit::increase_nofile_limit(needed) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(%error, needed, "cannot raise the open-file limit");
+            needed
+        }
+    };
+    let [connections_name, pending_name] = names;
+    match fit_to_open_files(connections, pending, limit) {
+        Fit::Fits => Ok((wanted_connections as usize, wanted_pending as usize)),
+        Fit::Sized(connections, pending) => {
+            tracing::warn!(
+                limit,
+                max_connections = connections,
+                max_pending_connections = pending,
+                "the open-file limit is below what the default bounds need ({needed}): they \
+                 are sized to it (raise it with ulimit -Hn or LimitNOFILE=, or set \
+                 {connections_name} and {pending_name})"
+            );
+            Ok((connections as usize, pending as usize))
+        }
+        Fit::Refused => Err(format!(
+            "{connections_name} {wanted_connections} and {pending_name} {wanted_pending} \
+             need {needed} open files, but the hard limit is {limit}: raise it (ulimit -Hn, \
+             LimitNOFILE=) or lower them"
+        )),
+    }
+}
+
+/// How the bounds fit an open-file limit.
+#[derive(Debug, PartialEq, Eq)]
+enum Fit {
+    /// As wanted.
+    Fits,
+    /// The bounds not set, sized to the limit: (connections, pending).
+    Sized(u64, u64),
+    /// The bounds set cannot fit.
+    Refused,
+}
+
+/// [`size_to_open_files`]'s arithmetic, for an open-file `limit` already raised as far as it
+/// goes.
+fn fit_to_open_files(connections: Option<usize>, pending: Option<usize>, limit: u64) -> Fit {
+    let wanted_connections = connections.map_or(DEFAULT_MAX_CONNECTIONS, |n| n as u64);
+    let wanted_pending = pending.map_or(DEFAULT_MAX_PENDING, |n| n as u64);
+    let needed = wanted_connections
+        .saturating_add(wanted_pending)
+        .saturating_add(SPARE_FILES);
+    if limit >= needed {
+        return Fit::Fits;
+    }
+    let available = limit.saturating_sub(SPARE_FILES);
+    let sized = match (connections, pending) {
+        (Some(_), Some(_)) => None,
+        (Some(_), None) => Some((
+            wanted_connections,
+            available.saturating_sub(wanted_connections),
+        )),
+        (None, Some(_)) => Some((available.saturating_sub(wanted_pending), wanted_pending)),
+        // A pending bound of an eighth of what is left, at most the default's.
+        (None, None) => {
+            let pending = (available / 8).min(DEFAULT_MAX_PENDING);
+            Some((available - pending, pending))
+        }
+    };
+    match sized {
+        Some((connections, pending)) if connections > 0 && pending > 0 => {
+            Fit::Sized(connections, pending)
+        }
+        _ => Fit::Refused,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +303,23 @@ mod tests {
         );
         drop(l1);
         assert!(admission.live(a).is_ok());
+    }
+
+    #[test]
+    fn bounds_fit_the_open_file_limit() {
+        assert_eq!(fit_to_open_files(None, None, 20_000), Fit::Fits);
+        // 1024 - 64 = 960 files: an eighth for pending connections.
+        assert_eq!(fit_to_open_files(None, None, 1024), Fit::Sized(840, 120));
+        assert_eq!(
+            fit_to_open_files(Some(500), None, 1024),
+            Fit::Sized(500, 460)
+        );
+        assert_eq!(
+            fit_to_open_files(None, Some(100), 1024),
+            Fit::Sized(860, 100)
+        );
+        assert_eq!(fit_to_open_files(Some(500), Some(100), 1024), Fit::Fits);
+        assert_eq!(fit_to_open_files(Some(5000), Some(100), 1024), Fit::Refused);
+        assert_eq!(fit_to_open_files(Some(2000), None, 1024), Fit::Refused);
     }
 }

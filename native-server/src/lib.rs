@@ -63,6 +63,7 @@ mod state;
 mod tls;
 mod websocket;
 
+pub use admission::size_to_open_files;
 pub use auth::{source_from_query, Authenticator, Identity, Rejection, UpgradeRequest};
 /// Re-exported so that hooks can build [`Rejection`]s and read headers without a direct `http`
 /// dependency.

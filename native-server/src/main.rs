@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
-use wsrelay_server::{JwtAuth, OnDuplicate, RateLimit, ServerConfig, WebSocketServer};
+use wsrelay_server::{
+    size_to_open_files, JwtAuth, OnDuplicate, RateLimit, ServerConfig, WebSocketServer,
+};
 
 /// The relay's allocator: jemalloc, set to give memory back to the system soon after a
 /// burst (see [`allocator`]).
@@ -172,69 +174,6 @@ enum LogFormat {
     Json,
 }
 
-/// Open files the relay needs besides its connections: the listener, static files, logs.
-const SPARE_FILES: u64 = 64;
-/// `--max-connections` when the open-file limit allows it.
-const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
-/// `--max-pending-connections` when the open-file limit allows it.
-const DEFAULT_MAX_PENDING: u64 = 1024;
-
-/// Every connection is a file: raises the open-file limit to what the bounds need, or sizes
-/// the bounds the operator did not set to the limit there is (with a warning). Fails only when
-/// a bound the operator set cannot fit. Returns (max connections, max pending connections).
-fn size_to_open_files(
-    connections: Option<usize>,
-    pending: Option<usize>,
-) -> Result<(usize, usize), String> {
-    let wanted_connections = connections.map_or(DEFAULT_MAX_CONNECTIONS, |n| n as u64);
-    let wanted_pending = pending.map_or(DEFAULT_MAX_PENDING, |n| n as u64);
-    let needed = wanted_connections
-        .saturating_add(wanted_pending)
-        .saturating_add(SPARE_FILES);
-    let limit = match rlimit::increase_nofile_limit(needed) {
-        Ok(limit) => limit,
-        Err(error) => {
-            tracing::warn!(%error, needed, "cannot raise the open-file limit");
-            needed
-        }
-    };
-    if limit >= needed {
-        return Ok((wanted_connections as usize, wanted_pending as usize));
-    }
-    let available = limit.saturating_sub(SPARE_FILES);
-    let sized = match (connections, pending) {
-        (Some(_), Some(_)) => None,
-        // A pending bound of an eighth of what is left, at most the default's.
-        (Some(_), None) => Some((
-            wanted_connections,
-            available.saturating_sub(wanted_connections),
-        )),
-        (None, Some(_)) => Some((available.saturating_sub(wanted_pending), wanted_pending)),
-        (None, None) => {
-            let pending = (available / 8).min(DEFAULT_MAX_PENDING);
-            Some((available - pending, pending))
-        }
-    };
-    match sized {
-        Some((connections, pending)) if connections > 0 && pending > 0 => {
-            tracing::warn!(
-                limit,
-                max_connections = connections,
-                max_pending_connections = pending,
-                "the open-file limit is below what the default bounds need ({needed}): they \
-                 are sized to it (raise it with ulimit -Hn or LimitNOFILE=, or set \
-                 --max-connections and --max-pending-connections)"
-            );
-            Ok((connections as usize, pending as usize))
-        }
-        _ => Err(format!(
-            "--max-connections {wanted_connections} and --max-pending-connections \
-             {wanted_pending} need {needed} open files, but the hard limit is {limit}: raise \
-             it (ulimit -Hn, LimitNOFILE=) or lower them"
-        )),
-    }
-}
-
 fn init_logs(args: &Args) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         let level = &args.log_level;
@@ -299,11 +238,14 @@ async fn serve(args: Args) -> std::process::ExitCode {
             return fail(format_args!("--www {} is not a directory", dir.display()));
         }
     }
-    let (max_connections, max_pending_connections) =
-        match size_to_open_files(args.max_connections, args.max_pending_connections) {
-            Ok(bounds) => bounds,
-            Err(message) => return fail(message),
-        };
+    let (max_connections, max_pending_connections) = match size_to_open_files(
+        args.max_connections,
+        args.max_pending_connections,
+        ["--max-connections", "--max-pending-connections"],
+    ) {
+        Ok(bounds) => bounds,
+        Err(message) => return fail(message),
+    };
     let secret = match (&args.auth_secret, &args.auth_secret_file) {
         (Some(secret), _) => Some(secret.clone().into_bytes()),
         (None, Some(path)) => match std::fs::read(path) {
