@@ -33,6 +33,11 @@ pub(crate) type ErasedHandler = Arc<dyn Fn(String, Option<String>) -> BoxFuture 
 
 /// Wraps a typed handler: decodes the raw payload into `T` (a decoding failure answers with a
 /// `handler_error`, the handler is not called) and turns its value into a [`Reply`].
+///
+/// The handler is called when the call is made, in arrival order, and its future is awaited
+/// in the connection's turn: what a handler does before it returns its future (the Node
+/// addon hands the message to JavaScript there) happens for every message as it is consumed,
+/// not only once the calls before it have answered.
 pub(crate) fn erase<T, R, F, Fut>(handler: F) -> ErasedHandler
 where
     T: DeserializeOwned + Send + 'static,
@@ -40,19 +45,17 @@ where
     F: Fn(Incoming<T>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    let handler = Arc::new(handler);
     Arc::new(move |source, payload| {
-        let decoded = serde_json::from_str::<T>(payload.as_deref().unwrap_or("null"));
-        let handler = Arc::clone(&handler);
-        Box::pin(async move {
-            match decoded {
-                Ok(payload) => handler(Incoming { source, payload }).await.into_reply(),
-                Err(error) => Reply::error(
-                    ErrorCode::HandlerError.as_str(),
-                    format!("invalid payload: {error}"),
-                ),
+        match serde_json::from_str::<T>(payload.as_deref().unwrap_or("null")) {
+            Ok(payload) => {
+                let call = handler(Incoming { source, payload });
+                Box::pin(async move { call.await.into_reply() })
             }
-        })
+            Err(error) => Box::pin(std::future::ready(Reply::error(
+                ErrorCode::HandlerError.as_str(),
+                format!("invalid payload: {error}"),
+            ))),
+        }
     })
 }
 
@@ -78,7 +81,19 @@ pub(crate) fn handler_call(
     };
     let started = std::time::Instant::now();
     let histogram = histogram.clone();
-    let call = handler(source.clone(), payload);
+    // The handler is called here (see `erase`): a panic in it is caught as one in its future.
+    let call = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler(source.clone(), payload)
+    })) {
+        Ok(call) => call,
+        Err(_) => {
+            tracing::error!(source, kind, "handler panicked");
+            return Box::pin(std::future::ready(Reply::error(
+                ErrorCode::HandlerError.as_str(),
+                "the handler panicked",
+            )));
+        }
+    };
     Box::pin(async move {
         // A panicking handler must not take the connection with it, and its sender deserves
         // an answer rather than a timeout.
@@ -142,6 +157,40 @@ mod tests {
             optional("a".into(), None).await,
             Reply::Payload("null".into())
         );
+    }
+
+    #[tokio::test]
+    async fn handlers_are_called_in_arrival_order_when_the_calls_are_made() {
+        let called = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&called);
+        let handler = erase(move |msg: Incoming<u32>| {
+            seen.lock().expect("not poisoned").push(msg.payload);
+            async move { Some(msg.payload) }
+        });
+        let first = handler("a".into(), Some("1".into()));
+        let second = handler("a".into(), Some("2".into()));
+        assert_eq!(
+            *called.lock().expect("not poisoned"),
+            [1, 2],
+            "before any is awaited"
+        );
+        assert_eq!(second.await, Reply::Payload("2".into()));
+        assert_eq!(first.await, Reply::Payload("1".into()));
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_when_called_is_answered() {
+        let handlers = Handlers::default();
+        handlers.insert(
+            "boom",
+            erase(|_: Incoming<()>| -> std::future::Ready<()> { panic!("at once") }),
+        );
+        let histogram = Histogram::new([1.0]);
+        let call = handler_call(&handlers, &histogram, "boom".into(), "a".into(), None);
+        let Reply::Error(error) = call.await else {
+            panic!("a panic is an error reply");
+        };
+        assert_eq!(error.message, "the handler panicked");
     }
 }
 

@@ -414,7 +414,9 @@ impl WebSocketServer {
     /// sender and the payload decoded as `T`; what it returns ([`IntoReply`]) goes back to
     /// the sender as a response to the message's `id`. A payload that is not a `T` is
     /// answered with a `handler_error` without calling the handler. Messages of a type with
-    /// a handler are not relayed. Handlers run on their own tasks.
+    /// a handler are not relayed. The handler is called as each message is consumed, in
+    /// arrival order; the futures of one connection's calls are awaited one at a time, in
+    /// that order, on the connection's task, and their answers go back in that order.
     pub fn on<T, R, F, Fut>(&self, kind: &str, handler: F)
     where
         T: DeserializeOwned + Send + 'static,
