@@ -360,7 +360,12 @@ class WebSocketServer {
     if (this.#closing !== null) return this.#closing;
     this.#closing = new Promise((resolve, reject) => {
       const op = this.#op();
-      this.#ops.set(op, { resolve, reject });
+      // Closed from here on, whether or not the last batch (record 7) came with the outcome.
+      const closed = () => {
+        this.#ended();
+        resolve();
+      };
+      this.#ops.set(op, { resolve: closed, reject });
       this.#native.close(false, op);
     });
     return this.#closing;
@@ -546,6 +551,7 @@ class WebSocketServer {
 
   /** The last batch: what still waits fails with `closed`, then `close` is emitted. */
   #ended() {
+    if (this.#closed) return;
     this.#closed = true;
     const waiting = [...this.#ops.values()];
     this.#ops.clear();
