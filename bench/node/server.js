@@ -1,10 +1,13 @@
 // Peer N of the wsrelay benchmarks: the npm `ws` server, written the way its README does.
 //
-//   node server.js echo|hub [pingMs]
+//   node server.js echo|hub|chat [pingMs]
 //
 // echo: every message is sent back to its sender.
 // hub:  a message naming `"to":"ID"` goes to the client connected with ?source=ID; any other is
 //       sent to every other client (the README's broadcast idiom).
+// chat: the original design's chat handler: a `{"type":"bc","payload":{"message":M}}` message
+//       is parsed and `{"type":"bc","payload":{"sender":SOURCE,"message":M,"timestamp":NOW}}`
+//       sent to every client, the sender too (the README's broadcast idiom including itself).
 // pingMs > 0: the README's heartbeat idiom (ping every client each interval, terminate the
 //       ones that did not answer the previous ping).
 // Prints `listening on http://HOST:PORT` once bound; exits when stdin closes (the harness died).
@@ -34,6 +37,20 @@ wss.on('connection', (ws, req) => {
     return;
   }
   const source = new URL(req.url, 'http://localhost').searchParams.get('source') || '';
+  if (mode === 'chat') {
+    ws.on('message', (data) => {
+      const message = JSON.parse(data);
+      if (message.type !== 'bc') return;
+      const out = JSON.stringify({
+        type: 'bc',
+        payload: { sender: source, message: message.payload.message, timestamp: Date.now() },
+      });
+      for (const client of wss.clients) {
+        if (client.readyState === WebSocket.OPEN) client.send(out);
+      }
+    });
+    return;
+  }
   bySource.set(source, ws);
   ws.on('close', () => {
     if (bySource.get(source) === ws) bySource.delete(source);

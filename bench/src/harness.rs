@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::load::{self, Sample, Timing};
-use crate::node::{node_peer, socketio_peer};
+use crate::node::{self, node_peer, socketio_peer};
 use crate::plan::Options;
 use crate::procs::{self, ServerCmd};
 use crate::wire::Proto;
@@ -49,7 +49,7 @@ impl Peer {
 }
 
 /// What each peer code of the tables stands for (the report's legend).
-pub const LABELS: [(&str, &str); 12] = [
+pub const LABELS: [(&str, &str); 15] = [
     (OURS, "wsrelay-server (this repository), default `ServerConfig`, current-thread runtime"),
     ("R", "raw TCP (the ceiling): echo = one read, one write; fan-out = frames copied verbatim to each recipient's buffer, one write per recipient per wake-up; no WebSocket processing"),
     ("T", "minimal tokio-tungstenite 0.29, defaults (128 KiB read buffer): echo = `send` per message; hub = unbounded queue per connection, feed every queued frame then one flush"),
@@ -61,6 +61,9 @@ pub const LABELS: [(&str, &str); 12] = [
     ("SIO", "cluster rows: Socket.IO 4.8 with `@socket.io/redis-adapter` 8.3 (Redis pub/sub, no connection state recovery), two Node processes on the same Redis, `redis` 6 client"),
     ("SIOs", "cluster rows: Socket.IO 4.8 with `@socket.io/redis-streams-adapter` 0.3 and connection state recovery on, two Node processes on the same Redis, `redis` 6 client"),
     ("SIOc", "npm rows: socket.io-client 4.8 (npm, websocket transport, one connection per client) in one Node process against Socket.IO 4.8 in memory (ours there: wsrelay's npm package, its Node build, against wsrelay-server); both on npm `ws` 8.21"),
+    ("SIOh", "Node server rows: Socket.IO 4.8 in memory, websocket transport, with the original design's chat handler (`socket.on(\"bc\", p => io.emit(\"bc\", {sender, message, timestamp}))`; ours there: the npm package wsrelay-server with the same handler in JavaScript)"),
+    ("Nh", "Node server rows: Node's `ws` 8 with the same chat handler, written as its README does (`JSON.parse`, then `send` to every client in `wss.clients`)"),
+    ("WB", "Node server rows: the `wsrelay-server` binary with its default flags, relaying (ours there: the npm package wsrelay-server with no handler, relaying)"),
     ("SIOe", "end-to-end row: socket.io-client 4.8 senders (`emit` with an acknowledgement callback) and receivers in two Node processes against Socket.IO 4.8 in memory, defaults but for the websocket transport (ours there: wsrelay's npm package against the `wsrelay-server` binary with its default flags)"),
 ];
 
@@ -83,8 +86,12 @@ pub struct Harness {
     pub socketio: Option<ServerCmd>,
     /// bench/node/npm, ready (the clients of the npm rows and of the end-to-end row).
     pub npm: Option<PathBuf>,
-    /// The `wsrelay-server` binary with its default flags (the end-to-end row), when built.
+    /// The `wsrelay-server` binary with its default flags (the end-to-end row, the Node
+    /// server package's relay row), when built.
     pub relay: Option<ServerCmd>,
+    /// The Node server package (bench/node/napi/server.js, the package installed), when its
+    /// rows run.
+    pub napi: Option<ServerCmd>,
     core: Option<usize>,
 }
 
@@ -141,7 +148,7 @@ impl Harness {
     /// when `pinned`.
     pub fn prepare(root: &Path, options: &Options, pinned: bool) -> Result<Harness, String> {
         let plan = &options.plan;
-        let uses_node = ["echo", "send_to", "broadcast", "idle"]
+        let uses_node = ["echo", "send_to", "broadcast", "idle", "node-server"]
             .iter()
             .any(|g| options.wants(g));
         let node = match uses_node.then(|| node_peer(root)) {
@@ -175,8 +182,20 @@ impl Harness {
             }
             None => None,
         };
-        // The end-to-end row measures the relay as users start it: its own binary.
-        let relay = match (wants_e2e && npm.is_some()).then(e2e::relay_binary) {
+        let wants_node_server = options.wants("node-server");
+        let napi = match wants_node_server.then(|| node::napi_peer(root)) {
+            Some(Ok(cmd)) => Some(cmd),
+            Some(Err(reason)) => {
+                println!(
+                    "note: the Node server package's rows cannot run ({reason}); they are skipped"
+                );
+                None
+            }
+            None => None,
+        };
+        // The end-to-end row measures the relay as users start it: its own binary; so does
+        // the Node server package's relay row.
+        let relay = match ((wants_e2e && npm.is_some()) || napi.is_some()).then(e2e::relay_binary) {
             Some(Ok(program)) => Some(ServerCmd {
                 program,
                 // A free port: the only flag given, none that changes the relay's behaviour.
@@ -190,10 +209,11 @@ impl Harness {
         };
         // The Socket.IO server of the npm rows and the end-to-end row is the cluster rows'
         // program, in memory.
-        let needs_socketio =
-            (wants_npm && plan.npm.socketio) || (relay.is_some() && plan.e2e.socketio);
+        let needs_socketio = (npm.is_some()
+            && ((wants_npm && plan.npm.socketio) || (wants_e2e && plan.e2e.socketio)))
+            || (napi.is_some() && plan.node_server.socketio);
         let socketio = match socketio {
-            None if npm.is_some() && needs_socketio => match socketio_peer(root) {
+            None if needs_socketio => match socketio_peer(root) {
                 Ok(cmd) => Some(cmd),
                 Err(reason) => {
                     println!(
@@ -210,6 +230,7 @@ impl Harness {
             socketio,
             npm,
             relay,
+            napi,
             core: pinned.then_some(0),
         })
     }
@@ -280,6 +301,19 @@ impl Harness {
     pub fn relay_defaults(&self) -> Result<procs::Server, String> {
         let cmd = self.relay.as_ref().ok_or("wsrelay-server is not built")?;
         procs::start(cmd, self.core)
+    }
+
+    /// The core the servers are pinned to, if they are.
+    pub fn core(&self) -> Option<usize> {
+        self.core
+    }
+
+    /// Starts `cmd` with `mode` appended, pinned with the other servers (the Node server
+    /// package's rows).
+    pub fn start_mode(&self, cmd: &ServerCmd, mode: &str) -> Result<procs::Server, String> {
+        let mut cmd = cmd.clone();
+        cmd.args.push(mode.into());
+        procs::start(&cmd, self.core)
     }
 
     /// Starts the Socket.IO peer alone, in memory (the npm rows and the end-to-end row).

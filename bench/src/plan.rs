@@ -37,6 +37,32 @@ pub struct Plan {
     pub npm: NpmPlan,
     /// Sizes of the end-to-end row.
     pub e2e: E2ePlan,
+    /// Sizes of the Node server package's rows.
+    pub node_server: NodeServerPlan,
+}
+
+/// Sizes of the Node server package's rows (issue 21): a broadcast load, every message
+/// through the chat handler of each peer, and through the relay.
+#[derive(Debug, Clone)]
+pub struct NodeServerPlan {
+    /// Clients, senders.
+    pub broadcast: (usize, usize),
+    /// Run Socket.IO too (npm packages: the smoke run leaves them out).
+    pub socketio: bool,
+}
+
+impl NodeServerPlan {
+    /// The chat row's name.
+    pub fn chat_name(&self) -> String {
+        let (conns, senders) = self.broadcast;
+        format!("node server: chat handler, broadcast {conns}x{senders}")
+    }
+
+    /// The relay row's name.
+    pub fn relay_name(&self) -> String {
+        let (conns, senders) = self.broadcast;
+        format!("node server: relay pattern, broadcast {conns}x{senders}")
+    }
 }
 
 /// Sizes of the end-to-end row (senders and receivers in two Node processes).
@@ -181,6 +207,10 @@ impl Plan {
                 socketio: true,
             },
             e2e: E2ePlan::issue_18(3000, 5000),
+            node_server: NodeServerPlan {
+                broadcast: (1000, 4),
+                socketio: true,
+            },
         }
     }
 
@@ -218,6 +248,10 @@ impl Plan {
                 socketio: true,
             },
             e2e: E2ePlan::issue_18(3000, 3000),
+            node_server: NodeServerPlan {
+                broadcast: (1000, 4),
+                socketio: true,
+            },
         }
     }
 
@@ -269,6 +303,10 @@ impl Plan {
                 },
                 socketio: false,
             },
+            node_server: NodeServerPlan {
+                broadcast: (20, 2),
+                socketio: false,
+            },
         }
     }
 }
@@ -290,7 +328,7 @@ pub struct Options {
 }
 
 /// The groups of rows `--only` selects from.
-pub const GROUPS: [&str; 9] = [
+pub const GROUPS: [&str; 10] = [
     "echo",
     "send_to",
     "broadcast",
@@ -300,6 +338,7 @@ pub const GROUPS: [&str; 9] = [
     "cluster",
     "npm",
     "e2e",
+    "node-server",
 ];
 
 impl Options {

@@ -100,8 +100,11 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
     if options.wants("npm") && harness.npm.is_some() {
         cells.extend(rows::npm_rows(&harness, plan).await);
     }
+    if options.wants("node-server") && harness.napi.is_some() {
+        cells.extend(rows::node_server_rows(&harness, plan).await);
+    }
     // Selected, and the relay binary found too.
-    if harness.relay.is_some() {
+    if options.wants("e2e") && harness.relay.is_some() {
         let (e2e_cells, section) = rows::e2e_rows(&harness, plan).await;
         cells.extend(e2e_cells);
         sections.push(section);

@@ -3,7 +3,7 @@
 use crate::harness::OURS;
 use crate::plan::Plan;
 use crate::report::{Cell, Verdict};
-use crate::rows::E2E_SOCKETIO;
+use crate::rows::{E2E_SOCKETIO, RELAY_BINARY, SOCKETIO_CHAT};
 
 /// The cell of `metric` in `scenario`, if it was measured.
 fn find<'a>(cells: &'a [Cell], scenario: &str, metric: &str) -> Option<&'a Cell> {
@@ -168,6 +168,27 @@ pub fn verdicts(cells: &[Cell], plan: &Plan) -> Vec<Verdict> {
         ));
     }
     out.push(e2e_verdict(cells, plan));
+    // The Node server package (issue 21): its chat handler's work per server CPU-second
+    // against Socket.IO's, and the relay pattern against the relay binary.
+    let chat = plan.node_server.chat_name();
+    let per_cpu = find(cells, &chat, "deliveries/s per server CPU-second")
+        .and_then(|c| c.ratio(OURS, SOCKETIO_CHAT));
+    out.push(Verdict {
+        target: format!("{chat}: >= 3x Socket.IO's deliveries per server CPU-second"),
+        measured: per_cpu.map_or("-".into(), |r| format!("{r:.2}x")),
+        met: per_cpu.map(|r| r >= 3.0),
+    });
+    out.push(ratio_verdict(
+        cells,
+        &plan.node_server.relay_name(),
+        "deliveries/s",
+        RELAY_BINARY,
+        0.8,
+        format!(
+            "{}: the npm package relaying >= 0.8x the relay binary",
+            plan.node_server.relay_name()
+        ),
+    ));
     out
 }
 

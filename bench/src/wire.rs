@@ -324,6 +324,40 @@ impl Message {
         }
     }
 
+    /// The original design's chat message, `{"message":"<ts><sender><pad>"}` as its payload:
+    /// `{"type":"KIND","id":N,"payload":{...}}`, or the Socket.IO event `42["KIND",{...}]`.
+    /// A chat handler broadcasts `{"sender", "message", "timestamp"}`: [`chat_stamp`] reads
+    /// the digits there, wherever the server puts the fields.
+    pub fn chat(proto: Proto, kind: &str, sender: u64, pad: usize, key: [u8; 4]) -> Message {
+        let (mut text, id_pos) = match proto {
+            Proto::SocketIo => (format!("42[\"{kind}\","), None),
+            _ => {
+                let text = format!("{{\"type\":\"{kind}\",\"id\":");
+                let id_pos = text.len();
+                (text + &"0".repeat(ID_WIDTH) + ",\"payload\":", Some(id_pos))
+            }
+        };
+        text.push_str(CHAT_MESSAGE);
+        let ts_pos = text.len();
+        text.push_str(&"0".repeat(TS_WIDTH));
+        text.push_str(&format!(
+            "{:0width$}",
+            sender % 10_000,
+            width = SENDER_WIDTH
+        ));
+        text.push_str(&"x".repeat(pad));
+        text.push_str(if proto == Proto::SocketIo {
+            "\"}]"
+        } else {
+            "\"}}"
+        });
+        Message {
+            template: Template::new(text.as_bytes(), key),
+            id_pos,
+            ts_pos,
+        }
+    }
+
     /// The message in the wire format of `proto`.
     pub fn of(
         proto: Proto,
@@ -365,6 +399,17 @@ pub fn stamp_of(proto: Proto, data: &[u8], pad: usize) -> Option<(u64, u64)> {
         Proto::SocketIo => digits_at(data, find(data, b"\",\"")? + 3),
         _ => read_stamp(data, pad),
     }
+}
+
+/// Where a chat message's text starts, in what clients send and in what a chat handler
+/// broadcasts.
+const CHAT_MESSAGE: &str = "{\"message\":\"";
+
+/// The timestamp and sender digits of a chat message as a chat handler broadcast it (an
+/// object with a `"message"` field, in any of the servers' framings).
+pub fn chat_stamp(data: &[u8]) -> Option<(u64, u64)> {
+    const FIELD: &[u8] = b"\"message\":\"";
+    digits_at(data, find(data, FIELD)? + FIELD.len())
 }
 
 fn digits_at(data: &[u8], start: usize) -> Option<(u64, u64)> {
@@ -632,6 +677,30 @@ mod tests {
             classify(Proto::SocketIo, b"40{\"sid\":\"x\"}"),
             Incoming::Control
         );
+    }
+
+    #[test]
+    fn chat_messages_and_their_broadcasts() {
+        for (proto, sent) in [
+            (
+                Proto::Wsrelay,
+                "{\"type\":\"bc\",\"id\":1000000042,\"payload\":{\"message\":\"0000001234560003xx\"}}",
+            ),
+            (
+                Proto::SocketIo,
+                "42[\"bc\",{\"message\":\"0000001234560003xx\"}]",
+            ),
+        ] {
+            let mut message = Message::chat(proto, "bc", 3, 2, mask_key(5));
+            let mut bytes = message.stamp(FIRST_ID + 42, 123_456).to_vec();
+            let (_, start, end) = parse(&mut bytes).expect("complete frame");
+            assert_eq!(std::str::from_utf8(&bytes[start..end]), Ok(sent));
+        }
+        let broadcast = b"{\"type\":\"bc\",\"id\":7,\"payload\":{\"sender\":\"c3\",\"message\":\"0000001234560003xx\",\"timestamp\":1}}";
+        assert_eq!(chat_stamp(broadcast), Some((123_456, 3)));
+        let event =
+            b"42[\"bc\",{\"sender\":\"c3\",\"message\":\"0000001234560003xx\",\"timestamp\":1}]";
+        assert_eq!(chat_stamp(event), Some((123_456, 3)));
     }
 
     #[test]

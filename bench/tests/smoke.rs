@@ -6,7 +6,8 @@
 //! so (`cargo xtask test` installs it); the Socket.IO peers are left to the real runs. The npm
 //! rows run wsrelay's npm package only, and only once it is built (`cargo xtask pkg`): without
 //! `pkg/` they are skipped. So is the end-to-end row without a `wsrelay-server` binary beside the
-//! harness's (a workspace build makes one).
+//! harness's (a workspace build makes one), and so are the Node server package's rows without
+//! `pkg-server/` (`cargo xtask pkg server`).
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -18,8 +18,8 @@
 //!   table of ratios and writes `BENCHMARKS.md` and `bench/results.json`. `--quick` takes under
 //!   5 minutes. `--only cluster` runs only the cluster rows (two relays on Redis against
 //!   Socket.IO) and writes nothing unless `--md`/`--json` say where. Installs `redis-server`
-//!   when missing, and builds the npm package (`pkg/`) for the npm rows when it is older than
-//!   its sources.
+//!   when missing, and builds the npm packages for the npm rows (`pkg/`) and the Node server
+//!   rows (`pkg-server/`) when they are older than their sources.
 //! - `cargo xtask fuzz [CASES] [SEED]`: builds the fuzz targets (`fuzz/`) in release and runs
 //!   CASES cases (default 12 million, about a minute): the frame decoder, a server
 //!   connection's programs, the HTTP upgrade's parsing; no panic, allocations bounded.
@@ -480,6 +480,10 @@ fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     // The end-to-end row too, with the relay binary.
     if only.is_none_or(|groups| groups.split(',').any(|g| matches!(g.trim(), "npm" | "e2e"))) {
         web::ensure_pkg(root, &mut tally)?;
+    }
+    // The Node server package's rows run pkg-server/, built from the current sources.
+    if only.is_none_or(|groups| groups.split(',').any(|g| g.trim() == "node-server")) {
+        napi::ensure_server_pkg(root, &mut tally)?;
     }
     // The end-to-end row starts the relay as users do: `wsrelay-server`, built next to the
     // harness (its default features: jemalloc).

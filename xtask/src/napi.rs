@@ -103,6 +103,21 @@ pub fn build_server_pkg(root: &Path, tally: &mut Tally) -> Result<(PathBuf, Path
     Ok((pkg, platform_pkg))
 }
 
+/// Builds the package when its addon is missing or older than its sources (the benchmark's
+/// Node server rows run it).
+pub fn ensure_server_pkg(root: &Path, tally: &mut Tally) -> Result<(), String> {
+    // The addon is the newest file there: moved into its platform's package last.
+    let built = crate::web::newest(&root.join("pkg-server/npm"));
+    let sources = ["node-server", "native-server/src", "core/src", "Cargo.lock"]
+        .iter()
+        .filter_map(|p| crate::web::newest(&root.join(p)))
+        .max();
+    if built.is_none() || built < sources {
+        build_server_pkg(root, tally)?;
+    }
+    Ok(())
+}
+
 /// Installs the packages as a user would, copies and not links (`npm install
 /// --install-links`): this platform's package and the main package from `pkg-server/`, and
 /// the client package from its tarball (`npm pack` of pkg/, made by the client tests), into

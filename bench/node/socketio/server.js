@@ -2,13 +2,16 @@
 // or alone in memory (the npm client rows), written the way the adapters' READMEs do.
 //
 //   node server.js redis|streams REDIS_URL
-//   node server.js memory
+//   node server.js memory|chat
 //
 // redis:   `@socket.io/redis-adapter` (pub/sub; no connection state recovery), `redis` client.
 // streams: `@socket.io/redis-streams-adapter` (one Redis stream), with connection state
 //          recovery on (its reason to exist; 2-minute window, the default).
 // memory:  one process, Socket.IO's default in-memory adapter (the npm client rows and the
 //          end-to-end row).
+// chat:    the same, with the original design's chat handler instead of the events below:
+//          `bc` {message} -> io.emit("bc", {sender, message, timestamp}) to everyone, the
+//          sender too (the Node server package's rows).
 //
 // Each client joins a room named after its `?source=ID` query parameter. Events:
 //   42["bc",payload]      -> socket.broadcast.emit("bc", payload)  (everybody else, every node)
@@ -30,11 +33,11 @@ function fail(message) {
 
 async function main() {
   const options = { transports: ['websocket'], serveClient: false };
-  if (mode === 'memory') {
+  if (mode === 'memory' || mode === 'chat') {
     return listen(options);
   }
   if (!url || (mode !== 'redis' && mode !== 'streams')) {
-    fail('usage: node server.js redis|streams REDIS_URL | node server.js memory');
+    fail('usage: node server.js redis|streams REDIS_URL | node server.js memory|chat');
   }
   const pub = createClient({ url });
   pub.on('error', (error) => process.stderr.write(`socket.io peer: redis: ${error.message}\n`));
@@ -56,6 +59,12 @@ function listen(options) {
   const io = new Server(httpServer, options);
   io.on('connection', (socket) => {
     const source = socket.handshake.query.source;
+    if (mode === 'chat') {
+      socket.on('bc', (payload) => {
+        io.emit('bc', { sender: source, message: payload.message, timestamp: Date.now() });
+      });
+      return;
+    }
     if (typeof source === 'string' && source !== '') {
       socket.join(source);
     }

@@ -32,6 +32,31 @@ pub async fn broadcast(
     senders: usize,
     timing: Timing,
 ) -> Result<Sample, String> {
+    fan_out(target, proto, conns, senders, timing, false).await
+}
+
+/// The chat rows (issue 21): [`broadcast`]'s load, the senders' messages the original
+/// design's chat messages (`{"message": ...}`, [`Message::chat`]), which the server's chat
+/// handler broadcasts to every client (the sender too) as `{"sender", "message",
+/// "timestamp"}`.
+pub async fn chat(
+    target: &Target,
+    proto: Proto,
+    conns: usize,
+    senders: usize,
+    timing: Timing,
+) -> Result<Sample, String> {
+    fan_out(target, proto, conns, senders, timing, true).await
+}
+
+async fn fan_out(
+    target: &Target,
+    proto: Proto,
+    conns: usize,
+    senders: usize,
+    timing: Timing,
+    chat: bool,
+) -> Result<Sample, String> {
     let servers = target.addrs.len();
     // Client `senders + j` is on server `(senders + j) mod servers`.
     let probe_of = move |sender: usize| {
@@ -51,7 +76,8 @@ pub async fn broadcast(
     let mut handles = Vec::new();
     for conn in clients {
         let (index, key) = (conn.index, conn.key);
-        let (receiver, write) = Receiver::split(conn, pad);
+        let (mut receiver, write) = Receiver::split(conn, pad);
+        receiver.chat = chat;
         if index < senders {
             let (shared, seen, wake, write) = (
                 Rc::clone(&shared),
@@ -59,9 +85,13 @@ pub async fn broadcast(
                 Rc::clone(&wake),
                 Rc::clone(&write),
             );
+            let message = if chat {
+                Message::chat(proto, "bc", index as u64, pad, key)
+            } else {
+                Message::of(proto, "bc", None, index as u64, pad, key)
+            };
             handles.push(tokio::task::spawn_local(async move {
-                if let Err(error) =
-                    sender_loop(proto, index, key, pad, &shared, &seen, &wake, &write).await
+                if let Err(error) = sender_loop(message, index, &shared, &seen, &wake, &write).await
                 {
                     shared.fail(error);
                 }
@@ -98,6 +128,8 @@ struct Receiver {
     proto: Proto,
     key: [u8; 4],
     pad: usize,
+    /// Messages are chat handlers' broadcasts ([`wire::chat_stamp`]).
+    chat: bool,
 }
 
 type SharedWrite = Rc<tokio::sync::Mutex<OwnedWriteHalf>>;
@@ -118,6 +150,7 @@ impl Receiver {
             proto,
             key,
             pad,
+            chat: false,
         };
         (receiver, Rc::new(tokio::sync::Mutex::new(write)))
     }
@@ -157,7 +190,11 @@ impl Receiver {
                     return Err(io::Error::other(String::from_utf8_lossy(data).into_owned()))
                 }
             }
-            let stamp = stamp_of(self.proto, data, self.pad);
+            let stamp = if self.chat {
+                wire::chat_stamp(data)
+            } else {
+                stamp_of(self.proto, data, self.pad)
+            };
             shared.delivered(stamp.map(|(ts, _)| ts));
             if let Some((_, sender)) = stamp {
                 seen(sender);
@@ -172,18 +209,14 @@ impl Receiver {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn sender_loop(
-    proto: Proto,
+    mut message: Message,
     index: usize,
-    key: [u8; 4],
-    pad: usize,
     shared: &Shared,
     seen: &[Cell<u64>],
     wake: &[Notify],
     write: &tokio::sync::Mutex<OwnedWriteHalf>,
 ) -> io::Result<()> {
-    let mut message = Message::of(proto, "bc", None, index as u64, pad, key);
     let mut id = FIRST_ID;
     let mut sent = 0u64;
     loop {
