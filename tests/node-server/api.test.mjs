@@ -1,5 +1,6 @@
-// Every method and event of the Node server package, in this process (Node 20, and Node 22
-// when `cargo xtask test` runs it again there), with clients of the `wsrelay` npm package.
+// Every method and event of the Node server package (ping/pong included), in this process
+// (Node 20, and Node 22 when `cargo xtask test` runs it again there), with clients of the
+// `wsrelay` npm package.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
@@ -308,4 +309,27 @@ test("options: authSecret, allowedOrigins, www, presence, relay, tls", async (t)
   secure.on("whoami", ({ source }) => source);
   assert.equal(await dave.request("whoami"), "dave");
   await dave.close();
+});
+
+test("ping/pong: a client that answers pings stays, one that stops is dropped (stale)", async (t) => {
+  const server = serve(t, { pingInterval: 200 });
+  const gone = [];
+  server.on("disconnect", (source, info) => gone.push([source, info.reason]));
+  // Plain WebSocket clients that say nothing: the server's pings are all that is heard.
+  const open = (source, options) =>
+    new Promise((resolve, reject) => {
+      const socket = new WebSocket(`${server.url}/?source=${source}`, options);
+      socket.once("open", () => resolve(socket));
+      socket.once("error", reject);
+    });
+  const answering = await open("answers");
+  const silent = await open("silent", { autoPong: false });
+  t.after(() => answering.close());
+  const closed = new Promise((resolve) => silent.once("close", resolve));
+  await closed;
+  await until(() => gone.length === 1, 5000, "the silent client's disconnect event");
+  assert.deepEqual(gone, [["silent", "stale"]]);
+  await sleep(500);
+  assert.equal(answering.readyState, WebSocket.OPEN, "the answering client is still connected");
+  assert.deepEqual(await server.clients(), ["answers"]);
 });
