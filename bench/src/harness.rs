@@ -10,7 +10,7 @@ use crate::node::{self, node_peer, socketio_peer};
 use crate::plan::Options;
 use crate::procs::{self, ServerCmd};
 use crate::wire::Proto;
-use crate::{cluster, e2e, npm};
+use crate::{browser, cluster, e2e, npm};
 
 /// The servers compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl Peer {
 }
 
 /// What each peer code of the tables stands for (the report's legend).
-pub const LABELS: [(&str, &str); 15] = [
+pub const LABELS: [(&str, &str); 17] = [
     (OURS, "wsrelay-server (this repository), default `ServerConfig`, current-thread runtime"),
     ("R", "raw TCP (the ceiling): echo = one read, one write; fan-out = frames copied verbatim to each recipient's buffer, one write per recipient per wake-up; no WebSocket processing"),
     ("T", "minimal tokio-tungstenite 0.29, defaults (128 KiB read buffer): echo = `send` per message; hub = unbounded queue per connection, feed every queued frame then one flush"),
@@ -65,6 +65,8 @@ pub const LABELS: [(&str, &str); 15] = [
     ("Nh", "Node server rows: Node's `ws` 8 with the same chat handler, written as its README does (`JSON.parse`, then `send` to every client in `wss.clients`)"),
     ("WB", "Node server rows: the `wsrelay-server` binary with its default flags, relaying (ours there: the npm package wsrelay-server with no handler, relaying)"),
     ("SIOe", "end-to-end row: socket.io-client 4.8 senders (`emit` with an acknowledgement callback) and receivers in two Node processes against Socket.IO 4.8 in memory, defaults but for the websocket transport (ours there: wsrelay's npm package against the `wsrelay-server` binary with its default flags)"),
+    ("SIOb", "browser row: socket.io-client 4.8's browser bundle (`dist/socket.io.min.js`, websocket transport, one connection per client) in one headless Chromium page against Socket.IO 4.8 in memory (ours there: wsrelay's web build, `pkg/web`, in the same kind of page against wsrelay-server)"),
+    ("WSb", "browser row, the floor: no library, the page's own `WebSocket` speaking Socket.IO's wire format by hand (`40` to join, `3` to each ping) with an `onmessage` that counts the frames starting `42`, unparsed, against Socket.IO 4.8 in memory: what Chromium costs per message whatever the library"),
 ];
 
 /// What a server is started for.
@@ -92,6 +94,8 @@ pub struct Harness {
     /// The Node server package (bench/node/napi/server.js, the package installed), when its
     /// rows run.
     pub napi: Option<ServerCmd>,
+    /// The browser row's page and packages, ready (Chromium found, `pkg/web` built).
+    pub browser: Option<browser::Setup>,
     core: Option<usize>,
 }
 
@@ -143,9 +147,9 @@ pub struct Topology {
 
 impl Harness {
     /// Finds (or installs) what the selected groups of rows need: the Node peer for the rows
-    /// of one server, the Socket.IO peers for the cluster and npm rows, the npm rows'
-    /// clients. What cannot run is said and its rows are skipped. The servers go to core 0
-    /// when `pinned`.
+    /// of one server, the Socket.IO peers for the cluster, npm and browser rows, the npm rows'
+    /// clients, the browser row's page. What cannot run is said and its rows are skipped.
+    /// The servers go to core 0 when `pinned`.
     pub fn prepare(root: &Path, options: &Options, pinned: bool) -> Result<Harness, String> {
         let plan = &options.plan;
         let uses_node = ["echo", "send_to", "broadcast", "idle", "node-server"]
@@ -207,11 +211,20 @@ impl Harness {
             }
             None => None,
         };
-        // The Socket.IO server of the npm rows and the end-to-end row is the cluster rows'
-        // program, in memory.
+        let browser = match options.wants("browser").then(|| browser::prepare(root)) {
+            Some(Ok(setup)) => Some(setup),
+            Some(Err(reason)) => {
+                println!("note: the browser row cannot run ({reason}); it is skipped");
+                None
+            }
+            None => None,
+        };
+        // The Socket.IO server of the npm rows, the end-to-end row and the browser row is the
+        // cluster rows' program, in memory.
         let needs_socketio = (npm.is_some()
             && ((wants_npm && plan.npm.socketio) || (wants_e2e && plan.e2e.socketio)))
-            || (napi.is_some() && plan.node_server.socketio);
+            || (napi.is_some() && plan.node_server.socketio)
+            || (browser.is_some() && plan.browser.socketio);
         let socketio = match socketio {
             None if needs_socketio => match socketio_peer(root) {
                 Ok(cmd) => Some(cmd),
@@ -231,6 +244,7 @@ impl Harness {
             npm,
             relay,
             napi,
+            browser,
             core: pinned.then_some(0),
         })
     }
@@ -316,7 +330,8 @@ impl Harness {
         procs::start(&cmd, self.core)
     }
 
-    /// Starts the Socket.IO peer alone, in memory (the npm rows and the end-to-end row).
+    /// Starts the Socket.IO peer alone, in memory (the npm rows, the end-to-end row and the
+    /// browser row).
     pub fn socketio_memory(&self) -> Result<procs::Server, String> {
         let mut cmd = self
             .socketio

@@ -39,6 +39,8 @@ pub struct Plan {
     pub e2e: E2ePlan,
     /// Sizes of the Node server package's rows.
     pub node_server: NodeServerPlan,
+    /// Sizes of the browser row.
+    pub browser: BrowserPlan,
 }
 
 /// Sizes of the Node server package's rows (issue 21): a broadcast load, every message
@@ -62,6 +64,29 @@ impl NodeServerPlan {
     pub fn relay_name(&self) -> String {
         let (conns, senders) = self.broadcast;
         format!("node server: relay pattern, broadcast {conns}x{senders}")
+    }
+}
+
+/// Sizes of the browser row (JavaScript clients in one headless Chromium page).
+#[derive(Debug, Clone)]
+pub struct BrowserPlan {
+    /// The fan-out: every broadcast reaches every receiver of the page. Chromium refuses a
+    /// renderer more than 255 WebSockets at a time, so the row has fewer receivers than the
+    /// npm fan-out's 500.
+    pub fanout: npm::NpmLoad,
+    /// Run socket.io-client and the bare WebSocket too (against Socket.IO, whose npm
+    /// packages the smoke run leaves out).
+    pub socketio: bool,
+}
+
+impl BrowserPlan {
+    /// The row's scenario name (`browser client ...`, as issue 18 asks).
+    pub fn name(&self) -> String {
+        let f = self.fanout;
+        format!(
+            "browser client fan-out, {} receivers, {:.0} broadcasts/s",
+            f.receivers, f.rate
+        )
     }
 }
 
@@ -165,6 +190,20 @@ impl ClusterPlan {
     }
 }
 
+/// The browser row's fan-out (full mode): 200 receivers in the page (Chromium refuses a
+/// renderer more than 255 WebSockets), 5 broadcasts per second as in the npm fan-out, after a
+/// warm-up of 10 000 deliveries at twice that rate (a delivery costs the browser's processes
+/// together a few hundred µs here: faster, the page falls behind). Measured in 5-second
+/// windows over a minute of traffic, wsrelay's renderer CPU per delivery is flat from the
+/// second window on (after 5 000 deliveries).
+const BROWSER_FANOUT: npm::NpmLoad = npm::NpmLoad {
+    receivers: 200,
+    rate: 5.0,
+    warmup: 50,
+    warmup_rate: 10.0,
+    measured: 50,
+};
+
 impl Plan {
     fn full() -> Plan {
         Plan {
@@ -211,6 +250,10 @@ impl Plan {
                 broadcast: (1000, 4),
                 socketio: true,
             },
+            browser: BrowserPlan {
+                fanout: BROWSER_FANOUT,
+                socketio: true,
+            },
         }
     }
 
@@ -250,6 +293,13 @@ impl Plan {
             e2e: E2ePlan::issue_18(3000, 3000),
             node_server: NodeServerPlan {
                 broadcast: (1000, 4),
+                socketio: true,
+            },
+            browser: BrowserPlan {
+                fanout: npm::NpmLoad {
+                    measured: 25,
+                    ..BROWSER_FANOUT
+                },
                 socketio: true,
             },
         }
@@ -307,6 +357,16 @@ impl Plan {
                 broadcast: (20, 2),
                 socketio: false,
             },
+            browser: BrowserPlan {
+                fanout: npm::NpmLoad {
+                    receivers: 20,
+                    rate: 20.0,
+                    warmup: 1,
+                    warmup_rate: 20.0,
+                    measured: 4,
+                },
+                socketio: false,
+            },
         }
     }
 }
@@ -339,6 +399,7 @@ pub const GROUPS: [&str; 10] = [
     "npm",
     "e2e",
     "node-server",
+    "browser",
 ];
 
 impl Options {
@@ -412,4 +473,40 @@ pub fn parse_run_args(args: &[String]) -> Result<Options, String> {
 pub fn repo_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_browser_row_is_named_as_issue_18_asks_and_fits_in_one_renderer() {
+        for plan in [Plan::full(), Plan::quick(), Plan::smoke()] {
+            let browser = &plan.browser;
+            assert!(
+                browser.name().starts_with("browser client "),
+                "{}",
+                plan.name
+            );
+            // Chromium refuses a renderer its 256th WebSocket.
+            assert!(browser.fanout.receivers <= 255, "{}", plan.name);
+            assert!(browser.fanout.measured > 0 && browser.fanout.warmup_rate > 0.0);
+        }
+        assert!(Plan::full().browser.socketio && Plan::quick().browser.socketio);
+    }
+
+    #[test]
+    fn only_browser_selects_the_browser_row_alone() {
+        let options = parse_run_args(&["--only".into(), "browser".into()]).expect("parsed");
+        assert!(options.wants("browser"));
+        assert!(GROUPS
+            .iter()
+            .filter(|g| **g != "browser")
+            .all(|g| !options.wants(g)));
+        // A partial run writes nothing unless told where.
+        assert!(options.md.is_none() && options.json.is_none());
+        // The full plan runs it too.
+        let all = parse_run_args(&[]).expect("parsed");
+        assert!(all.wants("browser"));
+    }
 }

@@ -103,6 +103,10 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
     if options.wants("node-server") && harness.napi.is_some() {
         cells.extend(rows::node_server_rows(&harness, plan).await);
     }
+    // Selected, and its page ready (`Harness::prepare`: Chromium, `pkg/web`).
+    if harness.browser.is_some() {
+        cells.extend(rows::browser_rows(&harness, plan).await);
+    }
     // Selected, and the relay binary found too.
     if options.wants("e2e") && harness.relay.is_some() {
         let (e2e_cells, section) = rows::e2e_rows(&harness, plan).await;

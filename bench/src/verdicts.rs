@@ -3,7 +3,7 @@
 use crate::harness::OURS;
 use crate::plan::Plan;
 use crate::report::{Cell, Verdict};
-use crate::rows::{E2E_SOCKETIO, RELAY_BINARY, SOCKETIO_CHAT};
+use crate::rows::{BROWSER_METRIC, BROWSER_SOCKETIO, E2E_SOCKETIO, RELAY_BINARY, SOCKETIO_CHAT};
 
 /// The cell of `metric` in `scenario`, if it was measured.
 fn find<'a>(cells: &'a [Cell], scenario: &str, metric: &str) -> Option<&'a Cell> {
@@ -189,6 +189,18 @@ pub fn verdicts(cells: &[Cell], plan: &Plan) -> Vec<Verdict> {
             plan.node_server.relay_name()
         ),
     ));
+    let browser = plan.browser.name();
+    out.push(ratio_verdict(
+        cells,
+        &browser,
+        BROWSER_METRIC,
+        BROWSER_SOCKETIO,
+        1.5,
+        format!(
+            "{browser}: renderer CPU per delivery >= 1.5x socket.io-client's (issue 18's browser \
+             row)"
+        ),
+    ));
     out
 }
 
@@ -243,5 +255,52 @@ fn e2e_verdict(cells: &[Cell], plan: &Plan) -> Verdict {
         met: ratio
             .zip(ceilings)
             .map(|(r, (a, b))| r >= 1.5 && a / b >= 1.5 && failed == 0 && attempted > 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Metric, Run};
+
+    /// The browser row's renderer cell: ours and socket.io-client's µs per delivery.
+    fn browser_cell(plan: &Plan, ours: f64, socketio: f64) -> Cell {
+        let run = |peer, value| Run {
+            peer,
+            value: Ok(value),
+            server_cpu: Some(0.03),
+            gen_cpu: Some(0.2),
+        };
+        Cell {
+            metric: Metric {
+                scenario: plan.browser.name(),
+                metric: BROWSER_METRIC.into(),
+                unit: "µs".into(),
+                higher_better: false,
+                saturate: false,
+            },
+            runs: vec![run(OURS, ours), run(BROWSER_SOCKETIO, socketio)],
+        }
+    }
+
+    fn browser_verdict(cells: &[Cell], plan: &Plan) -> Verdict {
+        verdicts(cells, plan)
+            .into_iter()
+            .find(|v| v.target.starts_with("browser client "))
+            .expect("a verdict for the browser row")
+    }
+
+    #[test]
+    fn the_browser_target_is_one_and_a_half_times_socket_io_clients_cpu() {
+        let plan = crate::plan::parse_run_args(&["--smoke".into()])
+            .expect("parsed")
+            .plan;
+        let met = browser_verdict(&[browser_cell(&plan, 100.0, 160.0)], &plan);
+        assert_eq!(met.met, Some(true), "{met:?}");
+        assert_eq!(met.measured, "1.60x");
+        let missed = browser_verdict(&[browser_cell(&plan, 100.0, 140.0)], &plan);
+        assert_eq!(missed.met, Some(false), "{missed:?}");
+        let absent = browser_verdict(&[], &plan);
+        assert_eq!(absent.met, None);
     }
 }

@@ -6,8 +6,9 @@
 //! so (`cargo xtask test` installs it); the Socket.IO peers are left to the real runs. The npm
 //! rows run wsrelay's npm package only, and only once it is built (`cargo xtask pkg`): without
 //! `pkg/` they are skipped. So is the end-to-end row without a `wsrelay-server` binary beside the
-//! harness's (a workspace build makes one), and so are the Node server package's rows without
-//! `pkg-server/` (`cargo xtask pkg server`).
+//! harness's (a workspace build makes one), the Node server package's rows without
+//! `pkg-server/` (`cargo xtask pkg server`), and the browser row (wsrelay's web build alone,
+//! in headless Chromium) without `pkg/web` or Chromium.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -122,6 +123,25 @@ fn smoke_run_produces_a_result_for_every_scenario() {
             .iter()
             .find(|r| r["scenario"] == scenario && r["metric"] == "deliveries/s (msg/s)")
             .unwrap_or_else(|| panic!("no end-to-end row:\n{stdout}"));
+        assert!(
+            row["ours"].as_f64().is_some_and(|v| v > 0.0),
+            "no value for {row}"
+        );
+    }
+    // The browser row needs the package's web build and Chromium (`cargo xtask bench`
+    // installs it; CHROMIUM names another).
+    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pkg/web/wsrelay_bg.wasm");
+    let chromium = std::env::var_os("CHROMIUM").unwrap_or_else(|| "/usr/bin/chromium".into());
+    if web.is_file() && std::path::Path::new(&chromium).is_file() {
+        let row = rows
+            .iter()
+            .find(|r| {
+                r["scenario"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("browser client "))
+                    && r["metric"] == "renderer CPU per delivery (µs)"
+            })
+            .unwrap_or_else(|| panic!("no browser row:\n{stdout}"));
         assert!(
             row["ours"].as_f64().is_some_and(|v| v > 0.0),
             "no value for {row}"

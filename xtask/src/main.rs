@@ -18,8 +18,9 @@
 //!   table of ratios and writes `BENCHMARKS.md` and `bench/results.json`. `--quick` takes under
 //!   5 minutes. `--only cluster` runs only the cluster rows (two relays on Redis against
 //!   Socket.IO) and writes nothing unless `--md`/`--json` say where. Installs `redis-server`
-//!   when missing, and builds the npm packages for the npm rows (`pkg/`) and the Node server
-//!   rows (`pkg-server/`) when they are older than their sources.
+//!   when missing, Chromium for the browser row, and builds the npm packages for the npm,
+//!   end-to-end and browser rows (`pkg/`) and the Node server rows (`pkg-server/`) when they
+//!   are older than their sources.
 //! - `cargo xtask fuzz [CASES] [SEED]`: builds the fuzz targets (`fuzz/`) in release and runs
 //!   CASES cases (default 12 million, about a minute): the frame decoder, a server
 //!   connection's programs, the HTTP upgrade's parsing; no panic, allocations bounded.
@@ -477,13 +478,20 @@ fn bench(root: &Path, args: &[String]) -> Result<(), String> {
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1));
-    // The end-to-end row too, with the relay binary.
-    if only.is_none_or(|groups| groups.split(',').any(|g| matches!(g.trim(), "npm" | "e2e"))) {
+    let wants = |names: &[&str]| {
+        only.is_none_or(|groups| groups.split(',').any(|g| names.contains(&g.trim())))
+    };
+    // The end-to-end row too, with the relay binary; the browser row runs its web build.
+    if wants(&["npm", "e2e", "browser"]) {
         web::ensure_pkg(root, &mut tally)?;
     }
     // The Node server package's rows run pkg-server/, built from the current sources.
-    if only.is_none_or(|groups| groups.split(',').any(|g| g.trim() == "node-server")) {
+    if wants(&["node-server"]) {
         napi::ensure_server_pkg(root, &mut tally)?;
+    }
+    // The browser row's page runs in Debian's Chromium (driven over its DevTools pipe).
+    if wants(&["browser"]) {
+        web::ensure_chromium(root, &mut tally)?;
     }
     // The end-to-end row starts the relay as users do: `wsrelay-server`, built next to the
     // harness (its default features: jemalloc).

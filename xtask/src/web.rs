@@ -343,7 +343,7 @@ pub fn ensure_www_pkg(root: &Path) -> Result<(), String> {
 }
 
 /// Builds the package into `pkg/` when its Node build is missing or older than the sources
-/// (the benchmarks' npm rows run it).
+/// (the benchmarks' npm and end-to-end rows run it, the browser row its web build).
 pub fn ensure_pkg(root: &Path, tally: &mut Tally) -> Result<(), String> {
     if stale(root, &root.join("pkg/node/wsrelay_bg.wasm")) {
         build_pkg(root, tally)?;

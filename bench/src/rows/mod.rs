@@ -1,18 +1,20 @@
 //! The groups of rows `run` measures, one function each (`--only` selects groups): the rows
 //! of one server against its peers ([`server`]: echo, send_to, broadcast, idle, multicore), the
 //! clients' rows ([`client`]: the native client and the wasm package's size, the npm
-//! client), the cluster rows ([`cluster`]), the end-to-end row ([`e2e`]) and the Node server
-//! package's rows ([`node_server`]). Each prints its
-//! progress and returns its cells.
+//! client; [`browser`]: the web build in Chromium), the cluster rows ([`cluster`]), the
+//! end-to-end row ([`e2e`]) and the Node server package's rows ([`node_server`]). Each prints
+//! its progress and returns its cells.
 //!
 //! Also here: what they share (peers interleaved, a run's value, progress lines).
 
+mod browser;
 mod client;
 mod cluster;
 mod e2e;
 mod node_server;
 mod server;
 
+pub use browser::{browser_rows, RENDERER_METRIC as BROWSER_METRIC, SOCKETIO as BROWSER_SOCKETIO};
 pub use client::{client_rows, npm_rows};
 pub use cluster::cluster_rows;
 pub use e2e::{e2e_rows, SOCKETIO as E2E_SOCKETIO};
