@@ -192,10 +192,10 @@ impl ClusterPlan {
 
 /// The browser row's fan-out (full mode): 200 receivers in the page (Chromium refuses a
 /// renderer more than 255 WebSockets), 5 broadcasts per second as in the npm fan-out, after a
-/// warm-up of 10 000 deliveries at twice that rate (a delivery costs the browser's processes
-/// together a few hundred µs here: faster, the page falls behind). Measured in 5-second
-/// windows over a minute of traffic, wsrelay's renderer CPU per delivery is flat from the
-/// second window on (after 5 000 deliveries).
+/// warm-up of 10 000 deliveries at twice that rate (the browser's processes then use about a
+/// third of core 1, which they share with the load generator). In 5-second windows over a
+/// minute of traffic, wsrelay's renderer CPU per delivery showed no downward trend after the
+/// first 5 000 deliveries.
 const BROWSER_FANOUT: npm::NpmLoad = npm::NpmLoad {
     receivers: 200,
     rate: 5.0,

@@ -480,6 +480,38 @@ const METHOD: &str = "## Method
   missed a broadcast or got one twice failed. The load generator CPU column
   is the client process's. `WSRELAY_BENCH_NODE_ARGS=\"--cpu-prof --cpu-prof-dir=DIR\"` profiles
   the clients in the very run measured.
+- Browser row (`browser client ...`, issue 18; `--only browser`): the npm fan-out's shape with
+  the receivers in one headless Chromium page (Debian's `chromium`, which `cargo xtask bench`
+  installs), on core 1 like the npm rows' Node process. `bench/node/browser/clients.js` serves
+  the page from loopback and drives Chromium over the DevTools protocol on
+  `--remote-debugging-pipe`, enabling only what reports the page's errors (Runtime, Log,
+  Inspector). Not through Playwright: it enables DevTools' Network domain on every page, and
+  Chromium then reports every WebSocket frame to it, which made the renderer's CPU per message
+  2-2.5x what it is without. The page hosts 200 receivers (Chromium refuses a renderer its
+  256th WebSocket, \"Insufficient resources\"; handshakes go 5 at a time, since Chromium
+  delays a handshake the more are pending): wsrelay's web build (`pkg/web`, imported as an ES
+  module) against wsrelay-server; socket.io-client's browser bundle (**SIOb**,
+  `dist/socket.io.min.js`, websocket transport, `forceNew`) against Socket.IO 4 in memory;
+  and the floor (**WSb**), the page's bare `WebSocket` speaking Socket.IO's frames by hand
+  (`40` to join, `3` to each ping) and counting the `42` frames unparsed, against the same
+  Socket.IO: what Chromium costs per message whatever the library. The load generator's
+  sender broadcasts 20-byte payloads: 50 broadcasts at 10/s to warm up (10 000 deliveries; in
+  5-second windows over a minute of traffic, wsrelay's cost showed no downward trend after the
+  first 5 000), then 50 (`--quick`: 25) at 5/s, measured. The measurement starts once the page has every warm-up
+  delivery and 250 ms more (the acknowledgements wsrelay's clients owe) and ends at the last
+  delivery. The CPU time of the page's renderer process (the one a DevTools trace names for
+  the page's main frame; Chromium also keeps a spare renderer and a WebUI one) is the sum of
+  `/proc/PID/task/*/schedstat` over its threads (nanoseconds, where `/proc/PID/stat` counts
+  10 ms ticks); µs per delivery is that over the measured deliveries. A second cell counts
+  every process of the browser (the browser process, the network service, which owns the
+  sockets, the GPU process, the renderers). A run failed if a client missed or doubled a
+  broadcast, if the page raised an uncaught error or logged a console error (Chromium's own,
+  such as a failed WebSocket, included), or if a thread of the renderer exited while measured
+  (its time would be lost). The load generator column is the renderer's (second cell: the
+  whole browser's) share of a core. `WSRELAY_BENCH_BROWSER_DEBUG=1` prints each run's CPU by
+  renderer thread and by kind of browser process; `WSRELAY_BENCH_BROWSER_PROFILE=DIR` writes
+  a DevTools CPU profile of the page over each measured window (its sampling, every 100 µs,
+  inflates the figures of that run).
 - End-to-end row (`end to end ...`, issue 18; `--only e2e`): JavaScript clients on both ends,
   each server with its defaults. Ours: wsrelay's npm package against the `wsrelay-server`
   binary (built in release next to the harness) started with its default flags, `--port 0`
