@@ -217,10 +217,10 @@ function serve(request, response) {
   });
 }
 
-// CPU time (user + system) of a process, in microseconds: the sum over its threads of
-// /proc/PID/task/TID/schedstat (nanoseconds on the CPU), precise where /proc/PID/stat counts
-// clock ticks (10 ms). Threads are counted by id so that `since` can tell the ones that
-// exited (their time is lost: `exited` says how many).
+// The CPU time (user + system) of each thread of a process, in nanoseconds, by `PID/TID`:
+// /proc/PID/task/TID/schedstat, precise where /proc/PID/stat counts clock ticks (10 ms).
+// Threads are kept apart so that `since` can tell the ones that exited (their time is lost:
+// `exited` says how many).
 function threadTimes(pid) {
   const times = new Map();
   let tids = [];
