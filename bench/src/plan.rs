@@ -388,7 +388,7 @@ pub struct Options {
 }
 
 /// The groups of rows `--only` selects from.
-pub const GROUPS: [&str; 10] = [
+pub const GROUPS: [&str; 11] = [
     "echo",
     "send_to",
     "broadcast",
