@@ -271,31 +271,8 @@ struct ErrorAnswer {
     message: String,
 }
 
-/// Appends `text` as a JSON string literal.
-pub(crate) fn push_json_string(out: &mut String, text: &str) {
-    out.push('"');
-    let mut start = 0;
-    for (index, byte) in text.bytes().enumerate() {
-        let escaped = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&text[start..index]);
-        if escaped.is_empty() {
-            out.push_str(&format!("\\u{byte:04x}"));
-        } else {
-            out.push_str(escaped);
-        }
-        start = index + 1;
-    }
-    out.push_str(&text[start..]);
-    out.push('"');
-}
+/// Appends `text` as a JSON string literal: the protocol's own string writer.
+pub(crate) use wsrelay_core::protocol::json::write_string as push_json_string;
 
 /// Appends `text` as a JSON string, or `null`.
 pub(crate) fn push_json_option(out: &mut String, text: Option<&str>) {
