@@ -417,7 +417,8 @@ const METHOD: &str = "## Method
 - All servers receive the same bytes: wsrelay envelopes
   `{\"type\":T,\"id\":N[,\"to\":X],\"payload\":\"...\"}` whose payload (a JSON string) has the
   stated size. wsrelay clients open with `~hello`, wait for `~welcome` and acknowledge every 32
-  reliable frames, as the client core does; the peers just echo / forward the frame.
+  reliable frames (more often than the client core, which waits for 128 or its delay: the server
+  reads more acknowledgements than from real clients); the peers just echo / forward the frame.
 - Echo: closed loop, one message in flight per connection; wsrelay answers through an `echo`
   handler (`on(\"echo\", |m: Incoming<String>| async move { Some(m.payload) })`), the
   peers send the frame back.

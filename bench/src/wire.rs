@@ -634,7 +634,8 @@ pub fn closed(data: &[u8]) -> io::Error {
     )
 }
 
-/// The `~ack` frame due after `reliable` frames (every 32, as the client core does).
+/// The `~ack` frame due after `reliable` frames (every 32: more often than the client core,
+/// which waits for 128 frames or its delay).
 pub fn ack_due(reliable: u64, key: [u8; 4]) -> Option<Vec<u8>> {
     reliable.is_multiple_of(32).then(|| {
         let text = format!("{{\"type\":\"~ack\",\"ack\":{reliable}}}");

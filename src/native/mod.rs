@@ -182,7 +182,7 @@ impl ClientBuilder {
         heartbeat_timeout: Duration,
         /// Timeout of requests that name none (default 30 s).
         request_timeout: Duration,
-        /// Received frames are acknowledged at most this long after arrival (default 200 ms).
+        /// Received frames are acknowledged at most this long after arrival (default 1 s).
         ack_delay: Duration,
         /// ...or at once when this many are unacknowledged (default 128).
         ack_every: u64,

@@ -32,7 +32,7 @@ export interface WebSocketClientOptions {
   heartbeatTimeout?: number;
   /** Timeout of a `request()` that names none. Default 30000. */
   requestTimeout?: number;
-  /** Received frames are acknowledged at most this long after arrival. Default 200. */
+  /** Received frames are acknowledged at most this long after arrival. Default 1000. */
   ackDelay?: number;
   /** ...or at once when this many are unacknowledged. Default 128. */
   ackEvery?: number;

@@ -70,9 +70,9 @@ const expected = warmup + measured;
 const perClient = expected / receivers;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const PROFILE_DIR = process.env.WSRELAY_BENCH_BROWSER_PROFILE;
-// The pause between the last warm-up delivery and the measurement: longer than the 200 ms
+// The pause between the last warm-up delivery and the measurement: longer than the 1 s
 // within which a wsrelay client acknowledges what it received.
-const SETTLE_MS = 250;
+const SETTLE_MS = 1050;
 
 function fail(message) {
   process.stderr.write(`browser clients: ${message}\n`);
@@ -550,7 +550,7 @@ async function main() {
     if (line.trim() !== 'mark') return;
     try {
       // A loaded page may still be working through the warm-up: wait for all of it, then
-      // for the acknowledgements it owes (wsrelay acknowledges within 200 ms).
+      // for the acknowledgements it owes (wsrelay acknowledges within 1 s).
       const asked = Date.now();
       const until = asked + 60_000;
       let state = await evaluate('window.counts().delivered');

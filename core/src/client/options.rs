@@ -46,13 +46,15 @@ pub struct Options {
     pub heartbeat_timeout: Duration,
     /// Timeout of a request that names none. Default 30 s.
     pub request_timeout: Duration,
-    /// Received frames are acknowledged at most this long after arrival. Default 200 ms: one
-    /// acknowledgement covers every frame of that span, which is most of what a receiving
-    /// client spends at moderate rates; the server's flow control does not wait for it, as
-    /// the two triggers below ack at once before the server's windows fill.
+    /// Received frames are acknowledged at most this long after arrival. Default 1 s: one
+    /// acknowledgement covers every frame of that span, and at a few frames a second the
+    /// acknowledgements are most of what a receiving client writes (a browser pays a socket
+    /// send and a timer for each). Nothing waits for it: a reconnecting client's hello says
+    /// exactly what it received, and the two triggers below ack at once before the server's
+    /// windows fill; the delay only bounds how long the server keeps what was delivered.
     pub ack_delay: Duration,
     /// ...or at once when this many are unacknowledged. Default 128: frames arriving faster
-    /// than 640 a second are acknowledged one in 128 rather than every 200 ms.
+    /// than 128 a second are acknowledged one in 128 rather than every second.
     pub ack_every: u64,
     /// ...or at once when the reliable frames unacknowledged reach this many bytes (0: every
     /// frame at once). Default 64 KiB, well under the server's backlog window (1 MiB by
@@ -82,7 +84,7 @@ impl Default for Options {
             heartbeat_interval: Duration::from_secs(25),
             heartbeat_timeout: Duration::from_secs(45),
             request_timeout: Duration::from_secs(30),
-            ack_delay: Duration::from_millis(200),
+            ack_delay: Duration::from_millis(1000),
             ack_every: 128,
             ack_bytes: 64 << 10,
             close_timeout: Duration::from_secs(5),

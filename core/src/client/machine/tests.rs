@@ -263,14 +263,14 @@ fn ack_frame(count: u64) -> String {
 fn received_frames_are_acknowledged_after_the_delay() {
     let mut core = open_core();
     let delay = Options::default().ack_delay;
-    assert_eq!(delay, Duration::from_millis(200));
+    assert_eq!(delay, Duration::from_millis(1000));
     core.handle_frame(at(100), TransportId(1), &chat_frame(60));
     assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0]);
     assert_eq!(core.poll_timeout(), Some(at(100) + delay));
     // A second frame within the delay rides on the first one's acknowledgement.
     core.handle_frame(at(150), TransportId(1), &chat_frame(60));
     assert_eq!(core.poll_timeout(), Some(at(100) + delay));
-    core.handle_timeout(at(299));
+    core.handle_timeout(at(1099));
     assert_eq!(transmitted(&drain(&mut core)), [] as [&str; 0]);
     core.handle_timeout(at(100) + delay);
     assert_eq!(transmitted(&drain(&mut core)), [ack_frame(2)]);
@@ -279,13 +279,13 @@ fn received_frames_are_acknowledged_after_the_delay() {
         "nothing more due"
     );
     // Control frames are not counted: nothing to acknowledge.
-    core.handle_frame(at(400), TransportId(1), r#"{"type":"~pong"}"#);
+    core.handle_frame(at(1200), TransportId(1), r#"{"type":"~pong"}"#);
     assert_eq!(
         core.poll_timeout(),
         Some(at(25) + core.options.heartbeat_interval)
     );
-    core.handle_frame(at(500), TransportId(1), &chat_frame(60));
-    core.handle_timeout(at(500) + delay);
+    core.handle_frame(at(1300), TransportId(1), &chat_frame(60));
+    core.handle_timeout(at(1300) + delay);
     assert_eq!(transmitted(&drain(&mut core)), [ack_frame(3)]);
 }
 
