@@ -23,8 +23,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::journal_file::JournalFile;
 use super::{Dial, HandlerFuture, Shared, State, Token};
-use crate::client::{attempt_url, Event, InboundMessage, Output, ReadyState, TransportId};
+use crate::client::{attempt_url, Event, InboundMessage, Output, ReadyState, Save, TransportId};
+use crate::protocol::RemoteError;
 use crate::{Instant, Reply};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -143,6 +145,8 @@ enum Io {
         code: u16,
         reason: String,
     },
+    /// Store a batch of the journal (a client that persists).
+    Save(Save),
 }
 
 struct Driver {
@@ -154,13 +158,19 @@ struct Driver {
     dispatch_tx: mpsc::UnboundedSender<InboundMessage>,
     /// Wakers of settled futures, woken once the lock is released (kept for its capacity).
     wakers: Vec<Waker>,
+    /// The journal of a client that persists its state.
+    journal: Option<JournalFile>,
 }
 
 /// The driver task of one client. Ends when every handle is dropped and the core is closed.
 ///
 /// The driver is built here, outside the returned future, so that dropping the task even
 /// before its first poll (a runtime shut down at once) still runs `Driver`'s `Drop`.
-pub(super) fn run(shared: Arc<Shared>, dial: Dial) -> impl Future<Output = ()> + Send {
+pub(super) fn run(
+    shared: Arc<Shared>,
+    dial: Dial,
+    journal: Option<JournalFile>,
+) -> impl Future<Output = ()> + Send {
     let (connected_tx, mut connected_rx) = mpsc::unbounded_channel();
     let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
     let dispatcher = dispatch(Arc::clone(&shared), dispatch_rx);
@@ -172,6 +182,7 @@ pub(super) fn run(shared: Arc<Shared>, dial: Dial) -> impl Future<Output = ()> +
         connected_tx,
         dispatch_tx,
         wakers: Vec::new(),
+        journal,
     };
     async move {
         tokio::spawn(dispatcher);
@@ -267,6 +278,7 @@ impl Driver {
                     reason,
                 }),
                 Output::Event(event) => self.event(&mut state, event, &mut wakers),
+                Output::Save(save) => io.push(Io::Save(save)),
             }
         }
         let closed = state.core.ready_state() == ReadyState::Closed;
@@ -299,15 +311,32 @@ impl Driver {
                 return;
             }
             Event::Reply {
-                request, result, ..
-            } => {
-                // A reply nobody awaits (the request future's slot is gone) goes nowhere.
-                state
-                    .requests
-                    .settle(request, result.map_err(crate::Error::Remote))
-                    .ok()
-                    .flatten()
-            }
+                request,
+                result,
+                source,
+            } => match state
+                .requests
+                .settle(request, result.map_err(crate::Error::Remote))
+            {
+                // A reply whose future was dropped goes nowhere.
+                Ok(waker) => waker,
+                // One no future of this process ever waited for: a restored request's.
+                Err(outcome) => {
+                    let result = outcome.map_err(|error| match error {
+                        crate::Error::Remote(error) => error,
+                        other => RemoteError {
+                            code: other.code().into(),
+                            message: other.to_string(),
+                        },
+                    });
+                    self.shared.emit(Event::Reply {
+                        request,
+                        source,
+                        result,
+                    });
+                    return;
+                }
+            },
             Event::Delivered { id } => match state.sends.settle(id, Ok(())) {
                 Ok(waker) => waker,
                 Err(_) => {
@@ -337,6 +366,27 @@ impl Driver {
 
     fn carry_out(&mut self, io: Io) {
         match io {
+            Io::Save(save) => {
+                let Some(journal) = &mut self.journal else {
+                    return;
+                };
+                let written = journal.write(&save);
+                let now = self.shared.now();
+                let mut state = self.shared.lock();
+                match written {
+                    Ok(()) => state.core.handle_saved(now, save.mark),
+                    Err(error) => {
+                        state.core.stop_persisting();
+                        drop(state);
+                        self.journal = None;
+                        let message = format!("writing the journal: {error}");
+                        self.shared
+                            .emit(Event::Error(crate::Error::Storage(message)));
+                    }
+                }
+                // What the confirmation let through goes out on the next turn.
+                self.shared.wake.notify_one();
+            }
             Io::Connect(transport, name) => {
                 if let Some((_, task)) = self.connecting.take() {
                     task.abort();
@@ -524,7 +574,14 @@ async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<InboundMe
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&message.kind)
             .cloned();
-        let Some(handler) = handler else { continue };
+        let receipt = message.receipt;
+        let Some(handler) = handler else {
+            if let Some(receipt) = receipt {
+                shared.lock().core.handled(receipt);
+                shared.wake.notify_one();
+            }
+            continue;
+        };
         let target = message.reply_target();
         let kind = message.kind.clone();
         // A panic in the handler's synchronous part must not end the dispatcher.
@@ -536,7 +593,13 @@ async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<InboundMe
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| panicked());
-            shared.lock().core.answer(&kind, target.as_ref(), reply);
+            let mut state = shared.lock();
+            state.core.answer(&kind, target.as_ref(), reply);
+            // The answer is queued: both reach the journal in one batch.
+            if let Some(receipt) = receipt {
+                state.core.handled(receipt);
+            }
+            drop(state);
             shared.wake.notify_one();
         });
     }

@@ -21,21 +21,24 @@
 //! ```
 
 mod driver;
+mod journal_file;
 mod waiters;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::BuildHasher;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot, Notify};
 
+use journal_file::JournalFile;
 use waiters::{Outcome, Waiters};
 
 pub use crate::client::Error;
@@ -131,6 +134,7 @@ pub struct ClientBuilder {
     seed: Option<u64>,
     events: broadcast::Sender<Event>,
     token: Option<Token>,
+    persist: Option<PathBuf>,
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ClientConfig>>,
 }
@@ -245,6 +249,33 @@ impl ClientBuilder {
         self
     }
 
+    /// Keeps the client's state in the file at `path` (PROTOCOL.md section 13), so that a new
+    /// process built with the same path carries on where this one stopped, even if it was
+    /// killed: the messages it had queued and not seen acknowledged are sent, once, in their
+    /// order, before anything sent later (their outcomes arrive as events, after an
+    /// [`Event::Restored`] naming them), and a message whose handler finished is not handled
+    /// again. One path per client: two live clients on one file would overwrite each other.
+    ///
+    /// A file that cannot be opened or written (a missing directory, a full disk) is reported
+    /// as [`Error::Storage`] on the events and the client goes on in memory; an unreadable
+    /// journal is moved aside (`.damaged` added to its name), reported, and started afresh.
+    /// Events from [`ClientBuilder::subscribe`] see those reports.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wsrelay::Error> {
+    /// let client = wsrelay::WebSocketClient::builder("ws://127.0.0.1:8080", "alice")
+    ///     .persist("alice.journal")
+    ///     .build()?;
+    /// // Queued and journaled at once; sent when connected, even by the next process.
+    /// let id = client.post("chat-message", "Hello")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn persist(mut self, path: impl Into<PathBuf>) -> Self {
+        self.persist = Some(path.into());
+        self
+    }
+
     /// Seeds the jitter and the session token (default: random), for reproducible tests.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
@@ -282,7 +313,13 @@ impl ClientBuilder {
             .seed
             .unwrap_or_else(|| std::collections::hash_map::RandomState::new().hash_one(0u8));
         let start = tokio::time::Instant::now();
-        let core = ClientCore::new(self.options, seed, Instant::from_millis(0));
+        let (core, journal) = match &self.persist {
+            Some(path) => restore(path, self.options, seed, &self.events),
+            None => (
+                ClientCore::new(self.options, seed, Instant::from_millis(0)),
+                None,
+            ),
+        };
         let events = self.events;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -303,10 +340,59 @@ impl ClientBuilder {
             #[cfg(feature = "tls")]
             tls: self.tls,
         };
-        runtime.spawn(driver::run(Arc::clone(&shared), dial));
+        runtime.spawn(driver::run(Arc::clone(&shared), dial, journal));
         Ok(WebSocketClient {
             handle: Arc::new(Handle { shared }),
         })
+    }
+}
+
+/// The core of a client that persists to `path`, restored from its journal, and the open
+/// journal; failures are reported on `events` as [`Error::Storage`] (the client then keeps its
+/// state in memory, or starts a fresh journal when the old one was unreadable).
+fn restore(
+    path: &Path,
+    options: Options,
+    seed: u64,
+    events: &broadcast::Sender<Event>,
+) -> (ClientCore, Option<JournalFile>) {
+    let now = Instant::from_millis(0);
+    let epoch_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
+    let report = |message: String| {
+        // No receiver is not an error: nobody subscribed.
+        let _ = events.send(Event::Error(Error::Storage(message)));
+    };
+    let fresh = |options| {
+        ClientCore::restore(options, seed, now, epoch_ms, "")
+            .unwrap_or_else(|_| unreachable!("an empty journal always reads"))
+    };
+    let (mut file, text) = match JournalFile::open(path) {
+        Ok(opened) => opened,
+        Err(error) => {
+            report(format!("{}: {error}", path.display()));
+            return (ClientCore::new(options, seed, now), None);
+        }
+    };
+    match ClientCore::restore(options.clone(), seed, now, epoch_ms, &text) {
+        Ok(core) => (core, Some(file)),
+        Err(damage) => match file.set_aside() {
+            Ok(aside) => {
+                report(format!(
+                    "{}: {damage}; moved to {}, starting afresh",
+                    path.display(),
+                    aside.display()
+                ));
+                (fresh(options), Some(file))
+            }
+            Err(error) => {
+                report(format!("{}: {damage}; {error}", path.display()));
+                (ClientCore::new(options, seed, now), None)
+            }
+        },
     }
 }
 
@@ -445,6 +531,7 @@ impl WebSocketClient {
             seed: None,
             events: broadcast::channel(EVENT_CAPACITY).0,
             token: None,
+            persist: None,
             #[cfg(feature = "tls")]
             tls: None,
         }

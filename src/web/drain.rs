@@ -33,9 +33,11 @@ use super::error::{core_error, error_value, thrown_message};
 use super::options::DriverOptions;
 use super::{js, millis, now, set_number};
 use crate::client::{
-    attempt_url, token_url, ClientCore, Event, InboundMessage, Outgoing, Output, ReadyState,
-    ReplyTarget, TransportId,
+    attempt_url, token_url, ClientCore, Error, Event, InboundMessage, Outgoing, Output, ReadyState,
+    Receipt, ReplyTarget, TransportId,
 };
+#[cfg(feature = "persist")]
+use crate::client::{RestoredMessage, Save};
 use crate::protocol::{Frame, Message};
 use crate::{Instant, Reply};
 
@@ -87,6 +89,26 @@ pub(super) struct State {
     /// The frame read in JavaScript that the core is deciding on: its payload is handed to a
     /// handler or a Promise from here (the core got its fields only).
     parsed: Option<JsValue>,
+    /// The journal of a client created with `persist`.
+    #[cfg(feature = "persist")]
+    journal: Option<Journal>,
+    /// Messages restored from the journal and not settled yet, with their types: nobody
+    /// awaits them, so their outcomes become events.
+    #[cfg(feature = "persist")]
+    restored: Vec<(u64, String)>,
+}
+
+/// Where a client created with `persist: { path }` keeps its state (`journal.js`), and the
+/// journal lines of this turn, written together once it ends.
+#[cfg(feature = "persist")]
+struct Journal {
+    path: String,
+    batch: String,
+    rewrite: bool,
+    /// The core's mark of the last batch in `batch`.
+    mark: u64,
+    /// The write is scheduled (a microtask).
+    scheduled: bool,
 }
 
 /// An armed `setTimeout`, which calls `on_settled` with its `token`; dropping it clears it,
@@ -193,8 +215,11 @@ impl Inner {
         source: &str,
         url: String,
     ) -> Rc<Inner> {
-        let core = ClientCore::new(options.core, seed(), now());
-        Rc::new_cyclic(|weak: &alloc::rc::Weak<Inner>| {
+        #[cfg(feature = "persist")]
+        let (core, journal, trouble) = open_core(options.core, options.persist);
+        #[cfg(not(feature = "persist"))]
+        let (core, trouble) = (ClientCore::new(options.core, seed(), now()), None);
+        let inner = Rc::new_cyclic(|weak: &alloc::rc::Weak<Inner>| {
             let on_settled = {
                 let weak = weak.clone();
                 Closure::<dyn FnMut(u32, bool, JsValue)>::new(move |token, fulfilled, value| {
@@ -216,6 +241,10 @@ impl Inner {
                     answers: Vec::new(),
                     last_token: 0,
                     parsed: None,
+                    #[cfg(feature = "persist")]
+                    journal,
+                    #[cfg(feature = "persist")]
+                    restored: Vec::new(),
                 }),
                 events,
                 source: source.into(),
@@ -226,7 +255,92 @@ impl Inner {
                 noop: Closure::<dyn FnMut()>::new(|| {}).into_js_value(),
                 token: options.token,
             }
-        })
+        });
+        if let Some(trouble) = trouble {
+            inner.defer("error", &core_error(&Error::Storage(trouble)));
+        }
+        inner
+    }
+
+    /// Dispatches `kind` with `detail` once the current task is done: the constructor's
+    /// events, which listeners added right after `new` must see.
+    fn defer(&self, kind: &'static str, detail: &JsValue) {
+        self.await_settled(&Promise::resolve(detail), Awaited::Dispatch(kind));
+    }
+
+    /// Keeps a batch of journal lines for the write at the end of this turn (one write per
+    /// turn, however many inputs it had).
+    #[cfg(feature = "persist")]
+    fn journal_batch(&self, save: Save) {
+        let schedule = {
+            let mut state = self.state.borrow_mut();
+            let Some(journal) = &mut state.journal else {
+                return;
+            };
+            if save.rewrite {
+                // The whole state, this turn's earlier batches included.
+                journal.batch.clear();
+                journal.rewrite = true;
+            }
+            journal.batch.push_str(&save.text);
+            journal.mark = save.mark;
+            !core::mem::replace(&mut journal.scheduled, true)
+        };
+        if schedule {
+            let now = Promise::resolve(&JsValue::UNDEFINED);
+            self.await_settled(&now, Awaited::Journal);
+        }
+    }
+
+    /// Writes this turn's journal lines, then lets the core send and acknowledge what they
+    /// record. A failed write leaves the client in memory, and says so.
+    #[cfg(feature = "persist")]
+    fn journal_write(self: &Rc<Self>) {
+        let batch = {
+            let mut state = self.state.borrow_mut();
+            state.journal.as_mut().map(|journal| {
+                journal.scheduled = false;
+                (
+                    journal.path.clone(),
+                    core::mem::take(&mut journal.batch),
+                    core::mem::take(&mut journal.rewrite),
+                    journal.mark,
+                )
+            })
+        };
+        let Some((path, text, rewrite, mark)) = batch else {
+            return;
+        };
+        let written = js::journal_write(&path, &text, rewrite);
+        let failure = {
+            let mut state = self.state.borrow_mut();
+            match written {
+                Ok(()) => {
+                    state.core.handle_saved(now(), mark);
+                    None
+                }
+                Err(thrown) => {
+                    state.journal = None;
+                    state.core.stop_persisting();
+                    let mut message = path;
+                    message.push_str(": ");
+                    message.push_str(&thrown_message(&thrown));
+                    Some(Error::Storage(message))
+                }
+            }
+        };
+        if let Some(error) = failure {
+            self.dispatch("error", &core_error(&error));
+        }
+        self.drain();
+    }
+
+    /// A handler has finished with the message of `receipt` (a client that persists records
+    /// it, so that it is not handled again after a restart).
+    fn handled(&self, receipt: Option<Receipt>) {
+        if let Some(receipt) = receipt {
+            self.state.borrow_mut().core.handled(receipt);
+        }
     }
 
     /// Carries out everything the core asks, then arms the timer for its next deadline and
@@ -273,6 +387,11 @@ impl Inner {
                     }
                 }
                 Some(Output::Event(event)) => self.event(event),
+                #[cfg(feature = "persist")]
+                Some(Output::Save(save)) => self.journal_batch(save),
+                // Never: the core of a build without `persist` writes no journal.
+                #[cfg(not(feature = "persist"))]
+                Some(Output::Save(_)) => {}
             }
         }
         let (stale, closed) = {
@@ -605,7 +724,9 @@ impl Inner {
                 self.dispatch("response", &detail);
             }
             Event::Reply {
-                request, result, ..
+                request,
+                result,
+                source,
             } => {
                 if let Some((resolve, reject)) = self.settle(request) {
                     let _ = match result {
@@ -615,23 +736,56 @@ impl Inner {
                             &error_value(&remote.code, &remote.message),
                         ),
                     };
+                } else if let Some(kind) = self.take_restored(request) {
+                    // A restored request's response: its Promise was in an earlier process.
+                    let detail = Object::new();
+                    set(&detail, "type", &kind.as_str().into());
+                    set_number(&detail, "re", request as f64);
+                    set(&detail, "source", &optional_string(source.as_deref()));
+                    match &result {
+                        Ok(_) => set(&detail, "payload", &js::payload(&self.frame())),
+                        Err(remote) => set(
+                            &detail,
+                            "error",
+                            &error_value(&remote.code, &remote.message),
+                        ),
+                    }
+                    self.dispatch("response", &detail);
                 }
             }
-            Event::Delivered { id } => {
-                if let Some((resolve, _)) = self.settle(id) {
+            Event::Delivered { id } => match self.settle(id) {
+                Some((resolve, _)) => {
                     let _ = resolve.call0(&JsValue::UNDEFINED);
                 }
-            }
+                None => {
+                    if self.take_restored(id).is_some() {
+                        let detail = Object::new();
+                        set_number(&detail, "id", id as f64);
+                        self.dispatch("delivered", &detail);
+                    }
+                }
+            },
             Event::Failed { id, error } => {
                 let error = core_error(&error);
                 match self.settle(id) {
                     Some((_, reject)) => {
                         let _ = reject.call1(&JsValue::UNDEFINED, &error);
                     }
+                    None if self.take_restored(id).is_some() => {
+                        let detail = Object::new();
+                        set_number(&detail, "id", id as f64);
+                        set(&detail, "error", &error);
+                        self.dispatch("failed", &detail);
+                    }
                     // A response of ours failed: nobody awaits it, so report it.
                     None => self.dispatch("error", &error),
                 }
             }
+            #[cfg(feature = "persist")]
+            Event::Restored(messages) => self.restored(messages),
+            // Never: only `ClientCore::restore` restores, and this build has none.
+            #[cfg(not(feature = "persist"))]
+            Event::Restored(_) => {}
             Event::Close {
                 code,
                 reason,
@@ -653,6 +807,49 @@ impl Inner {
         }
     }
 
+    /// The messages the journal gave back: remembered (their outcomes become events) and
+    /// announced, once the constructor has returned.
+    #[cfg(feature = "persist")]
+    fn restored(&self, messages: Vec<RestoredMessage>) {
+        let list = Array::new();
+        for message in &messages {
+            let item = Object::new();
+            set_number(&item, "id", message.id as f64);
+            set(&item, "type", &message.kind.as_str().into());
+            if let Some(payload) = &message.payload {
+                set(&item, "payload", &js::read(&payload.as_str().into()));
+            }
+            set(&item, "to", &optional_string(message.to.as_deref()));
+            set(&item, "request", &message.request.into());
+            list.push(&item);
+        }
+        self.state.borrow_mut().restored.extend(
+            messages
+                .into_iter()
+                .map(|message| (message.id, message.kind)),
+        );
+        let detail = Object::new();
+        set(&detail, "messages", &list);
+        self.defer("restored", &detail);
+    }
+
+    /// Forgets restored message `id` (it has its outcome); its type, if it was one.
+    #[cfg(feature = "persist")]
+    fn take_restored(&self, id: u64) -> Option<String> {
+        let mut state = self.state.borrow_mut();
+        let index = state
+            .restored
+            .iter()
+            .position(|(restored, _)| *restored == id)?;
+        Some(state.restored.swap_remove(index).1)
+    }
+
+    /// Nothing is ever restored in a build without `persist`.
+    #[cfg(not(feature = "persist"))]
+    fn take_restored(&self, _id: u64) -> Option<String> {
+        None
+    }
+
     /// Calls the handler of `message.kind`, now, and awaits what it returns.
     fn handle_message(self: &Rc<Self>, message: InboundMessage) {
         let handler = self
@@ -663,7 +860,7 @@ impl Inner {
             .find(|(kind, _)| *kind == message.kind)
             .map(|(_, handler)| handler.clone());
         let Some(handler) = handler else {
-            return;
+            return self.handled(message.receipt);
         };
         // The frame as `JSON.parse` read it is the handler's second argument, as it is.
         let result = js::deliver(&handler, &self.frame());
@@ -671,12 +868,13 @@ impl Inner {
         let promise = match result {
             // Nothing returned, at once: nothing to answer (`Reply::None`), so no Promise to
             // await (the common case of a handler that only listens).
-            Ok(value) if value.is_undefined() => return,
+            Ok(value) if value.is_undefined() => return self.handled(message.receipt),
             Ok(value) => Promise::resolve(&value),
             Err(thrown) => Promise::reject(&thrown),
         };
         let answer = Answer {
             target: message.reply_target(),
+            receipt: message.receipt,
             kind: message.kind,
         };
         self.await_settled(&promise, Awaited::Answer(answer));
@@ -736,6 +934,9 @@ impl Inner {
             Some(Awaited::Token(transport)) => {
                 return self.token_settled(transport, fulfilled, value);
             }
+            #[cfg(feature = "persist")]
+            Some(Awaited::Journal) => return self.journal_write(),
+            Some(Awaited::Dispatch(kind)) => return self.dispatch(kind, value),
             None => return,
         };
         let reply = if !fulfilled {
@@ -750,11 +951,84 @@ impl Inner {
                 ),
             }
         };
-        self.state
-            .borrow_mut()
-            .core
-            .answer(&answer.kind, answer.target.as_ref(), reply);
+        {
+            let mut state = self.state.borrow_mut();
+            state
+                .core
+                .answer(&answer.kind, answer.target.as_ref(), reply);
+            // The answer is queued: both reach the journal in one batch.
+            if let Some(receipt) = answer.receipt {
+                state.core.handled(receipt);
+            }
+        }
         self.drain();
+    }
+}
+
+/// The core of a new client, restored from its journal when it has one (`persist`), with
+/// the journal; and what went wrong with the storage, to report (the client then keeps its
+/// state in memory, or starts a fresh journal when the old one was unreadable).
+#[cfg(feature = "persist")]
+fn open_core(
+    options: crate::client::Options,
+    path: Option<String>,
+) -> (ClientCore, Option<Journal>, Option<String>) {
+    let (now, seed) = (now(), seed());
+    let Some(path) = path else {
+        return (ClientCore::new(options, seed, now), None, None);
+    };
+    restore(options, path, now, seed)
+}
+
+/// [`open_core`] for a client created with `persist: { path }`.
+#[cfg(feature = "persist")]
+fn restore(
+    options: crate::client::Options,
+    path: String,
+    now: Instant,
+    seed: u64,
+) -> (ClientCore, Option<Journal>, Option<String>) {
+    let epoch_ms = js::date_now() as u64;
+    let journal = |path| Journal {
+        path,
+        batch: String::new(),
+        rewrite: false,
+        mark: 0,
+        scheduled: false,
+    };
+    let mut trouble = String::from(path.as_str());
+    trouble.push_str(": ");
+    let text = match js::journal_open(&path) {
+        Ok(text) => text,
+        Err(thrown) => {
+            trouble.push_str(&thrown_message(&thrown));
+            return (ClientCore::new(options, seed, now), None, Some(trouble));
+        }
+    };
+    let damage = match ClientCore::restore(options.clone(), seed, now, epoch_ms, &text) {
+        Ok(core) => return (core, Some(journal(path)), None),
+        Err(damage) => damage,
+    };
+    // Not `to_string()`: the formatting machinery is kilobytes of wasm.
+    trouble.push_str("journal line ");
+    crate::protocol::push_u64(&mut trouble, damage.line as u64);
+    trouble.push_str(": ");
+    trouble.push_str(damage.reason);
+    match js::journal_set_aside(&path) {
+        Ok(aside) => {
+            trouble.push_str("; moved to ");
+            trouble.push_str(&aside);
+            trouble.push_str(", starting afresh");
+            match ClientCore::restore(options.clone(), seed, now, epoch_ms, "") {
+                Ok(core) => (core, Some(journal(path)), Some(trouble)),
+                Err(_) => (ClientCore::new(options, seed, now), None, Some(trouble)),
+            }
+        }
+        Err(thrown) => {
+            trouble.push_str("; ");
+            trouble.push_str(&thrown_message(&thrown));
+            (ClientCore::new(options, seed, now), None, Some(trouble))
+        }
     }
 }
 
@@ -764,6 +1038,11 @@ enum Awaited {
     Answer(Answer),
     /// The token of connection attempt `0`.
     Token(TransportId),
+    /// The end of the turn: write the journal's batch.
+    #[cfg(feature = "persist")]
+    Journal,
+    /// An event to dispatch (the settled value is its detail).
+    Dispatch(&'static str),
 }
 
 /// A message whose handler's result is awaited.
@@ -773,4 +1052,6 @@ enum Awaited {
 struct Answer {
     kind: String,
     target: Option<ReplyTarget>,
+    /// Handed back to the core once answered (see [`ClientCore::handled`]).
+    receipt: Option<Receipt>,
 }

@@ -38,7 +38,8 @@ pub(crate) fn core_error(error: &Error) -> JsValue {
         Error::Transport(message)
         | Error::Protocol(message)
         | Error::Decode(message)
-        | Error::InvalidOption(message) => message,
+        | Error::InvalidOption(message)
+        | Error::Storage(message) => message,
         Error::Handler { error, .. } => &error.message,
         Error::Unanswerable { .. } => {
             "the handler returned a value, but the message has no id to answer: it was not sent"

@@ -5,6 +5,9 @@
 //! but web-sys reaches them only through `window` (absent in Node and workers); `then` is taken
 //! with plain functions (js-sys's wants `Closure`s, one per call).
 
+#[cfg(feature = "persist")]
+use alloc::string::String;
+
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]
@@ -17,6 +20,11 @@ extern "C" {
     /// `globalThis` (ES2020: every runtime the package supports).
     #[wasm_bindgen(thread_local_v2, js_name = globalThis)]
     pub static GLOBAL_THIS: JsValue;
+
+    /// Milliseconds since the Unix epoch: the wall clock, for the journal's deadlines.
+    #[cfg(feature = "persist")]
+    #[wasm_bindgen(js_namespace = Date, js_name = now)]
+    pub fn date_now() -> f64;
 
     /// Monotonic milliseconds (browsers, Node 16+): the core's clock.
     #[wasm_bindgen(js_namespace = performance, js_name = now)]
@@ -92,4 +100,21 @@ extern "C" {
 
     /// `frame.payload`.
     pub fn payload(frame: &JsValue) -> JsValue;
+}
+
+/// The journal of a client created with `persist: { path }`, in Node.js (`journal.js`).
+#[cfg(feature = "persist")]
+#[wasm_bindgen(module = "/src/web/journal.js")]
+extern "C" {
+    /// Creates the journal at `path` if there is none; its text.
+    #[wasm_bindgen(catch, js_name = journalOpen)]
+    pub fn journal_open(path: &str) -> Result<String, JsValue>;
+
+    /// Stores one batch: appended, or replacing the journal (`rewrite`).
+    #[wasm_bindgen(catch, js_name = journalWrite)]
+    pub fn journal_write(path: &str, text: &str, rewrite: bool) -> Result<(), JsValue>;
+
+    /// Moves an unreadable journal aside; where it went.
+    #[wasm_bindgen(catch, js_name = journalSetAside)]
+    pub fn journal_set_aside(path: &str) -> Result<String, JsValue>;
 }

@@ -17,6 +17,9 @@ pub(crate) struct DriverOptions {
     pub(crate) debug: bool,
     /// `options.token`: a string, a function called before every attempt, or undefined.
     pub(crate) token: JsValue,
+    /// `options.persist.path`: the file that keeps the client's state (Node.js).
+    #[cfg(feature = "persist")]
+    pub(crate) persist: Option<alloc::string::String>,
 }
 
 fn get(object: &JsValue, key: &str) -> JsValue {
@@ -81,10 +84,47 @@ pub(crate) fn read(options: &JsValue) -> Result<DriverOptions, JsValue> {
             "token must be a string or a function",
         ));
     }
+    // Read in every build: one without `persist` refuses the option rather than ignore it.
+    let persist = if given {
+        persist_path(&get(options, "persist"))?
+    } else {
+        None
+    };
+    #[cfg(not(feature = "persist"))]
+    debug_assert!(persist.is_none(), "refused above");
     Ok(DriverOptions {
         core,
         socket_class,
         debug: given && get(options, "debug").is_truthy(),
         token,
+        #[cfg(feature = "persist")]
+        persist,
     })
+}
+
+/// `options.persist`: absent or `false` (nothing kept), or `{ path }`.
+fn persist_path(persist: &JsValue) -> Result<Option<alloc::string::String>, JsValue> {
+    if persist.is_undefined() || persist.is_null() || persist.as_bool() == Some(false) {
+        return Ok(None);
+    }
+    if cfg!(not(feature = "persist")) {
+        return Err(error_value(
+            "invalid_option",
+            "persist: this build of wsrelay cannot persist (the Node.js build can)",
+        ));
+    }
+    if persist.as_bool() == Some(true) {
+        return Err(error_value(
+            "invalid_option",
+            "persist: true (IndexedDB, in browsers) is not available yet; in Node.js, use \
+             persist: { path }",
+        ));
+    }
+    match get(persist, "path").as_string() {
+        Some(path) if !path.is_empty() => Ok(Some(path)),
+        _ => Err(error_value(
+            "invalid_option",
+            "persist must be { path: string } (the file that keeps the client's state)",
+        )),
+    }
 }

@@ -57,6 +57,28 @@ export interface WebSocketClientOptions {
    * Default: `globalThis.WebSocket`.
    */
   WebSocket?: abstract new (url: string) => unknown;
+  /**
+   * Keeps the client's state in a journal, so that a new process built with the same path
+   * carries on where this one stopped, even if it was killed (Node.js 20.16+: a file). The
+   * messages queued and not seen acknowledged are sent, once, in order, before anything sent
+   * later (a `restored` event names them; their outcomes come as `delivered` and `failed`
+   * events), and a message whose handler finished is not handled again. One path per client.
+   * Storage that fails is reported as an `error` event with code `storage`, and the client
+   * goes on in memory. PROTOCOL.md section 13 says what a crash between two steps can do.
+   */
+  persist?: { path: string };
+}
+
+/** A message an earlier process queued, restored from the journal (`restored` event). */
+export interface RestoredMessage<T = any> {
+  /** Its id: its `delivered` or `failed` event (or, for a request, `response`) carries it. */
+  id: number;
+  type: string;
+  payload?: T;
+  /** The client it is addressed to, if any. */
+  to?: string;
+  /** A request: its outcome is a `response` event (or `failed`). */
+  request: boolean;
 }
 
 /** Options of `send()`. */
@@ -175,6 +197,15 @@ export interface WebSocketClientEventMap {
   reconnecting: { attempt: number; delay: number };
   error: WsRelayError;
   response: ResponseDetail;
+  /**
+   * The first event of a client created with `persist`, dispatched once the constructor has
+   * returned: the messages an earlier process queued and did not see settled, sent again.
+   */
+  restored: { messages: RestoredMessage[] };
+  /** A restored message was acknowledged by the server (nobody awaits it any more). */
+  delivered: { id: number };
+  /** A restored message failed. */
+  failed: { id: number; error: WsRelayError };
 }
 
 /** `addEventListener` options (a structural copy of the DOM's). */

@@ -14,15 +14,18 @@
 // build. Then the one-crossing receive path (issue 18): frames read by the runtime's JSON.parse
 // in the driver's JavaScript (socket.js, inlined into the glue), crossing into wasm as their
 // fields, with the core's text path kept for every other frame: +1165 B (36048 -> 37213 B),
-// for half the client's CPU per delivery (BENCHMARKS.md, "End to end"). The ceiling is that
-// size plus 128 B of slack. A change that grows the package past it fails here and must say
+// for half the client's CPU per delivery (BENCHMARKS.md, "End to end"). Issue 19's journal
+// (`persist`) is 10 KB of the gzipped module and stays out of the web build (the Node build
+// has it); what the web build does take, +365 B (37213 -> 37578 B): the receipts a handler
+// hands back, the `storage` error, and the clear refusal of `persist` in a build that cannot
+// persist. The ceiling is that size plus 128 B of slack. A change that grows the package past it fails here and must say
 // why.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 
-const CEILING = 37213 + 128;
+const CEILING = 37578 + 128;
 
 test("web build stays under its size ceiling (gzip -9)", () => {
   const dir = new URL("../../pkg/web/", import.meta.url);

@@ -165,8 +165,12 @@ pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
     ensure_npm(root, "xtask", tally)?;
     let pkg = root.join("pkg");
     let _ = fs::remove_dir_all(&pkg);
-    for (target, folder, module_type) in [("web", "web", "module"), ("nodejs", "node", "commonjs")]
-    {
+    // The Node build can persist (`persist: { path }`, a file); browsers cannot yet, and their
+    // build leaves the journal out (10 KB of the gzipped module).
+    for (target, folder, module_type, features) in [
+        ("web", "web", "module", "small-allocator"),
+        ("nodejs", "node", "commonjs", "small-allocator,persist"),
+    ] {
         let out = pkg.join(folder);
         step(
             &format!("wasm-pack build --target {target} (wasm-release profile)"),
@@ -183,12 +187,7 @@ pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
                 .arg(&out)
                 // Without std (see the feature `std` in Cargo.toml): no panic and formatting
                 // machinery in the module.
-                .args([
-                    "--",
-                    "--no-default-features",
-                    "--features",
-                    "small-allocator",
-                ])
+                .args(["--", "--no-default-features", "--features", features])
                 .env("PATH", path_for_wasm_pack(root)),
             tally,
         )?;

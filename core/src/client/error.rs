@@ -86,6 +86,10 @@ pub enum Error {
     /// acknowledged it: it may or may not have been delivered. Only a message that was never
     /// sent fails with the cause itself, so such a failure means "not delivered".
     Unconfirmed(Box<Error>),
+    /// The storage of a client that persists its state failed (full, gone, refused, or its
+    /// journal unreadable): the client goes on in memory, and a restart will not restore
+    /// what it queues from now on.
+    Storage(String),
 }
 
 impl Error {
@@ -111,6 +115,7 @@ impl Error {
             Error::Unanswerable { .. } => "unanswerable",
             Error::SessionLost => "session_lost",
             Error::Unconfirmed(_) => "unconfirmed",
+            Error::Storage(_) => "storage",
         }
     }
 }
@@ -166,6 +171,7 @@ impl fmt::Display for Error {
                 "{cause}, after the message was sent and before it was acknowledged: it may \
                  have been delivered"
             ),
+            Error::Storage(message) => write!(f, "storage failed, continuing in memory: {message}"),
         }
     }
 }

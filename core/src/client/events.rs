@@ -33,6 +33,23 @@ pub enum Output {
     },
     /// Something for the application.
     Event(Event),
+    /// Store these journal lines (a client that persists its state, see
+    /// [`ClientCore::restore`](super::ClientCore::restore)), then confirm with
+    /// [`ClientCore::handle_saved`](super::ClientCore::handle_saved). The core transmits no
+    /// message and acknowledges no frame before the lines that record it are saved.
+    Save(Save),
+}
+
+/// A batch of journal lines to store. Comes last in a drain: one per input at most.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Save {
+    /// Confirms this batch (and every earlier one) once stored.
+    pub mark: u64,
+    /// The lines, each ending in a newline.
+    pub text: String,
+    /// Replace the whole journal with `text` (rather than append it): the journal had grown
+    /// well past the state it describes, or it may end in a torn line.
+    pub rewrite: bool,
 }
 
 /// What happened, for the application: the one event type of every driver.
@@ -98,6 +115,11 @@ pub enum Event {
         /// How long until it starts.
         delay: Duration,
     },
+    /// The messages an earlier process queued and did not see settled, restored from the
+    /// journal (in their order, before anything sent since): they are sent again, and their
+    /// outcomes come as `Delivered` or `Failed` events with these ids. The first event of a
+    /// restored client.
+    Restored(alloc::vec::Vec<RestoredMessage>),
     /// A problem that fails no particular message (a transport error, an `~error` from the
     /// server about no message of ours, a malformed or binary server frame, a handler that
     /// failed, a handler's value that could not be sent: see [`ClientCore::answer`](super::ClientCore::answer)).
@@ -116,6 +138,32 @@ pub struct InboundMessage {
     pub source: Option<String>,
     /// The sender's id; present when the message can be answered.
     pub id: Option<u64>,
+    /// For a client that persists its state: hand it back to
+    /// [`ClientCore::handled`](super::ClientCore::handled) once the handler has finished (its
+    /// answer given), so that the message is not handled again after a restart.
+    pub receipt: Option<Receipt>,
+}
+
+/// Names one received frame of one session, for [`ClientCore::handled`](super::ClientCore::handled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Receipt {
+    pub(crate) generation: u32,
+    pub(crate) seq: u64,
+}
+
+/// A message restored from the journal ([`Event::Restored`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredMessage {
+    /// Its id: its outcome event carries it.
+    pub id: u64,
+    /// Message type.
+    pub kind: String,
+    /// Raw JSON payload, if any.
+    pub payload: Option<String>,
+    /// The client it is addressed to, if any.
+    pub to: Option<String>,
+    /// Whether it is a request (its outcome is then a response event, or `Failed`).
+    pub request: bool,
 }
 
 impl InboundMessage {

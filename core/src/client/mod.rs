@@ -6,6 +6,8 @@
 mod backoff;
 mod error;
 mod events;
+#[cfg(feature = "persist")]
+mod journal;
 mod machine;
 mod options;
 mod outbox;
@@ -16,8 +18,11 @@ pub use crate::protocol::MAX_SOURCE_LEN;
 pub use backoff::delay_range;
 pub use error::Error;
 pub use events::{
-    Event, InboundMessage, Outgoing, Output, ReadyState, ReplyTarget, Response, TransportId,
+    Event, InboundMessage, Outgoing, Output, ReadyState, Receipt, ReplyTarget, Response,
+    RestoredMessage, Save, TransportId,
 };
+#[cfg(feature = "persist")]
+pub use journal::JournalError;
 pub use machine::ClientCore;
 pub use options::{OptionValue, Options};
 pub use stats::Stats;

@@ -53,6 +53,13 @@ impl Deadlines {
         self.by_id.len()
     }
 
+    /// The deadline of `id`, if it has one.
+    #[cfg(feature = "persist")]
+    pub(crate) fn get(&self, id: u64) -> Option<Instant> {
+        let index = self.by_id.binary_search_by_key(&id, |&(id, _)| id).ok()?;
+        self.by_id.get(index).map(|&(_, at)| at)
+    }
+
     pub(crate) fn contains(&self, id: u64) -> bool {
         self.by_id.binary_search_by_key(&id, |&(id, _)| id).is_ok()
     }
@@ -127,6 +134,14 @@ pub(crate) struct Outbox {
     expiries: Deadlines,
     /// Frames transmitted again on a later connection (statistics).
     retransmitted: u64,
+    /// Only entries with ids up to this one may be transmitted: a client that persists its
+    /// state sends nothing that its journal does not hold (`u64::MAX` otherwise).
+    #[cfg(feature = "persist")]
+    cleared: u64,
+    /// Ids that left since the last [`take_removed`](Self::take_removed), kept for the
+    /// journal (`None` when there is none).
+    #[cfg(feature = "persist")]
+    removed: Option<Vec<u64>>,
 }
 
 impl Outbox {
@@ -140,6 +155,10 @@ impl Outbox {
             last_id: 0,
             expiries: Deadlines::default(),
             retransmitted: 0,
+            #[cfg(feature = "persist")]
+            cleared: u64::MAX,
+            #[cfg(feature = "persist")]
+            removed: None,
         }
     }
 
@@ -162,7 +181,7 @@ impl Outbox {
     }
 
     /// The entries still waiting, oldest first.
-    fn live(&self) -> &[Entry] {
+    pub(crate) fn live(&self) -> &[Entry] {
         self.entries.get(self.settled..).unwrap_or_default()
     }
 
@@ -239,6 +258,10 @@ impl Outbox {
         let mut count = 0;
         while let Some(entry) = self.entries.get_mut(self.sent) {
             let len = entry.frame.len();
+            #[cfg(feature = "persist")]
+            if entry.id > self.cleared {
+                break;
+            }
             if self.in_flight > 0 && window.is_some_and(|w| self.in_flight + len > w) {
                 break;
             }
@@ -359,7 +382,12 @@ impl Outbox {
         // The entries after the settled ones (not `drain(..).skip(n)`: the adapter's code is a
         // few hundred bytes of wasm).
         let mut entries = core::mem::take(&mut self.entries);
-        entries.split_off(settled.min(entries.len()))
+        let drained = entries.split_off(settled.min(entries.len()));
+        #[cfg(feature = "persist")]
+        for entry in &drained {
+            self.note_removed(entry.id);
+        }
+        drained
     }
 
     fn forget(&mut self, id: u64, frame_len: usize, transmitted: bool) {
@@ -368,10 +396,66 @@ impl Outbox {
             "every frame's bytes were counted when it was pushed"
         );
         self.bytes -= frame_len;
+        #[cfg(feature = "persist")]
+        self.note_removed(id);
         // Only untransmitted entries can have a time-to-live deadline left.
         if !transmitted {
             self.expiries.remove(id);
         }
+    }
+}
+
+/// What the journal of a client that persists (`machine/durable.rs`) needs of the outbox.
+#[cfg(feature = "persist")]
+impl Outbox {
+    /// Keeps the ids of the entries that leave (`true`), for the journal, or stops.
+    pub(crate) fn keep_removed(&mut self, keep: bool) {
+        self.removed = keep.then(Vec::new);
+    }
+
+    /// The ids that left since the last call, ascending.
+    pub(crate) fn take_removed(&mut self) -> Vec<u64> {
+        self.removed
+            .as_mut()
+            .map(core::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Keeps `id` among the removed ones, in order: entries mostly leave oldest first, so
+    /// this is mostly a push (and `sort` would be kilobytes of wasm).
+    fn note_removed(&mut self, id: u64) {
+        if let Some(removed) = &mut self.removed {
+            if let Err(at) = removed.binary_search(&id) {
+                removed.insert(at, id);
+            }
+        }
+    }
+
+    /// Lets entries up to `id` be transmitted.
+    pub(crate) fn set_cleared(&mut self, id: u64) {
+        self.cleared = id;
+    }
+
+    /// The highest id given so far.
+    pub(crate) fn last_id(&self) -> u64 {
+        self.last_id
+    }
+
+    /// The next entry gets an id above `id` (a restored client continues its ids).
+    pub(crate) fn skip_ids_through(&mut self, id: u64) {
+        self.last_id = self.last_id.max(id);
+    }
+
+    /// Counts entries up to `id` as transmitted (restored: they may have been).
+    pub(crate) fn mark_transmitted_through(&mut self, id: u64) {
+        for entry in self.entries.iter_mut().filter(|entry| entry.id <= id) {
+            entry.transmitted = true;
+        }
+    }
+
+    /// When the entry `id`'s time-to-live ends, if it has one.
+    pub(crate) fn expiry_of(&self, id: u64) -> Option<Instant> {
+        self.expiries.get(id)
     }
 }
 

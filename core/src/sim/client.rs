@@ -33,6 +33,26 @@ pub struct SimClient {
     /// link): they reach it when [`Sim::release_attempts`] says so.
     pub hold_attempts: bool,
     pub(super) held_attempts: Vec<TransportId>,
+    /// The client's storage, when it persists its state (see [`Sim::add_persistent_client`]).
+    pub storage: Option<Storage>,
+    /// The application's handlers finish this long after a message arrives (they await
+    /// something) rather than at once; a crash meanwhile kills them unfinished.
+    pub handler_delay: Option<std::time::Duration>,
+    /// The payloads of the messages whose handling finished, in order (across restarts).
+    pub finished: Vec<Option<String>>,
+}
+
+/// What a persisting client's storage holds, as a driver keeps it.
+#[derive(Debug, Clone, Default)]
+pub struct Storage {
+    /// The journal: every batch stored so far.
+    pub journal: String,
+    /// Batches stored.
+    pub saves: u64,
+    /// The client's options, for its restarts.
+    pub(super) options: crate::client::Options,
+    /// The client process is down (between [`Sim::crash`] and [`Sim::restart`]).
+    pub down: bool,
 }
 
 impl SimClient {
@@ -49,6 +69,9 @@ impl SimClient {
             socket: None,
             hold_attempts: false,
             held_attempts: Vec::new(),
+            storage: None,
+            handler_delay: None,
+            finished: Vec::new(),
         }
     }
 
@@ -94,6 +117,16 @@ impl Sim {
                     }
                 }
                 Output::Event(event) => self.on_event(index, event),
+                Output::Save(save) => {
+                    // Stored after a storage latency of its own, in order.
+                    let stored = Delivery::Stored {
+                        client: index,
+                        mark: save.mark,
+                        text: save.text,
+                        rewrite: save.rewrite,
+                    };
+                    self.schedule(super::STORAGE_LATENCY, stored);
+                }
             }
         }
         if let Some(at) = self.clients[index].core.poll_timeout() {
@@ -117,6 +150,30 @@ impl Sim {
                     client.events.push((self.now, Event::Error(error)));
                 }
             }
+        }
+        // The handler finishes now, or after its delay, and says so (as a driver does once
+        // an `on` handler is done).
+        let mut later = None;
+        if let Event::Message(message) = &event {
+            match client.handler_delay {
+                None => {
+                    client.finished.push(message.payload.clone());
+                    if let Some(receipt) = message.receipt {
+                        client.core.handled(receipt);
+                    }
+                }
+                Some(delay) => {
+                    let finished = Delivery::Handled {
+                        client: index,
+                        receipt: message.receipt,
+                        payload: message.payload.clone(),
+                    };
+                    later = Some((delay, finished));
+                }
+            }
+        }
+        if let Some((delay, finished)) = later {
+            self.schedule(delay, finished);
         }
         self.clients[index].events.push((self.now, event));
     }

@@ -24,7 +24,7 @@ use crate::server::memory::EngineLimits;
 use crate::server::{ConnectionSettings, HandlerSet};
 use crate::{Instant, Reply};
 
-pub use client::SimClient;
+pub use client::{SimClient, Storage};
 pub use relay::{ConnId, Consumed, Handlers, Relay, Response, Transmit};
 
 /// Something on its way over a link.
@@ -56,7 +56,27 @@ enum Delivery {
     ServerPong {
         conn: ConnId,
     },
+    /// A handler of the client finished (see [`SimClient::handler_delay`]).
+    Handled {
+        client: usize,
+        receipt: Option<crate::client::Receipt>,
+        payload: Option<String>,
+    },
+    /// A persisting client's storage finished writing a batch of its journal.
+    Stored {
+        client: usize,
+        mark: u64,
+        text: String,
+        rewrite: bool,
+    },
 }
+
+/// How long a persisting client's storage takes to write a batch.
+const STORAGE_LATENCY: Duration = Duration::from_millis(1);
+
+/// The wall-clock time at the simulation's `Instant` zero, in milliseconds since the Unix
+/// epoch (journals keep wall-clock deadlines).
+const EPOCH_MS: u64 = 1_800_000_000_000;
 
 /// The server end of a connection's link.
 struct Link {
@@ -316,7 +336,126 @@ impl Sim {
                     self.run_server();
                 }
             }
+            Delivery::Handled {
+                client,
+                receipt,
+                payload,
+            } => {
+                self.clients[client].finished.push(payload);
+                if let Some(receipt) = receipt {
+                    self.clients[client].core.handled(receipt);
+                }
+                self.drain(client);
+            }
+            Delivery::Stored {
+                client,
+                mark,
+                text,
+                rewrite,
+            } => {
+                let Some(storage) = &mut self.clients[client].storage else {
+                    return;
+                };
+                if rewrite {
+                    storage.journal = text;
+                } else {
+                    storage.journal.push_str(&text);
+                }
+                storage.saves += 1;
+                self.clients[client].core.handle_saved(now, mark);
+                self.drain(client);
+            }
         }
+    }
+
+    // ---- persisting clients ----
+
+    /// Adds a client that keeps its state in a journal (a fresh one), as
+    /// [`add_client`](Self::add_client) adds one that does not.
+    pub fn add_persistent_client(&mut self, source: &str, options: Options, seed: u64) -> usize {
+        let core = ClientCore::restore(options.clone(), seed, self.now, self.wall_ms(), "")
+            .unwrap_or_else(|error| unreachable!("an empty journal: {error}"));
+        let mut client = SimClient::new(source, core);
+        client.storage = Some(Storage {
+            options,
+            ..Storage::default()
+        });
+        self.clients.push(client);
+        let index = self.clients.len() - 1;
+        self.drain(index);
+        index
+    }
+
+    fn wall_ms(&self) -> u64 {
+        EPOCH_MS + self.now.as_millis()
+    }
+
+    /// Client `index`'s process dies (SIGKILL): its writes in progress are lost, except that
+    /// with `torn` the first of them reached the storage halfway; its connection closes (the
+    /// kernel closes the socket); whatever was on its way to it is lost.
+    pub fn crash(&mut self, index: usize, torn: bool) {
+        let Some(storage) = self.clients[index].storage.as_mut() else {
+            panic!("client {index} does not persist");
+        };
+        storage.down = true;
+        let options = storage.options.clone();
+        // The earliest of the writes in progress, the one a torn write would be.
+        let first_write = self
+            .pending
+            .iter()
+            .filter_map(|Reverse((at, seq, delivery))| match delivery {
+                Delivery::Stored { client, text, .. } if *client == index => {
+                    Some(((*at, *seq), text))
+                }
+                _ => None,
+            })
+            .min_by_key(|(order, _)| *order)
+            .map(|(_, text)| text.get(..text.len() / 2).unwrap_or_default().to_owned());
+        self.pending
+            .retain(|Reverse((_, _, delivery))| match delivery {
+                Delivery::ClientOpened { client, .. }
+                | Delivery::ClientFrame { client, .. }
+                | Delivery::ClientClosed { client, .. }
+                | Delivery::Handled { client, .. }
+                | Delivery::Stored { client, .. } => *client != index,
+                _ => true,
+            });
+        if let (true, Some(text), Some(storage)) =
+            (torn, first_write, self.clients[index].storage.as_mut())
+        {
+            storage.journal.push_str(&text);
+        }
+        // A dead process does nothing: a core that never starts stands in until the restart.
+        let dead = Options {
+            start_closed: true,
+            ..options
+        };
+        self.clients[index].core = ClientCore::new(dead, 0, self.now);
+        if let Some((_, Some(conn))) = self.clients[index].socket.take() {
+            self.schedule(self.latency, Delivery::ServerClosed { conn });
+        }
+        self.clients[index].held.clear();
+        self.clients[index].held_attempts.clear();
+    }
+
+    /// Client `index`'s process starts again from its storage (with `seed` for its jitter).
+    /// Returns the journal's error when it cannot be read.
+    pub fn restart(&mut self, index: usize, seed: u64) -> Result<(), crate::client::JournalError> {
+        let wall_ms = self.wall_ms();
+        let Some(storage) = self.clients[index].storage.as_mut() else {
+            panic!("client {index} does not persist");
+        };
+        let core = ClientCore::restore(
+            storage.options.clone(),
+            seed,
+            self.now,
+            wall_ms,
+            &storage.journal,
+        )?;
+        storage.down = false;
+        self.clients[index].core = core;
+        self.drain(index);
+        Ok(())
     }
 
     // ---- faults ----

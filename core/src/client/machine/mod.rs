@@ -2,6 +2,11 @@
 //! its state, its getters, outputs and application commands; `transport.rs` the life of a
 //! connection (opening, the welcome, losing it, closing), `traffic.rs` what flows on it.
 
+#[cfg(feature = "persist")]
+mod durable;
+#[cfg(not(feature = "persist"))]
+#[path = "durable_off.rs"]
+mod durable;
 #[cfg(test)]
 mod tests;
 mod traffic;
@@ -112,6 +117,9 @@ pub struct ClientCore {
     /// The message types the application has handlers for: a request of any other type is
     /// answered `no_handler` at once.
     handled: Vec<String>,
+    /// The journal, for a client that persists its state (`restore`).
+    #[cfg(feature = "persist")]
+    durable: Option<alloc::boxed::Box<durable::Durable>>,
 }
 
 /// What a message fails with when the client gives up for `error`: `error` itself when it was
@@ -181,6 +189,8 @@ impl ClientCore {
             acknowledged_messages: 0,
             failed_messages: 0,
             handled: Vec::new(),
+            #[cfg(feature = "persist")]
+            durable: None,
         };
         if !start_closed {
             core.connect(now);
@@ -245,7 +255,11 @@ impl ClientCore {
 
     /// The next thing to do. Call until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
-        let output = self.outputs.get_mut(self.polled)?.take();
+        let Some(output) = self.outputs.get_mut(self.polled) else {
+            // Last, the journal lines of everything the input did, as one batch.
+            return self.save();
+        };
+        let output = output.take();
         self.polled += 1;
         if self.polled == self.outputs.len() {
             self.outputs.clear();

@@ -92,7 +92,9 @@ impl ClientCore {
     /// One more reliable frame of `bytes` received: acknowledged at once past `ack_every`
     /// frames or `ack_bytes` bytes (so the server's flow control never waits on a lazy
     /// acknowledgement), else within `ack_delay`.
-    pub(super) fn count_received(&mut self, now: Instant, bytes: usize) {
+    /// Returns the frame's receipt, or `None` when it was handed over already (see
+    /// [`receipt`](Self::receipt)).
+    pub(super) fn count_received(&mut self, now: Instant, bytes: usize) -> Option<Option<Receipt>> {
         self.received += 1;
         self.unacked_bytes = self.unacked_bytes.saturating_add(bytes);
         if self.received - self.acknowledged >= self.options.ack_every
@@ -102,21 +104,26 @@ impl ClientCore {
         } else if self.ack_due.is_none() {
             self.ack_due = Some(now + self.options.ack_delay);
         }
+        self.receipt(self.received)
     }
 
+    /// Acknowledges what may be: every frame received, or for a client that persists, what
+    /// its stored journal says was handled (the rest once it does: `handle_saved`).
     pub(super) fn send_ack(&mut self) {
         self.ack_due = None;
+        let ack = self.ackable();
         if matches!(self.state, State::Open { .. } | State::Closing { .. })
-            && self.received > self.acknowledged
+            && ack > self.acknowledged
         {
-            self.acknowledged = self.received;
+            self.acknowledged = ack;
             self.unacked_bytes = 0;
-            let ack = Frame::Ack { ack: self.received };
+            let ack = Frame::Ack { ack };
             self.output(Output::Transmit(ack.encode()));
         }
     }
 
-    pub(super) fn handle_message(&mut self, message: Message<'_>) {
+    /// A message, or a response, arrived; `receipt` names it for [`ClientCore::handled`].
+    pub(super) fn handle_message(&mut self, message: Message<'_>, receipt: Option<Receipt>) {
         let result = match message.error {
             Some(error) => Err(error),
             None => Ok(message.payload.map(str::to_owned)),
@@ -136,9 +143,12 @@ impl ClientCore {
                 payload: result.ok().flatten(),
                 source,
                 id: message.id,
+                receipt,
             }));
             return;
         };
+        // A response settles a request or is reported: handled once the event is out.
+        self.mark_handled(self.received);
         if let Some(index) = self.targets.iter().position(|(id, _)| *id == re) {
             // Put to one client: nobody else may answer it (the server refuses such answers
             // too, but a client does not rely on a server it cannot see).

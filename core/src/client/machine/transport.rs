@@ -18,10 +18,12 @@ impl ClientCore {
                 *opened = true;
                 // The hello and its welcome are the first round trip measured.
                 self.round_trips.sent(now);
+                let ack = self.ackable();
+                self.durable_hello(ack);
                 let hello = Frame::Hello {
                     version: VERSION,
                     session: self.session.as_str().into(),
-                    ack: self.received,
+                    ack,
                     sid: self.sid.as_deref().map(Into::into),
                 };
                 self.output(Output::Transmit(hello.encode()));
@@ -99,12 +101,15 @@ impl ClientCore {
                 )));
             }
             Frame::Message(message) => {
-                self.count_received(now, bytes);
-                self.handle_message(message);
+                if let Some(receipt) = self.count_received(now, bytes) {
+                    self.handle_message(message, receipt);
+                }
             }
             Frame::Error(report) => {
-                self.count_received(now, bytes);
-                self.handle_error_report(report);
+                if self.count_received(now, bytes).is_some() {
+                    self.mark_handled(self.received);
+                    self.handle_error_report(report);
+                }
             }
             Frame::Ack { ack } => self.handle_ack(ack),
             Frame::Ping => self.output(Output::Transmit(Frame::Pong.encode())),
@@ -272,6 +277,7 @@ impl ClientCore {
             return;
         }
         let lost_session = !resumed && self.had_session;
+        self.durable_welcome(resumed);
         if !resumed {
             self.received = 0;
             if lost_session {
