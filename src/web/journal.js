@@ -16,6 +16,19 @@ function fs() {
   return fs;
 }
 
+// Each journal's file stays open for appending (one write system call per batch, where
+// `appendFileSync` opens and closes it each time), until it is replaced.
+const appending = new Map();
+
+/** Closes the file kept open for `path`, if any (it is being replaced). */
+function release(path) {
+  const fd = appending.get(path);
+  if (fd !== undefined) {
+    appending.delete(path);
+    fs().closeSync(fd);
+  }
+}
+
 /** Creates the journal at `path` if there is none, and returns its text. */
 export function journalOpen(path) {
   const file = fs();
@@ -29,14 +42,24 @@ export function journalWrite(path, text, rewrite) {
   if (rewrite) {
     file.writeFileSync(`${path}.tmp`, text);
     file.renameSync(`${path}.tmp`, path);
-  } else {
-    file.appendFileSync(path, text);
+    release(path);
+    return;
+  }
+  let fd = appending.get(path);
+  if (fd === undefined) {
+    fd = file.openSync(path, 'a');
+    appending.set(path, fd);
+  }
+  const bytes = Buffer.from(text);
+  for (let written = 0; written < bytes.length; ) {
+    written += file.writeSync(fd, bytes, written);
   }
 }
 
 /** Moves an unreadable journal aside (`.damaged` added to its name); returns where. */
 export function journalSetAside(path) {
   const aside = `${path}.damaged`;
+  release(path);
   fs().renameSync(path, aside);
   return aside;
 }

@@ -7,7 +7,8 @@
 // wsrelay:  wsrelay's npm package (`require('wsrelay')`: its Node build), `ws` as the
 //           WebSocket class (Node 20 has none), a handler `client.on('bc', ...)`. Options of
 //           the client may be set for a comparison with the environment variable
-//           WSRELAY_BENCH_CLIENT_OPTIONS, a JSON object (e.g. `{"ackDelay":500}`).
+//           WSRELAY_BENCH_CLIENT_OPTIONS, a JSON object (e.g. `{"ackDelay":500}`; with
+//           `{"persist":{"dir":D}}` each client keeps its journal in a file of its own in D).
 // socketio: socket.io-client with the websocket transport only (the server allows nothing
 //           else), one connection per client (`forceNew`), a listener `socket.on('bc', ...)`.
 // Both use the same `ws` underneath (socket.io-client's engine.io-client depends on it).
@@ -87,7 +88,11 @@ function deliver(index) {
 function connectWsrelay(index) {
   const { WebSocketClient } = require('wsrelay');
   const WebSocket = require('ws');
-  const client = new WebSocketClient(url, `r${index}`, { ...wsrelayOptions, WebSocket });
+  // `{"persist":{"dir":D}}` gives each client a journal of its own in D (issue 19's cost).
+  const persist = wsrelayOptions.persist?.dir
+    ? { persist: { path: require('path').join(wsrelayOptions.persist.dir, `r${index}.journal`) } }
+    : {};
+  const client = new WebSocketClient(url, `r${index}`, { ...wsrelayOptions, ...persist, WebSocket });
   client.on('bc', (payload) => {
     if (typeof payload === 'string') deliver(index);
   });

@@ -421,6 +421,11 @@ impl Outbox {
             .unwrap_or_default()
     }
 
+    /// How many ids left since the last [`take_removed`](Self::take_removed).
+    pub(crate) fn removed_count(&self) -> usize {
+        self.removed.as_ref().map_or(0, Vec::len)
+    }
+
     /// Keeps `id` among the removed ones, in order: entries mostly leave oldest first, so
     /// this is mostly a push (and `sort` would be kilobytes of wasm).
     fn note_removed(&mut self, id: u64) {

@@ -49,6 +49,9 @@ pub(super) struct Durable {
     seen: u64,
     /// The `ack` of the last hello.
     hello_ack: u64,
+    /// An acknowledgement is due and waits for the handled watermark to be stored: the next
+    /// batch carries it, and its confirmation sends the acknowledgement.
+    ack_wanted: bool,
     /// Bytes appended since the journal was last rewritten.
     appended: usize,
     /// The next batch rewrites the journal.
@@ -62,10 +65,18 @@ struct Waiting {
     cleared: u64,
     generation: u32,
     handled: u64,
+    /// An acknowledgement waits for this batch.
+    ack: bool,
 }
 
 /// Past this many bytes appended, and twice what the state takes, the journal is rewritten.
 const REWRITE_AFTER: usize = 64 * 1024;
+
+/// Settled ids wait for a batch that is written anyway, or until there are this many: nothing
+/// waits on them (a message settled but still in the journal is sent again after a restart,
+/// and the server drops the copy), and writing them alone would cost a write per
+/// acknowledgement.
+const LEFT_BATCH: usize = 256;
 
 impl ClientCore {
     /// A client that keeps its state in a journal (`persist`), restored from `journal` (the
@@ -173,6 +184,7 @@ impl ClientCore {
             return;
         };
         let mut cleared = None;
+        let mut ack = false;
         let generation = durable.generation;
         let mut saved_handled = durable.saved_handled;
         durable.waiting.retain(|waiting| {
@@ -180,6 +192,7 @@ impl ClientCore {
                 return true;
             }
             cleared = Some(waiting.cleared);
+            ack |= waiting.ack;
             if waiting.generation == generation {
                 saved_handled = saved_handled.max(waiting.handled);
             }
@@ -191,7 +204,8 @@ impl ClientCore {
         }
         self.send_more();
         if self.ackable() > self.acknowledged {
-            if self.received - self.acknowledged >= self.options.ack_every
+            if ack
+                || self.received - self.acknowledged >= self.options.ack_every
                 || self.unacked_bytes >= self.options.ack_bytes
             {
                 self.send_ack();
@@ -232,6 +246,14 @@ impl ClientCore {
         match &self.durable {
             Some(durable) => durable.saved_handled.min(self.received),
             None => self.received,
+        }
+    }
+
+    /// An acknowledgement went out short of what was received (`send_ack`): the rest waits
+    /// for the handled watermark to be stored.
+    pub(super) fn durable_ack_wanted(&mut self) {
+        if let Some(durable) = self.durable.as_deref_mut() {
+            durable.ack_wanted = true;
         }
     }
 
@@ -302,15 +324,18 @@ impl ClientCore {
     }
 
     /// The journal lines the last input made, as one batch, if any.
+    ///
+    /// A batch is written when something waits on it: a message to transmit (its record, its
+    /// mark), a new session, or an acknowledgement (the handled watermark). What nothing waits
+    /// on (settled ids, the watermark between acknowledgements) rides along with the next
+    /// such batch: a receiving client writes once per acknowledgement, not once per message.
     pub(super) fn save(&mut self) -> Option<Output> {
         let open = matches!(self.state, State::Open { .. } | State::Closing { .. });
         let durable = self.durable.as_deref_mut()?;
-        let removed = self.outbox.take_removed();
         let last_id = self.outbox.last_id();
-        let live = self.outbox.live();
-        let unmarked = live
-            .last()
-            .is_some_and(|entry| entry.id > durable.written_mark);
+        // The newest message still queued, if any.
+        let newest = self.outbox.live().last().map(|entry| entry.id);
+        let unmarked = newest.is_some_and(|id| id > durable.written_mark);
         let mark_to = if open && unmarked {
             last_id
         } else {
@@ -318,22 +343,31 @@ impl ClientCore {
         };
         let sid = Some(self.sid.clone());
         let session_due = durable.written_sid != sid;
-        let left: Vec<u64> = removed
+        let handled_news =
+            durable.handled != durable.written_handled || !durable.unwritten_above.is_empty();
+        let ack = core::mem::take(&mut durable.ack_wanted);
+        let due = durable.rewrite
+            || session_due
+            || newest.is_some_and(|id| id > durable.written_id)
+            || mark_to != durable.written_mark
+            || (ack && handled_news)
+            || self.outbox.removed_count() >= LEFT_BATCH;
+        if !due {
+            if ack {
+                // The watermark is written already: the acknowledgement waits for that batch.
+                if let Some(last) = durable.waiting.last_mut() {
+                    last.ack = true;
+                }
+            }
+            return None;
+        }
+        let left: Vec<u64> = self
+            .outbox
+            .take_removed()
             .into_iter()
             .filter(|&id| id <= durable.written_id)
             .collect();
-        let due = durable.rewrite
-            || session_due
-            || !left.is_empty()
-            || live
-                .last()
-                .is_some_and(|entry| entry.id > durable.written_id)
-            || mark_to != durable.written_mark
-            || durable.handled != durable.written_handled
-            || !durable.unwritten_above.is_empty();
-        if !due {
-            return None;
-        }
+        let live = self.outbox.live();
         let rewrite = durable.rewrite
             || (durable.appended > REWRITE_AFTER
                 && durable.appended > 2 * (self.outbox.bytes() + 1024));
@@ -403,6 +437,7 @@ impl ClientCore {
             cleared: mark_to,
             generation: durable.generation,
             handled: durable.handled,
+            ack,
         });
         Some(Output::Save(Save {
             mark: durable.issued,

@@ -14,6 +14,8 @@ impl ClientCore {
         self.received
     }
 
+    pub(super) fn durable_ack_wanted(&mut self) {}
+
     pub(super) fn durable_hello(&mut self, _ack: u64) {}
 
     pub(super) fn durable_welcome(&mut self, _resumed: bool) {}

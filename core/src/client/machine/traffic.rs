@@ -112,6 +112,9 @@ impl ClientCore {
     pub(super) fn send_ack(&mut self) {
         self.ack_due = None;
         let ack = self.ackable();
+        if ack < self.received {
+            self.durable_ack_wanted();
+        }
         if matches!(self.state, State::Open { .. } | State::Closing { .. })
             && ack > self.acknowledged
         {
