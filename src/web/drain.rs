@@ -704,25 +704,12 @@ impl Inner {
                 self.dispatch("sessionlost", &detail);
             }
             Event::Message(message) => self.handle_message(message),
-            Event::Response(response) => {
-                let detail = Object::new();
-                set(&detail, "type", &response.kind.as_str().into());
-                set_number(&detail, "re", response.re as f64);
-                set(
-                    &detail,
-                    "source",
-                    &optional_string(response.source.as_deref()),
-                );
-                match &response.result {
-                    Ok(_) => set(&detail, "payload", &js::payload(&self.frame())),
-                    Err(remote) => set(
-                        &detail,
-                        "error",
-                        &error_value(&remote.code, &remote.message),
-                    ),
-                }
-                self.dispatch("response", &detail);
-            }
+            Event::Response(response) => self.response(
+                &response.kind,
+                response.re,
+                response.source.as_deref(),
+                &response.result,
+            ),
             Event::Reply {
                 request,
                 result,
@@ -738,19 +725,7 @@ impl Inner {
                     };
                 } else if let Some(kind) = self.take_restored(request) {
                     // A restored request's response: its Promise was in an earlier process.
-                    let detail = Object::new();
-                    set(&detail, "type", &kind.as_str().into());
-                    set_number(&detail, "re", request as f64);
-                    set(&detail, "source", &optional_string(source.as_deref()));
-                    match &result {
-                        Ok(_) => set(&detail, "payload", &js::payload(&self.frame())),
-                        Err(remote) => set(
-                            &detail,
-                            "error",
-                            &error_value(&remote.code, &remote.message),
-                        ),
-                    }
-                    self.dispatch("response", &detail);
+                    self.response(&kind, request, source.as_deref(), &result);
                 }
             }
             Event::Delivered { id } => match self.settle(id) {
@@ -848,6 +823,29 @@ impl Inner {
     #[cfg(not(feature = "persist"))]
     fn take_restored(&self, _id: u64) -> Option<String> {
         None
+    }
+
+    /// A `response` event: a response that nobody awaits, to our message `re` of `kind`.
+    fn response(
+        &self,
+        kind: &str,
+        re: u64,
+        source: Option<&str>,
+        result: &Result<Option<String>, crate::protocol::RemoteError>,
+    ) {
+        let detail = Object::new();
+        set(&detail, "type", &kind.into());
+        set_number(&detail, "re", re as f64);
+        set(&detail, "source", &optional_string(source));
+        match result {
+            Ok(_) => set(&detail, "payload", &js::payload(&self.frame())),
+            Err(remote) => set(
+                &detail,
+                "error",
+                &error_value(&remote.code, &remote.message),
+            ),
+        }
+        self.dispatch("response", &detail);
     }
 
     /// Calls the handler of `message.kind`, now, and awaits what it returns.

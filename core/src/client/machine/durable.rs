@@ -156,8 +156,6 @@ impl ClientCore {
         core.outbox.skip_ids_through(journal.last_id);
         core.outbox.mark_transmitted_through(journal.marked);
         core.outbox.set_cleared(journal.marked);
-        // The journal already holds these: only what leaves after this is news.
-        let _ = core.outbox.take_removed();
         durable.written_id = core.outbox.last_id();
         durable.written_mark = journal.marked;
         core.durable = Some(alloc::boxed::Box::new(durable));
@@ -169,11 +167,6 @@ impl ClientCore {
             core.connect(now);
         }
         Ok(core)
-    }
-
-    /// Whether this client keeps its state in a journal.
-    pub fn persisting(&self) -> bool {
-        self.durable.is_some()
     }
 
     /// The journal's batches up to `mark` are stored: what they record may now be sent and
