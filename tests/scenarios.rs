@@ -148,7 +148,8 @@ fn includes(actual: &Value, expected: Option<&Value>) -> bool {
     }
 }
 
-type Log = Arc<Mutex<Vec<(Value, Option<String>)>>>;
+/// What a handler received: payload, source and room of each message, in order.
+type Log = Arc<Mutex<Vec<(Value, Option<String>, Option<String>)>>>;
 
 struct Client {
     client: WebSocketClient,
@@ -187,9 +188,15 @@ impl Run {
             .unwrap_or_else(|| panic!("{step}: no client {name}"))
     }
 
+    /// Rooms are named like clients: the scenario's name plus the run's suffix.
+    fn room(&self, name: &str) -> String {
+        self.source(name)
+    }
+
     fn send_options(&self, step: &Value) -> SendOptions {
         SendOptions {
             to: step["to"].as_str().map(|to| self.source(to)),
+            room: step["room"].as_str().map(|room| self.room(room)),
             timeout: step["timeout"].as_u64().map(Duration::from_millis),
             ..SendOptions::default()
         }
@@ -308,9 +315,11 @@ impl Run {
                 let behaviour = step["handler"].clone();
                 client.client.on(kind, move |m: Incoming<Value>| {
                     // Recorded in the synchronous part: handlers are called in arrival order.
-                    log.lock()
-                        .expect("log lock")
-                        .push((m.payload.clone(), m.source.clone()));
+                    log.lock().expect("log lock").push((
+                        m.payload.clone(),
+                        m.source.clone(),
+                        m.room.clone(),
+                    ));
                     let reply: Pin<Box<dyn Future<Output = Result<Reply, String>> + Send>> =
                         match behaviour.as_str() {
                             Some("record") => Box::pin(async { Ok(Reply::None) }),
@@ -350,15 +359,17 @@ impl Run {
                 self.check(step, outcome.map(|()| Value::Null));
             }
             "request" => {
-                let options = self.send_options(step);
+                let mut options = self.send_options(step);
+                // A request's `room` is its payload's (`roomPayload`), never its address.
+                options.room = None;
+                let payload = match step["roomPayload"].as_str() {
+                    Some(name) => json!({ "room": self.room(name) }),
+                    None => step["payload"].clone(),
+                };
                 let client = &self.client(step).client;
                 let started = Instant::now();
                 let outcome = client
-                    .request_with::<Value>(
-                        str_field(step, "type"),
-                        step["payload"].clone(),
-                        options,
-                    )
+                    .request_with::<Value>(str_field(step, "type"), payload, options)
                     .await;
                 let elapsed = started.elapsed().as_millis() as u64;
                 self.check(step, outcome);
@@ -384,16 +395,43 @@ impl Run {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await; // nothing more arrives
                 let log = log.lock().expect("log lock").clone();
-                let payloads: Vec<Value> = log.iter().map(|(payload, _)| payload.clone()).collect();
+                let payloads: Vec<Value> =
+                    log.iter().map(|(payload, ..)| payload.clone()).collect();
                 assert_eq!(payloads, expected, "{step}");
                 if let Some(from) = from {
                     assert!(
                         log.iter()
-                            .all(|(_, source)| source.as_deref() == Some(&from)),
+                            .all(|(_, source, _)| source.as_deref() == Some(&from)),
+                        "{step}: {log:?}"
+                    );
+                }
+                if let Some(room) = step["room"].as_str().map(|name| self.room(name)) {
+                    assert!(
+                        log.iter().all(|(.., at)| at.as_deref() == Some(&room)),
                         "{step}: {log:?}"
                     );
                 }
             }
+            "join" | "leave" => {
+                let room = self.room(str_field(step, "room"));
+                let client = self.client(step).client.clone();
+                let join = str_field(step, "do") == "join";
+                let change = async move {
+                    if join {
+                        client.join(&room).await
+                    } else {
+                        client.leave(&room).await
+                    }
+                };
+                match step["as"].as_str() {
+                    Some(name) => {
+                        let handle = tokio::spawn(change);
+                        self.pending.insert(name.to_owned(), handle);
+                    }
+                    None => self.check(step, change.await.map(|()| Value::Null)),
+                }
+            }
+            "reconnect" => self.client(step).client.reconnect(),
             "event" => {
                 let name = str_field(step, "event").to_owned();
                 self.wait_event(step, &name, step.get("detail")).await;
@@ -550,4 +588,8 @@ scenarios! {
     7 => handler_failure,
     8 => bad_option,
     9 => stats,
+    10 => rooms,
+    11 => rooms_resume,
+    12 => rooms_session_lost,
+    13 => rooms_while_disconnected,
 }

@@ -32,6 +32,8 @@ enum Read {
     Message {
         fields: Vec<Value>,
         payload: Option<Value>,
+        /// The frame's room, which stays in JavaScript with the payload.
+        room: Option<String>,
     },
     /// As fields: an acknowledgement.
     Ack(u64),
@@ -67,7 +69,7 @@ watch(
       return;
     }}
     const frame = fields.pop();
-    read = {{ message: fields, payload: frame.payload, has: 'payload' in frame }};
+    read = {{ message: fields, payload: frame.payload, has: 'payload' in frame, room: frame.room }};
   }},
   () => {{ read = {{ text: true }}; }},
 );
@@ -106,7 +108,12 @@ for await (const line of createInterface({{ input: process.stdin }})) {{
                     .as_bool()
                     .unwrap_or(false)
                     .then(|| value["payload"].clone());
-                Read::Message { fields, payload }
+                let room = value["room"].as_str().map(str::to_owned);
+                Read::Message {
+                    fields,
+                    payload,
+                    room,
+                }
             } else if let Some(ack) = value.get("ack") {
                 Read::Ack(ack.as_u64().expect("a counter"))
             } else {
@@ -132,6 +139,7 @@ fn fields_frame(read: &Read) -> Option<Frame<'static>> {
                 re: number(&fields[2]),
                 to: string(&fields[3]),
                 source: string(&fields[4]),
+                room: None,
                 payload: None,
                 error: None,
                 request: fields[5].as_bool().expect("a flag"),
@@ -168,6 +176,7 @@ fn open_core() -> ClientCore {
         kind,
         payload: Some("1"),
         to: None,
+        room: None,
         ttl: None,
     };
     core.request(at(3), message("ask"), Some(Duration::from_secs(60)))
@@ -186,7 +195,9 @@ fn without_payloads(outputs: Vec<Output>) -> Vec<Output> {
         .into_iter()
         .map(|output| match output {
             Output::Event(Event::Message(mut message)) => {
+                // The room stays in JavaScript with the payload (the handler reads it there).
                 message.payload = None;
+                message.room = None;
                 Output::Event(Event::Message(message))
             }
             Output::Event(Event::Reply {
@@ -252,6 +263,8 @@ fn chosen() -> Vec<String> {
         r#"{"type":"chat","id":9007199254740992}"#,
         r#"{"type":"chat","to":5}"#,
         r#"{"type":"chat","source":null}"#,
+        r#"{"type":"chat","id":17,"source":"erin","room":"lobby","payload":"hi all"}"#,
+        r#"{"type":"chat","id":18,"source":"erin","room":7}"#,
         r#"{"type":"chat","request":"yes","id":12}"#,
         r#"{"type":"chat","v":1}"#,
         r#"{"type":"chat","ack":-1}"#,
@@ -332,6 +345,7 @@ fn drawn(count: usize) -> Vec<String> {
                 ("ack", &ids[..], 4),
                 ("to", &strings[..], 4),
                 ("source", &strings[..], 2),
+                ("room", &strings[..], 4),
                 ("payload", &payloads[..], 2),
                 ("request", &flags[..], 4),
                 ("error", &errors[..], 10),
@@ -368,9 +382,16 @@ fn the_fields_path_decides_as_the_text_path_does() {
                     let payload = message.payload.take().map(|raw| {
                         serde_json::from_str::<Value>(raw).expect("a validated payload")
                     });
-                    if let Read::Message { payload: js, .. } = read {
+                    let room = message.room.take().map(|room| room.into_owned());
+                    if let Read::Message {
+                        payload: js,
+                        room: js_room,
+                        ..
+                    } = read
+                    {
                         let js = js.clone().map(numbers_as_f64);
                         assert_eq!(payload.map(numbers_as_f64), js, "{text}: the payload");
+                        assert_eq!(&room, js_room, "{text}: the room");
                     }
                 }
                 assert_eq!(decoded, frame, "{text}: the fields");

@@ -1,28 +1,38 @@
-//! Model-based property tests of the client core: random sequences of sends, requests, link
-//! faults, server outages, reconnects and clock ticks, then a calm period, then the promises of
+//! Model-based property tests of the client core: random sequences of sends (to everyone, to
+//! one client, to a room), requests, joins and leaves of rooms, link faults, server outages,
+//! reconnects and clock ticks, then a calm period, then the promises of
 //! `PROTOCOL.md` section 11 are checked against what every party recorded.
 
 // proptest and the simulation (the feature `sim`) are native-only dev-dependencies.
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use proptest::prelude::*;
 use wsrelay_core::client::{delay_range, Error, Event, Options, Outgoing};
+use wsrelay_core::protocol::{JOIN, LEAVE};
 use wsrelay_core::server::memory::EngineLimits;
 use wsrelay_core::server::ConnectionSettings;
 use wsrelay_core::sim::Sim;
 
 const CLIENTS: [&str; 3] = ["alice", "bob", "carol"];
+const ROOMS: [&str; 2] = ["red", "blue"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// Broadcast, or to one other client.
+    /// Broadcast, to one other client, or to the other members of a room.
     Send {
         client: usize,
         to: Option<usize>,
+        room: Option<usize>,
         ttl_ms: Option<u64>,
+    },
+    /// `relay:join` (else `relay:leave`) of a room, a request the relay answers.
+    Membership {
+        client: usize,
+        room: usize,
+        join: bool,
     },
     Request {
         client: usize,
@@ -53,7 +63,15 @@ fn op(restarts: bool) -> impl Strategy<Value = Op> {
     prop_oneof![
         restart_weight => Just(Op::ServerRestart),
         8 => (client.clone(), proptest::option::of(0..CLIENTS.len()), proptest::option::of(1u64..5000))
-            .prop_map(|(client, to, ttl_ms)| Op::Send { client, to, ttl_ms }),
+            .prop_map(|(client, to, ttl_ms)| Op::Send { client, to, room: None, ttl_ms }),
+        // Rooms in one arm: ten at most keep `prop_oneof!` on the union that takes the
+        // restarts' weight of 0.
+        7 => prop_oneof![
+            4 => (client.clone(), 0..ROOMS.len(), proptest::option::of(1u64..5000))
+                .prop_map(|(client, room, ttl_ms)| Op::Send { client, to: None, room: Some(room), ttl_ms }),
+            3 => (client.clone(), 0..ROOMS.len(), prop_oneof![2 => Just(true), 1 => Just(false)])
+                .prop_map(|(client, room, join)| Op::Membership { client, room, join }),
+        ],
         2 => (client.clone(), 0..CLIENTS.len(), 1u64..20_000)
             .prop_map(|(client, to, timeout_ms)| Op::Request { client, to, timeout_ms }),
         2 => client.clone().prop_map(|client| Op::Cut { client }),
@@ -103,13 +121,19 @@ fn run(ops: &[Op], seed: u64) -> Result<(), TestCaseError> {
     let mut payload_counter = 0u64;
     for op in ops {
         match *op {
-            Op::Send { client, to, ttl_ms } => {
+            Op::Send {
+                client,
+                to,
+                room,
+                ttl_ms,
+            } => {
                 payload_counter += 1;
                 let payload = payload_counter.to_string();
                 let message = Outgoing {
                     kind: "chat",
                     payload: Some(&payload),
                     to: to.map(|t| CLIENTS[t]),
+                    room: room.map(|r| ROOMS[r]),
                     ttl: ttl_ms.map(Duration::from_millis),
                 };
                 match sim.with_client(client, |c, now| c.send(now, message)) {
@@ -129,6 +153,7 @@ fn run(ops: &[Op], seed: u64) -> Result<(), TestCaseError> {
                     kind: "ask",
                     payload: Some("1"),
                     to: Some(CLIENTS[to]),
+                    room: None,
                     ttl: None,
                 };
                 let timeout = Some(Duration::from_millis(timeout_ms));
@@ -138,6 +163,21 @@ fn run(ops: &[Op], seed: u64) -> Result<(), TestCaseError> {
                     }
                     Err(Error::QueueFull { .. }) => {}
                     Err(other) => prop_assert!(false, "request refused: {other}"),
+                }
+            }
+            Op::Membership { client, room, join } => {
+                let payload = format!(r#"{{"room":"{}"}}"#, ROOMS[room]);
+                let message = Outgoing {
+                    kind: if join { JOIN } else { LEAVE },
+                    payload: Some(&payload),
+                    ..Outgoing::default()
+                };
+                match sim.with_client(client, |c, now| c.request(now, message, None)) {
+                    Ok(id) => {
+                        accepted[client].insert(id, Kind::Request);
+                    }
+                    Err(Error::QueueFull { .. }) => {}
+                    Err(other) => prop_assert!(false, "membership refused: {other}"),
                 }
             }
             Op::Cut { client } => sim.cut(client),
@@ -241,8 +281,35 @@ fn run(ops: &[Op], seed: u64) -> Result<(), TestCaseError> {
         }
     }
 
+    // Who was a member of which room when each room message was consumed, replaying the
+    // joins and leaves in the order the server consumed them (a session that was lost left
+    // its rooms too, but its client was told, and only subsets are checked for it).
+    let mut members: HashMap<&str, HashSet<&str>> = HashMap::new();
+    let mut room_recipients: HashMap<(&str, u64), HashSet<&str>> = HashMap::new();
+    for message in &sim.server.consumed {
+        let Some(room) = message.room.as_deref() else {
+            continue;
+        };
+        let room_members = members.entry(room).or_default();
+        match message.effect {
+            "join" => {
+                room_members.insert(&message.source);
+            }
+            "leave" => {
+                room_members.remove(message.source.as_str());
+            }
+            "room" => {
+                let mut recipients = room_members.clone();
+                recipients.remove(message.source.as_str());
+                room_recipients.insert((&message.source, message.id), recipients);
+            }
+            _ => {}
+        }
+    }
+
     // Every receiver got each sender's relayed messages at most once and in order, and all of
-    // them unless it was told its session was lost (grace period over, server restarted).
+    // them unless it was told its session was lost (grace period over, server restarted):
+    // a room's messages reached its members, nobody else.
     for (receiver, client) in sim.clients.iter().enumerate() {
         let told = client.saw(|e| matches!(e, Event::SessionLost { .. }));
         for (sender, name) in CLIENTS.iter().enumerate() {
@@ -260,6 +327,9 @@ fn run(ops: &[Op], seed: u64) -> Result<(), TestCaseError> {
                 .filter(|m| match (m.effect, m.to.as_deref()) {
                     ("broadcast", _) => sender != receiver,
                     ("to", Some(to)) => to == CLIENTS[receiver],
+                    ("room", _) => room_recipients
+                        .get(&(m.source.as_str(), m.id))
+                        .is_some_and(|recipients| recipients.contains(CLIENTS[receiver])),
                     _ => false,
                 })
                 .map(|m| m.id)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use wsrelay_core::client::{
     delay_range, ClientCore, Error, Event, Options, Outgoing, Output, ReadyState, TransportId,
 };
+use wsrelay_core::protocol::{JOIN, LEAVE};
 use wsrelay_core::server::DisconnectReason;
 use wsrelay_core::sim::Sim;
 use wsrelay_core::Instant;
@@ -776,4 +777,122 @@ fn decode_error_has_a_stable_code() {
     let error = Error::Decode("response payload: invalid type".into());
     assert_eq!(error.code(), "decode");
     assert!(error.to_string().contains("response payload"));
+}
+
+/// `relay:join` or `relay:leave` of `room` by client `index`: the request's id.
+fn membership(sim: &mut Sim, index: usize, kind: &str, room: &str) -> u64 {
+    let payload = format!(r#"{{"room":"{room}"}}"#);
+    let message = Outgoing {
+        kind,
+        payload: Some(&payload),
+        ..Outgoing::default()
+    };
+    sim.with_client(index, |c, now| c.request(now, message, None))
+        .expect("accepted")
+}
+
+fn answered(sim: &Sim, client: usize, id: u64) -> bool {
+    sim.clients[client]
+        .saw(|e| matches!(e, Event::Reply { request, result: Ok(_), .. } if *request == id))
+}
+
+#[test]
+fn a_room_reaches_its_members_and_its_membership_lives_with_the_session() {
+    let mut sim = two_clients();
+    sim.add_client("carol", Options::default(), 3);
+    sim.run_until(100, |s| is_open(s, 2));
+    let joins = [
+        membership(&mut sim, 0, JOIN, "red"),
+        membership(&mut sim, 1, JOIN, "red"),
+    ];
+    sim.run_for(ms(100));
+    assert!(answered(&sim, 0, joins[0]) && answered(&sim, 1, joins[1]));
+    let to_red = Outgoing {
+        room: Some("red"),
+        ..msg("chat", "1")
+    };
+    let sent = sim
+        .with_client(0, |c, now| c.send(now, to_red))
+        .expect("accepted");
+    sim.run_for(ms(100));
+    assert!(delivered(&sim, 0, sent));
+    assert_eq!(payloads_from(&sim, 1, "alice"), ["1"]);
+    assert!(
+        payloads_from(&sim, 2, "alice").is_empty(),
+        "carol is not in red"
+    );
+    let rooms: Vec<Option<String>> = sim.clients[1]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Message(m) => Some(m.room.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rooms,
+        [Some("red".to_owned())],
+        "the room is in the metadata"
+    );
+
+    // Carol, no member, is refused; her send fails with the server's code.
+    let refused = sim
+        .with_client(2, |c, now| {
+            c.send(
+                now,
+                Outgoing {
+                    room: Some("red"),
+                    ..msg("chat", "2")
+                },
+            )
+        })
+        .expect("accepted");
+    sim.run_for(ms(100));
+    match failure(&sim, 2, refused) {
+        Some(Error::Remote(error)) => assert_eq!(error.code, "not_member"),
+        other => panic!("expected not_member, got {other:?}"),
+    }
+
+    // Bob's link drops and comes back: his session resumes, a member still.
+    sim.cut(1);
+    sim.run_until(1000, |s| is_open(s, 1));
+    sim.with_client(0, |c, now| {
+        c.send(
+            now,
+            Outgoing {
+                room: Some("red"),
+                ..msg("chat", "3")
+            },
+        )
+    })
+    .expect("accepted");
+    sim.run_for(ms(200));
+    assert_eq!(payloads_from(&sim, 1, "alice"), ["1", "3"]);
+
+    // The server restarts: sessions are lost, and rooms with them.
+    sim.server_down();
+    sim.server_restart();
+    sim.run_until(2000, |s| is_open(s, 0) && is_open(s, 1));
+    let lost = sim
+        .with_client(0, |c, now| {
+            c.send(
+                now,
+                Outgoing {
+                    room: Some("red"),
+                    ..msg("chat", "4")
+                },
+            )
+        })
+        .expect("accepted");
+    sim.run_for(ms(200));
+    assert!(
+        matches!(failure(&sim, 0, lost), Some(Error::Remote(error)) if error.code == "not_member")
+    );
+    assert_eq!(payloads_from(&sim, 1, "alice"), ["1", "3"]);
+    let leave = membership(&mut sim, 1, LEAVE, "red");
+    sim.run_for(ms(100));
+    assert!(
+        answered(&sim, 1, leave),
+        "leaving a room one is not in succeeds"
+    );
 }

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use axum::http::{HeaderMap, StatusCode};
 use wsrelay_core::protocol::source_problem;
+pub use wsrelay_core::server::engine::RoomAccess;
 
 /// The HTTP upgrade request of a WebSocket connection, as the authentication hook sees it.
 #[derive(Debug, Clone)]
@@ -97,6 +98,10 @@ pub struct Identity {
     /// When the credentials stop being valid (a token's `exp`): the connection is closed then
     /// with 4001, and its client reconnects with fresh ones. `None`: never.
     pub expires: Option<SystemTime>,
+    /// The rooms the client may join with `relay:join` (default: any); others are refused
+    /// with `~error` `forbidden`. [`JwtAuth`](crate::JwtAuth) reads them from the token's
+    /// `rooms` claim.
+    pub rooms: RoomAccess,
 }
 
 impl From<String> for Identity {
@@ -104,6 +109,7 @@ impl From<String> for Identity {
         Identity {
             source,
             expires: None,
+            rooms: RoomAccess::Any,
         }
     }
 }

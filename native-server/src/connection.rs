@@ -20,7 +20,7 @@ use wsrelay_core::server::{
     TransportError,
 };
 
-use crate::auth::Identity;
+use crate::auth::{Identity, RoomAccess};
 use crate::config::OnDuplicate;
 use crate::engine::{Attempt, Claim, Doorbell, MessageRouter, SessionStore};
 use crate::handlers::SharedHandlers;
@@ -44,7 +44,11 @@ pub(crate) async fn serve(
     announced: bool,
     addr: Option<SocketAddr>,
 ) {
-    let Identity { source, expires } = identity;
+    let Identity {
+        source,
+        expires,
+        rooms,
+    } = identity;
     let doorbell = Doorbell::default();
     let exclusive = state.config.on_duplicate == OnDuplicate::Reject;
     let claimed = state
@@ -78,7 +82,7 @@ pub(crate) async fn serve(
     state.hooks.connected(&info);
     // Made by a plain function: a local borrowed across this body would keep its place
     // in the task's future for the connection's life.
-    let machine = new_machine(&state, &info.source, claim.next, announced, expires);
+    let machine = new_machine(&state, &info.source, claim.next, announced, expires, rooms);
     // Boxed: the task's future then holds a pointer to it across the loop and the finish,
     // not the connection's state twice (a task's future is what an idle connection costs).
     let mut conn = Box::new(Conn {
@@ -160,13 +164,15 @@ fn new_socket(state: &ServerState, upgraded: Upgraded) -> WebSocket {
     )
 }
 
-/// The connection's state machine, with the expiry of its verified identity if it has one.
+/// The connection's state machine, with the expiry of its verified identity if it has one and
+/// the rooms it may join.
 fn new_machine(
     state: &Arc<ServerState>,
     source: &str,
     next: u64,
     announced: bool,
     expires: Option<SystemTime>,
+    rooms: RoomAccess,
 ) -> Machine {
     let now = state.clock.now();
     let mut machine = ServerConnection::new(
@@ -183,6 +189,7 @@ fn new_machine(
             .unwrap_or(Duration::ZERO);
         machine.set_expiry(now + left);
     }
+    machine.set_room_access(rooms);
     machine
 }
 

@@ -9,6 +9,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::auth::{check_source, Identity, Rejection, UpgradeRequest};
+use wsrelay_core::server::engine::RoomAccess;
 
 /// An authentication hook for [`ServerBuilder::authenticate`](crate::ServerBuilder::authenticate)
 /// that verifies HS256 JSON Web Tokens (the `jsonwebtoken` crate).
@@ -20,7 +21,9 @@ use crate::auth::{check_source, Identity, Rejection, UpgradeRequest};
 ///
 /// - a missing, malformed, forged (wrong signature, another algorithm) or expired token, or
 ///   one without `sub` or `exp`, is refused with 401 (the client's stop code 4401);
-/// - a `source` query parameter that disagrees with `sub` is refused with 403.
+/// - a `source` query parameter that disagrees with `sub` is refused with 403;
+/// - its `rooms` claim (an array of room names, or prefixes ending in `*`: `["lobby",
+///   "team-7/*"]`) lists the rooms its holder may join; without it, none.
 ///
 /// ```
 /// use wsrelay_server::{JwtAuth, ServerConfig, WebSocketServer};
@@ -55,6 +58,9 @@ struct Claims {
     sub: String,
     /// Seconds since the Unix epoch. A number: a token whose `exp` is anything else is invalid.
     exp: u64,
+    /// The rooms its holder may join: names, or prefixes ending in `*`. Absent: none.
+    #[serde(default)]
+    rooms: Vec<String>,
 }
 
 impl JwtAuth {
@@ -92,7 +98,7 @@ impl JwtAuth {
         // The library's error says what is wrong with the token, never what it holds.
         let data = jsonwebtoken::decode::<Claims>(&token, &self.key, &self.validation)
             .map_err(|error| unauthorized(&format!("invalid token: {error}")))?;
-        let Claims { sub, exp } = data.claims;
+        let Claims { sub, exp, rooms } = data.claims;
         let expires =
             UNIX_EPOCH + Duration::from_secs(exp) + Duration::from_secs(self.validation.leeway);
         if expires <= SystemTime::now() {
@@ -112,6 +118,7 @@ impl JwtAuth {
         Ok(Identity {
             source: sub,
             expires: Some(expires),
+            rooms: RoomAccess::Only(rooms),
         })
     }
 }

@@ -64,7 +64,7 @@ mod tls;
 mod websocket;
 
 pub use admission::size_to_open_files;
-pub use auth::{source_from_query, Authenticator, Identity, Rejection, UpgradeRequest};
+pub use auth::{source_from_query, Authenticator, Identity, Rejection, RoomAccess, UpgradeRequest};
 /// Re-exported so that hooks can build [`Rejection`]s and read headers without a direct `http`
 /// dependency.
 pub use axum::http::StatusCode;
@@ -84,3 +84,4 @@ pub use server::{
 pub use tls::{tls_config, tls_config_from_der};
 /// The error object of responses (`PROTOCOL.md` section 6), from the shared protocol crate.
 pub use wsrelay_core::protocol::RemoteError;
+pub use wsrelay_core::protocol::{JOIN, LEAVE};

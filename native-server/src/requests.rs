@@ -70,11 +70,29 @@ impl Requests {
             re: None,
             to: None,
             source: None,
+            room: None,
             payload: Some(payload),
             error: None,
             request,
         };
         (id, message.encode().into())
+    }
+
+    /// Encodes a message from the server to the members of `room` (no `source`), with a
+    /// fresh id so that a member's handler can answer it.
+    pub(crate) fn room_message(&self, room: &str, kind: &str, payload: &str) -> Utf8Bytes {
+        let message = Message {
+            kind: kind.into(),
+            id: Some(self.next_id()),
+            re: None,
+            to: None,
+            source: None,
+            room: Some(room.into()),
+            payload: Some(payload),
+            error: None,
+            request: false,
+        };
+        message.encode().into()
     }
 
     /// Sets this relay's number (from the engine), at most 2^21 - 1 so that ids stay exact in

@@ -90,6 +90,8 @@ pub enum SendError {
     Payload(serde_json::Error),
     /// The engine (e.g. Redis) cannot be reached; nothing was sent.
     Unavailable(EngineError),
+    /// The room name is not one the protocol takes.
+    InvalidRoom(&'static str),
 }
 
 impl fmt::Display for SendError {
@@ -99,6 +101,7 @@ impl fmt::Display for SendError {
             SendError::Overflow => f.write_str("the client's mailbox is full"),
             SendError::Payload(error) => write!(f, "payload not serializable: {error}"),
             SendError::Unavailable(error) => error.fmt(f),
+            SendError::InvalidRoom(problem) => f.write_str(problem),
         }
     }
 }
@@ -399,6 +402,46 @@ impl WebSocketServer {
             .map_err(SendError::Unavailable)
     }
 
+    /// Makes the client `source` a member of `room`, as its own `relay:join` would (the
+    /// server decides; the room's access rules are for clients). Membership belongs to the
+    /// client's session: it lasts while the session does, across reconnections. Fails with
+    /// [`SendError::UnknownTarget`] when no client with that source is connected or within its
+    /// session grace period.
+    pub async fn join(&self, source: &str, room: &str) -> Result<(), SendError> {
+        check_room(room)?;
+        self.state.engine.join(source, room).await?;
+        self.state.presence.changed();
+        Ok(())
+    }
+
+    /// The client `source` is no longer a member of `room`; `false` when it was not one.
+    pub async fn leave(&self, source: &str, room: &str) -> Result<bool, SendError> {
+        let was_member = self.state.engine.leave(source, room).await?;
+        self.state.presence.changed();
+        Ok(was_member)
+    }
+
+    /// Sends a message of type `kind` from the server to every member of `room` except
+    /// `exclude`, with `room` in its envelope. Encoded once; every member's mailbox holds the
+    /// same bytes. Returns how many members got it.
+    pub async fn broadcast_to<P: Serialize + ?Sized>(
+        &self,
+        room: &str,
+        kind: &str,
+        payload: &P,
+        exclude: Option<&str>,
+    ) -> Result<usize, SendError> {
+        check_room(room)?;
+        let payload = serde_json::to_string(payload).map_err(SendError::Payload)?;
+        let frame = self.state.requests.room_message(room, kind, &payload);
+        Ok(self.state.engine.send_to_room(room, frame, exclude).await?)
+    }
+
+    /// The members of `room` connected now, sorted.
+    pub async fn members(&self, room: &str) -> Result<Vec<String>, SendError> {
+        Ok(self.state.engine.members(room).await?)
+    }
+
     /// A message from the server, with its id (`request`: a request's).
     fn server_message<P: Serialize + ?Sized>(
         &self,
@@ -545,5 +588,14 @@ impl WebSocketServer {
         state.requests.clear();
         state.engine.clear();
         tracing::info!("closed");
+    }
+}
+
+/// A room name the protocol takes (1 to 128 bytes, no control characters), else
+/// [`SendError::InvalidRoom`].
+fn check_room(room: &str) -> Result<(), SendError> {
+    match wsrelay_core::protocol::room_problem(room) {
+        None => Ok(()),
+        Some(problem) => Err(SendError::InvalidRoom(problem)),
     }
 }

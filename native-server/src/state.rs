@@ -129,6 +129,10 @@ impl ServerState {
                 tracing::debug!(source, kind, "handler answered a message without id");
             }
             ServerEvent::Dropped { kind } => tracing::debug!(source, kind, "dropped"),
+            ServerEvent::Membership { room, joined } => {
+                tracing::debug!(source, room, joined, "membership");
+                self.presence.changed();
+            }
             ServerEvent::RateLimited { re } => {
                 metrics.rate_limited.inc();
                 if re.is_some() {

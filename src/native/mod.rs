@@ -45,6 +45,7 @@ pub use crate::client::Error;
 use crate::client::{
     connect_url, ClientCore, Event, InboundMessage, Options, Outgoing, ReadyState, Stats,
 };
+use crate::protocol::{JOIN, LEAVE};
 use crate::{Instant, IntoReply, Reply};
 
 /// A message handed to an [`on`](WebSocketClient::on) handler.
@@ -56,8 +57,17 @@ pub struct Incoming<T> {
     pub source: Option<String>,
     /// The sender's message id (present when the message can be answered).
     pub id: Option<u64>,
+    /// The room it was sent to (`None`: to this client alone, or to everyone).
+    pub room: Option<String>,
     /// The payload, deserialized (a missing payload deserializes from `null`).
     pub payload: T,
+}
+
+/// The payload of `relay:join` and `relay:leave` (owned: the request's future outlives the
+/// call).
+#[derive(Serialize)]
+struct RoomName {
+    room: String,
 }
 
 /// Per-message options for [`send_with`](WebSocketClient::send_with),
@@ -66,6 +76,9 @@ pub struct Incoming<T> {
 pub struct SendOptions {
     /// Deliver to this `source` only (default: the server relays to everybody else).
     pub to: Option<String>,
+    /// Deliver to every other member of this room (the client must have
+    /// [joined](WebSocketClient::join) it).
+    pub room: Option<String>,
     /// Fail with [`Error::Expired`] if the message could not be sent within this long.
     pub ttl: Option<Duration>,
     /// Requests only: how long to wait for the response (default: the client's
@@ -82,12 +95,21 @@ impl SendOptions {
         }
     }
 
+    /// Options addressing the other members of `room`.
+    pub fn room(room: impl Into<String>) -> Self {
+        SendOptions {
+            room: Some(room.into()),
+            ..SendOptions::default()
+        }
+    }
+
     /// The core's view of a message of `kind` with the JSON text `payload` and these options.
     fn outgoing<'a>(&'a self, kind: &'a str, payload: &'a str) -> Outgoing<'a> {
         Outgoing {
             kind,
             payload: Some(payload),
             to: self.to.as_deref(),
+            room: self.room.as_deref(),
             ttl: self.ttl,
         }
     }
@@ -595,6 +617,35 @@ impl WebSocketClient {
         async move { outcome?.await }
     }
 
+    /// [`send`](Self::send) to the other members of `room`; fails with [`Error::Remote`]
+    /// code `not_member` unless this client has [joined](Self::join) it.
+    pub fn send_to_room(
+        &self,
+        room: &str,
+        kind: &str,
+        payload: impl Serialize,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        self.send_with(kind, payload, SendOptions::room(room))
+    }
+
+    /// Joins `room`: resolves once the server has made this client's session a member, from
+    /// when on it receives what is sent to the room. Membership belongs to the session: it is
+    /// kept across reconnections, and gone when the session is lost
+    /// ([`Event::SessionLost`](crate::client::Event::SessionLost)): join again then. Fails
+    /// with [`Error::Remote`] code `forbidden` when the client's credentials do not allow
+    /// the room.
+    pub fn join(&self, room: &str) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let room = RoomName { room: room.into() };
+        self.request::<()>(JOIN, room, Option::<Duration>::None)
+    }
+
+    /// Leaves `room`: resolves once the server has it (nothing sent to the room after that
+    /// reaches this client).
+    pub fn leave(&self, room: &str) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let room = RoomName { room: room.into() };
+        self.request::<()>(LEAVE, room, Option::<Duration>::None)
+    }
+
     /// Sends without waiting: returns the message id at once (or the reason it was refused).
     /// Its outcome arrives on [`subscribe`](Self::subscribe) as [`Event::Delivered`] or
     /// [`Event::Failed`] with that id.
@@ -700,6 +751,7 @@ impl WebSocketClient {
                         kind: message.kind,
                         source: message.source,
                         id: message.id,
+                        room: message.room,
                         payload,
                     });
                     Box::pin(async move { future.await.into_reply() })

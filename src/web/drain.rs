@@ -536,6 +536,7 @@ impl Inner {
                     re: (re >= 1.0).then_some(re as u64),
                     to: to.map(Into::into),
                     source: source.map(Into::into),
+                    room: None,
                     payload: None,
                     error: None,
                     request,
@@ -637,7 +638,7 @@ impl Inner {
         self: &Rc<Self>,
         kind: &str,
         payload: &JsValue,
-        to: Option<&str>,
+        (to, room): (Option<&str>, Option<&str>),
         ttl: Option<Duration>,
         request: Option<Option<Duration>>,
     ) -> Promise {
@@ -649,6 +650,7 @@ impl Inner {
             kind,
             payload: payload.as_deref(),
             to,
+            room,
             ttl,
         };
         let result = {

@@ -28,6 +28,7 @@ use wasm_bindgen::prelude::*;
 use web_sys::EventTarget;
 
 use crate::client::connect_url;
+use crate::protocol::{JOIN, LEAVE};
 use crate::Instant;
 use drain::Inner;
 use error::core_error;
@@ -61,18 +62,44 @@ fn set_number(object: &Object, key: &str, value: f64) {
     js::set_number(object, key, value);
 }
 
-/// `options.to` and a duration option, from the optional per-call options object.
-fn call_options(options: &JsValue, duration_key: &str) -> (Option<String>, Option<Duration>) {
+/// The options of one `send` or `request`: `to`, `room` and a duration (`ttl`, `timeout`).
+#[derive(Default)]
+struct CallOptions {
+    to: Option<String>,
+    room: Option<String>,
+    duration: Option<Duration>,
+}
+
+/// The [`CallOptions`] of the optional per-call options object, with `duration_key`.
+fn call_options(options: &JsValue, duration_key: &str) -> CallOptions {
     if !options.is_object() {
-        return (None, None);
+        return CallOptions::default();
     }
-    let to = js::get(options, "to").ok().and_then(|to| to.as_string());
+    let text = |key| {
+        js::get(options, key)
+            .ok()
+            .and_then(|value| value.as_string())
+    };
     let duration = js::get(options, duration_key)
         .ok()
         .and_then(|ms| ms.as_f64())
         .filter(|ms| *ms >= 0.0)
         .map(|ms| Duration::from_millis(ms as u64));
-    (to, duration)
+    CallOptions {
+        to: text("to"),
+        room: text("room"),
+        duration,
+    }
+}
+
+impl WebSocketClient {
+    /// A `relay:join` or `relay:leave` request for `room`.
+    fn membership(&self, kind: &str, room: &str) -> Promise {
+        let payload = Object::new();
+        js::set(&payload, "room", &JsValue::from_str(room));
+        self.inner
+            .enqueue(kind, &payload, (None, None), None, Some(None))
+    }
 }
 
 #[wasm_bindgen]
@@ -96,8 +123,10 @@ impl WebSocketClient {
     /// `options.ttl` (ms) fails it with `expired` if it could not be sent in time.
     #[wasm_bindgen(skip_typescript)]
     pub fn send(&self, kind: &str, payload: JsValue, options: JsValue) -> Promise {
-        let (to, ttl) = call_options(&options, "ttl");
-        self.inner.enqueue(kind, &payload, to.as_deref(), ttl, None)
+        let options = call_options(&options, "ttl");
+        let address = (options.to.as_deref(), options.room.as_deref());
+        self.inner
+            .enqueue(kind, &payload, address, options.duration, None)
     }
 
     /// Sends a request and resolves with the response's payload. Rejects with `timeout` after
@@ -105,9 +134,25 @@ impl WebSocketClient {
     /// (`handler_error`...). `options.to` addresses one client.
     #[wasm_bindgen(skip_typescript)]
     pub fn request(&self, kind: &str, payload: JsValue, options: JsValue) -> Promise {
-        let (to, timeout) = call_options(&options, "timeout");
+        let options = call_options(&options, "timeout");
+        let address = (options.to.as_deref(), options.room.as_deref());
         self.inner
-            .enqueue(kind, &payload, to.as_deref(), None, Some(timeout))
+            .enqueue(kind, &payload, address, None, Some(options.duration))
+    }
+
+    /// Joins `room`: resolves once the server has made this client's session a member (from
+    /// then on it receives what is sent to the room), rejects with `forbidden` when the
+    /// client's credentials do not allow the room. Membership belongs to the session: kept
+    /// across reconnections, gone when the session is lost (`sessionlost`).
+    #[wasm_bindgen(skip_typescript)]
+    pub fn join(&self, room: &str) -> Promise {
+        self.membership(JOIN, room)
+    }
+
+    /// Leaves `room`: resolves once the server has it.
+    #[wasm_bindgen(skip_typescript)]
+    pub fn leave(&self, room: &str) -> Promise {
+        self.membership(LEAVE, room)
     }
 
     /// Registers the handler of messages of `type`, replacing any previous one (one handler

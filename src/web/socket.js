@@ -48,6 +48,7 @@ export function watch(socket, onFrame, onEvent) {
         (f.re === undefined || id(f.re)) &&
         text(f.to) &&
         text(f.source) &&
+        text(f.room) &&
         f.error === undefined &&
         f.v === undefined &&
         f.session === undefined &&

@@ -85,6 +85,11 @@ export interface RestoredMessage<T = any> {
 export interface SendOptions {
   /** Deliver to this client (`source`) only, instead of every other client. */
   to?: string;
+  /**
+   * Deliver to every other member of this room, instead of every other client. The client
+   * must have joined it (`join`), else the send fails with `not_member`.
+   */
+  room?: string;
   /** Fail with `expired` if the message could not be sent within this many milliseconds. */
   ttl?: number;
 }
@@ -93,6 +98,8 @@ export interface SendOptions {
 export interface RequestOptions {
   /** Ask this client (`source`); without it, the server answers or relays to everybody. */
   to?: string;
+  /** Ask the other members of this room (joined first); the first answer settles it. */
+  room?: string;
   /** Reject with `timeout` after this many milliseconds. Default `requestTimeout`. */
   timeout?: number;
 }
@@ -103,6 +110,7 @@ export type WsRelayErrorCode =
   | "expired" | "timeout" | "closed" | "rejected" | "retries_exhausted" | "transport"
   | "protocol" | "handler_error" | "unanswerable" | "unknown_target" | "invalid_option"
   | "no_websocket" | "session_lost" | "overflow" | "unconfirmed" | "no_handler"
+  | "not_member" | "forbidden"
   | (string & {});
 
 /** Every Promise of the client rejects with this; branch on `code`. */
@@ -135,6 +143,11 @@ export interface MessageInfo {
   to?: string;
   /** `true` when the sender waits for a response (its `request`). */
   request?: boolean;
+  /**
+   * The room it was sent to (`send(type, payload, { room })`, or the relay's presence of a
+   * room); undefined for a message to this client alone or to everyone.
+   */
+  room?: string;
 }
 
 /**
@@ -235,6 +248,16 @@ export class WebSocketClient {
    * the responder has no handler for `type`, or with the responder's error.
    */
   request<R = any, T = unknown>(type: string, payload?: T, options?: RequestOptions): Promise<R>;
+  /**
+   * Joins `room` (1 to 128 characters, no control characters): resolves once the server has
+   * made this client's session a member, after which it receives what is sent to the room.
+   * Membership belongs to the session: it is kept across reconnections, and gone when the
+   * session is lost (`sessionlost`: join again). Rejects with `forbidden` when the client's
+   * token does not allow the room.
+   */
+  join(room: string): Promise<void>;
+  /** Leaves `room`: resolves once the server has it. */
+  leave(room: string): Promise<void>;
   /** Registers the handler of `type`, replacing any previous one. */
   on<T = any, R = unknown>(type: string, handler: MessageHandler<T, R>): void;
   /** Removes the handler of `type`; such messages are then ignored, requests refused `no_handler`. */

@@ -61,6 +61,8 @@ export async function run(scenario, env) {
     if (!sources.has(name)) sources.set(name, `${name}-${suffix}`);
     return sources.get(name);
   };
+  // Rooms are named like clients: the scenario's name plus the run's suffix.
+  const room = (name) => `${name}-${suffix}`;
   const get = (step) => clients.get(step.client) ?? fail(step, `no client ${step.client}`);
   const options = (extra) => ({ ...FAST, ...extra, ...(env.WebSocket ? { WebSocket: env.WebSocket } : {}) });
 
@@ -163,13 +165,16 @@ export async function run(scenario, env) {
         const log = [];
         entry.log.set(step.type, log);
         entry.client.on(step.type, (payload, message) => {
-          log.push({ payload, source: message.source });
+          log.push({ payload, source: message.source, room: message.room });
           return answer(payload, message);
         });
         break;
       }
       case "send": {
-        const send = get(step).client.send(step.type, step.payload, step.to ? { to: source(step.to) } : undefined);
+        const address = {};
+        if (step.to) address.to = source(step.to);
+        if (step.room) address.room = room(step.room);
+        const send = get(step).client.send(step.type, step.payload, step.to || step.room ? address : undefined);
         if (step.as) {
           // Observed at once, so an early failure is no unhandled rejection.
           const settled = send.then(
@@ -191,8 +196,9 @@ export async function run(scenario, env) {
         const request = {};
         if (step.to) request.to = source(step.to);
         if (step.timeout !== undefined) request.timeout = step.timeout;
+        const payload = step.roomPayload ? { room: room(step.roomPayload) } : step.payload;
         const started = Date.now();
-        await outcome(step, get(step).client.request(step.type, step.payload, request), step.expect);
+        await outcome(step, get(step).client.request(step.type, payload, request), step.expect);
         const elapsed = Date.now() - started;
         if (step.elapsed && (elapsed < step.elapsed[0] || elapsed > step.elapsed[1])) {
           fail(step, `took ${elapsed} ms`);
@@ -209,8 +215,25 @@ export async function run(scenario, env) {
         if (step.from && !log.every((m) => m.source === source(step.from))) {
           fail(step, `from ${JSON.stringify(log.map((m) => m.source))}`);
         }
+        if (step.room && !log.every((m) => m.room === room(step.room))) {
+          fail(step, `in rooms ${JSON.stringify(log.map((m) => m.room))}`);
+        }
         break;
       }
+      case "join":
+      case "leave": {
+        const client = get(step).client;
+        const change = step.do === "join" ? client.join(room(step.room)) : client.leave(room(step.room));
+        if (step.as) {
+          pending.set(step.as, change.then((value) => ({ value }), (error) => ({ error })));
+        } else {
+          await outcome(step, change, step.expect);
+        }
+        break;
+      }
+      case "reconnect":
+        get(step).client.reconnect();
+        break;
       case "event":
         await waitEvent(step, get(step), step.event, step.detail);
         break;

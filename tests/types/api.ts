@@ -72,6 +72,19 @@ export async function main(url: string): Promise<string[]> {
   const online = await carol.request<string[]>("relay:clients");
   seen.push(`online ${online.includes(bob.source)}`);
 
+  // Rooms: join and leave resolve once the relay has them; a send names its room, and a
+  // handler reads the room of what it receives.
+  const room = `general-${suffix}`;
+  await carol.join(room);
+  await bob.join(room);
+  const members = await carol.request<string[]>("relay:clients", { room });
+  seen.push(`members ${members.length}`);
+  bob.on("room-chat", (text: string, { room: where }: MessageInfo) => {
+    seen.push(`room ${where === room} ${text}`);
+  });
+  await carol.send("room-chat", "hi", { room });
+  await bob.leave(room);
+
   // Handlers: sync or async, with or without a value; the message's info is typed.
   carol.on("get-time", () => Date.now());
   carol.on("log", (payload: unknown, info: MessageInfo) => {

@@ -41,7 +41,7 @@ test("tsc --strict, NodeNext (ESM and CommonJS, no DOM), then run against the re
   });
   const seen = JSON.parse(output.trim().split("\n").at(-1));
   assert.ok(seen.some((line) => /^alice-\d+ says Hi$/.test(line)), output);
-  for (const line of ["received", "online true", "unknown_target", "WsRelayError -", "stats true number true", "close 4000 done false"]) {
+  for (const line of ["received", "online true", "members 2", "unknown_target", "WsRelayError -", "stats true number true", "close 4000 done false"]) {
     assert.ok(seen.includes(line), `${line} missing from ${output}`);
   }
 });

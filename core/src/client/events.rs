@@ -138,6 +138,8 @@ pub struct InboundMessage {
     pub source: Option<String>,
     /// The sender's id; present when the message can be answered.
     pub id: Option<u64>,
+    /// The room it was sent to (`None`: to this client alone, or to everyone).
+    pub room: Option<String>,
     /// For a client that persists its state: hand it back to
     /// [`ClientCore::handled`](super::ClientCore::handled) once the handler has finished (its
     /// answer given), so that the message is not handled again after a restart.
@@ -210,6 +212,8 @@ pub struct Outgoing<'a> {
     pub payload: Option<&'a str>,
     /// Deliver to this source only.
     pub to: Option<&'a str>,
+    /// Deliver to every other member of this room (the client must have joined it).
+    pub room: Option<&'a str>,
     /// Fail with [`Error::Expired`] if it could not be sent within this long.
     pub ttl: Option<Duration>,
 }

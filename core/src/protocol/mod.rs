@@ -23,6 +23,28 @@ pub const RESERVED_PREFIX: char = '~';
 /// other clients.
 pub const RELAY_PREFIX: &str = "relay:";
 
+/// Request type with which a client joins a room (payload `{"room": NAME}`), answered once
+/// the server has it (`PROTOCOL.md` section 13).
+pub const JOIN: &str = "relay:join";
+
+/// Request type with which a client leaves a room (payload `{"room": NAME}`).
+pub const LEAVE: &str = "relay:leave";
+
+/// Longest room name, in bytes (`PROTOCOL.md` section 13).
+pub const MAX_ROOM_LEN: usize = 128;
+
+/// Why a room name is not acceptable, or `None` when it is: the rules of a `source` (1 to
+/// 128 bytes of UTF-8 without control characters).
+pub fn room_problem(room: &str) -> Option<&'static str> {
+    if room.is_empty() || room.len() > MAX_ROOM_LEN {
+        return Some("a room name must be 1 to 128 bytes");
+    }
+    if room.chars().any(char::is_control) {
+        return Some("a room name must not contain control characters");
+    }
+    None
+}
+
 /// Close code (PROTOCOL.md section 9): authentication failed (a missing, invalid or expired
 /// token). A stop code. Sent right after the upgrade instead of an HTTP 401, which a browser's
 /// WebSocket cannot see.
@@ -132,6 +154,9 @@ pub struct Message<'a> {
     pub to: Option<Cow<'a, str>>,
     /// The sender's source, as registered by the server.
     pub source: Option<Cow<'a, str>>,
+    /// The room the message is addressed to (client -> server) or was sent to (server ->
+    /// client): every member of the room but the sender receives it (`PROTOCOL.md` section 13).
+    pub room: Option<Cow<'a, str>>,
     /// The payload, as raw JSON text.
     pub payload: Option<&'a str>,
     /// On a response: the handler failed.
@@ -186,6 +211,10 @@ pub enum ErrorCode {
     UnexpectedResponse,
     /// A request (`"request":true`) of a type its receiver has no handler for.
     NoHandler,
+    /// A message to a room the sender is not a member of.
+    NotMember,
+    /// A room the client's credentials do not let it join.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -204,6 +233,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::UnexpectedResponse => "unexpected_response",
             ErrorCode::NoHandler => "no_handler",
+            ErrorCode::NotMember => "not_member",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }
@@ -254,6 +285,7 @@ struct Fields<'a> {
     id: Option<u64>,
     re: Option<u64>,
     to: Option<RawValue<'a>>,
+    room: Option<RawValue<'a>>,
     request: Option<bool>,
     source: Option<RawValue<'a>>,
     error: Option<RawValue<'a>>,
@@ -338,6 +370,7 @@ impl<'a> Frame<'a> {
                 "id" => set(&mut f.id, positive(value), "\"id\" must be an integer >= 1")?,
                 "re" => set(&mut f.re, positive(value), "\"re\" must be an integer >= 1")?,
                 "to" => set(&mut f.to, string(value), "\"to\" must be a string")?,
+                "room" => set(&mut f.room, string(value), "\"room\" must be a string")?,
                 "request" => set(&mut f.request, Some(value.is_true()), "")?,
                 "source" => set(&mut f.source, string(value), "\"source\" must be a string")?,
                 "error" => set(
@@ -417,6 +450,7 @@ impl<'a> Frame<'a> {
                 re: f.re,
                 to: text(f.to),
                 source: text(f.source),
+                room: text(f.room),
                 payload: f.payload.map(|raw| raw.text()),
                 error: f.error.and_then(remote_error),
                 request: f.request.unwrap_or(false),
@@ -603,6 +637,10 @@ impl Message<'_> {
             out.push_str(",\"source\":");
             json::write_string(out, source);
         }
+        if let Some(room) = &self.room {
+            out.push_str(",\"room\":");
+            json::write_string(out, room);
+        }
         if let Some(payload) = self.payload {
             out.push_str(",\"payload\":");
             out.push_str(payload);
@@ -683,6 +721,7 @@ mod tests {
             re: Some(3),
             to: Some(Cow::Borrowed("bob")),
             source: Some(Cow::Borrowed("alice")),
+            room: None,
             payload: Some("[1, {\"a\": null}]"),
             error: None,
             request: true,

@@ -168,6 +168,29 @@ pub enum Effect<F> {
         /// The frame as relayed.
         frame: F,
     },
+    /// Deliver `frame` to every member of `room` but the sender, which must be a member
+    /// (else [`Routed::NotMember`]).
+    Room {
+        /// The room.
+        room: String,
+        /// The frame as relayed (with its `room`).
+        frame: F,
+    },
+    /// Make the sender's session a member of `room` (a member already stays one) and answer
+    /// it with `frame`, in the same step: the client learns it joined only once it has.
+    Join {
+        /// The room.
+        room: String,
+        /// The response to the client's `relay:join`.
+        frame: F,
+    },
+    /// The sender's session is no longer a member of `room` (if it was), answered with `frame`.
+    Leave {
+        /// The room.
+        room: String,
+        /// The response to the client's `relay:leave`.
+        frame: F,
+    },
     /// Deliver `frame` to the sender itself (an `~error` about the message, a handler's
     /// response). Never blocked: the connection slows its own client instead.
     ToSelf {
@@ -197,6 +220,8 @@ pub enum Routed {
     UnknownTarget,
     /// `To`: the addressee's mailbox is at its hard bound; the message is refused.
     Overflow,
+    /// `Room`: the sender is not a member of the room; nothing was consumed.
+    NotMember,
     /// A recipient that is connected has more than the flow-control window waiting: nothing
     /// was consumed. Retry after a [`Signal::Wake`] (or a short timer).
     Blocked {
@@ -325,5 +350,51 @@ mod tests {
         assert_eq!(Succession::of(Some(&a2), Some(&a2)), Succession::Stale);
         assert_eq!(Succession::of(Some(&a2), Some(&b1)), Succession::Replaces);
         assert_eq!(Succession::of(Some(&a2), None), Succession::Replaces);
+    }
+}
+
+/// Which rooms a connection's client may join (`PROTOCOL.md` section 13), from its
+/// credentials: any room, or those its token names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RoomAccess {
+    /// Any room (a server that does not verify identities).
+    #[default]
+    Any,
+    /// Only these: a name, or a prefix followed by `*` (`team-7/*` allows `team-7/chat`).
+    /// Empty: no room at all.
+    Only(Vec<String>),
+}
+
+impl RoomAccess {
+    /// Whether the client may join `room`.
+    pub fn allows(&self, room: &str) -> bool {
+        match self {
+            RoomAccess::Any => true,
+            RoomAccess::Only(patterns) => {
+                patterns
+                    .iter()
+                    .any(|pattern| match pattern.strip_suffix('*') {
+                        Some(prefix) => room.starts_with(prefix),
+                        None => room == pattern,
+                    })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod room_tests {
+    use super::*;
+
+    #[test]
+    fn room_access_takes_names_and_prefixes() {
+        assert!(RoomAccess::Any.allows("anything"));
+        let only = RoomAccess::Only(vec!["lobby".into(), "team-7/*".into()]);
+        assert!(only.allows("lobby"));
+        assert!(only.allows("team-7/chat"));
+        assert!(only.allows("team-7/"));
+        assert!(!only.allows("lobby2"));
+        assert!(!only.allows("team-8/chat"));
+        assert!(!RoomAccess::Only(Vec::new()).allows("lobby"));
     }
 }

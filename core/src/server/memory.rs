@@ -10,7 +10,7 @@
 //! a route is consumed (watermark advanced) and delivered in one step, and "durable" means "in
 //! this process": if the process dies, its sessions die with it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use super::connection::FrameText;
@@ -119,6 +119,9 @@ struct Slot<F, O> {
     /// session cannot be resumed, and its client is told how many frames it lost.
     lost: u64,
     broken: bool,
+    /// The rooms the session is a member of: they belong to the session, kept while it is
+    /// parked and left with it when it ends or is opened afresh.
+    rooms: BTreeSet<String>,
 }
 
 impl<F: FrameText, O> Slot<F, O> {
@@ -144,6 +147,8 @@ pub struct MemoryState<F, O> {
     /// no scan for flow control.
     over_window: usize,
     last_epoch: u64,
+    /// Every room with at least one member: the members' slots, in the order they joined.
+    rooms: HashMap<String, Vec<usize>>,
     /// Names this process's session instances apart from any other's.
     instance: u64,
     sessions_opened: u64,
@@ -168,6 +173,7 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
             limits,
             over_window: 0,
             last_epoch: 0,
+            rooms: HashMap::new(),
             instance,
             sessions_opened: 0,
         }
@@ -236,7 +242,14 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         self.sessions_opened += 1;
         let new_sid = format!("{:x}.{}", self.instance, self.sessions_opened);
         let slot = self.owned(claim).ok_or(Fenced)?;
+        let before = slot.session.as_ref().map(|session| session.sid.clone());
         let opened = open_slot(slot, hello, fresh_next, new_sid);
+        // A session opened afresh has no rooms: the old one's membership went with it (its
+        // client is told the session was lost, and joins again).
+        let renewed = slot.session.as_ref().map(|session| &session.sid) != before.as_ref();
+        if renewed {
+            self.leave_all(key);
+        }
         self.update_window(key);
         Ok(opened)
     }
@@ -289,6 +302,34 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
                     return Routed::Overflow;
                 }
                 self.deliver(key, frame.clone(), notify);
+            }
+            Effect::Join { room, frame } => {
+                self.join_key(own, room);
+                self.deliver(own, frame.clone(), notify);
+            }
+            Effect::Leave { room, frame } => {
+                self.leave_key(own, room);
+                self.deliver(own, frame.clone(), notify);
+            }
+            Effect::Room { room, frame } => {
+                let member = self
+                    .slot_mut(own)
+                    .is_some_and(|slot| slot.rooms.contains(room));
+                let Some(members) = self.rooms.get(room).filter(|_| member) else {
+                    return Routed::NotMember;
+                };
+                // Flow control as for a broadcast, over the room's members only.
+                let behind = members.iter().find_map(|&key| {
+                    let slot = self.slots.get(key)?.as_ref()?;
+                    (slot.over_window && key != own).then(|| (key, slot.source.clone()))
+                });
+                if let Some((key, source)) = behind {
+                    if let Some(slot) = self.slot_mut(key) {
+                        wait_for(slot, waiter);
+                    }
+                    return Routed::Blocked { on: source };
+                }
+                self.broadcast_to(room, frame, Some(own), notify);
             }
             Effect::Broadcast { frame } => {
                 if self.over_window > 0 {
@@ -411,35 +452,101 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         exclude: Option<&str>,
         notify: &mut impl FnMut(&O, Signal),
     ) -> usize {
-        let (max, window) = (self.limits.max_backlog, self.limits.backlog_window);
-        let len = frame.len();
+        let limits = (self.limits.max_backlog, self.limits.backlog_window);
         let mut delivered = 0;
         let over_window = &mut self.over_window;
         for slot in self.slots.iter_mut().flatten() {
             if Some(slot.source.as_str()) == exclude || !slot.reachable() {
                 continue;
             }
-            if slot.mailbox.bytes + len > max {
-                slot.lost += 1;
-                if !slot.broken {
-                    slot.broken = true;
-                    if let Some(owner) = &slot.owner {
-                        notify(owner, Signal::Overflowed);
-                    }
-                }
-                continue;
-            }
-            slot.mailbox.push(frame.clone());
-            if let Some(owner) = &slot.owner {
-                notify(owner, Signal::Mail);
-                if !slot.over_window && slot.mailbox.bytes > window {
-                    slot.over_window = true;
-                    *over_window += 1;
-                }
-            }
-            delivered += 1;
+            delivered += usize::from(offer(slot, frame, limits, over_window, notify));
         }
         delivered
+    }
+
+    /// `frame` to every member of `room` but the slot `exclude`; returns how many took it.
+    /// The frame is encoded once and shared: each member's mailbox holds the same buffer. A
+    /// member whose mailbox is full loses it, as for a broadcast.
+    fn broadcast_to(
+        &mut self,
+        room: &str,
+        frame: &F,
+        exclude: Option<usize>,
+        notify: &mut impl FnMut(&O, Signal),
+    ) -> usize {
+        let limits = (self.limits.max_backlog, self.limits.backlog_window);
+        let Some(members) = self.rooms.get(room) else {
+            return 0;
+        };
+        let mut delivered = 0;
+        for &key in members {
+            if Some(key) == exclude {
+                continue;
+            }
+            let Some(slot) = self.slots.get_mut(key).and_then(Option::as_mut) else {
+                continue;
+            };
+            if slot.reachable() {
+                let over_window = &mut self.over_window;
+                delivered += usize::from(offer(slot, frame, limits, over_window, notify));
+            }
+        }
+        delivered
+    }
+
+    /// The server's own message to every member of `room` but `exclude`; returns how many
+    /// took it (see [`broadcast`](Self::broadcast) for a full mailbox).
+    pub fn send_to_room(
+        &mut self,
+        room: &str,
+        frame: &F,
+        exclude: Option<&str>,
+        notify: &mut impl FnMut(&O, Signal),
+    ) -> usize {
+        let exclude = exclude.and_then(|source| self.index.get(source).copied());
+        self.broadcast_to(room, frame, exclude, notify)
+    }
+
+    /// Makes `source`'s session a member of `room` (the server's own decision); false when
+    /// nobody with that source is connected or within its grace period.
+    pub fn join(&mut self, source: &str, room: &str) -> bool {
+        let Some(key) = self.reachable(source) else {
+            return false;
+        };
+        self.join_key(key, room);
+        true
+    }
+
+    /// `source`'s session is no longer a member of `room`; false when it was not one.
+    pub fn leave(&mut self, source: &str, room: &str) -> bool {
+        let Some(&key) = self.index.get(source) else {
+            return false;
+        };
+        self.leave_key(key, room)
+    }
+
+    /// The members of `room` connected now, in no particular order.
+    pub fn members(&self, room: &str) -> impl Iterator<Item = &str> {
+        self.rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter_map(|&key| self.slots.get(key)?.as_ref())
+            .filter(|slot| slot.owner.is_some())
+            .map(|slot| slot.source.as_str())
+    }
+
+    /// Whether `source`'s session is a member of `room`.
+    pub fn is_member(&self, source: &str, room: &str) -> bool {
+        self.get(source)
+            .is_some_and(|slot| slot.rooms.contains(room))
+    }
+
+    /// Every room and its members connected now (presence per room), in no particular order.
+    pub fn rooms(&self) -> impl Iterator<Item = (&str, impl Iterator<Item = &str>)> {
+        self.rooms
+            .keys()
+            .map(|room| (room.as_str(), self.members(room)))
     }
 
     /// The periodic sweep: forgets the parked sessions whose grace period ended by `now`, and
@@ -500,6 +607,7 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         self.slots.clear();
         self.free.clear();
         self.index.clear();
+        self.rooms.clear();
         self.over_window = 0;
     }
 
@@ -543,6 +651,7 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
             over_window: false,
             lost: 0,
             broken: false,
+            rooms: BTreeSet::new(),
         };
         let key = match self.free.pop() {
             Some(key) => {
@@ -559,6 +668,7 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
     }
 
     fn remove(&mut self, key: usize) {
+        self.leave_all(key);
         if let Some(slot) = self.slots.get_mut(key).and_then(Option::take) {
             debug_assert!(
                 !slot.over_window,
@@ -579,6 +689,47 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
         self.update_window(key);
     }
 
+    fn join_key(&mut self, key: usize, room: &str) {
+        let Some(slot) = self.slot_mut(key) else {
+            return;
+        };
+        if slot.rooms.insert(room.to_owned()) {
+            self.rooms.entry(room.to_owned()).or_default().push(key);
+        }
+    }
+
+    /// Returns whether the slot was a member. A room without members is forgotten.
+    fn leave_key(&mut self, key: usize, room: &str) -> bool {
+        let Some(slot) = self.slot_mut(key) else {
+            return false;
+        };
+        if !slot.rooms.remove(room) {
+            return false;
+        }
+        if let Some(members) = self.rooms.get_mut(room) {
+            members.retain(|&member| member != key);
+            if members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+        true
+    }
+
+    fn leave_all(&mut self, key: usize) {
+        let rooms = match self.slot_mut(key) {
+            Some(slot) => std::mem::take(&mut slot.rooms),
+            None => return,
+        };
+        for room in rooms {
+            if let Some(members) = self.rooms.get_mut(&room) {
+                members.retain(|&member| member != key);
+                if members.is_empty() {
+                    self.rooms.remove(&room);
+                }
+            }
+        }
+    }
+
     /// Keeps the slot's `over_window` flag and the count of such sources right.
     fn update_window(&mut self, key: usize) {
         let window = self.limits.backlog_window;
@@ -595,6 +746,37 @@ impl<F: FrameText, O: Clone + PartialEq> MemoryState<F, O> {
             }
         }
     }
+}
+
+/// Pushes `frame` into `slot`'s mailbox (a broadcast's or a room's), or, past its hard bound
+/// (`limits`: the bound and the backlog window), breaks its session; returns whether it took
+/// the frame. Counts the slot in `over_window` when the frame puts it over the window.
+fn offer<F: FrameText, O>(
+    slot: &mut Slot<F, O>,
+    frame: &F,
+    (max, window): (usize, usize),
+    over_window: &mut usize,
+    notify: &mut impl FnMut(&O, Signal),
+) -> bool {
+    if slot.mailbox.bytes + frame.len() > max {
+        slot.lost += 1;
+        if !slot.broken {
+            slot.broken = true;
+            if let Some(owner) = &slot.owner {
+                notify(owner, Signal::Overflowed);
+            }
+        }
+        return false;
+    }
+    slot.mailbox.push(frame.clone());
+    if let Some(owner) = &slot.owner {
+        notify(owner, Signal::Mail);
+        if !slot.over_window && slot.mailbox.bytes > window {
+            slot.over_window = true;
+            *over_window += 1;
+        }
+    }
+    true
 }
 
 /// Opens a hello's session in `slot` (see [`MemoryState::open`]); `new_sid` names a fresh

@@ -49,7 +49,8 @@ pub struct Consumed {
     pub source: String,
     /// Its id.
     pub id: u64,
-    /// `"to"`, `"broadcast"`, `"to_self"` (answered with an error), `"consume"`, `"resolve"`.
+    /// `"to"`, `"broadcast"`, `"room"`, `"join"`, `"leave"`, `"to_self"` (answered with an
+    /// error), `"consume"`, `"resolve"`.
     pub effect: &'static str,
     /// Its type (empty when the effect carries no frame).
     pub kind: String,
@@ -59,6 +60,8 @@ pub struct Consumed {
     pub to: Option<String>,
     /// The message it answers, if a response.
     pub re: Option<u64>,
+    /// The room it went to (`"room"`), or that was joined or left.
+    pub room: Option<String>,
 }
 
 /// A response to one of the server's own messages: (responder, `re`, result).
@@ -524,6 +527,9 @@ fn record(source: &str, id: u64, effect: &Effect<String>) -> Consumed {
     let (name, frame) = match effect {
         Effect::To { frame, .. } => ("to", Some(frame)),
         Effect::Broadcast { frame } => ("broadcast", Some(frame)),
+        Effect::Room { frame, .. } => ("room", Some(frame)),
+        Effect::Join { frame, .. } => ("join", Some(frame)),
+        Effect::Leave { frame, .. } => ("leave", Some(frame)),
         Effect::ToSelf { frame } => ("to_self", Some(frame)),
         Effect::Consume => ("consume", None),
         Effect::Resolve { .. } => ("resolve", None),
@@ -536,8 +542,10 @@ fn record(source: &str, id: u64, effect: &Effect<String>) -> Consumed {
         payload: None,
         to: None,
         re: None,
+        room: None,
     };
     if let Some(Ok(Frame::Message(message))) = frame.map(|f| Frame::decode(f)) {
+        record.room = message.room.map(|room| room.into_owned());
         record.kind = message.kind.into_owned();
         record.payload = message.payload.map(str::to_owned);
         record.to = message.to.map(|to| to.into_owned());

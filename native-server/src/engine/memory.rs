@@ -167,4 +167,48 @@ impl MessageRouter for MemoryEngine {
     async fn is_connected(&self, source: &str) -> Result<bool, EngineError> {
         Ok(self.state().is_connected(source))
     }
+
+    async fn join(&self, source: &str, room: &str) -> Result<(), SendRefused> {
+        match self.state().join(source, room) {
+            true => Ok(()),
+            false => Err(SendRefused::UnknownTarget),
+        }
+    }
+
+    async fn leave(&self, source: &str, room: &str) -> Result<bool, SendRefused> {
+        Ok(self.state().leave(source, room))
+    }
+
+    async fn send_to_room(
+        &self,
+        room: &str,
+        frame: Utf8Bytes,
+        exclude: Option<&str>,
+    ) -> Result<usize, SendRefused> {
+        Ok(self.state().send_to_room(room, &frame, exclude, &mut ring))
+    }
+
+    async fn members(&self, room: &str) -> Result<Vec<String>, SendRefused> {
+        let mut members: Vec<String> = self.state().members(room).map(str::to_owned).collect();
+        members.sort_unstable();
+        Ok(members)
+    }
+
+    async fn is_member(&self, source: &str, room: &str) -> Result<bool, SendRefused> {
+        Ok(self.state().is_member(source, room))
+    }
+
+    async fn rooms(&self) -> Result<Vec<(String, Vec<String>)>, SendRefused> {
+        let state = self.state();
+        let mut rooms: Vec<(String, Vec<String>)> = state
+            .rooms()
+            .map(|(room, members)| {
+                let mut members: Vec<String> = members.map(str::to_owned).collect();
+                members.sort_unstable();
+                (room.to_owned(), members)
+            })
+            .collect();
+        rooms.sort_unstable();
+        Ok(rooms)
+    }
 }

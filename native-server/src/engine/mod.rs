@@ -213,6 +213,44 @@ pub trait MessageRouter: Send + Sync {
     /// The sources connected now, sorted.
     fn clients(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
 
+    /// Makes `source`'s session a member of `room` (a member already stays one): the
+    /// server's own decision, as a client's `relay:join` is the client's.
+    fn join(
+        &self,
+        source: &str,
+        room: &str,
+    ) -> impl Future<Output = Result<(), SendRefused>> + Send;
+
+    /// `source`'s session leaves `room`; `false` when it was not a member.
+    fn leave(
+        &self,
+        source: &str,
+        room: &str,
+    ) -> impl Future<Output = Result<bool, SendRefused>> + Send;
+
+    /// The server's own message to every member of `room` but `exclude`; returns how many
+    /// took it.
+    fn send_to_room(
+        &self,
+        room: &str,
+        frame: Utf8Bytes,
+        exclude: Option<&str>,
+    ) -> impl Future<Output = Result<usize, SendRefused>> + Send;
+
+    /// The members of `room` connected now, sorted.
+    fn members(&self, room: &str) -> impl Future<Output = Result<Vec<String>, SendRefused>> + Send;
+
+    /// Whether `source`'s session is a member of `room`.
+    fn is_member(
+        &self,
+        source: &str,
+        room: &str,
+    ) -> impl Future<Output = Result<bool, SendRefused>> + Send;
+
+    /// Every room with its members connected now (both sorted): presence per room.
+    fn rooms(&self)
+        -> impl Future<Output = Result<Vec<(String, Vec<String>)>, SendRefused>> + Send;
+
     /// Whether a connection holds `source`.
     fn is_connected(&self, source: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
 }
@@ -322,6 +360,10 @@ impl Doorbell {
 
 /// The engine a server runs on: in memory (the embedded default), or Redis shared by several
 /// relays.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one engine per server: its size is nothing, a pointer hop on every call is not"
+)]
 pub(crate) enum Engine {
     /// Sessions in this process.
     Memory(MemoryEngine),
@@ -447,5 +489,34 @@ impl MessageRouter for Engine {
 
     async fn is_connected(&self, source: &str) -> Result<bool, EngineError> {
         delegate!(self, e => e.is_connected(source))
+    }
+
+    async fn join(&self, source: &str, room: &str) -> Result<(), SendRefused> {
+        delegate!(self, e => e.join(source, room))
+    }
+
+    async fn leave(&self, source: &str, room: &str) -> Result<bool, SendRefused> {
+        delegate!(self, e => e.leave(source, room))
+    }
+
+    async fn send_to_room(
+        &self,
+        room: &str,
+        frame: Utf8Bytes,
+        exclude: Option<&str>,
+    ) -> Result<usize, SendRefused> {
+        delegate!(self, e => e.send_to_room(room, frame, exclude))
+    }
+
+    async fn members(&self, room: &str) -> Result<Vec<String>, SendRefused> {
+        delegate!(self, e => e.members(room))
+    }
+
+    async fn is_member(&self, source: &str, room: &str) -> Result<bool, SendRefused> {
+        delegate!(self, e => e.is_member(source, room))
+    }
+
+    async fn rooms(&self) -> Result<Vec<(String, Vec<String>)>, SendRefused> {
+        delegate!(self, e => e.rooms())
     }
 }

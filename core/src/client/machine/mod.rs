@@ -356,6 +356,7 @@ impl ClientCore {
             re: Some(target.re),
             to: target.source.as_deref().map(Into::into),
             source: None,
+            room: None,
             payload,
             error,
             request: false,

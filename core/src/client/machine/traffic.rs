@@ -23,6 +23,7 @@ impl ClientCore {
             re: None,
             to: message.to.map(Into::into),
             source: None,
+            room: message.room.map(Into::into),
             payload: message.payload,
             error: None,
             request: settles == Settles::OnReply,
@@ -146,6 +147,7 @@ impl ClientCore {
                 payload: result.ok().flatten(),
                 source,
                 id: message.id,
+                room: message.room.map(Into::into),
                 receipt,
             }));
             return;

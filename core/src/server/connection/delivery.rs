@@ -77,6 +77,15 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                         self.event(ServerEvent::Duplicate { id });
                     }
                 }
+                if let (Effect::Join { room, .. } | Effect::Leave { room, .. }, Routed::Done) =
+                    (&held.effect, &routed)
+                {
+                    let joined = matches!(held.effect, Effect::Join { .. });
+                    self.event(ServerEvent::Membership {
+                        room: room.clone(),
+                        joined,
+                    });
+                }
                 if let (Some((kind, payload)), Routed::Done) = (held.call, &routed) {
                     self.calls.push_back((kind.clone(), held.id));
                     self.outputs.push_back(Output::Call {
@@ -101,6 +110,16 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                 };
                 // Consuming the message is answering it: the error goes out before the ack.
                 let frame = self.rejection(code, message, held.id);
+                self.route(held.id, Effect::ToSelf { frame }, None);
+            }
+            Routed::NotMember => {
+                let room = match &held.effect {
+                    Effect::Room { room, .. } => clip(room),
+                    _ => Cow::Borrowed("?"),
+                };
+                let message = format!("you are not a member of room \"{room}\"");
+                // Consuming the message is answering it: the error goes out before the ack.
+                let frame = self.rejection(ErrorCode::NotMember, message, held.id);
                 self.route(held.id, Effect::ToSelf { frame }, None);
             }
             Routed::Blocked { .. } | Routed::Unavailable => {
@@ -187,6 +206,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                     re: Some(id),
                     to: None,
                     source: None,
+                    room: None,
                     payload: payload.as_deref(),
                     error,
                     request: false,

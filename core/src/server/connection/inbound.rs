@@ -280,6 +280,21 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         }
         let relay = self.settings.relay;
         let id = message.id;
+        let membership = message.kind == JOIN || message.kind == LEAVE;
+        if membership && message.re.is_none() && message.to.is_none() {
+            return self.membership(&message);
+        }
+        if let Some(room) = message.room.as_deref() {
+            let problem = if message.to.is_some() || message.re.is_some() {
+                Some("a message to a room has no \"to\" and no \"re\"")
+            } else {
+                room_problem(room)
+            };
+            if let Some(problem) = problem {
+                let frame = self.rejection(ErrorCode::InvalidFrame, problem.into(), id);
+                return self.answer(id, frame);
+            }
+        }
         // The relay's own types reach the relay only: a client may ask it (`relay:clients`)
         // but never speak in its name to others (a forged `relay:presence`).
         if message.kind.starts_with(RELAY_PREFIX)
@@ -322,6 +337,15 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             };
             return self.route(id, effect, None);
         }
+        if let (Some(room), true) = (message.room.as_deref(), relay) {
+            // A room's members get it, whatever the server's handlers take: the room is
+            // where its sender put it.
+            let effect = Effect::Room {
+                room: room.to_owned(),
+                frame: self.relayed(&message),
+            };
+            return self.route(id, effect, None);
+        }
         if let (Some(to), true) = (message.to.as_deref(), relay) {
             let effect = Effect::To {
                 target: to.to_owned(),
@@ -344,6 +368,54 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             kind: message.kind.into_owned(),
         });
         self.route(id, Effect::Consume, None);
+    }
+
+    /// A `relay:join` or `relay:leave`: the room named by the payload's `room`, if the
+    /// client's credentials allow it, joined or left by the engine together with the answer.
+    fn membership(&mut self, message: &Message<'_>) {
+        let id = message.id;
+        let join = message.kind == JOIN;
+        let room = message.payload.and_then(room_of_payload);
+        let problem = match &room {
+            None => Some((
+                ErrorCode::InvalidFrame,
+                format!("{} takes {{\"room\": NAME}}", message.kind),
+            )),
+            Some(room) => match room_problem(room) {
+                Some(problem) => Some((ErrorCode::InvalidFrame, problem.to_owned())),
+                None if join && !self.room_access.allows(room) => Some((
+                    ErrorCode::Forbidden,
+                    format!("your credentials do not let you join \"{}\"", clip(room)),
+                )),
+                None => None,
+            },
+        };
+        if let Some((code, text)) = problem {
+            let frame = self.rejection(code, text, id);
+            return self.answer(id, frame);
+        }
+        let Some(room) = room else {
+            return;
+        };
+        let answer = Message {
+            kind: Cow::Borrowed(&message.kind),
+            id: None,
+            re: id,
+            to: None,
+            source: None,
+            room: Some(Cow::Borrowed(&room)),
+            payload: None,
+            error: None,
+            request: false,
+        };
+        let frame = F::from(answer.encode());
+        self.mail = true;
+        let effect = if join {
+            Effect::Join { room, frame }
+        } else {
+            Effect::Leave { room, frame }
+        };
+        self.route(id, effect, None);
     }
 
     pub(super) fn is_duplicate(&mut self, id: u64) -> bool {
@@ -415,4 +487,14 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         let frame = self.rejection(code, message, None);
         self.answer(None, frame);
     }
+}
+
+/// The `room` of a `relay:join` or `relay:leave` payload (`{"room": NAME}`), if it has one.
+fn room_of_payload(payload: &str) -> Option<String> {
+    let members = json::object_members(payload).ok()??;
+    members
+        .into_iter()
+        .find(|(name, _)| name == "room")
+        .and_then(|(_, value)| value.as_str())
+        .map(Cow::into_owned)
 }

@@ -27,11 +27,11 @@ mod tests;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-use super::engine::{Effect, Hello, Opened, Routed, Signal};
+use super::engine::{Effect, Hello, Opened, RoomAccess, Routed, Signal};
 use super::limit::{Answerable, Limiter, RateLimit, Verdict};
 use crate::protocol::{
-    DecodeError, ErrorCode, Frame, Message, Welcome, CLOSE_REPLACED, CLOSE_SUPERSEDED,
-    RELAY_PREFIX, VERSION,
+    json, room_problem, DecodeError, ErrorCode, Frame, Message, Welcome, CLOSE_REPLACED,
+    CLOSE_SUPERSEDED, JOIN, LEAVE, RELAY_PREFIX, VERSION,
 };
 use crate::{Instant, Reply};
 
@@ -124,6 +124,8 @@ pub struct ServerConnection<F, H> {
     hello_deadline: Instant,
     /// When the client's credentials expire, if they do.
     expires: Option<Instant>,
+    /// Which rooms the client's credentials let it join.
+    room_access: RoomAccess,
     limiter: Option<Limiter>,
     answerable: Answerable,
     stats: ConnectionStats,
@@ -162,6 +164,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             stats: ConnectionStats::default(),
             claimed_next: next,
             expires: None,
+            room_access: RoomAccess::Any,
             settings,
             handlers,
             mode: Mode::Pending { announced },
@@ -196,6 +199,12 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     /// [`CLOSE_EXPIRED`], and its client reconnects with fresh ones.
     pub fn set_expiry(&mut self, at: Instant) {
         self.expires = Some(at);
+    }
+
+    /// Which rooms the client may join (default: any); others are refused with
+    /// `~error` `forbidden`.
+    pub fn set_room_access(&mut self, access: RoomAccess) {
+        self.room_access = access;
     }
 
     /// The client's identity.

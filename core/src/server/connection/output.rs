@@ -172,6 +172,14 @@ pub enum ServerEvent {
         /// The message type.
         kind: String,
     },
+    /// The client joined or left a room (its `relay:join` or `relay:leave` was consumed):
+    /// presence per room changed.
+    Membership {
+        /// The room.
+        room: String,
+        /// Joined (else left).
+        joined: bool,
+    },
     /// A frame over the rate limit was refused (a message, with `re` its id) or dropped (any
     /// other frame: a ping, an invalid or binary frame).
     RateLimited {

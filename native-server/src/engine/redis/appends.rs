@@ -62,14 +62,31 @@ impl RedisEngine {
         dedupe: &str,
         window: Option<usize>,
     ) -> Result<Result<usize, String>, EngineError> {
+        self.fan_out(frame, exclude, dedupe, window, None).await
+    }
+
+    /// [`broadcast_all`](Self::broadcast_all), or to the members of `room` only: the same
+    /// script, over the room's members in each shard.
+    pub(super) async fn fan_out(
+        &self,
+        frame: &Utf8Bytes,
+        exclude: Option<&str>,
+        dedupe: &str,
+        window: Option<usize>,
+        room: Option<&str>,
+    ) -> Result<Result<usize, String>, EngineError> {
         let exclude_hex = exclude.map(hex).unwrap_or_default();
+        let room_hex = room.map(hex).unwrap_or_default();
         let window = window.map_or(-1, |w| i64::try_from(w).unwrap_or(i64::MAX));
         let (window, max) = (window.to_string(), self.limits.max_backlog.to_string());
         let calls = (0..SHARDS).map(|shard| {
-            let members = format!("wsr:{{{shard}}}:members");
+            let members = match room {
+                Some(_) => format!("wsr:{{{shard}}}:r:{room_hex}"),
+                None => format!("wsr:{{{shard}}}:members"),
+            };
             let dedupe_key = format!("wsr:{{{shard}}}:bf");
             let prefix = format!("wsr:{{{shard}}}:");
-            let (window, max, exclude_hex) = (&window, &max, &exclude_hex);
+            let (window, max, exclude_hex, room_hex) = (&window, &max, &exclude_hex, &room_hex);
             async move {
                 self.eval(
                     &self.scripts.broadcast,
@@ -81,6 +98,7 @@ impl RedisEngine {
                         window.as_bytes(),
                         max.as_bytes(),
                         prefix.as_bytes(),
+                        room_hex.as_bytes(),
                     ],
                 )
                 .await

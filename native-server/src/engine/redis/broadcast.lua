@@ -1,15 +1,29 @@
--- Appends a frame to every source of one shard but the sender. KEYS: the shard's members set,
--- the shard's broadcast de-duplication hash. ARGV: frame, sender (hex, '' for the server),
+-- Appends a frame to every source of one shard but the sender, or to every member of a room
+-- in the shard. KEYS: the shard's members set (or the room's members in the shard), the
+-- shard's broadcast de-duplication hash. ARGV: frame, sender (hex, '' for the server),
 -- dedupe ('token|id', '' for none), window (-1: never wait), max backlog, key prefix of the
--- shard ('wsr:{7}:').
+-- shard ('wsr:{7}:'), the room (hex, '' for everyone). A room's set is an index: a member
+-- counts only if its meta's `rooms` lists the room (a session that expired and came back
+-- afresh is no member), and entries that do not are dropped from the set.
 -- Every key touched is of this shard (one slot): those of the members found in the set.
 -- Returns {0, member, position, owner, ...} appended (owner '' when not connected; a member
 -- whose box was full and lost the frame comes with position -1), {1, member, owner, ...}
 -- duplicate (with the connected members, whose owners may not have heard of it), or
 -- {3, member} when a connected member is over the window (nothing appended).
 local now = now_ms()
-local frame, sender, dedupe, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[6]
+local frame, sender, dedupe, prefix, room = ARGV[1], ARGV[2], ARGV[3], ARGV[6], ARGV[7] or ''
 local members = redis.call('SMEMBERS', KEYS[1])
+if room ~= '' then
+  local kept = {}
+  for _, member in ipairs(members) do
+    if in_room(prefix .. 'm:' .. member, room) then
+      kept[#kept + 1] = member
+    else
+      redis.call('SREM', KEYS[1], member)
+    end
+  end
+  members = kept
+end
 if dedupe ~= '' then
   local previous = redis.call('HGET', KEYS[2], sender)
   if previous then

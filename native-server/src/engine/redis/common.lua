@@ -75,3 +75,21 @@ local function push(meta_key, box_key, m, frame)
   end
   return m.first + len - 1
 end
+
+-- Rooms a session is a member of: the meta's `rooms` field, room names in hex between commas
+-- (',72,6c6f,'); the per-shard room sets ('r:<room>') are an index of it.
+local function in_room(meta_key, room)
+  local rooms = redis.call('HGET', meta_key, 'rooms')
+  return rooms ~= false and string.find(rooms, ',' .. room .. ',', 1, true) ~= nil
+end
+
+-- The session leaves every room it is in (it ended, or a fresh one begins).
+local function leave_rooms(meta_key, prefix, member)
+  local rooms = redis.call('HGET', meta_key, 'rooms')
+  if rooms then
+    for room in string.gmatch(rooms, '[^,]+') do
+      redis.call('SREM', prefix .. 'r:' .. room, member)
+    end
+    redis.call('HDEL', meta_key, 'rooms')
+  end
+end

@@ -41,6 +41,7 @@
 mod appends;
 mod inbox;
 mod leases;
+mod rooms;
 mod status;
 mod store;
 #[cfg(test)]
@@ -92,6 +93,7 @@ struct Scripts {
     settle: Script,
     release: Script,
     renew: Script,
+    membership: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -110,6 +112,7 @@ impl Scripts {
             settle: script(include_str!("settle.lua")),
             release: script(include_str!("release.lua")),
             renew: script(include_str!("renew.lua")),
+            membership: script(include_str!("membership.lua")),
         }
     }
 }
@@ -161,6 +164,9 @@ struct Keys {
     from: String,
     members: String,
     hex: String,
+    /// The shard's key prefix (`wsr:{7}:`), for the keys a script finds on its way (a room's
+    /// members in the shard, `wsr:{7}:r:<room>`).
+    prefix: String,
 }
 
 impl Keys {
@@ -173,7 +179,13 @@ impl Keys {
             from: format!("wsr:{{{shard}}}:f:{h}"),
             members: format!("wsr:{{{shard}}}:members"),
             hex: h,
+            prefix: format!("wsr:{{{shard}}}:"),
         }
+    }
+
+    /// The members of `room` (hex) in this source's shard.
+    fn room(&self, room: &str) -> String {
+        format!("{}r:{room}", self.prefix)
     }
 }
 

@@ -1,6 +1,7 @@
 -- Opens the session a hello names, or a fresh one, or sets up a bare client.
 -- KEYS: meta, box. ARGV: epoch, token ('' for a bare client), ack, sid the hello named ('' if
--- none), fresh_next, the name of a new instance.
+-- none), fresh_next, the name of a new instance, key prefix of the shard, member (hex). A
+-- session not resumed leaves its rooms: membership belongs to the session.
 -- Returns {resumed, consumed, base, next, lost (-1: none), sid} or {-1} when fenced,
 -- {-2} when the source's state is gone.
 local m = meta(KEYS[1])
@@ -27,7 +28,8 @@ if token ~= '' and m.session and stored[1] == token and not m.broken then
     return {0, consumed, base, math.max(m.first, base + 1), -1, stored[2]}
   end
 end
--- Not resumable: frames before fresh_next were the previous session's.
+-- Not resumable: frames before fresh_next were the previous session's, and so were its rooms.
+leave_rooms(KEYS[1], ARGV[7], ARGV[8])
 local dropped, freed = pop(KEYS[2], math.min(fresh_next - m.first, len))
 local lost = -1
 if m.session or m.broken then

@@ -1,6 +1,7 @@
 //! The engine's contract ([`SessionStore`], [`MessageRouter`]) over the scripts: claims, sessions,
 //! fetches, settles and routes.
 
+use super::rooms::Membership;
 use super::status::{self, Claimed, Open, Status};
 use super::*;
 
@@ -107,6 +108,8 @@ impl SessionStore for RedisEngine {
                     sid.as_bytes(),
                     fresh_next.to_string().as_bytes(),
                     new_sid.as_bytes(),
+                    keys.prefix.as_bytes(),
+                    keys.hex.as_bytes(),
                 ],
             )
             .await?;
@@ -255,6 +258,7 @@ impl SessionStore for RedisEngine {
                     claim.epoch.to_string().as_bytes(),
                     self.limits.session_grace.as_millis().to_string().as_bytes(),
                     keys.hex.as_bytes(),
+                    keys.prefix.as_bytes(),
                 ],
             )
             .await;
@@ -315,6 +319,33 @@ impl MessageRouter for RedisEngine {
                         other @ (Status::Fenced | Status::Gone) => Err(EngineError(format!(
                             "route_one answered {other:?} for another source"
                         ))),
+                    }
+                }
+                Effect::Join { room, frame } | Effect::Leave { room, frame } => {
+                    let join = matches!(effect, Effect::Join { .. });
+                    let epoch = Some(claim.epoch);
+                    // Joining or leaving twice is joining or leaving once: a retransmit after
+                    // the membership changed and before the commit changes nothing more.
+                    match self.membership(&claim.source, epoch, room, join).await? {
+                        Membership::Done { .. } => self.commit(claim, id, Some(frame)).await,
+                        Membership::Fenced { holder } => Ok(Routed::Fenced {
+                            superseded: claim.superseded_by(Some(&holder)),
+                        }),
+                        Membership::Gone => Ok(Routed::Gone),
+                    }
+                }
+                Effect::Room { room, frame } => {
+                    if !self.in_room(&claim.source, room).await? {
+                        return Ok(Routed::NotMember);
+                    }
+                    let key = dedupe();
+                    let window = Some(self.limits.backlog_window);
+                    match self
+                        .fan_out(frame, Some(&claim.source), &key, window, Some(room))
+                        .await?
+                    {
+                        Ok(_) => self.commit(claim, id, None).await,
+                        Err(on) => Ok(Routed::Blocked { on }),
                     }
                 }
                 Effect::Broadcast { frame } => {
@@ -400,5 +431,61 @@ impl MessageRouter for RedisEngine {
             )
             .await?;
         Ok(until.is_some_and(|until| until > now_ms()))
+    }
+
+    async fn join(&self, source: &str, room: &str) -> Result<(), SendRefused> {
+        match self.membership(source, None, room, true).await {
+            Ok(Membership::Done { .. }) => Ok(()),
+            Ok(Membership::Gone) => Err(SendRefused::UnknownTarget),
+            Ok(Membership::Fenced { .. }) => Err(SendRefused::Unavailable(EngineError(
+                "fenced without an epoch".into(),
+            ))),
+            Err(error) => Err(SendRefused::Unavailable(error)),
+        }
+    }
+
+    async fn leave(&self, source: &str, room: &str) -> Result<bool, SendRefused> {
+        match self.membership(source, None, room, false).await {
+            Ok(Membership::Done { was_member }) => Ok(was_member),
+            Ok(Membership::Gone) => Ok(false),
+            Ok(Membership::Fenced { .. }) => Err(SendRefused::Unavailable(EngineError(
+                "fenced without an epoch".into(),
+            ))),
+            Err(error) => Err(SendRefused::Unavailable(error)),
+        }
+    }
+
+    async fn send_to_room(
+        &self,
+        room: &str,
+        frame: Utf8Bytes,
+        exclude: Option<&str>,
+    ) -> Result<usize, SendRefused> {
+        match self.fan_out(&frame, exclude, "", None, Some(room)).await {
+            Ok(Ok(delivered)) => Ok(delivered),
+            Ok(Err(on)) => Err(SendRefused::Unavailable(EngineError(format!(
+                "{on} is behind"
+            )))),
+            Err(error) => Err(SendRefused::Unavailable(error)),
+        }
+    }
+
+    async fn members(&self, room: &str) -> Result<Vec<String>, SendRefused> {
+        self.room_members(room)
+            .await
+            .map_err(SendRefused::Unavailable)
+    }
+
+    async fn is_member(&self, source: &str, room: &str) -> Result<bool, SendRefused> {
+        self.in_room(source, room)
+            .await
+            .map_err(SendRefused::Unavailable)
+    }
+
+    async fn rooms(&self) -> Result<Vec<(String, Vec<String>)>, SendRefused> {
+        // Presence per room is announced by the memory engine only for now: across relays
+        // every relay would announce the same change (and listing every room's members is a
+        // scan of the index). Asking (`relay:clients` with a room) works.
+        Ok(Vec::new())
     }
 }

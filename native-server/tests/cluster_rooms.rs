@@ -1,0 +1,296 @@
+//! Rooms across relays on one Redis (PROTOCOL.md section 13): real `redis-server` and
+//! `wsrelay-server` processes on loopback, native wsrelay clients. Joining, leaving, sending
+//! to a room and listing its members span the relays; a relay killed (SIGKILL) while clients
+//! send numbered messages to several rooms loses nothing, duplicates nothing and mixes no
+//! rooms up.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::cluster::{Redis, Relay, PATIENCE};
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+use wsrelay::{Event, Incoming, WebSocketClient};
+
+/// What a peer received: (sender, room, number), in arrival order.
+type Got = Arc<Mutex<Vec<(String, String, u64)>>>;
+
+/// A native client with fast reconnects, recording the numbered messages it receives.
+struct Peer {
+    client: WebSocketClient,
+    got: Got,
+    lost: Arc<AtomicU64>,
+}
+
+impl Peer {
+    async fn connect(addr: SocketAddr, source: &str) -> Peer {
+        let builder = WebSocketClient::builder(format!("ws://{addr}"), source)
+            .min_reconnection_delay(Duration::from_millis(50))
+            .max_reconnection_delay(Duration::from_millis(500));
+        let mut events = builder.subscribe();
+        let client = builder.build().unwrap();
+        let got: Got = Arc::default();
+        let record = Arc::clone(&got);
+        // Called in arrival order: recorded in the call.
+        client.on("n", move |m: Incoming<u64>| {
+            let sender = m.source.unwrap_or_default();
+            let room = m.room.unwrap_or_default();
+            record.lock().unwrap().push((sender, room, m.payload));
+            async {}
+        });
+        let lost = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&lost);
+        let (opened_tx, opened) = tokio::sync::oneshot::channel();
+        let mut opened_tx = Some(opened_tx);
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(Event::Open { .. }) => {
+                        if let Some(tx) = opened_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::SessionLost { .. }) => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        tokio::time::timeout(PATIENCE, opened)
+            .await
+            .expect("connects")
+            .unwrap();
+        Peer { client, got, lost }
+    }
+
+    /// The numbers received from `source` in `room`, in arrival order.
+    fn from(&self, source: &str, room: &str) -> Vec<u64> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(from, at, _)| from == source && at == room)
+            .map(|(.., n)| *n)
+            .collect()
+    }
+
+    async fn wait_for(&self, source: &str, room: &str, count: usize) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.from(source, room).len() < count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {count} from {source} in {room}: {:?}",
+                self.from(source, room).len(),
+                self.from(source, room)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_span_the_relays() {
+    let redis = Redis::start(false).await;
+    let a = Relay::start(&redis.url(), "a").await;
+    let b = Relay::start(&redis.url(), "b").await;
+    let alice = Peer::connect(a.addr, "alice").await;
+    let bob = Peer::connect(b.addr, "bob").await;
+    let carol = Peer::connect(a.addr, "carol").await;
+    alice.client.join("general").await.unwrap();
+    bob.client.join("general").await.unwrap();
+    carol.client.join("random").await.unwrap();
+
+    // To the room, across relays, both ways; nobody outside it hears.
+    alice.client.send_to_room("general", "n", 1).await.unwrap();
+    bob.wait_for("alice", "general", 1).await;
+    bob.client.send_to_room("general", "n", 2).await.unwrap();
+    alice.wait_for("bob", "general", 1).await;
+    carol.client.send_to_room("random", "n", 3).await.unwrap();
+    // Who is in the room, across relays.
+    let members: Vec<String> = carol
+        .client
+        .request("relay:clients", serde_json::json!({"room": "random"}), None)
+        .await
+        .unwrap();
+    assert_eq!(members, ["carol"]);
+    let members: Vec<String> = alice
+        .client
+        .request(
+            "relay:clients",
+            serde_json::json!({"room": "general"}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(members, ["alice", "bob"]);
+    // Not a member: refused, on either relay.
+    let error = carol
+        .client
+        .send_to_room("general", "n", 4)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "not_member");
+    // Bob leaves: nothing more reaches him.
+    bob.client.leave("general").await.unwrap();
+    alice.client.send_to_room("general", "n", 5).await.unwrap();
+    carol.client.send_to_room("random", "n", 6).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(bob.from("alice", "general"), [1]);
+    assert!(
+        carol.got.lock().unwrap().is_empty(),
+        "carol is alone in random"
+    );
+    assert!(alice.from("carol", "random").is_empty());
+    assert_eq!(alice.lost.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_belongs_to_the_session_across_relays() {
+    let redis = Redis::start(false).await;
+    let a = Relay::start(&redis.url(), "a").await;
+    let b = Relay::start(&redis.url(), "b").await;
+    let bob = Peer::connect(b.addr, "bob").await;
+    bob.client.join("general").await.unwrap();
+    let alice = Peer::connect(a.addr, "alice").await;
+    alice.client.join("general").await.unwrap();
+    // Alice comes back as a new client object, on the other relay: a new session (another
+    // token), which is in no room; her old session left its rooms as the new one opened.
+    alice.client.close().await;
+    let alice = Peer::connect(b.addr, "alice").await;
+    bob.client.send_to_room("general", "n", 1).await.unwrap();
+    let error = alice
+        .client
+        .send_to_room("general", "n", 2)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "not_member", "a fresh session is in no room");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(alice.from("bob", "general").is_empty());
+    let members: Vec<String> = bob
+        .client
+        .request(
+            "relay:clients",
+            serde_json::json!({"room": "general"}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(members, ["bob"], "the old session left with its rooms");
+}
+
+/// Two rooms over six clients, three on each relay; a2 and b2 are in both.
+const RED: [&str; 4] = ["a1", "a2", "b1", "b2"];
+const BLUE: [&str; 4] = ["a2", "a3", "b2", "b3"];
+
+fn rooms_of(source: &str) -> Vec<&'static str> {
+    let mut rooms = Vec::new();
+    if RED.contains(&source) {
+        rooms.push("red");
+    }
+    if BLUE.contains(&source) {
+        rooms.push("blue");
+    }
+    rooms
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_while_rooms_stream_loses_duplicates_and_mixes_up_nothing() {
+    let redis = Redis::start(false).await;
+    let a = Relay::start(&redis.url(), "a").await;
+    let b = Relay::start(&redis.url(), "b").await;
+    let a_addr = a.addr;
+    let sources = ["a1", "a2", "a3", "b1", "b2", "b3"];
+    let mut peers = Vec::new();
+    for source in sources {
+        let addr = if source.starts_with('a') {
+            a.addr
+        } else {
+            b.addr
+        };
+        let peer = Peer::connect(addr, source).await;
+        for room in rooms_of(source) {
+            peer.client.join(room).await.unwrap();
+        }
+        peers.push(peer);
+    }
+    let count = 120u64;
+    let sending = async {
+        let mut sends = JoinSet::new();
+        for n in 0..count {
+            for (peer, source) in peers.iter().zip(sources) {
+                for room in rooms_of(source) {
+                    sends.spawn(peer.client.send_to_room(room, "n", n));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sends
+    };
+    let killing = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (redis_url, node, port) = a.kill().await;
+        Relay::start_on(&redis_url, &node, port).await
+    };
+    let (mut sends, restarted) = tokio::join!(sending, killing);
+    assert_eq!(restarted.addr, a_addr);
+    // Every send settles, and none fails.
+    let failed = tokio::time::timeout(PATIENCE * 2, async {
+        let mut failed = Vec::new();
+        while let Some(outcome) = sends.join_next().await {
+            if let Err(error) = outcome.unwrap() {
+                failed.push(error);
+            }
+        }
+        failed
+    })
+    .await
+    .expect("every send settles");
+    assert!(failed.is_empty(), "sends failed: {failed:?}");
+
+    // Every member got every other member's numbers in each shared room, once, in order;
+    // nothing from a room it is not in.
+    let expected: Vec<u64> = (0..count).collect();
+    for (peer, me) in peers.iter().zip(sources) {
+        for room in rooms_of(me) {
+            for other in sources {
+                if other != me && rooms_of(other).contains(&room) {
+                    peer.wait_for(other, room, expected.len()).await;
+                }
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (peer, me) in peers.iter().zip(sources) {
+        let mine = rooms_of(me);
+        for (from, room, _) in peer.got.lock().unwrap().iter() {
+            assert!(
+                mine.contains(&room.as_str()),
+                "{me} got {from}'s message in {room}"
+            );
+        }
+        for room in &mine {
+            for other in sources {
+                if other != me && rooms_of(other).contains(room) {
+                    assert_eq!(
+                        peer.from(other, room),
+                        expected,
+                        "{me} from {other} in {room}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            peer.lost.load(Ordering::SeqCst),
+            0,
+            "{me}: a session was lost"
+        );
+    }
+}
