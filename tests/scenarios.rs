@@ -414,15 +414,15 @@ impl Run {
             }
             "join" | "leave" => {
                 let room = self.room(str_field(step, "room"));
-                let client = self.client(step).client.clone();
-                let join = str_field(step, "do") == "join";
-                let change = async move {
-                    if join {
-                        client.join(&room).await
+                let client = &self.client(step).client;
+                // Called now (queued in call order, before the steps after it), awaited below
+                // or later.
+                let change: Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> =
+                    if str_field(step, "do") == "join" {
+                        Box::pin(client.join(&room))
                     } else {
-                        client.leave(&room).await
-                    }
-                };
+                        Box::pin(client.leave(&room))
+                    };
                 match step["as"].as_str() {
                     Some(name) => {
                         let handle = tokio::spawn(change);

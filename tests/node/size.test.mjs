@@ -18,14 +18,17 @@
 // (`persist`) is 10 KB of the gzipped module and stays out of the web build (the Node build
 // has it); what the web build does take, +365 B (37213 -> 37578 B): the receipts a handler
 // hands back, the `storage` error, and the clear refusal of `persist` in a build that cannot
-// persist. The ceiling is that size plus 128 B of slack. A change that grows the package past it fails here and must say
+// persist. Then issue 20's rooms: the envelope's `room` read and written, `join` and `leave`,
+// `send`'s `room` option: +377 B measured on its own (37213 -> 37590 B); with persist's hooks,
+// 37955 B by the sum of the two, to be measured when the branch lands. The ceiling is that
+// size plus 128 B of slack. A change that grows the package past it fails here and must say
 // why.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 
-const CEILING = 37578 + 128;
+const CEILING = 37955 + 128;
 
 test("web build stays under its size ceiling (gzip -9)", () => {
   const dir = new URL("../../pkg/web/", import.meta.url);
