@@ -1,5 +1,6 @@
 // The wsrelay chat demo: plain ES module over the npm package's web build (copied to ./pkg by
-// `cargo xtask run`).
+// `cargo xtask run`). Everyone, one person, or a room (#general, #random, or one made here),
+// with who is online in each room.
 import init, { WebSocketClient } from "./pkg/wsrelay.js";
 
 const $ = (id) => document.getElementById(id);
@@ -8,6 +9,10 @@ const people = new Map(); // source -> <li>
 let client = null;
 let me = "";
 let target = ""; // "" = everyone
+let room = ""; // the room messages go to, when one is chosen (then `target` is "")
+/** The rooms this session is a member of, and who of each room's members is online. */
+const joined = new Set();
+const roomMembers = new Map(); // room -> Set of sources
 let countdown = null;
 
 /** Messages this page sent, by their client-side id, so receipts can mark them delivered. */
@@ -29,7 +34,7 @@ function system(text) {
   scrollDown();
 }
 
-function addMessage({ from, to, text, at, own, cid }) {
+function addMessage({ from, to, room: where, text, at, own, cid }) {
   const li = document.createElement("li");
   li.className = own ? "msg mine" : "msg";
   const meta = document.createElement("div");
@@ -40,6 +45,12 @@ function addMessage({ from, to, text, at, own, cid }) {
   const when = document.createElement("time");
   when.textContent = time(at);
   meta.append(who);
+  if (where) {
+    const place = document.createElement("span");
+    place.className = "where";
+    place.textContent = `#${where}`;
+    meta.append(place);
+  }
   if (to) {
     const direct = document.createElement("span");
     direct.textContent = own ? `→ ${to}` : "(direct)";
@@ -139,15 +150,81 @@ function setOnline(source, online) {
   }
 }
 
-function chooseTarget(to) {
+function chooseTarget(to, inRoom = "") {
   target = to;
+  room = inRoom;
   for (const button of document.querySelectorAll(".person")) {
-    button.classList.toggle("active", button.dataset.to === to);
+    button.classList.toggle("active", !inRoom && button.dataset.to === to);
   }
-  $("target").textContent = to ? `to ${to}` : "to everyone";
-  $("text").placeholder = to ? `Message ${to}` : "Message";
+  for (const button of document.querySelectorAll(".room")) {
+    button.classList.toggle("active", button.dataset.room === inRoom);
+  }
+  const label = inRoom ? `#${inRoom}` : to || "everyone";
+  $("target").textContent = `to ${label}`;
+  $("text").placeholder = inRoom || to ? `Message ${label}` : "Message";
+  renderRooms();
   $("people").classList.remove("open");
   $("text").focus();
+}
+
+/** The room's button in the list, added if it is a new one. */
+function roomButton(name) {
+  let button = document.querySelector(`.room[data-room="${CSS.escape(name)}"]`);
+  if (!button) {
+    const li = document.createElement("li");
+    button = document.createElement("button");
+    button.className = "room";
+    button.dataset.room = name;
+    const count = document.createElement("span");
+    count.className = "count";
+    button.append(`#${name} `, count);
+    li.append(button);
+    $("room-list").append(li);
+  }
+  return button;
+}
+
+/** Each joined room's count of members online, and who they are for the chosen room. */
+function renderRooms() {
+  for (const button of document.querySelectorAll(".room")) {
+    const members = roomMembers.get(button.dataset.room);
+    button.querySelector(".count").textContent = joined.has(button.dataset.room) && members ? String(members.size) : "";
+  }
+  const members = room && roomMembers.get(room);
+  $("room-members").hidden = !members;
+  if (members) $("room-members").textContent = `In #${room}: ${[...members].sort().join(", ")}`;
+}
+
+/** Joins `name` (once the relay has us, messages to the room reach us) and lists its members. */
+async function joinRoom(name) {
+  roomButton(name);
+  if (!joined.has(name)) {
+    try {
+      await client.join(name);
+    } catch (error) {
+      system(`could not join #${name}: ${error.code ?? error}`);
+      return false;
+    }
+    joined.add(name);
+    system(`you joined #${name}`);
+  }
+  await refreshRoom(name);
+  return true;
+}
+
+/** Who of the room's members is online, asked again (after a join, or a reconnection). */
+async function refreshRoom(name) {
+  try {
+    const list = await client.request("relay:clients", { room: name }, { timeout: 5000 });
+    roomMembers.set(name, new Set(list));
+  } catch (error) {
+    system(`could not list #${name}: ${error.code ?? error}`);
+  }
+  renderRooms();
+}
+
+async function chooseRoom(name) {
+  if (await joinRoom(name)) chooseTarget("", name);
 }
 
 async function refreshPeople() {
@@ -169,6 +246,7 @@ function connect(name) {
   client.addEventListener("open", () => {
     refreshState();
     refreshPeople();
+    for (const name of joined) refreshRoom(name);
   });
   client.addEventListener("close", (event) => {
     const { code, reason, reconnecting: again } = event.detail;
@@ -183,6 +261,10 @@ function connect(name) {
     system(lost == null ? "the relay lost our session: messages sent meanwhile are gone"
       : `the relay lost our session: ${lost} message${lost === 1 ? "" : "s"} sent meanwhile are gone`);
     refreshPeople();
+    // Rooms belong to the session: they went with it. Join them again.
+    const rooms = [...joined];
+    joined.clear();
+    for (const name of rooms) joinRoom(name);
   });
   client.addEventListener("error", (event) => console.warn("wsrelay:", event.detail));
   // A recipient's answer to one of our messages: the receipt that makes it "delivered".
@@ -193,12 +275,26 @@ function connect(name) {
   });
 
   client.on("chat-message", (payload, message) => {
-    addMessage({ from: message.source, to: message.to ?? (payload.direct ? me : ""), text: String(payload.message ?? ""), at: payload.sentAt });
+    addMessage({ from: message.source, to: message.to ?? (payload.direct ? me : ""), room: message.room, text: String(payload.message ?? ""), at: payload.sentAt });
     return { status: "received", cid: payload.cid };
   });
-  // Arrivals and departures, coalesced by the relay (one message for many changes).
-  client.on("relay:presence", ({ joined = [], left = [] }) => {
-    for (const source of joined) {
+  // Arrivals and departures, coalesced by the relay (one message for many changes): of
+  // everyone, or, with a room in the envelope, of that room's members.
+  client.on("relay:presence", ({ joined: came = [], left = [] }, message) => {
+    if (message.room) {
+      const members = roomMembers.get(message.room) ?? new Set();
+      for (const source of came) {
+        if (!members.has(source) && source !== me) system(`${source} joined #${message.room}`);
+        members.add(source);
+      }
+      for (const source of left) {
+        if (members.delete(source)) system(`${source} left #${message.room}`);
+      }
+      roomMembers.set(message.room, members);
+      renderRooms();
+      return;
+    }
+    for (const source of came) {
       if (source === me) continue;
       setOnline(source, true);
       system(`${source} joined`);
@@ -246,11 +342,11 @@ function rejoin() {
 
 function send(text) {
   const cid = crypto.randomUUID();
-  const li = addMessage({ from: me, to: target, text, at: Date.now(), own: true, cid });
+  const li = addMessage({ from: me, to: target, room, text, at: Date.now(), own: true, cid });
   mine.set(cid, li);
   setStatus(li, client.readyState === 1 ? "sending" : "queued");
   const payload = { message: text, sentAt: Date.now(), cid, direct: Boolean(target) };
-  const options = target ? { to: target } : undefined;
+  const options = room ? { room } : target ? { to: target } : undefined;
   client
     .send("chat-message", payload, options)
     .then(() => setStatus(li, "sent"))
@@ -279,6 +375,20 @@ $("composer").addEventListener("submit", (event) => {
 $("people-list").addEventListener("click", (event) => {
   const button = event.target.closest(".person");
   if (button) chooseTarget(button.dataset.to);
+});
+$("room-list").addEventListener("click", (event) => {
+  const button = event.target.closest(".room");
+  if (button) chooseRoom(button.dataset.room);
+});
+$("new-room").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = $("room-name").value.trim();
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(name)) {
+    system("a room name is 1 to 32 letters, digits, - or _");
+    return;
+  }
+  $("room-name").value = "";
+  chooseRoom(name);
 });
 $("toggle-people").addEventListener("click", () => $("people").classList.toggle("open"));
 $("rejoin").addEventListener("click", rejoin);

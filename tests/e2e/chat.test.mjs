@@ -202,3 +202,59 @@ test("on Redis, a relay killed and restarted loses nothing, whoever reconnects f
     redis.child.kill("SIGTERM");
   }
 });
+
+test("rooms: #general reaches its members only, who are shown per room; a new room is made", { timeout: 120_000 }, async () => {
+  assert.ok(binary, "WSRELAY_SERVER_BIN must name the relay binary (cargo xtask test sets it)");
+  mkdirSync(output, { recursive: true });
+  const relay = await startRelay();
+  const base = `http://127.0.0.1:${relay.port}/`;
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: BROWSER_ARGS });
+  try {
+    const pages = {};
+    for (const name of ["alice", "bob", "carol"]) {
+      const page = await browser.newPage({ viewport: { width: 1000, height: 700 } });
+      page.on("pageerror", (error) => assert.fail(`page error: ${error}`));
+      await joinChat(page, base, name);
+      pages[name] = page;
+    }
+    const { alice, bob, carol } = pages;
+    // Alice and Bob enter #general; Carol stays out of it, in #random.
+    await alice.click('.room[data-room="general"]');
+    await bob.click('.room[data-room="general"]');
+    await carol.click('.room[data-room="random"]');
+    await alice.waitForFunction(
+      () => document.querySelector("#room-members").textContent === "In #general: alice, bob",
+      null,
+      { timeout: WAIT },
+    );
+    await bob.waitForSelector('.room.active[data-room="general"]', { timeout: WAIT });
+    await say(alice, "hello general");
+    await bob.waitForFunction(
+      () => [...document.querySelectorAll("#log .msg")].some((m) => m.textContent.includes("#general") && m.textContent.includes("hello general")),
+      null,
+      { timeout: WAIT },
+    );
+    await alice.waitForSelector('.msg.mine[data-status="delivered"]', { timeout: WAIT });
+    // Carol hears something (a message to everyone: Bob goes back to "Everyone") but nothing
+    // of #general.
+    await bob.click('.person[data-to=""]');
+    await say(bob, "hello everyone");
+    await carol.waitForFunction(() => document.body.innerText.includes("hello everyone"), null, { timeout: WAIT });
+    assert.ok(!(await texts(carol)).includes("hello general"), "a room's message stays in the room");
+    assert.equal((await texts(bob)).filter((t) => t === "hello general").length, 1);
+
+    // A room made on the spot, joined by its maker: the list shows it with one member.
+    await carol.fill("#room-name", "lounge");
+    await carol.press("#room-name", "Enter");
+    await carol.waitForSelector('.room.active[data-room="lounge"]', { timeout: WAIT });
+    await carol.waitForFunction(
+      () => document.querySelector("#room-members").textContent === "In #lounge: carol",
+      null,
+      { timeout: WAIT },
+    );
+    await alice.screenshot({ path: join(output, "alice-rooms.png") });
+  } finally {
+    await browser.close();
+    await stopRelay(relay);
+  }
+});
