@@ -124,12 +124,13 @@ fn free_port() -> Result<u16, String> {
 /// relays also publish on their own (a broadcast's notes), and `commandstats` cannot tell the
 /// two apart, so every PUBLISH counts as a round trip (an overstatement of ours).
 fn script_commands() -> Vec<String> {
-    const SCRIPTS: [&str; 10] = [
+    const SCRIPTS: [&str; 11] = [
         include_str!("../../native-server/src/engine/redis/common.lua"),
         include_str!("../../native-server/src/engine/redis/broadcast.lua"),
         include_str!("../../native-server/src/engine/redis/claim.lua"),
         include_str!("../../native-server/src/engine/redis/commit.lua"),
         include_str!("../../native-server/src/engine/redis/fetch.lua"),
+        include_str!("../../native-server/src/engine/redis/membership.lua"),
         include_str!("../../native-server/src/engine/redis/open.lua"),
         include_str!("../../native-server/src/engine/redis/release.lua"),
         include_str!("../../native-server/src/engine/redis/renew.lua"),

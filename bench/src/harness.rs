@@ -133,9 +133,23 @@ impl ClusterPeer {
 /// The load of a cluster row.
 #[derive(Debug, Clone, Copy)]
 pub enum ClusterLoad {
-    Broadcast { conns: usize, senders: usize },
-    Pairs { pairs: usize },
-    Open { pairs: usize, rate: f64 },
+    Broadcast {
+        conns: usize,
+        senders: usize,
+    },
+    Pairs {
+        pairs: usize,
+    },
+    Open {
+        pairs: usize,
+        rate: f64,
+    },
+    /// `clients` in rooms of `size`, each sending `rate` messages per second to its room.
+    Rooms {
+        clients: usize,
+        size: usize,
+        rate: f64,
+    },
 }
 
 /// The processes of one cluster run, stopped when dropped (the servers before Redis).
@@ -163,9 +177,8 @@ impl Harness {
             }
             None => None,
         };
-        let socketio = match (options.wants("cluster") && plan.cluster.socketio)
-            .then(|| socketio_peer(root))
-        {
+        let cluster_rows = options.wants("cluster") || options.wants("rooms");
+        let socketio = match (cluster_rows && plan.cluster.socketio).then(|| socketio_peer(root)) {
             Some(Ok(cmd)) => Some(cmd),
             Some(Err(reason)) => {
                 println!("note: Socket.IO peers unavailable ({reason}); their rows are skipped");
@@ -434,6 +447,11 @@ impl Harness {
             ClusterLoad::Open { pairs, rate } => {
                 load::send_to_open(target, proto, pairs, rate, timing).await
             }
+            ClusterLoad::Rooms {
+                clients,
+                size,
+                rate,
+            } => load::rooms_open(target, proto, clients, size, rate, timing).await,
         }
     }
 }

@@ -161,6 +161,8 @@ pub struct ClusterPlan {
     pub rate: f64,
     /// Run the Socket.IO peers (npm packages: the smoke run leaves them out).
     pub socketio: bool,
+    /// The rooms rows: clients, room size, messages per second per client.
+    pub rooms: (usize, usize, f64),
 }
 
 impl ClusterPlan {
@@ -170,6 +172,7 @@ impl ClusterPlan {
             pairs: 500,
             rate: 10_000.0,
             socketio: true,
+            rooms: (10_000, 10, 1.0),
         }
     }
 
@@ -180,6 +183,11 @@ impl ClusterPlan {
 
     pub fn pairs_name(&self) -> String {
         format!("cluster send_to {} pairs", self.pairs)
+    }
+
+    pub fn rooms_name(&self) -> String {
+        let (clients, size, rate) = self.rooms;
+        format!("rooms: {clients} clients in rooms of {size}, {rate} msg/s each",)
     }
 
     pub fn open_name(&self) -> String {
@@ -325,6 +333,7 @@ impl Plan {
                 pairs: 5,
                 rate: 200.0,
                 socketio: false,
+                rooms: (40, 4, 5.0),
             },
             npm: NpmPlan {
                 moderate: npm::NpmLoad {
@@ -388,7 +397,7 @@ pub struct Options {
 }
 
 /// The groups of rows `--only` selects from.
-pub const GROUPS: [&str; 11] = [
+pub const GROUPS: [&str; 12] = [
     "echo",
     "send_to",
     "broadcast",
@@ -396,6 +405,7 @@ pub const GROUPS: [&str; 11] = [
     "client",
     "multicore",
     "cluster",
+    "rooms",
     "npm",
     "e2e",
     "node-server",

@@ -96,6 +96,11 @@ async fn async_run(options: Options, pinned: bool) -> Result<(), String> {
         cells.extend(cluster_cells);
         sections.push(section);
     }
+    if options.wants("rooms") {
+        let (rooms_cells, section) = rows::rooms_rows(&harness, plan).await;
+        cells.extend(rooms_cells);
+        sections.push(section.replacen("## Cluster rows", "## Rooms rows", 1));
+    }
     // Selected, and their clients installed (`Harness::prepare`).
     if options.wants("npm") && harness.npm.is_some() {
         cells.extend(rows::npm_rows(&harness, plan).await);

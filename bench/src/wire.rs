@@ -271,11 +271,22 @@ pub struct Message {
 impl Message {
     /// `pad` characters follow the digits in the payload string.
     pub fn new(kind: &str, to: Option<&str>, sender: u64, pad: usize, key: [u8; 4]) -> Message {
+        Message::addressed(kind, to.map(|to| ("to", to)), sender, pad, key)
+    }
+
+    /// [`new`](Self::new) with `field` (`to` or `room`) set to its value.
+    fn addressed(
+        kind: &str,
+        field: Option<(&str, &str)>,
+        sender: u64,
+        pad: usize,
+        key: [u8; 4],
+    ) -> Message {
         let mut text = format!("{{\"type\":\"{kind}\",\"id\":");
         let id_pos = text.len();
         text.push_str(&"0".repeat(ID_WIDTH));
-        if let Some(to) = to {
-            text.push_str(&format!(",\"to\":\"{to}\""));
+        if let Some((name, value)) = field {
+            text.push_str(&format!(",\"{name}\":\"{value}\""));
         }
         text.push_str(",\"payload\":\"");
         let ts_pos = text.len();
@@ -370,6 +381,23 @@ impl Message {
         match proto {
             Proto::SocketIo => Message::socketio(kind, to, sender, pad, key),
             _ => Message::new(kind, to, sender, pad, key),
+        }
+    }
+
+    /// A message to the other members of `room`: `{"type":T,"id":N,"room":R,"payload":...}`,
+    /// or the Socket.IO event `42["T","R","..."]`, which the Socket.IO peer's `rm` handler
+    /// emits to the room (`socket.to(R)`).
+    pub fn to_room(
+        proto: Proto,
+        kind: &str,
+        room: &str,
+        sender: u64,
+        pad: usize,
+        key: [u8; 4],
+    ) -> Message {
+        match proto {
+            Proto::SocketIo => Message::socketio(kind, Some(room), sender, pad, key),
+            _ => Message::addressed(kind, Some(("room", room)), sender, pad, key),
         }
     }
 
@@ -641,6 +669,18 @@ pub fn ack_due(reliable: u64, key: [u8; 4]) -> Option<Vec<u8>> {
         let text = format!("{{\"type\":\"~ack\",\"ack\":{reliable}}}");
         masked(OP_TEXT, text.as_bytes(), key)
     })
+}
+
+/// The frame with which a client joins `room`: the relay's `relay:join` request (id 1: the
+/// client's messages come after it, from [`FIRST_ID`]), or the Socket.IO peer's `join` event.
+pub fn join_frame(proto: Proto, room: &str, key: [u8; 4]) -> Vec<u8> {
+    let text = match proto {
+        Proto::SocketIo => format!("42[\"join\",\"{room}\"]"),
+        _ => format!(
+            "{{\"type\":\"relay:join\",\"id\":1,\"request\":true,\"payload\":{{\"room\":\"{room}\"}}}}"
+        ),
+    };
+    masked(OP_TEXT, text.as_bytes(), key)
 }
 
 #[cfg(test)]

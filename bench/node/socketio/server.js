@@ -17,6 +17,8 @@
 //   42["bc",payload]      -> socket.broadcast.emit("bc", payload)  (everybody else, every node)
 //   42N["bc",payload]     -> the same, then the acknowledgement 43N[] (the end-to-end row)
 //   42["dm",to,payload]   -> io.to(to).emit("dm", payload)          (the room `to`, any node)
+//   42["join",room]       -> socket.join(room)                      (the rooms rows)
+//   42["rm",room,payload] -> socket.to(room).emit("rm", payload)    (the room's other members)
 // Prints `listening on http://HOST:PORT` once bound; exits when stdin closes (the harness died).
 'use strict';
 const http = require('http');
@@ -76,6 +78,16 @@ function listen(options) {
     socket.on('dm', (to, payload) => {
       if (typeof to === 'string') {
         io.to(to).emit('dm', payload);
+      }
+    });
+    socket.on('join', (room) => {
+      if (typeof room === 'string') {
+        socket.join(room);
+      }
+    });
+    socket.on('rm', (room, payload) => {
+      if (typeof room === 'string') {
+        socket.to(room).emit('rm', payload);
       }
     });
   });

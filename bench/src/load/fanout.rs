@@ -238,6 +238,78 @@ async fn sender_loop(
     }
 }
 
+/// The rooms rows: `clients` clients in rooms of `size` (client `i` in room `r{i / size}`,
+/// so that with several servers a room's members are spread over them), each sending `rate`
+/// messages per second to its room, whatever comes back (an open loop): every other member
+/// receives each one. Joins first, then a settle, then the schedule.
+pub async fn rooms_open(
+    target: &Target,
+    proto: Proto,
+    clients: usize,
+    size: usize,
+    rate: f64,
+    timing: Timing,
+) -> Result<Sample, String> {
+    if clients == 0 || size < 2 || !rate.is_finite() || rate <= 0.0 {
+        return Err(format!(
+            "rooms need clients, rooms of two or more and a rate ({clients}, {size}, {rate})"
+        ));
+    }
+    let conns = connect_all(&target.addrs, proto, clients, 4096).await?;
+    let shared = Shared::new();
+    let pad = pad_for(20);
+    let mut members = Vec::with_capacity(clients);
+    for conn in conns {
+        let (index, key) = (conn.index, conn.key);
+        let room = format!("r{}", index / size);
+        let (receiver, write) = Receiver::split(conn, pad);
+        let join = wire::join_frame(proto, &room, key);
+        write
+            .lock()
+            .await
+            .write_all(&join)
+            .await
+            .map_err(|error| format!("join: {error}"))?;
+        members.push((index, key, room, receiver, write));
+    }
+    // The joins are consumed before the schedule starts (Socket.IO answers none of them: a
+    // pause long enough for the slowest peer, 10 000 joins in well under 1.5 s here).
+    let joins = Duration::from_millis(500 + clients as u64 / 10);
+    tokio::time::sleep(target.settle + joins).await;
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let start = tokio::time::Instant::now() + Duration::from_millis(10);
+    let mut handles = Vec::new();
+    for (index, key, room, receiver, write) in members {
+        let (sender_shared, sender_write) = (Rc::clone(&shared), Rc::clone(&write));
+        // Clients take turns over the period instead of all writing at once.
+        let first = start + period.mul_f64(index as f64 / clients as f64);
+        handles.push(tokio::task::spawn_local(async move {
+            let mut message = Message::to_room(proto, "rm", &room, index as u64, pad, key);
+            let mut ticks = tokio::time::interval_at(first, period);
+            let mut id = FIRST_ID;
+            loop {
+                ticks.tick().await;
+                id += 1;
+                let frame = message.stamp(id, sender_shared.now_us());
+                if let Err(error) = sender_write.lock().await.write_all(frame).await {
+                    sender_shared.fail(error);
+                    return;
+                }
+            }
+        }));
+        let shared = Rc::clone(&shared);
+        handles.push(tokio::task::spawn_local(async move {
+            if let Err(error) = receiver.run(&shared, &write, |_| {}).await {
+                shared.fail(error);
+            }
+        }));
+    }
+    let tasks = Tasks(handles);
+    let sample = measure(&shared, timing, target, clients).await;
+    drop(tasks);
+    sample
+}
+
 /// One client broadcasting on a fixed schedule, whatever comes back (the npm rows' sender:
 /// the clients measured are elsewhere). What does come back is read, acknowledged every 32
 /// (wsrelay) and answered (pings), so that the server never waits on it.

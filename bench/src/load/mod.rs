@@ -14,7 +14,7 @@ mod fanout;
 mod loops;
 
 pub use client::{client_count, client_tungstenite, client_wsrelay};
-pub use fanout::{broadcast, chat, send_to_open, Broadcaster};
+pub use fanout::{broadcast, chat, rooms_open, send_to_open, Broadcaster};
 pub use loops::{echo, idle, send_to};
 
 use std::cell::{Cell, RefCell};

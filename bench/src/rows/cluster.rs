@@ -77,13 +77,69 @@ pub async fn cluster_rows(harness: &Harness, plan: &Plan) -> (Vec<Cell>, String)
     (cells, cluster_section(&cpu_rows))
 }
 
+/// The rooms rows: one relay in memory, two relays on one Redis and Socket.IO 4 with its Redis
+/// adapter, the same open loop of messages to rooms, each run on fresh processes and a fresh
+/// Redis; the cells of an open loop (deliveries, server CPU, p50 and p95 latency, Redis's
+/// work per delivery) and the report's section on CPU per process.
+pub async fn rooms_rows(harness: &Harness, plan: &Plan) -> (Vec<Cell>, String) {
+    let cp = &plan.cluster;
+    let mut peers = vec![ClusterPeer::Memory, ClusterPeer::Relays];
+    if harness.socketio.is_some() && cp.socketio {
+        peers.push(ClusterPeer::SioRedis);
+    }
+    let (clients, size, rate) = cp.rooms;
+    let load = ClusterLoad::Rooms {
+        clients,
+        size,
+        rate,
+    };
+    let name = cp.rooms_name();
+    println!("{name}");
+    let mut runs: Vec<(ClusterPeer, Result<Sample, String>)> = Vec::new();
+    for rep in 0..plan.reps {
+        for &peer in &peers {
+            let result = harness.cluster_run(peer, load, plan.timing).await;
+            progress(&name, peer.code(), rep, &result);
+            runs.push((peer, result));
+        }
+    }
+    let mut cpu_rows: Vec<CpuRow> = Vec::new();
+    for &peer in &peers {
+        let samples: Vec<&Sample> = runs
+            .iter()
+            .filter(|(p, _)| *p == peer)
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .collect();
+        let Some(first) = samples.first() else {
+            continue;
+        };
+        let medians = first
+            .procs
+            .iter()
+            .map(|(process, _)| {
+                let values = samples
+                    .iter()
+                    .filter_map(|s| s.procs.iter().find(|(n, _)| n == process))
+                    .map(|(_, cpu)| *cpu)
+                    .collect();
+                (process.clone(), report::median(values).unwrap_or(0.0))
+            })
+            .collect();
+        cpu_rows.push((name.clone(), peer, medians));
+    }
+    (
+        cluster_cells(&name, load, &runs),
+        cluster_section(&cpu_rows),
+    )
+}
+
 /// The cells of one cluster scenario. Redis's cells leave out the peer without Redis.
 fn cluster_cells(
     name: &str,
     load: ClusterLoad,
     runs: &[(ClusterPeer, Result<Sample, String>)],
 ) -> Vec<Cell> {
-    let open = matches!(load, ClusterLoad::Open { .. });
+    let open = matches!(load, ClusterLoad::Open { .. } | ClusterLoad::Rooms { .. });
     let cell = |what: &str,
                 unit: &str,
                 higher_better: bool,

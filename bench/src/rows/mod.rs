@@ -16,7 +16,7 @@ mod server;
 
 pub use browser::{browser_rows, RENDERER_METRIC as BROWSER_METRIC, SOCKETIO as BROWSER_SOCKETIO};
 pub use client::{client_rows, npm_rows};
-pub use cluster::cluster_rows;
+pub use cluster::{cluster_rows, rooms_rows};
 pub use e2e::{e2e_rows, SOCKETIO as E2E_SOCKETIO};
 pub use node_server::{node_server_rows, RELAY_BINARY, SOCKETIO_CHAT};
 pub use server::{broadcast_rows, echo_rows, idle_rows, multicore_rows, send_to_rows};
