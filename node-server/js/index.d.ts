@@ -195,6 +195,14 @@ export declare class WebSocketServer {
   sendTo(source: string, type: string, payload?: unknown): Promise<void>;
   /** Sends a message to every client but `excludeSource`; resolves with the recipients. */
   broadcast(type: string, payload?: unknown, excludeSource?: string | null): Promise<number>;
+  /** Makes the client `source` a member of `room` (for its session's life). */
+  join(source: string, room: string): Promise<void>;
+  /** The client `source` leaves `room`; resolves with whether it was a member. */
+  leave(source: string, room: string): Promise<boolean>;
+  /** Sends a message to every member of `room` but `excludeSource`; resolves with the recipients. */
+  broadcastTo(room: string, type: string, payload?: unknown, excludeSource?: string | null): Promise<number>;
+  /** The members of `room` connected now, sorted. */
+  members(room: string): Promise<string[]>;
   /** A request to the client `source`; resolves with its handler's answer. */
   request<R = any>(source: string, type: string, payload?: unknown, options?: RequestOptions): Promise<R>;
   /** The sources of the connected clients, sorted. */

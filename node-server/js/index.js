@@ -317,6 +317,43 @@ class WebSocketServer {
   }
 
   /**
+   * Makes the client `source` a member of `room` (its session's: kept across its
+   * reconnections); rejects with `unknown_target` when nobody has that source.
+   */
+  join(source, room) {
+    checkName(source, 'source');
+    checkName(room, 'room');
+    return handled(this.#operation((op) => this.#native.join(source, room, op), () => undefined));
+  }
+
+  /** The client `source` leaves `room`; resolves with whether it was a member. */
+  leave(source, room) {
+    checkName(source, 'source');
+    checkName(room, 'room');
+    return handled(this.#operation((op) => this.#native.leave(source, room, op)));
+  }
+
+  /**
+   * Sends a message from the server to every member of `room` but `excludeSource`, with the
+   * room in its envelope; resolves with the number of recipients.
+   */
+  broadcastTo(room, type, payload, excludeSource) {
+    checkName(room, 'room');
+    checkType(type);
+    if (excludeSource !== undefined && excludeSource !== null) checkName(excludeSource, 'excludeSource');
+    const text = encode(payload, 'broadcastTo');
+    return handled(
+      this.#operation((op) => this.#native.broadcastTo(room, type, text, excludeSource ?? null, op), (count) => count),
+    );
+  }
+
+  /** The members of `room` connected now (all servers' with Redis), sorted. */
+  members(room) {
+    checkName(room, 'room');
+    return this.#operation((op) => this.#native.members(room, op));
+  }
+
+  /**
    * Sends a request to the client `source` and resolves with its handler's answer; rejects
    * with `timeout` after `options.timeout` ms (30 s by default), with the client's error
    * (`handler_error`, `no_handler`...), or `unknown_target`.

@@ -109,6 +109,7 @@ fn send_failure(error: &SendError) -> (&'static str, String) {
         SendError::Overflow => "overflow",
         SendError::Payload(_) => "invalid_payload",
         SendError::Unavailable(_) => "unavailable",
+        SendError::InvalidRoom(_) => "invalid_room",
         _ => "failed",
     };
     (code, error.to_string())
@@ -379,6 +380,65 @@ impl NativeServer {
             Ok(u32::try_from(recipients).unwrap_or(u32::MAX))
         };
         self.send(op, sending, |recipients| recipients.to_string())
+    }
+
+    /// `join`: `true` when done now; `null` when operation `op` finishes later.
+    #[napi]
+    pub fn join(&self, source: String, room: String, op: u32) -> Result<Option<bool>, Failure> {
+        let server = self.server.clone();
+        let joining = async move { server.join(&source, &room).await };
+        self.send(op, joining, |()| "null".to_owned())
+            .map(|done| done.map(|()| true))
+    }
+
+    /// `leave`: whether the client was a member, when done now; `null` when operation `op`
+    /// finishes later.
+    #[napi]
+    pub fn leave(&self, source: String, room: String, op: u32) -> Result<Option<bool>, Failure> {
+        let server = self.server.clone();
+        let leaving = async move { server.leave(&source, &room).await };
+        self.send(op, leaving, |was| was.to_string())
+    }
+
+    /// `broadcastTo`: the number of recipients when done now; `null` when operation `op`
+    /// finishes later.
+    #[napi]
+    pub fn broadcast_to(
+        &self,
+        room: String,
+        kind: String,
+        payload_json: String,
+        exclude: Option<String>,
+        op: u32,
+    ) -> Result<Option<u32>, Failure> {
+        let payload = payload(payload_json)?;
+        let server = self.server.clone();
+        let sending = async move {
+            let recipients = server
+                .broadcast_to(&room, &kind, &*payload, exclude.as_deref())
+                .await?;
+            Ok(u32::try_from(recipients).unwrap_or(u32::MAX))
+        };
+        self.send(op, sending, |recipients| recipients.to_string())
+    }
+
+    /// `members`: the members of `room` connected now, when known at once; `null` when
+    /// operation `op` finishes later.
+    #[napi]
+    pub fn members(&self, room: String, op: u32) -> Result<Option<Vec<String>>, Failure> {
+        let server = self.server.clone();
+        let listing = async move { server.members(&room).await };
+        self.send(op, listing, |members| {
+            let mut list = String::from("[");
+            for (index, source) in members.iter().enumerate() {
+                if index > 0 {
+                    list.push(',');
+                }
+                push_json_string(&mut list, source);
+            }
+            list.push(']');
+            list
+        })
     }
 
     /// `request`: finishes later, as operation `op`, with the response's payload.

@@ -150,6 +150,38 @@ test("sendTo, broadcast, request, clients", async (t) => {
   assert.throws(() => server.request(bob.source, "get-time", null, "soon"), TypeError);
 });
 
+test("rooms: join, broadcastTo, members, leave; clients join and send to rooms through it", async (t) => {
+  const server = serve(t);
+  const [alice, bob, carol] = await clients(t, server.url, "alice", "bob", "carol");
+  const got = { alice: [], bob: [], carol: [] };
+  for (const [name, client] of [["alice", alice], ["bob", bob], ["carol", carol]]) {
+    client.on("notice", (payload, { source, room }) => {
+      got[name].push({ payload, source, room });
+    });
+  }
+  assert.equal(await server.join(alice.source, "general"), undefined);
+  await bob.join("general"); // a client's own join, through the package's server
+  assert.deepEqual(await server.members("general"), [alice.source, bob.source].sort());
+  assert.equal(await server.broadcastTo("general", "notice", "to the room", alice.source), 1);
+  await carol.send("notice", "carol is not in it", { room: "general" }).then(
+    () => assert.fail("carol is no member"),
+    (error) => assert.equal(error.code, "not_member"),
+  );
+  await alice.send("notice", "from alice", { room: "general" });
+  await until(() => got.bob.length === 2 && got.alice.length === 0, 5000, "the room's notices");
+  assert.deepEqual(got.bob, [
+    { payload: "to the room", source: undefined, room: "general" },
+    { payload: "from alice", source: alice.source, room: "general" },
+  ]);
+  assert.equal(await server.leave(bob.source, "general"), true);
+  assert.equal(await server.leave(bob.source, "general"), false);
+  assert.deepEqual(await server.members("general"), [alice.source]);
+  await assert.rejects(server.join("nobody-here", "general"), { code: "unknown_target" });
+  await assert.rejects(server.join(alice.source, "a\u0000b"), { code: "invalid_room" });
+  assert.throws(() => server.broadcastTo("", "notice", 1), TypeError);
+  assert.equal(got.carol.length, 0);
+});
+
 test("events: connection, disconnect, error, response, close; once and off", async (t) => {
   const server = new WebSocketServer({ port: 0 });
   const events = [];
