@@ -631,7 +631,7 @@ impl WebSocketClient {
     /// Joins `room`: resolves once the server has made this client's session a member, from
     /// when on it receives what is sent to the room. Membership belongs to the session: it is
     /// kept across reconnections, and gone when the session is lost
-    /// ([`Event::SessionLost`](crate::client::Event::SessionLost)): join again then. Fails
+    /// ([`Event::SessionLost`]): join again then. Fails
     /// with [`Error::Remote`] code `forbidden` when the client's credentials do not allow
     /// the room.
     pub fn join(&self, room: &str) -> impl Future<Output = Result<(), Error>> + Send + 'static {
