@@ -1,4 +1,4 @@
-//! Rooms across relays on one Redis (PROTOCOL.md section 13): real `redis-server` and
+//! Rooms across relays on one Redis (PROTOCOL.md section 14): real `redis-server` and
 //! `wsrelay-server` processes on loopback, native wsrelay clients. Joining, leaving, sending
 //! to a room and listing its members span the relays; a relay killed (SIGKILL) while clients
 //! send numbered messages to several rooms loses nothing, duplicates nothing and mixes no

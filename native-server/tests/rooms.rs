@@ -1,4 +1,4 @@
-//! Rooms on the real server over loopback (PROTOCOL.md section 13), pinned with a plain
+//! Rooms on the real server over loopback (PROTOCOL.md section 14), pinned with a plain
 //! tokio-tungstenite client: joining and leaving answered once the server has it, a room's
 //! messages reaching its members only, refusals (`not_member`, a room name that is not one,
 //! `forbidden` by the token's `rooms` claim, both with the library and with the relay binary),

@@ -24,13 +24,13 @@ pub const RESERVED_PREFIX: char = '~';
 pub const RELAY_PREFIX: &str = "relay:";
 
 /// Request type with which a client joins a room (payload `{"room": NAME}`), answered once
-/// the server has it (`PROTOCOL.md` section 13).
+/// the server has it (`PROTOCOL.md` section 14).
 pub const JOIN: &str = "relay:join";
 
 /// Request type with which a client leaves a room (payload `{"room": NAME}`).
 pub const LEAVE: &str = "relay:leave";
 
-/// Longest room name, in bytes (`PROTOCOL.md` section 13).
+/// Longest room name, in bytes (`PROTOCOL.md` section 14).
 pub const MAX_ROOM_LEN: usize = 128;
 
 /// Why a room name is not acceptable, or `None` when it is: the rules of a `source` (1 to
@@ -155,7 +155,7 @@ pub struct Message<'a> {
     /// The sender's source, as registered by the server.
     pub source: Option<Cow<'a, str>>,
     /// The room the message is addressed to (client -> server) or was sent to (server ->
-    /// client): every member of the room but the sender receives it (`PROTOCOL.md` section 13).
+    /// client): every member of the room but the sender receives it (`PROTOCOL.md` section 14).
     pub room: Option<Cow<'a, str>>,
     /// The payload, as raw JSON text.
     pub payload: Option<&'a str>,

@@ -353,7 +353,7 @@ mod tests {
     }
 }
 
-/// Which rooms a connection's client may join (`PROTOCOL.md` section 13), from its
+/// Which rooms a connection's client may join (`PROTOCOL.md` section 14), from its
 /// credentials: any room, or those its token names.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum RoomAccess {

@@ -1,9 +1,9 @@
-//! Rooms (PROTOCOL.md section 13) in Redis, for now the simple way: a session's rooms are a
+//! Rooms (PROTOCOL.md section 14) in Redis, for now the simple way: a session's rooms are a
 //! field of its meta (`rooms`), indexed per shard by a set of each room's members in the shard
 //! (`wsr:{s}:r:<room>`), and a message to a room is appended to every member's mailbox by the
 //! broadcast script restricted to the room. Membership so lives and dies with the session's
 //! keys, and everything a mailbox promises (kill -9 safe, resumed, in order per sender) holds
-//! for rooms too; the store's work is still per recipient. Section 13.1 describes the log per
+//! for rooms too; the store's work is still per recipient. Section 14.1 describes the log per
 //! room that will replace the fan-out.
 
 use super::status::Status;
