@@ -20,15 +20,15 @@
 // hands back, the `storage` error, and the clear refusal of `persist` in a build that cannot
 // persist. Then issue 20's rooms: the envelope's `room` read and written, `join` and `leave`,
 // `send`'s `room` option: +377 B measured on its own (37213 -> 37590 B); with persist's hooks,
-// 37955 B by the sum of the two, to be measured when the branch lands. The ceiling is that
-// size plus 128 B of slack. A change that grows the package past it fails here and must say
+// 38059 B measured (the two together cost 104 B more than their sum). The ceiling is that size
+// plus 128 B of slack. A change that grows the package past it fails here and must say
 // why.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 
-const CEILING = 37955 + 128;
+const CEILING = 38059 + 128;
 
 test("web build stays under its size ceiling (gzip -9)", () => {
   const dir = new URL("../../pkg/web/", import.meta.url);
