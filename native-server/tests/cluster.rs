@@ -78,7 +78,7 @@ impl Peer {
     }
 
     async fn start(builder: ClientBuilder) -> Peer {
-        let mut events = builder.subscribe();
+        let events = builder.subscribe();
         let client = builder.build().unwrap();
         let got: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
         let record = Arc::clone(&got);
@@ -90,30 +90,7 @@ impl Peer {
                 .push((m.source.unwrap_or_default(), m.payload));
             async {}
         });
-        let lost = Arc::new(AtomicU64::new(0));
-        let count = Arc::clone(&lost);
-        let (opened_tx, opened) = tokio::sync::oneshot::channel();
-        let mut opened_tx = Some(opened_tx);
-        tokio::spawn(async move {
-            loop {
-                match events.recv().await {
-                    Ok(Event::Open { .. }) => {
-                        if let Some(tx) = opened_tx.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                    Ok(Event::SessionLost { .. }) => {
-                        count.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        tokio::time::timeout(PATIENCE, opened)
-            .await
-            .expect("connects")
-            .unwrap();
+        let lost = common::cluster::opened_counting_losses(events).await;
         Peer { client, got, lost }
     }
 

@@ -14,9 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::cluster::{Redis, Relay, PATIENCE};
-use tokio::sync::broadcast;
 use tokio::task::JoinSet;
-use wsrelay::{Event, Incoming, WebSocketClient};
+use wsrelay::{Incoming, WebSocketClient};
 
 /// What a peer received: (sender, room, number), in arrival order.
 type Got = Arc<Mutex<Vec<(String, String, u64)>>>;
@@ -33,7 +32,7 @@ impl Peer {
         let builder = WebSocketClient::builder(format!("ws://{addr}"), source)
             .min_reconnection_delay(Duration::from_millis(50))
             .max_reconnection_delay(Duration::from_millis(500));
-        let mut events = builder.subscribe();
+        let events = builder.subscribe();
         let client = builder.build().unwrap();
         let got: Got = Arc::default();
         let record = Arc::clone(&got);
@@ -44,30 +43,7 @@ impl Peer {
             record.lock().unwrap().push((sender, room, m.payload));
             async {}
         });
-        let lost = Arc::new(AtomicU64::new(0));
-        let count = Arc::clone(&lost);
-        let (opened_tx, opened) = tokio::sync::oneshot::channel();
-        let mut opened_tx = Some(opened_tx);
-        tokio::spawn(async move {
-            loop {
-                match events.recv().await {
-                    Ok(Event::Open { .. }) => {
-                        if let Some(tx) = opened_tx.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                    Ok(Event::SessionLost { .. }) => {
-                        count.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        tokio::time::timeout(PATIENCE, opened)
-            .await
-            .expect("connects")
-            .unwrap();
+        let lost = common::cluster::opened_counting_losses(events).await;
         Peer { client, got, lost }
     }
 

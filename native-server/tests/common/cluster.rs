@@ -174,3 +174,38 @@ impl Relay {
         (self.redis, self.node, self.addr.port())
     }
 }
+
+/// Waits for a client's first `open` on `events`, then keeps counting its lost sessions in
+/// the background: the count it returns.
+pub async fn opened_counting_losses(
+    mut events: tokio::sync::broadcast::Receiver<wsrelay::Event>,
+) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::sync::broadcast::error::RecvError;
+    use wsrelay::Event;
+    let lost = std::sync::Arc::new(AtomicU64::new(0));
+    let count = std::sync::Arc::clone(&lost);
+    let (opened_tx, opened) = tokio::sync::oneshot::channel();
+    let mut opened_tx = Some(opened_tx);
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(Event::Open { .. }) => {
+                    if let Some(tx) = opened_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(Event::SessionLost { .. }) => {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    tokio::time::timeout(PATIENCE, opened)
+        .await
+        .expect("connects")
+        .unwrap();
+    lost
+}
