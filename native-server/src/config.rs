@@ -69,6 +69,11 @@ pub struct ServerConfig {
     /// with the count of frames lost). A client's message to a disconnected recipient past it
     /// is answered with `overflow`.
     pub max_backlog: usize,
+    /// Retention of a room's log on the Redis engine (`PROTOCOL.md` section 14.1): the most
+    /// entries kept (default 100 000), and how long a log without new messages is kept
+    /// (default 10 minutes). A member whose place in the log fell off it is told how many
+    /// messages it lost (`~error` `lost`), never a silent gap.
+    pub room_retention: RoomRetention,
     /// How long a client's backlog may stay over `backlog_window` before it is closed as a
     /// slow consumer, with 1013 so that it reconnects and resumes (default 15 s).
     pub slow_consumer_timeout: Duration,
@@ -154,6 +159,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             backlog_window: 1 << 20,
             max_backlog: 8 << 20,
+            room_retention: RoomRetention::default(),
             slow_consumer_timeout: Duration::from_secs(15),
             send_window: 256 << 10,
             ping_interval: Duration::from_secs(30),
@@ -173,6 +179,24 @@ impl Default for ServerConfig {
             presence_interval: Duration::from_millis(100),
             static_dir: None,
             rate_limit: None,
+        }
+    }
+}
+
+/// How much of a room's log the Redis engine keeps ([`ServerConfig::room_retention`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomRetention {
+    /// The most entries a room's log keeps (trimmed approximately, never below it).
+    pub entries: usize,
+    /// How long a log without new messages is kept.
+    pub idle: Duration,
+}
+
+impl Default for RoomRetention {
+    fn default() -> Self {
+        RoomRetention {
+            entries: 100_000,
+            idle: Duration::from_secs(600),
         }
     }
 }

@@ -351,6 +351,11 @@ impl Conn {
                 state.metrics.messages_out.inc();
                 self.outq.push_back(Outbound::Delivery(frame.into()));
             }
+            Output::DeliverLogged(frame) => {
+                state.metrics.bytes_out.inc_by(frame.len() as u64);
+                state.metrics.messages_out.inc();
+                self.outq.push_back(Outbound::Text(frame.into()));
+            }
             Output::Ping => self.outq.push_back(Outbound::Ping),
             Output::Open { hello, fresh_next } => {
                 match state
@@ -375,6 +380,22 @@ impl Conn {
                         tracing::warn!(source = self.claim.source, %error, "cannot fetch frames");
                         self.machine.handle_fetch_failed(now);
                     }
+                }
+            }
+            Output::FetchLogs { max } => {
+                let fetched = state.engine.fetch_logs(&self.claim, max).await;
+                let now = state.clock.now();
+                match fetched {
+                    Ok(batches) => self.machine.handle_logs_fetched(now, batches),
+                    Err(error) => {
+                        tracing::warn!(source = self.claim.source, %error, "cannot read room logs");
+                        self.machine.handle_fetch_failed(now);
+                    }
+                }
+            }
+            Output::SettleLog { room, through } => {
+                if let Err(error) = state.engine.settle_log(&self.claim, &room, through).await {
+                    tracing::warn!(source = self.claim.source, %error, "cannot settle a room log");
                 }
             }
             Output::Route { id, effect } => {

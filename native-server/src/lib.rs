@@ -68,7 +68,7 @@ pub use auth::{source_from_query, Authenticator, Identity, Rejection, RoomAccess
 /// Re-exported so that hooks can build [`Rejection`]s and read headers without a direct `http`
 /// dependency.
 pub use axum::http::StatusCode;
-pub use config::{OnDuplicate, RateLimit, ServerConfig};
+pub use config::{OnDuplicate, RateLimit, RoomRetention, ServerConfig};
 pub use engine::EngineError;
 pub use handlers::{Incoming, IntoReply, Reply};
 pub use hooks::ClientInfo;

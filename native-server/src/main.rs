@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use wsrelay_server::{
-    size_to_open_files, JwtAuth, OnDuplicate, RateLimit, ServerConfig, WebSocketServer,
+    size_to_open_files, JwtAuth, OnDuplicate, RateLimit, RoomRetention, ServerConfig,
+    WebSocketServer,
 };
 
 /// The relay's allocator: jemalloc, set to give memory back to the system soon after a
@@ -160,6 +161,13 @@ struct Args {
     /// This relay's name among relays sharing Redis (default: generated).
     #[arg(long, env = "WSRELAY_NODE_ID")]
     node_id: Option<String>,
+    /// With --redis: the most messages a room's log keeps. A member further behind is told
+    /// how many it lost.
+    #[arg(long, env = "WSRELAY_ROOM_RETENTION", default_value_t = 100_000)]
+    room_retention: usize,
+    /// With --redis: seconds a room's log without new messages is kept.
+    #[arg(long, env = "WSRELAY_ROOM_IDLE", default_value_t = 600)]
+    room_idle: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -304,6 +312,10 @@ async fn serve(args: Args) -> std::process::ExitCode {
         presence: true,
         redis: args.redis,
         node_id: args.node_id,
+        room_retention: RoomRetention {
+            entries: args.room_retention.max(1),
+            idle: Duration::from_secs(args.room_idle.max(1)),
+        },
         ..ServerConfig::default()
     };
     let mut builder = WebSocketServer::builder(config);

@@ -240,6 +240,7 @@ impl ServerBuilder {
                     url,
                     node_id,
                     limits,
+                    self.config.room_retention,
                     Arc::clone(&requests),
                     shutdown.clone(),
                 )

@@ -515,12 +515,15 @@ async fn a_frozen_relay_whose_sessions_moved_on_cannot_deliver_or_write_when_it_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_session_and_an_overflowed_mailbox_are_told_to_their_clients() {
+async fn an_expired_session_and_broadcasts_past_the_retention_are_told_to_their_clients() {
     let redis = Redis::start(false).await;
     let config = ServerConfig {
         redis: Some(redis.url()),
         session_grace: Duration::from_millis(800),
-        max_backlog: 2048,
+        room_retention: wsrelay_server::RoomRetention {
+            entries: 10,
+            ..Default::default()
+        },
         ..ServerConfig::default()
     };
     let server = WebSocketServer::bind("127.0.0.1:0", config).await.unwrap();
@@ -550,29 +553,51 @@ async fn an_expired_session_and_an_overflowed_mailbox_are_told_to_their_clients(
     };
     assert_eq!(lost, None, "the state is gone: how much is unknown");
 
-    // Bob is away while the server's broadcasts overflow his mailbox: back, he is told how
-    // many frames he lost.
+    // Bob is away while the server broadcasts more than the log of everyone keeps: back, he
+    // resumes, is told that messages were lost (how many), and gets every one still kept, in
+    // order, once. Broadcasts are kept in the log, not in his mailbox, which never overflows.
     bob.client.close().await;
-    let big = "x".repeat(400);
-    for _ in 0..10 {
-        server.broadcast("big", &big, None).await.unwrap();
-    }
     let mut bob_events = bob.client.subscribe();
+    for n in 0..400u64 {
+        server.broadcast("n", &n, None).await.unwrap();
+    }
     bob.client.reconnect();
-    let lost = loop {
+    let (code, message) = loop {
         match tokio::time::timeout(PATIENCE, bob_events.recv())
             .await
             .unwrap()
         {
-            Ok(Event::SessionLost { lost }) => break lost,
+            Ok(Event::Error(wsrelay::Error::Remote(error))) => break (error.code, error.message),
+            Ok(Event::SessionLost { lost }) => panic!("the session goes on; {lost:?} lost"),
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
             Err(error) => panic!("{error}"),
         }
     };
-    let lost = lost.expect("the count is known");
+    assert_eq!(code, "lost", "{message}");
+    let lost: u64 = message
+        .split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count in {message:?}"));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while (bob.from("").len() as u64) < 400 - lost {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} kept, {lost} lost",
+            bob.from("").len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        bob.from(""),
+        (lost..400).collect::<Vec<u64>>(),
+        "the rest, once, in order"
+    );
     assert!(
-        (5..=10).contains(&lost),
-        "{lost} of 10 frames over 2 KiB lost"
+        lost > 0 && lost < 400 - 10,
+        "retention 10 (trimmed approximately): {lost} lost"
     );
     server.close().await;
 }

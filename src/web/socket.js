@@ -4,7 +4,8 @@
 //
 // Only frames whose fields the core would read the same way from the text go this way: a
 // message (any type not starting with `~`) or an acknowledgement (`~ack`), every field it has
-// of the protocol's type, no `error`, none of the other control fields. Anything else (a frame
+// of the protocol's type, no `error`, no `pos` (a room log's frame), none of the other control
+// fields. Anything else (a frame
 // that is not JSON or not an object, a response carrying an error, the welcome, pings, error
 // reports, a field of the wrong type) crosses as its text, and the core's own decoder reads it
 // and says what is wrong with it. JSON.parse cannot tell `1.0` from `1` or see a duplicate key:
@@ -50,6 +51,7 @@ export function watch(socket, onFrame, onEvent) {
         text(f.source) &&
         text(f.room) &&
         f.error === undefined &&
+        f.pos === undefined &&
         f.v === undefined &&
         f.session === undefined &&
         f.resumed === undefined &&

@@ -104,6 +104,23 @@ pub enum Frame<'a> {
         /// The acknowledged position.
         ack: u64,
     },
+    /// Server -> client: a message from a room's log (`PROTOCOL.md` section 14.1), at its
+    /// position in the log. It is not counted in the session's numbering: the client keeps
+    /// the last position per log, drops a frame at or below it, and acknowledges with
+    /// [`Frame::LogAck`].
+    Logged {
+        /// The message, with its `room` (none: the log of everyone, a broadcast).
+        message: Message<'a>,
+        /// Its position in the room's log.
+        pos: u64,
+    },
+    /// Client -> server: every frame of a room's log up to `pos` was received.
+    LogAck {
+        /// The room (none: the log of everyone).
+        room: Option<Cow<'a, str>>,
+        /// The last position received.
+        pos: u64,
+    },
     /// Application-level heartbeat request.
     Ping,
     /// Application-level heartbeat answer.
@@ -215,6 +232,9 @@ pub enum ErrorCode {
     NotMember,
     /// A room the client's credentials do not let it join.
     Forbidden,
+    /// Messages of a room were lost to the client: its place in the room's log fell off the
+    /// log's retention (`PROTOCOL.md` section 14.1).
+    Lost,
 }
 
 impl ErrorCode {
@@ -235,6 +255,7 @@ impl ErrorCode {
             ErrorCode::NoHandler => "no_handler",
             ErrorCode::NotMember => "not_member",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Lost => "lost",
         }
     }
 }
@@ -290,6 +311,7 @@ struct Fields<'a> {
     source: Option<RawValue<'a>>,
     error: Option<RawValue<'a>>,
     ack: Option<u64>,
+    pos: Option<u64>,
     version: Option<u64>,
     session: Option<RawValue<'a>>,
     resumed: Option<bool>,
@@ -383,6 +405,11 @@ impl<'a> Frame<'a> {
                     value.as_safe_integer(),
                     "\"ack\" must be an integer",
                 )?,
+                "pos" => set(
+                    &mut f.pos,
+                    positive(value),
+                    "\"pos\" must be an integer >= 1",
+                )?,
                 "v" => set(
                     &mut f.version,
                     value.as_safe_integer(),
@@ -444,7 +471,7 @@ impl<'a> Frame<'a> {
                     "\"error\" is only valid on a response (with \"re\")",
                 ));
             }
-            return Ok(Frame::Message(Message {
+            let message = Message {
                 kind,
                 id: f.id,
                 re: f.re,
@@ -454,7 +481,11 @@ impl<'a> Frame<'a> {
                 payload: f.payload.map(|raw| raw.text()),
                 error: f.error.and_then(remote_error),
                 request: f.request.unwrap_or(false),
-            }));
+            };
+            return Ok(match f.pos {
+                Some(pos) => Frame::Logged { message, pos },
+                None => Frame::Message(message),
+            });
         };
         let ack = f.ack.unwrap_or(0);
         Ok(match control {
@@ -482,8 +513,14 @@ impl<'a> Frame<'a> {
                     })
                 }
             }
-            "ack" => Frame::Ack {
-                ack: f.ack.ok_or_else(|| invalid("\"ack\" is required"))?,
+            "ack" => match f.pos {
+                Some(pos) => Frame::LogAck {
+                    room: text(f.room),
+                    pos,
+                },
+                None => Frame::Ack {
+                    ack: f.ack.ok_or_else(|| invalid("\"ack\" is required"))?,
+                },
             },
             "ping" => Frame::Ping,
             "pong" => Frame::Pong,
@@ -524,6 +561,15 @@ impl<'a> Frame<'a> {
             } => encode_hello(*version, session, *ack, sid.as_deref()),
             Frame::Welcome(welcome) => welcome.encode(),
             Frame::Ack { ack } => encode_ack(*ack),
+            Frame::Logged { message, pos } => {
+                let mut out = String::from("{\"pos\":");
+                push_u64(&mut out, *pos);
+                out.push(',');
+                let text = message.encode();
+                out.push_str(text.get(1..).unwrap_or_default());
+                out
+            }
+            Frame::LogAck { room, pos } => encode_log_ack(room.as_deref(), *pos),
             Frame::Ping => String::from("{\"type\":\"~ping\"}"),
             Frame::Pong => String::from("{\"type\":\"~pong\"}"),
             Frame::Error(report) => report.encode(),
@@ -542,6 +588,18 @@ fn encode_hello(version: u64, session: &str, ack: u64, sid: Option<&str>) -> Str
     if let Some(sid) = sid {
         out.push_str(",\"sid\":");
         json::write_string(&mut out, sid);
+    }
+    out.push('}');
+    out
+}
+
+fn encode_log_ack(room: Option<&str>, pos: u64) -> String {
+    let mut out = String::with_capacity(48);
+    out.push_str("{\"type\":\"~ack\",\"pos\":");
+    push_u64(&mut out, pos);
+    if let Some(room) = room {
+        out.push_str(",\"room\":");
+        json::write_string(&mut out, room);
     }
     out.push('}');
     out
@@ -779,6 +837,25 @@ mod tests {
                 burst: Some(200),
             }),
             Frame::Ack { ack: 0 },
+            Frame::LogAck {
+                room: Some("general".into()),
+                pos: 1_765_000_000_000_001,
+            },
+            Frame::LogAck { room: None, pos: 9 },
+            Frame::Logged {
+                message: Message {
+                    kind: "chat".into(),
+                    id: Some(3),
+                    re: None,
+                    to: None,
+                    source: Some("alice".into()),
+                    room: Some("general".into()),
+                    payload: Some("\"hi\""),
+                    error: None,
+                    request: false,
+                },
+                pos: 12,
+            },
             Frame::Ping,
             Frame::Pong,
             Frame::Error(ErrorReport {

@@ -243,11 +243,28 @@ pub enum Routed {
     Unavailable,
 }
 
+/// Frames of one room's log for a connection (`PROTOCOL.md` section 14.1), from the engine's
+/// answer to `Output::FetchLogs`: the entries after the connection's place in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogBatch<F> {
+    /// The room (`""`: the log of everyone, which broadcasts take).
+    pub room: String,
+    /// The connection's place had fallen off the log's retention (or the log was lost and
+    /// begun again): this many entries (`None`: not known) were lost to the session before
+    /// `frames`. The client is told (`~error` `lost`), never a silent gap.
+    pub lost: Option<Option<u64>>,
+    /// The entries, in position order: each frame carries its `pos`.
+    pub frames: Vec<(u64, F)>,
+}
+
 /// What the engine tells a connection outside of its own calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
     /// New frames wait in the mailbox.
     Mail,
+    /// New entries wait in the log of a room the session is in (`PROTOCOL.md` section
+    /// 14.1): fetch them with `Output::FetchLogs`.
+    Logs,
     /// A recipient this connection was blocked on has room again (or left): retry.
     Wake,
     /// Another client instance claimed the source.
@@ -266,13 +283,14 @@ pub enum Signal {
 impl Signal {
     /// Every signal, in the order a connection handles those that came together: the
     /// reasons to end first (the first one names the ending), then the wake-ups.
-    pub const ALL: [Signal; 6] = [
+    pub const ALL: [Signal; 7] = [
         Signal::Replaced,
         Signal::Superseded,
         Signal::Overflowed,
         Signal::Gone,
         Signal::Wake,
         Signal::Mail,
+        Signal::Logs,
     ];
 }
 

@@ -463,6 +463,10 @@ impl<H: Handlers> Relay<H> {
                 let numbered = true;
                 outbox.push_back((conn, Transmit::Frame { text, numbered }));
             }
+            Output::DeliverLogged(text) => {
+                let numbered = false;
+                outbox.push_back((conn, Transmit::Frame { text, numbered }));
+            }
             Output::Ping => outbox.push_back((conn, Transmit::Ping)),
             Output::Open { hello, fresh_next } => {
                 match engine.open(&c.claim, hello.as_ref(), fresh_next) {
@@ -507,6 +511,9 @@ impl<H: Handlers> Relay<H> {
                 c.machine.handle_reply(reply);
             }
             Output::Settle { through } => engine.settle(&c.claim, through, &mut notify),
+            // The memory engine keeps a room's messages in its members' mailboxes: no logs.
+            Output::FetchLogs { .. } => c.machine.handle_logs_fetched(now, Vec::new()),
+            Output::SettleLog { .. } => {}
             Output::Release => {
                 engine.release(&c.claim, now, &mut notify);
                 c.released = true;

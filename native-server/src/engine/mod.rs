@@ -48,13 +48,13 @@ mod memory;
 mod redis;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
 use futures_util::task::AtomicWaker;
 use tungstenite::Utf8Bytes;
 pub use wsrelay_core::server::engine::{
-    Attempt, Claim, ClaimRefused, Effect, Hello, Opened, Routed, Signal,
+    Attempt, Claim, ClaimRefused, Effect, Hello, LogBatch, Opened, Routed, Signal,
 };
 
 pub(crate) use self::redis::RedisEngine;
@@ -265,18 +265,18 @@ pub struct Doorbell(std::sync::Arc<Bell>);
 
 #[derive(Debug, Default)]
 struct Bell {
-    signals: AtomicU8,
+    signals: AtomicU16,
     waker: AtomicWaker,
 }
 
 /// Signals received together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Rung(u8);
+pub struct Rung(u16);
 
 /// The server shuts down gracefully.
-const SHUTDOWN: u8 = 32;
+const SHUTDOWN: u16 = 32;
 /// The shutdown deadline passed: end at once.
-const ABORT: u8 = 64;
+const ABORT: u16 = 64;
 
 impl Rung {
     /// Whether `signal` is among them.
@@ -302,8 +302,9 @@ impl Rung {
     }
 }
 
-fn bit(signal: Signal) -> u8 {
+fn bit(signal: Signal) -> u16 {
     match signal {
+        Signal::Logs => 256,
         Signal::Mail => 1,
         Signal::Wake => 2,
         Signal::Replaced => 4,
@@ -335,7 +336,7 @@ impl Doorbell {
         self.set(ABORT);
     }
 
-    fn set(&self, bits: u8) {
+    fn set(&self, bits: u16) {
         self.0.signals.fetch_or(bits, Ordering::AcqRel);
         self.0.waker.wake();
     }
@@ -393,6 +394,32 @@ impl Engine {
     pub(crate) fn clear(&self) {
         if let Engine::Memory(engine) = self {
             engine.clear();
+        }
+    }
+
+    /// The new entries of the logs of the claim's rooms (`PROTOCOL.md` section 14.1), at
+    /// most `max`. The memory engine keeps rooms in mailboxes: it has no logs.
+    pub(crate) async fn fetch_logs(
+        &self,
+        claim: &Claim,
+        max: usize,
+    ) -> Result<Vec<LogBatch<Utf8Bytes>>, EngineError> {
+        match self {
+            Engine::Memory(_) => Ok(Vec::new()),
+            Engine::Redis(engine) => Box::pin(engine.fetch_logs(claim, max)).await,
+        }
+    }
+
+    /// The claim's client has `room`'s log through `through`.
+    pub(crate) async fn settle_log(
+        &self,
+        claim: &Claim,
+        room: &str,
+        through: u64,
+    ) -> Result<(), EngineError> {
+        match self {
+            Engine::Memory(_) => Ok(()),
+            Engine::Redis(engine) => Box::pin(engine.settle_log(claim, room, through)).await,
         }
     }
 

@@ -87,6 +87,12 @@ pub struct ClientCore {
     /// Bytes of the reliable frames received since the last acknowledgement.
     unacked_bytes: usize,
     ack_due: Option<Instant>,
+    /// Per room of the session (`""`: the log of everyone), where the client is in the room's
+    /// log (`PROTOCOL.md` section 14.1): a frame at or below `received` is one it has.
+    logs: alloc::collections::BTreeMap<String, LogCursor>,
+    /// Log frames received since the last acknowledgement (counted with `received` towards
+    /// `ack_every`).
+    logs_unacked: u64,
     /// A welcome was received before: a fresh session now means the old one was lost.
     had_session: bool,
     /// The session instance the received count is in (the last welcome's `sid`).
@@ -120,6 +126,14 @@ pub struct ClientCore {
     /// The journal, for a client that persists its state (`restore`).
     #[cfg(feature = "persist")]
     durable: Option<alloc::boxed::Box<durable::Durable>>,
+}
+
+/// The client's place in one room's log: the last position received, and the last one it
+/// told the server of.
+#[derive(Debug, Default, Clone, Copy)]
+struct LogCursor {
+    received: u64,
+    acknowledged: u64,
 }
 
 /// What a message fails with when the client gives up for `error`: `error` itself when it was
@@ -174,6 +188,8 @@ impl ClientCore {
             acknowledged: 0,
             unacked_bytes: 0,
             ack_due: None,
+            logs: alloc::collections::BTreeMap::new(),
+            logs_unacked: 0,
             had_session: false,
             sid: None,
             window: None,

@@ -97,15 +97,46 @@ impl ClientCore {
     /// [`receipt`](Self::receipt)).
     pub(super) fn count_received(&mut self, now: Instant, bytes: usize) -> Option<Option<Receipt>> {
         self.received += 1;
+        self.schedule_ack(now, bytes);
+        self.receipt(self.received)
+    }
+
+    /// A frame of a room's log at `pos` arrived (`room`: `None` for the log of everyone):
+    /// whether it is new. One at or below the last position received is a frame the client
+    /// has (a relay that took the session over replays from the cursor it found stored, which
+    /// may lag): it is dropped. Acknowledged like session frames, per log.
+    pub(super) fn count_logged(
+        &mut self,
+        now: Instant,
+        room: Option<&str>,
+        pos: u64,
+        bytes: usize,
+    ) -> bool {
+        let key = room.unwrap_or_default();
+        let cursor = match self.logs.get_mut(key) {
+            Some(cursor) => cursor,
+            None => self.logs.entry(key.to_owned()).or_default(),
+        };
+        if pos <= cursor.received {
+            return false;
+        }
+        cursor.received = pos;
+        self.logs_unacked += 1;
+        self.schedule_ack(now, bytes);
+        true
+    }
+
+    /// One more frame of `bytes` to acknowledge: at once past `ack_every` frames or
+    /// `ack_bytes` bytes, else within `ack_delay`.
+    fn schedule_ack(&mut self, now: Instant, bytes: usize) {
         self.unacked_bytes = self.unacked_bytes.saturating_add(bytes);
-        if self.received - self.acknowledged >= self.options.ack_every
+        if self.received - self.acknowledged + self.logs_unacked >= self.options.ack_every
             || self.unacked_bytes >= self.options.ack_bytes
         {
             self.send_ack();
         } else if self.ack_due.is_none() {
             self.ack_due = Some(now + self.options.ack_delay);
         }
-        self.receipt(self.received)
     }
 
     /// Acknowledges what may be: every frame received, or for a client that persists, what
@@ -116,13 +147,28 @@ impl ClientCore {
         if ack < self.received {
             self.durable_ack_wanted();
         }
-        if matches!(self.state, State::Open { .. } | State::Closing { .. })
-            && ack > self.acknowledged
-        {
+        if !matches!(self.state, State::Open { .. } | State::Closing { .. }) {
+            return;
+        }
+        if ack > self.acknowledged {
             self.acknowledged = ack;
             self.unacked_bytes = 0;
             let ack = Frame::Ack { ack };
             self.output(Output::Transmit(ack.encode()));
+        }
+        if self.logs_unacked > 0 {
+            self.logs_unacked = 0;
+            self.unacked_bytes = 0;
+            for (room, cursor) in self.logs.iter_mut() {
+                if cursor.received > cursor.acknowledged {
+                    cursor.acknowledged = cursor.received;
+                    let ack = Frame::LogAck {
+                        room: (!room.is_empty()).then_some(room.as_str().into()),
+                        pos: cursor.received,
+                    };
+                    self.outputs.push(Some(Output::Transmit(ack.encode())));
+                }
+            }
         }
     }
 

@@ -111,12 +111,17 @@ impl ClientCore {
                     self.handle_error_report(report);
                 }
             }
+            Frame::Logged { message, pos } => {
+                if self.count_logged(now, message.room.as_deref(), pos, bytes) {
+                    self.handle_message(message, None);
+                }
+            }
             Frame::Ack { ack } => self.handle_ack(ack),
             Frame::Ping => self.output(Output::Transmit(Frame::Pong.encode())),
             Frame::Pong => self.round_trips.answered(now),
-            Frame::Hello { .. } => {
+            Frame::Hello { .. } | Frame::LogAck { .. } => {
                 self.event(Event::Error(Error::Protocol(
-                    "hello from the server".into(),
+                    "a client's frame from the server".into(),
                 )));
             }
         }
@@ -280,6 +285,8 @@ impl ClientCore {
         self.durable_welcome(resumed);
         if !resumed {
             self.received = 0;
+            // The rooms went with the session.
+            self.logs.clear();
             if lost_session {
                 self.event(Event::SessionLost { lost });
             }
@@ -294,6 +301,18 @@ impl ClientCore {
         self.acknowledged = self.received;
         self.unacked_bytes = 0;
         self.ack_due = None;
+        // The server's cursors in the rooms may lag what this client has (a relay that died
+        // before storing its last advances): it hears where the client is at once.
+        self.logs_unacked = 0;
+        for cursor in self.logs.values_mut() {
+            if cursor.received > 0 {
+                cursor.acknowledged = 0;
+                self.logs_unacked += 1;
+            }
+        }
+        if self.logs_unacked > 0 {
+            self.ack_due = Some(now);
+        }
         self.round_trips.answered(now);
         if core::mem::replace(&mut self.opened_once, true) {
             self.reconnects += 1;

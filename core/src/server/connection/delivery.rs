@@ -24,7 +24,12 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         self.next = opened.next;
         self.mail = true;
         self.settled = opened.next - 1;
+        self.settled_told = self.settled;
         self.in_flight.clear();
+        self.logs_in_flight.clear();
+        self.logs_owed.clear();
+        // Where the session is in its rooms' logs is the engine's (opened with it).
+        self.logs_mail = true;
         self.backlog_bytes = 0;
         self.over_since = None;
         if opened.resumed {
@@ -160,10 +165,61 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         self.mail |= count >= self.settings.fetch_batch;
     }
 
-    /// `Output::Fetch` failed (the engine's store cannot be reached): the mailbox is read
-    /// again after `retry_interval`, or, once the connection ended, no more.
+    /// The engine's answer to `Output::FetchLogs`: per room, the entries after the
+    /// connection's place in its log (which the engine advanced past them).
+    pub fn handle_logs_fetched(&mut self, now: Instant, batches: Vec<LogBatch<F>>) {
+        self.logs_fetching = false;
+        if !matches!(self.mode, Mode::Session { .. } | Mode::Bare) {
+            return;
+        }
+        self.latest = self.latest.max(now);
+        let mut count = 0;
+        let session = matches!(self.mode, Mode::Session { .. });
+        for batch in batches {
+            if let Some(lost) = batch.lost {
+                let mut message = String::from("messages of ");
+                match batch.room.as_str() {
+                    "" => message.push_str("broadcasts"),
+                    room => message.push_str(&format!("room \"{}\"", clip(room))),
+                }
+                match lost {
+                    Some(n) => message.push_str(&format!(" were lost to you: {n}")),
+                    None => message.push_str(" were lost to you"),
+                }
+                message.push_str(" (past the log's retention)");
+                self.event(ServerEvent::Rejected {
+                    code: ErrorCode::Lost,
+                    message: message.clone(),
+                    re: None,
+                });
+                self.transmit(error_frame(ErrorCode::Lost, &message, None));
+            }
+            for (pos, frame) in batch.frames {
+                count += 1;
+                let len = frame.len();
+                if session {
+                    self.logs_in_flight
+                        .entry(batch.room.clone())
+                        .or_default()
+                        .push_back((pos, len));
+                    self.backlog_bytes += len;
+                }
+                self.outputs.push_back(Output::DeliverLogged(frame));
+            }
+        }
+        if self.backlog_bytes > self.settings.backlog_window && self.over_since.is_none() {
+            self.over_since = Some(now);
+        }
+        // A full batch: the logs may hold more.
+        self.logs_mail |= count >= self.settings.fetch_batch;
+    }
+
+    /// `Output::Fetch` or `Output::FetchLogs` failed (the engine's store cannot be reached):
+    /// the mailbox and the logs are read again after `retry_interval`, or, once the
+    /// connection ended, no more.
     pub fn handle_fetch_failed(&mut self, now: Instant) {
         self.fetching = false;
+        self.logs_fetching = false;
         if self.ending.is_none() {
             self.refetch_at = Some(now + self.settings.retry_interval);
         }
@@ -262,6 +318,36 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         }
     }
 
+    /// The client has the entries of `room`'s log through `pos`.
+    pub(super) fn client_log_ack(&mut self, room: &str, pos: u64) {
+        if !matches!(self.mode, Mode::Session { .. }) {
+            return;
+        }
+        let Some(flight) = self.logs_in_flight.get_mut(room) else {
+            return; // nothing of that room in flight: a stale or invented ack
+        };
+        let mut freed = 0;
+        let mut through = None;
+        while let Some(&(at, len)) = flight.front() {
+            if at > pos {
+                break;
+            }
+            flight.pop_front();
+            freed += len;
+            through = Some(at);
+        }
+        let Some(through) = through else {
+            return;
+        };
+        if flight.is_empty() {
+            self.logs_in_flight.remove(room);
+        }
+        self.backlog_bytes -= freed;
+        self.settle_owed += freed;
+        self.logs_owed.insert(room.to_owned(), through);
+        self.settled_more();
+    }
+
     pub(super) fn settle_through(&mut self, through: u64) {
         if through <= self.settled {
             return;
@@ -274,6 +360,11 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             self.settle_owed += len;
         }
         self.settled = through;
+        self.settled_more();
+    }
+
+    /// The client acknowledged more: the backlog shrank, and the engine is told soon.
+    fn settled_more(&mut self) {
         if self.backlog_bytes <= self.settings.backlog_window {
             self.over_since = None;
         }
@@ -288,7 +379,14 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     pub(super) fn settle_now(&mut self) {
         self.settle_owed = 0;
         self.settle_due = None;
+        for (room, through) in self.logs_owed.drain() {
+            self.outputs.push_back(Output::SettleLog { room, through });
+        }
         let through = self.settled;
+        if through <= self.settled_told {
+            return; // only room logs were acknowledged
+        }
+        self.settled_told = through;
         // Acknowledgements read in one batch settle once: for a remote store each settle is
         // a round trip the connection waits for.
         match self.outputs.back_mut() {

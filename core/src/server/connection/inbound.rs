@@ -22,13 +22,13 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         // Acknowledgements and the first hello are never limited: they only ever make the
         // connection lighter. Everything else counts.
         let exempt = match &frame {
-            Ok(Frame::Ack { .. }) => true,
+            Ok(Frame::Ack { .. } | Frame::LogAck { .. }) => true,
             Ok(Frame::Hello { .. }) => matches!(self.mode, Mode::Pending { .. } | Mode::Bare),
             _ => false,
         };
         match &frame {
             Ok(Frame::Message(_)) => self.stats.messages += 1,
-            Ok(Frame::Ack { .. }) => self.stats.acks_received += 1,
+            Ok(Frame::Ack { .. } | Frame::LogAck { .. }) => self.stats.acks_received += 1,
             _ => {}
         }
         if !exempt {
@@ -50,6 +50,10 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             Ok(Frame::Ack { ack }) => {
                 self.not_a_hello();
                 self.client_ack(ack);
+            }
+            Ok(Frame::LogAck { room, pos }) => {
+                self.not_a_hello();
+                self.client_log_ack(room.as_deref().unwrap_or_default(), pos);
             }
             Ok(Frame::Ping) => {
                 self.not_a_hello();
@@ -261,6 +265,11 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             Ok(Frame::Welcome(_)) => {
                 let message = "~welcome is sent by the server".into();
                 return self.reject_unnumbered(ErrorCode::ReservedType, message);
+            }
+            Ok(Frame::Logged { message, .. }) => {
+                let text = "\"pos\" is the server's: a message to send has none".into();
+                let frame = self.rejection(ErrorCode::InvalidFrame, text, message.id);
+                return self.answer(message.id, frame);
             }
             Ok(_) => return, // control frames are handled as they arrive
             Err(error) => {

@@ -118,6 +118,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         if self.refetch_at.is_some_and(|at| at <= now) {
             self.refetch_at = None;
             self.mail = true;
+            self.logs_mail = true;
         }
         if self.settle_due.is_some_and(|due| due <= now) {
             self.settle_now();

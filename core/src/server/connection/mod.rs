@@ -25,9 +25,9 @@ mod settings;
 mod tests;
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
-use super::engine::{Effect, Hello, Opened, RoomAccess, Routed, Signal};
+use super::engine::{Effect, Hello, LogBatch, Opened, RoomAccess, Routed, Signal};
 use super::limit::{Answerable, Limiter, RateLimit, Verdict};
 use crate::protocol::{
     json, room_problem, DecodeError, ErrorCode, Frame, Message, Welcome, CLOSE_REPLACED,
@@ -98,6 +98,8 @@ pub struct ServerConnection<F, H> {
     next: u64,
     /// The last position the client has (acknowledged, or written for a bare client).
     settled: u64,
+    /// The last position the engine was told of (`Output::Settle`).
+    settled_told: u64,
     /// The mailbox may hold frames not fetched yet.
     mail: bool,
     /// An `Output::Fetch` waits for its answer.
@@ -109,6 +111,15 @@ pub struct ServerConnection<F, H> {
     farewell: Option<CloseFrame>,
     /// Sizes of the frames transmitted and not settled, oldest first.
     in_flight: VecDeque<usize>,
+    /// The logs of the session's rooms may hold entries not fetched yet.
+    logs_mail: bool,
+    /// An `Output::FetchLogs` waits for its answer.
+    logs_fetching: bool,
+    /// Per room (`""`: everyone), the positions and sizes of the log entries transmitted and
+    /// not acknowledged, oldest first; and what the client acknowledged that the engine has
+    /// not been told yet.
+    logs_in_flight: HashMap<String, VecDeque<(u64, usize)>>,
+    logs_owed: HashMap<String, u64>,
     backlog_bytes: usize,
     /// Bytes acknowledged by the client and not settled with the engine yet, and when they
     /// will be (`settle_delay`).
@@ -177,11 +188,16 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             base: next.saturating_sub(1),
             next,
             settled: next.saturating_sub(1),
+            settled_told: next.saturating_sub(1),
             mail: true,
             fetching: false,
             refetch_at: None,
             farewell: None,
             in_flight: VecDeque::new(),
+            logs_mail: false,
+            logs_fetching: false,
+            logs_in_flight: HashMap::new(),
+            logs_owed: HashMap::new(),
             backlog_bytes: 0,
             settle_owed: 0,
             settle_due: None,
@@ -272,6 +288,16 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                 return Some(Output::Fetch { from, max });
             }
         }
+        if self.logs_mail
+            && !self.logs_fetching
+            && matches!(self.mode, Mode::Bare | Mode::Session { .. })
+            && self.ending.is_none()
+        {
+            self.logs_mail = false;
+            self.logs_fetching = true;
+            let max = self.settings.fetch_batch;
+            return Some(Output::FetchLogs { max });
+        }
         self.farewell.take().map(|close| Output::Close(Some(close)))
     }
 
@@ -279,6 +305,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     pub fn handle_signal(&mut self, now: Instant, signal: Signal) {
         match signal {
             Signal::Mail => self.mail = true,
+            Signal::Logs => self.logs_mail = true,
             Signal::Wake => self.handle_wake(now),
             Signal::Replaced => self.handle_replaced(),
             Signal::Superseded => self.handle_superseded(),

@@ -197,6 +197,9 @@ pub enum Output<F> {
     /// Write this frame from the mailbox (the next position); report it written with
     /// [`ServerConnection::handle_written`](super::ServerConnection::handle_written).
     Deliver(F),
+    /// Write this frame of a room's log (it carries its position; it is acknowledged per
+    /// room, not counted with the mailbox's frames).
+    DeliverLogged(F),
     /// Write a WebSocket ping (the liveness check of a silent connection).
     Ping,
     /// Ask the engine to open the session of a hello, or to set up a bare client (`None`);
@@ -224,6 +227,22 @@ pub enum Output<F> {
         from: u64,
         /// The most frames to read.
         max: usize,
+    },
+    /// Read the new entries of the logs of the session's rooms, at most `max` of them; answer
+    /// with [`ServerConnection::handle_logs_fetched`](super::ServerConnection::handle_logs_fetched)
+    /// (or [`handle_fetch_failed`](super::ServerConnection::handle_fetch_failed)). The engine
+    /// keeps where the connection is in each log.
+    FetchLogs {
+        /// The most entries to read.
+        max: usize,
+    },
+    /// The client has every entry of `room`'s log up to `through` (`room` `""`: the log of
+    /// everyone): the engine stores the session's place there.
+    SettleLog {
+        /// The room.
+        room: String,
+        /// The last position the client has.
+        through: u64,
     },
     /// Append a reliable frame to this client's own mailbox (a handler's response, an error
     /// about a message without id). No answer.

@@ -1,5 +1,6 @@
-//! Appending a client's message: to one recipient, to every shard for a broadcast, and the
-//! commit of the sender's watermark (and its own answer) that makes it consumed.
+//! Appending a client's message to one recipient, and the commit of the sender's watermark
+//! (and its own answer) that makes it consumed. Rooms and broadcasts are appended to logs
+//! (`logs`).
 
 use super::status::Status;
 use super::*;
@@ -51,119 +52,6 @@ impl RedisEngine {
             _ => {}
         }
         Ok(status)
-    }
-
-    /// Appends a frame to every source but `exclude`, shard by shard. Returns how many took
-    /// it, or the member that is behind (nothing appended in its shard).
-    pub(super) async fn broadcast_all(
-        &self,
-        frame: &Utf8Bytes,
-        exclude: Option<&str>,
-        dedupe: &str,
-        window: Option<usize>,
-    ) -> Result<Result<usize, String>, EngineError> {
-        self.fan_out(frame, exclude, dedupe, window, None).await
-    }
-
-    /// [`broadcast_all`](Self::broadcast_all), or to the members of `room` only: the same
-    /// script, over the room's members in each shard.
-    pub(super) async fn fan_out(
-        &self,
-        frame: &Utf8Bytes,
-        exclude: Option<&str>,
-        dedupe: &str,
-        window: Option<usize>,
-        room: Option<&str>,
-    ) -> Result<Result<usize, String>, EngineError> {
-        let exclude_hex = exclude.map(hex).unwrap_or_default();
-        let room_hex = room.map(hex).unwrap_or_default();
-        let window = window.map_or(-1, |w| i64::try_from(w).unwrap_or(i64::MAX));
-        let (window, max) = (window.to_string(), self.limits.max_backlog.to_string());
-        let calls = (0..SHARDS).map(|shard| {
-            let members = match room {
-                Some(_) => format!("wsr:{{{shard}}}:r:{room_hex}"),
-                None => format!("wsr:{{{shard}}}:members"),
-            };
-            let dedupe_key = format!("wsr:{{{shard}}}:bf");
-            let prefix = format!("wsr:{{{shard}}}:");
-            let (window, max, exclude_hex, room_hex) = (&window, &max, &exclude_hex, &room_hex);
-            async move {
-                self.eval(
-                    &self.scripts.broadcast,
-                    &[&members, &dedupe_key],
-                    &[
-                        frame.as_bytes(),
-                        exclude_hex.as_bytes(),
-                        dedupe.as_bytes(),
-                        window.as_bytes(),
-                        max.as_bytes(),
-                        prefix.as_bytes(),
-                        room_hex.as_bytes(),
-                    ],
-                )
-                .await
-            }
-        });
-        let results = join_all(calls).await;
-        let mut notes = HashMap::new();
-        let mut checks = Vec::new();
-        let mut behind = None;
-        let mut failed = None;
-        let mut delivered = 0;
-        for result in results {
-            // The shards that did append are announced even when another failed.
-            let value = match result {
-                Ok(value) => value,
-                Err(error) => {
-                    failed = Some(error);
-                    continue;
-                }
-            };
-            let parts = items(&value);
-            match Status::of("broadcast", &value) {
-                Ok(Status::Duplicate) => {
-                    for entry in parts.get(1..).unwrap_or_default().chunks(2) {
-                        if let [member, owner] = entry {
-                            checks.push((text(Some(member)), text(Some(owner))));
-                        }
-                    }
-                }
-                Ok(Status::Done) => {
-                    for entry in parts.get(1..).unwrap_or_default().chunks(3) {
-                        let [member, position, owner] = entry else {
-                            continue;
-                        };
-                        let member = text(Some(member));
-                        let position = ints(&Value::Array(vec![position.clone()]))
-                            .first()
-                            .copied()
-                            .unwrap_or(-1);
-                        let owner = text(Some(owner));
-                        if position < 0 {
-                            if !owner.is_empty() {
-                                self.notify(&owner, Note::Overflowed { source: member })
-                                    .await;
-                            }
-                            continue;
-                        }
-                        delivered += 1;
-                        self.handover(&member, position, &owner, frame, &mut notes);
-                    }
-                }
-                Ok(Status::Blocked) => behind = unhex(&text(parts.get(1))),
-                Ok(other) => failed = Some(EngineError(format!("broadcast answered {other:?}"))),
-                Err(error) => failed = Some(error),
-            }
-        }
-        self.publish(notes, frame).await;
-        self.check(checks).await;
-        if let Some(error) = failed {
-            return Err(error);
-        }
-        Ok(match behind {
-            Some(member) => Err(member),
-            None => Ok(delivered),
-        })
     }
 
     /// Consumes `id` for the claim's source (and appends `frame` to its own box).

@@ -89,7 +89,20 @@ local function leave_rooms(meta_key, prefix, member)
   if rooms then
     for room in string.gmatch(rooms, '[^,]+') do
       redis.call('SREM', prefix .. 'r:' .. room, member)
+      redis.call('HDEL', meta_key, 'c:' .. room)
     end
     redis.call('HDEL', meta_key, 'rooms')
   end
+end
+
+-- Begins a room's log if its meta has none: positions start at the time in microseconds, so
+-- that a log lost and begun again numbers after the old one (unless the old one took more
+-- than a million messages a second). Returns whether it began now.
+local function begin_log(lmeta, now)
+  if redis.call('HEXISTS', lmeta, 'end') == 1 then
+    return false
+  end
+  local start = string.format('%d', now * 1000)
+  redis.call('HSET', lmeta, 'end', start, 'start', start)
+  return true
 end

@@ -1,6 +1,6 @@
 -- Joins or leaves a room. KEYS: meta, the room's members set in the source's shard.
 -- ARGV: epoch ('' for the server's own decision: any epoch), room (hex), member (hex),
--- '1' to join or '0' to leave.
+-- '1' to join or '0' to leave, the position in the room's log a new member starts after.
 -- Returns {0, was a member (1/0)}, {5, 0, holder's instance} when fenced, {6} when the
 -- source's state is gone (nobody with that source is connected or within its grace period).
 local m = meta(KEYS[1])
@@ -16,7 +16,7 @@ local entry = ',' .. room .. ','
 local at = string.find(rooms, entry, 1, true)
 if ARGV[4] == '1' then
   if not at then
-    redis.call('HSET', KEYS[1], 'rooms', rooms .. room .. ',')
+    redis.call('HSET', KEYS[1], 'rooms', rooms .. room .. ',', 'c:' .. room, ARGV[5])
   end
   redis.call('SADD', KEYS[2], member)
 else
@@ -27,6 +27,7 @@ else
     else
       redis.call('HSET', KEYS[1], 'rooms', left)
     end
+    redis.call('HDEL', KEYS[1], 'c:' .. room)
   end
   redis.call('SREM', KEYS[2], member)
 end

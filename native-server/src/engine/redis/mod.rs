@@ -41,6 +41,7 @@
 mod appends;
 mod inbox;
 mod leases;
+mod logs;
 mod rooms;
 mod status;
 mod store;
@@ -66,6 +67,7 @@ use super::{
     Attempt, Claim, ClaimError, Doorbell, Effect, EngineError, Hello, MessageRouter, Opened,
     Routed, SendRefused, SessionStore, Signal,
 };
+use crate::config::RoomRetention;
 use crate::requests::Requests;
 use inbox::{Inbox, Next};
 use wire::{hex, unhex, Note};
@@ -87,7 +89,8 @@ struct Scripts {
     claim: Script,
     open: Script,
     route_one: Script,
-    broadcast: Script,
+    log_append: Script,
+    log_end: Script,
     commit: Script,
     fetch: Script,
     settle: Script,
@@ -106,7 +109,8 @@ impl Scripts {
             claim: script(include_str!("claim.lua")),
             open: script(include_str!("open.lua")),
             route_one: script(include_str!("route_one.lua")),
-            broadcast: script(include_str!("broadcast.lua")),
+            log_append: script(include_str!("log_append.lua")),
+            log_end: script(include_str!("log_end.lua")),
             commit: script(include_str!("commit.lua")),
             fetch: script(include_str!("fetch.lua")),
             settle: script(include_str!("settle.lua")),
@@ -123,6 +127,8 @@ struct Local {
     doorbell: Doorbell,
     /// Frames handed over by an append on this relay or a note, before the mailbox is read.
     inbox: Inbox,
+    /// The connection opened a session (not a bare client).
+    session: bool,
 }
 
 /// The Redis engine. Cheap to share; its background tasks end with the server.
@@ -131,10 +137,14 @@ pub(crate) struct RedisEngine {
     client: redis::Client,
     scripts: Scripts,
     limits: EngineLimits,
+    retention: RoomRetention,
     node_id: String,
     /// This relay's number, from `wsr:nodes` (known once Redis answered).
     node: OnceLock<u64>,
     locals: Mutex<HashMap<String, Local>>,
+    /// The rooms' logs this relay's connections follow (`logs`). Locked before `locals`
+    /// when both are.
+    feeds: Mutex<HashMap<String, logs::Feed>>,
     requests: Arc<Requests>,
     healthy: AtomicBool,
     /// Redis was unreachable since it last answered (logged), so its answer again is news.
@@ -234,6 +244,7 @@ impl RedisEngine {
         url: &str,
         node_id: Option<String>,
         limits: EngineLimits,
+        retention: RoomRetention,
         requests: Arc<Requests>,
         stop: CancellationToken,
     ) -> Result<Arc<RedisEngine>, EngineError> {
@@ -262,9 +273,11 @@ impl RedisEngine {
             client,
             scripts: Scripts::new(),
             limits,
+            retention,
             node_id,
             node: OnceLock::new(),
             locals: Mutex::default(),
+            feeds: Mutex::default(),
             requests,
             healthy: AtomicBool::new(false),
             was_unreachable: AtomicBool::new(false),

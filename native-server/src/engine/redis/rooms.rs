@@ -1,10 +1,8 @@
-//! Rooms (PROTOCOL.md section 14) in Redis, for now the simple way: a session's rooms are a
-//! field of its meta (`rooms`), indexed per shard by a set of each room's members in the shard
-//! (`wsr:{s}:r:<room>`), and a message to a room is appended to every member's mailbox by the
-//! broadcast script restricted to the room. Membership so lives and dies with the session's
-//! keys, and everything a mailbox promises (kill -9 safe, resumed, in order per sender) holds
-//! for rooms too; the store's work is still per recipient. Section 14.1 describes the log per
-//! room that will replace the fan-out.
+//! Rooms' membership (PROTOCOL.md section 14) in Redis: a session's rooms are a field of its
+//! meta (`rooms`), with its place in each room's log (`c:<room>`), indexed per shard by a set
+//! of each room's members in the shard (`wsr:{s}:r:<room>`), which lists a room's members.
+//! Membership so lives and dies with the session's keys. The messages go through the rooms'
+//! logs (`logs`).
 
 use super::status::Status;
 use super::*;
@@ -28,6 +26,7 @@ impl RedisEngine {
         epoch: Option<u64>,
         room: &str,
         join: bool,
+        after: u64,
     ) -> Result<Membership, EngineError> {
         let keys = Keys::of(source);
         let room_hex = hex(room);
@@ -41,6 +40,7 @@ impl RedisEngine {
                     room_hex.as_bytes(),
                     keys.hex.as_bytes(),
                     if join { b"1" } else { b"0" },
+                    after.to_string().as_bytes(),
                 ],
             )
             .await?;
@@ -54,6 +54,48 @@ impl RedisEngine {
             Status::Gone => Membership::Gone,
             other => return Err(EngineError(format!("membership answered {other:?}"))),
         })
+    }
+
+    /// The server changed `source`'s rooms: whichever relay holds its connection follows
+    /// them again (from the places stored).
+    pub(super) async fn rejoin_everywhere(&self, source: &str) {
+        let mut conn = self.conn.clone();
+        let note = Note::Rooms {
+            source: hex(source),
+        }
+        .encode();
+        let published: Result<i64, _> = self
+            .call(
+                redis::cmd("PUBLISH")
+                    .arg(ALL)
+                    .arg(note)
+                    .query_async(&mut conn),
+            )
+            .await;
+        if let Err(error) = published {
+            tracing::warn!(%error, source, "a change of rooms not announced");
+        }
+    }
+
+    /// Follows the rooms of `source`'s connection here again, from the places stored.
+    pub(super) async fn reattach(&self, source: &str) {
+        let claim = {
+            let locals = self.locals();
+            let Some(local) = locals.get(source) else {
+                return;
+            };
+            Claim {
+                source: source.to_owned(),
+                key: 0,
+                epoch: local.epoch,
+                next: 0,
+                attempt: None,
+                session: local.session.then(String::new),
+            }
+        };
+        if let Err(error) = self.attach_session(&claim, true).await {
+            tracing::warn!(%error, source, "cannot follow the rooms again");
+        }
     }
 
     /// Whether `source`'s session is a member of `room` (its meta says so).

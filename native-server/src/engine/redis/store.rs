@@ -1,6 +1,7 @@
 //! The engine's contract ([`SessionStore`], [`MessageRouter`]) over the scripts: claims, sessions,
 //! fetches, settles and routes.
 
+use super::logs::{Appended, EVERYONE};
 use super::rooms::Membership;
 use super::status::{self, Claimed, Open, Status};
 use super::*;
@@ -57,6 +58,7 @@ impl SessionStore for RedisEngine {
                 epoch,
                 doorbell: doorbell.clone(),
                 inbox: Inbox::default(),
+                session: false,
             },
         );
         if let Some(old) = replaced {
@@ -130,7 +132,14 @@ impl SessionStore for RedisEngine {
         let sid = text(items(&value).get(5));
         claim.session = hello.map(|hello| hello.token.clone());
         // The connection reads the mailbox from its session's start.
-        self.with_local(claim, |local| local.inbox.forget());
+        self.with_local(claim, |local| {
+            local.inbox.forget();
+            local.session = hello.is_some();
+        });
+        // Where it is in its rooms' logs: stored with a session that goes on.
+        let resumed = number(0) == 1
+            || (!sid.is_empty() && Some(sid.as_str()) == hello.and_then(|h| h.sid.as_deref()));
+        self.attach_session(claim, resumed).await?;
         Ok(Opened {
             resumed: number(0) == 1,
             consumed: number(1),
@@ -240,6 +249,7 @@ impl SessionStore for RedisEngine {
     }
 
     async fn release(&self, claim: &Claim) {
+        self.detach(claim, None);
         {
             let mut locals = self.locals();
             if locals
@@ -274,6 +284,36 @@ impl SessionStore for RedisEngine {
                     )
                     .await;
             }
+        }
+    }
+}
+
+impl RedisEngine {
+    /// A client's message to `room`'s log (`EVERYONE`: a broadcast), which its session must
+    /// follow; consumed once appended.
+    async fn route_log(
+        &self,
+        claim: &Claim,
+        id: Option<u64>,
+        room: &str,
+        frame: &Utf8Bytes,
+        dedupe: &str,
+    ) -> Result<Routed, EngineError> {
+        if !self.follows(claim, room) {
+            return Ok(Routed::NotMember);
+        }
+        match self
+            .append_log(room, frame, Some((claim, dedupe)), Some(&claim.source))
+            .await?
+        {
+            Appended::Done | Appended::Duplicate => self.commit(claim, id, None).await,
+            Appended::Blocked => Ok(Routed::Blocked {
+                on: format!("a member of room \"{room}\""),
+            }),
+            Appended::Fenced(holder) => Ok(Routed::Fenced {
+                superseded: claim.superseded_by(Some(&holder)),
+            }),
+            Appended::Gone => Ok(Routed::Gone),
         }
     }
 }
@@ -324,10 +364,24 @@ impl MessageRouter for RedisEngine {
                 Effect::Join { room, frame } | Effect::Leave { room, frame } => {
                     let join = matches!(effect, Effect::Join { .. });
                     let epoch = Some(claim.epoch);
+                    let after = match join {
+                        true => self.join_position(room).await?,
+                        false => 0,
+                    };
                     // Joining or leaving twice is joining or leaving once: a retransmit after
                     // the membership changed and before the commit changes nothing more.
-                    match self.membership(&claim.source, epoch, room, join).await? {
-                        Membership::Done { .. } => self.commit(claim, id, Some(frame)).await,
+                    match self
+                        .membership(&claim.source, epoch, room, join, after)
+                        .await?
+                    {
+                        Membership::Done { .. } => {
+                            if !join {
+                                self.detach(claim, Some(room));
+                            } else if !self.follows(claim, room) {
+                                self.attach(claim, room, after, false);
+                            }
+                            self.commit(claim, id, Some(frame)).await
+                        }
                         Membership::Fenced { holder } => Ok(Routed::Fenced {
                             superseded: claim.superseded_by(Some(&holder)),
                         }),
@@ -335,29 +389,10 @@ impl MessageRouter for RedisEngine {
                     }
                 }
                 Effect::Room { room, frame } => {
-                    if !self.in_room(&claim.source, room).await? {
-                        return Ok(Routed::NotMember);
-                    }
-                    let key = dedupe();
-                    let window = Some(self.limits.backlog_window);
-                    match self
-                        .fan_out(frame, Some(&claim.source), &key, window, Some(room))
-                        .await?
-                    {
-                        Ok(_) => self.commit(claim, id, None).await,
-                        Err(on) => Ok(Routed::Blocked { on }),
-                    }
+                    self.route_log(claim, id, room, frame, &dedupe()).await
                 }
                 Effect::Broadcast { frame } => {
-                    let key = dedupe();
-                    let window = Some(self.limits.backlog_window);
-                    match self
-                        .broadcast_all(frame, Some(&claim.source), &key, window)
-                        .await?
-                    {
-                        Ok(_) => self.commit(claim, id, None).await,
-                        Err(on) => Ok(Routed::Blocked { on }),
-                    }
+                    self.route_log(claim, id, EVERYONE, frame, &dedupe()).await
                 }
             }
         };
@@ -399,10 +434,13 @@ impl MessageRouter for RedisEngine {
         frame: Utf8Bytes,
         exclude: Option<&str>,
     ) -> Result<usize, EngineError> {
-        match self.broadcast_all(&frame, exclude, "", None).await? {
-            Ok(delivered) => Ok(delivered),
-            Err(on) => Err(EngineError(format!("{on} is behind"))),
-        }
+        self.append_log(EVERYONE, &frame, None, exclude).await?;
+        // Those connected now take it (parked sessions too, when they come back).
+        let clients = self.clients().await?;
+        Ok(clients
+            .iter()
+            .filter(|client| Some(client.as_str()) != exclude)
+            .count())
     }
 
     async fn clients(&self) -> Result<Vec<String>, EngineError> {
@@ -434,8 +472,15 @@ impl MessageRouter for RedisEngine {
     }
 
     async fn join(&self, source: &str, room: &str) -> Result<(), SendRefused> {
-        match self.membership(source, None, room, true).await {
-            Ok(Membership::Done { .. }) => Ok(()),
+        let after = self
+            .join_position(room)
+            .await
+            .map_err(SendRefused::Unavailable)?;
+        match self.membership(source, None, room, true, after).await {
+            Ok(Membership::Done { .. }) => {
+                self.rejoin_everywhere(source).await;
+                Ok(())
+            }
             Ok(Membership::Gone) => Err(SendRefused::UnknownTarget),
             Ok(Membership::Fenced { .. }) => Err(SendRefused::Unavailable(EngineError(
                 "fenced without an epoch".into(),
@@ -445,8 +490,11 @@ impl MessageRouter for RedisEngine {
     }
 
     async fn leave(&self, source: &str, room: &str) -> Result<bool, SendRefused> {
-        match self.membership(source, None, room, false).await {
-            Ok(Membership::Done { was_member }) => Ok(was_member),
+        match self.membership(source, None, room, false, 0).await {
+            Ok(Membership::Done { was_member }) => {
+                self.rejoin_everywhere(source).await;
+                Ok(was_member)
+            }
             Ok(Membership::Gone) => Ok(false),
             Ok(Membership::Fenced { .. }) => Err(SendRefused::Unavailable(EngineError(
                 "fenced without an epoch".into(),
@@ -461,13 +509,15 @@ impl MessageRouter for RedisEngine {
         frame: Utf8Bytes,
         exclude: Option<&str>,
     ) -> Result<usize, SendRefused> {
-        match self.fan_out(&frame, exclude, "", None, Some(room)).await {
-            Ok(Ok(delivered)) => Ok(delivered),
-            Ok(Err(on)) => Err(SendRefused::Unavailable(EngineError(format!(
-                "{on} is behind"
-            )))),
-            Err(error) => Err(SendRefused::Unavailable(error)),
-        }
+        let sent = async {
+            self.append_log(room, &frame, None, exclude).await?;
+            let members = self.room_members(room).await?;
+            Ok(members
+                .iter()
+                .filter(|member| Some(member.as_str()) != exclude)
+                .count())
+        };
+        sent.await.map_err(SendRefused::Unavailable)
     }
 
     async fn members(&self, room: &str) -> Result<Vec<String>, SendRefused> {

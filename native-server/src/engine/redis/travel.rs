@@ -6,58 +6,11 @@
 use super::*;
 
 impl RedisEngine {
-    /// Hands a frame appended at `position` for `source` to its owner: this relay's
-    /// connection directly, another relay through its channel (`notes`, sent by the caller).
-    pub(super) fn handover(
-        &self,
-        source_hex: &str,
-        position: i64,
-        owner: &str,
-        frame: &Utf8Bytes,
-        notes: &mut HashMap<String, Vec<(String, u64)>>,
-    ) {
-        let Ok(position) = u64::try_from(position) else {
-            return;
-        };
-        if owner.is_empty() {
-            return; // parked: read from the mailbox when the client comes back
-        }
-        if self
-            .node
-            .get()
-            .is_some_and(|node| node.to_string() == owner)
-        {
-            if let Some(source) = unhex(source_hex) {
-                self.cache(&source, position, frame.clone());
-            }
-        } else {
-            notes
-                .entry(owner.to_owned())
-                .or_default()
-                .push((source_hex.to_owned(), position));
-        }
-    }
-
     /// Hands a frame to a connection of this relay, and rings it.
     pub(super) fn cache(&self, source: &str, position: u64, frame: Utf8Bytes) {
         if let Some(local) = self.locals().get_mut(source) {
             local.inbox.insert(position, frame);
             local.doorbell.ring(Signal::Mail);
-        }
-    }
-
-    /// Publishes the notes of an append to the relays that own its recipients.
-    pub(super) async fn publish(
-        &self,
-        notes: HashMap<String, Vec<(String, u64)>>,
-        frame: &Utf8Bytes,
-    ) {
-        for (owner, entries) in notes {
-            let note = Note::Frames {
-                entries,
-                frame: frame.as_str().to_owned(),
-            };
-            self.notify(&owner, note).await;
         }
     }
 
@@ -231,9 +184,10 @@ impl RedisEngine {
             local.inbox.forget();
             local.doorbell.ring(Signal::Mail);
         }
+        self.reread_logs();
     }
 
-    pub(super) fn receive(&self, payload: &[u8]) {
+    pub(super) fn receive(self: &Arc<Self>, payload: &[u8]) {
         let Some(note) = Note::decode(payload) else {
             tracing::warn!(node = self.node_id, "unreadable note");
             return;
@@ -248,6 +202,25 @@ impl RedisEngine {
                 }
             }
             Note::Sweep => self.sweep(),
+            Note::Logged {
+                room,
+                pos,
+                exclude,
+                frame,
+            } => {
+                let Some(room) = unhex(&room) else { return };
+                self.logged(
+                    &room,
+                    pos,
+                    unhex(&exclude).filter(|x| !x.is_empty()),
+                    frame.into(),
+                );
+            }
+            Note::Rooms { source } => {
+                let Some(source) = unhex(&source) else { return };
+                let engine = Arc::clone(self);
+                tokio::spawn(async move { engine.reattach(&source).await });
+            }
             Note::Check { sources } => {
                 for source in sources.iter().filter_map(|source| unhex(source)) {
                     self.recheck(&source);

@@ -50,6 +50,17 @@ pub(crate) enum Note {
     },
     /// The source's (hex) mailbox overflowed: its connection must close.
     Overflowed { source: String },
+    /// An entry of a room's log (`L room position exclude`, hex names, `room` empty for the
+    /// log of everyone, `exclude` empty for nobody; then a newline and the frame). Written by
+    /// the append script itself, published to every relay.
+    Logged {
+        room: String,
+        pos: u64,
+        exclude: String,
+        frame: String,
+    },
+    /// The server changed the rooms of the source (hex): its connection reads them again.
+    Rooms { source: String },
     /// A client's answer to a message of the receiving relay.
     Response {
         source: String,
@@ -92,6 +103,13 @@ impl Note {
                 out = format!("R {source} {epoch} {}", u8::from(*superseded));
             }
             Note::Overflowed { source } => out = format!("O {source}"),
+            Note::Logged {
+                room,
+                pos,
+                exclude,
+                frame,
+            } => out = format!("L {room} {pos} {exclude}\n{frame}"),
+            Note::Rooms { source } => out = format!("M {source}"),
             Note::Response {
                 source,
                 kind,
@@ -146,6 +164,15 @@ impl Note {
                 source: (*source).to_owned(),
                 epoch: epoch.parse().ok()?,
                 superseded: *superseded == "1",
+            }),
+            ["L", room, pos, exclude] => Some(Note::Logged {
+                room: (*room).to_owned(),
+                pos: pos.parse().ok()?,
+                exclude: (*exclude).to_owned(),
+                frame: rest.to_owned(),
+            }),
+            ["M", source] => Some(Note::Rooms {
+                source: (*source).to_owned(),
             }),
             ["O", source] => Some(Note::Overflowed {
                 source: (*source).to_owned(),

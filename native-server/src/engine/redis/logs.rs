@@ -1,0 +1,590 @@
+//! Rooms on one log each (`PROTOCOL.md` section 14.1): a message to a room, or a broadcast
+//! (the log of everyone, room `""`), is appended once to the room's stream by one script,
+//! whatever the number of members, and every relay is told of it once (`wsr:all`, with the
+//! frame). Each relay keeps the recent entries of the rooms its connections are in
+//! ([`Feed`]) and where each of its members is; a member behind what the relay keeps (it
+//! resumed from an older cursor, a note was missed) reads the stream itself. A session's place
+//! in each room (`c:<room>` in its meta) is advanced by its client's acknowledgements, so a
+//! relay that takes the session over replays from there (the client drops what it has).
+//!
+//! Flow control: a relay whose member is more than the window behind in a room says so in the
+//! room's slow set (its node, until a time it renews while the member stays behind); the
+//! append script refuses clients' messages to the room while the set names a live relay.
+
+use std::collections::VecDeque;
+
+use wsrelay_core::server::engine::LogBatch;
+
+use super::status::Status;
+use super::*;
+
+/// The room of the log of everyone (broadcasts): no room name is empty.
+pub(super) const EVERYONE: &str = "";
+/// Entries a relay keeps per room for its members.
+const KEPT: usize = 4096;
+/// How long a relay's "a member of mine is behind" lasts unless renewed.
+const SLOW_FOR: Duration = Duration::from_secs(3);
+
+/// Where one member is in a room's log.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    /// The claim whose connection this is (a newer claim's place is not the old one's).
+    epoch: u64,
+    /// The last position handed to the connection.
+    sent: u64,
+    /// The last position the client acknowledged.
+    acked: u64,
+    /// The connection has a session, whose place is stored.
+    session: bool,
+    /// Read the stream before trusting what the relay keeps (the place came from storage).
+    read: bool,
+}
+
+/// A room as this relay serves it.
+#[derive(Debug, Default)]
+pub(super) struct Feed {
+    /// The last entries, at consecutive positions: (position, frame, who does not get it).
+    entries: VecDeque<(u64, Utf8Bytes, Option<String>)>,
+    members: HashMap<String, Place>,
+    /// Until when this relay said, in the room's slow set, that a member of it is behind.
+    slow_until: Option<std::time::Instant>,
+}
+
+/// The keys of a room's log.
+struct LogKeys {
+    log: String,
+    meta: String,
+    slow: String,
+    hex: String,
+}
+
+impl LogKeys {
+    fn of(room: &str) -> LogKeys {
+        let h = hex(room);
+        LogKeys {
+            log: format!("wsr:{{r:{h}}}:log"),
+            meta: format!("wsr:{{r:{h}}}:lm"),
+            slow: format!("wsr:{{r:{h}}}:slow"),
+            hex: h,
+        }
+    }
+}
+
+/// The field of a session's meta that stores its place in `room` (hex).
+fn cursor_field(room_hex: &str) -> String {
+    format!("c:{room_hex}")
+}
+
+/// What appending to a log did.
+pub(super) enum Appended {
+    /// Appended at this position.
+    Done,
+    /// The sender's message was appended before.
+    Duplicate,
+    /// A member is behind: nothing appended.
+    Blocked,
+    /// The sender's claim is stale (the holder's client instance): nothing appended.
+    Fenced(String),
+    /// The sender's state is gone: nothing appended.
+    Gone,
+}
+
+impl RedisEngine {
+    /// Entries a member may be behind before its room waits for it.
+    fn log_window(&self) -> u64 {
+        (self.limits.backlog_window as u64 / 512).max(64)
+    }
+
+    /// Appends `frame` to `room`'s log; `sender` (its claim and dedupe key) for a client's
+    /// message, which waits while a member is behind; `exclude` does not receive it.
+    pub(super) async fn append_log(
+        &self,
+        room: &str,
+        frame: &Utf8Bytes,
+        sender: Option<(&Claim, &str)>,
+        exclude: Option<&str>,
+    ) -> Result<Appended, EngineError> {
+        let keys = LogKeys::of(room);
+        let (sender_hex, dedupe, epoch) = sender
+            .map_or((String::new(), "", String::new()), |(claim, dedupe)| {
+                (hex(&claim.source), dedupe, claim.epoch.to_string())
+            });
+        let sender_meta = sender.map_or_else(
+            || keys.meta.clone(),
+            |(claim, _)| Keys::of(&claim.source).meta,
+        );
+        let exclude = exclude.map(hex).unwrap_or_default();
+        let value = self
+            .eval(
+                &self.scripts.log_append,
+                &[&keys.log, &keys.meta, &keys.slow, &sender_meta],
+                &[
+                    frame.as_bytes(),
+                    sender_hex.as_bytes(),
+                    dedupe.as_bytes(),
+                    self.retention.entries.to_string().as_bytes(),
+                    self.retention.idle.as_millis().to_string().as_bytes(),
+                    keys.hex.as_bytes(),
+                    exclude.as_bytes(),
+                    epoch.as_bytes(),
+                ],
+            )
+            .await?;
+        Ok(match Status::of("log_append", &value)? {
+            Status::Done => Appended::Done,
+            Status::Duplicate => Appended::Duplicate,
+            Status::Blocked => Appended::Blocked,
+            Status::Fenced => Appended::Fenced(text(items(&value).get(2))),
+            Status::Gone => Appended::Gone,
+            other => return Err(EngineError(format!("log_append answered {other:?}"))),
+        })
+    }
+
+    /// The last position of `room`'s log, and the position it began after (beginning it if
+    /// it has none).
+    async fn log_end(&self, room: &str) -> Result<(u64, u64), EngineError> {
+        let keys = LogKeys::of(room);
+        let value = self
+            .eval(
+                &self.scripts.log_end,
+                &[&keys.meta],
+                &[self.retention.idle.as_millis().to_string().as_bytes()],
+            )
+            .await?;
+        let numbers = ints(&value);
+        match (numbers.first(), numbers.get(1)) {
+            (Some(&end), Some(&start)) if end > 0 && start > 0 => Ok((end as u64, start as u64)),
+            _ => Err(EngineError(format!("log_end answered {value:?}"))),
+        }
+    }
+
+    /// Where a member joining `room` now starts: after the log's last entry.
+    pub(super) async fn join_position(&self, room: &str) -> Result<u64, EngineError> {
+        Ok(self.log_end(room).await?.0)
+    }
+
+    fn feeds(&self) -> MutexGuard<'_, HashMap<String, Feed>> {
+        self.feeds.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The claim's connection follows `room`'s log from `after` (`read`: a stored place,
+    /// which the stream may hold entries after that this relay does not keep).
+    pub(super) fn attach(&self, claim: &Claim, room: &str, after: u64, read: bool) {
+        let place = Place {
+            epoch: claim.epoch,
+            sent: after,
+            acked: after,
+            session: claim.session.is_some(),
+            read,
+        };
+        self.feeds()
+            .entry(room.to_owned())
+            .or_default()
+            .members
+            .insert(claim.source.clone(), place);
+        self.with_local(claim, |local| local.doorbell.ring(Signal::Logs));
+    }
+
+    /// The claim's connection no longer follows `room` (or, with `None`, any room).
+    pub(super) fn detach(&self, claim: &Claim, room: Option<&str>) {
+        let mut feeds = self.feeds();
+        let mut emptied = Vec::new();
+        for (name, feed) in feeds.iter_mut() {
+            if room.is_some_and(|room| room != name) {
+                continue;
+            }
+            let own = feed
+                .members
+                .get(&claim.source)
+                .is_some_and(|place| place.epoch == claim.epoch);
+            if own {
+                feed.members.remove(&claim.source);
+                if feed.members.is_empty() {
+                    emptied.push(name.clone());
+                }
+            }
+        }
+        for name in emptied {
+            feeds.remove(&name);
+        }
+    }
+
+    /// Whether the claim's connection follows `room` here (its session is a member).
+    pub(super) fn follows(&self, claim: &Claim, room: &str) -> bool {
+        self.feeds()
+            .get(room)
+            .and_then(|feed| feed.members.get(&claim.source))
+            .is_some_and(|place| place.epoch == claim.epoch)
+    }
+
+    /// The session just opened (or the bare client set up) on the claim follows the log of
+    /// everyone and its rooms' logs: from its stored places when `resumed`, else from their
+    /// ends.
+    pub(super) async fn attach_session(
+        &self,
+        claim: &Claim,
+        resumed: bool,
+    ) -> Result<(), EngineError> {
+        self.detach(claim, None);
+        let keys = Keys::of(&claim.source);
+        let mut conn = self.conn.clone();
+        let rooms: Option<String> = if claim.session.is_some() {
+            self.call(
+                redis::cmd("HGET")
+                    .arg(&keys.meta)
+                    .arg("rooms")
+                    .query_async(&mut conn),
+            )
+            .await?
+        } else {
+            None
+        };
+        let mut rooms: Vec<String> = rooms
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|room| (!room.is_empty()).then(|| unhex(room)).flatten())
+            .collect();
+        rooms.push(EVERYONE.to_owned());
+        for room in rooms {
+            let field = cursor_field(&hex(&room));
+            let stored: Option<u64> = if claim.session.is_some() && (resumed || room != EVERYONE) {
+                self.call(
+                    redis::cmd("HGET")
+                        .arg(&keys.meta)
+                        .arg(&field)
+                        .query_async(&mut conn),
+                )
+                .await?
+            } else {
+                None
+            };
+            match stored {
+                Some(after) => self.attach(claim, &room, after, true),
+                None => {
+                    let after = self.join_position(&room).await?;
+                    if claim.session.is_some() {
+                        self.store_place(&claim.source, &room, after).await?;
+                    }
+                    self.attach(claim, &room, after, false);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores `source`'s session's place in `room`'s log.
+    async fn store_place(&self, source: &str, room: &str, after: u64) -> Result<(), EngineError> {
+        let keys = Keys::of(source);
+        let mut conn = self.conn.clone();
+        // Only while the session's keys live: a place must not bring back an expired meta.
+        let script = redis::Script::new(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 0",
+        );
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(&keys.meta)
+            .arg(cursor_field(&hex(room)))
+            .arg(after);
+        self.call(invocation.invoke_async::<i64>(&mut conn)).await?;
+        Ok(())
+    }
+
+    /// A note: `room`'s log has `frame` at `pos` (not for `exclude`). Kept for this relay's
+    /// members of the room, who are rung.
+    pub(super) fn logged(
+        self: &Arc<Self>,
+        room: &str,
+        pos: u64,
+        exclude: Option<String>,
+        frame: Utf8Bytes,
+    ) {
+        let mut feeds = self.feeds();
+        let Some(feed) = feeds.get_mut(room) else {
+            return; // nobody here is in the room
+        };
+        match feed.entries.back() {
+            Some(&(last, ..)) if pos <= last => return, // known already
+            Some(&(last, ..)) if pos > last + 1 => {
+                // A note was missed (the subscription broke): members behind read the stream.
+                feed.entries.clear();
+            }
+            _ => {}
+        }
+        feed.entries.push_back((pos, frame, exclude));
+        if feed.entries.len() > KEPT {
+            feed.entries.pop_front();
+        }
+        let locals = self.locals();
+        for source in feed.members.keys() {
+            if let Some(local) = locals.get(source) {
+                local.doorbell.ring(Signal::Logs);
+            }
+        }
+        if let Some(slow) = self.behind(feed, &locals) {
+            let (engine, room) = (Arc::clone(self), room.to_owned());
+            tokio::spawn(async move {
+                if let Err(error) = engine.say_slow(&room, slow).await {
+                    tracing::debug!(%error, "cannot say a room waits for a member");
+                }
+            });
+        }
+    }
+
+    /// Every member here reads the streams of its rooms again: notes may have been missed.
+    pub(super) fn reread_logs(&self) {
+        let mut feeds = self.feeds();
+        for feed in feeds.values_mut() {
+            feed.entries.clear();
+            for place in feed.members.values_mut() {
+                place.read = true;
+            }
+        }
+        drop(feeds);
+        for local in self.locals().values() {
+            local.doorbell.ring(Signal::Logs);
+        }
+    }
+
+    /// The new entries of the logs the claim's connection follows, at most `max`.
+    pub(crate) async fn fetch_logs(
+        &self,
+        claim: &Claim,
+        max: usize,
+    ) -> Result<Vec<LogBatch<Utf8Bytes>>, EngineError> {
+        let mut batches = Vec::new();
+        let mut reads = Vec::new();
+        let mut budget = max;
+        {
+            let mut feeds = self.feeds();
+            for (room, feed) in feeds.iter_mut() {
+                let Some(place) = feed
+                    .members
+                    .get_mut(&claim.source)
+                    .filter(|place| place.epoch == claim.epoch)
+                else {
+                    continue;
+                };
+                let first = feed.entries.front().map(|entry| entry.0);
+                let last = feed.entries.back().map(|entry| entry.0);
+                let kept = first.is_some_and(|first| first <= place.sent + 1);
+                if place.read || (!kept && last.is_some_and(|last| last > place.sent)) {
+                    reads.push((room.clone(), place.sent));
+                    continue;
+                }
+                let mut frames = Vec::new();
+                let skip = usize::try_from(place.sent + 1 - first.unwrap_or(place.sent + 1))
+                    .unwrap_or(usize::MAX);
+                for (pos, frame, exclude) in feed.entries.iter().skip(skip) {
+                    if budget == 0 {
+                        break;
+                    }
+                    place.sent = *pos;
+                    if exclude.as_deref() == Some(claim.source.as_str()) {
+                        // Its own message: nothing to wait for from its client.
+                        if place.acked + 1 == *pos {
+                            place.acked = *pos;
+                        }
+                        continue;
+                    }
+                    budget -= 1;
+                    frames.push((*pos, frame.clone()));
+                }
+                if !frames.is_empty() {
+                    batches.push(LogBatch {
+                        room: room.clone(),
+                        lost: None,
+                        frames,
+                    });
+                }
+            }
+        }
+        for (room, after) in reads {
+            if budget == 0 {
+                self.with_local(claim, |local| local.doorbell.ring(Signal::Logs));
+                break;
+            }
+            let batch = match self.read_log(claim, &room, after, budget).await {
+                Ok(batch) => batch,
+                // What was taken from the kept entries goes out; the read is tried again.
+                Err(error) if !batches.is_empty() => {
+                    tracing::debug!(%error, room, "a room's log not read");
+                    self.with_local(claim, |local| local.doorbell.ring(Signal::Logs));
+                    break;
+                }
+                Err(error) => return Err(error),
+            };
+            budget = budget.saturating_sub(batch.frames.len());
+            if batch.lost.is_some() || !batch.frames.is_empty() {
+                batches.push(batch);
+            }
+        }
+        if budget == 0 {
+            // More may wait: the connection comes back.
+            self.with_local(claim, |local| local.doorbell.ring(Signal::Logs));
+        }
+        Ok(batches)
+    }
+
+    /// Reads `room`'s stream after `after` for the claim's connection, and moves its place.
+    async fn read_log(
+        &self,
+        claim: &Claim,
+        room: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<LogBatch<Utf8Bytes>, EngineError> {
+        let keys = LogKeys::of(room);
+        let mut conn = self.conn.clone();
+        let value: Value = self
+            .call(
+                redis::cmd("XRANGE")
+                    .arg(&keys.log)
+                    .arg(format!("({after}-0"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(max)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut entries = Vec::new();
+        for entry in items(&value) {
+            let [id, fields] = items(entry) else { continue };
+            let id = text(Some(id));
+            let Some(pos) = id.split('-').next().and_then(|pos| pos.parse::<u64>().ok()) else {
+                continue;
+            };
+            let fields = items(fields);
+            let mut frame = None;
+            let mut exclude = String::new();
+            for pair in fields.chunks(2) {
+                if let [name, value] = pair {
+                    match text(Some(name)).as_str() {
+                        "f" => frame = Some(text(Some(value))),
+                        "x" => exclude = text(Some(value)),
+                        _ => {}
+                    }
+                }
+            }
+            if let Some(frame) = frame {
+                entries.push((pos, Utf8Bytes::from(frame), unhex(&exclude)));
+            }
+        }
+        // Entries between the place and the first one read are gone: past the retention, or
+        // the log was lost and began again (its `start` is past the place: how many, unknown).
+        // Nothing read is no loss: nothing was there yet.
+        let first = entries.first().map(|entry| entry.0);
+        let lost = match first {
+            Some(first) if first > after + 1 => {
+                let (_, start) = self.log_end(room).await?;
+                Some((after >= start).then(|| first - after - 1))
+            }
+            _ => None,
+        };
+        let mut feeds = self.feeds();
+        let Some(place) = feeds
+            .get_mut(room)
+            .and_then(|feed| feed.members.get_mut(&claim.source))
+            .filter(|place| place.epoch == claim.epoch && place.sent == after)
+        else {
+            // Left meanwhile, or another fetch moved the place: this read is stale.
+            return Ok(LogBatch {
+                room: room.to_owned(),
+                lost: None,
+                frames: Vec::new(),
+            });
+        };
+        if let (Some(_), Some(first)) = (lost, first) {
+            place.acked = place.acked.max(first - 1);
+        }
+        if let Some(last) = entries.last() {
+            place.sent = last.0;
+        }
+        place.read = entries.len() >= max;
+        let frames = entries
+            .into_iter()
+            .filter(|(_, _, exclude)| exclude.as_deref() != Some(claim.source.as_str()))
+            .map(|(pos, frame, _)| (pos, frame))
+            .collect();
+        Ok(LogBatch {
+            room: room.to_owned(),
+            lost,
+            frames,
+        })
+    }
+
+    /// The claim's client has `room`'s log through `through`: its session's place is stored,
+    /// and the room stops waiting for it once it is within the window.
+    pub(crate) async fn settle_log(
+        &self,
+        claim: &Claim,
+        room: &str,
+        through: u64,
+    ) -> Result<(), EngineError> {
+        let (session, slow) = {
+            let mut feeds = self.feeds();
+            let Some(feed) = feeds.get_mut(room) else {
+                return Ok(());
+            };
+            let Some(place) = feed
+                .members
+                .get_mut(&claim.source)
+                .filter(|place| place.epoch == claim.epoch)
+            else {
+                return Ok(());
+            };
+            place.acked = place.acked.max(through.min(place.sent));
+            let session = place.session;
+            let locals = self.locals();
+            (session, self.behind(feed, &locals))
+        };
+        if session {
+            self.store_place(&claim.source, room, through).await?;
+        }
+        if let Some(slow) = slow {
+            self.say_slow(room, slow).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether one of the feed's members is more than the window behind, when that changes
+    /// what this relay says in the room's slow set (or the saying needs renewing).
+    fn behind(&self, feed: &mut Feed, locals: &HashMap<String, Local>) -> Option<bool> {
+        let last = feed.entries.back().map(|entry| entry.0)?;
+        let window = self.log_window();
+        let behind = feed.members.iter().any(|(source, place)| {
+            locals.contains_key(source) && last.saturating_sub(place.acked) > window
+        });
+        let now = std::time::Instant::now();
+        match (behind, feed.slow_until) {
+            (true, Some(until)) if until > now + SLOW_FOR / 2 => None,
+            (true, _) => {
+                feed.slow_until = Some(now + SLOW_FOR);
+                Some(true)
+            }
+            (false, Some(_)) => {
+                feed.slow_until = None;
+                Some(false)
+            }
+            (false, None) => None,
+        }
+    }
+
+    /// Says (or unsays) in `room`'s slow set that a member here is behind.
+    async fn say_slow(&self, room: &str, slow: bool) -> Result<(), EngineError> {
+        let keys = LogKeys::of(room);
+        let node = self.node()?.to_string();
+        let mut conn = self.conn.clone();
+        let cmd = if slow {
+            let mut cmd = redis::cmd("ZADD");
+            let until = now_ms() + SLOW_FOR.as_millis() as u64;
+            cmd.arg(&keys.slow).arg(until).arg(&node);
+            cmd
+        } else {
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(&keys.slow).arg(&node);
+            cmd
+        };
+        self.call(cmd.query_async::<i64>(&mut conn)).await?;
+        Ok(())
+    }
+}
