@@ -121,12 +121,15 @@ fn free_port() -> Result<u16, String> {
 
 /// Commands that the wsrelay engine runs only inside its Lua scripts: counted by Redis in
 /// `INFO commandstats` like any other, they are not round trips. PUBLISH is left out: the
-/// relays also publish on their own (a broadcast's notes), and `commandstats` cannot tell the
-/// two apart, so every PUBLISH counts as a round trip (an overstatement of ours).
+/// relays also publish on their own (notes to one relay), and `commandstats` cannot tell the
+/// two apart, so every PUBLISH counts as a round trip (an overstatement of ours: a room's
+/// append publishes from its script).
 fn script_commands() -> Vec<String> {
-    const SCRIPTS: [&str; 11] = [
+    const SCRIPTS: [&str; 13] = [
         include_str!("../../native-server/src/engine/redis/common.lua"),
-        include_str!("../../native-server/src/engine/redis/broadcast.lua"),
+        include_str!("../../native-server/src/engine/redis/log_append.lua"),
+        include_str!("../../native-server/src/engine/redis/log_end.lua"),
+        include_str!("../../native-server/src/engine/redis/place.lua"),
         include_str!("../../native-server/src/engine/redis/claim.lua"),
         include_str!("../../native-server/src/engine/redis/commit.lua"),
         include_str!("../../native-server/src/engine/redis/fetch.lua"),

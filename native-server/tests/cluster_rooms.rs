@@ -270,3 +270,162 @@ async fn a_relay_killed_while_rooms_stream_loses_duplicates_and_mixes_up_nothing
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_and_leaves_made_while_reconnecting_take_effect_once_back() {
+    let redis = Redis::start(false).await;
+    let a = Relay::start(&redis.url(), "a").await;
+    let b = Relay::start(&redis.url(), "b").await;
+    let bob = Peer::connect(b.addr, "bob").await;
+    bob.client.join("late").await.unwrap();
+    bob.client.join("red").await.unwrap();
+    let alice = Peer::connect(a.addr, "alice").await;
+    alice.client.join("red").await.unwrap();
+    // Alice's relay dies; while her client reconnects she joins one room and leaves another.
+    let (redis_url, node, port) = a.kill().await;
+    let alice = Arc::new(alice);
+    let joining = {
+        let alice = Arc::clone(&alice);
+        tokio::spawn(async move { alice.client.join("late").await })
+    };
+    let leaving = {
+        let alice = Arc::clone(&alice);
+        tokio::spawn(async move { alice.client.leave("red").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _a = Relay::start_on(&redis_url, &node, port).await;
+    tokio::time::timeout(PATIENCE, joining)
+        .await
+        .expect("the join resolves once back")
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(PATIENCE, leaving)
+        .await
+        .expect("the leave resolves once back")
+        .unwrap()
+        .unwrap();
+    assert_eq!(alice.lost.load(Ordering::SeqCst), 0, "her session went on");
+    for n in 0..20 {
+        bob.client.send_to_room("late", "n", n).await.unwrap();
+        bob.client.send_to_room("red", "n", n).await.unwrap();
+    }
+    alice.wait_for("bob", "late", 20).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(alice.from("bob", "late"), (0..20).collect::<Vec<u64>>());
+    assert!(alice.from("bob", "red").is_empty(), "she left red");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_place_fell_off_the_rooms_log_is_told_how_much_it_lost() {
+    let redis = Redis::start(false).await;
+    let flags = ["--room-retention", "10"];
+    let a = Relay::start_with(&redis.url(), "a", 0, None, &flags).await;
+    let b = Relay::start_with(&redis.url(), "b", 0, None, &flags).await;
+    let bob = Peer::connect(b.addr, "bob").await;
+    bob.client.join("red").await.unwrap();
+    let alice = Peer::connect(a.addr, "alice").await;
+    alice.client.join("red").await.unwrap();
+    bob.client.send_to_room("red", "n", 0).await.unwrap();
+    alice.wait_for("bob", "red", 1).await;
+    // Alice is away (her session parked) while far more than the log keeps is sent.
+    alice.client.close().await;
+    let mut errors = alice.client.subscribe();
+    for n in 1..=400u64 {
+        bob.client.send_to_room("red", "n", n).await.unwrap();
+    }
+    alice.client.reconnect();
+    let message = loop {
+        match tokio::time::timeout(PATIENCE, errors.recv()).await.unwrap() {
+            Ok(wsrelay::Event::Error(wsrelay::Error::Remote(error))) if error.code == "lost" => {
+                break error.message;
+            }
+            Ok(wsrelay::Event::SessionLost { .. }) => panic!("the session goes on"),
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(error) => panic!("{error}"),
+        }
+    };
+    assert!(message.contains("room \"red\""), "{message}");
+    let lost: u64 = message
+        .split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count in {message:?}"));
+    let kept = 400 - lost;
+    alice.wait_for("bob", "red", 1 + kept as usize).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut expected = vec![0];
+    expected.extend(lost + 1..=400);
+    assert_eq!(
+        alice.from("bob", "red"),
+        expected,
+        "the rest, once, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bystander_is_unaffected_by_a_burst_that_a_slow_member_holds_back() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let redis = Redis::start(false).await;
+    let a = Relay::start(&redis.url(), "a").await;
+    let b = Relay::start(&redis.url(), "b").await;
+    // A member of "busy" that joins and then never reads: it falls behind at once.
+    let (mut slow, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/?source=slow&v=1", b.addr))
+            .await
+            .unwrap();
+    slow.send(Message::text(
+        r#"{"type":"~hello","v":1,"session":"slow-session-0123456789","ack":0}"#,
+    ))
+    .await
+    .unwrap();
+    slow.send(Message::text(
+        r#"{"type":"relay:join","id":1,"request":true,"payload":{"room":"busy"}}"#,
+    ))
+    .await
+    .unwrap();
+    let flooder = Peer::connect(a.addr, "flooder").await;
+    flooder.client.join("busy").await.unwrap();
+    let quiet_sender = Peer::connect(a.addr, "quiet-a").await;
+    quiet_sender.client.join("quiet").await.unwrap();
+    let quiet_receiver = Peer::connect(b.addr, "quiet-b").await;
+    quiet_receiver.client.join("quiet").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The flood: 1 KiB messages, far past what the slow member's window lets through.
+    let big = "x".repeat(1024);
+    let flood = {
+        let client = flooder.client.clone();
+        tokio::spawn(async move {
+            let mut sends = JoinSet::new();
+            for _ in 0..5000 {
+                sends.spawn(client.send_to_room("busy", "big", big.clone()));
+            }
+            sends
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = tokio::time::Instant::now();
+    for n in 0..20 {
+        quiet_sender
+            .client
+            .send_to_room("quiet", "n", n)
+            .await
+            .unwrap();
+    }
+    quiet_receiver.wait_for("quiet-a", "quiet", 20).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "the quiet room waited for the busy one: {took:?}"
+    );
+    // The flood is held back, not lost: it waits for the slow member.
+    let mut sends = flood.await.unwrap();
+    let settled_now = std::iter::from_fn(|| sends.try_join_next()).count();
+    assert!(
+        settled_now < 5000,
+        "nothing held back: the slow member never slowed the room"
+    );
+    sends.abort_all();
+    drop(slow);
+}

@@ -114,6 +114,20 @@ pub enum Frame<'a> {
         /// Its position in the room's log.
         pos: u64,
     },
+    /// Server -> client: entries of a room's log before `first` are gone (past its retention)
+    /// before this client had them (`PROTOCOL.md` section 14.1). The client, which knows the
+    /// last position it has, tells the application how many it lost.
+    Lost {
+        /// The room (none: the log of everyone).
+        room: Option<Cow<'a, str>>,
+        /// The first position the log still has.
+        first: u64,
+        /// The server's count of the entries gone since the session's stored place, when the
+        /// log went on (`began_again` false).
+        lost: Option<u64>,
+        /// The log was lost and begun again: its positions do not continue the client's.
+        began_again: bool,
+    },
     /// Client -> server: every frame of a room's log up to `pos` was received.
     LogAck {
         /// The room (none: the log of everyone).
@@ -233,7 +247,8 @@ pub enum ErrorCode {
     /// A room the client's credentials do not let it join.
     Forbidden,
     /// Messages of a room were lost to the client: its place in the room's log fell off the
-    /// log's retention (`PROTOCOL.md` section 14.1).
+    /// log's retention (`PROTOCOL.md` section 14.1). The client reports it (from a `~lost`
+    /// frame) as an error with this code.
     Lost,
 }
 
@@ -522,6 +537,12 @@ impl<'a> Frame<'a> {
                     ack: f.ack.ok_or_else(|| invalid("\"ack\" is required"))?,
                 },
             },
+            "lost" => Frame::Lost {
+                room: text(f.room),
+                first: f.pos.ok_or_else(|| invalid("\"pos\" is required"))?,
+                lost: f.lost,
+                began_again: f.resumed == Some(false),
+            },
             "ping" => Frame::Ping,
             "pong" => Frame::Pong,
             "error" => Frame::Error(ErrorReport {
@@ -570,6 +591,28 @@ impl<'a> Frame<'a> {
                 out
             }
             Frame::LogAck { room, pos } => encode_log_ack(room.as_deref(), *pos),
+            Frame::Lost {
+                room,
+                first,
+                lost,
+                began_again,
+            } => {
+                let mut out = String::from("{\"type\":\"~lost\",\"pos\":");
+                push_u64(&mut out, *first);
+                if let Some(room) = room {
+                    out.push_str(",\"room\":");
+                    json::write_string(&mut out, room);
+                }
+                if let Some(lost) = lost {
+                    out.push_str(",\"lost\":");
+                    push_u64(&mut out, *lost);
+                }
+                if *began_again {
+                    out.push_str(",\"resumed\":false");
+                }
+                out.push('}');
+                out
+            }
             Frame::Ping => String::from("{\"type\":\"~ping\"}"),
             Frame::Pong => String::from("{\"type\":\"~pong\"}"),
             Frame::Error(report) => report.encode(),
@@ -842,6 +885,18 @@ mod tests {
                 pos: 1_765_000_000_000_001,
             },
             Frame::LogAck { room: None, pos: 9 },
+            Frame::Lost {
+                room: Some("general".into()),
+                first: 500,
+                lost: Some(12),
+                began_again: false,
+            },
+            Frame::Lost {
+                room: None,
+                first: 1_765_000_000_000_001,
+                lost: None,
+                began_again: true,
+            },
             Frame::Logged {
                 message: Message {
                     kind: "chat".into(),

@@ -250,11 +250,21 @@ pub struct LogBatch<F> {
     /// The room (`""`: the log of everyone, which broadcasts take).
     pub room: String,
     /// The connection's place had fallen off the log's retention (or the log was lost and
-    /// begun again): this many entries (`None`: not known) were lost to the session before
-    /// `frames`. The client is told (`~error` `lost`), never a silent gap.
-    pub lost: Option<Option<u64>>,
+    /// begun again): entries before `frames` are gone. The client is told (`~lost`), never a
+    /// silent gap.
+    pub lost: Option<Gap>,
     /// The entries, in position order: each frame carries its `pos`.
     pub frames: Vec<(u64, F)>,
+}
+
+/// Entries of a room's log that are gone before a connection had them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// The first position the log still has.
+    pub first: u64,
+    /// How many entries between the connection's stored place and `first` are gone; `None`
+    /// when the log was lost and begun again (unknown).
+    pub count: Option<u64>,
 }
 
 /// What the engine tells a connection outside of its own calls.

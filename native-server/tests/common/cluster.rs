@@ -139,8 +139,20 @@ impl Relay {
     /// otherwise) is appended to `log`, or, without one, goes to the test's stderr (level
     /// `warn` unless `RUST_LOG` says otherwise).
     pub async fn start_logged(redis: &str, node: &str, port: u16, log: Option<&Path>) -> Relay {
+        Relay::start_with(redis, node, port, log, &[]).await
+    }
+
+    /// [`start_logged`](Relay::start_logged) with more flags.
+    pub async fn start_with(
+        redis: &str,
+        node: &str,
+        port: u16,
+        log: Option<&Path>,
+        flags: &[&str],
+    ) -> Relay {
         let port = port.to_string();
-        let args = ["--port", &port, "--redis", redis, "--node-id", node];
+        let mut args = vec!["--port", &port, "--redis", redis, "--node-id", node];
+        args.extend_from_slice(flags);
         let (child, addr) = match log {
             None => super::spawn_relay(&args, PATIENCE).await,
             Some(log) => {

@@ -473,3 +473,153 @@ fn an_upgrade_refused_with_a_status_is_the_close_code_a_browser_would_get() {
         }
     )));
 }
+
+/// A frame of `room`'s log (`None`: the log of everyone) at `pos`, from bob, carrying `n`.
+fn logged(room: Option<&str>, pos: u64, n: u64) -> String {
+    let room = room.map_or(String::new(), |room| format!(r#","room":"{room}""#));
+    format!(r#"{{"pos":{pos},"type":"n","id":{n},"source":"bob"{room},"payload":{n}}}"#)
+}
+
+/// The payloads of the messages among `events`.
+fn payloads(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Message(message) => message.payload.clone(),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn log_frames_are_taken_once_per_room_and_acknowledged_per_room() {
+    let mut core = open_core();
+    for (at_ms, frame) in [
+        (100, logged(Some("a"), 7, 1)),
+        (101, logged(Some("b"), 3, 2)),
+        (102, logged(None, 50, 3)),
+        // Replayed by a relay that took the session over from an older cursor: dropped.
+        (103, logged(Some("a"), 7, 1)),
+        (104, logged(Some("a"), 6, 0)),
+        (105, logged(Some("a"), 8, 4)),
+    ] {
+        core.handle_frame(at(at_ms), TransportId(1), &frame);
+    }
+    let outputs = drain(&mut core);
+    let events: Vec<Event> = outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Event(event) => Some(event.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads(&events), ["1", "2", "3", "4"]);
+    assert!(
+        transmitted(&outputs).is_empty(),
+        "acknowledged after the delay"
+    );
+    // Not counted in the session's numbering: the session's count stays 0.
+    core.handle_timeout(at(100) + core.options.ack_delay);
+    let acks = transmitted(&drain(&mut core))
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        acks,
+        [
+            r#"{"type":"~ack","pos":50}"#,
+            r#"{"type":"~ack","pos":8,"room":"a"}"#,
+            r#"{"type":"~ack","pos":3,"room":"b"}"#,
+        ]
+    );
+    // A session frame after them is the session's first.
+    core.handle_frame(at(2000), TransportId(1), &chat_frame(60));
+    core.handle_timeout(at(2000) + core.options.ack_delay);
+    assert_eq!(transmitted(&drain(&mut core)), [ack_frame(1)]);
+}
+
+#[test]
+fn a_resumed_session_tells_its_places_again_and_a_fresh_one_forgets_them() {
+    let mut core = open_core();
+    core.handle_frame(at(100), TransportId(1), &logged(Some("a"), 7, 1));
+    core.handle_timeout(at(100) + core.options.ack_delay);
+    drain(&mut core);
+    // The connection drops; the session resumes on another relay, which has the place older.
+    core.handle_closed(at(1200), TransportId(1), 1006, "gone");
+    core.handle_timeout(at(60_000));
+    let transport = drain(&mut core)
+        .into_iter()
+        .find_map(|output| match output {
+            Output::Connect(transport) => Some(transport),
+            _ => None,
+        })
+        .expect("reconnects");
+    core.handle_opened(at(60_010), transport);
+    let resumed = welcome(&core, 0, true);
+    core.handle_frame(at(60_020), transport, &resumed);
+    core.handle_timeout(at(60_020));
+    assert!(transmitted(&drain(&mut core)).contains(&r#"{"type":"~ack","pos":7,"room":"a"}"#));
+    core.handle_frame(at(60_030), transport, &logged(Some("a"), 7, 1));
+    assert!(payloads(&events(&mut core)).is_empty(), "a frame it has");
+    // A fresh session: the rooms went with the old one, positions are new.
+    core.handle_closed(at(61_000), transport, 1006, "gone");
+    core.handle_timeout(at(120_000));
+    let transport = drain(&mut core)
+        .into_iter()
+        .find_map(|output| match output {
+            Output::Connect(transport) => Some(transport),
+            _ => None,
+        })
+        .expect("reconnects");
+    core.handle_opened(at(120_010), transport);
+    let fresh = welcome(&core, 0, false);
+    core.handle_frame(at(120_020), transport, &fresh);
+    drain(&mut core);
+    core.handle_frame(at(120_030), transport, &logged(Some("a"), 5, 9));
+    assert_eq!(payloads(&events(&mut core)), ["9"]);
+}
+
+#[test]
+fn a_gap_in_a_rooms_log_is_told_as_the_client_counts_it() {
+    let mut core = open_core();
+    core.handle_frame(at(100), TransportId(1), &logged(Some("a"), 10, 1));
+    drain(&mut core);
+    let lost = |core: &mut ClientCore, frame: &str| {
+        core.handle_frame(at(200), TransportId(1), frame);
+        events(core).into_iter().find_map(|event| match event {
+            Event::Error(Error::Remote(error)) if error.code == "lost" => Some(error.message),
+            _ => None,
+        })
+    };
+    // The server counted from a stored place older than what the client has: the client's
+    // count is the true one.
+    assert_eq!(
+        lost(
+            &mut core,
+            r#"{"type":"~lost","pos":15,"room":"a","lost":9}"#
+        )
+        .as_deref(),
+        Some("messages of room \"a\" were lost to you: 4 (past the log's retention)")
+    );
+    // Nothing it did not have: nothing to tell.
+    assert_eq!(
+        lost(
+            &mut core,
+            r#"{"type":"~lost","pos":11,"room":"a","lost":3}"#
+        ),
+        None
+    );
+    // A room it has no place in: the server's count; a log begun again: unknown.
+    assert_eq!(
+        lost(&mut core, r#"{"type":"~lost","pos":7,"lost":3}"#).as_deref(),
+        Some("messages of broadcasts were lost to you: 3 (past the log's retention)")
+    );
+    assert_eq!(
+        lost(
+            &mut core,
+            r#"{"type":"~lost","pos":99,"room":"a","resumed":false}"#
+        )
+        .as_deref(),
+        Some("messages of room \"a\" were lost to you (past the log's retention)")
+    );
+}

@@ -126,6 +126,49 @@ impl ClientCore {
         true
     }
 
+    /// Entries of `room`'s log before `first` are gone: the application is told how many this
+    /// client lost (an error with code `lost`), unless it had them all. The server's count is
+    /// from the session's stored place, which may lag what this client has; the client's own
+    /// place is exact. A log begun again numbers anew: how much was lost is unknown.
+    pub(super) fn handle_lost(
+        &mut self,
+        room: Option<&str>,
+        first: u64,
+        lost: Option<u64>,
+        began_again: bool,
+    ) {
+        let had = self
+            .logs
+            .get(room.unwrap_or_default())
+            .map_or(0, |cursor| cursor.received);
+        let count = match (began_again, had) {
+            (true, _) => None,
+            (false, 0) => lost,
+            (false, had) if first <= had + 1 => return,
+            (false, had) => Some(first - had - 1),
+        };
+        let mut message = String::from("messages of ");
+        match room {
+            Some(room) => {
+                message.push_str("room \"");
+                message.push_str(room);
+                message.push('"');
+            }
+            None => message.push_str("broadcasts"),
+        }
+        message.push_str(" were lost to you");
+        if let Some(count) = count {
+            message.push_str(": ");
+            push_u64(&mut message, count);
+        }
+        message.push_str(" (past the log's retention)");
+        let error = RemoteError {
+            code: ErrorCode::Lost.as_str().into(),
+            message,
+        };
+        self.event(Event::Error(Error::Remote(error)));
+    }
+
     /// One more frame of `bytes` to acknowledge: at once past `ack_every` frames or
     /// `ack_bytes` bytes, else within `ack_delay`.
     fn schedule_ack(&mut self, now: Instant, bytes: usize) {

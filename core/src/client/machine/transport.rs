@@ -116,6 +116,12 @@ impl ClientCore {
                     self.handle_message(message, None);
                 }
             }
+            Frame::Lost {
+                room,
+                first,
+                lost,
+                began_again,
+            } => self.handle_lost(room.as_deref(), first, lost, began_again),
             Frame::Ack { ack } => self.handle_ack(ack),
             Frame::Ping => self.output(Output::Transmit(Frame::Pong.encode())),
             Frame::Pong => self.round_trips.answered(now),

@@ -24,10 +24,8 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         self.next = opened.next;
         self.mail = true;
         self.settled = opened.next - 1;
-        self.settled_told = self.settled;
         self.in_flight.clear();
         self.logs_in_flight.clear();
-        self.logs_owed.clear();
         // Where the session is in its rooms' logs is the engine's (opened with it).
         self.logs_mail = true;
         self.backlog_bytes = 0;
@@ -176,23 +174,15 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
         let mut count = 0;
         let session = matches!(self.mode, Mode::Session { .. });
         for batch in batches {
-            if let Some(lost) = batch.lost {
-                let mut message = String::from("messages of ");
-                match batch.room.as_str() {
-                    "" => message.push_str("broadcasts"),
-                    room => message.push_str(&format!("room \"{}\"", clip(room))),
-                }
-                match lost {
-                    Some(n) => message.push_str(&format!(" were lost to you: {n}")),
-                    None => message.push_str(" were lost to you"),
-                }
-                message.push_str(" (past the log's retention)");
-                self.event(ServerEvent::Rejected {
-                    code: ErrorCode::Lost,
-                    message: message.clone(),
-                    re: None,
-                });
-                self.transmit(error_frame(ErrorCode::Lost, &message, None));
+            if let Some(gap) = batch.lost {
+                let room = (!batch.room.is_empty()).then_some(Cow::Borrowed(batch.room.as_str()));
+                let lost = Frame::Lost {
+                    room,
+                    first: gap.first,
+                    lost: gap.count,
+                    began_again: gap.count.is_none(),
+                };
+                self.transmit(lost.encode());
             }
             for (pos, frame) in batch.frames {
                 count += 1;
@@ -343,9 +333,15 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             self.logs_in_flight.remove(room);
         }
         self.backlog_bytes -= freed;
-        self.settle_owed += freed;
-        self.logs_owed.insert(room.to_owned(), through);
-        self.settled_more();
+        if self.backlog_bytes <= self.settings.backlog_window {
+            self.over_since = None;
+        }
+        // At once: the engine keeps the place where it is cheap to (a relay's memory) and
+        // stores it in batches of its own; senders waiting for this member go on sooner.
+        self.outputs.push_back(Output::SettleLog {
+            room: room.to_owned(),
+            through,
+        });
     }
 
     pub(super) fn settle_through(&mut self, through: u64) {
@@ -360,11 +356,6 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             self.settle_owed += len;
         }
         self.settled = through;
-        self.settled_more();
-    }
-
-    /// The client acknowledged more: the backlog shrank, and the engine is told soon.
-    fn settled_more(&mut self) {
         if self.backlog_bytes <= self.settings.backlog_window {
             self.over_since = None;
         }
@@ -379,14 +370,7 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
     pub(super) fn settle_now(&mut self) {
         self.settle_owed = 0;
         self.settle_due = None;
-        for (room, through) in self.logs_owed.drain() {
-            self.outputs.push_back(Output::SettleLog { room, through });
-        }
         let through = self.settled;
-        if through <= self.settled_told {
-            return; // only room logs were acknowledged
-        }
-        self.settled_told = through;
         // Acknowledgements read in one batch settle once: for a remote store each settle is
         // a round trip the connection waits for.
         match self.outputs.back_mut() {

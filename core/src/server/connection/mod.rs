@@ -98,8 +98,6 @@ pub struct ServerConnection<F, H> {
     next: u64,
     /// The last position the client has (acknowledged, or written for a bare client).
     settled: u64,
-    /// The last position the engine was told of (`Output::Settle`).
-    settled_told: u64,
     /// The mailbox may hold frames not fetched yet.
     mail: bool,
     /// An `Output::Fetch` waits for its answer.
@@ -116,10 +114,8 @@ pub struct ServerConnection<F, H> {
     /// An `Output::FetchLogs` waits for its answer.
     logs_fetching: bool,
     /// Per room (`""`: everyone), the positions and sizes of the log entries transmitted and
-    /// not acknowledged, oldest first; and what the client acknowledged that the engine has
-    /// not been told yet.
+    /// not acknowledged, oldest first.
     logs_in_flight: HashMap<String, VecDeque<(u64, usize)>>,
-    logs_owed: HashMap<String, u64>,
     backlog_bytes: usize,
     /// Bytes acknowledged by the client and not settled with the engine yet, and when they
     /// will be (`settle_delay`).
@@ -188,7 +184,6 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             base: next.saturating_sub(1),
             next,
             settled: next.saturating_sub(1),
-            settled_told: next.saturating_sub(1),
             mail: true,
             fetching: false,
             refetch_at: None,
@@ -197,7 +192,6 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             logs_mail: false,
             logs_fetching: false,
             logs_in_flight: HashMap::new(),
-            logs_owed: HashMap::new(),
             backlog_bytes: 0,
             settle_owed: 0,
             settle_due: None,

@@ -237,7 +237,8 @@ pub enum Output<F> {
         max: usize,
     },
     /// The client has every entry of `room`'s log up to `through` (`room` `""`: the log of
-    /// everyone): the engine stores the session's place there.
+    /// everyone): the engine stores the session's place there. Given at every
+    /// acknowledgement: the engine batches what it stores.
     SettleLog {
         /// The room.
         room: String,

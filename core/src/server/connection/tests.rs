@@ -111,3 +111,83 @@ fn a_quiet_connection_gives_back_the_room_of_its_burst_at_the_liveness_check() {
     );
     assert_eq!(machine.backlog_bytes(), 0);
 }
+
+#[test]
+fn room_logs_are_delivered_and_settled_per_room() {
+    let now = Instant::from_millis(0);
+    let mut machine = opened(ConnectionSettings::default(), now);
+    outputs(&mut machine);
+    machine.handle_fetched(now, Vec::<String>::new());
+    let opening = outputs(&mut machine);
+    assert!(
+        opening
+            .iter()
+            .any(|o| matches!(o, Output::FetchLogs { .. })),
+        "a session opened reads its rooms' logs: {opening:?}"
+    );
+    let frame = |pos: u64| format!(r#"{{"pos":{pos},"type":"n","room":"r","payload":0}}"#);
+    machine.handle_logs_fetched(
+        now,
+        vec![
+            LogBatch {
+                room: "r".into(),
+                lost: Some(crate::server::engine::Gap {
+                    first: 10,
+                    count: Some(4),
+                }),
+                frames: vec![(10, frame(10)), (11, frame(11))],
+            },
+            LogBatch {
+                room: String::new(),
+                lost: None,
+                frames: vec![(3, frame(3))],
+            },
+        ],
+    );
+    let delivered = outputs(&mut machine);
+    let lost = delivered.iter().find_map(|o| match o {
+        Output::Transmit(text) if text.contains("~lost") => Some(text.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        lost.as_deref(),
+        Some(r#"{"type":"~lost","pos":10,"room":"r","lost":4}"#),
+        "{delivered:?}"
+    );
+    let logged = delivered
+        .iter()
+        .filter(|o| matches!(o, Output::DeliverLogged(_)))
+        .count();
+    assert_eq!(logged, 3);
+    let in_flight = machine.backlog_bytes();
+    assert_eq!(in_flight, frame(10).len() * 2 + frame(3).len());
+    // Per room: an acknowledgement of one room frees that room's frames only.
+    machine.handle_text(now, r#"{"type":"~ack","pos":10,"room":"r"}"#);
+    machine.handle_text(now, r#"{"type":"~ack","pos":99,"room":"elsewhere"}"#);
+    assert_eq!(machine.backlog_bytes(), in_flight - frame(10).len());
+    let settled: Vec<_> = outputs(&mut machine)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::SettleLog { room, through } => Some((room, through)),
+            Output::Settle { .. } => panic!("the session's own frames were not acknowledged"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(settled, [("r".to_owned(), 10)]);
+    machine.handle_text(now, r#"{"type":"~ack","pos":3}"#);
+    machine.handle_text(now, r#"{"type":"~ack","pos":11,"room":"r"}"#);
+    assert_eq!(machine.backlog_bytes(), 0);
+}
+
+#[test]
+fn a_client_message_with_a_position_is_refused() {
+    let now = Instant::from_millis(0);
+    let mut machine = opened(ConnectionSettings::default(), now);
+    outputs(&mut machine);
+    machine.handle_text(now, r#"{"pos":5,"type":"chat","id":1,"payload":1}"#);
+    let out = outputs(&mut machine);
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Route { effect: Effect::ToSelf { frame }, .. } if frame.contains("invalid_frame"))),
+        "{out:?}"
+    );
+}

@@ -9,7 +9,8 @@ local function num(value, default)
 end
 
 -- The meta fields every script reads, in one call.
-local FIELDS = {'epoch', 'owner', 'lease', 'session', 'first', 'bytes', 'broken', 'instance'}
+local FIELDS = {'epoch', 'owner', 'lease', 'session', 'first', 'bytes', 'broken', 'instance',
+  'consumed'}
 
 local function meta(key)
   local v = redis.call('HMGET', key, unpack(FIELDS))
@@ -24,6 +25,8 @@ local function meta(key)
     broken = v[7] == '1',
     -- The client instance of the last claim ('' when it named none).
     instance = v[8] or '',
+    -- The session's de-duplication watermark.
+    consumed = num(v[9], 0),
   }
 end
 
@@ -97,12 +100,14 @@ end
 
 -- Begins a room's log if its meta has none: positions start at the time in microseconds, so
 -- that a log lost and begun again numbers after the old one (unless the old one took more
--- than a million messages a second). Returns whether it began now.
-local function begin_log(lmeta, now)
-  if redis.call('HEXISTS', lmeta, 'end') == 1 then
-    return false
+-- than a million messages a second). Returns the last position.
+local function begin_log(lmeta, idle)
+  local last = redis.call('HGET', lmeta, 'end')
+  if last then
+    return last
   end
-  local start = string.format('%d', now * 1000)
-  redis.call('HSET', lmeta, 'end', start, 'start', start)
-  return true
+  last = string.format('%d', now_ms() * 1000)
+  redis.call('HSET', lmeta, 'end', last, 'start', last)
+  redis.call('PEXPIRE', lmeta, idle * 6)
+  return last
 end

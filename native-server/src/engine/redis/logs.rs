@@ -9,11 +9,12 @@
 //!
 //! Flow control: a relay whose member is more than the window behind in a room says so in the
 //! room's slow set (its node, until a time it renews while the member stays behind); the
-//! append script refuses clients' messages to the room while the set names a live relay.
+//! append script refuses clients' messages to the room while the set names a live relay. When
+//! it takes itself out, it tells every relay (`W room`), which wake the senders that wait.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
-use wsrelay_core::server::engine::LogBatch;
+use wsrelay_core::server::engine::{Gap, LogBatch};
 
 use super::status::Status;
 use super::*;
@@ -21,7 +22,10 @@ use super::*;
 /// The room of the log of everyone (broadcasts): no room name is empty.
 pub(super) const EVERYONE: &str = "";
 /// Entries a relay keeps per room for its members.
-const KEPT: usize = 4096;
+const KEPT: usize = 8192;
+/// How often a relay stores the places its members reached (a relay that dies makes them
+/// receive at most this much again, which their clients drop).
+pub(super) const STORE_PLACES: Duration = Duration::from_secs(1);
 /// How long a relay's "a member of mine is behind" lasts unless renewed.
 const SLOW_FOR: Duration = Duration::from_secs(3);
 
@@ -46,8 +50,58 @@ pub(super) struct Feed {
     /// The last entries, at consecutive positions: (position, frame, who does not get it).
     entries: VecDeque<(u64, Utf8Bytes, Option<String>)>,
     members: HashMap<String, Place>,
+    /// How many members acknowledged up to each position: the first is the furthest behind.
+    acked: BTreeMap<u64, usize>,
     /// Until when this relay said, in the room's slow set, that a member of it is behind.
     slow_until: Option<std::time::Instant>,
+    /// Connections of this relay whose message to the room waits for a member.
+    waiters: Vec<Doorbell>,
+}
+
+impl Feed {
+    fn insert(&mut self, source: String, place: Place) {
+        if let Some(old) = self.members.insert(source, place) {
+            self.unacked(old.acked);
+        }
+        *self.acked.entry(place.acked).or_default() += 1;
+    }
+
+    fn remove(&mut self, source: &str) {
+        if let Some(old) = self.members.remove(source) {
+            self.unacked(old.acked);
+        }
+    }
+
+    fn unacked(&mut self, at: u64) {
+        if let Some(count) = self.acked.get_mut(&at) {
+            *count -= 1;
+            if *count == 0 {
+                self.acked.remove(&at);
+            }
+        }
+    }
+
+    /// Moves `source`'s acknowledged place to `to` (never back).
+    fn ack(&mut self, source: &str, epoch: u64, to: u64) {
+        let Some(place) = self.members.get_mut(source).filter(|p| p.epoch == epoch) else {
+            return;
+        };
+        let to = to.min(place.sent);
+        if to <= place.acked {
+            return;
+        }
+        let from = std::mem::replace(&mut place.acked, to);
+        self.unacked(from);
+        *self.acked.entry(to).or_default() += 1;
+    }
+
+    /// How far the member furthest behind is from the last entry.
+    fn lag(&self) -> u64 {
+        match (self.entries.back(), self.acked.first_key_value()) {
+            (Some(&(last, ..)), Some((&acked, _))) => last.saturating_sub(acked),
+            _ => 0,
+        }
+    }
 }
 
 /// The keys of a room's log.
@@ -92,27 +146,28 @@ pub(super) enum Appended {
 impl RedisEngine {
     /// Entries a member may be behind before its room waits for it.
     fn log_window(&self) -> u64 {
-        (self.limits.backlog_window as u64 / 512).max(64)
+        (self.limits.backlog_window as u64 / 256).clamp(64, KEPT as u64 / 2)
     }
 
-    /// Appends `frame` to `room`'s log; `sender` (its claim and dedupe key) for a client's
-    /// message, which waits while a member is behind; `exclude` does not receive it.
+    /// Appends `frame` to `room`'s log; `sender` (its claim and the message's id) for a
+    /// client's message, which is consumed in the same step and waits while a member is
+    /// behind; `exclude` does not receive it.
     pub(super) async fn append_log(
         &self,
         room: &str,
         frame: &Utf8Bytes,
-        sender: Option<(&Claim, &str)>,
+        sender: Option<(&Claim, Option<u64>)>,
         exclude: Option<&str>,
     ) -> Result<Appended, EngineError> {
         let keys = LogKeys::of(room);
-        let (sender_hex, dedupe, epoch) = sender
-            .map_or((String::new(), "", String::new()), |(claim, dedupe)| {
-                (hex(&claim.source), dedupe, claim.epoch.to_string())
-            });
-        let sender_meta = sender.map_or_else(
-            || keys.meta.clone(),
-            |(claim, _)| Keys::of(&claim.source).meta,
-        );
+        let (sender_meta, epoch, id) = match sender {
+            Some((claim, id)) => (
+                Keys::of(&claim.source).meta,
+                claim.epoch.to_string(),
+                id.map(|id| id.to_string()).unwrap_or_default(),
+            ),
+            None => (keys.meta.clone(), String::new(), String::new()),
+        };
         let exclude = exclude.map(hex).unwrap_or_default();
         let value = self
             .eval(
@@ -120,13 +175,12 @@ impl RedisEngine {
                 &[&keys.log, &keys.meta, &keys.slow, &sender_meta],
                 &[
                     frame.as_bytes(),
-                    sender_hex.as_bytes(),
-                    dedupe.as_bytes(),
                     self.retention.entries.to_string().as_bytes(),
                     self.retention.idle.as_millis().to_string().as_bytes(),
                     keys.hex.as_bytes(),
                     exclude.as_bytes(),
                     epoch.as_bytes(),
+                    id.as_bytes(),
                 ],
             )
             .await?;
@@ -138,6 +192,25 @@ impl RedisEngine {
             Status::Gone => Appended::Gone,
             other => return Err(EngineError(format!("log_append answered {other:?}"))),
         })
+    }
+
+    /// A client's message to `room` waits for a member: `waiter` is woken when the room
+    /// goes on.
+    pub(super) fn wait_for_room(&self, room: &str, waiter: &Doorbell) {
+        if let Some(feed) = self.feeds().get_mut(room) {
+            if !feed.waiters.contains(waiter) {
+                feed.waiters.push(waiter.clone());
+            }
+        }
+    }
+
+    /// A relay took itself out of `room`'s slow set: the senders waiting here try again.
+    pub(super) fn room_goes_on(&self, room: &str) {
+        if let Some(feed) = self.feeds().get_mut(room) {
+            for waiter in feed.waiters.drain(..) {
+                waiter.ring(Signal::Wake);
+            }
+        }
     }
 
     /// The last position of `room`'s log, and the position it began after (beginning it if
@@ -180,7 +253,6 @@ impl RedisEngine {
         self.feeds()
             .entry(room.to_owned())
             .or_default()
-            .members
             .insert(claim.source.clone(), place);
         self.with_local(claim, |local| local.doorbell.ring(Signal::Logs));
     }
@@ -198,7 +270,7 @@ impl RedisEngine {
                 .get(&claim.source)
                 .is_some_and(|place| place.epoch == claim.epoch);
             if own {
-                feed.members.remove(&claim.source);
+                feed.remove(&claim.source);
                 if feed.members.is_empty() {
                     emptied.push(name.clone());
                 }
@@ -263,7 +335,8 @@ impl RedisEngine {
                 None => {
                     let after = self.join_position(&room).await?;
                     if claim.session.is_some() {
-                        self.store_place(&claim.source, &room, after).await?;
+                        self.store_places(vec![(claim.source.clone(), room.clone(), after)])
+                            .await?;
                     }
                     self.attach(claim, &room, after, false);
                 }
@@ -272,21 +345,50 @@ impl RedisEngine {
         Ok(())
     }
 
-    /// Stores `source`'s session's place in `room`'s log.
-    async fn store_place(&self, source: &str, room: &str, after: u64) -> Result<(), EngineError> {
-        let keys = Keys::of(source);
+    /// Stores sessions' places (source, room, position) in their rooms' logs, in one call.
+    async fn store_places(&self, places: Vec<(String, String, u64)>) -> Result<(), EngineError> {
+        if places.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.scripts.place.prepare_invoke();
+        for (source, room, after) in &places {
+            invocation
+                .key(Keys::of(source).meta)
+                .arg(cursor_field(&hex(room)))
+                .arg(after);
+        }
         let mut conn = self.conn.clone();
-        // Only while the session's keys live: a place must not bring back an expired meta.
-        let script = redis::Script::new(
-            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 0",
-        );
-        let mut invocation = script.prepare_invoke();
-        invocation
-            .key(&keys.meta)
-            .arg(cursor_field(&hex(room)))
-            .arg(after);
         self.call(invocation.invoke_async::<i64>(&mut conn)).await?;
         Ok(())
+    }
+
+    /// Stores, every [`STORE_PLACES`], the places this relay's members reached since.
+    pub(super) async fn store_places_regularly(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(STORE_PLACES) => {}
+            }
+            let places: Vec<_> = std::mem::take(&mut *self.unstored())
+                .into_iter()
+                .map(|((source, room), at)| (source, room, at))
+                .collect();
+            for chunk in places.chunks(512) {
+                if let Err(error) = self.store_places(chunk.to_vec()).await {
+                    // Kept for the next round: a place lost to a relay's death only replays.
+                    tracing::debug!(%error, "places in rooms not stored");
+                    let mut unstored = self.unstored();
+                    for (source, room, at) in chunk.iter().cloned() {
+                        let place = unstored.entry((source, room)).or_default();
+                        *place = (*place).max(at);
+                    }
+                }
+            }
+        }
+    }
+
+    fn unstored(&self) -> MutexGuard<'_, HashMap<(String, String), u64>> {
+        self.unstored.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A note: `room`'s log has `frame` at `pos` (not for `exclude`). Kept for this relay's
@@ -320,7 +422,8 @@ impl RedisEngine {
                 local.doorbell.ring(Signal::Logs);
             }
         }
-        if let Some(slow) = self.behind(feed, &locals) {
+        drop(locals);
+        if let Some(slow) = self.behind(feed) {
             let (engine, room) = (Arc::clone(self), room.to_owned());
             tokio::spawn(async move {
                 if let Err(error) = engine.say_slow(&room, slow).await {
@@ -374,20 +477,25 @@ impl RedisEngine {
                 let mut frames = Vec::new();
                 let skip = usize::try_from(place.sent + 1 - first.unwrap_or(place.sent + 1))
                     .unwrap_or(usize::MAX);
+                // Its own messages: nothing to wait for from its client, who never gets them.
+                let mut own_through = None;
+                let all_acked = place.acked == place.sent;
                 for (pos, frame, exclude) in feed.entries.iter().skip(skip) {
                     if budget == 0 {
                         break;
                     }
                     place.sent = *pos;
                     if exclude.as_deref() == Some(claim.source.as_str()) {
-                        // Its own message: nothing to wait for from its client.
-                        if place.acked + 1 == *pos {
-                            place.acked = *pos;
+                        if all_acked && frames.is_empty() {
+                            own_through = Some(*pos);
                         }
                         continue;
                     }
                     budget -= 1;
                     frames.push((*pos, frame.clone()));
+                }
+                if let Some(through) = own_through {
+                    feed.ack(&claim.source, claim.epoch, through);
                 }
                 if !frames.is_empty() {
                     batches.push(LogBatch {
@@ -476,7 +584,10 @@ impl RedisEngine {
         let lost = match first {
             Some(first) if first > after + 1 => {
                 let (_, start) = self.log_end(room).await?;
-                Some((after >= start).then(|| first - after - 1))
+                Some(Gap {
+                    first,
+                    count: (after >= start).then(|| first - after - 1),
+                })
             }
             _ => None,
         };
@@ -493,13 +604,17 @@ impl RedisEngine {
                 frames: Vec::new(),
             });
         };
-        if let (Some(_), Some(first)) = (lost, first) {
-            place.acked = place.acked.max(first - 1);
-        }
         if let Some(last) = entries.last() {
             place.sent = last.0;
         }
         place.read = entries.len() >= max;
+        if let (Some(_), Some(first)) = (lost, first) {
+            // What is gone is not waited for.
+            let feed = feeds.get_mut(room);
+            if let Some(feed) = feed {
+                feed.ack(&claim.source, claim.epoch, first - 1);
+            }
+        }
         let frames = entries
             .into_iter()
             .filter(|(_, _, exclude)| exclude.as_deref() != Some(claim.source.as_str()))
@@ -512,48 +627,45 @@ impl RedisEngine {
         })
     }
 
-    /// The claim's client has `room`'s log through `through`: its session's place is stored,
-    /// and the room stops waiting for it once it is within the window.
+    /// The claim's client has `room`'s log through `through`: its session's place is stored
+    /// with the next batch, and the room stops waiting for it once it is within the window.
     pub(crate) async fn settle_log(
         &self,
         claim: &Claim,
         room: &str,
         through: u64,
     ) -> Result<(), EngineError> {
-        let (session, slow) = {
+        let slow = {
             let mut feeds = self.feeds();
             let Some(feed) = feeds.get_mut(room) else {
                 return Ok(());
             };
-            let Some(place) = feed
-                .members
-                .get_mut(&claim.source)
-                .filter(|place| place.epoch == claim.epoch)
-            else {
+            let Some(place) = feed.members.get(&claim.source) else {
                 return Ok(());
             };
-            place.acked = place.acked.max(through.min(place.sent));
-            let session = place.session;
-            let locals = self.locals();
-            (session, self.behind(feed, &locals))
+            if place.epoch != claim.epoch {
+                return Ok(());
+            }
+            if place.session {
+                let key = (claim.source.clone(), room.to_owned());
+                let mut unstored = self.unstored();
+                let stored = unstored.entry(key).or_default();
+                *stored = (*stored).max(through);
+            }
+            feed.ack(&claim.source, claim.epoch, through);
+            self.behind(feed)
         };
-        if session {
-            self.store_place(&claim.source, room, through).await?;
-        }
         if let Some(slow) = slow {
             self.say_slow(room, slow).await?;
         }
         Ok(())
     }
 
-    /// Whether one of the feed's members is more than the window behind, when that changes
-    /// what this relay says in the room's slow set (or the saying needs renewing).
-    fn behind(&self, feed: &mut Feed, locals: &HashMap<String, Local>) -> Option<bool> {
-        let last = feed.entries.back().map(|entry| entry.0)?;
-        let window = self.log_window();
-        let behind = feed.members.iter().any(|(source, place)| {
-            locals.contains_key(source) && last.saturating_sub(place.acked) > window
-        });
+    /// Whether the member furthest behind in the feed is more than the window behind, when
+    /// that changes what this relay says in the room's slow set (or the saying needs
+    /// renewing).
+    fn behind(&self, feed: &mut Feed) -> Option<bool> {
+        let behind = feed.lag() > self.log_window();
         let now = std::time::Instant::now();
         match (behind, feed.slow_until) {
             (true, Some(until)) if until > now + SLOW_FOR / 2 => None,
@@ -585,6 +697,17 @@ impl RedisEngine {
             cmd
         };
         self.call(cmd.query_async::<i64>(&mut conn)).await?;
+        if !slow {
+            // The senders that wait for this room, on every relay, go on.
+            let note = Note::RoomGoesOn { room: keys.hex }.encode();
+            self.call(
+                redis::cmd("PUBLISH")
+                    .arg(ALL)
+                    .arg(note)
+                    .query_async::<i64>(&mut conn),
+            )
+            .await?;
+        }
         Ok(())
     }
 }

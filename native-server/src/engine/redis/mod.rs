@@ -91,6 +91,7 @@ struct Scripts {
     route_one: Script,
     log_append: Script,
     log_end: Script,
+    place: Script,
     commit: Script,
     fetch: Script,
     settle: Script,
@@ -111,6 +112,7 @@ impl Scripts {
             route_one: script(include_str!("route_one.lua")),
             log_append: script(include_str!("log_append.lua")),
             log_end: script(include_str!("log_end.lua")),
+            place: script(include_str!("place.lua")),
             commit: script(include_str!("commit.lua")),
             fetch: script(include_str!("fetch.lua")),
             settle: script(include_str!("settle.lua")),
@@ -145,6 +147,8 @@ pub(crate) struct RedisEngine {
     /// The rooms' logs this relay's connections follow (`logs`). Locked before `locals`
     /// when both are.
     feeds: Mutex<HashMap<String, logs::Feed>>,
+    /// Places in rooms' logs that members reached and that are not stored yet (source, room).
+    unstored: Mutex<HashMap<(String, String), u64>>,
     requests: Arc<Requests>,
     healthy: AtomicBool,
     /// Redis was unreachable since it last answered (logged), so its answer again is news.
@@ -278,6 +282,7 @@ impl RedisEngine {
             node: OnceLock::new(),
             locals: Mutex::default(),
             feeds: Mutex::default(),
+            unstored: Mutex::default(),
             requests,
             healthy: AtomicBool::new(false),
             was_unreachable: AtomicBool::new(false),
@@ -288,6 +293,7 @@ impl RedisEngine {
         tokio::spawn(Arc::clone(&engine).listen(stop.clone()));
         tokio::spawn(Arc::clone(&engine).renew_leases(stop.clone()));
         tokio::spawn(Arc::clone(&engine).probe(stop.clone()));
+        tokio::spawn(Arc::clone(&engine).store_places_regularly(stop.clone()));
         tokio::spawn(Arc::clone(&engine).announce_recovery(stop));
         tracing::info!(node = engine.node_id, "sessions in Redis");
         Ok(engine)

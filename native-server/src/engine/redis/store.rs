@@ -290,26 +290,31 @@ impl SessionStore for RedisEngine {
 
 impl RedisEngine {
     /// A client's message to `room`'s log (`EVERYONE`: a broadcast), which its session must
-    /// follow; consumed once appended.
+    /// follow: consumed in the same step as it is appended. `waiter` is woken when a room
+    /// that waits for a member goes on.
     async fn route_log(
         &self,
         claim: &Claim,
         id: Option<u64>,
         room: &str,
         frame: &Utf8Bytes,
-        dedupe: &str,
+        waiter: &Doorbell,
     ) -> Result<Routed, EngineError> {
         if !self.follows(claim, room) {
             return Ok(Routed::NotMember);
         }
         match self
-            .append_log(room, frame, Some((claim, dedupe)), Some(&claim.source))
+            .append_log(room, frame, Some((claim, id)), Some(&claim.source))
             .await?
         {
-            Appended::Done | Appended::Duplicate => self.commit(claim, id, None).await,
-            Appended::Blocked => Ok(Routed::Blocked {
-                on: format!("a member of room \"{room}\""),
-            }),
+            Appended::Done => Ok(Routed::Done),
+            Appended::Duplicate => Ok(Routed::Duplicate),
+            Appended::Blocked => {
+                self.wait_for_room(room, waiter);
+                Ok(Routed::Blocked {
+                    on: format!("a member of room \"{room}\""),
+                })
+            }
             Appended::Fenced(holder) => Ok(Routed::Fenced {
                 superseded: claim.superseded_by(Some(&holder)),
             }),
@@ -324,7 +329,7 @@ impl MessageRouter for RedisEngine {
         claim: &Claim,
         id: Option<u64>,
         effect: &Effect<Utf8Bytes>,
-        _waiter: &Doorbell,
+        waiter: &Doorbell,
     ) -> Routed {
         let outcome = async {
             // The connection's own session, whoever holds the source on this relay now.
@@ -389,10 +394,10 @@ impl MessageRouter for RedisEngine {
                     }
                 }
                 Effect::Room { room, frame } => {
-                    self.route_log(claim, id, room, frame, &dedupe()).await
+                    self.route_log(claim, id, room, frame, waiter).await
                 }
                 Effect::Broadcast { frame } => {
-                    self.route_log(claim, id, EVERYONE, frame, &dedupe()).await
+                    self.route_log(claim, id, EVERYONE, frame, waiter).await
                 }
             }
         };

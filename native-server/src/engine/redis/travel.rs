@@ -216,6 +216,11 @@ impl RedisEngine {
                     frame.into(),
                 );
             }
+            Note::RoomGoesOn { room } => {
+                if let Some(room) = unhex(&room) {
+                    self.room_goes_on(&room);
+                }
+            }
             Note::Rooms { source } => {
                 let Some(source) = unhex(&source) else { return };
                 let engine = Arc::clone(self);

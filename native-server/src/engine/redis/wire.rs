@@ -61,6 +61,8 @@ pub(crate) enum Note {
     },
     /// The server changed the rooms of the source (hex): its connection reads them again.
     Rooms { source: String },
+    /// A relay no longer holds the room (hex) back for a member of its: senders go on.
+    RoomGoesOn { room: String },
     /// A client's answer to a message of the receiving relay.
     Response {
         source: String,
@@ -110,6 +112,7 @@ impl Note {
                 frame,
             } => out = format!("L {room} {pos} {exclude}\n{frame}"),
             Note::Rooms { source } => out = format!("M {source}"),
+            Note::RoomGoesOn { room } => out = format!("W {room}"),
             Note::Response {
                 source,
                 kind,
@@ -170,6 +173,9 @@ impl Note {
                 pos: pos.parse().ok()?,
                 exclude: (*exclude).to_owned(),
                 frame: rest.to_owned(),
+            }),
+            ["W", room] => Some(Note::RoomGoesOn {
+                room: (*room).to_owned(),
             }),
             ["M", source] => Some(Note::Rooms {
                 source: (*source).to_owned(),
