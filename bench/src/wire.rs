@@ -493,8 +493,8 @@ pub struct Conn {
     pub key: [u8; 4],
     pub index: usize,
     pub proto: Proto,
-    /// Reliable wsrelay frames received (what `~ack` reports).
-    pub reliable: u64,
+    /// What the `~ack`s report: reliable wsrelay frames and room logs' positions received.
+    pub acks: Acks,
 }
 
 /// Everything [`connect`] needs.
@@ -536,7 +536,7 @@ async fn connect_inner(spec: &ConnectSpec<'_>) -> io::Result<Conn> {
         key,
         index: spec.index,
         proto: spec.proto,
-        reliable: 0,
+        acks: Acks::default(),
     };
     match spec.proto {
         Proto::Raw => {
@@ -612,12 +612,6 @@ impl Conn {
     pub async fn next(&mut self) -> io::Result<FrameRef> {
         next_frame(&mut self.reader, &mut self.stream, self.key).await
     }
-
-    /// Counts a reliable wsrelay frame; returns the `~ack` to send when one is due (every 32).
-    pub fn count_reliable(&mut self) -> Option<Vec<u8>> {
-        self.reliable += 1;
-        ack_due(self.reliable, self.key)
-    }
 }
 
 /// Reads the next frame from `r`, answering pings on `r` (a stream that is also the writer).
@@ -671,6 +665,71 @@ pub fn ack_due(reliable: u64, key: [u8; 4]) -> Option<Vec<u8>> {
     })
 }
 
+/// What a wsrelay client acknowledges: the reliable frames of its session (counted), and per
+/// room's log (`PROTOCOL.md` section 14.1: frames that begin with `{"pos":`) the last
+/// position received. Acknowledged every 32 frames of either kind.
+#[derive(Debug, Default)]
+pub struct Acks {
+    reliable: u64,
+    logged: u64,
+    /// Per room (`""`: the log of everyone), the last position and whether it is acknowledged.
+    logs: Vec<(Vec<u8>, u64, bool)>,
+}
+
+impl Acks {
+    /// Counts an application frame; returns the acknowledgements due, as masked frames.
+    pub fn count(&mut self, data: &[u8], key: [u8; 4]) -> Option<Vec<u8>> {
+        let Some((pos, room)) = log_position(data) else {
+            self.reliable += 1;
+            return ack_due(self.reliable, key);
+        };
+        match self.logs.iter_mut().find(|(r, ..)| r.as_slice() == room) {
+            Some(log) => {
+                log.1 = log.1.max(pos);
+                log.2 = false;
+            }
+            None => self.logs.push((room.to_vec(), pos, false)),
+        }
+        self.logged += 1;
+        if !self.logged.is_multiple_of(32) {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (room, pos, acked) in self.logs.iter_mut().filter(|log| !log.2) {
+            *acked = true;
+            let text = if room.is_empty() {
+                format!("{{\"type\":\"~ack\",\"pos\":{pos}}}")
+            } else {
+                let room = String::from_utf8_lossy(room);
+                format!("{{\"type\":\"~ack\",\"pos\":{pos},\"room\":\"{room}\"}}")
+            };
+            out.extend(masked(OP_TEXT, text.as_bytes(), key));
+        }
+        Some(out)
+    }
+}
+
+/// A room log's frame: its position and room (empty: the log of everyone). The relay writes
+/// the position first; room names here are plain (`r12`), never escaped.
+fn log_position(data: &[u8]) -> Option<(u64, &[u8])> {
+    let rest = data.strip_prefix(b"{\"pos\":")?;
+    let digits = rest.iter().take_while(|d| d.is_ascii_digit()).count();
+    let pos = std::str::from_utf8(rest.get(..digits)?)
+        .ok()?
+        .parse()
+        .ok()?;
+    const ROOM: &[u8] = b"\"room\":\"";
+    let room = match find(data, ROOM) {
+        Some(at) => {
+            let name = data.get(at + ROOM.len()..)?;
+            let end = name.iter().position(|&b| b == b'"')?;
+            name.get(..end)?
+        }
+        None => &[],
+    };
+    Some((pos, room))
+}
+
 /// The frame with which a client joins `room`: the relay's `relay:join` request (id 1: the
 /// client's messages come after it, from [`FIRST_ID`]), or the Socket.IO peer's `join` event.
 pub fn join_frame(proto: Proto, room: &str, key: [u8; 4]) -> Vec<u8> {
@@ -685,6 +744,31 @@ pub fn join_frame(proto: Proto, room: &str, key: [u8; 4]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_frames_are_acknowledged_per_room_every_32() {
+        let mut acks = super::Acks::default();
+        let key = [0; 4];
+        let mut due = Vec::new();
+        for n in 1..=64u64 {
+            let frame = match n % 2 {
+                0 => format!(r#"{{"pos":{n},"type":"rm","room":"r3","payload":"x"}}"#),
+                _ => format!(r#"{{"pos":{n},"type":"bc","payload":"x"}}"#),
+            };
+            if let Some(frames) = acks.count(frame.as_bytes(), key) {
+                due.push(frames);
+            }
+        }
+        assert_eq!(due.len(), 2);
+        let text = String::from_utf8_lossy(&due[1]);
+        assert!(text.contains(r#"{"type":"~ack","pos":63}"#), "{text}");
+        assert!(
+            text.contains(r#"{"type":"~ack","pos":64,"room":"r3"}"#),
+            "{text}"
+        );
+        // A session frame is counted apart.
+        assert!(acks.count(br#"{"type":"n","payload":1}"#, key).is_none());
+    }
+
     use super::*;
 
     #[test]

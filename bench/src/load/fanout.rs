@@ -164,7 +164,7 @@ impl Receiver {
         write: &tokio::sync::Mutex<OwnedWriteHalf>,
         mut seen: impl FnMut(u64),
     ) -> io::Result<()> {
-        let mut reliable = 0u64;
+        let mut acks = wire::Acks::default();
         loop {
             let frame = self.reader.next(&mut self.read).await?;
             match frame.op {
@@ -200,8 +200,7 @@ impl Receiver {
                 seen(sender);
             }
             if self.proto == Proto::Wsrelay {
-                reliable += 1;
-                if let Some(ack) = wire::ack_due(reliable, self.key) {
+                if let Some(ack) = acks.count(data, self.key) {
                     write.lock().await.write_all(&ack).await?;
                 }
             }

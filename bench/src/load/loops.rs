@@ -80,10 +80,11 @@ async fn echo_loop(mut conn: Conn, shared: &Shared, pad: usize) -> io::Result<()
         loop {
             let frame = timeout(conn.next()).await?;
             if wsrelay {
-                if is_control(conn.reader.data(&frame)) {
+                let data = conn.reader.data(&frame);
+                if is_control(data) {
                     continue;
                 }
-                ack = conn.count_reliable();
+                ack = conn.acks.count(data, conn.key);
             }
             break;
         }
@@ -159,7 +160,11 @@ async fn pair_loop(mut conn: Conn, shared: &Shared, pad: usize) -> io::Result<()
             continue;
         }
         shared.delivered(stamp_of(proto, data, pad).map(|(ts, _)| ts));
-        let ack = if wsrelay { conn.count_reliable() } else { None };
+        let ack = if wsrelay {
+            conn.acks.count(data, conn.key)
+        } else {
+            None
+        };
         id += 1;
         conn.stream
             .write_all(message.stamp(id, shared.now_us()))

@@ -184,14 +184,12 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
                 };
                 self.transmit(lost.encode());
             }
+            let mut flight = session.then(|| self.logs_in_flight.entry(batch.room).or_default());
             for (pos, frame) in batch.frames {
                 count += 1;
                 let len = frame.len();
-                if session {
-                    self.logs_in_flight
-                        .entry(batch.room.clone())
-                        .or_default()
-                        .push_back((pos, len));
+                if let Some(flight) = flight.as_mut() {
+                    flight.push_back((pos, len));
                     self.backlog_bytes += len;
                 }
                 self.outputs.push_back(Output::DeliverLogged(frame));

@@ -42,11 +42,11 @@ end
 local at = string.format('%d', pos)
 local framed = '{"pos":' .. at .. ',' .. string.sub(frame, 2)
 redis.call('XADD', log, 'MAXLEN', '~', ARGV[2], at .. '-0', 'f', framed, 'x', ARGV[5])
-redis.call('PEXPIRE', log, idle)
-if pos % 64 == 1 then
-  -- The meta outlives its log by far (its expiry pushed back every 64 messages), so that a log
-  -- deleted while idle goes on from its last position: members that had everything lost
-  -- nothing, and are not told otherwise.
+if pos % 16 == 1 then
+  -- Kept while in use, the expiry pushed back every 16 messages. The meta outlives its log by
+  -- far, so that a log deleted while idle goes on from its last position: members that had
+  -- everything lost nothing, and are not told otherwise.
+  redis.call('PEXPIRE', log, idle)
   redis.call('PEXPIRE', lmeta, idle * 6)
 end
 if id and m and m.session then

@@ -25,7 +25,7 @@ pub(super) const EVERYONE: &str = "";
 const KEPT: usize = 8192;
 /// How often a relay stores the places its members reached (a relay that dies makes them
 /// receive at most this much again, which their clients drop).
-pub(super) const STORE_PLACES: Duration = Duration::from_secs(1);
+pub(super) const STORE_PLACES: Duration = Duration::from_secs(2);
 /// How long a relay's "a member of mine is behind" lasts unless renewed.
 const SLOW_FOR: Duration = Duration::from_secs(3);
 
