@@ -110,7 +110,7 @@ export type WsRelayErrorCode =
   | "expired" | "timeout" | "closed" | "rejected" | "retries_exhausted" | "transport"
   | "protocol" | "handler_error" | "unanswerable" | "unknown_target" | "invalid_option"
   | "no_websocket" | "session_lost" | "overflow" | "unconfirmed" | "no_handler"
-  | "not_member" | "forbidden"
+  | "not_member" | "forbidden" | "lost"
   | (string & {});
 
 /** Every Promise of the client rejects with this; branch on `code`. */
@@ -208,6 +208,11 @@ export interface WebSocketClientEventMap {
   sessionlost: { lost: number | null };
   close: { code: number; reason: string; reconnecting: boolean };
   reconnecting: { attempt: number; delay: number };
+  /**
+   * Something went wrong that no Promise reports. With code `lost`: messages of a room (or
+   * broadcasts) fell off the server's retention of the room's log before this client had
+   * them (a relay cluster on Redis); the message says which room and how many.
+   */
   error: WsRelayError;
   response: ResponseDetail;
   /**

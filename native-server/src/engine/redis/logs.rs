@@ -104,6 +104,14 @@ impl Feed {
     }
 }
 
+/// The rooms this relay's connections follow.
+#[derive(Debug, Default)]
+pub(super) struct Feeds {
+    rooms: HashMap<String, Feed>,
+    /// The rooms each source's connection here follows: what its fetch looks at.
+    followed: HashMap<String, Vec<String>>,
+}
+
 /// The keys of a room's log.
 struct LogKeys {
     log: String,
@@ -197,7 +205,7 @@ impl RedisEngine {
     /// A client's message to `room` waits for a member: `waiter` is woken when the room
     /// goes on.
     pub(super) fn wait_for_room(&self, room: &str, waiter: &Doorbell) {
-        if let Some(feed) = self.feeds().get_mut(room) {
+        if let Some(feed) = self.feeds().rooms.get_mut(room) {
             if !feed.waiters.contains(waiter) {
                 feed.waiters.push(waiter.clone());
             }
@@ -206,7 +214,7 @@ impl RedisEngine {
 
     /// A relay took itself out of `room`'s slow set: the senders waiting here try again.
     pub(super) fn room_goes_on(&self, room: &str) {
-        if let Some(feed) = self.feeds().get_mut(room) {
+        if let Some(feed) = self.feeds().rooms.get_mut(room) {
             for waiter in feed.waiters.drain(..) {
                 waiter.ring(Signal::Wake);
             }
@@ -236,7 +244,7 @@ impl RedisEngine {
         Ok(self.log_end(room).await?.0)
     }
 
-    fn feeds(&self) -> MutexGuard<'_, HashMap<String, Feed>> {
+    fn feeds(&self) -> MutexGuard<'_, Feeds> {
         self.feeds.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -250,40 +258,57 @@ impl RedisEngine {
             session: claim.session.is_some(),
             read,
         };
-        self.feeds()
-            .entry(room.to_owned())
-            .or_default()
-            .insert(claim.source.clone(), place);
+        {
+            let mut feeds = self.feeds();
+            feeds
+                .rooms
+                .entry(room.to_owned())
+                .or_default()
+                .insert(claim.source.clone(), place);
+            let followed = feeds.followed.entry(claim.source.clone()).or_default();
+            if !followed.iter().any(|name| name == room) {
+                followed.push(room.to_owned());
+            }
+        }
         self.with_local(claim, |local| local.doorbell.ring(Signal::Logs));
     }
 
     /// The claim's connection no longer follows `room` (or, with `None`, any room).
     pub(super) fn detach(&self, claim: &Claim, room: Option<&str>) {
         let mut feeds = self.feeds();
-        let mut emptied = Vec::new();
-        for (name, feed) in feeds.iter_mut() {
+        let Feeds { rooms, followed } = &mut *feeds;
+        let Some(names) = followed.get_mut(&claim.source) else {
+            return;
+        };
+        names.retain(|name| {
             if room.is_some_and(|room| room != name) {
-                continue;
+                return true;
             }
+            let Some(feed) = rooms.get_mut(name) else {
+                return false;
+            };
             let own = feed
                 .members
                 .get(&claim.source)
                 .is_some_and(|place| place.epoch == claim.epoch);
-            if own {
-                feed.remove(&claim.source);
-                if feed.members.is_empty() {
-                    emptied.push(name.clone());
-                }
+            if !own {
+                return true; // a newer connection's
             }
-        }
-        for name in emptied {
-            feeds.remove(&name);
+            feed.remove(&claim.source);
+            if feed.members.is_empty() {
+                rooms.remove(name);
+            }
+            false
+        });
+        if names.is_empty() {
+            followed.remove(&claim.source);
         }
     }
 
     /// Whether the claim's connection follows `room` here (its session is a member).
     pub(super) fn follows(&self, claim: &Claim, room: &str) -> bool {
         self.feeds()
+            .rooms
             .get(room)
             .and_then(|feed| feed.members.get(&claim.source))
             .is_some_and(|place| place.epoch == claim.epoch)
@@ -401,7 +426,7 @@ impl RedisEngine {
         frame: Utf8Bytes,
     ) {
         let mut feeds = self.feeds();
-        let Some(feed) = feeds.get_mut(room) else {
+        let Some(feed) = feeds.rooms.get_mut(room) else {
             return; // nobody here is in the room
         };
         match feed.entries.back() {
@@ -436,7 +461,7 @@ impl RedisEngine {
     /// Every member here reads the streams of its rooms again: notes may have been missed.
     pub(super) fn reread_logs(&self) {
         let mut feeds = self.feeds();
-        for feed in feeds.values_mut() {
+        for feed in feeds.rooms.values_mut() {
             feed.entries.clear();
             for place in feed.members.values_mut() {
                 place.read = true;
@@ -459,7 +484,12 @@ impl RedisEngine {
         let mut budget = max;
         {
             let mut feeds = self.feeds();
-            for (room, feed) in feeds.iter_mut() {
+            let Feeds { rooms, followed } = &mut *feeds;
+            let names = followed.get(&claim.source).map_or(&[][..], Vec::as_slice);
+            for room in names {
+                let Some(feed) = rooms.get_mut(room) else {
+                    continue;
+                };
                 let Some(place) = feed
                     .members
                     .get_mut(&claim.source)
@@ -593,6 +623,7 @@ impl RedisEngine {
         };
         let mut feeds = self.feeds();
         let Some(place) = feeds
+            .rooms
             .get_mut(room)
             .and_then(|feed| feed.members.get_mut(&claim.source))
             .filter(|place| place.epoch == claim.epoch && place.sent == after)
@@ -610,8 +641,7 @@ impl RedisEngine {
         place.read = entries.len() >= max;
         if let (Some(_), Some(first)) = (lost, first) {
             // What is gone is not waited for.
-            let feed = feeds.get_mut(room);
-            if let Some(feed) = feed {
+            if let Some(feed) = feeds.rooms.get_mut(room) {
                 feed.ack(&claim.source, claim.epoch, first - 1);
             }
         }
@@ -637,7 +667,7 @@ impl RedisEngine {
     ) -> Result<(), EngineError> {
         let slow = {
             let mut feeds = self.feeds();
-            let Some(feed) = feeds.get_mut(room) else {
+            let Some(feed) = feeds.rooms.get_mut(room) else {
                 return Ok(());
             };
             let Some(place) = feed.members.get(&claim.source) else {

@@ -146,7 +146,7 @@ pub(crate) struct RedisEngine {
     locals: Mutex<HashMap<String, Local>>,
     /// The rooms' logs this relay's connections follow (`logs`). Locked before `locals`
     /// when both are.
-    feeds: Mutex<HashMap<String, logs::Feed>>,
+    feeds: Mutex<logs::Feeds>,
     /// Places in rooms' logs that members reached and that are not stored yet (source, room).
     unstored: Mutex<HashMap<(String, String), u64>>,
     requests: Arc<Requests>,
