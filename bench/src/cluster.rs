@@ -250,7 +250,10 @@ async fn bounded<T>(
 impl Probe {
     pub async fn connect(url: &str, keys: Option<&'static str>) -> Result<Probe, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis {url}: {e}"))?;
-        let conn = bounded("connect", client.get_multiplexed_async_connection()).await?;
+        let mut conn = bounded("connect", client.get_multiplexed_async_connection()).await?;
+        // `MEMORY USAGE` of a long stream (a room's log) reads all of it: the calls are bounded
+        // by `bounded`, not by the connection's default half second.
+        conn.set_response_timeout(Duration::from_secs(10));
         let mut probe = Probe {
             conn,
             script_commands: script_commands(),
@@ -304,8 +307,21 @@ impl Probe {
         Ok(Commands::parse(&info))
     }
 
-    /// (commands executed, round trips) between two snapshots.
+    /// (commands executed, round trips) between two snapshots. With
+    /// `WSRELAY_BENCH_REDIS_TOP` set, the commands Redis ran most are printed too (what a
+    /// figure per delivery is made of).
     pub fn count(&self, before: &Commands, after: &Commands) -> (u64, u64) {
+        if std::env::var_os("WSRELAY_BENCH_REDIS_TOP").is_some() {
+            let mut top: Vec<(&String, u64)> = after
+                .0
+                .iter()
+                .map(|(name, &calls)| (name, calls - before.0.get(name).copied().unwrap_or(0)))
+                .filter(|(_, calls)| *calls > 0)
+                .collect();
+            top.sort_by(|a, b| b.1.cmp(&a.1));
+            top.truncate(8);
+            eprintln!("      Redis ran: {top:?}");
+        }
         after.since(before, &self.script_commands)
     }
 
@@ -358,7 +374,7 @@ impl Probe {
         keys.sort();
         keys.dedup();
         let mut bytes = 0u64;
-        for chunk in keys.chunks(500) {
+        for chunk in keys.chunks(50) {
             let mut pipe = redis::pipe();
             for key in chunk {
                 pipe.cmd("MEMORY")

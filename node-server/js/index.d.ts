@@ -39,6 +39,11 @@ export interface ServerOptions {
   redis?: string;
   /** This server's name among servers sharing Redis, in logs (default: generated). */
   nodeId?: string;
+  /** With `redis`: the most messages a room's log keeps (default 100 000); a client further
+   * behind is told how many it lost (an `error` event with code `lost`). */
+  roomRetention?: number;
+  /** With `redis`: how long a room's log without new messages is kept, ms (default 600 000). */
+  roomIdle?: number;
   /** Announce joins and leaves as `relay:presence` and answer `relay:clients` (default true). */
   presence?: boolean;
   /** Relay messages of types without a handler between clients (default true). */

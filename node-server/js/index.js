@@ -115,6 +115,8 @@ const OPTIONS = {
   pingInterval: millis,
   redis: (v) => (typeof v === 'string' && /^rediss?:\/\//.test(v)) || 'a redis:// URL',
   nodeId: (v) => (typeof v === 'string' && v.length > 0) || 'a non-empty string',
+  roomRetention: count,
+  roomIdle: millis,
   presence: (v) => typeof v === 'boolean' || 'a boolean',
   relay: (v) => typeof v === 'boolean' || 'a boolean',
   maxMessageSize: count,
@@ -158,8 +160,8 @@ function nativeOptions(portOrOptions) {
   };
   for (const name of [
     'www', 'onDuplicate', 'allowedOrigins', 'maxConnections', 'maxConnectionsPerIp', 'maxPendingConnections',
-    'maxPendingPerIp', 'handshakeTimeout', 'rateLimit', 'rateBurst', 'pingInterval', 'redis', 'nodeId', 'presence',
-    'relay', 'maxMessageSize', 'sessionGrace', 'shutdownTimeout', 'handlerTimeout', 'logLevel', 'logFormat',
+    'maxPendingPerIp', 'handshakeTimeout', 'rateLimit', 'rateBurst', 'pingInterval', 'redis', 'nodeId', 'roomRetention',
+    'roomIdle', 'presence', 'relay', 'maxMessageSize', 'sessionGrace', 'shutdownTimeout', 'handlerTimeout', 'logLevel', 'logFormat',
   ]) {
     if (options[name] !== undefined) native[name] = options[name];
   }

@@ -59,6 +59,10 @@ pub struct NativeOptions {
     pub redis: Option<String>,
     /// This server's name among servers sharing Redis.
     pub node_id: Option<String>,
+    /// With Redis: the most messages a room's log keeps.
+    pub room_retention: Option<u32>,
+    /// With Redis: milliseconds a room's log without new messages is kept.
+    pub room_idle: Option<f64>,
     /// Announce joins and leaves (`relay:presence`) and answer `relay:clients`.
     pub presence: Option<bool>,
     /// Relay messages no handler takes.
@@ -194,6 +198,12 @@ impl NativeOptions {
             )?,
             redis: self.redis,
             node_id: self.node_id,
+            room_retention: wsrelay_server::RoomRetention {
+                entries: self
+                    .room_retention
+                    .map_or(defaults.room_retention.entries, |n| (n as usize).max(1)),
+                idle: millis("roomIdle", self.room_idle, defaults.room_retention.idle)?,
+            },
             ..defaults
         };
         Ok(Settings {
