@@ -31,6 +31,8 @@ use web_sys::{CloseEvent, CustomEvent, CustomEventInit, EventTarget, MessageEven
 
 use super::error::{core_error, error_value, thrown_message};
 use super::options::DriverOptions;
+#[cfg(feature = "persist")]
+use super::options::Persist;
 use super::{js, millis, now, set_number};
 use crate::client::{
     attempt_url, token_url, ClientCore, Error, Event, InboundMessage, Outgoing, Output, ReadyState,
@@ -98,11 +100,15 @@ pub(super) struct State {
     restored: Vec<(u64, String)>,
 }
 
-/// Where a client created with `persist: { path }` keeps its state (`journal.js`), and the
-/// journal lines of this turn, written together once it ends.
+/// Where a client created with `persist` keeps its state (`journal.js`: a file in Node.js,
+/// an IndexedDB database in browsers), and the journal lines of this turn, written together
+/// once it ends.
 #[cfg(feature = "persist")]
 struct Journal {
-    path: String,
+    /// The file's path or the database's name, for error messages.
+    name: String,
+    /// The path, or the `IDBDatabase` (see [`Persist::store`]).
+    store: JsValue,
     batch: String,
     rewrite: bool,
     /// The core's mark of the last batch in `batch`.
@@ -293,7 +299,10 @@ impl Inner {
     }
 
     /// Writes this turn's journal lines, then lets the core send and acknowledge what they
-    /// record. A failed write leaves the client in memory, and says so.
+    /// record: at once for a file (written synchronously), once its transaction has completed
+    /// for IndexedDB (`journal.js` returns a Promise then). Transactions on one database run
+    /// in the order they were made, so a batch never overtakes an earlier one. A failed write
+    /// leaves the client in memory, and says so.
     #[cfg(feature = "persist")]
     fn journal_write(self: &Rc<Self>) {
         let batch = {
@@ -301,38 +310,43 @@ impl Inner {
             state.journal.as_mut().map(|journal| {
                 journal.scheduled = false;
                 (
-                    journal.path.clone(),
+                    journal.store.clone(),
                     core::mem::take(&mut journal.batch),
                     core::mem::take(&mut journal.rewrite),
                     journal.mark,
                 )
             })
         };
-        let Some((path, text, rewrite, mark)) = batch else {
+        let Some((store, text, rewrite, mark)) = batch else {
             return;
         };
-        let written = js::journal_write(&path, &text, rewrite);
+        match js::journal_write(&store, &text, rewrite) {
+            Ok(pending) if pending.is_undefined() => {
+                self.state.borrow_mut().core.handle_saved(now(), mark);
+            }
+            Ok(pending) => self.await_settled(pending.unchecked_ref(), Awaited::Saved(mark)),
+            Err(thrown) => self.journal_failed(&thrown),
+        }
+        self.drain();
+    }
+
+    /// The storage refused a batch (`thrown` says why): the client goes on in memory, and the
+    /// application is told once (later failures of batches already under way say nothing more).
+    #[cfg(feature = "persist")]
+    fn journal_failed(&self, thrown: &JsValue) {
         let failure = {
             let mut state = self.state.borrow_mut();
-            match written {
-                Ok(()) => {
-                    state.core.handle_saved(now(), mark);
-                    None
-                }
-                Err(thrown) => {
-                    state.journal = None;
-                    state.core.stop_persisting();
-                    let mut message = path;
-                    message.push_str(": ");
-                    message.push_str(&thrown_message(&thrown));
-                    Some(Error::Storage(message))
-                }
-            }
+            state.journal.take().map(|journal| {
+                state.core.stop_persisting();
+                let mut message = journal.name;
+                message.push_str(": ");
+                message.push_str(&thrown_message(thrown));
+                Error::Storage(message)
+            })
         };
         if let Some(error) = failure {
             self.dispatch("error", &core_error(&error));
         }
-        self.drain();
     }
 
     /// A handler has finished with the message of `receipt` (a client that persists records
@@ -936,6 +950,15 @@ impl Inner {
             }
             #[cfg(feature = "persist")]
             Some(Awaited::Journal) => return self.journal_write(),
+            #[cfg(feature = "persist")]
+            Some(Awaited::Saved(mark)) => {
+                if fulfilled {
+                    self.state.borrow_mut().core.handle_saved(now(), mark);
+                } else {
+                    self.journal_failed(value);
+                }
+                return self.drain();
+            }
             Some(Awaited::Dispatch(kind)) => return self.dispatch(kind, value),
             None => return,
         };
@@ -971,42 +994,46 @@ impl Inner {
 #[cfg(feature = "persist")]
 fn open_core(
     options: crate::client::Options,
-    path: Option<String>,
+    persist: Option<Persist>,
 ) -> (ClientCore, Option<Journal>, Option<String>) {
     let (now, seed) = (now(), seed());
-    let Some(path) = path else {
+    let Some(persist) = persist else {
         return (ClientCore::new(options, seed, now), None, None);
     };
-    restore(options, path, now, seed)
+    restore(options, persist, now, seed)
 }
 
-/// [`open_core`] for a client created with `persist: { path }`.
+/// [`open_core`] for a client created with `persist`.
 #[cfg(feature = "persist")]
 fn restore(
     options: crate::client::Options,
-    path: String,
+    persist: Persist,
     now: Instant,
     seed: u64,
 ) -> (ClientCore, Option<Journal>, Option<String>) {
+    let Persist { name, store, text } = persist;
     let epoch_ms = js::date_now() as u64;
-    let journal = |path| Journal {
-        path,
+    let mut trouble = String::from(name.as_str());
+    trouble.push_str(": ");
+    // Node.js reads its file now; the browser entry read IndexedDB before.
+    let text = text.unwrap_or_else(|| js::journal_open(&name).map_err(|e| thrown_message(&e)));
+    let text = match text {
+        Ok(text) => text,
+        Err(message) => {
+            trouble.push_str(&message);
+            return (ClientCore::new(options, seed, now), None, Some(trouble));
+        }
+    };
+    let journal = |store| Journal {
+        name,
+        store,
         batch: String::new(),
         rewrite: false,
         mark: 0,
         scheduled: false,
     };
-    let mut trouble = String::from(path.as_str());
-    trouble.push_str(": ");
-    let text = match js::journal_open(&path) {
-        Ok(text) => text,
-        Err(thrown) => {
-            trouble.push_str(&thrown_message(&thrown));
-            return (ClientCore::new(options, seed, now), None, Some(trouble));
-        }
-    };
     let damage = match ClientCore::restore(options.clone(), seed, now, epoch_ms, &text) {
-        Ok(core) => return (core, Some(journal(path)), None),
+        Ok(core) => return (core, Some(journal(store)), None),
         Err(damage) => damage,
     };
     // Not `to_string()`: the formatting machinery is kilobytes of wasm.
@@ -1014,13 +1041,13 @@ fn restore(
     crate::protocol::push_u64(&mut trouble, damage.line as u64);
     trouble.push_str(": ");
     trouble.push_str(damage.reason);
-    match js::journal_set_aside(&path) {
+    match js::journal_set_aside(&store) {
         Ok(aside) => {
             trouble.push_str("; moved to ");
             trouble.push_str(&aside);
             trouble.push_str(", starting afresh");
             match ClientCore::restore(options.clone(), seed, now, epoch_ms, "") {
-                Ok(core) => (core, Some(journal(path)), Some(trouble)),
+                Ok(core) => (core, Some(journal(store)), Some(trouble)),
                 Err(_) => (ClientCore::new(options, seed, now), None, Some(trouble)),
             }
         }
@@ -1041,6 +1068,9 @@ enum Awaited {
     /// The end of the turn: write the journal's batch.
     #[cfg(feature = "persist")]
     Journal,
+    /// The IndexedDB transaction of the journal's batches up to this mark.
+    #[cfg(feature = "persist")]
+    Saved(u64),
     /// An event to dispatch (the settled value is its detail).
     Dispatch(&'static str),
 }

@@ -1,4 +1,7 @@
-// Where a client created with `persist: { path }` keeps its journal in Node.js: one file,
+// Where a client created with `persist` keeps its journal. In browsers (the `wsrelay/persist`
+// entry, `persist: true`): an IndexedDB database, which that entry opens and reads before it
+// constructs the client, and to which each batch is added by one readwrite transaction
+// (`store` is then the `IDBDatabase`). In Node.js (`persist: { path }`): one file,
 // appended to batch by batch, and replaced through a temporary file and a rename when the core
 // rewrites it, so that a process killed at any point leaves the old journal or the new one,
 // never a mix (PROTOCOL.md section 13). Synchronous, like the core's other inputs: a batch is
@@ -36,8 +39,27 @@ export function journalOpen(path) {
   return file.readFileSync(path, 'utf8');
 }
 
-/** Stores one batch: appended, or replacing the whole journal. */
-export function journalWrite(path, text, rewrite) {
+/**
+ * Stores one batch: appended, or replacing the whole journal. A file (`store` is its path) is
+ * written at once; an IndexedDB database gets one transaction, and a Promise that resolves
+ * once it has completed (the batch is stored) or rejects with why it failed (quota, the
+ * database closed or deleted under the page). Readwrite transactions on one store run in the
+ * order they were made: a batch never lands before an earlier one.
+ */
+export function journalWrite(store, text, rewrite) {
+  if (typeof store !== 'string') {
+    return new Promise((resolve, reject) => {
+      const transaction = store.transaction('journal', 'readwrite');
+      const journal = transaction.objectStore('journal');
+      // A rewrite replaces the records in the same transaction: the old journal or the new
+      // one, never a mix, whatever happens to the page.
+      if (rewrite) journal.clear();
+      journal.add(text);
+      transaction.oncomplete = () => resolve();
+      transaction.onabort = () => reject(transaction.error ?? new Error('IndexedDB transaction aborted'));
+    });
+  }
+  const path = store;
   const file = fs();
   if (rewrite) {
     file.writeFileSync(`${path}.tmp`, text);
@@ -56,8 +78,24 @@ export function journalWrite(path, text, rewrite) {
   }
 }
 
-/** Moves an unreadable journal aside (`.damaged` added to its name); returns where. */
-export function journalSetAside(path) {
+/**
+ * Moves an unreadable journal aside (a file: `.damaged` added to its name; IndexedDB: into
+ * the `damaged` object store, in a transaction made before any later batch's); returns where.
+ */
+export function journalSetAside(store) {
+  if (typeof store !== 'string') {
+    const transaction = store.transaction(['journal', 'damaged'], 'readwrite');
+    const journal = transaction.objectStore('journal');
+    const damaged = transaction.objectStore('damaged');
+    damaged.clear();
+    const read = journal.getAll();
+    read.onsuccess = () => {
+      for (const text of read.result) damaged.add(text);
+      journal.clear();
+    };
+    return `${store.name}, object store "damaged"`;
+  }
+  const path = store;
   const aside = `${path}.damaged`;
   release(path);
   fs().renameSync(path, aside);

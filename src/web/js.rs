@@ -102,19 +102,22 @@ extern "C" {
     pub fn payload(frame: &JsValue) -> JsValue;
 }
 
-/// The journal of a client created with `persist: { path }`, in Node.js (`journal.js`).
+/// The journal of a client created with `persist` (`journal.js`): a file in Node.js, an
+/// IndexedDB database in browsers.
 #[cfg(feature = "persist")]
 #[wasm_bindgen(module = "/src/web/journal.js")]
 extern "C" {
-    /// Creates the journal at `path` if there is none; its text.
+    /// Creates the journal file at `path` if there is none; its text.
     #[wasm_bindgen(catch, js_name = journalOpen)]
     pub fn journal_open(path: &str) -> Result<String, JsValue>;
 
-    /// Stores one batch: appended, or replacing the journal (`rewrite`).
+    /// Stores one batch in `store` (a path, or an `IDBDatabase`): appended, or replacing the
+    /// journal (`rewrite`). `undefined` once written (a file), or a Promise that settles with
+    /// the batch's transaction (IndexedDB).
     #[wasm_bindgen(catch, js_name = journalWrite)]
-    pub fn journal_write(path: &str, text: &str, rewrite: bool) -> Result<(), JsValue>;
+    pub fn journal_write(store: &JsValue, text: &str, rewrite: bool) -> Result<JsValue, JsValue>;
 
     /// Moves an unreadable journal aside; where it went.
     #[wasm_bindgen(catch, js_name = journalSetAside)]
-    pub fn journal_set_aside(path: &str) -> Result<String, JsValue>;
+    pub fn journal_set_aside(store: &JsValue) -> Result<String, JsValue>;
 }

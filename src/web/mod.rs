@@ -102,6 +102,17 @@ impl WebSocketClient {
     }
 }
 
+/// Checks `url`, `source` and `options` as the constructor does (throwing the same
+/// `WsRelayError`) and returns the URL the client would connect to. For the `wsrelay/persist`
+/// entry, which must throw from its constructor at once but constructs this class only once
+/// it has read IndexedDB.
+#[cfg(feature = "persist")]
+#[wasm_bindgen(js_name = checkClient, skip_typescript)]
+pub fn check_client(url: &str, source: &str, options: JsValue) -> Result<String, JsValue> {
+    options::read(&options)?;
+    connect_url(url, source).map_err(|error| core_error(&error))
+}
+
 #[wasm_bindgen]
 impl WebSocketClient {
     /// Creates a client for `url` with identity `source`. It connects in the background

@@ -1,6 +1,8 @@
 //! Reading the JavaScript options object into the core's [`Options`], through the core's one
 //! option table ([`Options::NAMES`] and [`Options::set`]): no option can be missing here.
 
+#[cfg(feature = "persist")]
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use js_sys::{Function, Reflect};
@@ -17,9 +19,23 @@ pub(crate) struct DriverOptions {
     pub(crate) debug: bool,
     /// `options.token`: a string, a function called before every attempt, or undefined.
     pub(crate) token: JsValue,
-    /// `options.persist.path`: the file that keeps the client's state (Node.js).
+    /// `options.persist`: where the client's state is kept.
     #[cfg(feature = "persist")]
-    pub(crate) persist: Option<alloc::string::String>,
+    pub(crate) persist: Option<Persist>,
+}
+
+/// Where a client created with `persist` keeps its journal (PROTOCOL.md section 13).
+#[cfg(feature = "persist")]
+pub(crate) struct Persist {
+    /// The file's path, or the IndexedDB database's name: what an error message names.
+    pub(crate) name: String,
+    /// Node.js: the path, a string; browsers: the open `IDBDatabase` (`journal.js` tells them
+    /// apart).
+    pub(crate) store: JsValue,
+    /// Browsers: the journal as the `wsrelay/persist` entry read it, asynchronously, before
+    /// it constructed the client (`Ok`), or why it could not (`Err`). Node.js: `None`, the
+    /// file is read at once.
+    pub(crate) text: Option<Result<String, String>>,
 }
 
 fn get(object: &JsValue, key: &str) -> JsValue {
@@ -85,13 +101,15 @@ pub(crate) fn read(options: &JsValue) -> Result<DriverOptions, JsValue> {
         ));
     }
     // Read in every build: one without `persist` refuses the option rather than ignore it.
-    let persist = if given {
-        persist_path(&get(options, "persist"))?
+    let persist_option = if given {
+        get(options, "persist")
     } else {
-        None
+        JsValue::UNDEFINED
     };
     #[cfg(not(feature = "persist"))]
-    debug_assert!(persist.is_none(), "refused above");
+    persist(&persist_option)?;
+    #[cfg(feature = "persist")]
+    let persist = persist(&persist_option)?;
     Ok(DriverOptions {
         core,
         socket_class,
@@ -102,29 +120,62 @@ pub(crate) fn read(options: &JsValue) -> Result<DriverOptions, JsValue> {
     })
 }
 
-/// `options.persist`: absent or `false` (nothing kept), or `{ path }`.
-fn persist_path(persist: &JsValue) -> Result<Option<alloc::string::String>, JsValue> {
-    if persist.is_undefined() || persist.is_null() || persist.as_bool() == Some(false) {
-        return Ok(None);
+/// `options.persist` is absent or `false`.
+fn persist_absent(persist: &JsValue) -> bool {
+    persist.is_undefined() || persist.is_null() || persist.as_bool() == Some(false)
+}
+
+/// `options.persist` in a build that cannot persist: refused unless absent or `false`.
+#[cfg(not(feature = "persist"))]
+fn persist(persist: &JsValue) -> Result<(), JsValue> {
+    if persist_absent(persist) {
+        return Ok(());
     }
-    if cfg!(not(feature = "persist")) {
-        return Err(error_value(
-            "invalid_option",
-            "persist: this build of wsrelay cannot persist (the Node.js build can)",
-        ));
+    Err(error_value(
+        "invalid_option",
+        "persist: in browsers, import the client from 'wsrelay/persist'",
+    ))
+}
+
+/// `options.persist`: absent or `false` (nothing kept), `{ path }` (Node.js: a file), or the
+/// form the `wsrelay/persist` entry passes once it has read IndexedDB: `{ name, indexedDB,
+/// journal }`, or `{ name, error }` when it could not. `persist: true` itself is that entry's:
+/// it reads the database asynchronously before it constructs this class.
+#[cfg(feature = "persist")]
+fn persist(persist: &JsValue) -> Result<Option<Persist>, JsValue> {
+    if persist_absent(persist) {
+        return Ok(None);
     }
     if persist.as_bool() == Some(true) {
         return Err(error_value(
             "invalid_option",
-            "persist: true (IndexedDB, in browsers) is not available yet; in Node.js, use \
-             persist: { path }",
+            "persist: true (IndexedDB) is the option of the 'wsrelay/persist' entry, in \
+             browsers; in Node.js, use persist: { path }",
         ));
     }
-    match get(persist, "path").as_string() {
-        Some(path) if !path.is_empty() => Ok(Some(path)),
-        _ => Err(error_value(
+    if let Some(path) = get(persist, "path")
+        .as_string()
+        .filter(|path| !path.is_empty())
+    {
+        return Ok(Some(Persist {
+            name: path.clone(),
+            store: path.into(),
+            text: None,
+        }));
+    }
+    let Some(name) = get(persist, "name").as_string() else {
+        return Err(error_value(
             "invalid_option",
             "persist must be { path: string } (the file that keeps the client's state)",
-        )),
-    }
+        ));
+    };
+    let text = match get(persist, "error").as_string() {
+        Some(error) => Err(error),
+        None => Ok(get(persist, "journal").as_string().unwrap_or_default()),
+    };
+    Ok(Some(Persist {
+        name,
+        store: get(persist, "indexedDB"),
+        text: Some(text),
+    }))
 }
