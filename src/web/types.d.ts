@@ -58,15 +58,19 @@ export interface WebSocketClientOptions {
    */
   WebSocket?: abstract new (url: string) => unknown;
   /**
-   * Keeps the client's state in a journal, so that a new process built with the same path
-   * carries on where this one stopped, even if it was killed (Node.js 20.16+: a file). The
-   * messages queued and not seen acknowledged are sent, once, in order, before anything sent
-   * later (a `restored` event names them; their outcomes come as `delivered` and `failed`
-   * events), and a message whose handler finished is not handled again. One path per client.
-   * Storage that fails is reported as an `error` event with code `storage`, and the client
-   * goes on in memory. PROTOCOL.md section 13 says what a crash between two steps can do.
+   * Keeps the client's state in a journal, so that a new process or page carries on where
+   * this one stopped, even if it was killed. In browsers, `true`: an IndexedDB database per
+   * source, through the `wsrelay/persist` entry (`import init, { WebSocketClient } from
+   * "wsrelay/persist"`; the main entry refuses it with `invalid_option`, its module leaves the
+   * journal out); one tab of a source owns the journal at a time (a Web Lock), the others wait
+   * for it. In Node.js 20.16+, `{ path }`: a file. The messages queued and not seen
+   * acknowledged are sent, once, in order, before anything sent later (a `restored` event
+   * names them; their outcomes come as `delivered` and `failed` events), and a message whose
+   * handler finished is not handled again. One path per client. Storage that fails is
+   * reported as an `error` event with code `storage`, and the client goes on in memory.
+   * PROTOCOL.md section 13 says what a crash between two steps can do.
    */
-  persist?: { path: string };
+  persist?: true | { path: string };
 }
 
 /** A message an earlier process queued, restored from the journal (`restored` event). */

@@ -165,10 +165,13 @@ pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
     ensure_npm(root, "xtask", tally)?;
     let pkg = root.join("pkg");
     let _ = fs::remove_dir_all(&pkg);
-    // The Node build can persist (`persist: { path }`, a file); browsers cannot yet, and their
-    // build leaves the journal out (10 KB of the gzipped module).
+    // The Node build can persist (`persist: { path }`, a file). Browsers get two builds: the
+    // default one leaves the journal out (it is about 10 KB of the gzipped module), and
+    // `web-persist`, the `wsrelay/persist` entry (`persist: true`, IndexedDB), has it: only a
+    // page that imports that entry downloads it (BENCHMARKS.md, "Persisting in browsers").
     for (target, folder, module_type, features) in [
         ("web", "web", "module", "small-allocator"),
+        ("web", "web-persist", "module", "small-allocator,persist"),
         ("nodejs", "node", "commonjs", "small-allocator,persist"),
     ] {
         let out = pkg.join(folder);
@@ -221,11 +224,13 @@ pub fn build_pkg(root: &Path, tally: &mut Tally) -> Result<PathBuf, String> {
         let _ = fs::remove_file(out.join("README.md"));
     }
     copy_tree(&root.join("pkg-template"), &pkg)?;
-    let (wasm_gz, glue_gz) = web_size(&pkg)?;
-    println!(
-        "pkg: web build {} B gzipped (wasm {wasm_gz} + glue {glue_gz})",
-        wasm_gz + glue_gz
-    );
+    for folder in ["web", "web-persist"] {
+        let (wasm_gz, glue_gz) = web_size(&pkg, folder)?;
+        println!(
+            "pkg: {folder} build {} B gzipped (wasm {wasm_gz} + glue {glue_gz})",
+            wasm_gz + glue_gz
+        );
+    }
     Ok(pkg)
 }
 
@@ -308,12 +313,12 @@ fn declarations_without_dom(declarations: &Path) -> Result<(), String> {
     fs::write(declarations, text).map_err(|e| format!("{}: {e}", declarations.display()))
 }
 
-/// Gzipped (-9) sizes of the web build's wasm and JS glue.
-pub fn web_size(pkg: &Path) -> Result<(u64, u64), String> {
+/// Gzipped (-9) sizes of a web build's (`folder` of the package) wasm and JS glue.
+pub fn web_size(pkg: &Path, folder: &str) -> Result<(u64, u64), String> {
     let gzipped = |file: &str| -> Result<u64, String> {
         let out = Command::new("gzip")
             .args(["-9", "-c"])
-            .arg(pkg.join("web").join(file))
+            .arg(pkg.join(folder).join(file))
             .output()
             .map_err(|e| format!("gzip: {e}"))?;
         Ok(out.stdout.len() as u64)
