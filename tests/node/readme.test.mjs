@@ -3,7 +3,8 @@
 // address: each is written to a module next to the installed package and run by this Node.
 // Snippets that rely on a global WebSocket run on Node 20 with --experimental-websocket, as
 // the package README says. A block marked `js esbuild` is bundled and run in Chromium by
-// tests/browser: here its lines are checked to be that page's.
+// tests/browser: here its lines are checked to be that page's; a block marked `js browser` runs
+// there too.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -28,6 +29,9 @@ for (const file of sources) {
   const snippets = blocks(readFileSync(join(root, file), "utf8")).filter(([info]) => info.startsWith("js"));
   assert.ok(snippets.length > 0, `${file} has JavaScript snippets`);
   snippets.forEach(([info, code], index) => {
+    // Browser-only snippets (`wsrelay/persist`: IndexedDB, Web Locks) run in Chromium, in
+    // tests/browser/persist.test.mjs.
+    if (info === "js browser") return;
     if (info === "js esbuild") {
       test(`${file} snippet ${index + 1} is the esbuild page's code`, () => {
         const page = readFileSync(join(here, "..", "browser", "app", "esbuild", "main.js"), "utf8");
