@@ -10,11 +10,15 @@
 // is kept here, in order, and made on that client as soon as it exists: what the journal held
 // is queued first (the `restored` event names it), then these calls' messages.
 //
-// One tab at a time owns a source's journal: the client takes the Web Lock `wsrelay:<source>`
-// before it opens the database, and keeps it until the page goes away (or `free()`). A second
-// tab of the same source waits for the lock, keeping its calls, so that two tabs never write
-// one journal nor replace each other's connection (close 4409 and back); when the owner's
-// page closes, the next tab takes the lock and restores from the journal.
+// One tab at a time owns a source's journal and its connection: the client takes the Web Lock
+// `wsrelay:<source>` before it opens the database, and keeps it until the page goes away (or
+// `free()`), so that two tabs never write one journal nor replace each other's connection
+// (close 4409 and back). The other tabs of the source wait for the lock and meanwhile go
+// through the owner, over the BroadcastChannel `wsrelay:<source>`: their `send`, `request`,
+// `join` and `leave` are made by the owner's client (journaled there) and settled back; the
+// messages the owner receives are handed to their handlers too. When the owner's page closes,
+// the next tab takes the lock and restores from the journal. PROTOCOL.md section 13 has the
+// model.
 //
 // Storage that is missing or fails (no `indexedDB`, private mode, quota, a refused open) is
 // an `error` event with code `storage`; the client then goes on in memory.
@@ -62,21 +66,47 @@ function openJournal(name) {
 
 const message = (error) => String(error?.message ?? error);
 
+/** A `WsRelayError` as the module makes them, from its parts (errors cross tabs as parts). */
+function relayError({ code, message, closeCode }) {
+  const error = new Error(message);
+  error.name = "WsRelayError";
+  error.code = code;
+  if (closeCode !== undefined) error.closeCode = closeCode;
+  return error;
+}
+
+const errorParts = (error) => ({ code: error?.code ?? "handler_error", message: message(error), closeCode: error?.closeCode });
+
+/** The methods that send a message, which a waiting tab hands to the owner. */
+const SENDING = ["send", "request", "join", "leave"];
+
 /**
  * A reliable WebSocket client for browsers whose state survives the page (`persist: true`),
  * with the API of the package's main entry. Without `persist: true` it is the plain client.
  */
 export class WebSocketClient {
-  /** The module's client, once the journal is read. */
+  /** The module's client, once this tab owns the source and has read its journal. */
   #client = null;
-  /** The calls made before it existed, in order: each a function of it. */
+  /** Calls other than messages made before it existed, in order: each a function of it. */
   #calls = [];
-  /** Of those, the messages (`send`, `request`, `join`, `leave`): `queued` until then. */
-  #messages = 0;
+  /** Messages (`SENDING`) not yet made nor handed to an owner: `[method, args, resolve, reject]`. */
+  #waiting = [];
+  /** Messages handed to the owner `#owner`, by call number: `[resolve, reject]`. */
+  #forwarded = new Map();
+  #lastCall = 0;
+  /** `on` handlers of this tab, by type. */
+  #handlers = new Map();
+  /** As the owner: the other tabs' handled types, type -> set of tab ids. */
+  #remote = new Map();
+  /** This tab, and the owner it hands its messages to (`null`: none known yet). */
+  #tab = (globalThis.crypto?.randomUUID?.() ?? String(Math.random())).slice(0, 36);
+  #owner = null;
+  #channel = null;
   #source;
   #url;
-  /** Lets go of the source's lock (`free()`). */
+  /** Lets go of the source's lock (`free()`), or stops waiting for it. */
   #release = () => {};
+  #stopWaiting = () => {};
 
   constructor(url, source, options) {
     if (options?.persist !== true) {
@@ -87,6 +117,12 @@ export class WebSocketClient {
     this.#url = checkClient(url, source, { ...options, persist: undefined });
     this.#source = source;
     const name = `wsrelay:${source}`;
+    if (typeof BroadcastChannel === "function") {
+      this.#channel = new BroadcastChannel(name);
+      this.#channel.onmessage = (event) => this.#heard(event.data);
+      // An owner already there answers with `owner`.
+      this.#post({ op: "who" });
+    }
     const start = async () => {
       let persist;
       try {
@@ -96,9 +132,7 @@ export class WebSocketClient {
         // The client reports it (`error`, code `storage`) and keeps its state in memory.
         persist = { name, error: message(error) };
       }
-      this.#client = new Client(url, source, { ...options, persist });
-      this.#messages = 0;
-      for (const call of this.#calls.splice(0)) call(this.#client);
+      this.#own(new Client(url, source, { ...options, persist }));
     };
     const locks = globalThis.navigator?.locks;
     if (!locks) {
@@ -107,56 +141,183 @@ export class WebSocketClient {
       return;
     }
     const held = new Promise((resolve) => (this.#release = resolve));
+    const waiting = new AbortController();
+    // A tab freed while it waits for the lock stops waiting.
+    this.#stopWaiting = () => waiting.abort();
     // The callback's Promise holds the lock: until `free()` or the page goes away.
-    locks.request(name, async () => {
-      await start();
-      await held;
-    });
-  }
-
-  /** Sends a message (`call`) now, or once the client exists; a Promise of its outcome. */
-  #later(call) {
-    if (this.#client) return call(this.#client);
-    this.#messages++;
-    return new Promise((resolve, reject) => {
-      this.#calls.push((client) => {
-        try {
-          resolve(call(client));
-        } catch (error) {
-          reject(error);
-        }
+    locks
+      .request(name, { signal: waiting.signal }, async () => {
+        this.#stopWaiting = () => {};
+        await start();
+        await held;
+      })
+      .catch((error) => {
+        if (error?.name !== "AbortError") throw error;
       });
+  }
+
+  /** This tab now owns the source: `client` is restored; what was kept is made on it. */
+  #own(client) {
+    // Messages handed to the owner that went away and not settled: it may have journaled
+    // them (then `client` restored them, and its `restored` event names them) or not.
+    this.#lost();
+    this.#client = client;
+    this.#owner = this.#tab;
+    for (const type of new Set([...this.#handlers.keys(), ...this.#remote.keys()])) {
+      client.on(type, this.#dispatch(type));
+    }
+    for (const call of this.#calls.splice(0)) call(client);
+    for (const [method, args, resolve, reject] of this.#waiting.splice(0)) {
+      try {
+        resolve(client[method](...args));
+      } catch (error) {
+        reject(error);
+      }
+    }
+    this.#post({ op: "owner" });
+  }
+
+  /** Rejects the messages handed to an owner that is gone. */
+  #lost() {
+    const lost = relayError({
+      code: "unconfirmed",
+      message: "the tab that owned the connection went away before this message was acknowledged: it may have been delivered (the next owner sends it if it was journaled)",
+    });
+    for (const [, reject] of this.#forwarded.values()) reject(lost);
+    this.#forwarded.clear();
+  }
+
+  #post(data) {
+    this.#channel?.postMessage({ ...data, from: this.#tab });
+  }
+
+  /** What another tab of the source said. */
+  #heard(data) {
+    const client = this.#client;
+    const mine = data.to === this.#tab;
+    switch (data.op) {
+      case "who":
+        if (client) this.#post({ op: "owner" });
+        return;
+      case "owner":
+        if (client || data.from === this.#owner) return;
+        // A new owner: what the previous one did not settle is lost with it.
+        this.#lost();
+        this.#owner = data.from;
+        if (this.#handlers.size) this.#post({ op: "on", to: data.from, types: [...this.#handlers.keys()] });
+        for (const call of this.#waiting.splice(0)) this.#forward(...call);
+        return;
+      case "call":
+        if (!client || !mine || !SENDING.includes(data.method)) return;
+        Promise.resolve()
+          .then(() => client[data.method](...data.args))
+          .then(
+            (value) => this.#post({ op: "settled", to: data.from, call: data.call, ok: true, value }),
+            (error) => this.#post({ op: "settled", to: data.from, call: data.call, ok: false, error: errorParts(error) }),
+          );
+        return;
+      case "settled": {
+        const pending = mine && this.#forwarded.get(data.call);
+        if (!pending) return;
+        this.#forwarded.delete(data.call);
+        if (data.ok) pending[0](data.value);
+        else pending[1](relayError(data.error));
+        return;
+      }
+      case "on":
+        if (!client || !mine) return;
+        for (const type of data.types) {
+          const tabs = this.#remote.get(type) ?? new Set();
+          tabs.add(data.from);
+          this.#remote.set(type, tabs);
+          client.on(type, this.#dispatch(type));
+        }
+        return;
+      case "off":
+        if (!client || !mine) return;
+        this.#remote.get(data.type)?.delete(data.from);
+        if (!this.#remote.get(data.type)?.size) {
+          this.#remote.delete(data.type);
+          if (!this.#handlers.has(data.type)) client.off(data.type);
+        }
+        return;
+      case "message":
+        if (client || !data.tabs.includes(this.#tab)) return;
+        try {
+          this.#handlers.get(data.type)?.(data.payload, data.info);
+        } catch (error) {
+          // A handler of a waiting tab answers nothing: what it throws is its page's error.
+          queueMicrotask(() => {
+            throw error;
+          });
+        }
+        return;
+    }
+  }
+
+  /**
+   * The owner's handler of `type`: hands each message to the tabs that handle it, then to
+   * this tab's handler, whose value is the answer (the other tabs' are not: one answer).
+   */
+  #dispatch(type) {
+    return (payload, info) => {
+      const tabs = this.#remote.get(type);
+      if (tabs?.size) this.#post({ op: "message", type, payload, info: { ...info }, tabs: [...tabs] });
+      return this.#handlers.get(type)?.(payload, info);
+    };
+  }
+
+  /** Hands a message to the owner; a Promise of its outcome, settled when the owner says. */
+  #forward(method, args, resolve, reject) {
+    const call = ++this.#lastCall;
+    this.#forwarded.set(call, [resolve, reject]);
+    this.#post({ op: "call", to: this.#owner, call, method, args });
+  }
+
+  /** Sends a message now, through the owner, or once one of them is there. */
+  #message(method, args) {
+    if (this.#client) return this.#client[method](...args);
+    return new Promise((resolve, reject) => {
+      if (this.#owner) this.#forward(method, args, resolve, reject);
+      else this.#waiting.push([method, args, resolve, reject]);
     });
   }
 
-  /** Runs `call` on the client now, or once it exists (nothing returned). */
+  /** Runs `call` on the client now, or once this tab owns it (nothing returned). */
   #soon(call) {
     if (this.#client) call(this.#client);
     else this.#calls.push(call);
   }
 
   send(type, payload, options) {
-    return this.#later((client) => client.send(type, payload, options));
+    return this.#message("send", [type, payload, options]);
   }
 
   request(type, payload, options) {
-    return this.#later((client) => client.request(type, payload, options));
+    return this.#message("request", [type, payload, options]);
   }
 
   join(room) {
-    return this.#later((client) => client.join(room));
+    return this.#message("join", [room]);
   }
 
   leave(room) {
-    return this.#later((client) => client.leave(room));
+    return this.#message("leave", [room]);
   }
 
   on(type, handler) {
-    this.#soon((client) => client.on(type, handler));
+    this.#handlers.set(type, handler);
+    if (this.#client) this.#client.on(type, this.#dispatch(type));
+    else if (this.#owner) this.#post({ op: "on", to: this.#owner, types: [type] });
   }
 
   off(type) {
-    this.#soon((client) => client.off(type));
+    this.#handlers.delete(type);
+    if (!this.#client) {
+      if (this.#owner) this.#post({ op: "off", to: this.#owner, type });
+    } else if (!this.#remote.get(type)?.size) {
+      this.#client.off(type);
+    }
   }
 
   addEventListener(type, listener, options) {
@@ -167,6 +328,7 @@ export class WebSocketClient {
     this.#soon((client) => client.removeEventListener(type, listener, options));
   }
 
+  /** Closes the client; a tab that does not own the source closes it once it does. */
   close(code, reason) {
     if (this.#client) return this.#client.close(code, reason);
     return new Promise((resolve) => this.#calls.push((client) => resolve(client.close(code, reason))));
@@ -178,7 +340,7 @@ export class WebSocketClient {
 
   stats() {
     if (this.#client) return this.#client.stats();
-    const queuedMessages = this.#messages;
+    const queuedMessages = this.queued;
     return { reconnects: 0, retransmitted: 0, queuedMessages, queuedBytes: 0, acknowledged: 0, failed: 0 };
   }
 
@@ -194,19 +356,36 @@ export class WebSocketClient {
     return this.#client ? this.#client.url : this.#url;
   }
 
+  /** Messages waiting: in the client, or (a tab that does not own the source) kept or handed to the owner and not settled. */
   get queued() {
-    return this.#client ? this.#client.queued : this.#messages;
+    return this.#client ? this.#client.queued : this.#waiting.length + this.#forwarded.size;
   }
 
   get retryCount() {
     return this.#client ? this.#client.retryCount : 0;
   }
 
-  /** Frees the client and lets another tab of the source take its journal. */
+  /** Whether this tab owns the source's journal and connection (the others go through it). */
+  get owner() {
+    return this.#client !== null;
+  }
+
+  /**
+   * Frees the client and lets another tab of the source take its journal. A tab that does not
+   * own the source stops waiting for it: its messages not yet settled are rejected `closed`.
+   */
   free() {
-    this.#soon((client) => {
-      client.free();
+    this.#channel?.close();
+    this.#channel = null;
+    if (this.#client) {
+      this.#client.free();
       this.#release();
-    });
+      return;
+    }
+    this.#stopWaiting();
+    const closed = relayError({ code: "closed", message: "client freed before the message was acknowledged" });
+    for (const [, , , reject] of this.#waiting.splice(0)) reject(closed);
+    for (const [, reject] of this.#forwarded.values()) reject(closed);
+    this.#forwarded.clear();
   }
 }

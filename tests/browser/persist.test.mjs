@@ -7,8 +7,9 @@
 //    the new page reports them `restored`, then `delivered`.
 // 2. The sender's browser process killed (SIGKILL) mid-stream, a new one on the same profile:
 //    every message acknowledged or restored arrives exactly once, in order.
-// 3. Two tabs of one source: one owns the connection (a Web Lock), the other waits; nothing
-//    lost or doubled, no 4409 replacement.
+// 3. Two tabs of one source: one owns the connection (a Web Lock), the other sends and
+//    receives through it (BroadcastChannel), then takes over when the owner's page closes;
+//    nothing lost or doubled, no 4409 replacement.
 // 5. Storage unavailable or failing: an `error` event `storage`, delivery in memory.
 
 import { test, before, after } from "node:test";
@@ -87,7 +88,7 @@ async function recipient(source, errors) {
     const { default: init, WebSocketClient } = await import("/pkg/wsrelay.js");
     await init();
     window.got = [];
-    const client = new WebSocketClient(url, source);
+    const client = (window.inboxClient = new WebSocketClient(url, source));
     client.on("n", (payload) => {
       window.got.push(payload);
     });
@@ -286,7 +287,7 @@ test("persist (2): the browser killed (SIGKILL) mid-stream, restarted on its pro
   }
 });
 
-test("persist (3): two tabs of one source, both sending: one connection at a time, nothing lost or doubled, no 4409", async () => {
+test("persist (3): two tabs of one source, both sending: one owns the connection, the other goes through it; nothing lost or doubled, no 4409", async () => {
   const errors = [];
   const to = unique("recipient");
   const source = unique("shared");
@@ -301,39 +302,54 @@ test("persist (3): two tabs of one source, both sending: one connection at a tim
     });
     await page.goto(`${base}/blank.html`);
     await persistent(page, source, { to });
+    await page.evaluate((to) => {
+      window.to = to;
+      window.notes = [];
+      window.client.on("note", (payload) => {
+        window.notes.push(payload);
+      });
+      window.sendAll = (prefix, from, count) => {
+        for (let i = from; i < from + count; i++) {
+          window.client.send("n", `${prefix}${i}`, { to }).then(() => window.seen.acked.push(`${prefix}${i}`));
+        }
+      };
+    }, to);
     return page;
   };
+  const inOrder = (prefix, count) => Array.from({ length: count }, (_, i) => `${prefix}${i + 1}`);
   try {
     const a = await tab("a");
     await a.waitForFunction(() => window.seen.opens === 1, null, { timeout: WAIT });
     const b = await tab("b");
-    const send = (page, prefix) => page.evaluate((prefix) => {
-      for (let i = 1; i <= 10; i++) window.client.send("n", `${prefix}${i}`, { to: window.to });
-    }, prefix);
-    await b.evaluate((to) => (window.to = to), to);
-    await a.evaluate((to) => (window.to = to), to);
-    await send(a, "a");
-    await send(b, "b");
-    await inbox.waitForFunction(() => window.got.length >= 10, null, { timeout: WAIT });
-    await sleep(500);
-    // The second tab waits for the source's lock: it has not connected, so it has replaced
-    // nothing.
-    assert.equal(connections.b, 0, "the waiting tab opened no connection");
-    assert.equal(await b.evaluate(() => window.client.queued), 10, "its sends are kept");
-    // The owner's page closes: the other tab takes the lock and the journal, and sends.
-    await a.close({ runBeforeUnload: false });
+    await a.evaluate(() => window.sendAll("a", 1, 10));
+    await b.evaluate(() => window.sendAll("b", 1, 10));
+    // The second tab's messages go out through the first tab's connection, and are settled
+    // back to it.
     await inbox.waitForFunction(() => window.got.length >= 20, null, { timeout: WAIT });
+    await b.waitForFunction(() => window.seen.acked.length === 10, null, { timeout: WAIT });
+    assert.equal(await b.evaluate(() => window.client.owner), false);
+    assert.equal(connections.b, 0, "the second tab opened no connection of its own");
+    // What the source receives reaches both tabs' handlers.
+    await inbox.evaluate((source) => window.inboxClient.send("note", "hello tabs", { to: source }), source);
+    await a.waitForFunction(() => window.notes.length === 1, null, { timeout: WAIT });
+    await b.waitForFunction(() => window.notes.length === 1, null, { timeout: WAIT });
+    // The owner's page closes: the other tab takes the lock and the journal, and connects.
+    await a.close({ runBeforeUnload: false });
+    await b.waitForFunction(() => window.client.owner && window.seen.opens === 1, null, { timeout: WAIT });
+    await b.evaluate(() => window.sendAll("b", 11, 5));
+    await inbox.waitForFunction(() => window.got.length >= 25, null, { timeout: WAIT });
     await b.waitForFunction(() => window.client.queued === 0, null, { timeout: WAIT });
-    await sleep(500);
+    await sleep(500); // a copy sent twice would arrive by now
     const got = await inbox.evaluate(() => window.got);
-    assert.deepEqual(got.filter((p) => p.startsWith("a")), Array.from({ length: 10 }, (_, i) => `a${i + 1}`));
-    assert.deepEqual(got.filter((p) => p.startsWith("b")), Array.from({ length: 10 }, (_, i) => `b${i + 1}`));
-    assert.equal(got.length, 20, `nothing twice: ${got}`);
+    assert.deepEqual(got.filter((p) => p.startsWith("a")), inOrder("a", 10));
+    assert.deepEqual(got.filter((p) => p.startsWith("b")), inOrder("b", 15));
+    assert.equal(got.length, 25, `nothing twice: ${got}`);
     const seenB = await b.evaluate(() => window.seen);
     assert.ok(!seenB.closes.includes(4409), `no replacement: ${seenB.closes}`);
     assert.deepEqual(seenB.errors, []);
-    assert.equal(connections.a, 1, "the owner connected once");
-    assert.equal(connections.b, 1, "the next owner connected once");
+    assert.deepEqual(seenB.failed, []);
+    assert.equal(seenB.acked.length, 15);
+    assert.deepEqual(connections, { a: 1, b: 1 }, "one connection per owner, in turn");
     assert.deepEqual(errors, []);
   } finally {
     await context.close();
