@@ -62,8 +62,9 @@ export interface WebSocketClientOptions {
    * this one stopped, even if it was killed. In browsers, `true`: an IndexedDB database per
    * source, through the `wsrelay/persist` entry (`import init, { WebSocketClient } from
    * "wsrelay/persist"`; the main entry refuses it with `invalid_option`, its module leaves the
-   * journal out); one tab of a source owns the journal at a time (a Web Lock), the others wait
-   * for it. In Node.js 20.16+, `{ path }`: a file. The messages queued and not seen
+   * journal out); one tab of a source owns the journal and the connection at a time (a Web
+   * Lock), the others send and receive through it (a BroadcastChannel) and take over when it
+   * closes. In Node.js 20.16+, `{ path }`: a file. The messages queued and not seen
    * acknowledged are sent, once, in order, before anything sent later (a `restored` event
    * names them; their outcomes come as `delivered` and `failed` events), and a message whose
    * handler finished is not handled again. One path per client. Storage that fails is
