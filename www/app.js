@@ -1,7 +1,9 @@
 // The wsrelay chat demo: plain ES module over the npm package's web build (copied to ./pkg by
 // `cargo xtask run`). Everyone, one person, or a room (#general, #random, or one made here),
-// with who is online in each room.
-import init, { WebSocketClient } from "./pkg/wsrelay.js";
+// with who is online in each room. It persists (`persist: true`, the package's `wsrelay/persist`
+// entry): a message typed offline keeps its "queued" mark across a reload and goes out, once,
+// when the relay is back; the tabs of one name share one connection.
+import init, { WebSocketClient } from "./pkg/persist/persist.js";
 
 const $ = (id) => document.getElementById(id);
 const log = $("log");
@@ -242,6 +244,32 @@ function connect(name) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   client = new WebSocketClient(`${scheme}//${location.host}/ws`, name, {
     maxReconnectionDelay: 5000,
+    persist: true,
+  });
+  // What an earlier page of this name typed and did not see acknowledged: shown again as
+  // queued, sent first. The server's acknowledgement (`delivered`) makes it "sent"; the
+  // recipient's receipt (a `response` with its cid) "delivered", as for any message.
+  const restored = new Map(); // message id -> <li>
+  client.addEventListener("restored", (event) => {
+    for (const { id, type, payload, to } of event.detail.messages) {
+      if (type !== "chat-message" || !payload?.cid) continue;
+      const li = addMessage({ from: me, to: to ?? "", text: String(payload.message ?? ""), at: payload.sentAt, own: true, cid: payload.cid });
+      mine.set(payload.cid, li);
+      restored.set(id, li);
+      setStatus(li, "queued");
+    }
+    if (restored.size) system(`${restored.size} message${restored.size === 1 ? "" : "s"} from before the reload, queued again`);
+    refreshState();
+  });
+  client.addEventListener("delivered", (event) => {
+    const li = restored.get(event.detail.id);
+    restored.delete(event.detail.id);
+    if (li) setStatus(li, "sent");
+  });
+  client.addEventListener("failed", (event) => {
+    const li = restored.get(event.detail.id);
+    restored.delete(event.detail.id);
+    if (li) setStatus(li, "failed", event.detail.error.code);
   });
   client.addEventListener("open", () => {
     refreshState();

@@ -1,6 +1,7 @@
 // End to end: two people chat in the www/ demo (headless Chromium, the npm package's web build)
 // through the real relay binary; the relay stops while Alice types, comes back, and her queued
-// messages reach Bob exactly once and are marked delivered.
+// messages reach Bob exactly once and are marked delivered; messages typed offline survive a
+// reload of the page (the demo persists).
 //
 // Needs WSRELAY_SERVER_BIN (the built relay) and www/pkg (the package); `cargo xtask test`
 // provides both. Screenshots go to test-output/e2e/.
@@ -96,6 +97,80 @@ test("two people chat, the relay restarts, queued messages arrive once and are m
 
     await alice.screenshot({ path: join(output, "alice.png") });
     await bob.screenshot({ path: join(output, "bob.png") });
+  } finally {
+    await browser.close();
+    await stopRelay(relay);
+  }
+});
+
+test("messages typed offline keep their queued mark across a reload, then turn delivered (persist)", { timeout: 120_000 }, async () => {
+  assert.ok(binary, "WSRELAY_SERVER_BIN must name the relay binary (cargo xtask test sets it)");
+  mkdirSync(output, { recursive: true });
+  const relay = await startRelay();
+  const base = `http://127.0.0.1:${relay.port}/`;
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: BROWSER_ARGS });
+  try {
+    const alice = await browser.newPage({ viewport: { width: 1000, height: 700 } });
+    const bob = await browser.newPage({ viewport: { width: 390, height: 740 } });
+    for (const page of [alice, bob]) page.on("pageerror", (error) => assert.fail(`page error: ${error}`));
+    // Alice's link goes through a gate: shut, her attempts are refused at once.
+    let linkUp = true;
+    let current;
+    await alice.routeWebSocket(/.*/, (ws) => {
+      if (!linkUp) return ws.close({ code: 1011, reason: "link down" });
+      current = ws;
+      ws.connectToServer();
+    });
+    await joinChat(alice, base, "alice");
+    await joinChat(bob, base, "bob");
+    await alice.waitForSelector('.person[data-to="bob"]', { timeout: WAIT });
+
+    linkUp = false;
+    await current.close({ code: 1011, reason: "link down" });
+    await alice.waitForSelector('#state:not([data-state="open"])', { timeout: WAIT });
+    const offline = ["typed offline 1", "typed offline 2"];
+    for (const text of offline) await say(alice, text);
+    assert.equal(await alice.$$eval('.msg.mine[data-status="queued"]', (n) => n.length), 2);
+    // The reload comes once both are in the page's journal (IndexedDB `wsrelay:alice`).
+    const journaled = () => alice.evaluate(() => new Promise((resolve, reject) => {
+      const open = indexedDB.open("wsrelay:alice");
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const read = open.result.transaction("journal").objectStore("journal").getAll();
+        read.onsuccess = () => {
+          open.result.close();
+          resolve(read.result.join("").split("\n").filter((line) => line.startsWith('{"q"')).length);
+        };
+      };
+    }));
+    for (let i = 0; (await journaled()) < 2; i++) {
+      assert.ok(i < 100, "both messages reach the journal");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+
+    // Reloaded (still offline), and joined again under the remembered name: the two are there,
+    // marked queued.
+    await alice.reload();
+    await alice.click("#join");
+    await alice.waitForFunction(
+      () => document.querySelectorAll('.msg.mine[data-status="queued"]').length === 2,
+      null,
+      { timeout: WAIT },
+    );
+    assert.deepEqual(await texts(alice), offline);
+    await alice.screenshot({ path: join(output, "alice-reloaded-offline.png") });
+
+    // The link is back: they go out once, in order, and Bob's receipts mark them delivered.
+    linkUp = true;
+    await alice.waitForFunction(
+      () => document.querySelectorAll('.msg.mine[data-status="delivered"]').length === 2,
+      null,
+      { timeout: WAIT },
+    );
+    await new Promise((resolve) => setTimeout(resolve, 500)); // a copy sent twice would arrive by now
+    const seen = await texts(bob);
+    assert.deepEqual(seen.filter((t) => t.startsWith("typed offline")), offline, "each once, in order");
+    await alice.screenshot({ path: join(output, "alice-reloaded-delivered.png") });
   } finally {
     await browser.close();
     await stopRelay(relay);

@@ -342,7 +342,7 @@ fn stale(root: &Path, built: &Path) -> bool {
 /// Builds the package into `www/pkg` for the demo when it is missing or older than the
 /// sources.
 pub fn ensure_www_pkg(root: &Path) -> Result<(), String> {
-    if !stale(root, &root.join("www/pkg/wsrelay_bg.wasm")) {
+    if !stale(root, &root.join("www/pkg/persist/wsrelay_bg.wasm")) {
         return Ok(());
     }
     let pkg = build_pkg(root, &mut Tally::default())?;
@@ -358,16 +358,22 @@ pub fn ensure_pkg(root: &Path, tally: &mut Tally) -> Result<(), String> {
     Ok(())
 }
 
-/// Puts the package's web build where the demo imports it from (`www/pkg`).
+/// Puts the package's web builds where the demo imports them from: `www/pkg` (the main
+/// entry), and `www/pkg/persist` (the `wsrelay/persist` entry, which the demo uses).
 fn copy_web_build(root: &Path, pkg: &Path) -> Result<(), String> {
     let www_pkg = root.join("www/pkg");
     let _ = fs::remove_dir_all(&www_pkg);
-    fs::create_dir_all(&www_pkg).map_err(|e| e.to_string())?;
-    for entry in fs::read_dir(pkg.join("web")).map_err(|e| e.to_string())? {
-        let entry = entry.map_err(|e| e.to_string())?;
-        fs::copy(entry.path(), www_pkg.join(entry.file_name())).map_err(|e| e.to_string())?;
+    for (from, to) in [
+        ("web", www_pkg.clone()),
+        ("web-persist", www_pkg.join("persist")),
+    ] {
+        fs::create_dir_all(&to).map_err(|e| e.to_string())?;
+        for entry in fs::read_dir(pkg.join(from)).map_err(|e| e.to_string())? {
+            let entry = entry.map_err(|e| e.to_string())?;
+            fs::copy(entry.path(), to.join(entry.file_name())).map_err(|e| e.to_string())?;
+        }
     }
-    println!("www/pkg: the web build of the package");
+    println!("www/pkg: the web builds of the package");
     Ok(())
 }
 
