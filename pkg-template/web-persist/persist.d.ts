@@ -14,7 +14,7 @@ export declare class WebSocketClient extends Client {
   /**
    * `true` in the tab that owns the source's journal and connection (it holds the Web Lock
    * `wsrelay:<source>`); `false` in a tab that goes through the owner, or that has not read
-   * its journal yet. Always `true` without `persist: true`.
+   * its journal yet, or after `close()`. Always `true` without `persist: true`.
    */
   readonly owner: boolean;
 }

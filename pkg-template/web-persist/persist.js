@@ -49,6 +49,9 @@ function openJournal(name) {
     request.onblocked = () => reject(new Error("IndexedDB open blocked by another page"));
     request.onsuccess = () => {
       const db = request.result;
+      // Another page deleting or upgrading the database (site data cleared): let it, and
+      // the next batch fails as a `storage` error (the client goes on in memory).
+      db.onversionchange = () => db.close();
       try {
         const read = db.transaction(STORE).objectStore(STORE).getAll();
         read.onsuccess = () => resolve({ db, journal: read.result.join("") });
@@ -106,7 +109,10 @@ export class WebSocketClient {
   #url;
   /** Lets go of the source's lock (`free()`), or stops waiting for it. */
   #release = () => {};
-  #stopWaiting = () => {};
+  /** Stops waiting for the lock; `null` once it is held (or there are no locks). */
+  #stopWaiting = null;
+  /** `close()` was called: this tab no longer takes part (see `close`). */
+  #closed = false;
 
   constructor(url, source, options) {
     if (options?.persist !== true) {
@@ -142,12 +148,12 @@ export class WebSocketClient {
     }
     const held = new Promise((resolve) => (this.#release = resolve));
     const waiting = new AbortController();
-    // A tab freed while it waits for the lock stops waiting.
+    // A tab closed or freed while it waits for the lock stops waiting.
     this.#stopWaiting = () => waiting.abort();
-    // The callback's Promise holds the lock: until `free()` or the page goes away.
+    // The callback's Promise holds the lock: until `close()`, `free()` or the page goes away.
     locks
       .request(name, { signal: waiting.signal }, async () => {
-        this.#stopWaiting = () => {};
+        this.#stopWaiting = null;
         await start();
         await held;
       })
@@ -277,6 +283,7 @@ export class WebSocketClient {
   /** Sends a message now, through the owner, or once one of them is there. */
   #message(method, args) {
     if (this.#client) return this.#client[method](...args);
+    if (this.#closed) return Promise.reject(relayError({ code: "closed", message: "client closed" }));
     return new Promise((resolve, reject) => {
       if (this.#owner) this.#forward(method, args, resolve, reject);
       else this.#waiting.push([method, args, resolve, reject]);
@@ -329,13 +336,39 @@ export class WebSocketClient {
   }
 
   /** Closes the client; a tab that does not own the source closes it once it does. */
+  /**
+   * Closes the client, and this tab's part in the source: once closed, the owner lets go of the
+   * source's lock (the next tab takes over) and no longer relays the other tabs' messages. A
+   * tab waiting for the lock stops waiting: its messages not yet handed to an owner are
+   * rejected `closed`, those handed over are still settled by the owner. Create a new client
+   * to take part again (`reconnect()` does nothing after `close()` here).
+   */
   close(code, reason) {
-    if (this.#client) return this.#client.close(code, reason);
-    return new Promise((resolve) => this.#calls.push((client) => resolve(client.close(code, reason))));
+    const wasClosed = this.#closed;
+    this.#closed = true;
+    const leave = () => {
+      this.#release();
+      if (this.#client) {
+        this.#channel?.close();
+        this.#channel = null;
+      }
+    };
+    if (this.#client) return this.#client.close(code, reason).then(leave);
+    if (this.#stopWaiting) {
+      // Still waiting for the lock: stop. The channel stays open for the owner's answers.
+      this.#stopWaiting();
+      this.#stopWaiting = null;
+      const closed = relayError({ code: "closed", message: "client closed before the message was sent" });
+      for (const [, , , reject] of this.#waiting.splice(0)) reject(closed);
+      return Promise.resolve();
+    }
+    if (wasClosed) return Promise.resolve();
+    // The lock is held and the journal being read: close once the client exists.
+    return new Promise((resolve) => this.#calls.push((client) => resolve(client.close(code, reason).then(leave))));
   }
 
   reconnect() {
-    this.#soon((client) => client.reconnect());
+    if (!this.#closed) this.#soon((client) => client.reconnect());
   }
 
   stats() {
@@ -345,7 +378,8 @@ export class WebSocketClient {
   }
 
   get readyState() {
-    return this.#client ? this.#client.readyState : 0;
+    if (this.#client) return this.#client.readyState;
+    return this.#closed ? 3 : 0;
   }
 
   get source() {
@@ -367,7 +401,7 @@ export class WebSocketClient {
 
   /** Whether this tab owns the source's journal and connection (the others go through it). */
   get owner() {
-    return this.#client !== null;
+    return this.#client !== null && !this.#closed;
   }
 
   /**
@@ -382,7 +416,8 @@ export class WebSocketClient {
       this.#release();
       return;
     }
-    this.#stopWaiting();
+    this.#stopWaiting?.();
+    this.#stopWaiting = null;
     const closed = relayError({ code: "closed", message: "client freed before the message was acknowledged" });
     for (const [, , , reject] of this.#waiting.splice(0)) reject(closed);
     for (const [, reject] of this.#forwarded.values()) reject(closed);

@@ -357,6 +357,62 @@ test("persist (3): two tabs of one source, both sending: one owns the connection
   }
 });
 
+test("persist (3b): the owner's close() hands the source to the next tab, which restores and connects", async () => {
+  const errors = [];
+  const to = unique("recipient");
+  const source = unique("shared");
+  const inbox = await recipient(to, errors);
+  const context = await browser.newContext();
+  try {
+    const tab = async () => {
+      const page = watch(await context.newPage(), errors);
+      await page.goto(`${base}/blank.html`);
+      await persistent(page, source, { to });
+      return page;
+    };
+    const a = await tab();
+    await a.waitForFunction(() => window.seen.opens === 1, null, { timeout: WAIT });
+    const b = await tab();
+    assert.equal(await b.evaluate(() => window.client.owner), false);
+    await a.evaluate(() => window.client.close());
+    assert.equal(await a.evaluate(() => [window.client.owner, window.client.readyState].join()), "false,3");
+    await b.waitForFunction(() => window.client.owner && window.seen.opens === 1, null, { timeout: WAIT });
+    await b.evaluate(() => window.sendN(1));
+    await inbox.waitForFunction(() => window.got.length === 1, null, { timeout: WAIT });
+    // The closed tab takes no part any more: its sends are refused.
+    assert.equal(await a.evaluate(() => window.client.send("n", 2).catch((error) => error.code)), "closed");
+    assert.deepEqual(await inbox.evaluate(() => window.got), [1]);
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+    await inbox.close();
+  }
+});
+
+test("the main entry refuses persist: true, naming the entry that has it", async () => {
+  const errors = [];
+  const page = watch(await browser.newPage(), errors);
+  try {
+    await page.goto(`${base}/blank.html`);
+    const thrown = await page.evaluate(async (url) => {
+      const { default: init, WebSocketClient } = await import("/pkg/wsrelay.js");
+      await init();
+      try {
+        new WebSocketClient(url, "refused", { persist: true });
+        return null;
+      } catch (error) {
+        return [error.name, error.code, error.message];
+      }
+    }, relay);
+    assert.equal(thrown?.[0], "WsRelayError");
+    assert.equal(thrown[1], "invalid_option");
+    assert.match(thrown[2], /wsrelay\/persist/);
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+  }
+});
+
 for (const [name, script] of [
   ["no indexedDB", () => Object.defineProperty(window, "indexedDB", { value: undefined })],
   ["a refused open", () => {
