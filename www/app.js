@@ -251,14 +251,21 @@ function connect(name) {
   // recipient's receipt (a `response` with its cid) "delivered", as for any message.
   const restored = new Map(); // message id -> <li>
   client.addEventListener("restored", (event) => {
+    let earlier = 0;
     for (const { id, type, payload, to } of event.detail.messages) {
       if (type !== "chat-message" || !payload?.cid) continue;
-      const li = addMessage({ from: me, to: to ?? "", text: String(payload.message ?? ""), at: payload.sentAt, own: true, cid: payload.cid });
-      mine.set(payload.cid, li);
+      // Sent from this very page through a tab that closed since (the tabs of one name share
+      // a journal): it is on screen already.
+      let li = mine.get(payload.cid);
+      if (!li) {
+        li = addMessage({ from: me, to: to ?? "", text: String(payload.message ?? ""), at: payload.sentAt, own: true, cid: payload.cid });
+        mine.set(payload.cid, li);
+        setStatus(li, "queued");
+        earlier++;
+      }
       restored.set(id, li);
-      setStatus(li, "queued");
     }
-    if (restored.size) system(`${restored.size} message${restored.size === 1 ? "" : "s"} from before the reload, queued again`);
+    if (earlier) system(`${earlier} message${earlier === 1 ? "" : "s"} from before the reload, queued again`);
     refreshState();
   });
   client.addEventListener("delivered", (event) => {

@@ -83,6 +83,9 @@ const errorParts = (error) => ({ code: error?.code ?? "handler_error", message: 
 /** The methods that send a message, which a waiting tab hands to the owner. */
 const SENDING = ["send", "request", "join", "leave"];
 
+/** The owner's events that the waiting tabs see too: its connection's, and responses. */
+const SHARED = ["open", "close", "reconnecting", "sessionlost", "response"];
+
 /**
  * A reliable WebSocket client for browsers whose state survives the page (`persist: true`),
  * with the API of the package's main entry. Without `persist: true` it is the plain client.
@@ -104,6 +107,10 @@ export class WebSocketClient {
   /** This tab, and the owner it hands its messages to (`null`: none known yet). */
   #tab = (globalThis.crypto?.randomUUID?.() ?? String(Math.random())).slice(0, 36);
   #owner = null;
+  /** The owner's `readyState`, as it last said: a waiting tab's own. */
+  #ownerState = 0;
+  /** A waiting tab's listeners, which the owner's `SHARED` events reach. */
+  #events = typeof EventTarget === "function" ? new EventTarget() : null;
   #channel = null;
   #source;
   #url;
@@ -173,6 +180,14 @@ export class WebSocketClient {
       client.on(type, this.#dispatch(type));
     }
     for (const call of this.#calls.splice(0)) call(client);
+    for (const type of SHARED) {
+      client.addEventListener(type, (event) => {
+        let detail = event.detail;
+        // Errors cross as their parts (a structured clone keeps no `code`).
+        if (detail?.error) detail = { ...detail, error: errorParts(detail.error) };
+        this.#post({ op: "event", type, detail, readyState: client.readyState });
+      });
+    }
     for (const [method, args, resolve, reject] of this.#waiting.splice(0)) {
       try {
         resolve(client[method](...args));
@@ -180,7 +195,13 @@ export class WebSocketClient {
         reject(error);
       }
     }
-    this.#post({ op: "owner" });
+    this.#post({ op: "owner", readyState: client.readyState });
+    // A page that goes away says so, so that the other tabs hand it nothing more and keep
+    // their messages for the next owner (a page kept in the back-forward cache may come back
+    // holding the lock: it says nothing).
+    globalThis.addEventListener?.("pagehide", (event) => {
+      if (!event.persisted) this.#post({ op: "bye" });
+    });
   }
 
   /** Rejects the messages handed to an owner that is gone. */
@@ -203,10 +224,12 @@ export class WebSocketClient {
     const mine = data.to === this.#tab;
     switch (data.op) {
       case "who":
-        if (client) this.#post({ op: "owner" });
+        if (client && !this.#closed) this.#post({ op: "owner", readyState: client.readyState });
         return;
       case "owner":
-        if (client || data.from === this.#owner) return;
+        if (client) return;
+        this.#ownerState = data.readyState;
+        if (data.from === this.#owner) return;
         // A new owner: what the previous one did not settle is lost with it.
         this.#lost();
         this.#owner = data.from;
@@ -247,6 +270,20 @@ export class WebSocketClient {
           if (!this.#handlers.has(data.type)) client.off(data.type);
         }
         return;
+      case "bye":
+        if (client || data.from !== this.#owner) return;
+        // What it had not settled stays pending: the next owner's announcement rejects it.
+        this.#owner = null;
+        this.#ownerState = 0;
+        return;
+      case "event": {
+        if (client || data.from !== this.#owner) return;
+        this.#ownerState = data.readyState;
+        let detail = data.detail;
+        if (detail?.error) detail = { ...detail, error: relayError(detail.error) };
+        this.#events?.dispatchEvent(new CustomEvent(data.type, { detail }));
+        return;
+      }
       case "message":
         if (client || !data.tabs.includes(this.#tab)) return;
         try {
@@ -327,11 +364,17 @@ export class WebSocketClient {
     }
   }
 
+  /**
+   * Listens to the client's events; in a tab that goes through the owner, meanwhile to the
+   * owner's `open`, `close`, `reconnecting`, `sessionlost` and `response` events.
+   */
   addEventListener(type, listener, options) {
+    if (!this.#client) this.#events?.addEventListener(type, listener, options);
     this.#soon((client) => client.addEventListener(type, listener, options));
   }
 
   removeEventListener(type, listener, options) {
+    this.#events?.removeEventListener(type, listener, options);
     this.#soon((client) => client.removeEventListener(type, listener, options));
   }
 
@@ -377,9 +420,11 @@ export class WebSocketClient {
     return { reconnects: 0, retransmitted: 0, queuedMessages, queuedBytes: 0, acknowledged: 0, failed: 0 };
   }
 
+  /** The client's; in a tab that goes through the owner, the owner's connection's. */
   get readyState() {
     if (this.#client) return this.#client.readyState;
-    return this.#closed ? 3 : 0;
+    if (this.#closed) return 3;
+    return this.#owner ? this.#ownerState : 0;
   }
 
   get source() {

@@ -328,6 +328,7 @@ test("persist (3): two tabs of one source, both sending: one owns the connection
     await inbox.waitForFunction(() => window.got.length >= 20, null, { timeout: WAIT });
     await b.waitForFunction(() => window.seen.acked.length === 10, null, { timeout: WAIT });
     assert.equal(await b.evaluate(() => window.client.owner), false);
+    assert.equal(await b.evaluate(() => window.client.readyState), 1, "the owner's connection is open");
     assert.equal(connections.b, 0, "the second tab opened no connection of its own");
     // What the source receives reaches both tabs' handlers.
     await inbox.evaluate((source) => window.inboxClient.send("note", "hello tabs", { to: source }), source);

@@ -177,6 +177,60 @@ test("messages typed offline keep their queued mark across a reload, then turn d
   }
 });
 
+test("two tabs of one name share one connection: the second sends through the first, then takes over", { timeout: 120_000 }, async () => {
+  assert.ok(binary, "WSRELAY_SERVER_BIN must name the relay binary (cargo xtask test sets it)");
+  const relay = await startRelay();
+  const base = `http://127.0.0.1:${relay.port}/`;
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: BROWSER_ARGS });
+  try {
+    // Alice's two tabs share a browser profile (one context); Bob is elsewhere.
+    const context = await browser.newContext();
+    const first = await context.newPage();
+    const second = await context.newPage();
+    const bob = await browser.newPage();
+    const sockets = { first: 0, second: 0 };
+    for (const [name, page] of [["first", first], ["second", second], ["bob", bob]]) {
+      page.on("pageerror", (error) => assert.fail(`page error: ${error}`));
+      page.on("websocket", () => (sockets[name] = (sockets[name] ?? 0) + 1));
+    }
+    await joinChat(bob, base, "bob");
+    await joinChat(first, base, "alice");
+    await joinChat(second, base, "alice"); // connected through the first tab
+    await say(second, "from the second tab");
+    await bob.waitForFunction(() => document.body.innerText.includes("from the second tab"), null, { timeout: WAIT });
+    // Bob's receipt reaches the tab that sent it: marked delivered there.
+    await second.waitForSelector('.msg.mine[data-status="delivered"]', { timeout: WAIT });
+    assert.equal(sockets.second, 0, "the second tab opened no connection");
+    assert.equal(await first.$eval("#ended", (box) => box.hidden), true, "nobody was replaced (4409)");
+
+    // The first tab closes: the second takes the connection over.
+    await first.close();
+    for (let i = 0; sockets.second !== 1; i++) {
+      assert.ok(i < 150, "the second tab connects once it owns the name");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await second.waitForFunction(() => document.querySelector("#state").dataset.state === "open", null, { timeout: WAIT });
+    await say(second, "after the first tab closed");
+    await bob.waitForFunction(() => document.body.innerText.includes("after the first tab closed"), null, { timeout: WAIT });
+    await second.waitForFunction(
+      () => document.querySelectorAll('.msg.mine[data-status="delivered"]').length === 2,
+      null,
+      { timeout: WAIT },
+    );
+    assert.equal(sockets.second, 1, "one connection, once it owns the name");
+    // The first message, still in the shared journal when the first tab closed, is sent again
+    // by the second (the relay drops the copy) and is not shown twice.
+    assert.deepEqual(await texts(second), ["from the second tab", "after the first tab closed"]);
+    const seen = await texts(bob);
+    for (const text of ["from the second tab", "after the first tab closed"]) {
+      assert.equal(seen.filter((t) => t === text).length, 1, `${text} arrives once: ${JSON.stringify(seen)}`);
+    }
+  } finally {
+    await browser.close();
+    await stopRelay(relay);
+  }
+});
+
 /** A port nobody listens on now. */
 function freePort() {
   return new Promise((resolve, reject) => {
