@@ -8,7 +8,8 @@ export { default } from "./wsrelay.js";
 /**
  * The client of the main entry, with `persist: true` kept in IndexedDB (one database per
  * source) and shared by the tabs of a source: one owns the journal and the connection, the
- * others go through it.
+ * others go through it. In a tab that goes through the owner, `readyState` and the `open`,
+ * `close`, `reconnecting`, `sessionlost` and `response` events are the owner's connection's.
  */
 export declare class WebSocketClient extends Client {
   /**
