@@ -454,6 +454,56 @@ for (const [name, script] of [
   });
 }
 
+test("persist (5): a damaged journal is moved aside, reported, and started afresh", async () => {
+  const errors = [];
+  const to = unique("recipient");
+  const source = unique("damaged");
+  const inbox = await recipient(to, errors);
+  const context = await browser.newContext();
+  const page = watch(await context.newPage(), errors);
+  try {
+    await page.goto(`${base}/blank.html`);
+    // A journal whose committed batch holds an unreadable line: damage, not a torn tail.
+    await page.evaluate((name) => new Promise((resolve, reject) => {
+      const open = indexedDB.open(name, 1);
+      open.onupgradeneeded = () => {
+        open.result.createObjectStore("journal", { autoIncrement: true });
+        open.result.createObjectStore("damaged", { autoIncrement: true });
+      };
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const transaction = open.result.transaction("journal", "readwrite");
+        transaction.objectStore("journal").add('{"n":\n{"c":1}\n');
+        transaction.oncomplete = () => {
+          open.result.close();
+          resolve();
+        };
+      };
+    }), `wsrelay:${source}`);
+    await persistent(page, source, { to });
+    await page.evaluate(() => window.sendN(1));
+    await inbox.waitForFunction(() => window.got.length === 1, null, { timeout: WAIT });
+    const seen = await page.evaluate(() => window.seen);
+    assert.deepEqual(seen.errors, ["storage"]);
+    assert.deepEqual(seen.acked, [1]);
+    const stores = await page.evaluate((name) => new Promise((resolve) => {
+      const open = indexedDB.open(name);
+      open.onsuccess = () => {
+        const transaction = open.result.transaction(["journal", "damaged"]);
+        const damaged = transaction.objectStore("damaged").getAll();
+        const journal = transaction.objectStore("journal").getAll();
+        transaction.oncomplete = () => resolve({ damaged: damaged.result, journal: journal.result.join("") });
+      };
+    }), `wsrelay:${source}`);
+    assert.deepEqual(stores.damaged, ['{"n":\n{"c":1}\n'], "the damaged journal is kept aside");
+    assert.ok(stores.journal.includes('{"q":1'), `a fresh journal: ${stores.journal}`);
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+    await inbox.close();
+  }
+});
+
 // The `js browser` snippets of README.md and the package README, run as they are in a page
 // (the import named as this server serves it, the relay's address put in).
 const root = join(here, "..", "..");
