@@ -390,6 +390,57 @@ test("persist (3b): the owner's close() hands the source to the next tab, which 
   }
 });
 
+test("persist (3c): the owner's page closes with the other tab's messages unsent: the next owner restores and sends them, once", async () => {
+  const errors = [];
+  const to = unique("recipient");
+  const source = unique("shared");
+  const inbox = await recipient(to, errors);
+  const context = await browser.newContext();
+  try {
+    const a = watch(await context.newPage(), errors);
+    // The owner's link goes down, so that what it is handed stays in its journal, unsent.
+    let linkUp = true;
+    let current;
+    await a.routeWebSocket(/.*/, (ws) => {
+      if (!linkUp) return ws.close({ code: 1011, reason: "link down" });
+      current = ws;
+      ws.connectToServer();
+    });
+    await a.goto(`${base}/blank.html`);
+    await persistent(a, source, { to });
+    await a.waitForFunction(() => window.seen.opens === 1, null, { timeout: WAIT });
+    const b = watch(await context.newPage(), errors);
+    await b.goto(`${base}/blank.html`);
+    await persistent(b, source, { to });
+    await b.waitForFunction(() => window.client.readyState === 1, null, { timeout: WAIT });
+    linkUp = false;
+    await current.close({ code: 1011, reason: "link down" });
+    await b.waitForFunction(() => window.client.readyState !== 1, null, { timeout: WAIT });
+    // Handed to the owner, which journals them and cannot send them.
+    await b.evaluate(() => [1, 2, 3].forEach((n) => window.sendN(n)));
+    await a.waitForFunction(() => window.client.queued === 3, null, { timeout: WAIT });
+    for (let i = 0; (await journaledQueued(a, source)) < 3; i++) {
+      assert.ok(i < 100, "the three reach the owner's journal");
+      await sleep(50);
+    }
+    await a.close({ runBeforeUnload: false });
+    // The second tab takes over: the three come back from the journal and go out, once.
+    await inbox.waitForFunction(() => window.got.length >= 3, null, { timeout: WAIT });
+    await b.waitForFunction(() => window.seen.delivered.length === 3, null, { timeout: WAIT });
+    await sleep(500); // a copy sent twice would arrive by now
+    assert.deepEqual(await inbox.evaluate(() => window.got), [1, 2, 3]);
+    const seen = await b.evaluate(() => window.seen);
+    assert.deepEqual(seen.restored.map((m) => m.payload), [1, 2, 3], "restored by the new owner");
+    // Their Promises in this tab were the old owner's to settle: 'unconfirmed', and the
+    // events above say what became of them.
+    assert.deepEqual(seen.failed, [[1, "unconfirmed"], [2, "unconfirmed"], [3, "unconfirmed"]]);
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+    await inbox.close();
+  }
+});
+
 test("the main entry refuses persist: true, naming the entry that has it", async () => {
   const errors = [];
   const page = watch(await browser.newPage(), errors);
