@@ -23,6 +23,10 @@ use super::*;
 pub(super) const EVERYONE: &str = "";
 /// Entries a relay keeps per room for its members.
 const KEPT: usize = 8192;
+/// How long a relay gathers the entries of its rooms before it rings their members: a
+/// connection then writes the entries of that moment at once (one write, not one per entry),
+/// which is most of what a delivery costs. Tokio's timer rounds it up to a millisecond.
+const RING_AFTER: Duration = Duration::from_micros(500);
 /// How often a relay stores the places its members reached (a relay that dies makes them
 /// receive at most this much again, which their clients drop).
 pub(super) const STORE_PLACES: Duration = Duration::from_secs(2);
@@ -110,6 +114,8 @@ pub(super) struct Feeds {
     rooms: HashMap<String, Feed>,
     /// The rooms each source's connection here follows: what its fetch looks at.
     followed: HashMap<String, Vec<String>>,
+    /// Rooms with entries whose members are not rung yet ([`RING_AFTER`]).
+    unrung: Vec<String>,
 }
 
 /// The keys of a room's log.
@@ -276,7 +282,9 @@ impl RedisEngine {
     /// The claim's connection no longer follows `room` (or, with `None`, any room).
     pub(super) fn detach(&self, claim: &Claim, room: Option<&str>) {
         let mut feeds = self.feeds();
-        let Feeds { rooms, followed } = &mut *feeds;
+        let Feeds {
+            rooms, followed, ..
+        } = &mut *feeds;
         let Some(names) = followed.get_mut(&claim.source) else {
             return;
         };
@@ -441,13 +449,22 @@ impl RedisEngine {
         if feed.entries.len() > KEPT {
             feed.entries.pop_front();
         }
-        let locals = self.locals();
-        for source in feed.members.keys() {
-            if let Some(local) = locals.get(source) {
-                local.doorbell.ring(Signal::Logs);
-            }
+        // Members are rung a moment later, for every room an entry came to meanwhile: each
+        // connection then writes what came together in one go, not one write per entry.
+        let first = feeds.unrung.is_empty();
+        if !feeds.unrung.iter().any(|name| name == room) {
+            feeds.unrung.push(room.to_owned());
         }
-        drop(locals);
+        if first {
+            let engine = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(RING_AFTER).await;
+                engine.ring_unrung();
+            });
+        }
+        let Some(feed) = feeds.rooms.get_mut(room) else {
+            return;
+        };
         if let Some(slow) = self.behind(feed) {
             let (engine, room) = (Arc::clone(self), room.to_owned());
             tokio::spawn(async move {
@@ -455,6 +472,23 @@ impl RedisEngine {
                     tracing::debug!(%error, "cannot say a room waits for a member");
                 }
             });
+        }
+    }
+
+    /// Rings the members of every room that entries came to since the last time.
+    fn ring_unrung(&self) {
+        let mut feeds = self.feeds();
+        let rooms = std::mem::take(&mut feeds.unrung);
+        let locals = self.locals();
+        for room in rooms {
+            let Some(feed) = feeds.rooms.get(&room) else {
+                continue;
+            };
+            for source in feed.members.keys() {
+                if let Some(local) = locals.get(source) {
+                    local.doorbell.ring(Signal::Logs);
+                }
+            }
         }
     }
 
@@ -484,7 +518,9 @@ impl RedisEngine {
         let mut budget = max;
         {
             let mut feeds = self.feeds();
-            let Feeds { rooms, followed } = &mut *feeds;
+            let Feeds {
+                rooms, followed, ..
+            } = &mut *feeds;
             let names = followed.get(&claim.source).map_or(&[][..], Vec::as_slice);
             for room in names {
                 let Some(feed) = rooms.get_mut(room) else {
