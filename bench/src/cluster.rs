@@ -318,7 +318,7 @@ impl Probe {
                 .map(|(name, &calls)| (name, calls - before.0.get(name).copied().unwrap_or(0)))
                 .filter(|(_, calls)| *calls > 0)
                 .collect();
-            top.sort_by(|a, b| b.1.cmp(&a.1));
+            top.sort_by_key(|&(_, calls)| std::cmp::Reverse(calls));
             top.truncate(8);
             eprintln!("      Redis ran: {top:?}");
         }
