@@ -562,24 +562,7 @@ async fn an_expired_session_and_broadcasts_past_the_retention_are_told_to_their_
         server.broadcast("n", &n, None).await.unwrap();
     }
     bob.client.reconnect();
-    let (code, message) = loop {
-        match tokio::time::timeout(PATIENCE, bob_events.recv())
-            .await
-            .unwrap()
-        {
-            Ok(Event::Error(wsrelay::Error::Remote(error))) => break (error.code, error.message),
-            Ok(Event::SessionLost { lost }) => panic!("the session goes on; {lost:?} lost"),
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(error) => panic!("{error}"),
-        }
-    };
-    assert_eq!(code, "lost", "{message}");
-    let lost: u64 = message
-        .split(": ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("a count in {message:?}"));
+    let (_, lost) = common::cluster::told_lost(&mut bob_events).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while (bob.from("").len() as u64) < 400 - lost {
         assert!(

@@ -334,23 +334,8 @@ async fn a_member_whose_place_fell_off_the_rooms_log_is_told_how_much_it_lost() 
         bob.client.send_to_room("red", "n", n).await.unwrap();
     }
     alice.client.reconnect();
-    let message = loop {
-        match tokio::time::timeout(PATIENCE, errors.recv()).await.unwrap() {
-            Ok(wsrelay::Event::Error(wsrelay::Error::Remote(error))) if error.code == "lost" => {
-                break error.message;
-            }
-            Ok(wsrelay::Event::SessionLost { .. }) => panic!("the session goes on"),
-            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-            Err(error) => panic!("{error}"),
-        }
-    };
+    let (message, lost) = common::cluster::told_lost(&mut errors).await;
     assert!(message.contains("room \"red\""), "{message}");
-    let lost: u64 = message
-        .split(": ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("a count in {message:?}"));
     let kept = 400 - lost;
     alice.wait_for("bob", "red", 1 + kept as usize).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -365,32 +350,38 @@ async fn a_member_whose_place_fell_off_the_rooms_log_is_told_how_much_it_lost() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bystander_is_unaffected_by_a_burst_that_a_slow_member_holds_back() {
-    use futures_util::SinkExt;
+    use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let redis = Redis::start(false).await;
     let a = Relay::start(&redis.url(), "a").await;
     let b = Relay::start(&redis.url(), "b").await;
-    // A member of "busy" that joins and then never reads: it falls behind at once.
-    let (mut slow, _) =
-        tokio_tungstenite::connect_async(format!("ws://{}/?source=slow&v=1", b.addr))
-            .await
-            .unwrap();
-    slow.send(Message::text(
-        r#"{"type":"~hello","v":1,"session":"slow-session-0123456789","ack":0}"#,
-    ))
-    .await
-    .unwrap();
-    slow.send(Message::text(
-        r#"{"type":"relay:join","id":1,"request":true,"payload":{"room":"busy"}}"#,
-    ))
-    .await
-    .unwrap();
     let flooder = Peer::connect(a.addr, "flooder").await;
     flooder.client.join("busy").await.unwrap();
     let quiet_sender = Peer::connect(a.addr, "quiet-a").await;
     quiet_sender.client.join("quiet").await.unwrap();
     let quiet_receiver = Peer::connect(b.addr, "quiet-b").await;
     quiet_receiver.client.join("quiet").await.unwrap();
+    // A member of "busy" that joins and then never reads: it falls behind at once. (Relay b
+    // is ready: quiet-b's client opened on it.)
+    let url = format!("ws://{}/?source=slow&v=1", b.addr);
+    let (mut slow, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let hello = r#"{"type":"~hello","v":1,"session":"slow-session-0123456789","ack":0}"#;
+    slow.send(Message::text(hello)).await.unwrap();
+    let join = r#"{"type":"relay:join","id":1,"request":true,"payload":{"room":"busy"}}"#;
+    slow.send(Message::text(join)).await.unwrap();
+    let joined = tokio::time::timeout(PATIENCE, async {
+        while let Some(Ok(message)) = slow.next().await {
+            if message
+                .to_text()
+                .is_ok_and(|text| text.contains(r#""re":1"#))
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(joined, Ok(true), "the slow member joined");
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The flood: 1 KiB messages, far past what the slow member's window lets through.
     let big = "x".repeat(1024);

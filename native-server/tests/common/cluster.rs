@@ -221,3 +221,32 @@ pub async fn opened_counting_losses(
         .unwrap();
     lost
 }
+
+/// Waits on `events` for the client's error with code `lost` (a room's log, or the log of
+/// broadcasts, no longer held what it missed), failing on a lost session; returns the error's
+/// message and the count it names.
+pub async fn told_lost(
+    events: &mut tokio::sync::broadcast::Receiver<wsrelay::Event>,
+) -> (String, u64) {
+    use tokio::sync::broadcast::error::RecvError;
+    use wsrelay::{Error, Event};
+    let message = loop {
+        match tokio::time::timeout(PATIENCE, events.recv()).await {
+            Ok(Ok(Event::Error(Error::Remote(error)))) if error.code == "lost" => {
+                break error.message
+            }
+            Ok(Ok(Event::SessionLost { lost })) => panic!("the session goes on; {lost:?} lost"),
+            Ok(Ok(_) | Err(RecvError::Lagged(_))) => {}
+            Ok(Err(error)) => panic!("{error}"),
+            Err(_) => panic!("no `lost` error within {PATIENCE:?}"),
+        }
+    };
+    // "... were lost to you: 212 (past the log's retention)"
+    let count = message
+        .split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count in {message:?}"));
+    (message, count)
+}

@@ -538,6 +538,30 @@ fn log_frames_are_taken_once_per_room_and_acknowledged_per_room() {
     assert_eq!(transmitted(&drain(&mut core)), [ack_frame(1)]);
 }
 
+/// `transport` drops at `at(closed)`; the core reconnects a minute later and is welcomed
+/// (`resumed`, or a fresh session) 20 ms after that. Returns the new transport.
+fn reconnected(
+    core: &mut ClientCore,
+    transport: TransportId,
+    closed: u64,
+    resumed: bool,
+) -> TransportId {
+    core.handle_closed(at(closed), transport, 1006, "gone");
+    let later = closed + 60_000;
+    core.handle_timeout(at(later));
+    let transport = drain(core)
+        .into_iter()
+        .find_map(|output| match output {
+            Output::Connect(transport) => Some(transport),
+            _ => None,
+        })
+        .expect("reconnects");
+    core.handle_opened(at(later + 10), transport);
+    let welcome = welcome(core, 0, resumed);
+    core.handle_frame(at(later + 20), transport, &welcome);
+    transport
+}
+
 #[test]
 fn a_resumed_session_tells_its_places_again_and_a_fresh_one_forgets_them() {
     let mut core = open_core();
@@ -545,37 +569,15 @@ fn a_resumed_session_tells_its_places_again_and_a_fresh_one_forgets_them() {
     core.handle_timeout(at(100) + core.options.ack_delay);
     drain(&mut core);
     // The connection drops; the session resumes on another relay, which has the place older.
-    core.handle_closed(at(1200), TransportId(1), 1006, "gone");
-    core.handle_timeout(at(60_000));
-    let transport = drain(&mut core)
-        .into_iter()
-        .find_map(|output| match output {
-            Output::Connect(transport) => Some(transport),
-            _ => None,
-        })
-        .expect("reconnects");
-    core.handle_opened(at(60_010), transport);
-    let resumed = welcome(&core, 0, true);
-    core.handle_frame(at(60_020), transport, &resumed);
-    core.handle_timeout(at(60_020));
+    let transport = reconnected(&mut core, TransportId(1), 1200, true);
+    core.handle_timeout(at(61_220));
     assert!(transmitted(&drain(&mut core)).contains(&r#"{"type":"~ack","pos":7,"room":"a"}"#));
-    core.handle_frame(at(60_030), transport, &logged(Some("a"), 7, 1));
+    core.handle_frame(at(61_230), transport, &logged(Some("a"), 7, 1));
     assert!(payloads(&events(&mut core)).is_empty(), "a frame it has");
     // A fresh session: the rooms went with the old one, positions are new.
-    core.handle_closed(at(61_000), transport, 1006, "gone");
-    core.handle_timeout(at(120_000));
-    let transport = drain(&mut core)
-        .into_iter()
-        .find_map(|output| match output {
-            Output::Connect(transport) => Some(transport),
-            _ => None,
-        })
-        .expect("reconnects");
-    core.handle_opened(at(120_010), transport);
-    let fresh = welcome(&core, 0, false);
-    core.handle_frame(at(120_020), transport, &fresh);
+    let transport = reconnected(&mut core, transport, 61_000, false);
     drain(&mut core);
-    core.handle_frame(at(120_030), transport, &logged(Some("a"), 5, 9));
+    core.handle_frame(at(121_030), transport, &logged(Some("a"), 5, 9));
     assert_eq!(payloads(&events(&mut core)), ["9"]);
 }
 
