@@ -23,15 +23,18 @@
 // 38059 B measured (the two together cost 104 B more than their sum). Issue 19 in browsers
 // (`persist: true`, IndexedDB) stays out of this build too: it is a second build behind the
 // `wsrelay/persist` entry (11.1 KB more, BENCHMARKS.md); this one only refuses the option
-// naming that entry: 38112 B measured, within the slack. The ceiling is 38059 B plus 128 B of
-// slack. A change that grows the package past it fails here and must say
-// why.
+// naming that entry: 38112 B measured, within the slack. Then issue 20's logs: on a relay
+// cluster a room's messages and broadcasts come as frames of the room's log (`pos`), acknowledged
+// per room, with `~lost` for what fell off the retention: the decoder's `pos` and two frames,
+// the per-room places (a list: a BTreeMap cost 2.8 KB more) and the `lost` error's text:
+// +1274 B, 39386 B measured. The ceiling is that plus 128 B of slack. A change that grows the
+// package past it fails here and must say why.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 
-const CEILING = 38059 + 128;
+const CEILING = 39386 + 128;
 
 test("web build stays under its size ceiling (gzip -9)", () => {
   const dir = new URL("../../pkg/web/", import.meta.url);

@@ -88,8 +88,9 @@ pub struct ClientCore {
     unacked_bytes: usize,
     ack_due: Option<Instant>,
     /// Per room of the session (`""`: the log of everyone), where the client is in the room's
-    /// log (`PROTOCOL.md` section 14.1): a frame at or below `received` is one it has.
-    logs: alloc::collections::BTreeMap<String, LogCursor>,
+    /// log (`PROTOCOL.md` section 14.1): a frame at or below `received` is one it has. A list
+    /// (a client is in a few rooms): a map's code is kilobytes of wasm.
+    logs: Vec<(String, LogCursor)>,
     /// Log frames received since the last acknowledgement (counted with `received` towards
     /// `ack_every`).
     logs_unacked: u64,
@@ -188,7 +189,7 @@ impl ClientCore {
             acknowledged: 0,
             unacked_bytes: 0,
             ack_due: None,
-            logs: alloc::collections::BTreeMap::new(),
+            logs: Vec::new(),
             logs_unacked: 0,
             had_session: false,
             sid: None,

@@ -527,9 +527,9 @@ fn log_frames_are_taken_once_per_room_and_acknowledged_per_room() {
     assert_eq!(
         acks,
         [
-            r#"{"type":"~ack","pos":50}"#,
             r#"{"type":"~ack","pos":8,"room":"a"}"#,
             r#"{"type":"~ack","pos":3,"room":"b"}"#,
+            r#"{"type":"~ack","pos":50}"#,
         ]
     );
     // A session frame after them is the session's first.

@@ -113,9 +113,15 @@ impl ClientCore {
         bytes: usize,
     ) -> bool {
         let key = room.unwrap_or_default();
-        let cursor = match self.logs.get_mut(key) {
-            Some(cursor) => cursor,
-            None => self.logs.entry(key.to_owned()).or_default(),
+        let at = match self.logs.iter().position(|(room, _)| room == key) {
+            Some(at) => at,
+            None => {
+                self.logs.push((key.to_owned(), LogCursor::default()));
+                self.logs.len() - 1
+            }
+        };
+        let Some((_, cursor)) = self.logs.get_mut(at) else {
+            return false;
         };
         if pos <= cursor.received {
             return false;
@@ -137,10 +143,12 @@ impl ClientCore {
         lost: Option<u64>,
         began_again: bool,
     ) {
+        let key = room.unwrap_or_default();
         let had = self
             .logs
-            .get(room.unwrap_or_default())
-            .map_or(0, |cursor| cursor.received);
+            .iter()
+            .find(|(room, _)| room == key)
+            .map_or(0, |(_, cursor)| cursor.received);
         let count = match (began_again, had) {
             (true, _) => None,
             (false, 0) => lost,

@@ -310,7 +310,7 @@ impl ClientCore {
         // The server's cursors in the rooms may lag what this client has (a relay that died
         // before storing its last advances): it hears where the client is at once.
         self.logs_unacked = 0;
-        for cursor in self.logs.values_mut() {
+        for (_, cursor) in self.logs.iter_mut() {
             if cursor.received > 0 {
                 cursor.acknowledged = 0;
                 self.logs_unacked += 1;
