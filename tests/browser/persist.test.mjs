@@ -128,6 +128,47 @@ async function persistent(page, source, options = {}) {
   }, [relay, source, options]);
 }
 
+/**
+ * Runs `body` with a fresh recipient (its source `to`, its page `inbox`), a browser context and
+ * the list of page errors, which must stay empty; closes the context and the inbox after.
+ */
+async function withRecipient(body) {
+  const errors = [];
+  const to = unique("recipient");
+  const inbox = await recipient(to, errors);
+  const context = await browser.newContext();
+  try {
+    await body({ to, inbox, context, errors });
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+    await inbox.close();
+  }
+}
+
+/**
+ * Puts `page`'s WebSockets through a gate: up, they reach the relay; down, they are refused at
+ * once. `down()` also cuts the link that is open.
+ */
+async function gate(page) {
+  let up = true;
+  let current;
+  await page.routeWebSocket(/.*/, (ws) => {
+    if (!up) return ws.close({ code: 1011, reason: "link down" });
+    current = ws;
+    ws.connectToServer();
+  });
+  return {
+    down: async () => {
+      up = false;
+      await current.close({ code: 1011, reason: "link down" });
+    },
+    up: () => {
+      up = true;
+    },
+  };
+}
+
 /** The `q` lines (queued messages) of `source`'s journal in this page's IndexedDB. */
 function journaledQueued(page, source) {
   return page.evaluate((name) => new Promise((resolve, reject) => {
@@ -143,58 +184,41 @@ function journaledQueued(page, source) {
   }), `wsrelay:${source}`);
 }
 
-test("persist (1): sent offline, page reloaded, link back: each once, in order, restored then delivered", async () => {
-  const errors = [];
-  const to = unique("recipient");
+test("persist (1): sent offline, page reloaded, link back: each once, in order, restored then delivered", () => withRecipient(async ({ to, inbox, context, errors }) => {
   const source = unique("sender");
-  const inbox = await recipient(to, errors);
-  const page = watch(await browser.newPage(), errors);
-  // The page's WebSocket goes through a gate: open, the relay; shut, refused at once.
-  let linkUp = true;
-  let current;
-  await page.routeWebSocket(/.*/, (ws) => {
-    if (!linkUp) return ws.close({ code: 1011, reason: "link down" });
-    current = ws;
-    ws.connectToServer();
+  const page = watch(await context.newPage(), errors);
+  const link = await gate(page);
+  await page.goto(`${base}/blank.html`);
+  await persistent(page, source, { to });
+  await page.waitForFunction(() => window.seen.opens === 1, null, { timeout: WAIT });
+  await link.down();
+  await page.waitForFunction(() => window.client.readyState !== 1, null, { timeout: WAIT });
+  await page.evaluate(() => {
+    for (let n = 1; n <= 5; n++) window.sendN(n);
   });
-  try {
-    await page.goto(`${base}/blank.html`);
-    await persistent(page, source, { to });
-    await page.waitForFunction(() => window.seen.opens === 1, null, { timeout: WAIT });
-    linkUp = false;
-    await current.close({ code: 1011, reason: "link down" });
-    await page.waitForFunction(() => window.client.readyState !== 1, null, { timeout: WAIT });
-    await page.evaluate(() => {
-      for (let n = 1; n <= 5; n++) window.sendN(n);
-    });
-    // The reload comes once the five are in the journal (a page closed before its batch is
-    // stored loses that batch: PROTOCOL.md section 13, the one window before storage).
-    for (let i = 0; (await journaledQueued(page, source)) < 5; i++) {
-      assert.ok(i < 100, "the five messages reach the journal");
-      await sleep(50);
-    }
-    await page.reload();
-    await persistent(page, source, { to });
-    await page.waitForFunction(() => window.seen.events.includes("restored"), null, { timeout: WAIT });
-    assert.equal(await page.evaluate(() => window.client.readyState), 0, "still offline");
-    linkUp = true;
-    await inbox.waitForFunction(() => window.got.length >= 5, null, { timeout: WAIT });
-    await page.waitForFunction(() => window.seen.delivered.length === 5, null, { timeout: WAIT });
-    await sleep(500); // a copy sent twice would arrive by now
-    const seen = await page.evaluate(() => window.seen);
-    assert.deepEqual(await inbox.evaluate(() => window.got), [1, 2, 3, 4, 5]);
-    assert.deepEqual(seen.restored.map((m) => m.payload), [1, 2, 3, 4, 5]);
-    assert.deepEqual(seen.restored.map((m) => m.type), ["n", "n", "n", "n", "n"]);
-    assert.deepEqual([...seen.delivered].sort((a, b) => a - b), seen.restored.map((m) => m.id));
-    assert.equal(seen.events[0], "restored", "restored comes first");
-    assert.deepEqual(seen.failed, []);
-    assert.deepEqual(seen.errors, []);
-    assert.deepEqual(errors, []);
-  } finally {
-    await page.close();
-    await inbox.close();
+  // The reload comes once the five are in the journal (a page closed before its batch is
+  // stored loses that batch: PROTOCOL.md section 13, the one window before storage).
+  for (let i = 0; (await journaledQueued(page, source)) < 5; i++) {
+    assert.ok(i < 100, "the five messages reach the journal");
+    await sleep(50);
   }
-});
+  await page.reload();
+  await persistent(page, source, { to });
+  await page.waitForFunction(() => window.seen.events.includes("restored"), null, { timeout: WAIT });
+  assert.equal(await page.evaluate(() => window.client.readyState), 0, "still offline");
+  link.up();
+  await inbox.waitForFunction(() => window.got.length >= 5, null, { timeout: WAIT });
+  await page.waitForFunction(() => window.seen.delivered.length === 5, null, { timeout: WAIT });
+  await sleep(500); // a copy sent twice would arrive by now
+  const seen = await page.evaluate(() => window.seen);
+  assert.deepEqual(await inbox.evaluate(() => window.got), [1, 2, 3, 4, 5]);
+  assert.deepEqual(seen.restored.map((m) => m.payload), [1, 2, 3, 4, 5]);
+  assert.deepEqual(seen.restored.map((m) => m.type), ["n", "n", "n", "n", "n"]);
+  assert.deepEqual([...seen.delivered].sort((a, b) => a - b), seen.restored.map((m) => m.id));
+  assert.equal(seen.events[0], "restored", "restored comes first");
+  assert.deepEqual(seen.failed, []);
+  assert.deepEqual(seen.errors, []);
+}));
 
 /** Starts Chromium on `profile` with a DevTools port; its process and a Playwright handle. */
 async function launchOwn(profile) {
@@ -287,12 +311,8 @@ test("persist (2): the browser killed (SIGKILL) mid-stream, restarted on its pro
   }
 });
 
-test("persist (3): two tabs of one source, both sending: one owns the connection, the other goes through it; nothing lost or doubled, no 4409", async () => {
-  const errors = [];
-  const to = unique("recipient");
+test("persist (3): two tabs of one source, both sending: one owns the connection, the other goes through it; nothing lost or doubled, no 4409", () => withRecipient(async ({ to, inbox, context, errors }) => {
   const source = unique("shared");
-  const inbox = await recipient(to, errors);
-  const context = await browser.newContext();
   const connections = { a: 0, b: 0 };
   const tab = async (name) => {
     const page = watch(await context.newPage(), errors);
@@ -317,129 +337,96 @@ test("persist (3): two tabs of one source, both sending: one owns the connection
     return page;
   };
   const inOrder = (prefix, count) => Array.from({ length: count }, (_, i) => `${prefix}${i + 1}`);
-  try {
-    const a = await tab("a");
-    await a.waitForFunction(() => window.seen.opens === 1, null, { timeout: WAIT });
-    const b = await tab("b");
-    await a.evaluate(() => window.sendAll("a", 1, 10));
-    await b.evaluate(() => window.sendAll("b", 1, 10));
-    // The second tab's messages go out through the first tab's connection, and are settled
-    // back to it.
-    await inbox.waitForFunction(() => window.got.length >= 20, null, { timeout: WAIT });
-    await b.waitForFunction(() => window.seen.acked.length === 10, null, { timeout: WAIT });
-    assert.equal(await b.evaluate(() => window.client.owner), false);
-    assert.equal(await b.evaluate(() => window.client.readyState), 1, "the owner's connection is open");
-    assert.equal(connections.b, 0, "the second tab opened no connection of its own");
-    // What the source receives reaches both tabs' handlers.
-    await inbox.evaluate((source) => window.inboxClient.send("note", "hello tabs", { to: source }), source);
-    await a.waitForFunction(() => window.notes.length === 1, null, { timeout: WAIT });
-    await b.waitForFunction(() => window.notes.length === 1, null, { timeout: WAIT });
-    // The owner's page closes: the other tab takes the lock and the journal, and connects.
-    await a.close({ runBeforeUnload: false });
-    await b.waitForFunction(() => window.client.owner && window.seen.opens === 1, null, { timeout: WAIT });
-    await b.evaluate(() => window.sendAll("b", 11, 5));
-    await inbox.waitForFunction(() => window.got.length >= 25, null, { timeout: WAIT });
-    await b.waitForFunction(() => window.client.queued === 0, null, { timeout: WAIT });
-    await sleep(500); // a copy sent twice would arrive by now
-    const got = await inbox.evaluate(() => window.got);
-    assert.deepEqual(got.filter((p) => p.startsWith("a")), inOrder("a", 10));
-    assert.deepEqual(got.filter((p) => p.startsWith("b")), inOrder("b", 15));
-    assert.equal(got.length, 25, `nothing twice: ${got}`);
-    const seenB = await b.evaluate(() => window.seen);
-    assert.ok(!seenB.closes.includes(4409), `no replacement: ${seenB.closes}`);
-    assert.deepEqual(seenB.errors, []);
-    assert.deepEqual(seenB.failed, []);
-    assert.equal(seenB.acked.length, 15);
-    assert.deepEqual(connections, { a: 1, b: 1 }, "one connection per owner, in turn");
-    assert.deepEqual(errors, []);
-  } finally {
-    await context.close();
-    await inbox.close();
-  }
-});
+  const a = await tab("a");
+  await a.waitForFunction(() => window.seen.opens === 1, null, { timeout: WAIT });
+  const b = await tab("b");
+  await a.evaluate(() => window.sendAll("a", 1, 10));
+  await b.evaluate(() => window.sendAll("b", 1, 10));
+  // The second tab's messages go out through the first tab's connection, and are settled
+  // back to it.
+  await inbox.waitForFunction(() => window.got.length >= 20, null, { timeout: WAIT });
+  await b.waitForFunction(() => window.seen.acked.length === 10, null, { timeout: WAIT });
+  assert.equal(await b.evaluate(() => window.client.owner), false);
+  assert.equal(await b.evaluate(() => window.client.readyState), 1, "the owner's connection is open");
+  assert.equal(connections.b, 0, "the second tab opened no connection of its own");
+  // What the source receives reaches both tabs' handlers.
+  await inbox.evaluate((source) => window.inboxClient.send("note", "hello tabs", { to: source }), source);
+  await a.waitForFunction(() => window.notes.length === 1, null, { timeout: WAIT });
+  await b.waitForFunction(() => window.notes.length === 1, null, { timeout: WAIT });
+  // The owner's page closes: the other tab takes the lock and the journal, and connects.
+  await a.close({ runBeforeUnload: false });
+  await b.waitForFunction(() => window.client.owner && window.seen.opens === 1, null, { timeout: WAIT });
+  await b.evaluate(() => window.sendAll("b", 11, 5));
+  await inbox.waitForFunction(() => window.got.length >= 25, null, { timeout: WAIT });
+  await b.waitForFunction(() => window.client.queued === 0, null, { timeout: WAIT });
+  await sleep(500); // a copy sent twice would arrive by now
+  const got = await inbox.evaluate(() => window.got);
+  assert.deepEqual(got.filter((p) => p.startsWith("a")), inOrder("a", 10));
+  assert.deepEqual(got.filter((p) => p.startsWith("b")), inOrder("b", 15));
+  assert.equal(got.length, 25, `nothing twice: ${got}`);
+  const seenB = await b.evaluate(() => window.seen);
+  assert.ok(!seenB.closes.includes(4409), `no replacement: ${seenB.closes}`);
+  assert.deepEqual(seenB.errors, []);
+  assert.deepEqual(seenB.failed, []);
+  assert.equal(seenB.acked.length, 15);
+  assert.deepEqual(connections, { a: 1, b: 1 }, "one connection per owner, in turn");
+}));
 
-test("persist (3b): the owner's close() hands the source to the next tab, which restores and connects", async () => {
-  const errors = [];
-  const to = unique("recipient");
+test("persist (3b): the owner's close() hands the source to the next tab, which restores and connects", () => withRecipient(async ({ to, inbox, context, errors }) => {
   const source = unique("shared");
-  const inbox = await recipient(to, errors);
-  const context = await browser.newContext();
-  try {
-    const tab = async () => {
-      const page = watch(await context.newPage(), errors);
-      await page.goto(`${base}/blank.html`);
-      await persistent(page, source, { to });
-      return page;
-    };
-    const a = await tab();
-    await a.waitForFunction(() => window.seen.opens === 1, null, { timeout: WAIT });
-    const b = await tab();
-    assert.equal(await b.evaluate(() => window.client.owner), false);
-    await a.evaluate(() => window.client.close());
-    assert.equal(await a.evaluate(() => [window.client.owner, window.client.readyState].join()), "false,3");
-    await b.waitForFunction(() => window.client.owner && window.seen.opens === 1, null, { timeout: WAIT });
-    await b.evaluate(() => window.sendN(1));
-    await inbox.waitForFunction(() => window.got.length === 1, null, { timeout: WAIT });
-    // The closed tab takes no part any more: its sends are refused.
-    assert.equal(await a.evaluate(() => window.client.send("n", 2).catch((error) => error.code)), "closed");
-    assert.deepEqual(await inbox.evaluate(() => window.got), [1]);
-    assert.deepEqual(errors, []);
-  } finally {
-    await context.close();
-    await inbox.close();
-  }
-});
+  const tab = async () => {
+    const page = watch(await context.newPage(), errors);
+    await page.goto(`${base}/blank.html`);
+    await persistent(page, source, { to });
+    return page;
+  };
+  const a = await tab();
+  await a.waitForFunction(() => window.seen.opens === 1, null, { timeout: WAIT });
+  const b = await tab();
+  assert.equal(await b.evaluate(() => window.client.owner), false);
+  await a.evaluate(() => window.client.close());
+  assert.equal(await a.evaluate(() => [window.client.owner, window.client.readyState].join()), "false,3");
+  await b.waitForFunction(() => window.client.owner && window.seen.opens === 1, null, { timeout: WAIT });
+  await b.evaluate(() => window.sendN(1));
+  await inbox.waitForFunction(() => window.got.length === 1, null, { timeout: WAIT });
+  // The closed tab takes no part any more: its sends are refused.
+  assert.equal(await a.evaluate(() => window.client.send("n", 2).catch((error) => error.code)), "closed");
+  assert.deepEqual(await inbox.evaluate(() => window.got), [1]);
+}));
 
-test("persist (3c): the owner's page closes with the other tab's messages unsent: the next owner restores and sends them, once", async () => {
-  const errors = [];
-  const to = unique("recipient");
+test("persist (3c): the owner's page closes with the other tab's messages unsent: the next owner restores and sends them, once", () => withRecipient(async ({ to, inbox, context, errors }) => {
   const source = unique("shared");
-  const inbox = await recipient(to, errors);
-  const context = await browser.newContext();
-  try {
-    const a = watch(await context.newPage(), errors);
-    // The owner's link goes down, so that what it is handed stays in its journal, unsent.
-    let linkUp = true;
-    let current;
-    await a.routeWebSocket(/.*/, (ws) => {
-      if (!linkUp) return ws.close({ code: 1011, reason: "link down" });
-      current = ws;
-      ws.connectToServer();
-    });
-    await a.goto(`${base}/blank.html`);
-    await persistent(a, source, { to });
-    await a.waitForFunction(() => window.seen.opens === 1, null, { timeout: WAIT });
-    const b = watch(await context.newPage(), errors);
-    await b.goto(`${base}/blank.html`);
-    await persistent(b, source, { to });
-    await b.waitForFunction(() => window.client.readyState === 1, null, { timeout: WAIT });
-    linkUp = false;
-    await current.close({ code: 1011, reason: "link down" });
-    await b.waitForFunction(() => window.client.readyState !== 1, null, { timeout: WAIT });
-    // Handed to the owner, which journals them and cannot send them.
-    await b.evaluate(() => [1, 2, 3].forEach((n) => window.sendN(n)));
-    await a.waitForFunction(() => window.client.queued === 3, null, { timeout: WAIT });
-    for (let i = 0; (await journaledQueued(a, source)) < 3; i++) {
-      assert.ok(i < 100, "the three reach the owner's journal");
-      await sleep(50);
-    }
-    await a.close({ runBeforeUnload: false });
-    // The second tab takes over: the three come back from the journal and go out, once.
-    await inbox.waitForFunction(() => window.got.length >= 3, null, { timeout: WAIT });
-    await b.waitForFunction(() => window.seen.delivered.length === 3, null, { timeout: WAIT });
-    await sleep(500); // a copy sent twice would arrive by now
-    assert.deepEqual(await inbox.evaluate(() => window.got), [1, 2, 3]);
-    const seen = await b.evaluate(() => window.seen);
-    assert.deepEqual(seen.restored.map((m) => m.payload), [1, 2, 3], "restored by the new owner");
-    // Their Promises in this tab were the old owner's to settle: 'unconfirmed', and the
-    // events above say what became of them.
-    assert.deepEqual(seen.failed, [[1, "unconfirmed"], [2, "unconfirmed"], [3, "unconfirmed"]]);
-    assert.deepEqual(errors, []);
-  } finally {
-    await context.close();
-    await inbox.close();
+  const a = watch(await context.newPage(), errors);
+  // The owner's link goes down, so that what it is handed stays in its journal, unsent.
+  const link = await gate(a);
+  await a.goto(`${base}/blank.html`);
+  await persistent(a, source, { to });
+  await a.waitForFunction(() => window.seen.opens === 1, null, { timeout: WAIT });
+  const b = watch(await context.newPage(), errors);
+  await b.goto(`${base}/blank.html`);
+  await persistent(b, source, { to });
+  await b.waitForFunction(() => window.client.readyState === 1, null, { timeout: WAIT });
+  await link.down();
+  await b.waitForFunction(() => window.client.readyState !== 1, null, { timeout: WAIT });
+  // Handed to the owner, which journals them and cannot send them.
+  await b.evaluate(() => [1, 2, 3].forEach((n) => window.sendN(n)));
+  await a.waitForFunction(() => window.client.queued === 3, null, { timeout: WAIT });
+  for (let i = 0; (await journaledQueued(a, source)) < 3; i++) {
+    assert.ok(i < 100, "the three reach the owner's journal");
+    await sleep(50);
   }
-});
+  await a.close({ runBeforeUnload: false });
+  // The second tab takes over: the three come back from the journal and go out, once.
+  await inbox.waitForFunction(() => window.got.length >= 3, null, { timeout: WAIT });
+  await b.waitForFunction(() => window.seen.delivered.length === 3, null, { timeout: WAIT });
+  await sleep(500); // a copy sent twice would arrive by now
+  assert.deepEqual(await inbox.evaluate(() => window.got), [1, 2, 3]);
+  const seen = await b.evaluate(() => window.seen);
+  assert.deepEqual(seen.restored.map((m) => m.payload), [1, 2, 3], "restored by the new owner");
+  // Their Promises in this tab were the old owner's to settle: 'unconfirmed', and the
+  // events above say what became of them.
+  assert.deepEqual(seen.failed, [[1, "unconfirmed"], [2, "unconfirmed"], [3, "unconfirmed"]]);
+}));
 
 test("the main entry refuses persist: true, naming the entry that has it", async () => {
   const errors = [];
@@ -481,79 +468,59 @@ for (const [name, script] of [
     };
   }],
 ]) {
-  test(`persist (5): ${name}: an error event 'storage', and delivery in memory`, async () => {
-    const errors = [];
-    const to = unique("recipient");
-    const inbox = await recipient(to, errors);
-    const context = await browser.newContext();
+  test(`persist (5): ${name}: an error event 'storage', and delivery in memory`, () => withRecipient(async ({ to, inbox, context, errors }) => {
     const page = watch(await context.newPage(), errors);
-    try {
-      await page.addInitScript(script);
-      await page.goto(`${base}/blank.html`);
-      await persistent(page, unique("sender"), { to });
-      await page.evaluate(() => Promise.all([1, 2, 3].map((n) => window.sendN(n))));
-      await inbox.waitForFunction(() => window.got.length >= 3, null, { timeout: WAIT });
-      const seen = await page.evaluate(() => window.seen);
-      assert.deepEqual(seen.errors, ["storage"]);
-      assert.deepEqual(seen.acked, [1, 2, 3]);
-      assert.deepEqual(await inbox.evaluate(() => window.got), [1, 2, 3]);
-      assert.deepEqual(errors, []);
-    } finally {
-      await context.close();
-      await inbox.close();
-    }
-  });
-}
-
-test("persist (5): a damaged journal is moved aside, reported, and started afresh", async () => {
-  const errors = [];
-  const to = unique("recipient");
-  const source = unique("damaged");
-  const inbox = await recipient(to, errors);
-  const context = await browser.newContext();
-  const page = watch(await context.newPage(), errors);
-  try {
+    await page.addInitScript(script);
     await page.goto(`${base}/blank.html`);
-    // A journal whose committed batch holds an unreadable line: damage, not a torn tail.
-    await page.evaluate((name) => new Promise((resolve, reject) => {
-      const open = indexedDB.open(name, 1);
-      open.onupgradeneeded = () => {
-        open.result.createObjectStore("journal", { autoIncrement: true });
-        open.result.createObjectStore("damaged", { autoIncrement: true });
-      };
-      open.onerror = () => reject(open.error);
-      open.onsuccess = () => {
-        const transaction = open.result.transaction("journal", "readwrite");
-        transaction.objectStore("journal").add('{"n":\n{"c":1}\n');
-        transaction.oncomplete = () => {
-          open.result.close();
-          resolve();
-        };
-      };
-    }), `wsrelay:${source}`);
-    await persistent(page, source, { to });
-    await page.evaluate(() => window.sendN(1));
-    await inbox.waitForFunction(() => window.got.length === 1, null, { timeout: WAIT });
+    await persistent(page, unique("sender"), { to });
+    await page.evaluate(() => Promise.all([1, 2, 3].map((n) => window.sendN(n))));
+    await inbox.waitForFunction(() => window.got.length >= 3, null, { timeout: WAIT });
     const seen = await page.evaluate(() => window.seen);
     assert.deepEqual(seen.errors, ["storage"]);
-    assert.deepEqual(seen.acked, [1]);
-    const stores = await page.evaluate((name) => new Promise((resolve) => {
-      const open = indexedDB.open(name);
-      open.onsuccess = () => {
-        const transaction = open.result.transaction(["journal", "damaged"]);
-        const damaged = transaction.objectStore("damaged").getAll();
-        const journal = transaction.objectStore("journal").getAll();
-        transaction.oncomplete = () => resolve({ damaged: damaged.result, journal: journal.result.join("") });
+    assert.deepEqual(seen.acked, [1, 2, 3]);
+    assert.deepEqual(await inbox.evaluate(() => window.got), [1, 2, 3]);
+  }));
+}
+
+test("persist (5): a damaged journal is moved aside, reported, and started afresh", () => withRecipient(async ({ to, inbox, context, errors }) => {
+  const source = unique("damaged");
+  const page = watch(await context.newPage(), errors);
+  await page.goto(`${base}/blank.html`);
+  // A journal whose committed batch holds an unreadable line: damage, not a torn tail.
+  await page.evaluate((name) => new Promise((resolve, reject) => {
+    const open = indexedDB.open(name, 1);
+    open.onupgradeneeded = () => {
+      open.result.createObjectStore("journal", { autoIncrement: true });
+      open.result.createObjectStore("damaged", { autoIncrement: true });
+    };
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const transaction = open.result.transaction("journal", "readwrite");
+      transaction.objectStore("journal").add('{"n":\n{"c":1}\n');
+      transaction.oncomplete = () => {
+        open.result.close();
+        resolve();
       };
-    }), `wsrelay:${source}`);
-    assert.deepEqual(stores.damaged, ['{"n":\n{"c":1}\n'], "the damaged journal is kept aside");
-    assert.ok(stores.journal.includes('{"q":1'), `a fresh journal: ${stores.journal}`);
-    assert.deepEqual(errors, []);
-  } finally {
-    await context.close();
-    await inbox.close();
-  }
-});
+    };
+  }), `wsrelay:${source}`);
+  await persistent(page, source, { to });
+  await page.evaluate(() => window.sendN(1));
+  await inbox.waitForFunction(() => window.got.length === 1, null, { timeout: WAIT });
+  const seen = await page.evaluate(() => window.seen);
+  assert.deepEqual(seen.errors, ["storage"]);
+  assert.deepEqual(seen.acked, [1]);
+  const stores = await page.evaluate((name) => new Promise((resolve) => {
+    const open = indexedDB.open(name);
+    open.onsuccess = () => {
+      const transaction = open.result.transaction(["journal", "damaged"]);
+      const damaged = transaction.objectStore("damaged").getAll();
+      const journal = transaction.objectStore("journal").getAll();
+      transaction.oncomplete = () => resolve({ damaged: damaged.result, journal: journal.result.join("") });
+    };
+  }), `wsrelay:${source}`);
+  assert.deepEqual(stores.damaged, ['{"n":\n{"c":1}\n'], "the damaged journal is kept aside");
+  assert.ok(stores.journal.includes('{"q":1'), `a fresh journal: ${stores.journal}`);
+}));
 
 // The `js browser` snippets of README.md and the package README, run as they are in a page
 // (the import named as this server serves it, the relay's address put in).
