@@ -1,10 +1,11 @@
 // End to end: two people chat in the www/ demo (headless Chromium, the npm package's web build)
 // through the real relay binary; the relay stops while Alice types, comes back, and her queued
 // messages reach Bob exactly once and are marked delivered; messages typed offline survive a
-// reload of the page (the demo persists).
+// reload of the page (the demo persists), also when the relay of a cluster on Redis dies
+// during the reload.
 //
-// Needs WSRELAY_SERVER_BIN (the built relay) and www/pkg (the package); `cargo xtask test`
-// provides both. Screenshots go to test-output/e2e/.
+// Needs WSRELAY_SERVER_BIN (the built relay), www/pkg (the package) and redis-server;
+// `cargo xtask test` provides them. Screenshots go to test-output/e2e/.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -385,5 +386,95 @@ test("rooms: #general reaches its members only, who are shown per room; a new ro
   } finally {
     await browser.close();
     await stopRelay(relay);
+  }
+});
+
+// Issue 19's test 6: on a relay cluster (two relays on one Redis), Alice's relay is killed
+// (SIGKILL) while she types and her page is reloaded; her relay comes back on its port: what
+// she typed reaches Bob, on the other relay, exactly once and in order (the page's journal and
+// the session in Redis together; her messages go through the log of everyone).
+test("a relay of a cluster killed while the page reloads: what Alice typed reaches Bob once, in order (persist, Redis)", { timeout: 120_000 }, async () => {
+  assert.ok(binary, "WSRELAY_SERVER_BIN must name the relay binary (cargo xtask test sets it)");
+  const redis = await startRedis();
+  const on = (node) => ["--redis", redis.url, "--node-id", node];
+  const kill = (child, signal) => new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once("exit", resolve);
+    child.kill(signal);
+  });
+  let a = await startRelay(0, on("a"));
+  const b = await startRelay(0, on("b"));
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: BROWSER_ARGS });
+  try {
+    const alice = await browser.newPage();
+    const bob = await browser.newPage();
+    for (const page of [alice, bob]) page.on("pageerror", (error) => assert.fail(`page error: ${error}`));
+    await joinChat(alice, `http://127.0.0.1:${a.port}/`, "alice");
+    await joinChat(bob, `http://127.0.0.1:${b.port}/`, "bob");
+    const before = ["before 1", "before 2"];
+    for (const text of before) await say(alice, text);
+    await bob.waitForFunction((n) => document.querySelectorAll("#log .msg:not(.system)").length >= n, before.length, { timeout: WAIT });
+
+    // Alice types on; her relay dies with whatever it had in flight, and her page reloads.
+    const during = ["during 1", "during 2", "during 3"];
+    for (const text of during) await say(alice, text);
+    const port = a.port;
+    await kill(a.child, "SIGKILL");
+    const after = ["after 1", "after 2"];
+    for (const text of after) await say(alice, text);
+    await alice.waitForFunction(
+      (n) => document.querySelectorAll(".msg.mine").length >= n,
+      before.length + during.length + after.length,
+      { timeout: WAIT },
+    );
+    // The reload comes once the last thing she typed is in the page's journal.
+    const journal = () => alice.evaluate(() => new Promise((resolve, reject) => {
+      const open = indexedDB.open("wsrelay:alice");
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const read = open.result.transaction("journal").objectStore("journal").getAll();
+        read.onsuccess = () => {
+          open.result.close();
+          resolve(read.result.join(""));
+        };
+      };
+    }));
+    for (let i = 0; !(await journal()).includes(after[after.length - 1]); i++) {
+      assert.ok(i < 100, "what she typed reaches the journal");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    // Her relay is dead: the page itself is fetched from the other relay (the same files), and
+    // her client keeps trying her own relay until it is back.
+    const own = `http://127.0.0.1:${port}/`;
+    await alice.route(`${own}**`, (route) =>
+      route.continue({ url: route.request().url().replace(own, `http://127.0.0.1:${b.port}/`) }));
+    await alice.reload();
+    await alice.click("#join");
+    a = await startRelayAgain(port, on("a"));
+
+    // Everything she typed reaches Bob once, in order, across the relays.
+    const typed = [...before, ...during, ...after];
+    await bob.waitForFunction(
+      (n) => [...document.querySelectorAll("#log .msg:not(.system) .text")].filter((t) => /^(before|during|after) /.test(t.textContent)).length >= n,
+      typed.length,
+      { timeout: WAIT },
+    );
+    // What the reloaded page restored (what had not been acknowledged) turns delivered.
+    await alice.waitForFunction(
+      () => {
+        const mine = document.querySelectorAll(".msg.mine");
+        return mine.length > 0 && [...mine].every((m) => m.dataset.status === "delivered");
+      },
+      null,
+      { timeout: WAIT },
+    );
+    await new Promise((resolve) => setTimeout(resolve, 500)); // a copy sent twice would arrive by now
+    const seen = (await texts(bob)).filter((t) => /^(before|during|after) /.test(t));
+    assert.deepEqual(seen, typed, "each once, in order");
+  } finally {
+    await browser.close();
+    await kill(a.child, "SIGTERM");
+    await stopRelay(b);
+    await kill(redis.child, "SIGKILL");
   }
 });

@@ -111,8 +111,8 @@ impl Answerable {
 }
 
 /// The `id`, `source` and whether it is a response (`re`), of a frame in the layout the
-/// server writes (`Message::encode_into`: type, id, re, to, source, then the payload), with no
-/// escape in its strings; `None` for anything else, which [`any_envelope`] then reads.
+/// server writes (`Message::encode_into`: type, id, re, to, source, room, then the payload;
+/// a room log's frame leads with its `pos`), with no escape in its strings; `None` for anything else, which [`any_envelope`] then reads.
 /// Every frame written to a client is noted, so this is on the hot path of a broadcast: the
 /// general reader cost about 2000 instructions per delivery, this a few hundred.
 fn envelope(frame: &str) -> Option<(Option<u64>, Option<Cow<'_, str>>, bool)> {
@@ -142,7 +142,12 @@ fn envelope(frame: &str) -> Option<(Option<u64>, Option<Cow<'_, str>>, bool)> {
         }
         (end > 0 && value < 1 << 53).then_some((value, text.get(end..)?))
     }
-    let (_, mut rest) = string(frame.strip_prefix("{\"type\":\"")?)?;
+    // A room log's frame leads with its position (`{"pos":N,"type":...`).
+    let body = match frame.strip_prefix("{\"pos\":") {
+        Some(after) => integer(after)?.1.strip_prefix(',')?,
+        None => frame.strip_prefix('{')?,
+    };
+    let (_, mut rest) = string(body.strip_prefix("\"type\":\"")?)?;
     let mut id = None;
     if let Some(after) = rest.strip_prefix(",\"id\":") {
         let (value, after) = integer(after)?;
@@ -161,6 +166,9 @@ fn envelope(frame: &str) -> Option<(Option<u64>, Option<Cow<'_, str>>, bool)> {
         let (value, after) = string(after)?;
         source = Some(Cow::Borrowed(value));
         rest = after;
+    }
+    if let Some(after) = rest.strip_prefix(",\"room\":\"") {
+        rest = string(after)?.1;
     }
     // What follows must be what the server writes next, or the end.
     (rest.starts_with(",\"payload\":") || rest.starts_with(",\"error\":") || rest == "}")
@@ -257,6 +265,10 @@ mod tests {
             r#"{"type":"x","source":"a","id":1,"payload":1}"#,
             r#"{"type":"x","id":2,"source":"a"}"#,
             r#"{"type":"x","id":2,"source":"a","error":{"code":"c","message":"m"}}"#,
+            r#"{"type":"chat","id":3,"source":"alice","room":"general","payload":1}"#,
+            r#"{"pos":1765000000000042,"type":"chat","id":3,"source":"alice","room":"r","payload":1}"#,
+            r#"{"pos":7,"type":"bc","id":8,"source":"bob","payload":1}"#,
+            r#"{"pos":07,"type":"bc","id":8,"source":"bob","payload":1}"#,
         ];
         for text in frames {
             let general = any_envelope(text);

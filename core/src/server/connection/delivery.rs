@@ -187,6 +187,8 @@ impl<F: FrameText, H: HandlerSet> ServerConnection<F, H> {
             let mut flight = session.then(|| self.logs_in_flight.entry(batch.room).or_default());
             for (pos, frame) in batch.frames {
                 count += 1;
+                // Its members may answer it, like any message relayed to them.
+                self.answerable.note(&frame, self.settings.answerable);
                 let len = frame.len();
                 if let Some(flight) = flight.as_mut() {
                     flight.push_back((pos, len));

@@ -191,3 +191,31 @@ fn a_client_message_with_a_position_is_refused() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_member_may_answer_a_rooms_message() {
+    let now = Instant::from_millis(0);
+    let mut machine = opened(ConnectionSettings::default(), now);
+    outputs(&mut machine);
+    machine.handle_fetched(now, Vec::<String>::new());
+    outputs(&mut machine);
+    let frame = r#"{"pos":12,"type":"ask","id":4,"source":"bob","room":"r","payload":0}"#;
+    machine.handle_logs_fetched(
+        now,
+        vec![LogBatch {
+            room: "r".into(),
+            lost: None,
+            frames: vec![(12, frame.to_owned())],
+        }],
+    );
+    outputs(&mut machine);
+    machine.handle_text(
+        now,
+        r#"{"type":"ask","id":1,"re":4,"to":"bob","payload":"yes"}"#,
+    );
+    let out = outputs(&mut machine);
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Route { effect: Effect::To { target, .. }, .. } if target == "bob")),
+        "the answer goes to bob: {out:?}"
+    );
+}
