@@ -25,8 +25,9 @@ pub(super) const EVERYONE: &str = "";
 const KEPT: usize = 8192;
 /// How long a relay gathers the entries of its rooms before it rings their members: a
 /// connection then writes the entries of that moment at once (one write, not one per entry),
-/// which is most of what a delivery costs. Tokio's timer rounds it up to a millisecond.
-const RING_AFTER: Duration = Duration::from_micros(500);
+/// which is most of what a delivery costs. Measured on the cluster broadcast row: 654k
+/// deliveries/s at half a millisecond, 981k at two; the price is up to 2 ms of latency.
+const RING_AFTER: Duration = Duration::from_millis(2);
 /// How often a relay stores the places its members reached (a relay that dies makes them
 /// receive at most this much again, which their clients drop).
 pub(super) const STORE_PLACES: Duration = Duration::from_secs(2);
