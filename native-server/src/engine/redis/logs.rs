@@ -334,7 +334,8 @@ impl RedisEngine {
         self.detach(claim, None);
         let keys = Keys::of(&claim.source);
         let mut conn = self.conn.clone();
-        let rooms: Option<String> = if claim.session.is_some() {
+        let session = claim.session.is_some();
+        let rooms: Option<String> = if session {
             self.call(
                 redis::cmd("HGET")
                     .arg(&keys.meta)
@@ -351,30 +352,38 @@ impl RedisEngine {
             .filter_map(|room| (!room.is_empty()).then(|| unhex(room)).flatten())
             .collect();
         rooms.push(EVERYONE.to_owned());
-        for room in rooms {
-            let field = cursor_field(&hex(&room));
-            let stored: Option<u64> = if claim.session.is_some() && (resumed || room != EVERYONE) {
-                self.call(
-                    redis::cmd("HGET")
-                        .arg(&keys.meta)
-                        .arg(&field)
-                        .query_async(&mut conn),
-                )
-                .await?
-            } else {
-                None
-            };
-            match stored {
-                Some(after) => self.attach(claim, &room, after, true),
+        // The stored places, in one read: a fresh session's place in the log of everyone is
+        // its end, whatever an earlier session left there.
+        let stored: Vec<Option<u64>> = if session {
+            let mut read = redis::cmd("HMGET");
+            read.arg(&keys.meta);
+            for room in &rooms {
+                read.arg(cursor_field(&hex(room)));
+            }
+            self.call(read.query_async(&mut conn)).await?
+        } else {
+            Vec::new()
+        };
+        // (room, place, whether the place was stored): a place begun now is stored before the
+        // connection follows from it, so that a relay's death never leaves a session without.
+        let mut places = Vec::with_capacity(rooms.len());
+        let mut fresh = Vec::new();
+        for (index, room) in rooms.into_iter().enumerate() {
+            let kept = stored.get(index).copied().flatten();
+            match kept.filter(|_| resumed || room != EVERYONE) {
+                Some(after) => places.push((room, after, true)),
                 None => {
                     let after = self.join_position(&room).await?;
-                    if claim.session.is_some() {
-                        self.store_places(vec![(claim.source.clone(), room.clone(), after)])
-                            .await?;
+                    if session {
+                        fresh.push((claim.source.clone(), room.clone(), after));
                     }
-                    self.attach(claim, &room, after, false);
+                    places.push((room, after, false));
                 }
             }
+        }
+        self.store_places(fresh).await?;
+        for (room, after, read) in places {
+            self.attach(claim, &room, after, read);
         }
         Ok(())
     }
