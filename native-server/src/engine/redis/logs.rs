@@ -691,6 +691,14 @@ impl RedisEngine {
                 feed.ack(&claim.source, claim.epoch, first - 1);
             }
         }
+        if entries.len() >= max {
+            // A full read: the stream holds more. The connection cannot tell from what it is
+            // handed (its own messages are left out of it), so it is rung to read on; without
+            // this a member that read from a stored place would wait for the room's next entry,
+            // and after the last one, for ever.
+            drop(feeds);
+            self.with_local(claim, |local| local.doorbell.ring(Signal::Logs));
+        }
         let frames = entries
             .into_iter()
             .filter(|(_, _, exclude)| exclude.as_deref() != Some(claim.source.as_str()))
